@@ -1,0 +1,1 @@
+"""Recaptions of kept samples by vision-language models."""

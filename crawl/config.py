@@ -1,0 +1,56 @@
+"""What to ingest and how to fetch and stage it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from manifests.config import StrictModel
+
+
+class InputConfig(StrictModel):
+    """The input: a URL list (img2dataset's convention), img2dataset-style WebDataset shards, or a folder."""
+
+    kind: Literal["url_list", "webdataset", "folder"] = "url_list"
+    path: str = Field(description="URL list file, folder of .tar shards (or one .tar), or folder of images")
+    format: Literal["auto", "parquet", "csv", "jsonl"] = "auto"
+    url_col: str = "url"
+    caption_col: str | None = "caption"
+    rows_per_shard: int = Field(10_000, ge=1, description="input rows per work unit (img2dataset's number_sample_per_shard)")
+
+
+class CrawlConfig(StrictModel):
+    """Fetching and decoding. Defaults follow img2dataset where it has one."""
+
+    # Network.
+    concurrency: int = Field(64, ge=1, description="requests in flight per ingest worker")
+    per_host_concurrency: int = Field(16, ge=1)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(20.0, gt=0)
+    total_timeout_s: float = Field(60.0, gt=0)
+    retries: int = Field(2, ge=0, description="extra attempts on timeouts, connection errors, 408, 429 and 5xx")
+    backoff_s: float = Field(0.5, ge=0)
+    max_redirects: int = Field(5, ge=0)
+    max_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="stop reading a body past this size")
+    user_agent_token: str = "thresher"
+    disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
+    allow_private_addresses: bool = Field(
+        False, description="fetch loopback/private/link-local addresses (tests and the demo need loopback)"
+    )
+
+    # Decoding and staging.
+    max_pixels: int = Field(89_478_485, ge=1, description="decompression-bomb limit (Pillow's default)")
+    min_image_size: int = Field(0, ge=0, description="drop images whose shorter side is below this")
+    max_aspect_ratio: float | None = Field(None, gt=0, description="drop images more elongated than this; None: no limit")
+    image_size: int = Field(256, ge=1)
+    resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "border"
+    resize_only_if_bigger: bool = False
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"
+    encode_quality: int = Field(95, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _timeouts_fit(self) -> CrawlConfig:
+        if self.total_timeout_s < self.connect_timeout_s:
+            raise ValueError("total_timeout_s must be at least connect_timeout_s")
+        return self

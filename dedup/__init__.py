@@ -1,0 +1,1 @@
+"""Exact, caption (MinHash LSH) and image near-duplicate detection, and global clusters."""

@@ -1,0 +1,1 @@
+"""Scores (CLIP, aesthetic, NSFW) and the pure keep/drop decision over them."""

@@ -1,0 +1,83 @@
+"""Scores and thresholds -> ``keep`` and ``reject_reasons``. Pure: no model, no image, no I/O.
+
+Reads whatever score and duplicate columns the manifest has; a column that is absent (its stage did
+not run) contributes no reason, and a null score (the stage could not score that row) contributes
+none either. Every reason that applies is listed, not only the first, so a threshold can be tuned
+later without recomputing anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+from filters.config import FiltersConfig
+from manifests import schema as col
+from manifests.schema import Reason, Status
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """Reject with ``reason`` when ``column`` is below ``minimum`` or above ``maximum``."""
+
+    column: str
+    reason: str
+    minimum: float | None = None
+    maximum: float | None = None
+    inclusive: Literal["min", "max"] = "min"
+
+    def violated(self) -> pl.Expr:
+        value = pl.col(self.column)
+        fails = pl.lit(False)
+        if self.minimum is not None:
+            fails = fails | (value < self.minimum)
+        if self.maximum is not None:
+            fails = fails | (value >= self.maximum)
+        return fails.fill_null(False)
+
+
+def threshold_rules(config: FiltersConfig) -> list[ThresholdRule]:
+    """The score thresholds of every configured filter (each filter section adds its rule here)."""
+    rules = []
+    for section in (getattr(config, name, None) for name in type(config).model_fields):
+        rule = getattr(section, "threshold_rule", None)
+        if callable(rule) and rule() is not None:
+            rules.append(rule())
+    return rules
+
+
+def _reason(condition: pl.Expr, reason: str | pl.Expr) -> pl.Expr:
+    value = pl.lit(reason) if isinstance(reason, str) else reason
+    return pl.when(condition).then(value).otherwise(None)
+
+
+def reason_exprs(config: FiltersConfig, columns: set[str]) -> list[pl.Expr]:
+    rules = config.rules
+    ok = pl.col(col.STATUS) == Status.SUCCESS
+    caption = pl.col(col.CAPTION).fill_null("").str.strip_chars()
+    short_side = pl.min_horizontal(col.ORIGINAL_WIDTH, col.ORIGINAL_HEIGHT)
+    long_side = pl.max_horizontal(col.ORIGINAL_WIDTH, col.ORIGINAL_HEIGHT)
+    exprs = [
+        _reason(~ok, pl.lit(Reason.STATUS_PREFIX) + pl.col(col.STATUS)),
+        _reason((caption.str.count_matches(r"\S+") < rules.min_caption_words)
+                | (caption.str.len_chars() < rules.min_caption_chars), Reason.CAPTION_TOO_SHORT),
+        _reason(ok & (short_side < rules.min_image_side), Reason.IMAGE_TOO_SMALL),
+        _reason(ok & (long_side > rules.max_aspect_ratio * short_side), Reason.ASPECT_RATIO),
+    ]
+    for rule in threshold_rules(config):
+        if rule.column in columns:
+            exprs.append(_reason(ok & rule.violated(), rule.reason))
+    if col.DUPLICATE_OF in columns and col.DUP_KIND in columns:
+        exprs.append(_reason(pl.col(col.DUPLICATE_OF).is_not_null(), pl.lit("duplicate_") + pl.col(col.DUP_KIND)))
+    return exprs
+
+
+def decide(frame: pl.LazyFrame | pl.DataFrame, config: FiltersConfig) -> pl.LazyFrame:
+    """Add ``keep`` and ``reject_reasons`` (replacing earlier ones) to a manifest-shaped frame."""
+    lazy = frame.lazy()
+    columns = set(lazy.collect_schema().names())
+    lazy = lazy.drop([c for c in (col.KEEP, col.REJECT_REASONS) if c in columns])
+    reasons = pl.concat_list(reason_exprs(config, columns)).list.drop_nulls().alias(col.REJECT_REASONS)
+    return lazy.with_columns(reasons).with_columns((pl.col(col.REJECT_REASONS).list.len() == 0).alias(col.KEEP))

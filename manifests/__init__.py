@@ -1,0 +1,1 @@
+"""The column contract, Parquet and WebDataset I/O, and the run directory layout."""

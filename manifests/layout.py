@@ -1,0 +1,109 @@
+"""Where each phase of a run reads and writes, under one run directory.
+
+    RUN/
+      config.yaml                 resolved config of the last command
+      run.json                    versions, model ids, counts, wall time per phase
+      ingest/units/NNNNN.parquet  input rows split into work units (URL lists, folders)
+      ingest/staged/NNNNN.tar     staged images, WebDataset layout ({sample_id}.jpg)
+      ingest/staged/NNNNN.parquet one row per input row of the unit, success or not
+      score/scores/*.parquet      sample_id + every score column and artefact (embeddings, signatures)
+      dedup/pairs.parquet         candidate duplicate pairs with similarity
+      dedup/duplicates.parquet    sample_id, cluster_id, kept_sample_id, dup_kind, similarity
+      decide/manifest.parquet     all columns, keep and reject_reasons
+      caption/captions.parquet    recaptions of kept rows
+      manifest.parquet            the final manifest (decide + captions)
+      shards/NNNNN.tar            exported training shards
+
+A phase is complete when its ``_DONE`` marker exists; outputs are written under a temporary name
+and renamed, so a crash never leaves a half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PHASES = ("ingest", "score", "dedup", "decide", "caption", "export")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike) -> RunLayout:
+        return cls(Path(root))
+
+    def phase_dir(self, phase: str) -> Path:
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}; phases are {', '.join(PHASES)}")
+        return self.root / phase
+
+    def done_marker(self, phase: str) -> Path:
+        return self.phase_dir(phase) / "_DONE"
+
+    def is_done(self, phase: str) -> bool:
+        return self.done_marker(phase).exists()
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def units_dir(self) -> Path:
+        return self.root / "ingest" / "units"
+
+    @property
+    def staged_dir(self) -> Path:
+        return self.root / "ingest" / "staged"
+
+    def staged_tar(self, unit: int) -> Path:
+        return self.staged_dir / f"{unit:05d}.tar"
+
+    def staged_rows(self, unit: int) -> Path:
+        return self.staged_dir / f"{unit:05d}.parquet"
+
+    def staged_tars(self) -> list[Path]:
+        return sorted(self.staged_dir.glob("*.tar"))
+
+    def staged_row_files(self) -> list[Path]:
+        return sorted(self.staged_dir.glob("*.parquet"))
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.root / "score" / "scores"
+
+    def score_files(self) -> list[Path]:
+        return sorted(self.scores_dir.glob("*.parquet"))
+
+    @property
+    def pairs(self) -> Path:
+        return self.root / "dedup" / "pairs.parquet"
+
+    @property
+    def duplicates(self) -> Path:
+        return self.root / "dedup" / "duplicates.parquet"
+
+    @property
+    def decided(self) -> Path:
+        return self.root / "decide" / "manifest.parquet"
+
+    @property
+    def captions(self) -> Path:
+        return self.root / "caption" / "captions.parquet"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.root / "shards"
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()

@@ -1,0 +1,1 @@
+"""The run config, the Ray DAG of phases, and the ``thresher`` CLI. The only package that imports Ray."""

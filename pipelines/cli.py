@@ -1,0 +1,58 @@
+"""``thresher``: run a curation end to end, or one phase of it, or the demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from manifests.layout import PHASES
+from pipelines.config import ConfigError, load_config
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config, or an existing run directory (its config.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set filters.rules.min_image_side=256 (repeatable)")
+    parser.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thresher", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="all phases in order, resuming finished ones")
+    _config_args(run)
+    run.add_argument("--redo", action="append", default=[], choices=PHASES, help="rerun this phase even if done")
+    for phase in PHASES:
+        _config_args(sub.add_parser(phase, help=f"run only the {phase} phase"))
+    demo = sub.add_parser("demo", help="build a corpus from bundled photos, serve it on loopback, curate it")
+    demo.add_argument("--out", default="thresher-demo", help="folder for everything the demo writes")
+    demo.add_argument("--samples", type=int, default=300, help="approximate number of samples")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from pipelines.demo import run_demo
+            run_demo(args.out, args.samples)
+            return 0
+        config = load_config(args.config, args.overrides)
+        from pipelines import run as runner
+        from pipelines.runtime import init_ray
+        if args.command == "run":
+            runner.prepare(config)
+            init_ray(config.ray, args.address)
+            runner.run(config, redo=tuple(args.redo))
+        else:
+            layout = runner.prepare(config)
+            init_ray(config.ray, args.address)
+            result = runner.run_phase(args.command, config, layout)
+            if args.command == "export":
+                print(runner.report.summary_table(runner.finish(layout), layout.root))
+            else:
+                print(f"{args.command}: {result}")
+    except ConfigError as exc:
+        print(f"thresher: {exc}", file=sys.stderr)
+        return 2
+    return 0

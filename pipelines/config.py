@@ -1,0 +1,113 @@
+"""The run config: one pydantic model per stage, composed, loaded from YAML with ``--set`` overrides.
+
+A mistake fails here, before any work starts, with the dotted field name and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from captioning.config import CaptionConfig
+from crawl.config import CrawlConfig, InputConfig
+from dedup.config import DedupConfig
+from filters.config import FiltersConfig
+from manifests.config import StrictModel
+from manifests.export import ExportConfig
+
+
+class StageResources(StrictModel):
+    """How one stage runs on the cluster. Changing these never changes a result."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    concurrency: int = Field(1, ge=1, description="actors (model stages) or parallel tasks (ingest, export)")
+    batch_size: int = Field(64, ge=1)
+
+
+class ResourcesConfig(StrictModel):
+    ingest: StageResources = StageResources(concurrency=2)
+    export: StageResources = StageResources(concurrency=2)
+    stages: dict[str, StageResources] = Field(
+        default_factory=dict, description="per model stage, by stage name (clip, aesthetic, nsfw, ...)"
+    )
+
+    def for_stage(self, name: str) -> StageResources:
+        return self.stages.get(name, StageResources())
+
+
+class RayConfig(StrictModel):
+    address: str | None = Field(None, description="join this cluster (or set RAY_ADDRESS); None starts a local one")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster (default: all)")
+
+
+class RunConfig(StrictModel):
+    output_dir: str
+    input: InputConfig
+    crawl: CrawlConfig = CrawlConfig()
+    filters: FiltersConfig = FiltersConfig()
+    dedup: DedupConfig = DedupConfig()
+    caption: CaptionConfig = CaptionConfig()
+    export: ExportConfig = ExportConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    ray: RayConfig = RayConfig()
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names each bad field and what it accepts."""
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """``a.b.c=value`` sets data["a"]["b"]["c"]; the value is parsed as YAML (numbers, bools, lists)."""
+    path, sep, raw = override.partition("=")
+    if not sep or not path.strip():
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set filters.rules.min_image_side=256")
+    keys = path.strip().split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {key!r} is a value, not a section")
+        node = child
+    node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        message = e["msg"]
+        if e["type"] == "extra_forbidden":
+            message = "unknown field; check its spelling against the documented config"
+        lines.append(f"  {field}: {message}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def build_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
+    data = dict(data)
+    for override in overrides:
+        apply_override(data, override)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Load a YAML config, or the resolved config of an existing run directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return build_config(data, overrides)
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
