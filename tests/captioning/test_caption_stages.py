@@ -88,3 +88,25 @@ def test_a_stage_keeps_the_status_an_earlier_captioner_wrote(tiny_llava: Path, p
     batch[col.CAPTION_STATUS] = np.array(["blip2:degenerate"], dtype=object)
     out = LlavaCaptioner(LlavaCaptionerConfig(enabled=True, model=str(tiny_llava), generation=FORCED))(batch)
     assert out[col.CAPTION_STATUS][0].startswith("blip2:degenerate")
+
+
+def test_cpu_runs_in_float32_unless_told_otherwise() -> None:
+    import torch
+
+    from captioning.vlm import pick_device_dtype
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only behaviour")
+    assert pick_device_dtype("auto") == (torch.device("cpu"), torch.float32)
+    assert pick_device_dtype("bfloat16")[1] == torch.bfloat16
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_stage_loads_in_half_precision_and_keeps_the_forced_length(backend: tuple, photos: list) -> None:
+    import torch
+
+    _, config, load, prompt, _ = backend
+    vlm = load(config)
+    assert vlm.device.type == "cuda" and vlm.dtype in (torch.bfloat16, torch.float16)
+    ids = generate_ids(vlm, decode_images(photos), [prompt(vlm.processor, p) for p in PROMPTS], FORCED)
+    assert tuple(ids.shape) == (len(photos), FORCED.max_new_tokens)
