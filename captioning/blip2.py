@@ -16,6 +16,12 @@ def load_blip2(config: Blip2CaptionerConfig) -> Vlm:
     from transformers import Blip2ForConditionalGeneration
 
     vlm = load_vlm(Blip2ForConditionalGeneration, config)
+    image_token = vlm.processor.tokenizer.convert_tokens_to_ids(str(vlm.processor.image_token))
+    if vlm.model.config.image_token_index != image_token:
+        # Checkpoints saved before image placeholder tokens existed would caption without seeing the image.
+        raise ValueError(f"{config.model}@{config.revision}: the model's image_token_index "
+                         f"({vlm.model.config.image_token_index}) is not the processor's image token ({image_token}); "
+                         f"pin a revision of the checkpoint saved with image tokens (caption.blip2.revision)")
     if getattr(vlm.processor, "num_query_tokens", None) is None:
         # Older processor configs omit it; without it the prompt gets no image placeholder tokens.
         vlm.processor.num_query_tokens = vlm.model.config.num_query_tokens

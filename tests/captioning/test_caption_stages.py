@@ -110,3 +110,14 @@ def test_on_a_gpu_the_stage_loads_in_half_precision_and_keeps_the_forced_length(
     assert vlm.device.type == "cuda" and vlm.dtype in (torch.bfloat16, torch.float16)
     ids = generate_ids(vlm, decode_images(photos), [prompt(vlm.processor, p) for p in PROMPTS], FORCED)
     assert tuple(ids.shape) == (len(photos), FORCED.max_new_tokens)
+
+
+def test_a_blip2_checkpoint_without_image_tokens_is_refused_at_load(tmp_path: Path) -> None:
+    from captioning.random_models import build_blip2
+
+    model, processor = build_blip2()
+    model.config.image_token_index = None  # the layout of checkpoints saved before image placeholder tokens
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="image_token_index"):
+        load_blip2(Blip2CaptionerConfig(model=str(tmp_path)))
