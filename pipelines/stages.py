@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from captioning.blip2 import Blip2Captioner
+from captioning.llava import LlavaCaptioner
 from manifests import schema as col
 from pipelines.config import ConfigError, RunConfig, StageResources
 
@@ -50,6 +52,10 @@ def score_stages(config: RunConfig) -> list[StageSpec]:
 def caption_stages(config: RunConfig) -> list[StageSpec]:
     """Recaptioning stages of the caption phase, in run order."""
     specs: list[StageSpec] = []
+    if config.caption.blip2.enabled:
+        specs.append(_spec(config, "blip2", Blip2Captioner, config.caption.blip2))
+    if config.caption.llava.enabled:
+        specs.append(_spec(config, "llava", LlavaCaptioner, config.caption.llava))
     return specs
 
 
