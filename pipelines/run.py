@@ -14,10 +14,11 @@ from typing import Callable
 
 import polars as pl
 
+from filters.models import FilterSetupError, check_filters
 from manifests.io import update_run_json, write_json
 from manifests.layout import PHASES, RunLayout
 from pipelines import phases, report
-from pipelines.config import RunConfig, dump_config
+from pipelines.config import ConfigError, RunConfig, dump_config
 from pipelines.stages import check_resources, check_stages, score_stages, caption_stages
 
 PHASE_FUNCS: dict[str, Callable[[RunConfig, RunLayout], dict]] = {
@@ -36,6 +37,10 @@ def validate(config: RunConfig) -> None:
     check_resources(config)
     check_stages(config, score_stages(config))
     check_stages(config, caption_stages(config))
+    try:
+        check_filters(config.filters)
+    except FilterSetupError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def prepare(config: RunConfig) -> RunLayout:
