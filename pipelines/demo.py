@@ -65,7 +65,8 @@ def demo_config(url_list: Path, run_dir: Path) -> dict:
         "crawl": {"allow_private_addresses": True, "retries": 1, "image_size": 256, "resize_mode": "border"},
         "filters": demo_filters()[0],
         "export": {"shard_size": 100},
-        "resources": {"ingest": {"concurrency": 2}, "export": {"concurrency": 2}},
+        "resources": {"ingest": {"concurrency": 2}, "export": {"concurrency": 2},
+                      "stages": {name: {"num_cpus": 0.5} for name in ("clip", "aesthetic", "nsfw")}},
         "ray": {"num_cpus": 2},
     }
 

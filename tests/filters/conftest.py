@@ -60,3 +60,12 @@ def _batch(items: list[tuple[object, object]]) -> dict[str, np.ndarray]:
 def make_batch():
     """A score batch (sample_id, image bytes, caption) from (bytes, caption) pairs."""
     return _batch
+
+
+@pytest.fixture(scope="session")
+def optional_checkpoints(request) -> Path | None:
+    """The shared LAION heads folder, or None where it is absent (the test then runs without the heads)."""
+    try:
+        return request.getfixturevalue("checkpoints")
+    except pytest.skip.Exception:
+        return None
