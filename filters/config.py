@@ -25,9 +25,13 @@ AESTHETIC_PRESETS = {"laion_aesthetics_4.5": 4.5, "laion_aesthetics_5": 5.0, "la
                      "laion_aesthetics_6.25": 6.25, "laion_aesthetics_6.5": 6.5}
 
 
-def _rule(column: str, reason: str, minimum: float | None = None, maximum: float | None = None) -> ThresholdRule:
+def _rule(enabled: bool, column: str, reason: str, minimum: float | None = None,
+          maximum: float | None = None) -> ThresholdRule | None:
+    """The section's rule, or None when the section is off or sets no threshold (score only)."""
     from filters.decide import ThresholdRule  # decide imports this module; import at call time
 
+    if not enabled or (minimum is None and maximum is None):
+        return None
     return ThresholdRule(column, reason, minimum=minimum, maximum=maximum)
 
 
@@ -59,47 +63,41 @@ class ClipScorerConfig(StrictModel):
     min_score: float | None = Field(0.28, ge=-1, le=1, description="reject below this cosine; None: no rule")
 
     def threshold_rule(self) -> ThresholdRule | None:
-        if not self.enabled or self.min_score is None:
-            return None
-        return _rule(col.CLIP_SCORE, Reason.CLIP_LOW, minimum=self.min_score)
+        return _rule(self.enabled, col.CLIP_SCORE, Reason.CLIP_LOW, minimum=self.min_score)
 
 
-class AestheticConfig(StrictModel):
+class WeightsFileConfig(StrictModel):
+    """What a model whose weights are one file shares: on/off, the file or the folder it is under, the device."""
+
+    enabled: bool = False
+    weights: str | None = Field(None, description="the weights file; None: its default place (see models list)")
+    cache_dir: str | None = Field(None, description="weights folder; None: $THRESHER_CACHE_DIR or "
+                                  "~/.cache/thresher")
+    device: Device = "auto"
+
+
+class AestheticConfig(WeightsFileConfig):
     """LAION aesthetic predictor on the CLIP image embedding: ``v2`` (the improved MLP, ViT-L/14) or the v1
     linear heads (``v1_l14``, ``v1_b32``). Scores are ~1-10; presets are in ``AESTHETIC_PRESETS``."""
 
-    enabled: bool = False
     head: Literal["v2", "v1_l14", "v1_b32"] = "v2"
-    weights: str | None = Field(None, description="the head's .pth; None: under cache_dir (see models list)")
-    cache_dir: str | None = Field(None, description="head weights folder; None: $THRESHER_CACHE_DIR or "
-                                  "~/.cache/thresher")
-    device: Device = "auto"
     min_score: float | None = Field(None, description="reject below this score; None: score only")
 
     def threshold_rule(self) -> ThresholdRule | None:
-        if not self.enabled or self.min_score is None:
-            return None
-        return _rule(col.AESTHETIC_SCORE, Reason.AESTHETIC_LOW, minimum=self.min_score)
+        return _rule(self.enabled, col.AESTHETIC_SCORE, Reason.AESTHETIC_LOW, minimum=self.min_score)
 
 
-class NsfwConfig(StrictModel):
+class NsfwConfig(WeightsFileConfig):
     """NSFW probability. ``open_nsfw``: Yahoo's ResNet-50 on pixels (ONNX, ships with its package, works
     offline). ``clip_l14`` / ``clip_b32``: LAION's CLIP-based head on the ViT-L/14 or ViT-B/32 embedding,
     nearly free once CLIP ran. LAION drops punsafe >= 0.5."""
 
-    enabled: bool = False
     backend: Literal["open_nsfw", "clip_l14", "clip_b32"] = "open_nsfw"
-    weights: str | None = Field(None, description="model file; None: the package's ONNX or under cache_dir")
-    cache_dir: str | None = Field(None, description="head weights folder; None: $THRESHER_CACHE_DIR or "
-                                  "~/.cache/thresher")
-    device: Device = "auto"
     intra_op_threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per actor")
     max_prob: float | None = Field(0.5, ge=0, le=1, description="reject at or above this; None: no rule")
 
     def threshold_rule(self) -> ThresholdRule | None:
-        if not self.enabled or self.max_prob is None:
-            return None
-        return _rule(col.NSFW_PROB, Reason.NSFW, maximum=self.max_prob)
+        return _rule(self.enabled, col.NSFW_PROB, Reason.NSFW, maximum=self.max_prob)
 
 
 MODEL_SECTIONS = ("clip", "aesthetic", "nsfw")
