@@ -115,3 +115,14 @@ def test_threshold_fields_and_rules():
     assert (rules[col.NSFW_PROB].maximum, rules[col.NSFW_PROB].reason) == (0.5, Reason.NSFW)
     assert rules[col.AESTHETIC_SCORE].minimum == 5
     assert ClipScorerConfig().min_score == 0.28 and threshold_rules(FiltersConfig()) == []
+
+
+def test_demo_runs_open_nsfw_and_reports_the_rest_as_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    section, skipped = models.demo_filters()
+    if "clip" in section:
+        pytest.skip("this machine has CLIP weights in its caches")
+    assert section == {"nsfw": {"enabled": True, "backend": "open_nsfw"}}
+    assert any(s.startswith("clip: ") and "thresher models fetch" in s for s in skipped)
+    assert any(s.startswith("aesthetic: ") for s in skipped)
+    FiltersConfig.model_validate(section)
