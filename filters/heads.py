@@ -26,7 +26,7 @@ def load_state(module: Any, path: Path) -> Any:
 
 def unit_rows(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows re-normalised in float32 (float16 storage rounds the norm), and the mask of rows that have one."""
-    emb = np.asarray(embeddings, dtype=np.float32)
+    emb = np.array(embeddings, dtype=np.float32)  # a copy: the batch column stays as it came
     norms = np.linalg.norm(emb, axis=1) if emb.size else np.zeros(len(emb), dtype=np.float32)
     ok = norms > 0
     emb[ok] /= norms[ok, None]
