@@ -109,10 +109,10 @@ def clip_weights(config: ClipScorerConfig) -> Weights:
     name = f"open_clip {config.model} / {config.pretrained}"
     if config.pretrained is None:
         return Weights("filters.clip", f"open_clip {config.model}", "random init (no weights)", True, None)
-    if os.path.sep in config.pretrained or Path(config.pretrained).suffix:
-        path = Path(config.pretrained).expanduser()
-        return Weights("filters.clip", name, str(path), path.is_file(), None)
     tag = open_clip.get_pretrained_cfg(config.model, config.pretrained)
+    if not tag and (os.path.sep in config.pretrained or Path(config.pretrained).suffix):
+        path = Path(config.pretrained).expanduser()  # a checkpoint file, as open_clip accepts
+        return Weights("filters.clip", name, str(path), path.is_file(), None)
     if not tag:
         known = ", ".join(open_clip.list_pretrained_tags_by_model(config.model)) or "none"
         return Weights("filters.clip", name, f"unknown tag (known for {config.model}: {known})", False, None)
