@@ -96,7 +96,8 @@ def cpu_rows(n: int, batch_size: int) -> list[dict]:
     for name, stage in stages.items():
         rows.append({"stage": name, "batched": images_per_s(stage, images, batch_size),
                      "one_at_a_time": images_per_s(stage, images[: max(8, n // 4)], 1)})
-    for name, module in {"aesthetic v2 head": aesthetic_head("v2"), "nsfw clip_l14 head": nsfw_head("clip_l14")}.items():
+    heads = {"aesthetic v2 head": aesthetic_head("v2"), "nsfw clip_l14 head": nsfw_head("clip_l14")}
+    for name, module in heads.items():
         module.eval()
         rows.append({"stage": name, "batched": head_images_per_s(module, 4096, 256),
                      "one_at_a_time": head_images_per_s(module, 256, 1)})
@@ -167,9 +168,10 @@ def main() -> None:
     print(table(rows))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "filters.json"
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.write_text(json.dumps({"rows": rows, "images": args.images, "batch_size": args.batch_size,
                                "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                               "machine": platform.platform(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                               "load_average": os.getloadavg(), "machine": platform.platform(), "when": when},
                               indent=2))
     print(f"\nwritten {out}")
 

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build a corpus from bundled photos, serve it on loopback, curate it")
     demo.add_argument("--out", default="thresher-demo", help="folder for everything the demo writes")
     demo.add_argument("--samples", type=int, default=300, help="approximate number of samples")
-    models = sub.add_parser("models", help="the model weights a config needs: list them, or fetch them (needs internet)")
+    models = sub.add_parser("models", help="the weights a config needs: list them, or fetch them (needs internet)")
     models.add_argument("action", choices=("list", "fetch"))
     models.add_argument("config", nargs="?", help="YAML config or run directory; without: every model filters know")
     models.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

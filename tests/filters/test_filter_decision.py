@@ -28,7 +28,8 @@ configs = st.builds(
         clip=ClipScorerConfig(enabled=True, min_score=clip), aesthetic=AestheticConfig(enabled=True, min_score=aes),
         nsfw=NsfwConfig(enabled=True, max_prob=nsfw)),
     st.integers(0, 3), st.integers(0, 8), st.integers(0, 400), st.floats(1, 4),
-    st.one_of(st.none(), st.floats(-1, 1)), st.one_of(st.none(), st.floats(0, 10)), st.one_of(st.none(), st.floats(0, 1)),
+    st.one_of(st.none(), st.floats(-1, 1)), st.one_of(st.none(), st.floats(0, 10)),
+    st.one_of(st.none(), st.floats(0, 1)),
 )
 
 

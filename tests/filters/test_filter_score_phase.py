@@ -22,6 +22,7 @@ from pipelines.run import prepare, run_phase
 pytestmark = pytest.mark.slow
 KINDS = ("original", "truncated", "not_image", "zero_bytes", "not_found")  # each photo once, and the faults
 ROWS = 21
+STAGES = ("clip", "aesthetic", "nsfw")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def scored_run(tmp_path_factory, ray_session, tiny_clip_768, optional_checkpoint
                           "rows_per_shard": 15},
                 "crawl": {"allow_private_addresses": True, "retries": 0, "image_size": 128},
                 "resources": {"ingest": {"concurrency": 2},
-                              "stages": {n: {"num_cpus": 0.25, "batch_size": 16} for n in ("clip", "aesthetic", "nsfw")}}}
+                              "stages": {n: {"num_cpus": 0.25, "batch_size": 16} for n in STAGES}}}
         config = build_config(data)
         layout = prepare(config)
         run_phase("ingest", config, layout)
