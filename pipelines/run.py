@@ -15,6 +15,7 @@ from typing import Callable
 import polars as pl
 
 from captioning.weights import MissingWeightsError, check_weights
+from filters.models import FilterSetupError, check_filters
 from manifests.io import update_run_json, write_json
 from manifests.layout import PHASES, RunLayout
 from pipelines import phases, report
@@ -38,8 +39,9 @@ def validate(config: RunConfig) -> None:
     check_stages(config, score_stages(config))
     check_stages(config, caption_stages(config))
     try:
+        check_filters(config.filters)
         check_weights(config.caption)
-    except MissingWeightsError as exc:
+    except (FilterSetupError, MissingWeightsError) as exc:
         raise ConfigError(str(exc)) from None
 
 

@@ -7,6 +7,9 @@ from typing import Any
 
 from captioning.blip2 import Blip2Captioner
 from captioning.llava import LlavaCaptioner
+from filters.aesthetic import AestheticScorer
+from filters.clip import ClipScorer
+from filters.nsfw import nsfw_stage
 from manifests import schema as col
 from pipelines.config import ConfigError, RunConfig, StageResources
 
@@ -46,6 +49,14 @@ def _spec(config: RunConfig, name: str, cls: type, stage_config: Any) -> StageSp
 def score_stages(config: RunConfig) -> list[StageSpec]:
     """Model stages of the score phase, in run order. Each filter and dedup descriptor adds itself here."""
     specs: list[StageSpec] = []
+    filters = config.filters
+    # CLIP first: the aesthetic and CLIP-NSFW heads read its clip_embedding; open_nsfw reads pixels.
+    if filters.clip.enabled:
+        specs.append(_spec(config, "clip", ClipScorer, filters.clip))
+    if filters.aesthetic.enabled:
+        specs.append(_spec(config, "aesthetic", AestheticScorer, filters.aesthetic))
+    if filters.nsfw.enabled:
+        specs.append(_spec(config, "nsfw", nsfw_stage(filters.nsfw), filters.nsfw))
     return specs
 
 
