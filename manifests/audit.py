@@ -13,13 +13,14 @@ import base64
 import hashlib
 from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 
 import polars as pl
 
 from manifests import schema as col
-from manifests.plots import Threshold, reason_counts, score_columns
+from manifests.plots import Threshold, plot_pngs, reason_counts, score_columns
 from manifests.schema import Reason
-from manifests.thumbnails import data_uri
+from manifests.thumbnails import data_uri, thumbnails
 
 DETAIL_COLUMNS = (col.STATUS, col.ERROR, col.WIDTH, col.HEIGHT, col.ORIGINAL_WIDTH, col.ORIGINAL_HEIGHT,
                   col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND)
@@ -164,3 +165,12 @@ def render(selection: AuditSelection, thumbs: dict[str, str], plots: dict[str, b
             f"{_rejected(selection, thumbs, scores)}{_borderline(selection, thumbs, scores)}"
             f"<script>{SCRIPT}</script></body></html>")
 
+
+
+def report(manifest: pl.LazyFrame, thresholds: list[Threshold], images_root: Path, reason: str | None = None,
+           limit: int = 24, title: str = "") -> str:
+    """The audit of ``manifest`` (its own keep / reject_reasons), thumbnails read from ``images_root``."""
+    selection = select(manifest, thresholds, reason, limit)
+    thumbs = thumbnails(images_root, locations(selection))
+    scores = score_columns(manifest.collect_schema().names())
+    return render(selection, thumbs, plot_pngs(manifest, thresholds), title, scores)

@@ -1,6 +1,7 @@
 """Score histograms (kept vs rejected, thresholds drawn) and a bar chart of reject reasons, as PNG.
 
-Uses matplotlib's object API on the Agg canvas (no pyplot, no display, no global state). A score
+Uses matplotlib's object API on the Agg canvas (no pyplot, no display, no global state), imported
+only when a plot is drawn. A score
 column the manifest lacks, or holds only nulls in, gets no histogram.
 """
 
@@ -10,13 +11,16 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import polars as pl
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from manifests import schema as col
 from manifests.io import atomic_path
+
+if TYPE_CHECKING:  # matplotlib is imported where a plot is drawn, so tune and query never load it
+    from matplotlib.figure import Figure
 
 SCORE_COLUMNS = (col.CLIP_SCORE, col.AESTHETIC_SCORE, col.NSFW_PROB, col.DUP_SIMILARITY)
 TITLES = {col.CLIP_SCORE: "CLIP image-text similarity", col.AESTHETIC_SCORE: "Aesthetic score",
@@ -41,19 +45,27 @@ def score_columns(names: list[str]) -> list[str]:
     return known + extra
 
 
-def _png(figure: Figure) -> bytes:
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 
-def histogram_png(values: pl.DataFrame, column: str, thresholds: list[Threshold]) -> bytes:
-    """``values`` has ``column`` and ``keep``; nulls are left out."""
+def histogram_figure(values: pl.DataFrame, column: str, thresholds: list[Threshold]) -> Figure:
+    """Stacked kept/rejected histogram of ``column`` with its thresholds; ``values`` has ``column`` and ``keep``."""
     data = values.drop_nulls(column)
     kept = data.filter(pl.col(col.KEEP))[column].to_numpy()
     rejected = data.filter(~pl.col(col.KEEP))[column].to_numpy()
-    figure = Figure(figsize=(7, 3.6))
+    figure = _figure(7, 3.6)
     ax = figure.add_subplot()
     edges = np.histogram_bin_edges(data[column].to_numpy(), bins=BINS)
     ax.hist([kept, rejected], bins=edges, stacked=True, color=[KEPT_COLOUR, REJECTED_COLOUR],
@@ -67,13 +79,17 @@ def histogram_png(values: pl.DataFrame, column: str, thresholds: list[Threshold]
     ax.set_ylabel("rows")
     ax.legend(loc="upper right", fontsize=8)
     figure.tight_layout()
-    return _png(figure)
+    return figure
+
+
+def histogram_png(values: pl.DataFrame, column: str, thresholds: list[Threshold]) -> bytes:
+    return _png(histogram_figure(values, column, thresholds))
 
 
 def reasons_png(counts: dict[str, int]) -> bytes:
     """Horizontal bars, one per reject reason (a row counts under each of its reasons)."""
     items = sorted(counts.items(), key=lambda kv: kv[1])
-    figure = Figure(figsize=(7, max(2.0, 0.35 * len(items) + 1.2)))
+    figure = _figure(7, max(2.0, 0.35 * len(items) + 1.2))
     ax = figure.add_subplot()
     ax.barh([k for k, _ in items] or ["(none)"], [v for _, v in items] or [0], color=REJECTED_COLOUR)
     for i, (_, v) in enumerate(items):

@@ -11,8 +11,6 @@ import io
 from collections import defaultdict
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from manifests.shards import iter_tar
 
 
@@ -22,6 +20,8 @@ def data_uri(data: bytes, mime: str) -> str:
 
 def thumbnail(data: bytes, size: int) -> bytes | None:
     """A JPEG no larger than ``size`` x ``size``; None when the bytes are not a decodable image."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.thumbnail((size, size))

@@ -16,7 +16,6 @@ from filters.decide import ThresholdRule, decide, threshold_rules
 from manifests import audit, plots, query, reexport, tune
 from manifests.layout import RunLayout
 from manifests.plots import Threshold
-from manifests.thumbnails import thumbnails
 from pipelines.config import RunConfig, dump_config, load_config
 
 
@@ -81,11 +80,7 @@ def run_export(run: Path, overrides: list[str], name: str | None, out: Path | No
 
 def run_audit(run: Path, overrides: list[str], reason: str | None, limit: int, out: Path | None) -> Path:
     frame, config = manifest(run, overrides)
-    lines = thresholds(config)
-    selection = audit.select(frame, lines, reason, limit)
-    thumbs = thumbnails(reexport.images_root(run), audit.locations(selection))
-    html = audit.render(selection, thumbs, plots.plot_pngs(frame, lines), str(run),
-                        plots.score_columns(frame.collect_schema().names()))
+    html = audit.report(frame, thresholds(config), reexport.images_root(run), reason, limit, str(run))
     path = out or RunLayout.at(run).root / "reports" / "audit.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
