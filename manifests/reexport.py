@@ -56,6 +56,8 @@ def manifest_path(layout: RunLayout) -> Path:
 def write_reexport(decided: pl.DataFrame, source_root: Path, target: Path, config: ExportConfig,
                    config_yaml: str, record: dict) -> dict:
     """Write shards of the kept rows of ``decided`` and the manifest itself to ``target`` (must not exist)."""
+    if target.resolve().is_relative_to(source_root.resolve()):
+        raise ValueError(f"{target} is inside the source run {source_root}, which an export never writes into")
     if target.exists():
         raise FileExistsError(f"{target} exists already; pick another --name (exports are never overwritten)")
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")

@@ -7,12 +7,11 @@ no Ray is started. ``--set`` overrides apply to the run's resolved config (RUN/c
 from __future__ import annotations
 
 import hashlib
-from functools import partial
 from pathlib import Path
 
 import polars as pl
 
-from filters.decide import ThresholdRule, decide, threshold_rules
+from filters.decide import ThresholdRule, decide, reason_exprs, threshold_rules
 from manifests import audit, plots, query, reexport, tune
 from manifests.layout import RunLayout
 from manifests.plots import Threshold
@@ -52,7 +51,7 @@ def run_query(run: Path, sql: str, out: Path | None, max_rows: int) -> str:
 def run_tune(run: Path, overrides: list[str]) -> tuple[tune.TuneReport, str]:
     config = load_config(run, overrides)
     source = pl.scan_parquet(reexport.manifest_path(RunLayout.at(run)))
-    report = tune.retune(source, partial(decide, config=config.filters))
+    report = tune.retune(source, reason_exprs(config.filters, set(source.collect_schema().names())))
     heading = f"Tuning {run} with " + (" ".join(f"--set {o}" for o in overrides) or "its own thresholds")
     return report, heading + "\n\n" + tune.format_report(report)
 

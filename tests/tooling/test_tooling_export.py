@@ -78,6 +78,9 @@ def test_reexport_never_overwrites(real_run, capsys):
     assert "exists already" in capsys.readouterr().err
     assert tree_hashes(target) == exported and tree_hashes(real_run) == before
     assert main(["export", str(real_run), "--name", "../escape"]) == 2
+    assert main(["export", str(real_run), "--out", str(real_run / "exports" / "inside")]) == 2
+    assert "never writes into" in capsys.readouterr().err
+    assert tree_hashes(real_run) == before
 
 
 def test_tools_run_on_an_export(real_run, capsys):

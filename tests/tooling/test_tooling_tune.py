@@ -7,13 +7,12 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from functools import partial
 
 import polars as pl
 
 from conftest import REPO, ClipSection, NsfwSection, ScoreFilters
 from filters.config import RulesConfig
-from filters.decide import decide
+from filters.decide import decide, reason_exprs
 from manifests import schema as col
 from manifests.schema import Reason, Status
 from manifests.synthetic import chunk
@@ -79,17 +78,20 @@ def test_no_override_changes_nothing(synthetic_run):
 def test_score_thresholds_match_python(synthetic_run):
     """filters.clip / filters.nsfw do not exist on main yet: a test-local FiltersConfig stands in for them."""
     config = ScoreFilters(clip=ClipSection(min_score=0.3), nsfw=NsfwSection(max_prob=0.2))
-    report = retune(pl.scan_parquet(synthetic_run / "manifest.parquet"), partial(decide, config=config))
+    manifest = pl.scan_parquet(synthetic_run / "manifest.parquet")
+    report = retune(manifest, reason_exprs(config, set(manifest.collect_schema().names())))
     rows = pl.read_parquet(synthetic_run / "manifest.parquet").to_dicts()
     after = [python_reasons(r, RulesConfig(), clip_min=0.3, nsfw_max=0.2) for r in rows]
     assert report.as_dict() == expected_report(rows, after)
+    decided = decide(manifest, config).collect()  # tune counts decide's own reason expressions, without the lists
+    assert report.kept_after == decided[col.KEEP].sum()
     assert report.reasons_after[Reason.CLIP_LOW] > 0 and report.reasons_after[Reason.NSFW] > 0
 
 
 def test_manifest_without_score_columns():
     frame = decide(chunk(0, 3000, seed=5, scores=False).lazy(), ScoreFilters()).collect()
     config = ScoreFilters(clip=ClipSection(min_score=0.3), nsfw=NsfwSection(max_prob=0.2))
-    report = retune(frame.lazy(), partial(decide, config=config))
+    report = retune(frame.lazy(), reason_exprs(config, set(frame.columns)))
     assert report.newly_kept == report.newly_rejected == 0  # no score column: the thresholds have nothing to act on
     assert Reason.CLIP_LOW not in report.reasons_after
 
