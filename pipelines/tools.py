@@ -13,6 +13,7 @@ import polars as pl
 
 from filters.decide import ThresholdRule, decide, reason_exprs, threshold_rules
 from manifests import audit, plots, query, reexport, tune
+from manifests.io import atomic_path
 from manifests.layout import RunLayout
 from manifests.plots import Threshold
 from pipelines.config import RunConfig, dump_config, load_config
@@ -31,12 +32,12 @@ def thresholds(config: RunConfig) -> list[Threshold]:
 
 
 def manifest(run: Path, overrides: list[str], redecide: bool = False) -> tuple[pl.LazyFrame, RunConfig]:
-    """The run's manifest, lazily; re-decided when asked or when there are overrides."""
+    """The run's manifest, lazily; re-decided (once, in memory) when asked or when there are overrides."""
     config = load_config(run, overrides)
     frame = pl.scan_parquet(reexport.manifest_path(RunLayout.at(run)))
     if overrides or redecide:
         names = frame.collect_schema().names()
-        frame = decide(frame, config.filters).select(names)
+        frame = decide(frame, config.filters).select(names).collect().lazy()
     return frame, config
 
 
@@ -69,7 +70,7 @@ def run_export(run: Path, overrides: list[str], name: str | None, out: Path | No
     frame, config = manifest(run, overrides, redecide=True)
     name = name or default_export_name(overrides)
     target = out or reexport.export_dir(run.resolve(), name)
-    decided = frame.collect()
+    decided = frame.collect()  # already in memory
     config = config.model_copy(update={"output_dir": str(target)})
     record = {"name": name, "overrides": list(overrides)}
     summary = reexport.write_reexport(decided, reexport.images_root(run), target, config.export,
@@ -81,6 +82,6 @@ def run_audit(run: Path, overrides: list[str], reason: str | None, limit: int, o
     frame, config = manifest(run, overrides)
     html = audit.report(frame, thresholds(config), reexport.images_root(run), reason, limit, str(run))
     path = out or RunLayout.at(run).root / "reports" / "audit.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
+    with atomic_path(path) as tmp:
+        tmp.write_text(html, encoding="utf-8")
     return path
