@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"thresher: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (FileExistsError, ValueError) as exc:
         if not is_tool(args):
             raise
         print(f"thresher {args.command}: {exc}", file=sys.stderr)
