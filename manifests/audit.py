@@ -23,7 +23,7 @@ from manifests.schema import Reason
 from manifests.thumbnails import data_uri, thumbnails
 
 DETAIL_COLUMNS = (col.STATUS, col.ERROR, col.WIDTH, col.HEIGHT, col.ORIGINAL_WIDTH, col.ORIGINAL_HEIGHT,
-                  col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND)
+                  col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND, col.CAPTION_BLIP2, col.CAPTION_LLAVA)
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;background:#fafafa}
 h1{margin-top:0}h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2rem}
@@ -55,6 +55,8 @@ class AuditSelection:
 
 
 def select(manifest: pl.LazyFrame, thresholds: list[Threshold], reason: str | None, limit: int) -> AuditSelection:
+    if limit < 1:
+        raise ValueError(f"--limit {limit}: show at least 1 sample per reason")
     reasons = reason_counts(manifest)
     if reason is not None and reason not in reasons:
         raise ValueError(f"--reason {reason!r}: no row is rejected for it; reasons here: {', '.join(reasons)}")
