@@ -20,6 +20,7 @@ from manifests.synthetic import write_manifest
 from pipelines.config import build_config, dump_config
 
 REPO = Path(__file__).resolve().parents[2]
+KINDS = ("original", "too_small", "rescale", "truncated", "not_image", "zero_bytes", "not_found")
 SCRIPT_CAPTION = '<script>window.__pwned = 1; console.error("pwned")</script> a cat on a "sofa" & more'
 
 
@@ -87,6 +88,7 @@ def real_run(tmp_path_factory, ray_session) -> Path:
 
     out = tmp_path_factory.mktemp("real")
     files, rows = build_corpus(0)
+    rows = [r for r in rows if r.kind in KINDS]  # the near-duplicate variants add time, not coverage, here
     rows[0] = dataclasses.replace(rows[0], caption=SCRIPT_CAPTION)
     with serve_files(files) as base_url:
         url_list = write_url_list(rows, base_url, out / "urls.parquet")
