@@ -7,6 +7,7 @@ import sys
 
 from manifests.layout import PHASES
 from pipelines.config import ConfigError, load_config
+from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--redo", action="append", default=[], choices=PHASES, help="rerun this phase even if done")
     for phase in PHASES:
         _config_args(sub.add_parser(phase, help=f"run only the {phase} phase"))
+    add_tool_commands(sub, sub.choices["export"])
     demo = sub.add_parser("demo", help="build a corpus from bundled photos, serve it on loopback, curate it")
     demo.add_argument("--out", default="thresher-demo", help="folder for everything the demo writes")
     demo.add_argument("--samples", type=int, default=300, help="approximate number of samples")
@@ -58,6 +60,9 @@ def models_command(action: str, config_path: str | None, overrides: list[str]) -
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if is_tool(args):
+            run_tool(args)
+            return 0
         if args.command == "demo":
             from pipelines.demo import run_demo
             run_demo(args.out, args.samples)
@@ -81,5 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.command}: {result}")
     except (ConfigError, FileNotFoundError) as exc:
         print(f"thresher: {exc}", file=sys.stderr)
+        return 2
+    except (FileExistsError, ValueError) as exc:
+        if not is_tool(args):
+            raise
+        print(f"thresher {args.command}: {exc}", file=sys.stderr)
         return 2
     return 0
