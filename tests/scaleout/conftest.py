@@ -27,17 +27,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def test_env() -> dict[str, str]:
+def node_env() -> dict[str, str]:
     """Environment of a driver or Ray node process: the checkout and this folder importable, loopback-only Ray."""
     return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{HERE}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def start_driver(work: Path, port: int, *extra: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+def start_driver(work: Path, port: int, *extra: str, prefix: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
     work.mkdir(parents=True, exist_ok=True)
     log = open(work / f"driver-{time.monotonic_ns()}.log", "w")
     cmd = [*prefix, sys.executable, str(DRIVER), "--work", str(work), "--port", str(port), *extra]
-    return subprocess.Popen(cmd, cwd=REPO, env=test_env(), stdout=log, stderr=subprocess.STDOUT,
+    return subprocess.Popen(cmd, cwd=REPO, env=env or node_env(), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
