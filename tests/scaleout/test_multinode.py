@@ -46,7 +46,7 @@ def _kill_namespace(name: str) -> None:
 
 @pytest.fixture
 def namespaces():
-    """Two namespaces joined by a veth pair; yields (head, worker) names and removes both after."""
+    """Two namespaces joined by a veth pair; yields (head, worker, Ray temp dir) and removes them after."""
     if shutil.which("ip") is None:
         pytest.skip("iproute2 (`ip`) is not installed")
     if os.geteuid() != 0:
@@ -65,10 +65,12 @@ def namespaces():
             _ip("-n", ns, "addr", "add", f"{addr}/{PREFIX}", "dev", dev)
             _ip("-n", ns, "link", "set", dev, "up")
             _ip("-n", ns, "link", "set", "lo", "up")
-        yield head, worker
+        temp_dir = tempfile.mkdtemp(prefix="thr-ray-")  # short: Ray's socket paths must fit in 107 bytes
+        yield head, worker, temp_dir
     finally:
         _kill_namespace(worker)
         _kill_namespace(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _ray_start(ns: str, env: dict, *args: str) -> None:
@@ -78,11 +80,10 @@ def _ray_start(ns: str, env: dict, *args: str) -> None:
 
 
 def test_demo_corpus_runs_on_a_two_node_cluster(namespaces, tmp_path: Path) -> None:
-    head, worker = namespaces
+    head, worker, temp_dir = namespaces
     # Token auth with a token of this test only: independent of ~/.ray, and the cluster is not open.
     env = {**node_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")  # the loopback-only guard of a local Ray; this one is two nodes
-    temp_dir = tempfile.mkdtemp(prefix="thr-ray-")  # short: Ray's socket paths must fit in 107 bytes
     _ray_start(head, env, "--head", f"--node-ip-address={HEAD_IP}", f"--port={RAY_PORT}", "--num-cpus=2",
                "--include-dashboard=false", f"--temp-dir={temp_dir}")
     _ray_start(worker, env, f"--address={HEAD_IP}:{RAY_PORT}", f"--node-ip-address={WORKER_IP}", "--num-cpus=1",
@@ -101,4 +102,3 @@ def test_demo_corpus_runs_on_a_two_node_cluster(namespaces, tmp_path: Path) -> N
     assert stage_nodes and {nodes["nodes"][n] for n in stage_nodes} == {WORKER_IP}
     manifest = check_complete_run(RunLayout.at(work / "run").root, len(build_corpus(0)[1]))
     assert manifest.filter(pl.col("status") == "success")["pixel_hash"].null_count() == 0
-    shutil.rmtree(temp_dir, ignore_errors=True)
