@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(runner.report.summary_table(runner.finish(layout, config), layout.root))
             else:
                 print(f"{args.command}: {result}")
-    except ConfigError as exc:
+    except (ConfigError, FileNotFoundError) as exc:
         print(f"thresher: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,74 @@
+"""Config: bad configs fail before any work, naming the field; overrides parse as YAML."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pipelines.config import ConfigError, apply_override, build_config, dump_config, load_config
+
+BASE = {"output_dir": "/tmp/run", "input": {"path": "urls.parquet"}}
+
+
+def test_minimal_config_fills_documented_defaults():
+    config = build_config(BASE)
+    assert config.input.kind == "url_list"
+    assert config.crawl.resize_mode == "border" and config.crawl.image_size == 256
+    assert config.export.shard_size == 10_000
+    assert config.crawl.allow_private_addresses is False
+
+
+def test_unknown_field_is_named():
+    with pytest.raises(ConfigError, match=r"crawl\.image_sise: unknown field"):
+        build_config({**BASE, "crawl": {"image_sise": 128}})
+
+
+def test_bad_value_names_field_and_allowed_values():
+    with pytest.raises(ConfigError) as err:
+        build_config({**BASE, "crawl": {"resize_mode": "stretch"}})
+    message = str(err.value)
+    assert "crawl.resize_mode" in message and "'border'" in message
+
+
+def test_missing_required_section_is_named():
+    with pytest.raises(ConfigError, match=r"input: Field required"):
+        build_config({"output_dir": "/tmp/run"})
+
+
+def test_overrides_parse_yaml_values_and_create_sections():
+    config = build_config(BASE, ["crawl.image_size=384", "crawl.allow_private_addresses=true",
+                                 "resources.ingest.concurrency=4"])
+    assert config.crawl.image_size == 384
+    assert config.crawl.allow_private_addresses is True
+    assert config.resources.ingest.concurrency == 4
+
+
+@pytest.mark.parametrize("override", ["no_equals_sign", "=3"])
+def test_malformed_override_explains_form(override):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_override({}, override)
+
+
+def test_override_through_a_value_is_refused():
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_override({"output_dir": "x"}, "output_dir.sub=1")
+
+
+def test_cross_field_rule():
+    with pytest.raises(ConfigError, match="total_timeout_s"):
+        build_config({**BASE, "crawl": {"connect_timeout_s": 30, "total_timeout_s": 5}})
+
+
+def test_dumped_config_loads_back_identically(tmp_path):
+    config = build_config(BASE, ["crawl.max_aspect_ratio=3.5"])
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config
+    assert load_config(tmp_path) == config  # a run directory loads its config.yaml
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(["not", "a", "mapping"]))
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
