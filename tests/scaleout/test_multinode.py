@@ -25,7 +25,7 @@ from pipelines.corpus import build_corpus
 pytestmark = pytest.mark.slow
 
 HEAD_IP, WORKER_IP, PREFIX = "10.213.47.1", "10.213.47.2", 24
-RAY_PORT = 6390
+RAY_PORT, DASHBOARD_PORT = 6390, 8290
 RAY = str(Path(os.sys.executable).with_name("ray"))
 
 
@@ -85,15 +85,19 @@ def test_demo_corpus_runs_on_a_two_node_cluster(namespaces, tmp_path: Path) -> N
     env = {**node_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")  # the loopback-only guard of a local Ray; this one is two nodes
     _ray_start(head, env, "--head", f"--node-ip-address={HEAD_IP}", f"--port={RAY_PORT}", "--num-cpus=2",
-               "--include-dashboard=false", f"--temp-dir={temp_dir}")
+               "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={DASHBOARD_PORT}",
+               f"--temp-dir={temp_dir}")
     _ray_start(worker, env, f"--address={HEAD_IP}:{RAY_PORT}", f"--node-ip-address={WORKER_IP}", "--num-cpus=1",
                '--resources={"gpu_node": 1}')
 
+    # Submitted as a Ray job: the job server on the head runs the driver there (inside the head namespace).
     work = tmp_path / "work"
-    driver = start_driver(work, 18610, "--host", HEAD_IP, "--address", f"{HEAD_IP}:{RAY_PORT}",
+    submit = ("ip", "netns", "exec", head, RAY, "job", "submit", f"--address=http://{HEAD_IP}:{DASHBOARD_PORT}", "--")
+    driver = start_driver(work, 18610, "--host", HEAD_IP,
                           "--set", "resources.stages.pixel_hash.resources={gpu_node: 1}",
-                          "--set", "resources.ingest.concurrency=3", prefix=("ip", "netns", "exec", head), env=env)
+                          "--set", "resources.ingest.concurrency=3", prefix=submit, env=env)
     assert driver.wait(timeout=300) == 0, sorted(work.glob("driver-*.log"))
+    assert "raysubmit_" in next(work.glob("driver-*.log")).read_text(), "the run did not go through the job server"
 
     nodes = json.loads((work / "nodes.json").read_text())
     assert sorted(nodes["nodes"].values()) == [HEAD_IP, WORKER_IP]
