@@ -43,13 +43,12 @@ def validate(config: RunConfig) -> None:
 
 
 def local_config(config: RunConfig) -> RunConfig:
-    """The config with URI input and output paths replaced by their local staging copies (downloaded/pulled)."""
+    """The config with URI input and output paths replaced by their local copies (the input is downloaded)."""
     if not storage.is_uri(config.output_dir) and not storage.is_uri(config.input.path):
         return config
     root = Path(config.output_dir)
     if storage.is_uri(config.output_dir):
         root = storage.staging_root(config.output_dir, config.staging_dir)
-        storage.pull(config.output_dir, root)
     update: dict = {"output_dir": str(root)}
     if storage.is_uri(config.input.path):
         local_input = storage.fetch_input(config.input.path, root.parent / f"{root.name}.input")
@@ -64,8 +63,11 @@ def sync(config: RunConfig, layout: RunLayout) -> None:
 
 
 def prepare(config: RunConfig) -> RunLayout:
+    """Validate, and set up the local run directory; a URI one is first downloaded to resume from it."""
     validate(config)
     layout = RunLayout.at(local_config(config).output_dir)
+    if storage.is_uri(config.output_dir):
+        storage.pull(config.output_dir, layout.root)
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.config.write_text(dump_config(config))
     update_run_json(layout.run_json, config=config.model_dump(mode="json"), versions=report.versions(),

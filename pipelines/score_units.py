@@ -87,8 +87,11 @@ class UnitCollector:
             raise RuntimeError(f"a score stage dropped the {PATH!r} column; stages must return the batch they got "
                                "with their columns added")
         for tar in pc.unique(batch.column(PATH)).to_pylist():
-            part = batch.filter(pc.equal(batch.column(PATH), tar)).drop_columns([PATH])
             name = unit_name(tar)
+            part = batch.filter(pc.equal(batch.column(PATH), tar)).drop_columns([PATH])
+            # A tar may hold a sample its Parquet does not call a success (a retry interrupted between
+            # the two writes): the Parquet decides, as it does for the manifest.
+            part = part.filter(pc.is_in(part.column(col.SAMPLE_ID), pa.array(sorted(self.pending[name]))))
             # A retried task's output replaces nothing: count each sample id once.
             self.seen[name].update(part.column(col.SAMPLE_ID).to_pylist())
             self.parts[name].append(part)
