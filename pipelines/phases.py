@@ -200,6 +200,8 @@ def final_manifest(layout: RunLayout) -> pl.DataFrame:
 def export(config: RunConfig, layout: RunLayout) -> dict:
     manifest = final_manifest(layout)
     shards = plan_shards(manifest.filter(pl.col(col.KEEP)), config.export.shard_size)
+    for leftover in layout.root.glob(".shards.*.tmp"):  # from an export killed midway
+        shutil.rmtree(leftover)
     tmp = layout.root / f".shards.{uuid.uuid4().hex}.tmp"
     tmp.mkdir(parents=True)
     if shards:

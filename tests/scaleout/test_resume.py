@@ -25,6 +25,7 @@ from pipelines.stages import StageSpec
 from pixel_stage import PixelHasher, PixelHasherConfig
 
 ROWS = 40
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
