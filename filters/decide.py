@@ -74,9 +74,22 @@ def reason_exprs(config: FiltersConfig, columns: set[str]) -> list[pl.Expr]:
     return exprs
 
 
+SCORE_COLUMNS = (col.CLIP_SCORE, col.AESTHETIC_SCORE, col.NSFW_PROB)
+
+
+def nan_to_null(lazy: pl.LazyFrame) -> pl.LazyFrame:
+    """Model stages mark a row they could not score with NaN (a numpy batch has no null); the manifest says null.
+
+    Polars orders NaN above every number, so a NaN left in place would fail every ``maximum`` rule.
+    """
+    schema = lazy.collect_schema()
+    floats = [c for c in SCORE_COLUMNS if c in schema and schema[c].is_float()]
+    return lazy.with_columns(pl.col(c).fill_nan(None) for c in floats) if floats else lazy
+
+
 def decide(frame: pl.LazyFrame | pl.DataFrame, config: FiltersConfig) -> pl.LazyFrame:
     """Add ``keep`` and ``reject_reasons`` (replacing earlier ones) to a manifest-shaped frame."""
-    lazy = frame.lazy()
+    lazy = nan_to_null(frame.lazy())
     columns = set(lazy.collect_schema().names())
     lazy = lazy.drop([c for c in (col.KEEP, col.REJECT_REASONS) if c in columns])
     reasons = pl.concat_list(reason_exprs(config, columns)).list.drop_nulls().alias(col.REJECT_REASONS)

@@ -13,6 +13,10 @@
       caption/captions.parquet    recaptions of kept rows
       manifest.parquet            the final manifest (decide + captions)
       shards/NNNNN.tar            exported training shards
+      reports/plots/*.png         ``thresher plots`` (score histograms, reject reasons)
+      reports/audit.html          ``thresher audit``
+    RUN-NAME/                     ``thresher export RUN --name NAME``: a re-export beside the run, which it
+                                  never writes into (see manifests/reexport.py)
 
 A phase is complete when its ``_DONE`` marker exists; outputs are written under a temporary name
 and renamed, so a crash never leaves a half-written file under a final name.

@@ -64,6 +64,8 @@ REJECT_REASONS = "reject_reasons"
 # Recaptions (captioning/).
 CAPTION_BLIP2 = "caption_blip2"
 CAPTION_LLAVA = "caption_llava"
+CAPTION_BLIP2_SHORT = "caption_blip2_short"  # optional second, short recaption
+CAPTION_LLAVA_SHORT = "caption_llava_short"
 CAPTION_STATUS = "caption_status"
 
 # Batch-only column: the staged image bytes a model stage reads. Never written to a manifest.
@@ -167,6 +169,8 @@ DECISION_FIELDS = [
 CAPTION_FIELDS = [
     pa.field(CAPTION_BLIP2, pa.string()),
     pa.field(CAPTION_LLAVA, pa.string()),
+    pa.field(CAPTION_BLIP2_SHORT, pa.string()),
+    pa.field(CAPTION_LLAVA_SHORT, pa.string()),
     pa.field(CAPTION_STATUS, pa.string()),
 ]
 

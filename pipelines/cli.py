@@ -7,6 +7,7 @@ import sys
 
 from manifests.layout import PHASES
 from pipelines.config import ConfigError, load_config
+from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -27,19 +28,50 @@ def build_parser() -> argparse.ArgumentParser:
         if phase == "ingest":
             phase_parser.add_argument("--retry-failed", action="store_true",
                                       help="refetch only rows whose status is a retryable failure, in place")
+    add_tool_commands(sub, sub.choices["export"])
     demo = sub.add_parser("demo", help="build a corpus from bundled photos, serve it on loopback, curate it")
     demo.add_argument("--out", default="thresher-demo", help="folder for everything the demo writes")
     demo.add_argument("--samples", type=int, default=300, help="approximate number of samples")
+    models = sub.add_parser("models", help="the weights a config needs: list them, or fetch them (needs internet)")
+    models.add_argument("action", choices=("list", "fetch"))
+    models.add_argument("config", nargs="?", help="YAML config or run directory; without: every model filters know")
+    models.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser
+
+
+def models_command(action: str, config_path: str | None, overrides: list[str]) -> int:
+    """``thresher models list|fetch``: 0 when every listed model's weights are present afterwards."""
+    from filters import models
+
+    def wanted() -> list:
+        if config_path is None:
+            return models.catalogue()
+        return models.required_weights(load_config(config_path, overrides).filters)
+
+    if action == "fetch":
+        try:
+            for weights in wanted():
+                print(f"{weights.model}: {models.fetch(weights)}")
+        except models.FilterSetupError as exc:
+            print(f"thresher: {exc}", file=sys.stderr)
+            return 2
+    listed = wanted()
+    print(models.weights_table(listed))
+    return 0 if all(w.present for w in listed) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if is_tool(args):
+            run_tool(args)
+            return 0
         if args.command == "demo":
             from pipelines.demo import run_demo
             run_demo(args.out, args.samples)
             return 0
+        if args.command == "models":
+            return models_command(args.action, args.config, args.overrides)
         config = load_config(args.config, args.overrides)
         from pipelines import run as runner
         from pipelines.runtime import init_ray
@@ -58,5 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.command}: {result}")
     except (ConfigError, FileNotFoundError) as exc:
         print(f"thresher: {exc}", file=sys.stderr)
+        return 2
+    except (FileExistsError, ValueError) as exc:
+        if not is_tool(args):
+            raise
+        print(f"thresher {args.command}: {exc}", file=sys.stderr)
         return 2
     return 0

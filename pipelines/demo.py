@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from filters.models import demo_filters
 from pipelines.config import build_config
 from pipelines.corpus import build_corpus
 
@@ -72,8 +73,10 @@ def demo_config(url_list: Path, run_dir: Path) -> dict:
         "output_dir": str(run_dir),
         "input": {"kind": "url_list", "path": str(url_list), "rows_per_shard": 100},
         "crawl": {"allow_private_addresses": True, "retries": 1, "image_size": 256, "resize_mode": "border"},
+        "filters": demo_filters()[0],
         "export": {"shard_size": 100},
-        "resources": {"ingest": {"concurrency": 2}, "export": {"concurrency": 2}},
+        "resources": {"ingest": {"concurrency": 2}, "export": {"concurrency": 2},
+                      "stages": {name: {"num_cpus": 0.5} for name in ("clip", "aesthetic", "nsfw")}},
         "ray": {"num_cpus": 2},
     }
 
@@ -89,6 +92,8 @@ def run_demo(out: str, samples: int = 300) -> dict:
         data = demo_config(url_list, out_dir / "run")
         (out_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         config = build_config(data)
+        for reason in demo_filters()[1]:
+            print(f"skipped {reason}")
         init_ray(config.ray)
         stats = run(config)
     print(f"\nDemo done: {len(rows)} URLs from {len(files)} served files.")

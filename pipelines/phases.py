@@ -73,10 +73,10 @@ def _stage_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             score_units.PATH: batch[score_units.PATH]}
 
 
-def staged_dataset(layout: RunLayout, names: list[str] | None = None) -> ray.data.Dataset | None:
-    """Staged samples of every tar (or of the tars ``names``), with the tar in column ``path``."""
-    tars = [p for p in layout.staged_tars() if p.stat().st_size > 1024]  # an empty tar is 1 KiB of padding
-    tars = [str(p) for p in tars if names is None or p.stem in names]
+def staged_dataset(layout: RunLayout, only: list[Path] | None = None) -> ray.data.Dataset | None:
+    """The staged images as score batches, with their tar in column ``path``; ``only`` restricts the read."""
+    candidates = layout.staged_tars() if only is None else only
+    tars = [str(p) for p in candidates if p.stat().st_size > 1024]  # an empty tar is 1 KiB of padding
     if not tars:
         return None
     return (ray.data.read_webdataset(tars, decoder=None, include_paths=True)
@@ -108,7 +108,7 @@ def score(config: RunConfig, layout: RunLayout, specs: list[StageSpec] | None = 
         return {"stages": {}, "units_run": 0}
     digest = score_units.stages_digest(specs)
     pending = score_units.pending_units(layout, digest)
-    ds = staged_dataset(layout, names=list(pending)) if pending else None
+    ds = staged_dataset(layout, [layout.staged_dir / f"{name}.tar" for name in sorted(pending)]) if pending else None
     collector = score_units.UnitCollector(layout, pending, digest)
     if ds is not None:
         written = [c for spec in specs for c in spec.writes]
@@ -163,17 +163,30 @@ def decide(config: RunConfig, layout: RunLayout) -> dict:
 
 # --- caption ------------------------------------------------------------------------------------
 
+def _only_rows(batch: dict[str, np.ndarray], sample_ids: np.ndarray) -> dict[str, np.ndarray]:
+    mask = np.isin(batch[col.SAMPLE_ID].astype(str), sample_ids)
+    return {name: values[mask] for name, values in batch.items()}
+
+
+def kept_dataset(layout: RunLayout) -> ray.data.Dataset | None:
+    """Staged images of kept rows only, reading only the staged tars that hold one."""
+    kept = pl.scan_parquet(layout.decided).filter(pl.col(col.KEEP)).select(col.SAMPLE_ID, col.SHARD).collect()
+    if kept.is_empty():
+        return None
+    ds = staged_dataset(layout, [layout.root / s for s in sorted(kept[col.SHARD].unique().to_list())])
+    if ds is None:
+        return None
+    return ds.map_batches(_only_rows, fn_args=(kept[col.SAMPLE_ID].to_numpy().astype(str),), batch_format="numpy")
+
+
 def caption(config: RunConfig, layout: RunLayout) -> dict:
     specs = caption_stages(config)
     check_stages(config, specs)
     shutil.rmtree(layout.captions.parent / "captions", ignore_errors=True)
     layout.captions.unlink(missing_ok=True)
-    ds = staged_dataset(layout)
-    if specs and ds is not None:
-        kept = set(pl.scan_parquet(layout.decided).filter(pl.col(col.KEEP)).select(col.SAMPLE_ID)
-                   .collect()[col.SAMPLE_ID].to_list())
-        ds = ds.filter(lambda row: row[col.SAMPLE_ID] in kept)
-        written = [c for spec in specs for c in spec.writes]
+    ds = kept_dataset(layout) if specs else None
+    if ds is not None:
+        written = list(dict.fromkeys(c for spec in specs for c in spec.writes))  # caption_status is shared
         out = layout.captions.parent / "captions"
         _write_dataset(run_stages(ds, specs).select_columns([col.SAMPLE_ID, *written]), out)
         write_parquet(read_parquet_files(sorted(out.glob("*.parquet"))), layout.captions)

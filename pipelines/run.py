@@ -16,11 +16,13 @@ from typing import Callable
 
 import polars as pl
 
+from captioning.weights import MissingWeightsError, check_weights
+from filters.models import FilterSetupError, check_filters
 from manifests import storage
 from manifests.io import update_run_json, write_json
 from manifests.layout import PHASES, RunLayout
 from pipelines import cluster, phases, report
-from pipelines.config import RunConfig, dump_config
+from pipelines.config import ConfigError, RunConfig, dump_config
 from pipelines.stages import check_resources, check_stages, score_stages, caption_stages
 
 PHASE_FUNCS: dict[str, Callable[[RunConfig, RunLayout], dict]] = {
@@ -40,6 +42,11 @@ def validate(config: RunConfig) -> None:
     check_resources(config)
     check_stages(config, score_stages(config))
     check_stages(config, caption_stages(config))
+    try:
+        check_filters(config.filters)
+        check_weights(config.caption)
+    except (FilterSetupError, MissingWeightsError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def local_config(config: RunConfig) -> RunConfig:

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from captioning.blip2 import Blip2Captioner
+from captioning.llava import LlavaCaptioner
+from filters.aesthetic import AestheticScorer
+from filters.clip import ClipScorer
+from filters.nsfw import nsfw_stage
 from manifests import schema as col
 from pipelines.config import ConfigError, RunConfig, StageResources
 
@@ -44,12 +49,24 @@ def _spec(config: RunConfig, name: str, cls: type, stage_config: Any) -> StageSp
 def score_stages(config: RunConfig) -> list[StageSpec]:
     """Model stages of the score phase, in run order. Each filter and dedup descriptor adds itself here."""
     specs: list[StageSpec] = []
+    filters = config.filters
+    # CLIP first: the aesthetic and CLIP-NSFW heads read its clip_embedding; open_nsfw reads pixels.
+    if filters.clip.enabled:
+        specs.append(_spec(config, "clip", ClipScorer, filters.clip))
+    if filters.aesthetic.enabled:
+        specs.append(_spec(config, "aesthetic", AestheticScorer, filters.aesthetic))
+    if filters.nsfw.enabled:
+        specs.append(_spec(config, "nsfw", nsfw_stage(filters.nsfw), filters.nsfw))
     return specs
 
 
 def caption_stages(config: RunConfig) -> list[StageSpec]:
     """Recaptioning stages of the caption phase, in run order."""
     specs: list[StageSpec] = []
+    if config.caption.blip2.enabled:
+        specs.append(_spec(config, "blip2", Blip2Captioner, config.caption.blip2))
+    if config.caption.llava.enabled:
+        specs.append(_spec(config, "llava", LlavaCaptioner, config.caption.llava))
     return specs
 
 

@@ -1,0 +1,68 @@
+"""Generated text -> a caption, or a status saying why there is none. Pure functions, no model."""
+
+from __future__ import annotations
+
+import re
+
+ROLE_MARKERS = ("ASSISTANT:", "Assistant:", "assistant:", "Answer:", "answer:")
+WORD = re.compile(r"\w+", re.UNICODE)
+MAX_WORD_RUN = 4  # the same word this many times in a row is a decoding loop, not a description
+MIN_WORDS_FOR_RATIO = 8
+MIN_DISTINCT_TRIGRAMS = 0.5  # share of distinct word trigrams below which the text repeats itself
+
+
+class CaptionStatus:
+    OK = "ok"
+    EMPTY = "empty"  # nothing left after stripping the prompt echo and whitespace
+    DEGENERATE = "degenerate"  # repetition loops
+    UNDECODABLE = "failed_to_decode"  # the staged image could not be opened
+
+
+def strip_echo(text: str, prompt: str) -> str:
+    """Drop a leading copy of the prompt and chat role markers, and surrounding whitespace."""
+    text = text.strip()
+    changed = True
+    while changed:
+        changed = False
+        if prompt.strip() and text.lower().startswith(prompt.strip().lower()):
+            text, changed = text[len(prompt.strip()):].lstrip(" :\n\t"), True
+        for marker in ROLE_MARKERS:
+            if text.startswith(marker):
+                text, changed = text[len(marker):].lstrip(), True
+    return " ".join(text.split())
+
+
+def longest_word_run(words: list[str]) -> int:
+    best = run = 0
+    for i, word in enumerate(words):
+        run = run + 1 if i and word == words[i - 1] else 1
+        best = max(best, run)
+    return best
+
+
+def is_degenerate(text: str) -> bool:
+    """True for repetition loops: one word over and over, or the same phrases cycling."""
+    words = [w.lower() for w in WORD.findall(text)]
+    if longest_word_run(words) >= MAX_WORD_RUN:
+        return True
+    if len(words) < MIN_WORDS_FOR_RATIO:
+        return False
+    trigrams = list(zip(words, words[1:], words[2:]))
+    return len(set(trigrams)) / len(trigrams) < MIN_DISTINCT_TRIGRAMS
+
+
+def clean_caption(text: str, prompt: str) -> tuple[str | None, str]:
+    """(caption, status): the caption is None unless the status is ok."""
+    caption = strip_echo(text, prompt)
+    if not WORD.search(caption):
+        return None, CaptionStatus.EMPTY
+    if is_degenerate(caption):
+        return None, CaptionStatus.DEGENERATE
+    return caption, CaptionStatus.OK
+
+
+def merge_status(previous: str | None, stage: str, statuses: list[str]) -> str:
+    """Combine a row's statuses: ``ok`` when every captioner so far succeeded, else ``name:status;...``."""
+    problems = [] if previous in (None, CaptionStatus.OK) else previous.split(";")
+    problems += [f"{stage}:{s}" for s in statuses if s != CaptionStatus.OK]
+    return ";".join(dict.fromkeys(problems)) or CaptionStatus.OK

@@ -1,0 +1,118 @@
+"""Randomly initialised BLIP-2 and LLaVA, tiny or at their published sizes, saved where ``load_vlm`` reads.
+
+Tests and the CPU benchmark use the tiny ones (no weights can be downloaded here); the GPU benchmark
+uses the real-size architectures, whose cost does not depend on the weight values. The tokenizer is a
+word-level one trained on a few sentences, so nothing is fetched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+IMAGE_TOKEN = "<image>"
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]
+CORPUS = [
+    "USER: ASSISTANT: Describe this image in one detailed sentence.",
+    "Describe this image in a few words. Question: what is in the picture? Answer:",
+    "a photo of a dog sitting on a red couch next to a window",
+    "a close up of a cat lying in the grass on a sunny day",
+    "two people riding bicycles down a city street at night",
+    "a bowl of fruit with apples bananas and oranges on a wooden table",
+    "The original caption reads: alt text for the picture",
+]
+LLAVA_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<image>\n"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %} {% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def tiny_tokenizer() -> Any:
+    """A word-level fast tokenizer (<s> prepended, left padding) trained on CORPUS."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=SPECIALS))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", additional_special_tokens=[IMAGE_TOKEN], padding_side="left")
+
+
+def _blip2_config(tokenizer: Any, real_size: bool, vocab: int) -> Any:
+    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
+
+    image_token = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id)
+    if real_size:  # Salesforce/blip2-opt-2.7b: ViT-g/14, 12-layer Q-Former, OPT-2.7b
+        text = OPTConfig(vocab_size=50272, hidden_size=2560, num_hidden_layers=32, ffn_dim=10240,
+                         num_attention_heads=32, word_embed_proj_dim=2560, **ids)
+        return Blip2Config(vision_config=Blip2VisionConfig().to_dict(), qformer_config=Blip2QFormerConfig().to_dict(),
+                           text_config=text.to_dict(), num_query_tokens=32, image_token_index=image_token)
+    vision = Blip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=32, patch_size=8, initializer_range=0.02)
+    qformer = Blip2QFormerConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                 encoder_hidden_size=32, vocab_size=vocab)
+    text = OPTConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=2,
+                     word_embed_proj_dim=32, max_position_embeddings=128,
+                     tie_word_embeddings=False, **ids)  # tied random embeddings only echo the input
+    return Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(), text_config=text.to_dict(),
+                       num_query_tokens=4, image_token_index=image_token)
+
+
+def build_blip2(real_size: bool = False) -> tuple[Any, Any]:
+    """(model, processor) of a random BLIP-2 in float32 on CPU."""
+    from transformers import BlipImageProcessor, Blip2ForConditionalGeneration, Blip2Processor
+
+    tokenizer = tiny_tokenizer()
+    config = _blip2_config(tokenizer, real_size, vocab=len(tokenizer))
+    side = config.vision_config.image_size
+    images = BlipImageProcessor(size={"height": side, "width": side})
+    processor = Blip2Processor(images, tokenizer, num_query_tokens=config.num_query_tokens)
+    return Blip2ForConditionalGeneration(config).eval(), processor
+
+
+def _llava_config(tokenizer: Any, real_size: bool, vocab: int) -> Any:
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id)
+    if real_size:  # llava-hf/llava-1.5-7b-hf: CLIP ViT-L/14-336, Vicuna-7B
+        vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                  num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
+        text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                           num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, **ids)
+    else:
+        vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                  image_size=32, patch_size=8, projection_dim=32)
+        text = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256, **ids)
+    return LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
+                       image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                       vision_feature_layer=-2, vision_feature_select_strategy="default")
+
+
+def build_llava(real_size: bool = False) -> tuple[Any, Any]:
+    """(model, processor) of a random LLaVA-1.5 in float32 on CPU."""
+    from transformers import CLIPImageProcessor, LlavaForConditionalGeneration, LlavaProcessor
+
+    tokenizer = tiny_tokenizer()
+    config = _llava_config(tokenizer, real_size, vocab=len(tokenizer))
+    side, patch = config.vision_config.image_size, config.vision_config.patch_size
+    images = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    processor = LlavaProcessor(images, tokenizer, patch_size=patch, vision_feature_select_strategy="default",
+                               chat_template=LLAVA_TEMPLATE, num_additional_image_tokens=1)
+    return LlavaForConditionalGeneration(config).eval(), processor
+
+
+def save_random(kind: str, out: Path, real_size: bool = False) -> Path:
+    """Build a random ``kind`` ("blip2" or "llava") and save it as a model directory ``load_vlm`` accepts."""
+    model, processor = {"blip2": build_blip2, "llava": build_llava}[kind](real_size)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

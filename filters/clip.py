@@ -1,0 +1,158 @@
+"""CLIP image-text similarity with open_clip: one model embeds both the image and its caption.
+
+``load(config)`` builds the model once (an actor's ``__init__``); ``score(model, images, captions)`` is the
+pure forward pass; ``ClipScorer`` is the stage that decodes bytes and records rows it could not score.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from filters.config import ClipScorerConfig
+from filters.images import decode_batch, scatter
+from manifests import schema as col
+
+# A CLIP small enough to build in a second on a CPU: the same code path as ViT-B-32 and ViT-L-14, for tests
+# and CPU benchmarks with random weights (``pretrained: null``). open_clip reads it like its own configs.
+TINY_ARCHITECTURE = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@dataclass
+class ClipModel:
+    """What ``score`` needs: the network, its image transform and tokenizer, and where and how to run it."""
+
+    network: Any  # open_clip.CLIP
+    preprocess: Callable[[Image.Image], Any]
+    tokenizer: Callable[[list[str]], Any]
+    device: Any  # torch.device
+    autocast_dtype: Any  # torch.dtype, or None for plain fp32
+    embed_dim: int
+
+
+def write_architecture(folder: Path, name: str, architecture: dict = TINY_ARCHITECTURE) -> Path:
+    """Write an open_clip model-config JSON; point ``architecture_file`` at it and set ``model`` to ``name``."""
+    path = Path(folder) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(architecture))
+    return path
+
+
+def register_architecture(config: ClipScorerConfig) -> None:
+    """Make ``config.model`` known to open_clip when it comes from an architecture file."""
+    if config.architecture_file is None:
+        return
+    import open_clip
+
+    path = Path(config.architecture_file)
+    if path.stem != config.model:
+        raise ValueError(f"filters.clip.model is {config.model!r} but architecture_file {path} defines "
+                         f"{path.stem!r}; set filters.clip.model={path.stem}")
+    if config.model not in open_clip.list_models():
+        open_clip.add_model_config(path)
+
+
+def embed_dim(config: ClipScorerConfig) -> int:
+    """The embedding width of the configured architecture, without building it."""
+    import open_clip
+
+    register_architecture(config)
+    arch = open_clip.get_model_config(config.model)
+    if arch is None:
+        raise ValueError(f"filters.clip.model {config.model!r} is not an open_clip architecture; "
+                         f"known: {', '.join(open_clip.list_models()[:8])}, ...")
+    return int(arch["embed_dim"])
+
+
+def pick_device(device: str) -> Any:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def autocast_dtype(precision: str, device: Any) -> Any:
+    import torch
+
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def load(config: ClipScorerConfig) -> ClipModel:
+    """Build the model with open_clip from its architecture and pretrained tag (or random, seeded, weights)."""
+    import open_clip
+    import torch
+
+    register_architecture(config)
+    device = pick_device(config.device)
+    if config.pretrained is None:
+        torch.manual_seed(config.seed)
+    network, _, preprocess = open_clip.create_model_and_transforms(
+        config.model, pretrained=config.pretrained, device=device, cache_dir=config.cache_dir)
+    network.eval()
+    tokenizer = open_clip.get_tokenizer(config.model, cache_dir=config.cache_dir)
+    return ClipModel(network, preprocess, tokenizer, device, autocast_dtype(config.precision, device),
+                     embed_dim(config))
+
+
+def _autocast(model: ClipModel) -> contextlib.AbstractContextManager:
+    import torch
+
+    if model.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=model.device.type, dtype=model.autocast_dtype)
+
+
+def score(model: ClipModel, images: list[Image.Image], captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarity of each image with its caption, and the L2-normalised image embeddings (float32)."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode(), _autocast(model):
+        pixels = torch.stack([model.preprocess(img) for img in images]).to(model.device, non_blocking=True)
+        tokens = model.tokenizer(captions).to(model.device, non_blocking=True)
+        image_emb = model.network.encode_image(pixels)
+        text_emb = model.network.encode_text(tokens)
+    # Normalise in fp32: under autocast the projections come out in bf16/fp16.
+    image_emb = F.normalize(image_emb.float(), dim=-1)
+    text_emb = F.normalize(text_emb.float(), dim=-1)
+    cosine = (image_emb * text_emb).sum(dim=-1)
+    return cosine.cpu().numpy(), image_emb.cpu().numpy()
+
+
+class ClipScorer:
+    """Reads ``image`` (encoded bytes) and ``caption``; writes ``clip_score`` (cosine, float32) and
+    ``clip_embedding`` (the L2-normalised image embedding, float16, for the heads and dedup).
+
+    A row whose image does not decode gets ``clip_score`` NaN (null in the manifest) and an all-zero
+    embedding, which no real embedding can be (they have unit norm). A missing caption is scored as "".
+    """
+
+    reads = (col.IMAGE, col.CAPTION)
+    writes = (col.CLIP_SCORE, col.CLIP_EMBEDDING)
+
+    def __init__(self, config: ClipScorerConfig) -> None:
+        self.model = load(config)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images, ok = decode_batch(batch[col.IMAGE])
+        captions = ["" if c is None else str(c) for c in batch[col.CAPTION][ok]]
+        if images:
+            cosine, embeddings = score(self.model, images, captions)
+        else:
+            cosine, embeddings = np.empty(0), np.empty((0, self.model.embed_dim))
+        batch[col.CLIP_SCORE] = scatter(cosine.astype(np.float32), ok)
+        batch[col.CLIP_EMBEDDING] = scatter(embeddings.astype(np.float16), ok, fill=0.0)
+        return batch

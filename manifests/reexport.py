@@ -1,0 +1,76 @@
+"""Re-export a finished run under a new name: new decision -> new shards + manifest, no model.
+
+The source run is only read. The new export is a directory of its own, by default a sibling of
+the run named ``<RUN>-<NAME>``::
+
+    RUN-NAME/
+      config.yaml        the source run's config with the overrides applied
+      export.json        source run, overrides, counts
+      manifest.parquet   every row of the source manifest with the new keep / reject_reasons
+      shards/NNNNN.tar   training shards of the newly kept rows, from the source run's staged images
+
+Its ``shard`` / ``member`` columns still name the source run's staged images (``export.json``
+records where that is), so query, tune, plots and audit work on an export as on a run. It is
+written under a temporary name and renamed whole, so a crash leaves no half export.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import polars as pl
+
+from manifests import schema as col
+from manifests.export import ExportConfig, plan_shards, write_export_shard
+from manifests.io import read_json, write_json, write_parquet
+from manifests.layout import RunLayout
+
+RECORD = "export.json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def export_dir(run_root: Path, name: str) -> Path:
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (no '/', no leading dot)")
+    return run_root.parent / f"{run_root.name}-{name}"
+
+
+def images_root(root: Path) -> Path:
+    """The run directory that holds the staged images the manifest at ``root`` refers to."""
+    source = read_json(root / RECORD).get("source_run")
+    return Path(source) if source else root
+
+
+def manifest_path(layout: RunLayout) -> Path:
+    """The final manifest, or the decided one of a run that stopped before captioning/export."""
+    for path in (layout.manifest, layout.decided):
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"{layout.root} has no manifest.parquet (nor decide/manifest.parquet): "
+                            "is it a run directory whose decide phase finished?")
+
+
+def write_reexport(decided: pl.DataFrame, source_root: Path, target: Path, config: ExportConfig,
+                   config_yaml: str, record: dict) -> dict:
+    """Write shards of the kept rows of ``decided`` and the manifest itself to ``target`` (must not exist)."""
+    if target.resolve().is_relative_to(source_root.resolve()):
+        raise ValueError(f"{target} is inside the source run {source_root}, which an export never writes into")
+    if target.exists():
+        raise FileExistsError(f"{target} exists already; pick another --name (exports are never overwritten)")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    layout = RunLayout.at(tmp)
+    try:
+        layout.shards_dir.mkdir(parents=True)
+        shards = plan_shards(decided.filter(pl.col(col.KEEP)), config.shard_size)
+        written = [write_export_shard(shard, source_root, layout.shards_dir, config) for shard in shards]
+        write_parquet(decided.to_arrow(), layout.manifest)
+        layout.config.write_text(config_yaml)
+        summary = {"rows": decided.height, "kept": sum(w["samples"] for w in written), "shards": len(written)}
+        write_json({**record, **summary, "source_run": str(source_root.resolve())}, tmp / RECORD)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary

@@ -1,0 +1,87 @@
+"""The manifest tools behind ``thresher query|tune|plots|export RUN|audit``: config + decision glue.
+
+Only the manifest (and, for export and audit, the staged images) is read; no model is loaded and
+no Ray is started. ``--set`` overrides apply to the run's resolved config (RUN/config.yaml).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import polars as pl
+
+from filters.decide import ThresholdRule, decide, reason_exprs, threshold_rules
+from manifests import audit, plots, query, reexport, tune
+from manifests.io import atomic_path
+from manifests.layout import RunLayout
+from manifests.plots import Threshold
+from pipelines.config import RunConfig, dump_config, load_config
+
+
+def _threshold(rule: ThresholdRule) -> Threshold:
+    if rule.minimum is not None:
+        return Threshold(rule.column, rule.minimum, f"min {rule.reason}")
+    return Threshold(rule.column, rule.maximum, f"max {rule.reason}")
+
+
+def thresholds(config: RunConfig) -> list[Threshold]:
+    """Every score threshold of the config (filters and dedup sections that expose ``threshold_rule()``)."""
+    rules = threshold_rules(config.filters) + threshold_rules(config.dedup)
+    return [_threshold(r) for r in rules if r.minimum is not None or r.maximum is not None]
+
+
+def manifest(run: Path, overrides: list[str], redecide: bool = False) -> tuple[pl.LazyFrame, RunConfig]:
+    """The run's manifest, lazily; re-decided (once, in memory) when asked or when there are overrides."""
+    config = load_config(run, overrides)
+    frame = pl.scan_parquet(reexport.manifest_path(RunLayout.at(run)))
+    if overrides or redecide:
+        names = frame.collect_schema().names()
+        frame = decide(frame, config.filters).select(names).collect().lazy()
+    return frame, config
+
+
+def run_query(run: Path, sql: str, out: Path | None, max_rows: int) -> str:
+    table = query.query(reexport.manifest_path(RunLayout.at(run)), sql)
+    if out is not None:
+        query.write_result(table, out)
+        return f"{table.num_rows} rows written to {out}"
+    return query.format_table(table, max_rows)
+
+
+def run_tune(run: Path, overrides: list[str]) -> tuple[tune.TuneReport, str]:
+    config = load_config(run, overrides)
+    source = pl.scan_parquet(reexport.manifest_path(RunLayout.at(run)))
+    report = tune.retune(source, reason_exprs(config.filters, set(source.collect_schema().names())))
+    heading = f"Tuning {run} with " + (" ".join(f"--set {o}" for o in overrides) or "its own thresholds")
+    return report, heading + "\n\n" + tune.format_report(report)
+
+
+def run_plots(run: Path, overrides: list[str], out: Path | None) -> list[Path]:
+    frame, config = manifest(run, overrides)
+    return plots.write_plots(frame, thresholds(config), out or RunLayout.at(run).root / "reports" / "plots")
+
+
+def default_export_name(overrides: list[str]) -> str:
+    return "export-" + hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
+
+
+def run_export(run: Path, overrides: list[str], name: str | None, out: Path | None) -> tuple[Path, dict]:
+    frame, config = manifest(run, overrides, redecide=True)
+    name = name or default_export_name(overrides)
+    target = out or reexport.export_dir(run.resolve(), name)
+    decided = frame.collect()  # already in memory
+    config = config.model_copy(update={"output_dir": str(target)})
+    record = {"name": name, "overrides": list(overrides)}
+    summary = reexport.write_reexport(decided, reexport.images_root(run), target, config.export,
+                                      dump_config(config), record)
+    return target, summary
+
+
+def run_audit(run: Path, overrides: list[str], reason: str | None, limit: int, out: Path | None) -> Path:
+    frame, config = manifest(run, overrides)
+    html = audit.report(frame, thresholds(config), reexport.images_root(run), reason, limit, str(run))
+    path = out or RunLayout.at(run).root / "reports" / "audit.html"
+    with atomic_path(path) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return path

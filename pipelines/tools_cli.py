@@ -1,0 +1,65 @@
+"""CLI wiring of the manifest tools: ``thresher query|tune|plots|audit RUN`` and ``thresher export RUN``.
+
+``thresher export`` keeps two forms: given a YAML config (or ``--in-place``) it is the export phase
+inside the run, as ``thresher run`` does it; given a run directory it re-exports under a new name
+(``pipelines.tools.run_export``) and never writes into the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+TOOLS = ("query", "tune", "plots", "audit")
+
+
+def _run_args(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
+    parser.add_argument("run", type=Path, help="a run directory (holds manifest.parquet and config.yaml)")
+    if overrides:
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="a new threshold, e.g. --set filters.rules.min_image_side=256 (repeatable)")
+
+
+def add_tool_commands(sub, export: argparse.ArgumentParser) -> None:
+    """The manifest tools; none loads a model or starts Ray."""
+    query = sub.add_parser("query", help="SQL over a run's manifest (DuckDB; the table is named manifest)")
+    _run_args(query, overrides=False)
+    query.add_argument("sql", help='e.g. "SELECT status, count(*) FROM manifest GROUP BY status"')
+    query.add_argument("--out", type=Path, help="write the result to a .csv or .parquet file instead")
+    query.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50)")
+    _run_args(sub.add_parser("tune", help="kept/rejected counts with new thresholds, from the manifest only"))
+    plots = sub.add_parser("plots", help="PNG histograms of each score and a bar chart of reject reasons")
+    _run_args(plots)
+    plots.add_argument("--out", type=Path, help="folder for the PNGs (default RUN/reports/plots)")
+    audit = sub.add_parser("audit", help="a static HTML report of rejected and borderline samples")
+    _run_args(audit)
+    audit.add_argument("--reason", help="show only the samples rejected for this reason")
+    audit.add_argument("--limit", type=int, default=24, help="samples shown per reason and per threshold")
+    audit.add_argument("--out", type=Path, help="the HTML file (default RUN/reports/audit.html)")
+    export.description = ("Given a run directory: re-export it under a new name with the --set thresholds, "
+                          "leaving the run untouched. Given a YAML config (or --in-place): the export phase.")
+    export.add_argument("--name", help="re-export name (default: export-<hash of the overrides>)")
+    export.add_argument("--out", type=Path, help="re-export folder (default: RUN-NAME beside the run)")
+    export.add_argument("--in-place", action="store_true", help="run the export phase inside the run instead")
+
+
+def run_tool(args: argparse.Namespace) -> None:
+    from pipelines import tools
+    if args.command == "query":
+        print(tools.run_query(args.run, args.sql, args.out, args.max_rows))
+    elif args.command == "tune":
+        print(tools.run_tune(args.run, args.overrides)[1])
+    elif args.command == "plots":
+        print("\n".join(str(p) for p in tools.run_plots(args.run, args.overrides, args.out)))
+    elif args.command == "audit":
+        print(tools.run_audit(args.run, args.overrides, args.reason, args.limit, args.out))
+    else:
+        target, summary = tools.run_export(Path(args.config), args.overrides, args.name, args.out)
+        print(f"exported {summary['kept']} of {summary['rows']} rows in {summary['shards']} shards to {target}")
+
+
+def is_tool(args: argparse.Namespace) -> bool:
+    """query, tune, plots, audit, and export given a run directory (unless --in-place)."""
+    if args.command in TOOLS:
+        return True
+    return args.command == "export" and not args.in_place and Path(args.config).is_dir()

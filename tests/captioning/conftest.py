@@ -1,0 +1,36 @@
+"""Tiny random BLIP-2 and LLaVA saved once per session, and encoded photos from scikit-image."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioning.random_models import save_random
+
+
+def encode_jpeg(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).convert("RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[bytes]:
+    """Four real photos (scikit-image's bundled ones), JPEG-encoded as staged images are."""
+    from skimage import data
+
+    return [encode_jpeg(getattr(data, name)()) for name in ("astronaut", "chelsea", "coffee", "rocket")]
+
+
+@pytest.fixture(scope="session")
+def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_random("blip2", tmp_path_factory.mktemp("tiny-blip2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_random("llava", tmp_path_factory.mktemp("tiny-llava"))

@@ -1,0 +1,73 @@
+"""The caption phase on local Ray: actor pools over kept rows only, then export with a recaption in {key}.txt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from manifests import schema as col
+from manifests.io import write_parquet, read_json
+from manifests.layout import RunLayout
+from manifests.shards import iter_tar, write_tar
+from pipelines.config import build_config
+from pipelines.run import run_phase, validate
+
+KEEP = [True, False, True, True, False]
+
+
+def _staged_run(root: Path, photos: list[bytes]) -> RunLayout:
+    """Two staged tars and a decided manifest: rows 0-3 in the first tar, row 4 (rejected) in the second."""
+    layout = RunLayout.at(root)
+    ids = [f"{i:09d}" for i in range(5)]
+    images = photos + photos[:1]
+    shards = [layout.relative(layout.staged_tar(0))] * 4 + [layout.relative(layout.staged_tar(1))]
+    for unit, rows in ((0, range(4)), (1, range(4, 5))):
+        write_tar(layout.staged_tar(unit),
+                  [(ids[i], {"jpg": images[i], "txt": f"alt text {i}".encode()}) for i in rows])
+    decided = pl.DataFrame({
+        col.SAMPLE_ID: ids, col.CAPTION: [f"alt text {i}" for i in range(5)], col.STATUS: ["success"] * 5,
+        col.SHARD: shards, col.MEMBER: [f"{i}.jpg" for i in ids], col.KEEP: KEEP,
+        col.REJECT_REASONS: [[] if k else ["clip_score_low"] for k in KEEP],
+    })
+    write_parquet(decided.to_arrow(), layout.decided)
+    return layout
+
+
+@pytest.mark.slow
+def test_caption_phase_recaptions_kept_rows_only_on_actor_pools(ray_session, tmp_path: Path, photos: list,
+                                                                tiny_blip2: Path, tiny_llava: Path) -> None:
+    layout = _staged_run(tmp_path / "run", photos)
+    overrides = [f"caption.blip2.model={tiny_blip2}", f"caption.llava.model={tiny_llava}",
+                 "caption.blip2.enabled=true", "caption.llava.enabled=true",
+                 "caption.llava.generation.max_new_tokens=6", "caption.blip2.generation.max_new_tokens=6",
+                 "resources.stages.blip2={batch_size: 2, num_cpus: 0.5}",
+                 "resources.stages.llava={batch_size: 2, num_cpus: 0.5}", "export.caption_source=caption_blip2"]
+    config = build_config({"output_dir": str(layout.root), "input": {"path": str(tmp_path)}}, overrides)
+    validate(config)
+
+    run_phase("caption", config, layout)
+    captions = pl.read_parquet(layout.captions)
+    kept = [f"{i:09d}" for i, k in enumerate(KEEP) if k]
+    assert sorted(captions[col.SAMPLE_ID].to_list()) == kept
+    assert {col.CAPTION_BLIP2, col.CAPTION_LLAVA, col.CAPTION_STATUS} <= set(captions.columns)
+    assert captions[col.CAPTION_STATUS].null_count() == 0
+    stages = read_json(layout.run_json)["phases"]["caption"]["stages"]
+    assert [stages[s]["config"]["revision"] for s in ("blip2", "llava")] == [
+        config.caption.blip2.revision, config.caption.llava.revision]
+    assert stages["llava"]["config"]["model"] == str(tiny_llava)
+
+    run_phase("export", config, layout)
+    manifest = pl.read_parquet(layout.manifest).sort(col.SAMPLE_ID)
+    assert manifest[col.CAPTION].to_list() == [f"alt text {i}" for i in range(5)]
+    assert manifest.filter(~pl.col(col.KEEP))[col.CAPTION_STATUS].null_count() == 2
+    by_id = {r[col.SAMPLE_ID]: r for r in manifest.to_dicts()}
+    for tar in sorted(layout.shards_dir.glob("*.tar")):
+        for key, files in iter_tar(tar):
+            row = json.loads(files["json"])
+            assert row[col.CAPTION] == by_id[key][col.CAPTION]
+            assert row[col.CAPTION_LLAVA] == by_id[key][col.CAPTION_LLAVA]
+            expected = by_id[key][col.CAPTION_BLIP2] or by_id[key][col.CAPTION]
+            assert files["txt"].decode() == expected

@@ -1,0 +1,71 @@
+"""Fixtures of the filters tests: a tiny random-initialised CLIP built from an open_clip config, and photos."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from filters.clip import TINY_ARCHITECTURE, write_architecture
+from filters.config import ClipScorerConfig
+
+TINY = "thresher-tiny"
+TINY_768 = "thresher-tiny-768"  # the width the LAION heads take, so they can sit on a tiny CLIP
+
+
+@pytest.fixture(scope="session")
+def architectures(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("open_clip_configs")
+    write_architecture(folder, TINY)
+    write_architecture(folder, TINY_768, {**TINY_ARCHITECTURE, "embed_dim": 768})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(architectures: Path) -> ClipScorerConfig:
+    return ClipScorerConfig(enabled=True, model=TINY, pretrained=None,
+                            architecture_file=str(architectures / f"{TINY}.json"), min_score=0.1)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_768(architectures: Path) -> ClipScorerConfig:
+    return ClipScorerConfig(enabled=True, model=TINY_768, pretrained=None,
+                            architecture_file=str(architectures / f"{TINY_768}.json"))
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, tuple[bytes, str]]:
+    """The demo's bundled photos, losslessly encoded (PNG), with their captions."""
+    from pipelines.corpus import load_photos
+
+    return {name: (_png(img), caption) for name, (img, caption) in load_photos().items()}
+
+
+def _batch(items: list[tuple[object, object]]) -> dict[str, np.ndarray]:
+    return {"sample_id": np.array([f"{i:09d}" for i in range(len(items))], dtype=object),
+            "image": np.array([data for data, _ in items], dtype=object),
+            "caption": np.array([caption for _, caption in items], dtype=object)}
+
+
+@pytest.fixture
+def make_batch():
+    """A score batch (sample_id, image bytes, caption) from (bytes, caption) pairs."""
+    return _batch
+
+
+@pytest.fixture(scope="session")
+def optional_checkpoints(request) -> Path | None:
+    """The shared LAION heads folder, or None where it is absent (the test then runs without the heads)."""
+    try:
+        return request.getfixturevalue("checkpoints")
+    except pytest.skip.Exception:
+        return None

@@ -1,0 +1,89 @@
+"""One score phase end to end on local Ray: tiny CLIP, the aesthetic head on its embedding, open_nsfw."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from filters.clip import ClipScorer
+from manifests import schema as col
+from manifests.layout import RunLayout
+from manifests.schema import Status
+from manifests.shards import iter_tar
+from pipelines.config import build_config
+from pipelines.corpus import build_corpus
+from pipelines.demo import serve_files, write_url_list
+from pipelines.run import prepare, run_phase
+
+pytestmark = pytest.mark.slow
+KINDS = ("original", "truncated", "not_image", "zero_bytes", "not_found")  # each photo once, and the faults
+ROWS = 21
+STAGES = ("clip", "aesthetic", "nsfw")
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory, ray_session, tiny_clip_768, optional_checkpoints):
+    root = tmp_path_factory.mktemp("score_phase")
+    files, rows = build_corpus(40, seed=1)
+    rows = [r for r in rows if r.kind in KINDS]
+    filters = {"clip": tiny_clip_768.model_dump(), "nsfw": {"enabled": True, "intra_op_threads": 1}}
+    if optional_checkpoints is not None:
+        filters |= {"cache_dir": str(optional_checkpoints), "aesthetic": {"enabled": True, "head": "v2"}}
+    with serve_files(files) as base_url:
+        data = {"output_dir": str(root / "run"), "filters": filters,
+                "input": {"kind": "url_list", "path": str(write_url_list(rows, base_url, root / "urls.parquet")),
+                          "rows_per_shard": 15},
+                "crawl": {"allow_private_addresses": True, "retries": 0, "image_size": 128},
+                "resources": {"ingest": {"concurrency": 2},
+                              "stages": {n: {"num_cpus": 0.25, "batch_size": 16} for n in STAGES}}}
+        config = build_config(data)
+        layout = prepare(config)
+        run_phase("ingest", config, layout)
+    run_phase("score", config, layout)
+    run_phase("decide", config, layout)
+    return config, RunLayout.at(root / "run")
+
+
+def test_every_success_row_is_scored_and_failures_are_null(scored_run):
+    config, layout = scored_run
+    manifest = pl.read_parquet(layout.decided)
+    ok = manifest.filter(pl.col(col.STATUS) == Status.SUCCESS)
+    assert 0 < ok.height < ROWS == manifest.height
+    columns = [col.CLIP_SCORE, col.NSFW_PROB] + ([col.AESTHETIC_SCORE] if config.filters.aesthetic.enabled else [])
+    for name in columns:
+        assert ok[name].null_count() == 0, name
+        assert manifest.filter(pl.col(col.STATUS) != Status.SUCCESS)[name].null_count() == ROWS - ok.height
+    assert col.CLIP_EMBEDDING not in manifest.columns
+    assert (ok[col.NSFW_PROB] < 0.5).all()
+
+
+def test_embeddings_are_kept_as_a_score_artefact(scored_run):
+    _, layout = scored_run
+    table = pq.read_table(layout.score_files())
+    emb = np.stack(table.column(col.CLIP_EMBEDDING).to_pylist()).astype(np.float32)
+    assert emb.shape[1] == 768
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=3e-3)
+
+
+def test_ray_scores_equal_the_stage_called_directly(scored_run):
+    config, layout = scored_run
+    samples = [s for tar in layout.staged_tars() for s in iter_tar(tar)]
+    image = [next(m[e] for e in ("jpg", "png", "webp") if e in m) for _, m in samples]
+    batch = {col.IMAGE: np.array(image, dtype=object),
+             col.CAPTION: np.array([m["txt"].decode() for _, m in samples], dtype=object)}
+    direct = dict(zip([k for k, _ in samples], ClipScorer(config.filters.clip)(batch)[col.CLIP_SCORE]))
+    scores = pl.read_parquet(layout.score_files()).select(col.SAMPLE_ID, col.CLIP_SCORE)
+    for sample_id, value in scores.iter_rows():
+        assert value == pytest.approx(direct[sample_id], abs=1e-5)
+
+
+def test_run_json_records_each_stage_and_the_nsfw_backend(scored_run):
+    _, layout = scored_run
+    stages = json.loads(layout.run_json.read_text())["phases"]["score"]["stages"]
+    assert stages["nsfw"]["class"] == "filters.nsfw.OpenNsfwScorer"
+    assert stages["nsfw"]["config"]["backend"] == "open_nsfw"
+    assert stages["clip"]["config"]["model"] == "thresher-tiny-768"

@@ -1,0 +1,106 @@
+"""thresher export RUN: new shards of exactly the newly kept rows, the source run byte-for-byte unchanged."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import polars as pl
+import pytest
+import webdataset as wds
+
+from conftest import tree_hashes
+from manifests import schema as col
+from manifests.schema import Status
+from manifests.shards import iter_tar
+from pipelines.cli import build_parser, main
+from pipelines.tools_cli import is_tool
+
+pytestmark = pytest.mark.slow
+
+
+def expected_kept(manifest: pl.DataFrame, min_side: int) -> set[str]:
+    """The new decision, by hand: the rules of the default config with ``min_image_side`` changed."""
+    kept = set()
+    for row in manifest.iter_rows(named=True):
+        caption = (row[col.CAPTION] or "").strip()
+        if row[col.STATUS] != Status.SUCCESS or len(caption.split()) < 2 or len(caption) < 5:
+            continue
+        w, h = row[col.ORIGINAL_WIDTH], row[col.ORIGINAL_HEIGHT]
+        if min(w, h) >= min_side and max(w, h) <= 3.0 * min(w, h):
+            kept.add(row[col.SAMPLE_ID])
+    return kept
+
+
+def staged(run, manifest: pl.DataFrame) -> dict[str, bytes]:
+    images = {}
+    for shard in manifest[col.SHARD].drop_nulls().unique():
+        for key, files in iter_tar(run / shard):
+            images.update({f"{key}.{ext}": data for ext, data in files.items()})
+    return images
+
+
+def test_reexport_writes_exactly_the_new_kept_rows(real_run, capsys):
+    before = tree_hashes(real_run)
+    source = pl.read_parquet(real_run / "manifest.parquet")
+    assert main(["export", str(real_run), "--set", "filters.rules.min_image_side=64", "--name", "loose"]) == 0
+    target = real_run.parent / f"{real_run.name}-loose"
+    assert str(target) in capsys.readouterr().out
+    assert tree_hashes(real_run) == before
+
+    want = expected_kept(source, 64)
+    assert len(want) > int(source[col.KEEP].sum())  # the looser threshold keeps the thumbnails too
+    samples = list(wds.WebDataset(sorted(str(p) for p in (target / "shards").glob("*.tar")), shardshuffle=False))
+    assert sorted(s["__key__"] for s in samples) == sorted(want)
+    images = staged(real_run, source)
+    by_id = {r[col.SAMPLE_ID]: r for r in source.iter_rows(named=True)}
+    for sample in samples:
+        row = by_id[sample["__key__"]]
+        assert sample["jpg"] == images[row[col.MEMBER]]
+        assert sample["txt"].decode() == row[col.CAPTION]
+        assert json.loads(sample["json"])[col.SAMPLE_ID] == row[col.SAMPLE_ID]
+
+    manifest = pl.read_parquet(target / "manifest.parquet")
+    assert manifest.columns == source.columns and manifest.height == source.height
+    assert set(manifest.filter(pl.col(col.KEEP))[col.SAMPLE_ID]) == want
+    record = json.loads((target / "export.json").read_text())
+    assert record["source_run"] == str(real_run.resolve()) and record["kept"] == len(want)
+    assert "min_image_side: 64" in (target / "config.yaml").read_text()
+
+
+def test_reexport_never_overwrites(real_run, capsys):
+    before = tree_hashes(real_run)
+    args = ["export", str(real_run), "--set", "filters.rules.min_caption_words=3", "--name", "twice"]
+    assert main(args) == 0
+    target = real_run.parent / f"{real_run.name}-twice"
+    exported = tree_hashes(target)
+    assert main(args) == 2
+    assert "exists already" in capsys.readouterr().err
+    assert tree_hashes(target) == exported and tree_hashes(real_run) == before
+    assert main(["export", str(real_run), "--name", "../escape"]) == 2
+    assert main(["export", str(real_run), "--out", str(real_run / "exports" / "inside")]) == 2
+    assert "never writes into" in capsys.readouterr().err
+    assert tree_hashes(real_run) == before
+
+
+def test_tools_run_on_an_export(real_run, capsys):
+    """An export's manifest names the source run's staged images; tune and query work on it like on a run."""
+    assert main(["export", str(real_run), "--set", "filters.rules.min_image_side=128", "--name", "mid"]) == 0
+    target = real_run.parent / f"{real_run.name}-mid"
+    assert main(["tune", str(target), "--set", "filters.rules.min_image_side=128"]) == 0
+    assert "newly rejected" in capsys.readouterr().out
+    assert main(["query", str(target), "SELECT count(*) FILTER (WHERE keep) AS kept FROM manifest"]) == 0
+
+
+def parsed(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+def test_export_forms(real_run, tmp_path):
+    """A run directory means re-export; a YAML config or --in-place keeps the export phase of the spine."""
+    config = tmp_path / "config.yaml"
+    config.write_text("output_dir: x\n")
+    assert is_tool(parsed("export", str(real_run)))
+    assert not is_tool(parsed("export", str(config)))
+    assert not is_tool(parsed("export", str(real_run), "--in-place"))
+    assert not is_tool(parsed("run", str(config)))
