@@ -77,15 +77,19 @@ def ingest_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout) -> dict:
     records: list[dict] = []
     staged: list[tuple[str, dict[str, bytes]]] = []
     for identity, fetched in _unit_samples(unit, crawl):
-        record = {**identity, col.STATUS: fetched.status, col.ERROR: fetched.error,
-                  col.HTTP_STATUS: fetched.http_status, col.ATTEMPTS: fetched.attempts}
-        if fetched.status == Status.SUCCESS:
-            record.update(_stage(fetched.data, crawl, record, staged, layout.relative(tar_path)))
-        records.append(record)
+        records.append(_record(identity, fetched, crawl, staged, layout.relative(tar_path)))
     write_tar(tar_path, staged)
     table = pa.Table.from_pylist(records, schema=INGEST_SCHEMA)
     write_parquet(table, rows_path)
     return {"unit": unit.index, "rows": len(records), "status": dict(Counter(r[col.STATUS] for r in records))}
+
+
+def _record(identity: dict, fetched: Fetched, crawl: CrawlConfig, staged: list, shard: str) -> dict:
+    record = {**identity, col.STATUS: fetched.status, col.ERROR: fetched.error,
+              col.HTTP_STATUS: fetched.http_status, col.ATTEMPTS: fetched.attempts}
+    if fetched.status == Status.SUCCESS:
+        record.update(_stage(fetched.data, crawl, record, staged, shard))
+    return record
 
 
 def _stage(data: bytes, crawl: CrawlConfig, record: dict, staged: list, shard: str) -> dict:
@@ -102,3 +106,51 @@ def _stage(data: bytes, crawl: CrawlConfig, record: dict, staged: list, shard: s
         staged.append((key, members))
         out[col.SHARD], out[col.MEMBER] = shard, f"{key}.{crawl.encode_format}"
     return out
+
+
+# --- retry: refetch the retryable failures of a staged unit, in place -----------------------------
+
+IDENTITY = (col.SAMPLE_ID, col.URL, col.CAPTION, col.SOURCE, col.SOURCE_ROW)
+
+
+def units_to_retry(units: list[Unit], layout: RunLayout) -> list[Unit]:
+    """Units never staged, and staged units holding a row whose status is retryable."""
+    def needs(unit: Unit) -> bool:
+        rows = layout.staged_rows(unit.index)
+        if not rows.exists():
+            return True
+        statuses = pq.read_table(rows, columns=[col.STATUS]).column(0).to_pylist()
+        return any(s in Status.RETRYABLE for s in statuses)
+    return [u for u in units if needs(u)]
+
+
+def retry_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout) -> dict:
+    """Refetch the unit's retryable rows and rewrite its tar and Parquet atomically, Parquet last.
+
+    The new tar keeps exactly the samples of rows that were successes plus the new successes, so a
+    crash between the two writes is repaired by running the retry again.
+    """
+    tar_path, rows_path = layout.staged_tar(unit.index), layout.staged_rows(unit.index)
+    if not rows_path.exists():
+        return ingest_unit(unit, crawl, layout)
+    records = pq.read_table(rows_path).to_pylist()
+    retry = [i for i, r in enumerate(records) if r[col.STATUS] in Status.RETRYABLE and unit.kind != "webdataset"]
+    urls = [records[i][col.URL] for i in retry]
+    fetched = Fetcher(crawl).fetch_all(urls) if unit.kind == "url_list" else [read_file_uri(u) for u in urls]
+    members = _staged_members(tar_path, {r[col.SAMPLE_ID] for r in records if r[col.STATUS] == Status.SUCCESS})
+    staged: list[tuple[str, dict[str, bytes]]] = []
+    for i, result in zip(retry, fetched):
+        previous = records[i][col.ATTEMPTS] or 0
+        records[i] = _record({k: records[i][k] for k in IDENTITY}, result, crawl, staged, layout.relative(tar_path))
+        records[i][col.ATTEMPTS] = previous + (result.attempts or 0)
+    members.update(staged)
+    write_tar(tar_path, [(r[col.SAMPLE_ID], members[r[col.SAMPLE_ID]]) for r in records
+                         if r[col.STATUS] == Status.SUCCESS])
+    write_parquet(pa.Table.from_pylist(records, schema=INGEST_SCHEMA), rows_path)
+    return {"unit": unit.index, "rows": len(records), "status": dict(Counter(r[col.STATUS] for r in records))}
+
+
+def _staged_members(tar_path: Path, keys: set[str]) -> dict[str, dict[str, bytes]]:
+    if not tar_path.exists():
+        return {}
+    return {key: members for key, members in iter_tar(tar_path) if key in keys}

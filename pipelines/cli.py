@@ -24,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(run)
     run.add_argument("--redo", action="append", default=[], choices=PHASES, help="rerun this phase even if done")
     for phase in PHASES:
-        _config_args(sub.add_parser(phase, help=f"run only the {phase} phase"))
+        _config_args(phase_parser := sub.add_parser(phase, help=f"run only the {phase} phase"))
+        if phase == "ingest":
+            phase_parser.add_argument("--retry-failed", action="store_true",
+                                      help="refetch only rows whose status is a retryable failure, in place")
     add_tool_commands(sub, sub.choices["export"])
     demo = sub.add_parser("demo", help="build a corpus from bundled photos, serve it on loopback, curate it")
     demo.add_argument("--out", default="thresher-demo", help="folder for everything the demo writes")
@@ -79,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             layout = runner.prepare(config)
             init_ray(config.ray, args.address)
-            result = runner.run_phase(args.command, config, layout)
+            options = {"retry_failed": True} if getattr(args, "retry_failed", False) else {}
+            result = runner.run_phase(args.command, config, layout, options)
             if args.command == "export":
-                print(runner.report.summary_table(runner.finish(layout), layout.root))
+                print(runner.report.summary_table(runner.finish(layout, config), layout.root))
             else:
                 print(f"{args.command}: {result}")
     except (ConfigError, FileNotFoundError) as exc:

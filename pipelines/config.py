@@ -26,6 +26,9 @@ class StageResources(StrictModel):
     num_gpus: float = Field(0.0, ge=0)
     concurrency: int = Field(1, ge=1, description="actors (model stages) or parallel tasks (ingest, export)")
     batch_size: int = Field(64, ge=1)
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources per actor, e.g. {accelerator_a100: 1} to pin a node type"
+    )
 
 
 class ResourcesConfig(StrictModel):
@@ -42,10 +45,17 @@ class ResourcesConfig(StrictModel):
 class RayConfig(StrictModel):
     address: str | None = Field(None, description="join this cluster (or set RAY_ADDRESS); None starts a local one")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster (default: all)")
+    autoscaling: bool = Field(
+        False, description="the cluster adds nodes on demand (KubeRay autoscaler): a resource shortage at start "
+                           "is a warning, not an error"
+    )
 
 
 class RunConfig(StrictModel):
-    output_dir: str
+    output_dir: str = Field(description="run directory: a local path or a URI (s3://, gs://) synced after each phase")
+    staging_dir: str | None = Field(
+        None, description="local working copy of a URI output_dir (default: a folder under the system temp dir)"
+    )
     input: InputConfig
     crawl: CrawlConfig = CrawlConfig()
     filters: FiltersConfig = FiltersConfig()

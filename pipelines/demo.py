@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,12 +19,21 @@ from pipelines.corpus import build_corpus
 
 
 @contextmanager
-def serve_files(files: dict[str, bytes]) -> Iterator[str]:
-    """Serve ``files`` (path -> bytes) on 127.0.0.1 at a free port; yields the base URL. Unknown paths are 404."""
+def serve_files(files: dict[str, bytes], host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0,
+                failing: set[str] | None = None) -> Iterator[str]:
+    """Serve ``files`` (path -> bytes) on ``host`` (a free port by default); yields the base URL. Unknown paths are 404.
+
+    Tests slow every answer by ``delay_s`` and answer 500 for paths in ``failing`` (a set they may change).
+    """
+    failing = set() if failing is None else failing
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            time.sleep(delay_s)
             body = files.get(self.path)
+            if self.path in failing:
+                self.send_error(500)
+                return
             if body is None:
                 self.send_error(404)
                 return
@@ -36,11 +46,11 @@ def serve_files(files: dict[str, bytes]) -> Iterator[str]:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

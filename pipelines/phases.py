@@ -12,7 +12,7 @@ import polars as pl
 import ray
 from tqdm import tqdm
 
-from crawl.ingest import ingest_unit
+from crawl.ingest import ingest_unit, retry_unit, units_to_retry
 from crawl.sources import Unit, plan_units
 from dedup import run as dedup_run
 from filters.decide import decide as apply_decision
@@ -21,6 +21,8 @@ from manifests.export import plan_shards, write_export_shard
 from manifests.io import read_parquet_files, write_parquet
 from manifests.layout import RunLayout
 from manifests.schema import INGEST_SCHEMA
+from pipelines import score_units
+from pipelines.cluster import pool_args
 from pipelines.config import RunConfig
 from pipelines.stages import StageSpec, caption_stages, check_stages, score_stages
 
@@ -32,22 +34,29 @@ STAGED_IMAGE_EXTS = ("jpg", "png", "webp")
 class IngestWorker:
     """Ray actor: stages one work unit per call (its own aiohttp session and DNS cache)."""
 
-    def __init__(self, config: RunConfig, root: str) -> None:
+    def __init__(self, config: RunConfig, root: str, retry_failed: bool = False) -> None:
         self.crawl, self.layout = config.crawl, RunLayout.at(root)
+        self.stage = retry_unit if retry_failed else ingest_unit
 
     def __call__(self, row: dict) -> dict:
-        summary = ingest_unit(Unit(**row["unit"]), self.crawl, self.layout)
+        summary = self.stage(Unit(**row["unit"]), self.crawl, self.layout)
         return {"unit": summary["unit"], "rows": summary["rows"]}
 
 
-def ingest(config: RunConfig, layout: RunLayout) -> dict:
+def ingest(config: RunConfig, layout: RunLayout, retry_failed: bool = False) -> dict:
+    """Stage every unit without a staged Parquet; with ``retry_failed``, refetch the retryable rows of staged units."""
+    for leftover in layout.staged_dir.glob(".*.tmp"):  # half-written by a killed run; no worker runs now
+        leftover.unlink()
     units = plan_units(config.input, layout.units_dir)
-    pending = [u for u in units if not layout.staged_rows(u.index).exists()]
+    if retry_failed:
+        pending = units_to_retry(units, layout)
+    else:
+        pending = [u for u in units if not layout.staged_rows(u.index).exists()]
     res = config.resources.ingest
     if pending:
         ds = ray.data.from_items([{"unit": asdict(u)} for u in pending], override_num_blocks=len(pending))
-        ds = ds.map(IngestWorker, fn_constructor_args=(config, str(layout.root)),
-                    concurrency=min(res.concurrency, len(pending)), num_cpus=res.num_cpus)
+        ds = ds.map(IngestWorker, fn_constructor_args=(config, str(layout.root), retry_failed),
+                    **pool_args(res, cap=len(pending)))
         with tqdm(total=len(pending), desc="ingest", unit="unit") as bar:
             for _ in ds.iter_rows():
                 bar.update(1)
@@ -60,24 +69,25 @@ def _stage_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """WebDataset columns -> the batch contract: sample_id, image (encoded bytes), caption."""
     image = next(batch[e] for e in STAGED_IMAGE_EXTS if e in batch)
     captions = np.array([b.decode("utf-8") if b is not None else "" for b in batch["txt"]], dtype=object)
-    return {col.SAMPLE_ID: batch["__key__"], col.IMAGE: image, col.CAPTION: captions}
+    return {col.SAMPLE_ID: batch["__key__"], col.IMAGE: image, col.CAPTION: captions,
+            score_units.PATH: batch[score_units.PATH]}
 
 
 def staged_dataset(layout: RunLayout, only: list[Path] | None = None) -> ray.data.Dataset | None:
-    """The staged images as score batches; ``only`` restricts the read to those staged tars."""
+    """The staged images as score batches, with their tar in column ``path``; ``only`` restricts the read."""
     candidates = layout.staged_tars() if only is None else only
     tars = [str(p) for p in candidates if p.stat().st_size > 1024]  # an empty tar is 1 KiB of padding
     if not tars:
         return None
-    return ray.data.read_webdataset(tars, decoder=None).map_batches(_stage_batch, batch_format="numpy")
+    return (ray.data.read_webdataset(tars, decoder=None, include_paths=True)
+            .map_batches(_stage_batch, batch_format="numpy"))
 
 
 def run_stages(ds: ray.data.Dataset, specs: list[StageSpec]) -> ray.data.Dataset:
     for spec in specs:
         res = spec.resources
         ds = ds.map_batches(spec.cls, fn_constructor_args=(spec.config,), batch_size=res.batch_size,
-                            batch_format="numpy", num_cpus=res.num_cpus, num_gpus=res.num_gpus,
-                            concurrency=res.concurrency)
+                            batch_format="numpy", **pool_args(res))
     return ds
 
 
@@ -89,15 +99,26 @@ def _write_dataset(ds: ray.data.Dataset, out_dir: Path) -> None:
     tmp.rename(out_dir)
 
 
-def score(config: RunConfig, layout: RunLayout) -> dict:
-    specs = score_stages(config)
+def score(config: RunConfig, layout: RunLayout, specs: list[StageSpec] | None = None) -> dict:
+    """Score each staged tar into its own unit file; a rerun scores only units without a complete file."""
+    specs = score_stages(config) if specs is None else specs
     check_stages(config, specs)
-    ds = staged_dataset(layout)
-    shutil.rmtree(layout.scores_dir, ignore_errors=True)
-    if specs and ds is not None:
+    if not specs:
+        shutil.rmtree(layout.scores_dir, ignore_errors=True)
+        return {"stages": {}, "units_run": 0}
+    digest = score_units.stages_digest(specs)
+    pending = score_units.pending_units(layout, digest)
+    ds = staged_dataset(layout, [layout.staged_dir / f"{name}.tar" for name in sorted(pending)]) if pending else None
+    collector = score_units.UnitCollector(layout, pending, digest)
+    if ds is not None:
         written = [c for spec in specs for c in spec.writes]
-        _write_dataset(run_stages(ds, specs).select_columns([col.SAMPLE_ID, *written]), layout.scores_dir)
-    return {"stages": {s.name: s.describe() for s in specs}}
+        out = run_stages(ds, specs).select_columns([col.SAMPLE_ID, score_units.PATH, *written])
+        with tqdm(total=len(pending), desc="score", unit="unit") as bar:
+            for batch in out.iter_batches(batch_format="pyarrow", batch_size=None):
+                before = len(collector.committed)
+                collector.add(batch)
+                bar.update(len(collector.committed) - before)
+    return {"stages": {s.name: s.describe() for s in specs}, "units_run": collector.finish()}
 
 
 # --- dedup --------------------------------------------------------------------------------------
@@ -192,13 +213,15 @@ def final_manifest(layout: RunLayout) -> pl.DataFrame:
 def export(config: RunConfig, layout: RunLayout) -> dict:
     manifest = final_manifest(layout)
     shards = plan_shards(manifest.filter(pl.col(col.KEEP)), config.export.shard_size)
+    for leftover in layout.root.glob(".shards.*.tmp"):  # from an export killed midway
+        shutil.rmtree(leftover)
     tmp = layout.root / f".shards.{uuid.uuid4().hex}.tmp"
     tmp.mkdir(parents=True)
     if shards:
         res = config.resources.export
         ds = ray.data.from_items(shards, override_num_blocks=len(shards))
         ds = ds.map(ExportWorker, fn_constructor_args=(config, str(layout.root), str(tmp)),
-                    concurrency=min(res.concurrency, len(shards)), num_cpus=res.num_cpus)
+                    **pool_args(res, cap=len(shards)))
         with tqdm(total=len(shards), desc="export", unit="shard") as bar:
             for _ in ds.iter_rows():
                 bar.update(1)

@@ -1,0 +1,126 @@
+"""Object storage for inputs and run directories: any fsspec URI (``s3://``, ``gs://``, ``file://``) or a local path.
+
+A run whose ``output_dir`` is a URI works in a local staging copy and mirrors it to the URI after
+every phase (``push``); a rerun first downloads what the URI holds (``pull``) and resumes from it.
+Each object upload is atomic, and commit files (a unit's staged Parquet, a phase's ``_DONE``, the
+final manifest) are uploaded after the files they vouch for, so a crash mid-push never leaves a
+commit file pointing at a missing object. Credentials come from the standard environment of each
+backend (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_ENDPOINT_URL`` for S3,
+``GOOGLE_APPLICATION_CREDENTIALS`` for GCS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import fsspec
+
+from manifests.io import write_json
+
+PUSHED = ".pushed.json"  # local record of what the URI already holds: relative path -> [size, mtime_ns]
+COMMIT_NAMES = ("_DONE", "manifest.parquet", "run.json")
+
+
+def is_uri(path: str) -> bool:
+    """True for a remote URI; plain paths and ``file://`` URIs are local."""
+    return "://" in path and not path.startswith("file://")
+
+
+def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, root = fsspec.core.url_to_fs(uri)
+    return fs, root.rstrip("/")
+
+
+def staging_root(uri: str, staging_dir: str | None) -> Path:
+    """Local working copy of a URI run directory: ``staging_dir``, or one under the temp dir named after the URI."""
+    if staging_dir:
+        return Path(staging_dir)
+    return Path(tempfile.gettempdir()) / "thresher-staging" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def fetch_input(uri: str, into: Path) -> Path:
+    """Download an input file or folder to ``into``; returns the local path it now has."""
+    fs, root = _fs(uri)
+    target = into / Path(root).name
+    if not fs.exists(root):
+        raise FileNotFoundError(f"input.path: {uri} does not exist")
+    if fs.isdir(root):
+        for remote, info in fs.find(root, detail=True).items():
+            _download(fs, remote, target / Path(remote).relative_to(root), info["size"])
+    else:
+        _download(fs, root, target, fs.size(root))
+    return target
+
+
+def _download(fs: fsspec.AbstractFileSystem, remote: str, local: Path, size: int) -> bool:
+    """Download unless the local file already has the object's size; returns whether it downloaded."""
+    if local.exists() and local.stat().st_size == size:
+        return False
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.download.tmp")
+    fs.get_file(remote, str(tmp))
+    tmp.replace(local)
+    return True
+
+
+def _is_commit(relative: str) -> bool:
+    path = Path(relative)
+    return path.name in COMMIT_NAMES or (path.parent.name == "staged" and path.suffix == ".parquet")
+
+
+def _local_files(root: Path) -> dict[str, list[int]]:
+    files = {}
+    for path in root.rglob("*"):
+        relative = path.relative_to(root).as_posix()
+        if path.is_file() and not any(part.startswith(".") for part in Path(relative).parts):
+            stat = path.stat()
+            files[relative] = [stat.st_size, stat.st_mtime_ns]
+    return files
+
+
+def _load_pushed(local: Path) -> dict[str, list[int]]:
+    path = local / PUSHED
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def pull(uri: str, local: Path) -> int:
+    """Download every object under ``uri`` that the local copy lacks; returns how many."""
+    fs, root = _fs(uri)
+    local.mkdir(parents=True, exist_ok=True)
+    if not fs.exists(root):
+        return 0
+    pushed, count = _load_pushed(local), 0
+    for remote, info in fs.find(root, detail=True).items():
+        relative = Path(remote).relative_to(root).as_posix()
+        target = local / relative
+        count += _download(fs, remote, target, info["size"])
+        stat = target.stat()
+        pushed[relative] = [stat.st_size, stat.st_mtime_ns]
+    write_json(pushed, local / PUSHED)
+    return count
+
+
+def push(local: Path, uri: str) -> int:
+    """Mirror the local copy to ``uri``: upload changed files (commit files last), delete objects gone locally.
+
+    Stale commit files go first, so a remote copy never vouches for data that is being replaced.
+    """
+    fs, root = _fs(uri)
+    pushed, current = _load_pushed(local), _local_files(local)
+    changed = [r for r, stamp in sorted(current.items()) if pushed.get(r) != stamp]
+    stale = sorted(set(pushed) - set(current))
+    steps = ([("rm", r) for r in stale if _is_commit(r)] + [("put", r) for r in changed if not _is_commit(r)]
+             + [("rm", r) for r in stale if not _is_commit(r)] + [("put", r) for r in changed if _is_commit(r)])
+    for action, relative in steps:
+        if action == "put":
+            fs.put_file(str(local / relative), f"{root}/{relative}")
+            pushed[relative] = current[relative]
+        else:
+            if fs.exists(f"{root}/{relative}"):
+                fs.rm_file(f"{root}/{relative}")
+            pushed.pop(relative, None)
+    write_json(pushed, local / PUSHED)  # lost in a crash mid-push, it only costs re-uploading the same bytes
+    return len(steps)

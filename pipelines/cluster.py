@@ -1,0 +1,120 @@
+"""Actor pools and the check that a phase's pools fit the cluster before any of them starts.
+
+Every pool of a phase starts at once with one actor (``ActorPoolStrategy(min_size=1)``) and grows to
+its ``concurrency`` as the cluster allows, so a small cluster runs every stage slowly instead of
+deadlocking on a pool waiting for resources another pool holds. A stage that asks for a GPU on a
+cluster without one, or for more of a resource than any node has, would wait forever on an
+unschedulable actor; ``check_cluster`` turns that into an error naming the stage and the field.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import ray
+
+from pipelines.config import ConfigError, RunConfig, StageResources
+
+log = logging.getLogger(__name__)
+
+# Restarts are left to Ray Data's actor pools, which restart a dead actor (node lost, OOM kill) and
+# retry its in-flight batch without limit (max_restarts=-1, max_task_retries=-1), while an exception
+# raised by a stage fails the run at once. Ray 2.60 deprecates passing max_restarts to map_batches
+# (removed in 2.64), so bounding them is not possible without an API that is going away.
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One actor pool of a phase: its resources section name and its settings."""
+
+    name: str
+    resources: StageResources
+
+    def demand(self) -> dict[str, float]:
+        """Resources one actor holds, in Ray's names."""
+        res = self.resources
+        wanted = {"CPU": res.num_cpus, "GPU": res.num_gpus, **res.resources}
+        return {k: float(v) for k, v in wanted.items() if v}
+
+
+def pool_args(res: StageResources, cap: int | None = None) -> dict:
+    """Keyword arguments of ``Dataset.map`` / ``map_batches`` for an actor pool of ``res``."""
+    size = res.concurrency if cap is None else max(1, min(res.concurrency, cap))
+    args = {"compute": ray.data.ActorPoolStrategy(min_size=1, max_size=size), "num_cpus": res.num_cpus}
+    if res.num_gpus:
+        args["num_gpus"] = res.num_gpus
+    if res.resources:
+        args["resources"] = dict(res.resources)
+    return args
+
+
+def _field(name: str) -> str:
+    return f"resources.{name}" if name in ("ingest", "export") else f"resources.stages.{name}"
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items())) or "nothing"
+
+
+def check_pools(phase: str, pools: list[Pool], nodes: list[dict[str, float]], autoscaling: bool = False) -> list[str]:
+    """Raise ConfigError when a phase cannot start on ``nodes`` (each node's total resources); return warnings.
+
+    Errors: an actor that fits on no node, or one actor of every pool together exceeding the cluster.
+    Warnings: a pool whose full ``concurrency`` cannot fit (it runs with fewer actors).
+    With ``autoscaling`` the errors become warnings too: the autoscaler may add the nodes.
+    """
+    problems, warnings = [], []
+    total: dict[str, float] = {}
+    for node in nodes:
+        for key, value in node.items():
+            total[key] = total.get(key, 0.0) + value
+    for pool in pools:
+        demand = pool.demand()
+        if not any(all(node.get(k, 0.0) >= v for k, v in demand.items()) for node in nodes):
+            problems.append(f"{phase}: {_field(pool.name)} asks for {_fmt(demand)} per actor, but no node of the "
+                            f"cluster has that (cluster total: {_fmt(_ray_names(total))}); lower "
+                            f"{_field(pool.name)}.num_gpus/num_cpus/resources or add such a node")
+        full = {k: v * pool.resources.concurrency for k, v in demand.items()}
+        if any(total.get(k, 0.0) < v for k, v in full.items()):
+            warnings.append(f"{phase}: {_field(pool.name)} wants {pool.resources.concurrency} actors "
+                            f"({_fmt(full)}); the cluster has {_fmt(_ray_names(total))}, so it runs with fewer")
+    together: dict[str, float] = {}
+    for pool in pools:
+        for key, value in pool.demand().items():
+            together[key] = together.get(key, 0.0) + value
+    short = {k: v for k, v in together.items() if total.get(k, 0.0) < v}
+    if short and not problems:
+        problems.append(f"{phase}: its pools start together and need at least {_fmt(together)}, but the cluster "
+                        f"has {_fmt(_ray_names(total))}; lower resources.*.num_cpus/num_gpus or add nodes")
+    if autoscaling:
+        return warnings + [p + " (waiting for the autoscaler)" for p in problems]
+    if problems:
+        raise ConfigError("the cluster cannot run this config:\n  " + "\n  ".join(problems))
+    return warnings
+
+
+def _ray_names(resources: dict[str, float]) -> dict[str, float]:
+    """Drop Ray's bookkeeping resources (node:<ip>, memory, object_store_memory) from messages."""
+    return {k: v for k, v in resources.items() if not k.startswith("node:") and "memory" not in k}
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    """Total resources of each live node of the connected cluster."""
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+def phase_pools(phase: str, config: RunConfig, specs: list | None = None) -> list[Pool]:
+    """The actor pools a phase starts; ``specs`` (StageSpec list) for score and caption."""
+    if phase in ("ingest", "export"):
+        return [Pool(phase, getattr(config.resources, phase))]
+    return [Pool(spec.name, spec.resources) for spec in specs or []]
+
+
+def check_cluster(phase_specs: dict[str, list], config: RunConfig) -> None:
+    """Check every phase in ``phase_specs`` (phase -> StageSpec list) against the connected cluster."""
+    nodes = cluster_nodes()
+    for phase, specs in phase_specs.items():
+        for warning in check_pools(phase, phase_pools(phase, config, specs), nodes, config.ray.autoscaling):
+            log.warning(warning)
+            print(f"warning: {warning}")

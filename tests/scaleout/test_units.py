@@ -1,0 +1,73 @@
+"""Score work units and the URI mirror, without Ray: pure file logic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pytest
+
+from manifests import schema as col
+from manifests import storage
+from manifests.io import write_parquet
+from manifests.layout import RunLayout
+from manifests.schema import INGEST_SCHEMA, Status
+from pipelines import score_units
+
+
+def _stage_unit(layout: RunLayout, unit: int, ids: list[str], failed: list[str] = ()) -> None:
+    shard = layout.relative(layout.staged_tar(unit))
+    rows = [{col.SAMPLE_ID: i, col.STATUS: Status.SUCCESS, col.SHARD: shard} for i in ids]
+    rows += [{col.SAMPLE_ID: i, col.STATUS: Status.FAILED_TO_DOWNLOAD} for i in failed]
+    write_parquet(pa.Table.from_pylist(rows, schema=INGEST_SCHEMA), layout.staged_rows(unit))
+
+
+def _batch(tar: str, ids: list[str]) -> pa.Table:
+    return pa.table({col.SAMPLE_ID: ids, col.PIXEL_HASH: [f"h{i}" for i in ids], score_units.PATH: [tar] * len(ids)})
+
+
+def test_units_commit_when_complete_and_resume_skips_them(tmp_path: Path) -> None:
+    layout = RunLayout.at(tmp_path)
+    _stage_unit(layout, 0, ["a", "b", "c"], failed=["x"])
+    _stage_unit(layout, 1, ["d", "e"])
+    pending = score_units.pending_units(layout, "v1")
+    assert pending == {"00000": {"a", "b", "c"}, "00001": {"d", "e"}}
+
+    collector = score_units.UnitCollector(layout, pending, "v1")
+    collector.add(_batch("/r/ingest/staged/00000.tar", ["a", "b"]))
+    collector.add(_batch("/r/ingest/staged/00001.tar", ["d", "e", "zz"]))  # zz: in the tar, not a success row
+    assert collector.committed == {"00001"}
+    with pytest.raises(RuntimeError, match="00000"):
+        collector.finish()  # the run died before unit 0 was complete: nothing of it is written
+    assert [p.name for p in layout.score_files()] == ["00001.parquet"]
+
+    assert score_units.pending_units(layout, "v1") == {"00000": {"a", "b", "c"}}
+    assert set(score_units.pending_units(layout, "v2")) == {"00000", "00001"}  # other stages: all again
+    _stage_unit(layout, 1, ["d", "e", "f"])  # restaged by --retry-failed: one more sample
+    assert set(score_units.pending_units(layout, "v1")) == {"00000", "00001"}
+
+
+def test_push_mirrors_with_commit_files_last_and_pull_restores(tmp_path: Path, monkeypatch) -> None:
+    fs = fsspec.filesystem("memory")
+    uri = f"memory://thresher-{tmp_path.name}/run"
+    local = tmp_path / "staging"
+    for name in ("ingest/staged/00000.tar", "ingest/staged/00000.parquet", "ingest/_DONE", "shards/00000.tar"):
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(name.encode())
+    (local / "ingest/staged/.00001.tar.x.tmp").write_bytes(b"half")
+    order: list[str] = []
+    put = fs.put_file
+    monkeypatch.setattr(fs, "put_file", lambda lpath, rpath, **kw: (order.append(Path(rpath).name), put(lpath, rpath)))
+    storage.push(local, uri)
+    assert order.index("00000.parquet") > order.index("00000.tar") and order[-1] in ("_DONE", "00000.parquet")
+    assert not fs.exists(f"thresher-{tmp_path.name}/run/ingest/staged/.00001.tar.x.tmp")
+
+    (local / "shards/00000.tar").unlink()
+    storage.push(local, uri)
+    assert not fs.exists(f"thresher-{tmp_path.name}/run/shards/00000.tar")
+
+    fresh = tmp_path / "fresh"
+    assert storage.pull(uri, fresh) == 3
+    assert (fresh / "ingest/_DONE").read_bytes() == b"ingest/_DONE"
+    assert storage.push(fresh, uri) == 0  # what was pulled is known to be there
