@@ -65,3 +65,23 @@ def check_weights(config: CaptionConfig) -> None:
             problems.append(f"caption.{name}: {exc}")
     if problems:
         raise MissingWeightsError("\n".join(problems))
+
+
+def weights_location(config: CaptionerConfig) -> tuple[bool, str]:
+    """(present, where): the local snapshot when found, else why not."""
+    try:
+        return True, str(resolve_weights(config))
+    except MissingWeightsError:
+        return False, f"Hugging Face cache: {config.model}@{config.revision}"
+
+
+def fetch_weights(config: CaptionerConfig) -> str:
+    """Download ``config.model`` at its pinned revision into the Hugging Face cache. Needs internet."""
+    present, where = weights_location(config)
+    if present:
+        return f"present: {where}"
+    from huggingface_hub import snapshot_download
+
+    path = snapshot_download(config.model, revision=config.revision,
+                             allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+    return f"fetched: {path}"

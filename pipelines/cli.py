@@ -39,23 +39,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _captioner_weights(caption, all_known: bool) -> list:
+    """Captioners as rows of the same weights table (the enabled ones, or all of them)."""
+    from captioning.weights import weights_location
+    from filters.models import Weights
+
+    rows = []
+    for name in ("blip2", "llava"):
+        captioner = getattr(caption, name)
+        if all_known or captioner.enabled:
+            present, where = weights_location(captioner)
+            rows.append(Weights(f"caption.{name}", f"{captioner.model}@{captioner.revision[:10]}", where, present,
+                                "huggingface"))
+    return rows
+
+
 def models_command(action: str, config_path: str | None, overrides: list[str]) -> int:
     """``thresher models list|fetch``: 0 when every listed model's weights are present afterwards."""
+    from captioning.config import CaptionConfig
+    from captioning.weights import fetch_weights
     from filters import models
 
-    def wanted() -> list:
+    def wanted() -> tuple[list, object]:
         if config_path is None:
-            return models.catalogue()
-        return models.required_weights(load_config(config_path, overrides).filters)
+            return models.catalogue() + _captioner_weights(CaptionConfig(), True), CaptionConfig()
+        config = load_config(config_path, overrides)
+        return models.required_weights(config.filters) + _captioner_weights(config.caption, False), config.caption
 
     if action == "fetch":
+        listed, caption = wanted()
         try:
-            for weights in wanted():
-                print(f"{weights.model}: {models.fetch(weights)}")
+            for weights in listed:
+                if weights.section.startswith("caption."):
+                    result = fetch_weights(getattr(caption, weights.section.split(".")[1]))
+                else:
+                    result = models.fetch(weights)
+                print(f"{weights.model}: {result}")
         except models.FilterSetupError as exc:
             print(f"thresher: {exc}", file=sys.stderr)
             return 2
-    listed = wanted()
+    listed, _ = wanted()
     print(models.weights_table(listed))
     return 0 if all(w.present for w in listed) else 1
 
