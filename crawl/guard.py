@@ -32,7 +32,9 @@ class BlockedAddress(OSError):
 def is_blocked_ip(ip: IP) -> bool:
     """Loopback, private, link-local (cloud metadata), shared, multicast, unspecified or reserved."""
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is a.b.c.d
+            return is_blocked_ip(ip.ipv4_mapped)
+        embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is not None and is_blocked_ip(embedded):
             return True
     return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified

@@ -51,6 +51,10 @@ def bomb_png(side: int = 30_000) -> bytes:
             + _png_chunk(b"IEND", b""))
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default backlog of 5 drops SYNs under a burst: spurious connect timeouts
+
+
 class FaultServer:
     """Serves the fault routes on 127.0.0.1; ``hits[path]`` counts requests, ``max_holding`` the peak number
     of /hold requests in flight at once."""
@@ -61,7 +65,7 @@ class FaultServer:
         self.holding = self.max_holding = 0
         self.bytes_sent: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._httpd.handle_error = lambda request, address: None  # clients hang up on purpose here
         self.port = self._httpd.server_address[1]
