@@ -31,6 +31,8 @@ def sniff_mime(data: bytes) -> str | None:
     """The image type from the magic number, or None: the Content-Type header is not trusted."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
+    if data[4:12] in (b"ftypavif", b"ftypavis"):
+        return "image/avif"
     for magic, mime in _MAGIC:
         if data.startswith(magic):
             return mime
@@ -50,28 +52,37 @@ class Staged:
 
 
 def stage_image(data: bytes, config: CrawlConfig) -> Staged:
-    """Check the header, decode once (DCT-scaled for JPEG), orient, convert to RGB, resize and re-encode."""
+    """Check the header, decode once (DCT-scaled for JPEG), orient, convert to RGB, resize and re-encode.
+
+    Whatever the bytes do to a decoder ends as a status: web bytes are adversarial, and codecs raise
+    more than OSError on crafted input (IndexError, struct.error, ...), so the last catch is broad.
+    """
     mime = sniff_mime(data)
     if mime is None:
         return Staged(Status.NOT_AN_IMAGE, "empty body" if not data else "bytes are not a known image format")
     try:
-        img = Image.open(io.BytesIO(data))
-        ow, oh = img.size
-        if ow * oh > config.max_pixels:  # refused from the header: not one pixel is decoded
-            return Staged(Status.DECOMPRESSION_BOMB, f"{ow}x{oh} exceeds max_pixels={config.max_pixels}",
-                          mime_type=mime, original_width=ow, original_height=oh)
-        rejected = _size_check(ow, oh, config)
-        if rejected is not None:
-            return Staged(*rejected, mime_type=mime, original_width=ow, original_height=oh)
-        if img.format == "JPEG" and config.resize_mode != "no":
-            img.draft(None, _draft_size(ow, oh, config))
-        img.load()
-        img = to_rgb(oriented(img))
+        return _decode_and_resize(data, mime, config)
     except Image.DecompressionBombError as exc:
         return Staged(Status.DECOMPRESSION_BOMB, str(exc), mime_type=mime)
     except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as exc:
         return Staged(Status.FAILED_TO_DECODE, f"{type(exc).__name__}: {exc}", mime_type=mime)
-    out = resize(img, config)
+    except Exception as exc:  # noqa: BLE001 -- recorded as this row's status, never swallowed
+        return Staged(Status.FAILED_TO_DECODE, f"decoder raised {type(exc).__name__}: {exc}", mime_type=mime)
+
+
+def _decode_and_resize(data: bytes, mime: str, config: CrawlConfig) -> Staged:
+    img = Image.open(io.BytesIO(data))
+    ow, oh = img.size
+    if ow * oh > config.max_pixels:  # refused from the header: not one pixel is decoded
+        return Staged(Status.DECOMPRESSION_BOMB, f"{ow}x{oh} exceeds max_pixels={config.max_pixels}",
+                      mime_type=mime, original_width=ow, original_height=oh)
+    rejected = _size_check(ow, oh, config)
+    if rejected is not None:
+        return Staged(*rejected, mime_type=mime, original_width=ow, original_height=oh)
+    if img.format == "JPEG" and config.resize_mode != "no":
+        img.draft(None, _draft_size(ow, oh, config))  # DCT-domain downscale: a fraction of a full decode
+    img.load()
+    out = resize(to_rgb(oriented(img)), config)
     return Staged(Status.SUCCESS, None, encode(out, config), mime, out.width, out.height, ow, oh)
 
 

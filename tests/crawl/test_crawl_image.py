@@ -149,3 +149,12 @@ def test_draft_decodes_large_jpegs_at_reduced_scale(monkeypatch) -> None:
     assert staged.status == Status.SUCCESS
     assert (staged.original_width, staged.original_height) == (2400, 1800)
     assert seen and seen[0] == (300, 225)
+
+
+def test_a_decoder_crash_is_a_row_not_an_exception(monkeypatch) -> None:
+    def crash(self):
+        raise IndexError("crafted input")
+
+    monkeypatch.setattr(Image.Image, "load", crash)
+    staged = stage_image(photo_jpeg(), fast_config())
+    assert staged.status == Status.FAILED_TO_DECODE and "IndexError" in staged.error
