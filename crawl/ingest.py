@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -42,9 +43,14 @@ def worker_fetcher(crawl: CrawlConfig) -> Fetcher:
     return Fetcher(crawl)
 
 
-@lru_cache(maxsize=4)
 def decode_pool(threads: int) -> ThreadPoolExecutor:
     """Decoding runs here while the event loop keeps fetching: Pillow releases the GIL as it decodes."""
+    return _decode_pool(threads, os.getpid())
+
+
+@lru_cache(maxsize=4)
+def _decode_pool(threads: int, pid: int) -> ThreadPoolExecutor:
+    # Keyed by pid: a forked child inherits the cache but not the threads, and would wait forever.
     return ThreadPoolExecutor(threads, thread_name_prefix="thresher-decode")
 
 

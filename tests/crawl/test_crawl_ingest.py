@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import fast_config
+from conftest import crawl, fast_config
 from faultserver import photo_jpeg
 
 from crawl.config import InputConfig
@@ -76,3 +76,24 @@ def test_url_lists_are_split_in_bounded_units(tmp_path: Path, fmt: str) -> None:
     merged = pa.concat_tables(tables)
     assert merged.column(col.URL).to_pylist() == urls
     assert merged.column(col.SOURCE_ROW).to_pylist() == list(range(n))
+
+
+def _crawl_in_child(url: str, out) -> None:
+    rows = crawl([url], fast_config())
+    out.put(rows[0][col.STATUS])
+
+
+def test_a_forked_worker_gets_its_own_decode_threads(server) -> None:
+    """A process pool forked after the parent staged images must not wait on the parent's dead threads."""
+    import multiprocessing as mp
+
+    assert crawl([server.url("/ok.jpg")], fast_config())[0][col.STATUS] == Status.SUCCESS
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_crawl_in_child, args=(server.url("/ok.jpg"), out))
+    child.start()
+    child.join(timeout=30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and out.get(timeout=1) == Status.SUCCESS
