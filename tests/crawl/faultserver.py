@@ -3,7 +3,7 @@
 Like img2dataset's ``tests/http_server.py``, but each route is a fault the crawler must turn into a
 documented status: 404/410, 429 with Retry-After, 5xx then success, a reset connection, a body slower
 than the read timeout, truncated and non-image bodies, redirect chains and loops, oversized bodies with
-and without a Content-Length, a decompression bomb and X-Robots-Tag opt-outs.
+and without a Content-Length, a gzip bomb, a decompression bomb and X-Robots-Tag opt-outs.
 """
 
 from __future__ import annotations
@@ -40,6 +40,15 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 @lru_cache(maxsize=None)
+def gzip_bomb(size: int = 256 << 20) -> bytes:
+    """A gzip body that inflates to ``size`` bytes of a JPEG-looking stream (Content-Encoding: gzip)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\x00" * (1 << 20)
+    parts = [packer.compress(b"\xff\xd8\xff")] + [packer.compress(block) for _ in range(size >> 20)]
+    return b"".join(parts) + packer.flush()
+
+
+@lru_cache(maxsize=None)
 def bomb_png(side: int = 30_000) -> bytes:
     """A real 1-bit PNG of side x side zero pixels: ~100 KiB on the wire, ~900 MB if decoded."""
     row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
@@ -60,7 +69,7 @@ class FaultServer:
     of /hold requests in flight at once."""
 
     def __init__(self) -> None:
-        bomb_png(), photo_jpeg()  # built now: building them in a handler would stall every other request
+        bomb_png(), gzip_bomb(), photo_jpeg()  # built now: building them in a handler would stall every other request
         self.hits: Counter[str] = Counter()
         self.holding = self.max_holding = 0
         self.bytes_sent: Counter[str] = Counter()
@@ -210,6 +219,8 @@ def route(h: BaseHTTPRequestHandler, server: FaultServer, path: str, nth: int) -
         send(h, 200, b"")
     elif path in ("/huge-declared", "/huge-chunked"):
         stream(h, server, path, 256 << 20, declare=path == "/huge-declared")
+    elif path == "/gzip-bomb.jpg":
+        send(h, 200, gzip_bomb(), headers={"Content-Encoding": "gzip"})
     elif path == "/bomb.png":
         send(h, 200, bomb_png(), "image/png")
     elif path in ("/noai.jpg", "/ours-noimageai.jpg", "/other-noai.jpg", "/noindex-nofollow.jpg"):
