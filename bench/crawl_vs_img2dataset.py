@@ -196,11 +196,15 @@ def compare(args: argparse.Namespace, work: Path, base: str, names: list[str]) -
         r["cpu_ms_per_image"] = 1000 * r["cpu_s"] / max(1, r["successes"])
     if args.only:
         return {"images": args.images, args.only: best[args.only]}
-    ratio = best["thresher"]["images_per_s"] / best["img2dataset"]["images_per_s"]
+    paired = [t["successes"] / t["wall_s"] / (i["successes"] / i["wall_s"])
+              for i, t in zip(runs["img2dataset"], runs["thresher"])]
     return {"images": args.images, "distinct_files": len(names), "processes": args.processes,
             "concurrency": args.concurrency, "rounds": args.rounds, "img2dataset": best["img2dataset"],
-            "thresher": best["thresher"], "ratio": ratio,
+            "thresher": best["thresher"],
+            "ratio": best["thresher"]["images_per_s"] / best["img2dataset"]["images_per_s"],
             "ratio_window": best["thresher"]["images_per_s_window"] / best["img2dataset"]["images_per_s_window"],
+            "ratio_per_round": paired,
+            "wall_s_per_round": {tool: [r["wall_s"] for r in results] for tool, results in runs.items()},
             "success_counts_equal": best["thresher"]["successes"] == best["img2dataset"]["successes"]}
 
 
@@ -257,7 +261,8 @@ def table(result: dict) -> str:
                     f"  {r['wall_s']:>6.1f}  {r['cpu_ms_per_image']:>12.1f}  {r['peak_rss_mib']:>12.0f}")
     cpu = result["img2dataset"]["cpu_ms_per_image"] / result["thresher"]["cpu_ms_per_image"]
     rows.append(f"ratio thresher/img2dataset: {result['ratio']:.2f}x wall, {result['ratio_window']:.2f}x in-shard,"
-                f" {cpu:.2f}x CPU per image;"
+                f" {cpu:.2f}x CPU per image; per round (img2dataset then thresher, back to back): "
+                + ", ".join(f"{r:.2f}x" for r in result["ratio_per_round"]) + ";"
                 f" success counts equal: {result['success_counts_equal']}")
     return "\n".join(rows)
 

@@ -38,6 +38,7 @@ class CrawlConfig(StrictModel):
     dns_cache_ttl_s: float = Field(300.0, ge=0, description="per-worker DNS cache lifetime (failures: 30 s at most)")
     max_redirects: int = Field(5, ge=0)
     max_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="stop reading a body past this size")
+    verify_tls: bool = Field(True, description="check https certificates; False accepts hosts with broken TLS")
     user_agent_token: str = "thresher"
     disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
     allow_private_addresses: bool = Field(

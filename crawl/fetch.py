@@ -104,21 +104,10 @@ class Fetcher:
                                         sock_read=cfg.read_timeout_s)
         connector = aiohttp.TCPConnector(
             limit=cfg.concurrency, limit_per_host=cfg.per_host_concurrency, resolver=_Unclosed(self.resolver),
-            use_dns_cache=False, ssl=False, socket_factory=guarded_socket_factory(self.policy, self._open_socket))
+            use_dns_cache=False, ssl=cfg.verify_tls, socket_factory=guarded_socket_factory(self.policy, self._open_socket))
         headers = {"User-Agent": f"Mozilla/5.0 (compatible; {cfg.user_agent_token}/0.1)"}
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
             yield session
-
-    def fetch_all(self, urls: list[str | None]) -> list[Fetched]:
-        """Fetch a list concurrently, in order: the simple entry point (ingest pipelines fetch and decode)."""
-        async def run() -> list[Fetched]:
-            gate = asyncio.Semaphore(self.config.concurrency)
-            async with self.session() as session:
-                async def one(url: str | None) -> Fetched:
-                    async with gate:
-                        return await self.fetch(session, url)
-                return list(await asyncio.gather(*(one(u) for u in urls)))
-        return asyncio.run(run())
 
     async def fetch(self, session: aiohttp.ClientSession, url: str | None) -> Fetched:
         """Fetch with retries; ``attempts`` counts every try."""
@@ -161,7 +150,7 @@ class Fetcher:
             return Attempt(Fetched(Status.FAILED_TO_DOWNLOAD, f"more than max_redirects={self.config.max_redirects}"))
         except BlockedAddress as exc:
             return Attempt(Fetched(Status.BLOCKED_ADDRESS, str(exc)))
-        except aiohttp.InvalidURL as exc:
+        except (aiohttp.InvalidURL, ValueError) as exc:  # yarl and the request builder reject what urlsplit let by
             return Attempt(Fetched(Status.INVALID_URL, f"{type(exc).__name__}: {exc}"))
         except aiohttp.ClientConnectorError as exc:
             if _blocked_cause(exc):
@@ -179,26 +168,31 @@ class Fetcher:
 
     async def _read(self, resp: aiohttp.ClientResponse) -> Attempt:
         cfg = self.config
-        if resp.status != 200:
+        if not 200 <= resp.status < 300:
             failed = Fetched(Status.FAILED_TO_DOWNLOAD, f"HTTP {resp.status}", None, resp.status)
             if is_retryable_http(resp.status):
                 return Attempt(failed, parse_retry_after(resp.headers.get("Retry-After")))
             return Attempt(failed)
         directive = robots_disallowed(resp.headers.getall("X-Robots-Tag", []), cfg)
         if directive:
-            return Attempt(Fetched(Status.DISALLOWED_BY_ROBOTS, f"X-Robots-Tag: {directive}", None, 200))
+            return Attempt(Fetched(Status.DISALLOWED_BY_ROBOTS, f"X-Robots-Tag: {directive}", None, resp.status))
         if resp.content_length is not None and resp.content_length > cfg.max_bytes:
-            return Attempt(Fetched(Status.TOO_LARGE, f"Content-Length {resp.content_length} > max_bytes", None, 200))
+            error = f"Content-Length {resp.content_length} > max_bytes"
+            return Attempt(Fetched(Status.TOO_LARGE, error, None, resp.status))
         body = bytearray()
         async for chunk in resp.content.iter_chunked(1 << 16):
             body += chunk
             if len(body) > cfg.max_bytes:
-                return Attempt(Fetched(Status.TOO_LARGE, f"body exceeds max_bytes={cfg.max_bytes}", None, 200))
-        return Attempt(Fetched(Status.SUCCESS, None, bytes(body), 200))
+                return Attempt(Fetched(Status.TOO_LARGE, f"body exceeds max_bytes={cfg.max_bytes}", None, resp.status))
+        return Attempt(Fetched(Status.SUCCESS, None, bytes(body), resp.status))
 
 
 def _invalid_url(url: str | None) -> str | None:
-    parts = urlsplit(url or "")
+    try:
+        parts = urlsplit(url or "")
+        parts.port  # noqa: B018 -- raises ValueError on a port that is not a number in range
+    except ValueError as exc:
+        return f"malformed URL {url!r}: {exc}"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"not an http(s) URL: {url!r}"
     return None

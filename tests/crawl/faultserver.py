@@ -40,7 +40,7 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 @lru_cache(maxsize=None)
-def gzip_bomb(size: int = 256 << 20) -> bytes:
+def gzip_bomb(size: int = 64 << 20) -> bytes:
     """A gzip body that inflates to ``size`` bytes of a JPEG-looking stream (Content-Encoding: gzip)."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
     block = b"\x00" * (1 << 20)
@@ -49,8 +49,8 @@ def gzip_bomb(size: int = 256 << 20) -> bytes:
 
 
 @lru_cache(maxsize=None)
-def bomb_png(side: int = 30_000) -> bytes:
-    """A real 1-bit PNG of side x side zero pixels: ~100 KiB on the wire, ~900 MB if decoded."""
+def bomb_png(side: int = 20_000) -> bytes:
+    """A real 1-bit PNG of side x side zero pixels: ~50 KiB on the wire, ~400 MB if decoded."""
     row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
     packer, block = zlib.compressobj(9), row * 1000
     parts = [packer.compress(block) for _ in range(side // 1000)]
