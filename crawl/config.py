@@ -30,9 +30,15 @@ class CrawlConfig(StrictModel):
     read_timeout_s: float = Field(20.0, gt=0)
     total_timeout_s: float = Field(60.0, gt=0)
     retries: int = Field(2, ge=0, description="extra attempts on timeouts, connection errors, 408, 429 and 5xx")
-    backoff_s: float = Field(0.5, ge=0)
+    backoff_s: float = Field(0.5, ge=0, description="first retry waits about this long, doubling each time")
+    max_backoff_s: float = Field(30.0, ge=0)
+    max_retry_after_s: float = Field(
+        60.0, ge=0, description="a Retry-After longer than this is not waited for: the row fails instead"
+    )
+    dns_cache_ttl_s: float = Field(300.0, ge=0, description="per-worker DNS cache lifetime (failures: 30 s at most)")
     max_redirects: int = Field(5, ge=0)
     max_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="stop reading a body past this size")
+    verify_tls: bool = Field(True, description="check https certificates; False accepts hosts with broken TLS")
     user_agent_token: str = "thresher"
     disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
     allow_private_addresses: bool = Field(
@@ -48,6 +54,7 @@ class CrawlConfig(StrictModel):
     resize_only_if_bigger: bool = False
     encode_format: Literal["jpg", "png", "webp"] = "jpg"
     encode_quality: int = Field(95, ge=1, le=100)
+    decode_threads: int = Field(1, ge=1, description="threads per worker that decode and resize while it fetches")
 
     @model_validator(mode="after")
     def _timeouts_fit(self) -> CrawlConfig:

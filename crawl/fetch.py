@@ -1,27 +1,31 @@
 """URL -> original bytes + status, many requests in flight per worker.
 
 Every outcome is a ``Fetched`` row: a dead host, a 404, a timeout, an opt-out header or an address
-that must never be fetched are statuses, not exceptions.
+that must never be fetched are statuses, not exceptions. Retries (exponential backoff with jitter,
+at least what ``Retry-After`` asks) happen on timeouts, connection errors, 408, 429 and 5xx only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import random
-import socket
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
+from typing import AsyncIterator, Awaitable, Callable, Iterable
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 
 from crawl.config import CrawlConfig
+from crawl.guard import (AddressPolicy, BlockedAddress, GuardedResolver, SocketOpener, default_open_socket,
+                         guarded_socket_factory, literal_ip)
 from manifests.schema import Status
 
-RETRY_HTTP = frozenset({408, 429, 500, 502, 503, 504})
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -33,49 +37,16 @@ class Fetched:
     attempts: int = 0
 
 
-class BlockedAddress(OSError):
-    """The host resolves to an address the SSRF guard refuses."""
+@dataclass(frozen=True)
+class Attempt:
+    """One try's outcome; ``retry_in`` is None when trying again cannot help, else the least wait in seconds."""
+
+    fetched: Fetched
+    retry_in: float | None = None
 
 
-def is_blocked_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (
-        ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast
-        or ip.is_unspecified or ip.is_reserved
-    )
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves with a per-worker cache and refuses blocked addresses after resolution."""
-
-    def __init__(self, allow_private: bool) -> None:
-        self._allow_private = allow_private
-        self._cache: dict[tuple[str, int, int], list[ResolveResult]] = {}
-
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
-        key = (host, port, family)
-        if key not in self._cache:
-            loop = asyncio.get_running_loop()
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
-            results = []
-            for fam, _, proto, _, sockaddr in infos:
-                if not self._allow_private and is_blocked_ip(ipaddress.ip_address(sockaddr[0].split("%")[0])):
-                    raise BlockedAddress(f"{host} resolves to blocked address {sockaddr[0]}")
-                results.append(ResolveResult(hostname=host, host=sockaddr[0], port=sockaddr[1],
-                                             family=fam, proto=proto, flags=socket.AI_NUMERICHOST))
-            self._cache[key] = results
-        return self._cache[key]
-
-    async def close(self) -> None:
-        self._cache.clear()
-
-
-def _literal_blocked(host: str) -> bool:
-    try:
-        return is_blocked_ip(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        return False
+def is_retryable_http(code: int) -> bool:
+    return code in (408, 429) or 500 <= code <= 599
 
 
 def robots_disallowed(header_values: Iterable[str], config: CrawlConfig) -> str | None:
@@ -93,101 +64,154 @@ def robots_disallowed(header_values: Iterable[str], config: CrawlConfig) -> str 
     return None
 
 
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); 0 when absent or garbled."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
 class Fetcher:
-    """One aiohttp session per worker; call ``fetch_all`` with a list of URLs."""
+    """Fetches URLs for one worker. Build it once per worker: its DNS cache outlives each session.
 
-    def __init__(self, config: CrawlConfig) -> None:
+    ``resolver`` and ``open_socket`` are the network seams (a stub resolver in tests, a socket opener
+    that fails the test if reached); ``policy`` defaults to the config's allow flag; ``sleep`` lets a
+    test record the backoff instead of waiting for it.
+    """
+
+    def __init__(self, config: CrawlConfig, *, policy: AddressPolicy | None = None,
+                 resolver: AbstractResolver | None = None, open_socket: SocketOpener = default_open_socket,
+                 sleep: Sleep = asyncio.sleep, rng: random.Random | None = None) -> None:
         self.config = config
+        self.policy = policy or AddressPolicy(allow_private=config.allow_private_addresses)
+        self.resolver = GuardedResolver(self.policy, resolver, ttl_s=config.dns_cache_ttl_s)
+        self._open_socket, self._sleep, self._rng = open_socket, sleep, rng or random.Random()
 
-    async def _fetch_all(self, urls: list[str | None]) -> list[Fetched]:
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[aiohttp.ClientSession]:
+        """One session (connection pool, per-host cap) for the current event loop."""
         cfg = self.config
-        timeout = aiohttp.ClientTimeout(total=cfg.total_timeout_s, connect=cfg.connect_timeout_s,
+        timeout = aiohttp.ClientTimeout(total=cfg.total_timeout_s, sock_connect=cfg.connect_timeout_s,
                                         sock_read=cfg.read_timeout_s)
-        connector = aiohttp.TCPConnector(limit=cfg.concurrency, limit_per_host=cfg.per_host_concurrency,
-                                         resolver=GuardedResolver(cfg.allow_private_addresses), ssl=False)
+        connector = aiohttp.TCPConnector(
+            limit=cfg.concurrency, limit_per_host=cfg.per_host_concurrency, resolver=_Unclosed(self.resolver),
+            use_dns_cache=False, ssl=cfg.verify_tls, socket_factory=guarded_socket_factory(self.policy, self._open_socket))
         headers = {"User-Agent": f"Mozilla/5.0 (compatible; {cfg.user_agent_token}/0.1)"}
-        gate = asyncio.Semaphore(cfg.concurrency)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers,
-                                         auto_decompress=True) as session:
-            async def one(url: str | None) -> Fetched:
-                async with gate:
-                    return await self._fetch_with_retries(session, url)
-            return list(await asyncio.gather(*(one(u) for u in urls)))
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+            yield session
 
-    def fetch_all(self, urls: list[str | None]) -> list[Fetched]:
-        return asyncio.run(self._fetch_all(urls))
-
-    async def _fetch_with_retries(self, session: aiohttp.ClientSession, url: str | None) -> Fetched:
-        attempt = 0
+    async def fetch(self, session: aiohttp.ClientSession, url: str | None) -> Fetched:
+        """Fetch with retries; ``attempts`` counts every try."""
+        cfg, attempt = self.config, 0
         while True:
             attempt += 1
-            result, retry_after = await self._fetch_once(session, url)
-            result = Fetched(result.status, result.error, result.data, result.http_status, attempt)
-            if retry_after is None or attempt > self.config.retries:
-                return result
-            jitter = random.uniform(0, self.config.backoff_s)
-            await asyncio.sleep(max(retry_after, self.config.backoff_s * 2 ** (attempt - 1)) + jitter)
+            outcome = await self._fetch_once(session, url)
+            fetched = replace(outcome.fetched, attempts=attempt)
+            if outcome.retry_in is None or attempt > cfg.retries:
+                return fetched
+            if outcome.retry_in > cfg.max_retry_after_s:
+                return replace(fetched, error=f"{fetched.error}; Retry-After {outcome.retry_in:.0f}s "
+                                              f"exceeds max_retry_after_s={cfg.max_retry_after_s}")
+            await self._sleep(max(outcome.retry_in, self.backoff(attempt)))
 
-    async def _fetch_once(self, session: aiohttp.ClientSession, url: str | None) -> tuple[Fetched, float | None]:
-        """One attempt, following redirects by hand so that each hop passes the guard."""
-        cfg = self.config
-        if not url or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            return Fetched(Status.INVALID_URL, f"not an http(s) URL: {url!r}"), None
-        seen = set()
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: base * 2^(attempt-1), scaled by a random factor in [0.5, 1.5)."""
+        base = min(self.config.max_backoff_s, self.config.backoff_s * 2 ** (attempt - 1))
+        return base * (0.5 + self._rng.random())
+
+    async def _fetch_once(self, session: aiohttp.ClientSession, url: str | None) -> Attempt:
+        """One try, following redirects by hand so that every hop passes the guard."""
+        invalid = _invalid_url(url)
+        if invalid:
+            return Attempt(Fetched(Status.INVALID_URL, invalid))
+        seen: set[str] = set()
         try:
-            for _ in range(cfg.max_redirects + 1):
-                host = urlsplit(url).hostname or ""
-                if not cfg.allow_private_addresses and _literal_blocked(host):
-                    return Fetched(Status.BLOCKED_ADDRESS, f"{host} is a blocked address"), None
+            for _ in range(self.config.max_redirects + 1):
+                self._check_literal(url)
                 seen.add(url)
                 async with session.get(url, allow_redirects=False) as resp:
-                    if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                        url = urljoin(url, resp.headers["Location"])
-                        if url in seen:
-                            return Fetched(Status.FAILED_TO_DOWNLOAD, "redirect loop", http_status=resp.status), None
-                        continue
-                    return await self._read(resp)
-            return Fetched(Status.FAILED_TO_DOWNLOAD, f"more than {cfg.max_redirects} redirects"), None
+                    if resp.status not in REDIRECTS or "Location" not in resp.headers:
+                        return await self._read(resp)
+                    url = urljoin(url, resp.headers["Location"])
+                    if url in seen:
+                        return Attempt(Fetched(Status.FAILED_TO_DOWNLOAD, f"redirect loop at {url}", None, resp.status))
+                    invalid = _invalid_url(url)
+                    if invalid:
+                        return Attempt(Fetched(Status.INVALID_URL, f"redirect to {invalid}", None, resp.status))
+            return Attempt(Fetched(Status.FAILED_TO_DOWNLOAD, f"more than max_redirects={self.config.max_redirects}"))
         except BlockedAddress as exc:
-            return Fetched(Status.BLOCKED_ADDRESS, str(exc)), None
+            return Attempt(Fetched(Status.BLOCKED_ADDRESS, str(exc)))
+        except (aiohttp.InvalidURL, ValueError) as exc:  # yarl and the request builder reject what urlsplit let by
+            return Attempt(Fetched(Status.INVALID_URL, f"{type(exc).__name__}: {exc}"))
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, BlockedAddress):
-                return Fetched(Status.BLOCKED_ADDRESS, str(exc.os_error)), None
-            return Fetched(Status.FAILED_TO_DOWNLOAD, f"connect: {exc}"), 0.0
+            if _blocked_cause(exc):
+                return Attempt(Fetched(Status.BLOCKED_ADDRESS, str(exc.os_error)))
+            return Attempt(Fetched(Status.FAILED_TO_DOWNLOAD, f"connect: {exc}"), 0.0)
         except (asyncio.TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
-            return Fetched(Status.FAILED_TO_DOWNLOAD, f"{type(exc).__name__}: {exc}"), 0.0
+            return Attempt(Fetched(Status.FAILED_TO_DOWNLOAD, f"{type(exc).__name__}: {exc}".rstrip(": ")), 0.0)
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> tuple[Fetched, float | None]:
+    def _check_literal(self, url: str) -> None:
+        parts = urlsplit(url)
+        ip = literal_ip(parts.hostname or "")
+        if ip is not None:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            self.policy.check(parts.hostname or "", ip, port)
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> Attempt:
         cfg = self.config
-        if resp.status != 200:
-            error = f"HTTP {resp.status}"
-            if resp.status in RETRY_HTTP:
-                return Fetched(Status.FAILED_TO_DOWNLOAD, error, http_status=resp.status), _retry_after(resp)
-            return Fetched(Status.FAILED_TO_DOWNLOAD, error, http_status=resp.status), None
+        if not 200 <= resp.status < 300:
+            failed = Fetched(Status.FAILED_TO_DOWNLOAD, f"HTTP {resp.status}", None, resp.status)
+            if is_retryable_http(resp.status):
+                return Attempt(failed, parse_retry_after(resp.headers.get("Retry-After")))
+            return Attempt(failed)
         directive = robots_disallowed(resp.headers.getall("X-Robots-Tag", []), cfg)
         if directive:
-            return Fetched(Status.DISALLOWED_BY_ROBOTS, f"X-Robots-Tag: {directive}", http_status=200), None
-        declared = resp.content_length
-        if declared is not None and declared > cfg.max_bytes:
-            return Fetched(Status.TOO_LARGE, f"Content-Length {declared} > max_bytes", http_status=200), None
-        chunks, size = [], 0
+            return Attempt(Fetched(Status.DISALLOWED_BY_ROBOTS, f"X-Robots-Tag: {directive}", None, resp.status))
+        if resp.content_length is not None and resp.content_length > cfg.max_bytes:
+            error = f"Content-Length {resp.content_length} > max_bytes"
+            return Attempt(Fetched(Status.TOO_LARGE, error, None, resp.status))
+        body = bytearray()
         async for chunk in resp.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > cfg.max_bytes:
-                return Fetched(Status.TOO_LARGE, f"body exceeds max_bytes={cfg.max_bytes}", http_status=200), None
-            chunks.append(chunk)
-        return Fetched(Status.SUCCESS, data=b"".join(chunks), http_status=200), None
+            body += chunk
+            if len(body) > cfg.max_bytes:
+                return Attempt(Fetched(Status.TOO_LARGE, f"body exceeds max_bytes={cfg.max_bytes}", None, resp.status))
+        return Attempt(Fetched(Status.SUCCESS, None, bytes(body), resp.status))
 
 
-def _retry_after(resp: aiohttp.ClientResponse) -> float:
+def _invalid_url(url: str | None) -> str | None:
     try:
-        return min(60.0, max(0.0, float(resp.headers.get("Retry-After", "0"))))
-    except ValueError:
-        return 0.0
+        parts = urlsplit(url or "")
+        parts.port  # noqa: B018 -- raises ValueError on a port that is not a number in range
+    except ValueError as exc:
+        return f"malformed URL {url!r}: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"not an http(s) URL: {url!r}"
+    return None
 
 
-def group_by_host(urls: list[str]) -> dict[str, list[int]]:
-    hosts: dict[str, list[int]] = defaultdict(list)
-    for i, url in enumerate(urls):
-        hosts[urlsplit(url).hostname or ""].append(i)
-    return hosts
+def _blocked_cause(exc: aiohttp.ClientConnectorError) -> bool:
+    """A BlockedAddress raised by the socket factory, possibly inside happy eyeballs' combined error."""
+    cause = exc.os_error
+    return isinstance(cause, BlockedAddress) or "blocked address" in str(cause)
+
+
+class _Unclosed(AbstractResolver):
+    """Lends the worker's resolver to one session: closing the session must not close the shared cache."""
+
+    def __init__(self, inner: AbstractResolver) -> None:
+        self.inner = inner
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list:
+        return await self.inner.resolve(host, port, family)
+
+    async def close(self) -> None:
+        pass

@@ -7,7 +7,7 @@ never an exception: a decompression bomb is refused from its header before any p
 from __future__ import annotations
 
 import io
-import warnings
+import struct
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
@@ -31,6 +31,8 @@ def sniff_mime(data: bytes) -> str | None:
     """The image type from the magic number, or None: the Content-Type header is not trusted."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
+    if data[4:12] in (b"ftypavif", b"ftypavis"):
+        return "image/avif"
     for magic, mime in _MAGIC:
         if data.startswith(magic):
             return mime
@@ -50,33 +52,54 @@ class Staged:
 
 
 def stage_image(data: bytes, config: CrawlConfig) -> Staged:
-    """Decode once, check size, orient, convert to RGB, resize and re-encode."""
+    """Check the header, decode once (DCT-scaled for JPEG), orient, convert to RGB, resize and re-encode.
+
+    Whatever the bytes do to a decoder ends as a status: web bytes are adversarial, and codecs raise
+    more than OSError on crafted input (IndexError, struct.error, ...), so the last catch is broad.
+    """
     mime = sniff_mime(data)
     if mime is None:
-        return Staged(Status.NOT_AN_IMAGE, "bytes are not a known image format")
+        return Staged(Status.NOT_AN_IMAGE, "empty body" if not data else "bytes are not a known image format")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            ow, oh = img.size
-            if ow * oh > config.max_pixels:
-                return Staged(Status.DECOMPRESSION_BOMB, f"{ow}x{oh} exceeds max_pixels={config.max_pixels}",
-                              mime_type=mime, original_width=ow, original_height=oh)
-            rejected = _size_check(ow, oh, config)
-            if rejected is not None:
-                return Staged(*rejected, mime_type=mime, original_width=ow, original_height=oh)
-            if img.format == "JPEG" and config.resize_mode != "no":
-                img.draft("RGB", _draft_size(ow, oh, config))
-            img = ImageOps.exif_transpose(to_rgb(img))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return _decode_and_resize(data, mime, config)
+    except Image.DecompressionBombError as exc:
         return Staged(Status.DECOMPRESSION_BOMB, str(exc), mime_type=mime)
-    except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as exc:
         return Staged(Status.FAILED_TO_DECODE, f"{type(exc).__name__}: {exc}", mime_type=mime)
-    out = resize(img, config)
+    except Exception as exc:  # noqa: BLE001 -- recorded as this row's status, never swallowed
+        return Staged(Status.FAILED_TO_DECODE, f"decoder raised {type(exc).__name__}: {exc}", mime_type=mime)
+
+
+def _decode_and_resize(data: bytes, mime: str, config: CrawlConfig) -> Staged:
+    img = Image.open(io.BytesIO(data))
+    ow, oh = img.size
+    if ow * oh > config.max_pixels:  # refused from the header: not one pixel is decoded
+        return Staged(Status.DECOMPRESSION_BOMB, f"{ow}x{oh} exceeds max_pixels={config.max_pixels}",
+                      mime_type=mime, original_width=ow, original_height=oh)
+    rejected = _size_check(ow, oh, config)
+    if rejected is not None:
+        return Staged(*rejected, mime_type=mime, original_width=ow, original_height=oh)
+    if img.format == "JPEG" and config.resize_mode != "no":
+        img.draft(None, _draft_size(ow, oh, config))  # DCT-domain downscale: a fraction of a full decode
+    img.load()
+    out = resize(to_rgb(oriented(img)), config)
+    return Staged(Status.SUCCESS, None, encode(out, config), mime, out.width, out.height, ow, oh)
+
+
+def oriented(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a corrupt EXIF block leaves the image as stored rather than failing it."""
+    try:
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an image with no orientation
+    except (SyntaxError, ValueError, KeyError, TypeError, struct.error):
+        pass  # a corrupt EXIF block: keep the image as stored, which is what a browser shows
+    return img
+
+
+def encode(img: Image.Image, config: CrawlConfig) -> bytes:
     buf = io.BytesIO()
     save_args = {"quality": config.encode_quality} if config.encode_format != "png" else {}
-    out.save(buf, format=_PIL_FORMAT[config.encode_format], **save_args)
-    return Staged(Status.SUCCESS, None, buf.getvalue(), mime, out.width, out.height, ow, oh)
+    img.save(buf, format=_PIL_FORMAT[config.encode_format], **save_args)
+    return buf.getvalue()
 
 
 def _size_check(width: int, height: int, config: CrawlConfig) -> tuple[str, str] | None:
@@ -99,44 +122,45 @@ def _draft_size(width: int, height: int, config: CrawlConfig) -> tuple[int, int]
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB from any mode: alpha is composited on white, 16-bit is scaled, animations keep frame 0."""
-    if img.mode == "RGB":
-        img.load()
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA")
+    """RGB from any mode: alpha and transparency keys composited on white, 16-bit scaled to 8, frame 0 kept."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        img = img.point(lambda v: v / 256).convert("L")
+        img = img.point(lambda v: v / 256).convert("L")  # a linear map, so Pillow applies it in C
+    if img.mode == "P" or "transparency" in img.info:
+        img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _scale(w: int, h: int, config: CrawlConfig) -> float | None:
+    """The resize factor img2dataset would apply, or None when it leaves the image alone."""
+    s = config.image_size
+    side = min(w, h) if config.resize_mode in ("keep_ratio", "center_crop") else max(w, h)
+    if config.resize_only_if_bigger and side <= s:
+        return None
+    return s / side
 
 
 def resize(img: Image.Image, config: CrawlConfig) -> Image.Image:
-    """img2dataset's resize modes, with Lanczos downscaling."""
+    """img2dataset's resize modes: keep_ratio and center_crop fit the shorter side, keep_ratio_largest and
+    border the longer one; center_crop crops to a square, border pads to one with white. With
+    ``resize_only_if_bigger`` an image already small enough is left as it is, unpadded and uncropped."""
     mode, s = config.resize_mode, config.image_size
-    w, h = img.size
-    if mode == "no":
+    scale = None if mode == "no" else _scale(*img.size, config)
+    if scale is None:
         return img
-    if mode in ("keep_ratio", "center_crop"):
-        scale = s / min(w, h)
-    else:  # keep_ratio_largest, border
-        scale = s / max(w, h)
-    if config.resize_only_if_bigger and scale >= 1:
-        scale = 1.0
+    w, h = img.size
     if scale != 1.0:
-        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
-    if mode == "center_crop":
-        w, h = img.size
-        if w >= s and h >= s:
-            left, top = (w - s) // 2, (h - s) // 2
-            img = img.crop((left, top, left + s, top + s))
-    elif mode == "border":
-        w, h = img.size
-        if (w, h) != (s, s) and w <= s and h <= s:
-            canvas = Image.new("RGB", (s, s), (0, 0, 0))
-            canvas.paste(img, ((s - w) // 2, (s - h) // 2))
-            img = canvas
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS,
+                         reducing_gap=3.0)
+    w, h = img.size
+    if mode == "center_crop" and (w, h) != (s, s):
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s))
+    elif mode == "border" and (w, h) != (s, s):
+        canvas = Image.new("RGB", (s, s), (255, 255, 255))
+        canvas.paste(img, ((s - w) // 2, (s - h) // 2))
+        img = canvas
     return img

@@ -7,12 +7,17 @@ Parquet last: its presence is what marks the unit done. Every input row gets exa
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
+import aiohttp
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -29,6 +34,26 @@ from manifests.shards import iter_tar, write_tar
 WDS_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
+Outcome = tuple[dict, tuple[str, dict[str, bytes]] | None]  # (manifest row, staged sample or None)
+
+
+@lru_cache(maxsize=4)
+def worker_fetcher(crawl: CrawlConfig) -> Fetcher:
+    """One Fetcher per worker process and config, so the DNS cache is shared by every unit it stages."""
+    return Fetcher(crawl)
+
+
+def decode_pool(threads: int) -> ThreadPoolExecutor:
+    """Decoding runs here while the event loop keeps fetching: Pillow releases the GIL as it decodes."""
+    return _decode_pool(threads, os.getpid())
+
+
+@lru_cache(maxsize=4)
+def _decode_pool(threads: int, pid: int) -> ThreadPoolExecutor:
+    # Keyed by pid: a forked child inherits the cache but not the threads, and would wait forever.
+    return ThreadPoolExecutor(threads, thread_name_prefix="thresher-decode")
+
+
 def read_file_uri(uri: str) -> Fetched:
     path = Path(uri.removeprefix("file://"))
     try:
@@ -37,15 +62,39 @@ def read_file_uri(uri: str) -> Fetched:
         return Fetched(Status.FAILED_TO_DOWNLOAD, f"{type(exc).__name__}: {exc}", attempts=1)
 
 
-def _unit_samples(unit: Unit, crawl: CrawlConfig) -> Iterator[tuple[dict, Fetched]]:
-    """(identity columns, fetched bytes) for each input row of the unit, in input order."""
+def _unit_outcomes(unit: Unit, crawl: CrawlConfig, fetcher: Fetcher | None) -> list[Outcome]:
+    """One outcome per input row of the unit, in input order."""
     if unit.kind == "webdataset":
-        yield from _wds_samples(unit)
-        return
+        return [outcome(row, fetched, crawl) for row, fetched in _wds_samples(unit)]
     rows = pq.read_table(unit.path).to_pylist()
-    urls = [r[col.URL] for r in rows]
-    fetched = Fetcher(crawl).fetch_all(urls) if unit.kind == "url_list" else [read_file_uri(u) for u in urls]
-    yield from zip(rows, fetched)
+    if unit.kind == "url_list":
+        return asyncio.run(crawl_rows(rows, fetcher or worker_fetcher(crawl), crawl))
+    return [outcome(row, read_file_uri(row[col.URL]), crawl) for row in rows]
+
+
+async def crawl_rows(rows: list[dict], fetcher: Fetcher, crawl: CrawlConfig) -> list[Outcome]:
+    """Fetch and stage every row, at most ``crawl.concurrency`` in flight (fetching or decoding).
+
+    The gate covers decoding too, so downloaded bytes waiting for a decode thread are bounded by it.
+    """
+    loop, gate = asyncio.get_running_loop(), asyncio.Semaphore(crawl.concurrency)
+    pool = decode_pool(crawl.decode_threads)
+    results: list[Outcome | None] = [None] * len(rows)
+
+    async def one(i: int, session: aiohttp.ClientSession) -> None:
+        try:
+            fetched = await fetcher.fetch(session, rows[i][col.URL])
+            results[i] = await loop.run_in_executor(pool, outcome, rows[i], fetched, crawl)
+        finally:
+            gate.release()
+
+    async with fetcher.session() as session:
+        tasks = []
+        for i in range(len(rows)):
+            await gate.acquire()
+            tasks.append(asyncio.create_task(one(i, session)))
+        await asyncio.gather(*tasks)
+    return results  # type: ignore[return-value]  # every slot is filled once gather returns
 
 
 def _wds_samples(unit: Unit) -> Iterator[tuple[dict, Fetched]]:
@@ -71,41 +120,40 @@ def _json_or_empty(data: bytes | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def ingest_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout) -> dict:
+def ingest_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout, fetcher: Fetcher | None = None) -> dict:
     """Stage one unit; returns {"unit": index, "rows": n, "status": {status: count}}."""
     tar_path, rows_path = layout.staged_tar(unit.index), layout.staged_rows(unit.index)
-    records: list[dict] = []
-    staged: list[tuple[str, dict[str, bytes]]] = []
-    for identity, fetched in _unit_samples(unit, crawl):
-        records.append(_record(identity, fetched, crawl, staged, layout.relative(tar_path)))
-    write_tar(tar_path, staged)
-    table = pa.Table.from_pylist(records, schema=INGEST_SCHEMA)
-    write_parquet(table, rows_path)
+    shard = layout.relative(tar_path)
+    outcomes = _unit_outcomes(unit, crawl, fetcher)
+    records = [record for record, _ in outcomes]
+    for record, sample in outcomes:
+        if sample is not None:
+            record[col.SHARD] = shard
+    write_tar(tar_path, (sample for _, sample in outcomes if sample is not None))
+    write_parquet(pa.Table.from_pylist(records, schema=INGEST_SCHEMA), rows_path)
     return {"unit": unit.index, "rows": len(records), "status": dict(Counter(r[col.STATUS] for r in records))}
 
 
-def _record(identity: dict, fetched: Fetched, crawl: CrawlConfig, staged: list, shard: str) -> dict:
+def outcome(identity: dict, fetched: Fetched, crawl: CrawlConfig) -> Outcome:
+    """The manifest row for one input row and, on success, its staged sample (key, {ext: bytes})."""
     record = {**identity, col.STATUS: fetched.status, col.ERROR: fetched.error,
               col.HTTP_STATUS: fetched.http_status, col.ATTEMPTS: fetched.attempts}
-    if fetched.status == Status.SUCCESS:
-        record.update(_stage(fetched.data, crawl, record, staged, shard))
-    return record
-
-
-def _stage(data: bytes, crawl: CrawlConfig, record: dict, staged: list, shard: str) -> dict:
+    if fetched.status != Status.SUCCESS or fetched.data is None:
+        return record, None
+    data = fetched.data
     result = stage_image(data, crawl)
-    out = {
+    record.update({
         col.STATUS: result.status, col.ERROR: result.error, col.MIME_TYPE: result.mime_type,
         col.BYTES: len(data), col.SHA256: hashlib.sha256(data).hexdigest(),
         col.WIDTH: result.width, col.HEIGHT: result.height,
         col.ORIGINAL_WIDTH: result.original_width, col.ORIGINAL_HEIGHT: result.original_height,
-    }
-    if result.status == Status.SUCCESS:
-        key = record[col.SAMPLE_ID]
-        members = {crawl.encode_format: result.data, "txt": (record[col.CAPTION] or "").encode("utf-8")}
-        staged.append((key, members))
-        out[col.SHARD], out[col.MEMBER] = shard, f"{key}.{crawl.encode_format}"
-    return out
+    })
+    if result.status != Status.SUCCESS:
+        return record, None
+    key = record[col.SAMPLE_ID]
+    record[col.MEMBER] = f"{key}.{crawl.encode_format}"
+    members = {crawl.encode_format: result.data, "txt": (record.get(col.CAPTION) or "").encode("utf-8")}
+    return record, (key, members)
 
 
 # --- retry: refetch the retryable failures of a staged unit, in place -----------------------------
@@ -124,6 +172,12 @@ def units_to_retry(units: list[Unit], layout: RunLayout) -> list[Unit]:
     return [u for u in units if needs(u)]
 
 
+def _refetch(unit: Unit, rows: list[dict], crawl: CrawlConfig) -> list[Outcome]:
+    if unit.kind == "url_list":
+        return asyncio.run(crawl_rows(rows, worker_fetcher(crawl), crawl))
+    return [outcome(row, read_file_uri(row[col.URL]), crawl) for row in rows]
+
+
 def retry_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout) -> dict:
     """Refetch the unit's retryable rows and rewrite its tar and Parquet atomically, Parquet last.
 
@@ -135,15 +189,14 @@ def retry_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout) -> dict:
         return ingest_unit(unit, crawl, layout)
     records = pq.read_table(rows_path).to_pylist()
     retry = [i for i, r in enumerate(records) if r[col.STATUS] in Status.RETRYABLE and unit.kind != "webdataset"]
-    urls = [records[i][col.URL] for i in retry]
-    fetched = Fetcher(crawl).fetch_all(urls) if unit.kind == "url_list" else [read_file_uri(u) for u in urls]
+    outcomes = _refetch(unit, [{k: records[i][k] for k in IDENTITY} for i in retry], crawl)
     members = _staged_members(tar_path, {r[col.SAMPLE_ID] for r in records if r[col.STATUS] == Status.SUCCESS})
-    staged: list[tuple[str, dict[str, bytes]]] = []
-    for i, result in zip(retry, fetched):
-        previous = records[i][col.ATTEMPTS] or 0
-        records[i] = _record({k: records[i][k] for k in IDENTITY}, result, crawl, staged, layout.relative(tar_path))
-        records[i][col.ATTEMPTS] = previous + (result.attempts or 0)
-    members.update(staged)
+    for i, (record, sample) in zip(retry, outcomes):
+        record[col.ATTEMPTS] = (records[i][col.ATTEMPTS] or 0) + (record[col.ATTEMPTS] or 0)
+        if sample is not None:
+            record[col.SHARD] = layout.relative(tar_path)
+            members[sample[0]] = sample[1]
+        records[i] = record
     write_tar(tar_path, [(r[col.SAMPLE_ID], members[r[col.SAMPLE_ID]]) for r in records
                          if r[col.STATUS] == Status.SUCCESS])
     write_parquet(pa.Table.from_pylist(records, schema=INGEST_SCHEMA), rows_path)

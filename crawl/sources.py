@@ -145,6 +145,7 @@ def plan_url_list(config: InputConfig, units_dir: Path) -> list[Unit]:
                     if config.caption_col and config.caption_col in chunk.column_names else [None] * len(urls))
         units.append(_write_unit(units_dir, index, urls, captions, str(path), first_row, config.rows_per_shard))
         first_row += len(urls)
+        pa.default_memory_pool().release_unused()  # hand freed chunk buffers back, so RSS tracks one chunk
     return units
 
 

@@ -73,7 +73,26 @@ IMAGE = "image"
 
 
 class Status:
-    """Per-row outcome of ingest. Every input row ends with exactly one of these."""
+    """Per-row outcome of ingest. Every input row ends with exactly one of these, and ``error`` says why.
+
+    - ``success``: fetched, decoded and staged; ``sha256``/``bytes``/``mime_type`` describe the original.
+    - ``failed_to_download``: the network or server failed: an HTTP error status (``http_status`` says
+      which), a timeout, a reset connection, a redirect loop or chain longer than ``max_redirects``.
+      Timeouts, connection errors, 408, 429 and 5xx were retried ``crawl.retries`` times first
+      (``attempts`` counts every try); other 4xx are final at once.
+    - ``failed_to_decode``: the bytes look like an image (magic number) but do not decode (truncated, corrupt).
+    - ``filtered_size`` / ``filtered_aspect_ratio``: decoded header below ``min_image_size`` or more
+      elongated than ``max_aspect_ratio``.
+    - ``disallowed_by_robots``: an ``X-Robots-Tag`` opt-out (``noai``, ``noimageai``, ``noindex``,
+      ``noimageindex`` by default) for every agent or ours; the body is not read.
+    - ``blocked_address``: the SSRF guard refused the host: loopback, private, link-local (cloud
+      metadata), shared, multicast, unspecified or reserved, in any spelling, after DNS or after a redirect.
+    - ``invalid_url``: not an http(s) URL with a host (empty, another scheme, malformed).
+    - ``too_large``: the body (declared or as read) is larger than ``max_bytes``; reading stopped there.
+    - ``not_an_image``: the bytes are no known image format (an HTML page, an empty body), whatever the
+      Content-Type said.
+    - ``decompression_bomb``: the header declares more than ``max_pixels`` pixels; nothing was decoded.
+    """
 
     SUCCESS = "success"
     FAILED_TO_DOWNLOAD = "failed_to_download"
