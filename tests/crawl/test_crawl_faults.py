@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RecordingSleep, crawl, fast_config
+from crawl_support import RecordingSleep, crawl, fast_config
 from faultserver import bomb_png
 
 from manifests import schema as col
@@ -149,7 +149,7 @@ def test_invalid_urls_never_reach_the_network(server) -> None:
 
 MEMORY_PROBE = """
 import json, resource, sys
-from conftest import crawl, fast_config
+from crawl_support import crawl, fast_config
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rows = crawl(sys.argv[1:], fast_config(max_bytes=2 << 20))
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from conftest import fast_config
+from crawl_support import fast_config
 from faultserver import bomb_png, photo_jpeg
 from PIL import Image
 

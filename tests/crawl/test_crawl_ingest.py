@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import crawl, fast_config
+from crawl_support import crawl, fast_config
 from faultserver import photo_jpeg
 
 from crawl.config import InputConfig

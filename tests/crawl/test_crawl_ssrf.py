@@ -13,7 +13,7 @@ import socket
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
-from conftest import crawl, fast_config, only_port
+from crawl_support import crawl, fast_config, only_port
 
 from crawl.guard import AddressPolicy, is_blocked_ip, literal_ip
 from manifests import schema as col

@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import check_complete_run, crash, free_port, start_driver, wait_until
+from scaleout_support import check_complete_run, crash, free_port, start_driver, wait_until
 from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.shards import iter_tar

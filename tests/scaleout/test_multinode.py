@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import check_complete_run, start_driver, node_env
+from scaleout_support import check_complete_run, start_driver, node_env
 from manifests.layout import RunLayout
 from pipelines.corpus import build_corpus
 

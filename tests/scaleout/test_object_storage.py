@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import free_port
+from scaleout_support import free_port
 from manifests import schema as col
 from manifests.shards import iter_tar
 from pipelines import run as runner

@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import check_complete_run
+from scaleout_support import check_complete_run
 from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.schema import Status

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from chromium_cdp import Browser
-from conftest import REPO, SCRIPT_CAPTION, AestheticSection, ClipSection, NsfwSection, ScoreFilters
+from tooling_support import REPO, SCRIPT_CAPTION, AestheticSection, ClipSection, NsfwSection, ScoreFilters
 from filters.decide import decide
 from manifests import audit
 from manifests import schema as col

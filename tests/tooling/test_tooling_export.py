@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import webdataset as wds
 
-from conftest import tree_hashes
+from tooling_support import tree_hashes
 from manifests import schema as col
 from manifests.schema import Status
 from manifests.shards import iter_tar

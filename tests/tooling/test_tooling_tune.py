@@ -10,7 +10,7 @@ from collections import Counter
 
 import polars as pl
 
-from conftest import REPO, ClipSection, NsfwSection, ScoreFilters
+from tooling_support import REPO, ClipSection, NsfwSection, ScoreFilters
 from filters.config import RulesConfig
 from filters.decide import decide, reason_exprs
 from manifests import schema as col

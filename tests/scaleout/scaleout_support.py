@@ -1,0 +1,81 @@
+"""Fixtures of the scale-out tests: the driver subprocess, free ports, and run checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from manifests import schema as col
+from manifests.layout import RunLayout
+from manifests.shards import iter_tar
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "driver.py"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def node_env() -> dict[str, str]:
+    """Environment of a driver or Ray node process: the checkout and this folder importable, loopback-only Ray."""
+    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{HERE}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def start_driver(work: Path, port: int, *extra: str, prefix: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
+    work.mkdir(parents=True, exist_ok=True)
+    log = open(work / f"driver-{time.monotonic_ns()}.log", "w")
+    cmd = [*prefix, sys.executable, str(DRIVER), "--work", str(work), "--port", str(port), *extra]
+    return subprocess.Popen(cmd, cwd=REPO, env=env or node_env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_until(check: Callable[[], bool], proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if proc.poll() is not None:
+            raise AssertionError(f"driver exited ({proc.returncode}) before the moment to kill it")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the moment to kill the driver")
+        time.sleep(0.1)
+
+
+def crash(proc: subprocess.Popen) -> None:
+    """kill -9 the driver, then the local Ray it started (what a lost machine or pod looks like)."""
+    import psutil
+
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()
+    proc.wait()
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(children, timeout=20)
+
+
+def check_complete_run(root: Path, input_rows: int) -> pl.DataFrame:
+    """Every input row in the manifest exactly once; the shards hold exactly the kept rows, each once."""
+    layout = RunLayout.at(root)
+    manifest = pl.read_parquet(layout.manifest)
+    assert manifest.height == input_rows
+    assert manifest[col.SAMPLE_ID].n_unique() == input_rows
+    assert sorted(manifest[col.SOURCE_ROW].to_list()) == list(range(input_rows))
+    keys = [key for tar in sorted(layout.shards_dir.glob("*.tar")) for key, _ in iter_tar(tar)]
+    assert len(keys) == len(set(keys))
+    assert set(keys) == set(manifest.filter(pl.col(col.KEEP))[col.SAMPLE_ID].to_list())
+    return manifest
+

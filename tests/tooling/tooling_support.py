@@ -1,0 +1,108 @@
+"""Fixtures of the manifest-tool tests: a synthetic decided manifest, one real curated run, Chromium."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from functools import partial
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import yaml
+
+from filters.config import FiltersConfig
+from filters.decide import ThresholdRule, decide
+from manifests import schema as col
+from manifests.config import StrictModel
+from manifests.schema import Reason
+from manifests.synthetic import write_manifest
+from pipelines.config import build_config, dump_config
+
+REPO = Path(__file__).resolve().parents[2]
+KINDS = ("original", "too_small", "rescale", "truncated", "not_image", "zero_bytes", "not_found")
+SCRIPT_CAPTION = '<script>window.__pwned = 1; console.error("pwned")</script> a cat on a "sofa" & more'
+
+
+# Score-threshold sections as the filters engineers will add them (filters.clip.min_score, ...);
+# test-local so these tests do not depend on their branches.
+class MinScore(StrictModel):
+    column: ClassVar[str]
+    reason: ClassVar[str]
+    min_score: float | None = None
+
+    def threshold_rule(self) -> ThresholdRule | None:
+        return None if self.min_score is None else ThresholdRule(self.column, self.reason, minimum=self.min_score)
+
+
+class ClipSection(MinScore):
+    column: ClassVar[str] = col.CLIP_SCORE
+    reason: ClassVar[str] = Reason.CLIP_LOW
+
+
+class AestheticSection(MinScore):
+    column: ClassVar[str] = col.AESTHETIC_SCORE
+    reason: ClassVar[str] = Reason.AESTHETIC_LOW
+
+
+class NsfwSection(StrictModel):
+    max_prob: float | None = None
+
+    def threshold_rule(self) -> ThresholdRule | None:
+        return None if self.max_prob is None else ThresholdRule(col.NSFW_PROB, Reason.NSFW, maximum=self.max_prob)
+
+
+class ScoreFilters(FiltersConfig):
+    clip: ClipSection = ClipSection()
+    aesthetic: AestheticSection = AestheticSection()
+    nsfw: NsfwSection = NsfwSection()
+
+
+def run_config(root: Path, **sections) -> dict:
+    return {"output_dir": str(root), "input": {"kind": "url_list", "path": str(root / "urls.parquet")}, **sections}
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (relative path -> hex), to prove a tree was not touched."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory) -> Path:
+    """A run directory holding only a decided 20,000-row synthetic manifest (with score columns) and its config."""
+    root = tmp_path_factory.mktemp("synthetic") / "run"
+    config = build_config(run_config(root))
+    write_manifest(root / "manifest.parquet", 20_000, partial(decide, config=config.filters), seed=1,
+                   chunk_rows=7_000)
+    (root / "config.yaml").write_text(dump_config(config))
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory, ray_session) -> Path:
+    """A real curation of the demo corpus (loopback server, every phase on Ray), one row's caption hostile."""
+    from pipelines.corpus import build_corpus
+    from pipelines.demo import demo_config, serve_files, write_url_list
+    from pipelines.run import run
+
+    out = tmp_path_factory.mktemp("real")
+    files, rows = build_corpus(0)
+    rows = [r for r in rows if r.kind in KINDS]  # the near-duplicate variants add time, not coverage, here
+    rows[0] = dataclasses.replace(rows[0], caption=SCRIPT_CAPTION)
+    with serve_files(files) as base_url:
+        url_list = write_url_list(rows, base_url, out / "urls.parquet")
+        data = demo_config(url_list, out / "run")
+        (out / "config.yaml").write_text(yaml.safe_dump(data))
+        run(build_config(data))
+    return out / "run"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    from chromium_cdp import install_chromium
+    binary = install_chromium()
+    if binary is None:
+        pytest.skip("Debian's chromium is not installed and `apt-get install -y chromium` failed here "
+                    "(needs root and a reachable package mirror)")
+    return binary
