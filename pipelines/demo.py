@@ -62,8 +62,10 @@ def demo_config(url_list: Path, run_dir: Path) -> dict:
         "output_dir": str(run_dir),
         "input": {"kind": "url_list", "path": str(url_list), "rows_per_shard": 100},
         "crawl": {"allow_private_addresses": True, "retries": 1, "image_size": 256, "resize_mode": "border"},
+        "dedup": {"exact": {"enabled": True}, "phash": {"enabled": True}, "minhash": {"enabled": True}},
         "export": {"shard_size": 100},
-        "resources": {"ingest": {"concurrency": 2}, "export": {"concurrency": 2}},
+        "resources": {"ingest": {"concurrency": 2}, "export": {"concurrency": 2},
+                      "stages": {name: {"num_cpus": 0.25} for name in ("pixel_hash", "phash", "minhash")}},
         "ray": {"num_cpus": 2},
     }
 
