@@ -68,7 +68,6 @@ class PHashConfig(_Detector):
     bits: Literal[64, 256] = 64
     mirror: bool = Field(True, description="also hash the mirrored image, so left-right flips match")
     threshold: float = Field(0.84375, gt=0, le=1, description="1 - hamming/bits; 0.84375 = distance 10 of 64")
-    query_batch: int = Field(16384, ge=1)
 
 
 class SscdConfig(_Detector):
@@ -93,10 +92,10 @@ class SscdConfig(_Detector):
 
 
 class SearchConfig(StrictModel):
-    """FAISS search of float descriptors: exact inner product up to exact_max rows, IVF beyond."""
+    """FAISS search of SSCD vectors and pHash codes: exact up to exact_max rows, IVF beyond."""
 
     exact_max: int = Field(200_000, ge=1)
-    nlist: int | None = Field(None, ge=1, description="IVF lists; default 4*sqrt(n)")
+    nlist: int | None = Field(None, ge=1, description="IVF lists; default 4*sqrt(n) (float), sqrt(n) (binary)")
     nprobe: int = Field(16, ge=1)
     train_sample: int = Field(100_000, ge=1)
     add_batch: int = Field(65_536, ge=1)

@@ -55,14 +55,14 @@ def caption_pairs(config: MinHashConfig, files: list[Path], index: SampleIndex, 
                        verified[SIMILARITY].to_numpy(), "minhash")
 
 
-def phash_pairs(config: PHashConfig, files: list[Path], index: SampleIndex) -> pl.DataFrame:
+def phash_pairs(config: PHashConfig, search: SearchConfig, files: list[Path], index: SampleIndex) -> pl.DataFrame:
     nbytes = config.bits // 8
     pos, values = column_matrix(files, col.PHASH, index, lambda v: v.to_pylist())
     if values is None:
         return pl.DataFrame(schema=PAIRS_SCHEMA)
     codes, mirrored = split_codes(pl.Series(values, dtype=pl.String))
     max_distance = math.floor((1.0 - config.stored_from) * config.bits + 1e-9)
-    a, b, sim = binary_pairs(hex_matrix(codes.to_arrow(), nbytes), max_distance, config.query_batch,
+    a, b, sim = binary_pairs(hex_matrix(codes.to_arrow(), nbytes), max_distance, search,
                              None if mirrored is None else hex_matrix(mirrored.to_arrow(), nbytes))
     return named_pairs(index, pos[a], pos[b], sim, "phash")
 

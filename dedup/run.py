@@ -55,7 +55,7 @@ def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work:
         "sha256": lambda: equal_key_pairs(rows, col.SHA256, "sha256"),
         "pixels": lambda: equal_key_pairs(_require(scores, col.PIXEL_HASH), col.PIXEL_HASH, "pixels"),
         "minhash": lambda: caption_pairs(config.minhash, files, index, work),
-        "phash": lambda: phash_pairs(config.phash, files, index),
+        "phash": lambda: phash_pairs(config.phash, config.search, files, index),
         "sscd": lambda: sscd_pairs(config.sscd, config.search, files, index),
     }
     found, stats = [], {}

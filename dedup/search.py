@@ -4,7 +4,7 @@ Float descriptors (L2-normalised, so inner product = cosine): an exact ``IndexFl
 ``exact_max`` rows, beyond that an ``IndexIVFFlat`` trained on a sample and filled in batches; on a GPU
 when faiss has GPU support and sees one. Each query batch keeps its ``k`` nearest neighbours that
 reach the threshold. Binary codes (pHash): ``IndexBinaryFlat`` range search by Hamming radius.
-Both return (a, b, similarity) with a < b, sorted, so results do not depend on batch boundaries.
+Binary codes (pHash) beyond ``exact_max``: ``IndexBinaryIVF``. Both return (a, b, similarity) with a < b, sorted, so results do not depend on batch boundaries.
 """
 
 from __future__ import annotations
@@ -81,24 +81,40 @@ def float_pairs(vectors: np.ndarray, threshold: float, config: SearchConfig) -> 
     return _pairs(out_a, out_b, out_s)
 
 
-def binary_pairs(codes: np.ndarray, max_distance: int, query_batch: int = 16384,
+def build_binary_index(codes: np.ndarray, config: SearchConfig) -> faiss.IndexBinary:
+    """Exact ``IndexBinaryFlat`` up to ``exact_max`` codes; beyond, ``IndexBinaryIVF`` trained on a sample."""
+    n, nbytes = codes.shape
+    if n <= config.exact_max:
+        index = faiss.IndexBinaryFlat(nbytes * 8)
+    else:
+        nlist = config.nlist or int(np.sqrt(n))
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(nbytes * 8), nbytes * 8, nlist)
+        sample = np.sort(np.random.default_rng(config.seed).choice(n, min(n, config.train_sample), replace=False))
+        index.train(np.ascontiguousarray(codes[sample]))
+        index.nprobe = config.nprobe
+    for start in range(0, n, config.add_batch):
+        index.add(np.ascontiguousarray(codes[start:start + config.add_batch], dtype=np.uint8))
+    return index
+
+
+def binary_pairs(codes: np.ndarray, max_distance: int, config: SearchConfig,
                  mirrored: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """(a, b, 1 - hamming/bits) of every pair with Hamming distance <= max_distance, a < b.
 
     ``mirrored`` (codes of the left-right mirrored images, same rows) are searched too, so a flipped
-    copy is found: a pair's similarity is the better of the two.
+    copy is found: a pair's similarity is the better of the two. Exact up to ``config.exact_max``
+    codes; beyond, an IVF index finds the pairs whose codes fall in the ``nprobe`` nearest lists.
     """
     n, nbytes = codes.shape
     if n < 2:
         return _pairs([], [], [])
     bits = nbytes * 8
-    index = faiss.IndexBinaryFlat(bits)
-    index.add(np.ascontiguousarray(codes, dtype=np.uint8))
+    index = build_binary_index(codes, config)
     out_a, out_b, out_s = [], [], []
     for queries in (codes, mirrored):
-        for start in range(0, n if queries is not None else 0, query_batch):
+        for start in range(0, n if queries is not None else 0, config.query_batch):
             # faiss returns distances strictly below the radius.
-            batch = np.ascontiguousarray(queries[start:start + query_batch], dtype=np.uint8)
+            batch = np.ascontiguousarray(queries[start:start + config.query_batch], dtype=np.uint8)
             lims, dist, ids = index.range_search(batch, max_distance + 1)
             out_a.append(np.repeat(np.arange(len(batch)), np.diff(lims.astype(np.int64))) + start)
             out_b.append(ids.astype(np.int64))

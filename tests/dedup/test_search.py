@@ -49,7 +49,7 @@ def test_binary_pairs_equal_numpy_hamming_with_mirrors():
     codes[1000:1100] = codes[:100] ^ (rng.random((100, 8)) < 0.08).astype(np.uint8)
     mirrored = rng.integers(0, 256, size=(1500, 8), dtype=np.uint8)
     mirrored[1400:1450] = codes[200:250]
-    a, b, sim = binary_pairs(codes, 10, query_batch=256, mirrored=mirrored)
+    a, b, sim = binary_pairs(codes, 10, SearchConfig(query_batch=256), mirrored=mirrored)
     popcount = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
 
     def hamming(q: np.ndarray) -> np.ndarray:
@@ -61,3 +61,14 @@ def test_binary_pairs_equal_numpy_hamming_with_mirrors():
     assert set(zip(a.tolist(), b.tolist())) == set(zip(ea.tolist(), eb.tolist()))
     np.testing.assert_allclose(sim, 1 - dist[a, b] / 64)
     assert len(a) >= 140
+
+
+def test_binary_ivf_finds_planted_pairs():
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 256, size=(4000, 8), dtype=np.uint8)
+    codes[3800:] = codes[:200] ^ (rng.random((200, 8)) < 0.06).astype(np.uint8)
+    config = SearchConfig(exact_max=100, nlist=16, nprobe=4, train_sample=2000, query_batch=1000)
+    a, b, _ = binary_pairs(codes, 10, config)
+    exact = set(zip(*binary_pairs(codes, 10, SearchConfig())[:2]))
+    found = set(zip(a.tolist(), b.tolist()))
+    assert found <= exact and len(found) / len(exact) >= 0.9
