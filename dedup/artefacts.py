@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import polars as pl
@@ -77,7 +77,8 @@ def hex_matrix(values: pa.Array, nbytes: int) -> np.ndarray:
     return binary_matrix(decoded.to_arrow(), np.uint8, nbytes)
 
 
-def column_matrix(files: list[Path], column: str, index: SampleIndex, read: callable) -> tuple[np.ndarray, np.ndarray]:
+def column_matrix(files: list[Path], column: str, index: SampleIndex,
+                  read: Callable[[pa.Array], Any]) -> tuple[np.ndarray, np.ndarray | None]:
     """(positions sorted, matrix rows in that order) of every non-null row of ``column`` in ``files``."""
     parts, positions = [], []
     for ids, values in iter_column(files, column):

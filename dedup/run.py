@@ -95,5 +95,5 @@ def run_dedup(config: DedupConfig, layout: RunLayout) -> dict:
     write_parquet(duplicates.to_arrow(), layout.duplicates)
     dropped = duplicates.filter(pl.col(col.DUPLICATE_OF).is_not_null())
     return {"detectors": detectors, "pairs": stats, "clusters": duplicates[col.CLUSTER_ID].n_unique(),
-            "duplicates": dropped.height,
+            "kept_in_clusters": duplicates.height - dropped.height, "duplicates": dropped.height,
             "by_kind": dict(dropped.group_by(col.DUP_KIND).len().sort(col.DUP_KIND).iter_rows())}
