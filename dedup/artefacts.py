@@ -62,6 +62,8 @@ def binary_matrix(values: pa.Array, dtype: np.dtype, width: int) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     values = values.cast(pa.large_binary())
+    if len(values) == 0:
+        return np.empty((0, width), dtype=dtype)
     itemsize = np.dtype(dtype).itemsize
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset:values.offset + len(values) + 1]
     if len(values) and not (np.diff(offsets) == width * itemsize).all():
