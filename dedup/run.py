@@ -90,10 +90,17 @@ def run_dedup(config: DedupConfig, layout: RunLayout) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_parquet(pairs.to_arrow(), layout.pairs)
-    duplicates = cluster(pairs, config.thresholds(), keep_scores(layout, rows, config.keep.order),
-                         config.keep.order, config.keep.mode)
+    return {"detectors": detectors, "pairs": stats, **recluster(config, layout)}
+
+
+def recluster(config: DedupConfig, layout: RunLayout) -> dict:
+    """dedup/pairs.parquet + scores -> dedup/duplicates.parquet with ``config``'s thresholds and keep
+    policy; no descriptor is read. A threshold can be loosened only down to the detector's store_threshold."""
+    pairs = pl.read_parquet(layout.pairs)
+    scores = keep_scores(layout, staged_rows(layout), config.keep.order)
+    duplicates = cluster(pairs, config.thresholds(), scores, config.keep.order, config.keep.mode)
     write_parquet(duplicates.to_arrow(), layout.duplicates)
     dropped = duplicates.filter(pl.col(col.DUPLICATE_OF).is_not_null())
-    return {"detectors": detectors, "pairs": stats, "clusters": duplicates[col.CLUSTER_ID].n_unique(),
-            "kept_in_clusters": duplicates.height - dropped.height, "duplicates": dropped.height,
+    return {"clusters": duplicates[col.CLUSTER_ID].n_unique(), "kept_in_clusters": duplicates.height - dropped.height,
+            "duplicates": dropped.height,
             "by_kind": dict(dropped.group_by(col.DUP_KIND).len().sort(col.DUP_KIND).iter_rows())}

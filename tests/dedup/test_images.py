@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from dedup.config import DedupConfig
-from dedup.run import run_dedup
+from dedup.run import recluster, run_dedup
 from manifests import schema as col
 from tests.dedup.runs import write_run
 
@@ -65,3 +65,14 @@ def test_same_result_whatever_the_shard_split(tmp_path, near_dup_set):
     for pairs, dups, count in outputs[1:]:
         assert pairs.equals(outputs[0][0]) and dups.equals(outputs[0][1]) and count == outputs[0][2]
     assert {"exact", "image", "caption"} <= set(outputs[0][1][col.DUP_KIND].drop_nulls())
+
+
+def test_recluster_from_stored_pairs_changes_only_what_the_thresholds_change(tmp_path, near_dup_set):
+    loose = DedupConfig.model_validate({"phash": {"enabled": True, "store_threshold": 0.75}})
+    layout = write_run(tmp_path, near_dup_set, loose, shards=2, seed=3)
+    first = run_dedup(loose, layout)
+    again = pl.read_parquet(layout.duplicates)
+    stricter = DedupConfig.model_validate({"phash": {"enabled": True, "threshold": 0.95, "store_threshold": 0.75}})
+    assert recluster(stricter, layout)["duplicates"] < first["duplicates"]
+    assert recluster(loose, layout)["duplicates"] == first["duplicates"]
+    assert pl.read_parquet(layout.duplicates).equals(again)
