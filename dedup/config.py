@@ -98,6 +98,7 @@ class SearchConfig(StrictModel):
     nlist: int | None = Field(None, ge=1, description="IVF lists; default 4*sqrt(n) (float), sqrt(n) (binary)")
     nprobe: int = Field(16, ge=1)
     train_sample: int = Field(100_000, ge=1)
+    train_iterations: int = Field(10, ge=1, description="k-means iterations of the float IVF quantizer")
     add_batch: int = Field(65_536, ge=1)
     query_batch: int = Field(16_384, ge=1)
     k: int = Field(16, ge=2, description="neighbours per query kept if above the threshold")

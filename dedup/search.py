@@ -46,6 +46,7 @@ def build_float_index(vectors: np.ndarray, config: SearchConfig) -> faiss.Index:
     else:
         nlist = config.nlist or int(4 * np.sqrt(n))
         cpu = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        cpu.cp.niter = config.train_iterations
         index = _gpu(cpu, config)
         rng = np.random.default_rng(config.seed)
         sample = np.sort(rng.choice(n, size=min(n, max(config.train_sample, nlist * 39)), replace=False))
