@@ -123,7 +123,7 @@ def planted_vectors(n: int, d: int, planted: int, seed: int = 0) -> tuple[np.nda
     return x, np.stack([src, dst], axis=1)
 
 
-def bench_knn(scale: float, threads: int) -> dict:
+def bench_knn(scale: float, threads: int, nprobe: int = 8, exact_queries: int = 5_000) -> dict:
     import faiss
 
     from dedup.search import build_float_index, float_pairs
@@ -131,19 +131,19 @@ def bench_knn(scale: float, threads: int) -> dict:
     faiss.omp_set_num_threads(threads)
     n, planted = int(1_000_000 * scale), max(100, int(10_000 * scale))
     x, pairs = planted_vectors(n, 512, planted)
-    nlist = max(16, int(np.sqrt(n)))
-    ivf = SearchConfig(exact_max=1, nlist=nlist, nprobe=16, train_sample=max(10_000, 30 * nlist), use_gpu=False)
+    nlist = max(16, int(4 * np.sqrt(n)))  # the library default
+    ivf = SearchConfig(exact_max=1, nlist=nlist, nprobe=nprobe, train_sample=40 * nlist, use_gpu=False)
     start, cpu = time.perf_counter(), cpu_seconds()
     a, b, _ = float_pairs(x, 0.75, ivf)
     ivf_s, ivf_cpu = time.perf_counter() - start, cpu_seconds() - cpu
     found = set(zip(a.tolist(), b.tolist()))
     recall = np.mean([(min(s, d), max(s, d)) in found for s, d in pairs])
     exact = build_float_index(x, SearchConfig(exact_max=n, use_gpu=False))
-    q = min(n, 20_000)
+    q = min(n, exact_queries)
     start = time.perf_counter()
     exact.search(x[:q], 16)
     exact_s = (time.perf_counter() - start) * n / q
-    return {"vectors": n, "dim": 512, "threads": threads, "planted": planted, "ivf_nlist": nlist, "ivf_nprobe": 16,
+    return {"vectors": n, "dim": 512, "threads": threads, "planted": planted, "ivf_nlist": nlist, "ivf_nprobe": nprobe,
             "ivf_wall_s": ivf_s, "ivf_cpu_s": ivf_cpu, "ivf_recall_planted": float(recall), "ivf_pairs": len(found),
             "exact_wall_s_extrapolated": exact_s, "exact_measured_queries": q, "peak_rss_mib": peak_rss_mib()}
 
