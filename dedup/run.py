@@ -2,12 +2,105 @@
 
 from __future__ import annotations
 
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+
+from dedup.artefacts import SampleIndex
+from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster
 from dedup.config import DedupConfig
+from dedup.detectors import caption_pairs, equal_key_pairs, phash_pairs, sscd_pairs
+from manifests import schema as col
+from manifests.io import write_parquet
 from manifests.layout import RunLayout
+from manifests.schema import Status
+
+
+def enabled_detectors(config: DedupConfig) -> list[str]:
+    names = []
+    if config.exact.enabled:
+        names += [n for n, on in (("sha256", config.exact.sha256), ("pixels", config.exact.pixels)) if on]
+    names += [n for n in ("minhash", "phash", "sscd") if getattr(config, n).enabled]
+    return names
+
+
+def staged_rows(layout: RunLayout) -> pl.LazyFrame:
+    files = [str(p) for p in layout.staged_row_files()]
+    if not files:
+        return pl.LazyFrame(schema={col.SAMPLE_ID: pl.String, col.SHA256: pl.String, RESOLUTION: pl.Int64})
+    return (pl.scan_parquet(files).filter(pl.col(col.STATUS) == Status.SUCCESS)
+            .select(col.SAMPLE_ID, col.SHA256,
+                    (pl.col(col.ORIGINAL_WIDTH).cast(pl.Int64) * pl.col(col.ORIGINAL_HEIGHT)).alias(RESOLUTION)))
+
+
+def keep_scores(layout: RunLayout, rows: pl.LazyFrame, order: tuple[str, ...]) -> pl.DataFrame:
+    """sample_id + the keep-policy columns that exist: score-phase scores and the original resolution."""
+    frame = rows.select(col.SAMPLE_ID, RESOLUTION)
+    files = [str(p) for p in layout.score_files()]
+    if files:
+        scores = pl.scan_parquet(files)
+        present = [c for c in order if c in scores.collect_schema().names() and c not in col.ARTEFACT_COLUMNS]
+        if present:
+            frame = frame.join(scores.select(col.SAMPLE_ID, *present), on=col.SAMPLE_ID, how="left")
+    return frame.collect()
+
+
+def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work: Path) -> tuple[pl.DataFrame, dict]:
+    files = layout.score_files()
+    scores = pl.scan_parquet([str(f) for f in files]) if files else None
+    index = SampleIndex.of(rows.select(col.SAMPLE_ID).collect()[col.SAMPLE_ID])
+    finders = {
+        "sha256": lambda: equal_key_pairs(rows, col.SHA256, "sha256"),
+        "pixels": lambda: equal_key_pairs(_require(scores, col.PIXEL_HASH), col.PIXEL_HASH, "pixels"),
+        "minhash": lambda: caption_pairs(config.minhash, files, index, work),
+        "phash": lambda: phash_pairs(config.phash, config.search, files, index),
+        "sscd": lambda: sscd_pairs(config.sscd, config.search, files, index),
+    }
+    found, stats = [], {}
+    for name in enabled_detectors(config):
+        start = time.perf_counter()
+        pairs = finders[name]()
+        found.append(pairs)
+        stats[name] = {"pairs": pairs.height, "wall_s": round(time.perf_counter() - start, 3)}
+    pairs = pl.concat(found) if found else pl.DataFrame(schema=PAIRS_SCHEMA)
+    return pairs.sort(SAMPLE_A, SAMPLE_B, DETECTOR), stats
+
+
+def _require(scores: pl.LazyFrame | None, column: str) -> pl.LazyFrame:
+    if scores is None or column not in scores.collect_schema().names():
+        raise RuntimeError(f"the score phase wrote no {column!r} column: re-run the score phase with its "
+                           f"dedup stage enabled (run the phases in order: score, then dedup)")
+    return scores
 
 
 def run_dedup(config: DedupConfig, layout: RunLayout) -> dict:
     """Write dedup/pairs.parquet and dedup/duplicates.parquet; with no detector enabled, write nothing."""
     layout.pairs.unlink(missing_ok=True)
     layout.duplicates.unlink(missing_ok=True)
-    return {"detectors": []}
+    detectors = enabled_detectors(config)
+    if not detectors:
+        return {"detectors": []}
+    work = layout.pairs.parent / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        rows = staged_rows(layout)
+        pairs, stats = find_pairs(config, layout, rows, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    write_parquet(pairs.to_arrow(), layout.pairs)
+    return {"detectors": detectors, "pairs": stats, **recluster(config, layout)}
+
+
+def recluster(config: DedupConfig, layout: RunLayout) -> dict:
+    """dedup/pairs.parquet + scores -> dedup/duplicates.parquet with ``config``'s thresholds and keep
+    policy; no descriptor is read. A threshold can be loosened only down to the detector's store_threshold."""
+    pairs = pl.read_parquet(layout.pairs)
+    scores = keep_scores(layout, staged_rows(layout), config.keep.order)
+    duplicates = cluster(pairs, config.thresholds(), scores, config.keep.order, config.keep.mode)
+    write_parquet(duplicates.to_arrow(), layout.duplicates)
+    dropped = duplicates.filter(pl.col(col.DUPLICATE_OF).is_not_null())
+    return {"clusters": duplicates[col.CLUSTER_ID].n_unique(), "kept_in_clusters": duplicates.height - dropped.height,
+            "duplicates": dropped.height,
+            "by_kind": dict(dropped.group_by(col.DUP_KIND).len().sort(col.DUP_KIND).iter_rows())}

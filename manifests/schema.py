@@ -56,6 +56,9 @@ CLUSTER_ID = "cluster_id"
 DUPLICATE_OF = "duplicate_of"
 DUP_KIND = "dup_kind"
 DUP_SIMILARITY = "dup_similarity"
+# Columns of dedup/duplicates.parquet beside the ones above (not copied into the manifest).
+KEPT_SAMPLE_ID = "kept_sample_id"
+SIMILARITY = "similarity"  # joined into the manifest as dup_similarity
 
 # Decision.
 KEEP = "keep"

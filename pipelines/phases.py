@@ -150,7 +150,8 @@ def assemble(layout: RunLayout) -> pl.LazyFrame:
         frame = frame.join(scores, on=col.SAMPLE_ID, how="left")
     if layout.duplicates.exists():
         dups = pl.scan_parquet(layout.duplicates).select(
-            col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND, col.DUP_SIMILARITY)
+            col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
+            pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY))
         frame = frame.join(dups, on=col.SAMPLE_ID, how="left")
     return frame
 

@@ -57,7 +57,23 @@ def score_stages(config: RunConfig) -> list[StageSpec]:
         specs.append(_spec(config, "aesthetic", AestheticScorer, filters.aesthetic))
     if filters.nsfw.enabled:
         specs.append(_spec(config, "nsfw", nsfw_stage(filters.nsfw), filters.nsfw))
+    specs += dedup_stages(config)
     return specs
+
+
+def dedup_stages(config: RunConfig) -> list[StageSpec]:
+    """Descriptors the dedup phase reads: pixel hash, pHash, caption MinHash, SSCD embedding."""
+    from dedup.minhash import CaptionMinHasher
+    from dedup.phash import PerceptualHasher
+    from dedup.pixels import PixelHasher
+    from dedup.sscd import SscdEmbedder
+
+    d = config.dedup
+    wanted = [("pixel_hash", PixelHasher, d.exact, d.exact.enabled and d.exact.pixels),
+              ("phash", PerceptualHasher, d.phash, d.phash.enabled),
+              ("minhash", CaptionMinHasher, d.minhash, d.minhash.enabled),
+              ("sscd", SscdEmbedder, d.sscd, d.sscd.enabled)]
+    return [_spec(config, name, cls, section) for name, cls, section, on in wanted if on]
 
 
 def caption_stages(config: RunConfig) -> list[StageSpec]:

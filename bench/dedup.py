@@ -1,0 +1,216 @@
+"""Dedup benchmarks: MinHash signature rate, caption LSH at 1M, float kNN at 1M x 512, pHash search at 1M.
+
+    PYTHONPATH=. python bench/dedup.py [--scale 0.1] [--only minhash,lsh,knn,phash] [--threads 2]
+
+Each section runs in its own forked process, so its peak RSS is its own. Prints a table and writes
+bench/results/dedup-<time>.json. --scale multiplies every size (1.0 = the sizes in the issue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dedup.config import MinHashConfig, SearchConfig  # noqa: E402
+from dedup.minhash import MinHasher  # noqa: E402
+from dedup.synthetic import captions  # noqa: E402
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process, all threads: with the wall time it shows how contended the run was."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_minhash(scale: float, threads: int) -> dict:
+    from datasketch import MinHash
+
+    n = max(2000, int(200_000 * scale))
+    texts, _ = captions(n, seed=1)
+    hasher = MinHasher(128, 3, 1)
+    hasher.signatures(texts[:2000])  # warm up
+    # CPU seconds of this (single-threaded) process: a per-core rate even on a shared machine.
+    start, wall = time.process_time(), time.perf_counter()
+    sigs, _ = hasher.signatures(texts)
+    ours, ours_wall = time.process_time() - start, time.perf_counter() - wall
+    m = max(1000, n // 10)
+    sets = hasher.shingle_sets(texts[:m])
+    start = time.process_time()
+    reference = []
+    for caption in texts[:m]:  # what the shingling + a per-object update loop costs with datasketch
+        mh = MinHash(num_perm=128, seed=1)
+        for shingle in hasher.shingle_sets([caption])[0]:
+            mh.update(shingle.encode())
+        reference.append(mh.hashvalues)
+    loop = time.process_time() - start
+    equal = all(np.array_equal(a, b) for a, b in zip(reference, sigs[:m]))
+    return {"captions": n, "ours_per_s_core": n / ours, "ours_per_s_wall": n / ours_wall,
+            "datasketch_captions": m, "datasketch_per_s_core": m / loop,
+            "speedup": (n / ours) / (m / loop), "identical_to_datasketch": equal,
+            "shingles_per_caption": float(np.mean([len(s) for s in sets]))}
+
+
+def bench_lsh(scale: float, threads: int) -> dict:
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dedup.artefacts import SampleIndex
+    from dedup.detectors import caption_pairs
+
+    n = int(1_000_000 * scale)
+    start = time.perf_counter()
+    texts, source = captions(n, dup_fraction=0.1, seed=2)
+    generate = time.perf_counter() - start
+    config = MinHashConfig(enabled=True)
+    hasher = MinHasher(config.num_perm, config.ngram, config.seed, config.min_words)
+    ids = np.array([f"{i:09d}" for i in range(n)])
+    with tempfile.TemporaryDirectory(prefix="dedup-bench-") as tmp:
+        files = []
+        start = time.perf_counter()
+        for k, part in enumerate(np.array_split(np.arange(n), 10)):
+            sigs, valid = hasher.signatures([texts[i] for i in part])
+            blobs = [s.astype("<u4").tobytes() if v else None for s, v in zip(sigs, valid)]
+            files.append(Path(tmp) / f"{k:03d}.parquet")
+            pq.write_table(pa.table({"sample_id": ids[part], "caption_minhash": pa.array(blobs, pa.binary())}), files[-1])
+        signing = time.perf_counter() - start
+        del sigs, blobs
+        start, cpu = time.perf_counter(), cpu_seconds()
+        pairs = caption_pairs(config, files, SampleIndex.of(pl.Series(ids)), Path(tmp) / "work")
+        lsh, lsh_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    found = set(zip(pairs["sample_a"].to_list(), pairs["sample_b"].to_list()))
+    planted = [(ids[s], ids[i]) for i, s in enumerate(source) if s >= 0]
+    sets = {}
+    def shingle_set(i: int) -> set:
+        if i not in sets:
+            sets[i] = set(hasher.shingle_sets([texts[i]])[0] or [])
+        return sets[i]
+    above = [(a, b) for a, b in planted
+             if len(shingle_set(int(a)) & shingle_set(int(b))) / max(1, len(shingle_set(int(a)) | shingle_set(int(b))))
+             >= config.threshold]
+    recall = sum((a, b) in found for a, b in above) / max(1, len(above))
+    return {"captions": n, "generate_s": generate, "signatures_s": signing, "lsh_cluster_s": lsh, "lsh_cluster_cpu_s": lsh_cpu,
+            "pairs": pairs.height, "planted_pairs_jaccard_ge_0.8": len(above), "recall_of_those": recall,
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def planted_vectors(n: int, d: int, planted: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.empty((n, d), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        x[start:start + 100_000] = rng.standard_normal((min(100_000, n - start), d), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    src = rng.choice(n - planted, planted, replace=False)
+    dst = np.arange(n - planted, n)
+    noise = rng.standard_normal((planted, d), dtype=np.float32) * rng.uniform(0.3, 0.7, (planted, 1)).astype(np.float32)
+    x[dst] = x[src] + noise / np.sqrt(d)
+    x[dst] /= np.linalg.norm(x[dst], axis=1, keepdims=True)
+    return x, np.stack([src, dst], axis=1)
+
+
+def bench_knn(scale: float, threads: int, nprobe: int = 8, exact_queries: int = 5_000) -> dict:
+    import faiss
+
+    from dedup.search import build_float_index, float_pairs
+
+    faiss.omp_set_num_threads(threads)
+    n, planted = int(1_000_000 * scale), max(100, int(10_000 * scale))
+    x, pairs = planted_vectors(n, 512, planted)
+    nlist = max(16, int(4 * np.sqrt(n)))  # the library default
+    ivf = SearchConfig(exact_max=1, nlist=nlist, nprobe=nprobe, train_sample=40 * nlist, use_gpu=False)
+    start, cpu = time.perf_counter(), cpu_seconds()
+    a, b, _ = float_pairs(x, 0.75, ivf)
+    ivf_s, ivf_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    found = set(zip(a.tolist(), b.tolist()))
+    recall = np.mean([(min(s, d), max(s, d)) in found for s, d in pairs])
+    exact = build_float_index(x, SearchConfig(exact_max=n, use_gpu=False))
+    q = min(n, exact_queries)
+    start = time.perf_counter()
+    exact.search(x[:q], 16)
+    exact_s = (time.perf_counter() - start) * n / q
+    return {"vectors": n, "dim": 512, "threads": threads, "planted": planted, "ivf_nlist": nlist, "ivf_nprobe": nprobe,
+            "ivf_wall_s": ivf_s, "ivf_cpu_s": ivf_cpu, "ivf_recall_planted": float(recall), "ivf_pairs": len(found),
+            "exact_wall_s_extrapolated": exact_s, "exact_measured_queries": q, "peak_rss_mib": peak_rss_mib()}
+
+
+def bench_phash(scale: float, threads: int) -> dict:
+    import faiss
+
+    from dedup.search import binary_pairs, build_binary_index
+
+    faiss.omp_set_num_threads(threads)
+    n, planted = int(1_000_000 * scale), max(100, int(10_000 * scale))
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, size=(n, 8), dtype=np.uint8)
+    codes[n - planted:] = codes[:planted] ^ (rng.random((planted, 8)) < 0.08).astype(np.uint8)
+    nlist = max(16, int(np.sqrt(n)))
+    config = SearchConfig(exact_max=1, nlist=nlist, nprobe=16, train_sample=20_000, query_batch=65_536)
+    start, cpu = time.perf_counter(), cpu_seconds()
+    a, b, _ = binary_pairs(codes, 10, config)
+    ivf_s, ivf_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    found = set(zip(a.tolist(), b.tolist()))
+    dist = np.unpackbits(codes[:planted] ^ codes[n - planted:], axis=1).sum(1)
+    within = [(i, n - planted + i) for i in range(planted) if dist[i] <= 10]
+    recall = np.mean([p in found for p in within])
+    flat = build_binary_index(codes, SearchConfig(exact_max=n))
+    q = min(n, 20_000)
+    start = time.perf_counter()
+    flat.range_search(codes[:q], 11)
+    flat_s = (time.perf_counter() - start) * n / q
+    return {"codes": n, "bits": 64, "threads": threads, "radius": 10, "ivf_nlist": nlist, "ivf_nprobe": 16,
+            "ivf_wall_s": ivf_s, "ivf_cpu_s": ivf_cpu, "ivf_recall_planted": float(recall),
+            "flat_wall_s_extrapolated": flat_s,
+            "flat_measured_queries": q, "peak_rss_mib": peak_rss_mib()}
+
+
+SECTIONS = {"minhash": bench_minhash, "lsh": bench_lsh, "knn": bench_knn, "phash": bench_phash}
+
+
+def _child(name: str, scale: float, threads: int, queue: mp.Queue) -> None:
+    start = time.perf_counter()
+    result = SECTIONS[name](scale, threads)
+    result["section_wall_s"] = time.perf_counter() - start
+    queue.put(result)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--only", default=",".join(SECTIONS))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    results = {"scale": args.scale, "threads": args.threads, "load_average_at_start": list(os.getloadavg()),
+               "sections": {}}
+    ctx = mp.get_context("fork")
+    for name in args.only.split(","):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(name, args.scale, args.threads, queue))
+        proc.start()
+        results["sections"][name] = queue.get()
+        proc.join()
+        print(f"\n== {name} (scale {args.scale})")
+        for key, value in results["sections"][name].items():
+            print(f"  {key:32s} {value:,.3f}" if isinstance(value, float) else f"  {key:32s} {value}")
+    out = Path(__file__).resolve().parent / "results" / f"dedup-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=float))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

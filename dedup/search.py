@@ -1,0 +1,123 @@
+"""All pairs above a similarity threshold among n descriptors, with FAISS.
+
+Float descriptors (L2-normalised, so inner product = cosine): an exact ``IndexFlatIP`` up to
+``exact_max`` rows, beyond that an ``IndexIVFFlat`` trained on a sample and filled in batches; on a GPU
+when faiss has GPU support and sees one. Each query batch keeps its ``k`` nearest neighbours that
+reach the threshold. Binary codes (pHash): ``IndexBinaryFlat`` range search by Hamming radius.
+Binary codes (pHash) beyond ``exact_max``: ``IndexBinaryIVF``. Both return (a, b, similarity) with a < b, sorted, so results do not depend on batch boundaries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+
+from dedup.config import SearchConfig
+
+log = logging.getLogger(__name__)
+
+
+def _pairs(a: list[np.ndarray], b: list[np.ndarray], s: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    if not a:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    a, b, s = np.concatenate(a), np.concatenate(b), np.concatenate(s)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    keep = lo != hi
+    lo, hi, s = lo[keep], hi[keep], s[keep]
+    order = np.lexsort((-s, hi, lo))
+    lo, hi, s = lo[order], hi[order], s[order]
+    first = np.ones(len(lo), dtype=bool)  # a pair found twice (from both ends, or mirrored) keeps its best
+    first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
+    return lo[first], hi[first], s[first].astype(np.float32)
+
+
+def _gpu(index: faiss.Index, config: SearchConfig) -> faiss.Index:
+    if config.use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    return index
+
+
+def build_float_index(vectors: np.ndarray, config: SearchConfig) -> faiss.Index:
+    n, d = vectors.shape
+    if n <= config.exact_max:
+        index = _gpu(faiss.IndexFlatIP(d), config)
+    else:
+        nlist = config.nlist or int(4 * np.sqrt(n))
+        cpu = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        cpu.cp.niter = config.train_iterations
+        index = _gpu(cpu, config)
+        rng = np.random.default_rng(config.seed)
+        sample = np.sort(rng.choice(n, size=min(n, max(config.train_sample, nlist * 39)), replace=False))
+        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+        space = faiss.ParameterSpace() if index is cpu else faiss.GpuParameterSpace()
+        space.set_index_parameter(index, "nprobe", config.nprobe)
+    for start in range(0, n, config.add_batch):
+        index.add(np.ascontiguousarray(vectors[start:start + config.add_batch], dtype=np.float32))
+    return index
+
+
+def float_pairs(vectors: np.ndarray, threshold: float, config: SearchConfig) -> tuple[np.ndarray, ...]:
+    """(a, b, cosine) of every pair found with cosine >= threshold, a < b."""
+    n = len(vectors)
+    if n < 2:
+        return _pairs([], [], [])
+    index = build_float_index(vectors, config)
+    k = min(config.k, n)
+    out_a, out_b, out_s = [], [], []
+    saturated = 0
+    for start in range(0, n, config.query_batch):
+        query = np.ascontiguousarray(vectors[start:start + config.query_batch], dtype=np.float32)
+        sims, ids = index.search(query, k)
+        hit = (sims >= threshold) & (ids >= 0)
+        saturated += int(hit[:, -1].sum())
+        rows = np.nonzero(hit)
+        out_a.append(rows[0] + start)
+        out_b.append(ids[rows])
+        out_s.append(sims[rows])
+    if saturated:
+        log.warning("%d queries had all k=%d neighbours above the threshold; raise dedup.search.k "
+                    "to find more pairs per sample (clusters stay connected through the ones found)", saturated, k)
+    return _pairs(out_a, out_b, out_s)
+
+
+def build_binary_index(codes: np.ndarray, config: SearchConfig) -> faiss.IndexBinary:
+    """Exact ``IndexBinaryFlat`` up to ``exact_max`` codes; beyond, ``IndexBinaryIVF`` trained on a sample."""
+    n, nbytes = codes.shape
+    if n <= config.exact_max:
+        index = faiss.IndexBinaryFlat(nbytes * 8)
+    else:
+        nlist = config.nlist or int(np.sqrt(n))
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(nbytes * 8), nbytes * 8, nlist)
+        sample = np.sort(np.random.default_rng(config.seed).choice(n, min(n, config.train_sample), replace=False))
+        index.train(np.ascontiguousarray(codes[sample]))
+        index.nprobe = config.nprobe
+    for start in range(0, n, config.add_batch):
+        index.add(np.ascontiguousarray(codes[start:start + config.add_batch], dtype=np.uint8))
+    return index
+
+
+def binary_pairs(codes: np.ndarray, max_distance: int, config: SearchConfig,
+                 mirrored: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """(a, b, 1 - hamming/bits) of every pair with Hamming distance <= max_distance, a < b.
+
+    ``mirrored`` (codes of the left-right mirrored images, same rows) are searched too, so a flipped
+    copy is found: a pair's similarity is the better of the two. Exact up to ``config.exact_max``
+    codes; beyond, an IVF index finds the pairs whose codes fall in the ``nprobe`` nearest lists.
+    """
+    n, nbytes = codes.shape
+    if n < 2:
+        return _pairs([], [], [])
+    bits = nbytes * 8
+    index = build_binary_index(codes, config)
+    out_a, out_b, out_s = [], [], []
+    for queries in (codes, mirrored):
+        for start in range(0, n if queries is not None else 0, config.query_batch):
+            # faiss returns distances strictly below the radius.
+            batch = np.ascontiguousarray(queries[start:start + config.query_batch], dtype=np.uint8)
+            lims, dist, ids = index.range_search(batch, max_distance + 1)
+            out_a.append(np.repeat(np.arange(len(batch)), np.diff(lims.astype(np.int64))) + start)
+            out_b.append(ids.astype(np.int64))
+            out_s.append(1.0 - dist.astype(np.float32) / bits)
+    return _pairs(out_a, out_b, out_s)

@@ -1,0 +1,173 @@
+"""SSCD copy-detection descriptors (Pizzi et al. 2022), model ``sscd_disc_mixup``.
+
+The architecture is SSCD's ``Model("CV_RESNET50", 512, 3.0)``: ClassyVision's ResNet-50 trunk, GeM
+pooling (p=3), a 2048->512 linear layer and L2 normalisation. Module names follow ClassyVision's
+(``backbone.initial_block._module``, ``backbone.blocks.S.B._module.convolutional_block``,
+``embeddings.1``) so the official weights load as a plain state dict; the official TorchScript file
+loads as is. Nothing here imports torch at module import: the stage loads it inside its actor.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dedup.config import SscdConfig
+from dedup.pixels import decode_rgb
+from manifests import schema as col
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def build_model(config: SscdConfig) -> Any:
+    """A randomly initialised SSCD network of the configured shape (official: layers 3-4-6-3, 64 planes)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Named(nn.Module):  # ClassyVision wraps every block as ``_module``
+        def __init__(self, module: nn.Module) -> None:
+            super().__init__()
+            self._module = module
+
+        def forward(self, x):
+            return self._module(x)
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            mid = int(math.ceil(cout / 4))
+            self.convolutional_block = nn.Sequential(
+                nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(mid),
+                nn.ReLU(inplace=True), nn.Conv2d(mid, cout, 1, bias=False))
+            self.bn, self.relu = nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            residual = x if self.downsample is None else self.downsample(x)
+            return self.relu(self.bn(self.convolutional_block(x)) + residual)
+
+    class GeM(nn.Module):
+        def __init__(self, p: float) -> None:
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            return x.flatten(2).clamp(min=1e-6).pow(self.p).mean(dim=2).pow(1.0 / self.p)
+
+    class L2Norm(nn.Module):
+        def forward(self, x):
+            return F.normalize(x)
+
+    class Trunk(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            p = config.init_planes
+            self.initial_block = Named(nn.Sequential(
+                nn.Conv2d(3, p, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, stride=2, padding=1)))
+            outs = [p * 2 ** i * 4 for i in range(4)]
+            ins = [p] + outs[:-1]
+            self.blocks = nn.Sequential(*[
+                nn.Sequential(*[Named(Bottleneck(ins[s] if b == 0 else outs[s], outs[s], 2 if s and b == 0 else 1))
+                                for b in range(n)]) for s, n in enumerate(config.layers)])
+            self.out_planes = outs[-1]
+
+        def forward(self, x):
+            return self.blocks(self.initial_block(x))
+
+    class Sscd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = Trunk()
+            self.embeddings = nn.Sequential(GeM(config.pool_param), nn.Linear(self.backbone.out_planes, config.dims),
+                                            L2Norm())
+
+        def forward(self, x):
+            return self.embeddings(self.backbone(x))
+
+    torch.manual_seed(0)
+    return Sscd()
+
+
+def is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+
+
+def load(config: SscdConfig, device: str = "cpu") -> Any:
+    """The model in eval mode: the TorchScript file, a state dict in our (official) layout, or random weights."""
+    import torch
+
+    if config.checkpoint is None:
+        model = build_model(config)
+    elif is_torchscript(Path(config.checkpoint)):
+        model = torch.jit.load(config.checkpoint, map_location=device)
+    else:
+        state = torch.load(config.checkpoint, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        model = build_model(config)
+        model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def preprocess(img: Any, size: int) -> np.ndarray:
+    """Short side to ``size`` (bilinear), ImageNet normalisation, CHW float32: SSCD's evaluation transform."""
+    from PIL import Image
+
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    return ((x - np.array(MEAN, np.float32)) / np.array(STD, np.float32)).transpose(2, 0, 1)
+
+
+class SscdEmbedder:
+    """Score stage: reads ``image``, writes ``sscd_embedding`` (512 little-endian float32 as bytes, L2-normalised).
+
+    An image that does not decode gets a null. Images are batched by shape after the resize.
+    """
+
+    reads = (col.IMAGE,)
+    writes = (col.SSCD_EMBEDDING,)
+
+    def __init__(self, config: SscdConfig) -> None:
+        import torch
+
+        self.torch, self.config = torch, config
+        self.device = "cuda" if config.device == "auto" and torch.cuda.is_available() else (
+            "cpu" if config.device == "auto" else config.device)
+        self.model = load(config, self.device)
+
+    def embed(self, arrays: list[np.ndarray]) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
+            x = torch.from_numpy(np.stack(arrays)).to(self.device)
+            return self.model(x).float().cpu().numpy()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = np.empty(len(batch[col.IMAGE]), dtype=object)
+        by_shape: dict[tuple, list[tuple[int, np.ndarray]]] = defaultdict(list)
+        for i, data in enumerate(batch[col.IMAGE]):
+            img = decode_rgb(data)
+            if img is not None:
+                x = preprocess(img, self.config.image_size)
+                by_shape[x.shape].append((i, x))
+        for items in by_shape.values():
+            vectors = self.embed([x for _, x in items])
+            for (i, _), v in zip(items, vectors):
+                out[i] = v.astype("<f4").tobytes()
+        batch[col.SSCD_EMBEDDING] = out
+        return batch
