@@ -18,6 +18,10 @@ from pipelines.config import ConfigError, RunConfig, StageResources
 
 log = logging.getLogger(__name__)
 
+# CPUs of each task that reads staged images for the model stages: they run beside the actor pools,
+# so they count in the check below (a full CPU each left small clusters deadlocked: pools up, no reader).
+READ_NUM_CPUS = 0.5
+
 # Restarts are left to Ray Data's actor pools, which restart a dead actor (node lost, OOM kill) and
 # retry its in-flight batch without limit (max_restarts=-1, max_task_retries=-1), while an exception
 # raised by a stage fails the run at once. Ray 2.60 deprecates passing max_restarts to map_batches
@@ -50,6 +54,8 @@ def pool_args(res: StageResources, cap: int | None = None) -> dict:
 
 
 def _field(name: str) -> str:
+    if name == "read":
+        return "the staged-image reader"
     return f"resources.{name}" if name in ("ingest", "export") else f"resources.stages.{name}"
 
 
@@ -108,7 +114,8 @@ def phase_pools(phase: str, config: RunConfig, specs: list | None = None) -> lis
     """The actor pools a phase starts; ``specs`` (StageSpec list) for score and caption."""
     if phase in ("ingest", "export"):
         return [Pool(phase, getattr(config.resources, phase))]
-    return [Pool(spec.name, spec.resources) for spec in specs or []]
+    pools = [Pool(spec.name, spec.resources) for spec in specs or []]
+    return pools + [Pool("read", StageResources(num_cpus=READ_NUM_CPUS))] if pools else []
 
 
 def check_cluster(phase_specs: dict[str, list], config: RunConfig) -> None:

@@ -22,7 +22,7 @@ from manifests.io import read_parquet_files, write_parquet
 from manifests.layout import RunLayout
 from manifests.schema import INGEST_SCHEMA
 from pipelines import score_units
-from pipelines.cluster import pool_args
+from pipelines.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
 from pipelines.stages import StageSpec, caption_stages, check_stages, score_stages
 
@@ -79,8 +79,8 @@ def staged_dataset(layout: RunLayout, only: list[Path] | None = None) -> ray.dat
     tars = [str(p) for p in candidates if p.stat().st_size > 1024]  # an empty tar is 1 KiB of padding
     if not tars:
         return None
-    return (ray.data.read_webdataset(tars, decoder=None, include_paths=True)
-            .map_batches(_stage_batch, batch_format="numpy"))
+    return (ray.data.read_webdataset(tars, decoder=None, include_paths=True, num_cpus=READ_NUM_CPUS)
+            .map_batches(_stage_batch, batch_format="numpy", num_cpus=READ_NUM_CPUS))
 
 
 def run_stages(ds: ray.data.Dataset, specs: list[StageSpec]) -> ray.data.Dataset:
