@@ -13,6 +13,7 @@ from chromium_cdp import Browser
 from tooling_support import REPO, SCRIPT_CAPTION, AestheticSection, ClipSection, NsfwSection, ScoreFilters
 from filters.decide import decide
 from manifests import audit
+from manifests import plots
 from manifests import schema as col
 from manifests.plots import Threshold
 from manifests.schema import Reason, Status
@@ -120,14 +121,17 @@ def test_borderline_kept_nearest_each_threshold(page, audit_run):
                             ".map(c => c.dataset.sampleId)")
         assert len(got) == LIMIT
         assert set(got) <= set(want[col.SAMPLE_ID][:LIMIT + 2])  # ties at the cut may swap places
-    assert page.evaluate("document.querySelectorAll('.plots img').length") == 4  # 3 scores + reasons
+    scores = plots.score_columns(pl.read_parquet(audit_run / "manifest.parquet").columns)
+    assert col.DUP_SIMILARITY in scores  # the demo config runs dedup
+    assert page.evaluate("document.querySelectorAll('.plots img').length") == len(scores) + 1  # + reasons
 
 
 def test_cli_audit_with_reason_and_limit(audit_run, tmp_path, capsys):
     out = tmp_path / "nsfw.html"
     assert main(["audit", str(audit_run), "--reason", Reason.NSFW, "--limit", "3", "--out", str(out)]) == 0
     html = out.read_text()
-    assert html.count('class="card"') == 3 and html.count('class="reason"') == 1
+    borderline_sections = html.count('<section class="borderline"')
+    assert html.count('class="card"') == 3 * (1 + borderline_sections) and html.count('class="reason"') == 1
     assert "&lt;script&gt;" in html and SCRIPT_CAPTION not in html
     assert main(["audit", str(audit_run), "--reason", "no_such_reason"]) == 2
     assert "reasons here" in capsys.readouterr().err

@@ -19,12 +19,14 @@ from pipelines.tools_cli import is_tool
 pytestmark = pytest.mark.slow
 
 
-def expected_kept(manifest: pl.DataFrame, min_side: int) -> set[str]:
-    """The new decision, by hand: the rules of the default config with ``min_image_side`` changed."""
+def expected_kept(manifest: pl.DataFrame, min_side: int, max_nsfw: float = 0.5) -> set[str]:
+    """The new decision, by hand: the demo's rules with ``min_image_side`` changed, its NSFW limit, its duplicates."""
     kept = set()
     for row in manifest.iter_rows(named=True):
         caption = (row[col.CAPTION] or "").strip()
         if row[col.STATUS] != Status.SUCCESS or len(caption.split()) < 2 or len(caption) < 5:
+            continue
+        if row.get(col.DUPLICATE_OF) is not None or (row.get(col.NSFW_PROB) or 0.0) >= max_nsfw:
             continue
         w, h = row[col.ORIGINAL_WIDTH], row[col.ORIGINAL_HEIGHT]
         if min(w, h) >= min_side and max(w, h) <= 3.0 * min(w, h):
