@@ -35,9 +35,18 @@ def staged_rows(layout: RunLayout) -> pl.LazyFrame:
                     (pl.col(col.ORIGINAL_WIDTH).cast(pl.Int64) * pl.col(col.ORIGINAL_HEIGHT)).alias(RESOLUTION)))
 
 
+ELIGIBLE = "eligible"  # passes every rule but dedup: ranked first, so a cluster's survivor is not itself rejected
+
+
+def eligible_path(layout: RunLayout) -> Path:
+    return layout.pairs.parent / "eligible.parquet"
+
+
 def keep_scores(layout: RunLayout, rows: pl.LazyFrame, order: tuple[str, ...]) -> pl.DataFrame:
-    """sample_id + the keep-policy columns that exist: score-phase scores and the original resolution."""
+    """sample_id + the keep-policy columns that exist: eligibility, score-phase scores, original resolution."""
     frame = rows.select(col.SAMPLE_ID, RESOLUTION)
+    if eligible_path(layout).exists():
+        frame = frame.join(pl.scan_parquet(eligible_path(layout)), on=col.SAMPLE_ID, how="left")
     files = [str(p) for p in layout.score_files()]
     if files:
         scores = pl.scan_parquet(files)
@@ -75,10 +84,15 @@ def _require(scores: pl.LazyFrame | None, column: str) -> pl.LazyFrame:
     return scores
 
 
-def run_dedup(config: DedupConfig, layout: RunLayout) -> dict:
-    """Write dedup/pairs.parquet and dedup/duplicates.parquet; with no detector enabled, write nothing."""
+def run_dedup(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None) -> dict:
+    """Write dedup/pairs.parquet and dedup/duplicates.parquet; with no detector enabled, write nothing.
+
+    ``eligible`` (sample_id, eligible: bool) says which rows pass every other rule; the keep policy
+    ranks them first, so a cluster is not represented by a sample the decision then rejects.
+    """
     layout.pairs.unlink(missing_ok=True)
     layout.duplicates.unlink(missing_ok=True)
+    eligible_path(layout).unlink(missing_ok=True)
     detectors = enabled_detectors(config)
     if not detectors:
         return {"detectors": []}
@@ -90,6 +104,8 @@ def run_dedup(config: DedupConfig, layout: RunLayout) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_parquet(pairs.to_arrow(), layout.pairs)
+    if eligible is not None:
+        write_parquet(eligible.select(col.SAMPLE_ID, ELIGIBLE).to_arrow(), eligible_path(layout))
     return {"detectors": detectors, "pairs": stats, **recluster(config, layout)}
 
 
@@ -97,8 +113,9 @@ def recluster(config: DedupConfig, layout: RunLayout) -> dict:
     """dedup/pairs.parquet + scores -> dedup/duplicates.parquet with ``config``'s thresholds and keep
     policy; no descriptor is read. A threshold can be loosened only down to the detector's store_threshold."""
     pairs = pl.read_parquet(layout.pairs)
-    scores = keep_scores(layout, staged_rows(layout), config.keep.order)
-    duplicates = cluster(pairs, config.thresholds(), scores, config.keep.order, config.keep.mode)
+    order = (ELIGIBLE, *config.keep.order)
+    scores = keep_scores(layout, staged_rows(layout), order)
+    duplicates = cluster(pairs, config.thresholds(), scores, order, config.keep.mode)
     write_parquet(duplicates.to_arrow(), layout.duplicates)
     dropped = duplicates.filter(pl.col(col.DUPLICATE_OF).is_not_null())
     return {"clusters": duplicates[col.CLUSTER_ID].n_unique(), "kept_in_clusters": duplicates.height - dropped.height,

@@ -124,7 +124,11 @@ def score(config: RunConfig, layout: RunLayout, specs: list[StageSpec] | None = 
 # --- dedup --------------------------------------------------------------------------------------
 
 def dedup(config: RunConfig, layout: RunLayout) -> dict:
-    return dedup_run.run_dedup(config.dedup, layout)
+    """Pairs -> clusters; survivors are chosen among rows the decision keeps on every other rule."""
+    layout.duplicates.unlink(missing_ok=True)  # assemble() must not see an earlier dedup's assignments
+    eligible = (apply_decision(assemble(layout), config.filters)
+                .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(dedup_run.ELIGIBLE)).collect())
+    return dedup_run.run_dedup(config.dedup, layout, eligible)
 
 
 # --- decide -------------------------------------------------------------------------------------

@@ -43,6 +43,20 @@ def test_keep_policy_prefers_aesthetic_then_clip_then_resolution_then_id():
     assert set(no_scores["kept_sample_id"]) == {"a"}
 
 
+def test_a_survivor_that_fails_other_rules_is_passed_over():
+    # "b" has the best aesthetic score but another rule rejects it (eligible False): keeping it
+    # would leave the cluster with no sample in the training set.
+    from dedup.run import ELIGIBLE
+
+    p = pairs([("a", "b", "sha256", 1.0), ("b", "c", "sha256", 1.0)])
+    scores = pl.DataFrame({col.SAMPLE_ID: ["a", "b", "c"], ELIGIBLE: [True, False, True],
+                           col.AESTHETIC_SCORE: [5.0, 9.0, 6.0]})
+    for mode in ("component", "greedy"):
+        out = cluster(p, THRESHOLDS, scores, order=(ELIGIBLE, col.AESTHETIC_SCORE), mode=mode)
+        kept = set(out.filter(pl.col(col.DUPLICATE_OF).is_null())[col.SAMPLE_ID])
+        assert "b" not in kept and "c" in kept, mode
+
+
 def test_thresholds_recluster_from_stored_pairs():
     p = pairs([("a", "b", "minhash", 0.82), ("c", "d", "sscd", 0.7), ("e", "f", "phash", 0.9)])
     assert set(cluster(p, THRESHOLDS)[col.SAMPLE_ID]) == {"a", "b", "e", "f"}
