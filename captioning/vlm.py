@@ -5,7 +5,6 @@ torch and transformers are imported inside these functions, so the driver never 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ from PIL import Image
 
 from captioning.config import CaptionerConfig, GenerationConfig
 from captioning.weights import resolve_weights
+from manifests.images import decode_rgb
 
 
 @dataclass
@@ -49,14 +49,7 @@ def load_vlm(model_cls: type, config: CaptionerConfig) -> Vlm:
 
 def decode_images(blobs: np.ndarray) -> list[Image.Image | None]:
     """Encoded image bytes -> RGB images; None where the bytes cannot be decoded."""
-    images = []
-    for blob in blobs:
-        try:
-            with Image.open(io.BytesIO(blob)) as img:
-                images.append(img.convert("RGB"))
-        except (OSError, ValueError, TypeError, Image.DecompressionBombError):
-            images.append(None)
-    return images
+    return [decode_rgb(blob) for blob in blobs]
 
 
 def generate_ids(vlm: Vlm, images: list[Image.Image], prompts: list[str], gen: GenerationConfig) -> Any:

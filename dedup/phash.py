@@ -8,7 +8,7 @@ import polars as pl
 from PIL import Image, ImageOps
 
 from dedup.config import PHashConfig
-from dedup.pixels import decode_rgb
+from manifests.images import decode_rgb
 from manifests import schema as col
 
 

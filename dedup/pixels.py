@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from dedup.config import ExactConfig
 from manifests import schema as col
-
-
-def decode_rgb(data: bytes | None) -> Image.Image | None:
-    """Encoded bytes -> RGB image, or None when they do not decode (the row then gets a null)."""
-    if not data:
-        return None
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError):
-        return None
+from manifests.images import decode_rgb
 
 
 def pixel_hash(img: Image.Image, size: int) -> str:

@@ -9,7 +9,6 @@ loads as is. Nothing here imports torch at module import: the stage loads it ins
 
 from __future__ import annotations
 
-import io
 import math
 import zipfile
 from collections import defaultdict
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from dedup.config import SscdConfig
-from dedup.pixels import decode_rgb
+from manifests.images import decode_rgb
 from manifests import schema as col
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

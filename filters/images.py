@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-# What a staged image that will not decode raises; anything else is a bug and propagates.
-DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
-def decode_rgb(data: bytes | None) -> Image.Image | None:
-    """The image as RGB, or None when the bytes are missing or do not decode (the row is scored NaN)."""
-    if data is None:
-        return None
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.convert("RGB")
-    except DECODE_ERRORS:
-        return None
+from manifests.images import decode_rgb
 
 
 def decode_batch(values: np.ndarray) -> tuple[list[Image.Image], np.ndarray]:

@@ -13,7 +13,8 @@ import pyarrow as pa
 from dedup.config import DedupConfig
 from dedup.minhash import CaptionMinHasher
 from dedup.phash import PerceptualHasher
-from dedup.pixels import PixelHasher, decode_rgb
+from dedup.pixels import PixelHasher
+from manifests.images import decode_rgb
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
