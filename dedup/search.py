@@ -1,10 +1,14 @@
 """All pairs above a similarity threshold among n descriptors, with FAISS.
 
-Float descriptors (L2-normalised, so inner product = cosine): an exact ``IndexFlatIP`` up to
-``exact_max`` rows, beyond that an ``IndexIVFFlat`` trained on a sample and filled in batches; on a GPU
-when faiss has GPU support and sees one. Each query batch keeps its ``k`` nearest neighbours that
-reach the threshold. Binary codes (pHash): ``IndexBinaryFlat`` range search by Hamming radius.
-Binary codes (pHash) beyond ``exact_max``: ``IndexBinaryIVF``. Both return (a, b, similarity) with a < b, sorted, so results do not depend on batch boundaries.
+Float descriptors (L2-normalised, so inner product = cosine): an exact ``IndexFlatIP`` search up to
+``exact_max`` rows. Beyond that, on CPU, an IVF self-join (``dedup.ivfjoin``): the rows are split into
+k-means lists and each list is compared, as one matrix product, with the rows that probe it; on a GPU
+(faiss with GPU support that sees one) an ``IndexIVFFlat`` search instead. Each row keeps its ``k``
+nearest neighbours that reach the threshold.
+
+Binary codes (pHash): ``IndexBinaryFlat`` range search by Hamming radius, ``IndexBinaryIVF`` beyond
+``exact_max``. Both kinds return (a, b, similarity) with a < b, sorted, so results do not depend on
+batch boundaries.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import faiss
 import numpy as np
 
 from dedup.config import SearchConfig
+from dedup.ivfjoin import ivf_self_join
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +38,12 @@ def _pairs(a: list[np.ndarray], b: list[np.ndarray], s: list[np.ndarray]) -> tup
     return lo[first], hi[first], s[first].astype(np.float32)
 
 
+def _gpu_available(config: SearchConfig) -> bool:
+    return config.use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
 def _gpu(index: faiss.Index, config: SearchConfig) -> faiss.Index:
-    if config.use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+    if _gpu_available(config):
         return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     return index
 
@@ -63,6 +72,8 @@ def float_pairs(vectors: np.ndarray, threshold: float, config: SearchConfig) -> 
     n = len(vectors)
     if n < 2:
         return _pairs([], [], [])
+    if n > config.exact_max and not _gpu_available(config):
+        return _pairs(*ivf_self_join(vectors, threshold, config))
     index = build_float_index(vectors, config)
     k = min(config.k, n)
     out_a, out_b, out_s = [], [], []
