@@ -7,6 +7,7 @@ from collections import defaultdict
 from itertools import combinations
 
 import numpy as np
+import polars as pl
 import pydantic
 import pytest
 from datasketch import MinHash
@@ -18,7 +19,7 @@ from dedup.cluster import union_find
 from dedup.config import MinHashConfig
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
 from dedup.minhash import CaptionMinHasher, MinHasher
-from dedup.shingles import ShingleHasher, Shingles, hash32, normalise, shingles
+from dedup.shingles import NON_WORD, ShingleHasher, Shingles, hash32, normalise, normalised, shingles
 from dedup.synthetic import captions
 from manifests import schema as col
 
@@ -73,6 +74,14 @@ def test_normalise_folds_case_punctuation_and_width():
     # The Polars (Rust regex) definition: a combining mark NFKC cannot compose stays in its word,
     # where Python's re.split(r"[\W_]+") would cut "x\u0301y" in two.
     assert normalise("x\u0301y") == ["x\u0301y"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=40), st.sampled_from(TEXTS[:6])), max_size=10))
+def test_nfkc_of_non_ascii_rows_only_equals_nfkc_of_every_row(texts):
+    every_row = (pl.Series(values=texts, dtype=pl.String).str.normalize("NFKC").str.to_lowercase()
+                 .str.replace_all(NON_WORD, " ").str.strip_chars())
+    assert normalised(texts).equals(every_row)
 
 
 @pytest.mark.parametrize("ngram", [1, 3, 4])
