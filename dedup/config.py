@@ -8,7 +8,8 @@ Defaults:
 - exact: sha256 of the original bytes, and sha256 of the decoded pixels at ``canonical_size`` squared.
 - minhash: 128 permutations (datasketch's default), word 3-grams of the normalised caption, Jaccard 0.8
   (the usual near-duplicate point for short texts); captions of fewer than 4 words carry too little
-  text to call two samples duplicates ("image", "click here") and get no signature.
+  text to call two samples duplicates ("image", "click here") and get no signature. Shingles are hashed
+  with the vectorised "poly64" hash (``hashfunc="sha1"`` gives datasketch's default hash, slower).
 - phash: 64-bit DCT pHash of the image and of its mirror, Hamming distance <= 10 (similarity >= 0.84375);
   the closest two distinct bundled photos are 20 apart. pHash survives re-encodes, rescales, flips and
   colour changes, not much cropping or rotation: those are what SSCD is for.
@@ -57,6 +58,11 @@ class MinHashConfig(_Detector):
     ngram: int = Field(3, ge=1, le=16, description="word n-gram shingles of the normalised caption")
     min_words: int = Field(4, ge=1, description="shorter captions get no signature")
     seed: int = Field(1, description="datasketch MinHash seed: picks the permutations")
+    hashfunc: Literal["poly64", "sha1"] = Field(
+        "poly64", description="shingle hash. poly64: a vectorised polynomial hash of the shingle's bytes "
+                              "(dedup.shingles.hash32; equal to datasketch MinHash(hashfunc=hash32)); sha1: "
+                              "datasketch's default hashfunc, bit-identical to MinHash().update(shingle.encode()), "
+                              "several times slower. Changing it changes every signature")
     bands: int | None = Field(None, ge=1, description="LSH bands; default: datasketch's optimum for threshold")
     false_negative_weight: float = Field(0.9, gt=0, lt=1, description="weight of misses vs candidates in that optimum")
     max_bucket: int = Field(64, ge=2, description="a bucket larger than this pairs each member with its first only")
