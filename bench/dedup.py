@@ -157,7 +157,7 @@ def bench_knn(scale: float, threads: int, sample_queries: int = 20_000) -> dict:
     nlist = int(4 * np.sqrt(n))  # the library default
     start, cpu = time.perf_counter(), cpu_seconds()
     a, b, _ = float_pairs(x, 0.75, config)
-    join_s, join_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    join_s, join_cpu, join_rss = time.perf_counter() - start, cpu_seconds() - cpu, peak_rss_mib()
     found = set(zip(a.tolist(), b.tolist()))
     recall = np.mean([(min(s, d), max(s, d)) in found for s, d in pairs])
     q = min(n, sample_queries)
@@ -184,7 +184,7 @@ def bench_knn(scale: float, threads: int, sample_queries: int = 20_000) -> dict:
             "ivf_join_pairs": len(found), "faiss_ivf_search_wall_s_extrapolated": ivf_s,
             "exact_wall_s_extrapolated": exact_s, "measured_queries_ivf_exact": [q, q // 4],
             "speedup_vs_faiss_ivf": ivf_s / join_s, "speedup_vs_exact": exact_s / join_s,
-            "peak_rss_mib": peak_rss_mib()}
+            "peak_rss_mib_after_join": join_rss, "peak_rss_mib": peak_rss_mib()}
 
 
 def bench_phash(scale: float, threads: int) -> dict:
