@@ -73,14 +73,13 @@ def block_hits(sims: np.ndarray, threshold: float, k: int) -> tuple[np.ndarray, 
         top = np.argpartition(-sub[heavy], k - 1, axis=1)[:, :k]
         light = counts[i] <= k
         i = np.concatenate([i[light], np.repeat(heavy, k)])
-        j = np.concatenate([j[light], top.ravel()])
-        good = sub[i, j] >= threshold
-        i, j = i[good], j[good]
+        j = np.concatenate([j[light], top.ravel()])  # a crowded row's k best all reach the threshold
     return rows[i], j
 
 
 class _ListJoin:
-    """Joins one list: its members against themselves (upper triangle) and against its other probers."""
+    """Joins one list: its members against each other (a block with itself without the diagonal, a
+    block with the later ones once) and against its other probers."""
 
     def __init__(self, vectors: np.ndarray, threshold: float, k: int) -> None:
         self.vectors, self.threshold, self.k = vectors, threshold, k
@@ -91,7 +90,7 @@ class _ListJoin:
         for m0 in range(0, len(members), _BLOCK):
             m_ids = members[m0:m0 + _BLOCK]
             m_vec = np.ascontiguousarray(self.vectors[m_ids], dtype=np.float32)
-            # Members from m0 on (the triangle's own block and the blocks after it), then every prober.
+            # This block against itself and the member blocks after it, then against every prober.
             for q_ids, own in self._query_blocks(members[m0:], probers, len(m_ids)):
                 sims = np.ascontiguousarray(self.vectors[q_ids], dtype=np.float32) @ m_vec.T
                 if own:  # the same rows on both sides: not a row with itself
