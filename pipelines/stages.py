@@ -16,7 +16,8 @@ from pipelines.config import ConfigError, RunConfig, StageResources
 # Columns every score batch starts with (see phases.staged_dataset).
 BATCH_COLUMNS = (col.SAMPLE_ID, col.IMAGE, col.CAPTION)
 
-# Every stage name a resources.stages entry may use (enabled or not).
+# Every stage name a resources.stages entry may use (enabled or not); tests/test_config.py checks it
+# against the stages a config with everything enabled builds.
 STAGE_NAMES = ("clip", "aesthetic", "nsfw", "pixel_hash", "phash", "minhash", "sscd", "blip2", "llava")
 
 

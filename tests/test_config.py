@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipelines.config import ConfigError, apply_override, build_config, dump_config, load_config
+from pipelines.config import ConfigError, RunConfig, apply_override, build_config, dump_config, load_config
 
 BASE = {"output_dir": "/tmp/run", "input": {"path": "urls.parquet"}}
 
@@ -72,3 +72,17 @@ def test_top_level_must_be_a_mapping(tmp_path):
     path.write_text(yaml.safe_dump(["not", "a", "mapping"]))
     with pytest.raises(ConfigError, match="mapping"):
         load_config(path)
+
+
+def test_stage_names_are_exactly_the_stages_a_full_config_builds():
+    """resources.stages keys are checked against STAGE_NAMES, kept by hand beside the stage lists."""
+    from pipelines.stages import STAGE_NAMES, caption_stages, score_stages
+
+    everything = RunConfig.model_validate({
+        "input": {"kind": "url_list", "path": "x.parquet"}, "output_dir": "/tmp/unused",
+        "filters": {name: {"enabled": True} for name in ("clip", "aesthetic", "nsfw")},
+        "dedup": {"exact": {"enabled": True}, "phash": {"enabled": True}, "minhash": {"enabled": True},
+                  "sscd": {"enabled": True, "random_init": True}},
+        "caption": {"blip2": {"enabled": True}, "llava": {"enabled": True}}})
+    built = [spec.name for spec in score_stages(everything) + caption_stages(everything)]
+    assert sorted(built) == sorted(STAGE_NAMES) and len(set(built)) == len(built)
