@@ -80,11 +80,6 @@ def hash32(b: bytes) -> int:
     return fmix64(h) >> 32
 
 
-def sha1_hash32(b: bytes) -> int:
-    """datasketch's default hashfunc: the first 4 bytes of SHA-1, little-endian."""
-    return int.from_bytes(hashlib.sha1(b).digest()[:4], "little")
-
-
 def _fmix64_array(h: np.ndarray) -> np.ndarray:
     s1, m1, s2, m2, s3 = (np.uint64(c) for c in _FMIX64)
     h = h ^ (h >> s1)
