@@ -96,7 +96,7 @@ def bench_lsh(scale: float, threads: int) -> dict:
     texts, source = captions(n, dup_fraction=0.1, seed=2)
     generate = time.perf_counter() - start
     config = MinHashConfig(enabled=True)
-    hasher = MinHasher(config.num_perm, config.ngram, config.seed, config.min_words, config.hashfunc)
+    hasher = MinHasher.of(config)
     ids = np.array([f"{i:09d}" for i in range(n)])
     with tempfile.TemporaryDirectory(prefix="dedup-bench-") as tmp:
         files = []

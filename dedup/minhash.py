@@ -43,6 +43,10 @@ class MinHasher:
         self.num_perm, self.ngram, self.min_words, self.hashfunc = num_perm, ngram, min_words, hashfunc
         self.poly64 = ShingleHasher()
 
+    @classmethod
+    def of(cls, config: MinHashConfig) -> MinHasher:
+        return cls(config.num_perm, config.ngram, config.seed, config.min_words, config.hashfunc)
+
     def shingle_sets(self, captions: list[str | None]) -> list[list[str] | None]:
         """The shingles of each caption as strings (None: no signature); for tests and measurements."""
         sh = Shingles.of(captions, self.ngram, self.min_words)
@@ -94,7 +98,7 @@ class CaptionMinHasher:
     writes = (col.CAPTION_MINHASH,)
 
     def __init__(self, config: MinHashConfig) -> None:
-        self.hasher = MinHasher(config.num_perm, config.ngram, config.seed, config.min_words, config.hashfunc)
+        self.hasher = MinHasher.of(config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         sigs, valid = self.hasher.signatures(list(batch[col.CAPTION]))
