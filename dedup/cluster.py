@@ -27,6 +27,13 @@ DUPLICATES_SCHEMA = {col.SAMPLE_ID: pl.String, col.CLUSTER_ID: pl.String, KEPT_S
                      col.DUPLICATE_OF: pl.String, col.DUP_KIND: pl.String, SIMILARITY: pl.Float32}
 
 
+def group_rows(keys: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` sorted by key (stable) and the offsets of keys 0..n-1 in that order (CSR): the rows of
+    key k are ``sorted_rows[offsets[k]:offsets[k + 1]]``."""
+    order = np.argsort(keys, kind="stable")
+    return rows[order], np.searchsorted(keys[order], np.arange(n + 1))
+
+
 def union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Root of each of ``n`` nodes joined by edges (a, b); a root is the smallest node of its component.
 
@@ -79,10 +86,7 @@ def _kept_greedy(ranked: pl.DataFrame, n: int, a: np.ndarray, b: np.ndarray) -> 
     """Best-ranked first: keep a sample unless it links directly to a kept one; then it duplicates the
     best-ranked kept neighbour. No two kept samples are duplicates, and a chain A~B~C of distinct
     pictures (B: A's image under C's caption) keeps A and C instead of collapsing into one."""
-    src, dst = np.concatenate([a, b]), np.concatenate([b, a])
-    by_src = np.argsort(src, kind="stable")
-    dst = dst[by_src]
-    indptr = np.searchsorted(src[by_src], np.arange(n + 1))
+    dst, indptr = group_rows(np.concatenate([a, b]), np.concatenate([b, a]), n)
     order = ranked["node"].to_numpy()
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)

@@ -25,6 +25,7 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from dedup.cluster import group_rows
 from dedup.config import SearchConfig
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,6 @@ def nearest_lists(vectors: np.ndarray, centroids: np.ndarray, nprobe: int, batch
         _, probes[start:start + batch] = quantizer.search(
             np.ascontiguousarray(vectors[start:start + batch], dtype=np.float32), nprobe)
     return probes
-
-
-def group_rows(lists: np.ndarray, rows: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows sorted by list id and the offsets of each list in that order (CSR)."""
-    order = np.argsort(lists, kind="stable")
-    return rows[order], np.searchsorted(lists[order], np.arange(nlist + 1))
 
 
 def block_hits(sims: np.ndarray, threshold: float, k: int) -> tuple[np.ndarray, np.ndarray]:
