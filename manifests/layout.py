@@ -15,7 +15,7 @@
       shards/NNNNN.tar            exported training shards
       reports/plots/*.png         ``thresher plots`` (score histograms, reject reasons)
       reports/audit.html          ``thresher audit``
-    RUN-NAME/                     ``thresher export RUN --name NAME``: a re-export beside the run, which it
+    RUN-NAME/                     ``thresher reexport RUN --name NAME``: a re-export beside the run, which it
                                   never writes into (see manifests/reexport.py)
 
 A phase is complete when its ``_DONE`` marker exists; outputs are written under a temporary name
@@ -28,9 +28,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PHASES = ("ingest", "score", "dedup", "decide", "caption", "export")
-
-
 @dataclass(frozen=True)
 class RunLayout:
     root: Path
@@ -40,8 +37,7 @@ class RunLayout:
         return cls(Path(root))
 
     def phase_dir(self, phase: str) -> Path:
-        if phase not in PHASES:
-            raise ValueError(f"unknown phase {phase!r}; phases are {', '.join(PHASES)}")
+        """The folder of a phase (``pipelines.run.PHASES`` names them)."""
         return self.root / phase
 
     def done_marker(self, phase: str) -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from manifests.layout import PHASES
 from pipelines.config import ConfigError, load_config
+from pipelines.run import PHASE_NAMES
 from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
 
 
@@ -22,12 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="all phases in order, resuming finished ones")
     _config_args(run)
-    run.add_argument("--redo", action="append", default=[], choices=PHASES, help="rerun this phase even if done")
-    for phase in PHASES:
-        _config_args(phase_parser := sub.add_parser(phase, help=f"run only the {phase} phase"))
-        if phase == "ingest":
-            phase_parser.add_argument("--retry-failed", action="store_true",
-                                      help="refetch only rows whose status is a retryable failure, in place")
+    run.add_argument("--redo", action="append", default=[], choices=PHASE_NAMES,
+                     help="rerun this phase even if done")
+    for name in PHASE_NAMES:
+        _config_args(sub.add_parser(name, help=f"run only the {name} phase"))
+    sub.choices["ingest"].add_argument("--retry-failed", action="store_true",
+                                       help="refetch only rows whose status is a retryable failure, in place")
     add_tool_commands(sub, sub.choices["export"])
     demo = sub.add_parser("demo", help="build a corpus from bundled photos, serve it on loopback, curate it")
     demo.add_argument("--out", default="thresher-demo", help="folder for everything the demo writes")
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _captioner_weights(caption, all_known: bool) -> list:
     """Captioners as rows of the same weights table (the enabled ones, or all of them)."""
     from captioning.weights import weights_location
-    from filters.models import Weights
+    from filters.weights import Weights
 
     rows = []
     for name in ("blip2", "llava"):
@@ -58,7 +58,7 @@ def models_command(action: str, config_path: str | None, overrides: list[str]) -
     """``thresher models list|fetch``: 0 when every listed model's weights are present afterwards."""
     from captioning.config import CaptionConfig
     from captioning.weights import fetch_weights
-    from filters import models
+    from filters import weights as models
 
     def wanted() -> tuple[list, object]:
         if config_path is None:
@@ -83,6 +83,24 @@ def models_command(action: str, config_path: str | None, overrides: list[str]) -
     return 0 if all(w.present for w in listed) else 1
 
 
+def run_command(args: argparse.Namespace) -> None:
+    """``thresher run`` or one phase: prepare the run once, then start or join Ray, then work."""
+    from pipelines import run as runner
+    from pipelines.runtime import init_ray
+
+    config = load_config(args.config, args.overrides)
+    run = runner.prepare(config, retry_failed=getattr(args, "retry_failed", False))
+    init_ray(config.ray, args.address)
+    if args.command == "run":
+        runner.run_all(run, redo=tuple(args.redo))
+        return
+    result = runner.run_phase(run, args.command)
+    if args.command == "export":
+        print(runner.report.summary_table(runner.finish(run), run.layout.root))
+    else:
+        print(f"{args.command}: {result}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -95,22 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "models":
             return models_command(args.action, args.config, args.overrides)
-        config = load_config(args.config, args.overrides)
-        from pipelines import run as runner
-        from pipelines.runtime import init_ray
-        if args.command == "run":
-            runner.prepare(config)
-            init_ray(config.ray, args.address)
-            runner.run(config, redo=tuple(args.redo))
-        else:
-            layout = runner.prepare(config)
-            init_ray(config.ray, args.address)
-            options = {"retry_failed": True} if getattr(args, "retry_failed", False) else {}
-            result = runner.run_phase(args.command, config, layout, options)
-            if args.command == "export":
-                print(runner.report.summary_table(runner.finish(layout, config), layout.root))
-            else:
-                print(f"{args.command}: {result}")
+        run_command(args)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"thresher: {exc}", file=sys.stderr)
         return 2

@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import ray
-
 from pipelines.config import ConfigError, RunConfig, StageResources
 
 log = logging.getLogger(__name__)
@@ -21,6 +19,7 @@ log = logging.getLogger(__name__)
 # CPUs of each task that reads staged images for the model stages: they run beside the actor pools,
 # so they count in the check below (a full CPU each left small clusters deadlocked: pools up, no reader).
 READ_NUM_CPUS = 0.5
+READER = "the staged-image reader"
 
 # Restarts are left to Ray Data's actor pools, which restart a dead actor (node lost, OOM kill) and
 # retry its in-flight batch without limit (max_restarts=-1, max_task_retries=-1), while an exception
@@ -30,9 +29,9 @@ READ_NUM_CPUS = 0.5
 
 @dataclass(frozen=True)
 class Pool:
-    """One actor pool of a phase: its resources section name and its settings."""
+    """One actor pool of a phase: the config field its settings come from (named in messages), and those settings."""
 
-    name: str
+    field: str  # e.g. "resources.stages.clip"
     resources: StageResources
 
     def demand(self) -> dict[str, float]:
@@ -42,8 +41,16 @@ class Pool:
         return {k: float(v) for k, v in wanted.items() if v}
 
 
+def stage_pools(specs) -> list[Pool]:
+    """The pools of a phase's model stages (StageSpec list), plus the staged-image reader that feeds them."""
+    pools = [Pool(f"resources.stages.{spec.name}", spec.resources) for spec in specs]
+    return pools + [Pool(READER, StageResources(num_cpus=READ_NUM_CPUS))] if pools else []
+
+
 def pool_args(res: StageResources, cap: int | None = None) -> dict:
     """Keyword arguments of ``Dataset.map`` / ``map_batches`` for an actor pool of ``res``."""
+    import ray.data
+
     size = res.concurrency if cap is None else max(1, min(res.concurrency, cap))
     args = {"compute": ray.data.ActorPoolStrategy(min_size=1, max_size=size), "num_cpus": res.num_cpus}
     if res.num_gpus:
@@ -51,12 +58,6 @@ def pool_args(res: StageResources, cap: int | None = None) -> dict:
     if res.resources:
         args["resources"] = dict(res.resources)
     return args
-
-
-def _field(name: str) -> str:
-    if name == "read":
-        return "the staged-image reader"
-    return f"resources.{name}" if name in ("ingest", "export") else f"resources.stages.{name}"
 
 
 def _fmt(resources: dict[str, float]) -> str:
@@ -78,12 +79,12 @@ def check_pools(phase: str, pools: list[Pool], nodes: list[dict[str, float]], au
     for pool in pools:
         demand = pool.demand()
         if not any(all(node.get(k, 0.0) >= v for k, v in demand.items()) for node in nodes):
-            problems.append(f"{phase}: {_field(pool.name)} asks for {_fmt(demand)} per actor, but no node of the "
+            problems.append(f"{phase}: {pool.field} asks for {_fmt(demand)} per actor, but no node of the "
                             f"cluster has that (cluster total: {_fmt(_ray_names(total))}); lower "
-                            f"{_field(pool.name)}.num_gpus/num_cpus/resources or add such a node")
+                            f"{pool.field}.num_gpus/num_cpus/resources or add such a node")
         full = {k: v * pool.resources.concurrency for k, v in demand.items()}
         if any(total.get(k, 0.0) < v for k, v in full.items()):
-            warnings.append(f"{phase}: {_field(pool.name)} wants {pool.resources.concurrency} actors "
+            warnings.append(f"{phase}: {pool.field} wants {pool.resources.concurrency} actors "
                             f"({_fmt(full)}); the cluster has {_fmt(_ray_names(total))}, so it runs with fewer")
     together: dict[str, float] = {}
     for pool in pools:
@@ -107,21 +108,17 @@ def _ray_names(resources: dict[str, float]) -> dict[str, float]:
 
 def cluster_nodes() -> list[dict[str, float]]:
     """Total resources of each live node of the connected cluster."""
+    import ray
+
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
-def phase_pools(phase: str, config: RunConfig, specs: list | None = None) -> list[Pool]:
-    """The actor pools a phase starts; ``specs`` (StageSpec list) for score and caption."""
-    if phase in ("ingest", "export"):
-        return [Pool(phase, getattr(config.resources, phase))]
-    pools = [Pool(spec.name, spec.resources) for spec in specs or []]
-    return pools + [Pool("read", StageResources(num_cpus=READ_NUM_CPUS))] if pools else []
-
-
-def check_cluster(phase_specs: dict[str, list], config: RunConfig) -> None:
-    """Check every phase in ``phase_specs`` (phase -> StageSpec list) against the connected cluster."""
+def check_cluster(phase_pools: dict[str, list[Pool]], config: RunConfig) -> None:
+    """Check the pools of every phase in ``phase_pools`` (phase name -> its pools) against the connected cluster."""
     nodes = cluster_nodes()
-    for phase, specs in phase_specs.items():
-        for warning in check_pools(phase, phase_pools(phase, config, specs), nodes, config.ray.autoscaling):
+    for phase, pools in phase_pools.items():
+        if not pools:
+            continue
+        for warning in check_pools(phase, pools, nodes, config.ray.autoscaling):
             log.warning(warning)
             print(f"warning: {warning}")

@@ -6,6 +6,7 @@ import shutil
 import uuid
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -24,7 +25,10 @@ from manifests.schema import INGEST_SCHEMA
 from pipelines import score_units
 from pipelines.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
-from pipelines.stages import StageSpec, caption_stages, check_stages, score_stages
+from pipelines.stages import StageSpec
+
+if TYPE_CHECKING:
+    from pipelines.run import Run
 
 STAGED_IMAGE_EXTS = ("jpg", "png", "webp")
 
@@ -43,8 +47,9 @@ class IngestWorker:
         return {"unit": summary["unit"], "rows": summary["rows"]}
 
 
-def ingest(config: RunConfig, layout: RunLayout, retry_failed: bool = False) -> dict:
-    """Stage every unit without a staged Parquet; with ``retry_failed``, refetch the retryable rows of staged units."""
+def ingest(run: Run) -> dict:
+    """Stage every unit without a staged Parquet; with ``run.retry_failed``, refetch the retryable rows of staged units."""
+    config, layout, retry_failed = run.local, run.layout, run.retry_failed
     for leftover in layout.staged_dir.glob(".*.tmp"):  # half-written by a killed run; no worker runs now
         leftover.unlink()
     units = plan_units(config.input, layout.units_dir)
@@ -99,10 +104,9 @@ def _write_dataset(ds: ray.data.Dataset, out_dir: Path) -> None:
     tmp.rename(out_dir)
 
 
-def score(config: RunConfig, layout: RunLayout, specs: list[StageSpec] | None = None) -> dict:
+def score(run: Run) -> dict:
     """Score each staged tar into its own unit file; a rerun scores only units without a complete file."""
-    specs = score_stages(config) if specs is None else specs
-    check_stages(config, specs)
+    layout, specs = run.layout, list(run.score_specs)
     if not specs:
         shutil.rmtree(layout.scores_dir, ignore_errors=True)
         return {"stages": {}, "units_run": 0}
@@ -123,8 +127,9 @@ def score(config: RunConfig, layout: RunLayout, specs: list[StageSpec] | None = 
 
 # --- dedup --------------------------------------------------------------------------------------
 
-def dedup(config: RunConfig, layout: RunLayout) -> dict:
+def dedup(run: Run) -> dict:
     """Pairs -> clusters; survivors are chosen among rows the decision keeps on every other rule."""
+    config, layout = run.local, run.layout
     layout.duplicates.unlink(missing_ok=True)  # assemble() must not see an earlier dedup's assignments
     eligible = (apply_decision(assemble(layout), config.filters)
                 .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(dedup_run.ELIGIBLE)).collect())
@@ -160,7 +165,8 @@ def assemble(layout: RunLayout) -> pl.LazyFrame:
     return frame
 
 
-def decide(config: RunConfig, layout: RunLayout) -> dict:
+def decide(run: Run) -> dict:
+    config, layout = run.local, run.layout
     manifest = apply_decision(assemble(layout), config.filters).sort(col.SAMPLE_ID).collect()
     write_parquet(manifest.to_arrow(), layout.decided)
     return {"rows": manifest.height, "kept": int(manifest[col.KEEP].sum())}
@@ -184,9 +190,8 @@ def kept_dataset(layout: RunLayout) -> ray.data.Dataset | None:
     return ds.map_batches(_only_rows, fn_args=(kept[col.SAMPLE_ID].to_numpy().astype(str),), batch_format="numpy")
 
 
-def caption(config: RunConfig, layout: RunLayout) -> dict:
-    specs = caption_stages(config)
-    check_stages(config, specs)
+def caption(run: Run) -> dict:
+    layout, specs = run.layout, list(run.caption_specs)
     shutil.rmtree(layout.captions.parent / "captions", ignore_errors=True)
     layout.captions.unlink(missing_ok=True)
     ds = kept_dataset(layout) if specs else None
@@ -215,7 +220,8 @@ def final_manifest(layout: RunLayout) -> pl.DataFrame:
     return manifest.sort(col.SAMPLE_ID).collect()
 
 
-def export(config: RunConfig, layout: RunLayout) -> dict:
+def export(run: Run) -> dict:
+    config, layout = run.local, run.layout
     manifest = final_manifest(layout)
     shards = plan_shards(manifest.filter(pl.col(col.KEEP)), config.export.shard_size)
     for leftover in layout.root.glob(".shards.*.tmp"):  # from an export killed midway

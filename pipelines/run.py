@@ -1,52 +1,100 @@
 """A curation run, top to bottom: ingest -> score -> dedup -> decide -> caption -> export.
 
-Each phase leaves its files and a ``_DONE`` marker under the run directory. ``thresher run`` resumes:
-it skips the expensive phases that are already done and always redoes the cheap decision and export,
-so a changed threshold takes effect without touching a model. Running a phase invalidates the
-phases after it.
+``prepare(config)`` validates the config once and returns a ``Run``: the config, its local copy, the
+run directory and the model stages, built and checked once. ``PHASES`` is the one list of phases; the
+CLI, the cluster check and the resume logic read it. Each phase leaves its files and a ``_DONE``
+marker under the run directory. ``run_all`` resumes: it skips the expensive phases that are already
+done and always redoes the cheap decision and export, so a changed threshold takes effect without
+touching a model. Running a phase invalidates the phases after it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import polars as pl
 
 from captioning.weights import MissingWeightsError, check_weights
-from filters.models import FilterSetupError, check_filters
+from filters.weights import FilterSetupError, check_filters
 from manifests import storage
 from manifests.io import update_run_json, write_json
-from manifests.layout import PHASES, RunLayout
-from pipelines import cluster, phases, report
+from manifests.layout import RunLayout
+from pipelines import cluster, report
+from pipelines.cluster import Pool, stage_pools
 from pipelines.config import ConfigError, RunConfig, dump_config
-from pipelines.stages import check_resources, check_stages, score_stages, caption_stages
 
-PHASE_FUNCS: dict[str, Callable[[RunConfig, RunLayout], dict]] = {
-    "ingest": phases.ingest,
-    "score": phases.score,
-    "dedup": phases.dedup,
-    "decide": phases.decide,
-    "caption": phases.caption,
-    "export": phases.export,
-}
-RESUMABLE = ("ingest", "score", "dedup", "caption")
-POOLED = ("ingest", "score", "caption", "export")  # phases that start actor pools
+if TYPE_CHECKING:
+    from pipelines.stages import StageSpec
 
 
-def validate(config: RunConfig) -> None:
-    """Everything that can be checked before work starts."""
+@dataclass(frozen=True)
+class Run:
+    """One run, prepared once. ``config`` is as given (``output_dir`` may be a URI); ``local`` is the same
+    config with URI paths replaced by their local working copies, which is what every phase reads."""
+
+    config: RunConfig
+    local: RunConfig
+    layout: RunLayout
+    score_specs: tuple[StageSpec, ...]
+    caption_specs: tuple[StageSpec, ...]
+    retry_failed: bool = False  # ingest refetches only rows whose status is retryable
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # also the name of the function in pipelines.phases that runs it
+    resumable: bool  # skipped by ``run_all`` when done; decide and export are cheap and always redone
+    pools: Callable[[Run], list[Pool]]  # the actor pools it starts, for the cluster check
+
+    def __call__(self, run: Run) -> dict:
+        # Imported here so that the CLI, which lists the phases, and the manifest tools never load Ray or stages.
+        from pipelines import phases
+
+        return getattr(phases, self.name)(run)
+
+
+def _no_pools(run: Run) -> list[Pool]:
+    return []
+
+
+PHASES = (
+    Phase("ingest", True, lambda r: [Pool("resources.ingest", r.config.resources.ingest)]),
+    Phase("score", True, lambda r: stage_pools(r.score_specs)),
+    Phase("dedup", True, _no_pools),
+    Phase("decide", False, _no_pools),
+    Phase("caption", True, lambda r: stage_pools(r.caption_specs)),
+    Phase("export", False, lambda r: [Pool("resources.export", r.config.resources.export)]),
+)
+PHASE_NAMES = tuple(p.name for p in PHASES)
+
+
+def phase(name: str) -> Phase:
+    for candidate in PHASES:
+        if candidate.name == name:
+            return candidate
+    raise ValueError(f"unknown phase {name!r}; phases are {', '.join(PHASE_NAMES)}")
+
+
+def validate(config: RunConfig) -> tuple[list[StageSpec], list[StageSpec]]:
+    """Everything that can be checked before work starts; returns the score and caption stages it checked."""
+    from pipelines.stages import caption_stages, check_resources, check_stages, score_stages
+
     check_resources(config)
-    check_stages(config, score_stages(config))
-    check_stages(config, caption_stages(config))
+    specs = score_stages(config), caption_stages(config)
+    for stage_list in specs:
+        check_stages(config, stage_list)
     try:
         check_filters(config.filters)
         check_weights(config.caption)
     except (FilterSetupError, MissingWeightsError) as exc:
         raise ConfigError(str(exc)) from None
+    return specs
 
 
 def local_config(config: RunConfig) -> RunConfig:
@@ -63,78 +111,81 @@ def local_config(config: RunConfig) -> RunConfig:
     return config.model_copy(update=update)
 
 
-def sync(config: RunConfig, layout: RunLayout) -> None:
-    """Mirror the local run directory to a URI output_dir (no-op for a local one)."""
-    if storage.is_uri(config.output_dir):
-        storage.push(layout.root, config.output_dir)
-
-
-def prepare(config: RunConfig) -> RunLayout:
+def prepare(config: RunConfig, retry_failed: bool = False) -> Run:
     """Validate, and set up the local run directory; a URI one is first downloaded to resume from it."""
-    validate(config)
-    layout = RunLayout.at(local_config(config).output_dir)
+    score_specs, caption_specs = validate(config)
+    local = local_config(config)
+    layout = RunLayout.at(local.output_dir)
     if storage.is_uri(config.output_dir):
         storage.pull(config.output_dir, layout.root)
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.config.write_text(dump_config(config))
     update_run_json(layout.run_json, config=config.model_dump(mode="json"), versions=report.versions(),
                     git_revision=report.git_revision())
-    return layout
+    return Run(config, local, layout, tuple(score_specs), tuple(caption_specs), retry_failed)
 
 
-def _phase_specs(name: str, config: RunConfig, options: dict) -> list:
-    if "specs" in options:
-        return options["specs"]
-    return score_stages(config) if name == "score" else caption_stages(config) if name == "caption" else []
+def with_score_stages(run: Run, specs: list[StageSpec]) -> Run:
+    """The run with other score stages (tests and benchmarks plug in their own), checked like the configured ones."""
+    from pipelines.stages import check_stages
+
+    check_stages(run.config, specs)
+    return dataclasses.replace(run, score_specs=tuple(specs))
 
 
-def check_cluster(names: tuple[str, ...], config: RunConfig, phase_options: dict[str, dict]) -> None:
+def sync(run: Run) -> None:
+    """Mirror the local run directory to a URI output_dir (no-op for a local one)."""
+    if storage.is_uri(run.config.output_dir):
+        storage.push(run.layout.root, run.config.output_dir)
+
+
+def check_cluster(run: Run, names: tuple[str, ...]) -> None:
     """Fail before any work when a phase's actor pools cannot be placed on the connected cluster."""
-    cluster.check_cluster({n: _phase_specs(n, config, phase_options.get(n, {})) for n in names if n in POOLED},
-                          config)
+    cluster.check_cluster({p.name: p.pools(run) for p in PHASES if p.name in names}, run.config)
 
 
-def run_phase(name: str, config: RunConfig, layout: RunLayout, options: dict | None = None) -> dict:
-    """Run one phase; ``options`` are its keyword arguments (``retry_failed`` for ingest, ``specs`` for score)."""
-    options = options or {}
-    check_cluster((name,), config, {name: options})
-    local = local_config(config)
-    for later in PHASES[PHASES.index(name):]:
+def run_phase(run: Run, name: str) -> dict:
+    """Run one phase, after checking that its pools fit the cluster; marks it done and syncs."""
+    current, layout = phase(name), run.layout
+    check_cluster(run, (name,))
+    for later in PHASE_NAMES[PHASE_NAMES.index(name):]:
         layout.done_marker(later).unlink(missing_ok=True)
     layout.phase_dir(name).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = PHASE_FUNCS[name](local, layout, **options)
+    result = current(run)
     result["wall_s"] = round(time.perf_counter() - start, 3)
     write_json(result, layout.done_marker(name))
     update_run_json(layout.run_json, phases={name: result})
-    sync(config, layout)
+    sync(run)
     return result
 
 
-def finish(layout: RunLayout, config: RunConfig | None = None) -> dict:
-    """Counts from the final manifest into run.json; returns them."""
-    stats = report.counts(pl.read_parquet(layout.manifest))
-    update_run_json(layout.run_json, counts=stats)
-    if config is not None:
-        sync(config, layout)
+def finish(run: Run, **extra) -> dict:
+    """Counts from the final manifest (and ``extra``, e.g. wall_s) into run.json, then one sync; returns the counts."""
+    stats = report.counts(pl.read_parquet(run.layout.manifest))
+    update_run_json(run.layout.run_json, counts=stats, **extra)
+    sync(run)
     return stats
 
 
-def run(config: RunConfig, redo: tuple[str, ...] = (), phase_options: dict[str, dict] | None = None) -> dict:
-    """All phases in order, skipping finished resumable ones; ``--redo`` phases start over from nothing."""
-    phase_options = phase_options or {}
-    layout = prepare(config)
-    check_cluster(PHASES, config, phase_options)
+def run_all(run: Run, redo: tuple[str, ...] = ()) -> dict:
+    """All phases in order, skipping finished resumable ones; ``redo`` phases start over from nothing."""
+    layout = run.layout
+    check_cluster(run, PHASE_NAMES)
     start = time.perf_counter()
-    for name in PHASES:
-        if name in RESUMABLE and layout.is_done(name) and name not in redo:
+    for current in PHASES:
+        name = current.name
+        if current.resumable and layout.is_done(name) and name not in redo:
             print(f"{name}: done already, skipped ({json.loads(layout.done_marker(name).read_text())['wall_s']} s)")
             continue
         if name in redo:
             shutil.rmtree(layout.phase_dir(name), ignore_errors=True)
-        run_phase(name, config, layout, phase_options.get(name))
-    stats = finish(layout, config)
-    update_run_json(layout.run_json, wall_s=round(time.perf_counter() - start, 3))
-    sync(config, layout)
+        run_phase(run, name)
+    stats = finish(run, wall_s=round(time.perf_counter() - start, 3))
     print(report.summary_table(stats, layout.root))
     return stats
+
+
+def run(config: RunConfig, redo: tuple[str, ...] = ()) -> dict:
+    """Prepare and run every phase: ``run_all(prepare(config), redo)``."""
+    return run_all(prepare(config), redo)

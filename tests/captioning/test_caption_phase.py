@@ -13,7 +13,7 @@ from manifests.io import write_parquet, read_json
 from manifests.layout import RunLayout
 from manifests.shards import iter_tar, write_tar
 from pipelines.config import build_config
-from pipelines.run import run_phase, validate
+from pipelines.run import prepare, run_phase
 
 KEEP = [True, False, True, True, False]
 
@@ -46,9 +46,9 @@ def test_caption_phase_recaptions_kept_rows_only_on_actor_pools(ray_session, tmp
                  "resources.stages.blip2={batch_size: 2, num_cpus: 0.5}",
                  "resources.stages.llava={batch_size: 2, num_cpus: 0.5}", "export.caption_source=caption_blip2"]
     config = build_config({"output_dir": str(layout.root), "input": {"path": str(tmp_path)}}, overrides)
-    validate(config)
+    run = prepare(config)
 
-    run_phase("caption", config, layout)
+    run_phase(run, "caption")
     captions = pl.read_parquet(layout.captions)
     kept = [f"{i:09d}" for i, k in enumerate(KEEP) if k]
     assert sorted(captions[col.SAMPLE_ID].to_list()) == kept
@@ -59,7 +59,7 @@ def test_caption_phase_recaptions_kept_rows_only_on_actor_pools(ray_session, tmp
         config.caption.blip2.revision, config.caption.llava.revision]
     assert stages["llava"]["config"]["model"] == str(tiny_llava)
 
-    run_phase("export", config, layout)
+    run_phase(run, "export")
     manifest = pl.read_parquet(layout.manifest).sort(col.SAMPLE_ID)
     assert manifest[col.CAPTION].to_list() == [f"alt text {i}" for i in range(5)]
     assert manifest.filter(~pl.col(col.KEEP))[col.CAPTION_STATUS].null_count() == 2

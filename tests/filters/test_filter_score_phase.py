@@ -41,10 +41,10 @@ def scored_run(tmp_path_factory, ray_session, tiny_clip_768, optional_checkpoint
                 "resources": {"ingest": {"concurrency": 2},
                               "stages": {n: {"num_cpus": 0.25, "batch_size": 16} for n in STAGES}}}
         config = build_config(data)
-        layout = prepare(config)
-        run_phase("ingest", config, layout)
-    run_phase("score", config, layout)
-    run_phase("decide", config, layout)
+        run = prepare(config)
+        run_phase(run, "ingest")
+    run_phase(run, "score")
+    run_phase(run, "decide")
     return config, RunLayout.at(root / "run")
 
 

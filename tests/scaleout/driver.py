@@ -43,7 +43,7 @@ def config_data(args: argparse.Namespace, url_list: Path) -> dict:
 
 
 def main() -> None:
-    from pipelines.run import run
+    from pipelines.run import prepare, run_all, with_score_stages
     from pipelines.runtime import init_ray
 
     args = parse()
@@ -62,7 +62,7 @@ def main() -> None:
         (work / "nodes.json").write_text(json.dumps(
             {"driver": ray.get_runtime_context().get_node_id(),
              "nodes": {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}}))
-        run(config, phase_options={"score": {"specs": [spec]}})
+        run_all(with_score_stages(prepare(config), [spec]))
 
 
 if __name__ == "__main__":

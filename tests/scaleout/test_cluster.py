@@ -13,32 +13,32 @@ GPU_NODE = {"CPU": 16.0, "GPU": 2.0, "accelerator_type:A100": 1.0}
 
 
 def test_gpu_stage_on_cpu_only_cluster_names_the_field() -> None:
-    pools = [Pool("clip", StageResources(num_gpus=1, concurrency=4))]
+    pools = [Pool("resources.stages.clip", StageResources(num_gpus=1, concurrency=4))]
     with pytest.raises(ConfigError, match=r"score: resources.stages.clip asks for CPU=1, GPU=1 per actor.*num_gpus"):
         check_pools("score", pools, [CPU_NODE, CPU_NODE])
 
 
 def test_actor_must_fit_on_one_node_not_on_the_sum() -> None:
-    pools = [Pool("blip2", StageResources(num_cpus=4, num_gpus=3))]
+    pools = [Pool("resources.stages.blip2", StageResources(num_cpus=4, num_gpus=3))]
     with pytest.raises(ConfigError, match="no node of the cluster has that"):
         check_pools("caption", pools, [GPU_NODE, GPU_NODE])  # 4 GPUs in all, 2 per node
 
 
 def test_custom_resource_must_exist() -> None:
-    pools = [Pool("nsfw", StageResources(resources={"tpu_v5": 1}))]
+    pools = [Pool("resources.stages.nsfw", StageResources(resources={"tpu_v5": 1}))]
     with pytest.raises(ConfigError, match="tpu_v5=1"):
         check_pools("score", pools, [CPU_NODE, GPU_NODE])
 
 
 def test_pools_start_together_so_their_minimums_add_up() -> None:
-    pools = [Pool("clip", StageResources(num_gpus=1)), Pool("aesthetic", StageResources(num_gpus=1)),
-             Pool("nsfw", StageResources(num_gpus=1))]
+    pools = [Pool("resources.stages.clip", StageResources(num_gpus=1)), Pool("resources.stages.aesthetic", StageResources(num_gpus=1)),
+             Pool("resources.stages.nsfw", StageResources(num_gpus=1))]
     with pytest.raises(ConfigError, match=r"start together and need at least CPU=3, GPU=3"):
         check_pools("score", pools, [GPU_NODE])
 
 
 def test_concurrency_beyond_the_cluster_is_a_warning() -> None:
-    pools = [Pool("clip", StageResources(num_gpus=1, concurrency=8)), Pool("ingest", StageResources(concurrency=64))]
+    pools = [Pool("resources.stages.clip", StageResources(num_gpus=1, concurrency=8)), Pool("resources.ingest", StageResources(concurrency=64))]
     warnings = check_pools("score", pools, [GPU_NODE])
     assert len(warnings) == 2
     assert "resources.stages.clip wants 8 actors" in warnings[0]
@@ -46,13 +46,13 @@ def test_concurrency_beyond_the_cluster_is_a_warning() -> None:
 
 
 def test_autoscaling_turns_shortages_into_warnings() -> None:
-    pools = [Pool("clip", StageResources(num_gpus=1))]
+    pools = [Pool("resources.stages.clip", StageResources(num_gpus=1))]
     warnings = check_pools("score", pools, [CPU_NODE], autoscaling=True)
     assert any("waiting for the autoscaler" in w for w in warnings)
 
 
 def test_fitting_config_passes_quietly() -> None:
-    pools = [Pool("clip", StageResources(num_gpus=1, concurrency=2)), Pool("aesthetic", StageResources(num_gpus=0.5))]
+    pools = [Pool("resources.stages.clip", StageResources(num_gpus=1, concurrency=2)), Pool("resources.stages.aesthetic", StageResources(num_gpus=0.5))]
     assert check_pools("score", pools, [CPU_NODE, GPU_NODE]) == []
 
 

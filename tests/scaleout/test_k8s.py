@@ -19,7 +19,7 @@ import yaml
 
 from kustomize import load_docs, render
 from manifests.config import StrictModel
-from pipelines.cluster import Pool, check_pools
+from pipelines.cluster import Pool, check_pools, stage_pools
 from pipelines.config import RunConfig, build_config
 from pipelines.stages import check_resources, score_stages
 
@@ -146,10 +146,10 @@ def test_cluster_at_its_bounds_fits_every_pool_of_the_config(tree: str) -> None:
     head = {"CPU": _quantity(cluster["spec"]["headGroupSpec"]["rayStartParams"].get("num-cpus", 1))}
     nodes = [head] + [_pod_resources(g) for g in cluster["spec"]["workerGroupSpecs"]
                       for _ in range(g["maxReplicas"])]
-    stages = [Pool(spec.name, spec.resources) for spec in score_stages(config)]
+    stages = stage_pools(score_stages(config))
     assert stages, "the k8s config enables no model stage: the GPU group would idle"
-    for phase, pools in (("ingest", [Pool("ingest", config.resources.ingest)]), ("score", stages),
-                         ("export", [Pool("export", config.resources.export)])):
+    for phase, pools in (("ingest", [Pool("resources.ingest", config.resources.ingest)]), ("score", stages),
+                         ("export", [Pool("resources.export", config.resources.export)])):
         assert check_pools(phase, pools, nodes) == [], f"{tree}: {phase} does not fit at max replicas"
     for name, res in config.resources.stages.items():
         if res.num_gpus:

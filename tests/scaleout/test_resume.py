@@ -51,15 +51,16 @@ def test_retry_failed_refetches_only_retryable_rows_in_place(tmp_path: Path, ray
     failing = {rows[3].path, rows[17].path}
     with serve_files(files, failing=failing) as base_url:
         config = _config(tmp_path, rows, base_url)
-        layout = runner.prepare(config)
-        runner.run_phase("ingest", config, layout)
+        run = runner.prepare(config)
+        layout = run.layout
+        runner.run_phase(run, "ingest")
         before = _statuses(layout)
         failed = before.filter(pl.col(col.STATUS) == Status.FAILED_TO_DOWNLOAD)[col.SAMPLE_ID].to_list()
         assert len(failed) == sum(r.path in failing for r in rows) >= 2
         untouched_unit = layout.staged_rows(2)
         stamp = untouched_unit.stat().st_mtime_ns
         failing.clear()
-        result = runner.run_phase("ingest", config, layout, {"retry_failed": True})
+        result = runner.run_phase(runner.prepare(config, retry_failed=True), "ingest")
 
     after = _statuses(layout)
     assert after.height == before.height == len(rows)
@@ -104,10 +105,11 @@ def test_killed_worker_is_restarted_and_counts_stay_exact(tmp_path: Path, ray_se
 
     with serve_files(files, delay_s=0.2) as base_url:
         config = _config(tmp_path, rows, base_url, concurrency=1)
-        layout = runner.prepare(config)
+        run = runner.prepare(config)
+        layout = run.layout
         killer = threading.Thread(target=kill_one_worker, args=(layout,))
         killer.start()
-        runner.run(config)
+        runner.run_all(run)
         killer.join()
 
     assert killed, "no ingest worker was found to kill"
@@ -118,10 +120,11 @@ def test_killed_worker_is_restarted_and_counts_stay_exact(tmp_path: Path, ray_se
 def test_gpu_stage_on_a_cpu_cluster_fails_before_any_work(tmp_path: Path, ray_session, corpus) -> None:
     files, rows = corpus
     config = _config(tmp_path, rows, "http://127.0.0.1:9")
-    layout = runner.prepare(config)
+    run = runner.prepare(config)
+    layout = run.layout
     spec = StageSpec("clip", PixelHasher, PixelHasherConfig(), StageResources(num_gpus=1, concurrency=2))
     started = time.monotonic()
     with pytest.raises(ConfigError, match=r"resources.stages.clip asks for CPU=1, GPU=1 per actor"):
-        runner.run(config, phase_options={"score": {"specs": [spec]}})
+        runner.run_all(runner.with_score_stages(run, [spec]))
     assert time.monotonic() - started < 60
     assert not layout.staged_dir.exists(), "the check must come before ingest starts"
