@@ -11,15 +11,16 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from dedup.config import KIND_OF_DETECTOR
 from manifests import schema as col
+from manifests.schema import DupKind
 
 # Pair table columns (dedup/pairs.parquet).
 SAMPLE_A, SAMPLE_B, DETECTOR = "sample_a", "sample_b", "detector"
 KEPT_SAMPLE_ID, SIMILARITY = col.KEPT_SAMPLE_ID, col.SIMILARITY
 RESOLUTION = "resolution"
-KIND_OF_DETECTOR = {"sha256": "exact", "pixels": "exact", "minhash": "caption", "phash": "image", "sscd": "image"}
 # A dropped sample is explained by its strongest link: identical beats same picture beats same caption.
-_KIND_RANK = {"exact": 0, "image": 1, "caption": 2}
+_KIND_RANK = {DupKind.EXACT: 0, DupKind.IMAGE: 1, DupKind.CAPTION: 2}
 
 PAIRS_SCHEMA = {SAMPLE_A: pl.String, SAMPLE_B: pl.String, DETECTOR: pl.String, col.DUP_KIND: pl.String,
                 SIMILARITY: pl.Float32}

@@ -18,12 +18,14 @@ Defaults:
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 from pydantic import Field, model_validator
 
 from manifests import schema as col
 from manifests.config import StrictModel
+from manifests.schema import DupKind
 
 
 class _Detector(StrictModel):
@@ -137,7 +139,31 @@ class DedupConfig(StrictModel):
     search: SearchConfig = SearchConfig()
     keep: KeepConfig = KeepConfig()
 
+    def enabled_detectors(self) -> list[str]:
+        return [d.name for d in DETECTORS if d.enabled(self)]
+
     def thresholds(self) -> dict[str, float]:
         """Decision threshold per detector, as ``cluster()`` takes them."""
-        return {"sha256": 1.0, "pixels": 1.0, "minhash": self.minhash.threshold,
-                "phash": self.phash.threshold, "sscd": self.sscd.threshold}
+        return {d.name: d.threshold(self) for d in DETECTORS}
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One duplicate detector. ``name`` is its value in the pairs table's ``detector`` column and, where a
+    score stage computes its descriptor, that stage's name too."""
+
+    name: str
+    kind: str  # DupKind: what a pair of it means, and so the reject reason
+    enabled: Callable[[DedupConfig], bool]
+    threshold: Callable[[DedupConfig], float]
+    stage: bool  # a score-phase stage of the same name writes its descriptor (sha256 comes from ingest)
+
+
+DETECTORS = (
+    Detector("sha256", DupKind.EXACT, lambda d: d.exact.enabled and d.exact.sha256, lambda d: 1.0, False),
+    Detector("pixel_hash", DupKind.EXACT, lambda d: d.exact.enabled and d.exact.pixels, lambda d: 1.0, True),
+    Detector("minhash", DupKind.CAPTION, lambda d: d.minhash.enabled, lambda d: d.minhash.threshold, True),
+    Detector("phash", DupKind.IMAGE, lambda d: d.phash.enabled, lambda d: d.phash.threshold, True),
+    Detector("sscd", DupKind.IMAGE, lambda d: d.sscd.enabled, lambda d: d.sscd.threshold, True),
+)
+KIND_OF_DETECTOR = {d.name: d.kind for d in DETECTORS}

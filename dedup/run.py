@@ -18,14 +18,6 @@ from manifests.layout import RunLayout
 from manifests.schema import Status
 
 
-def enabled_detectors(config: DedupConfig) -> list[str]:
-    names = []
-    if config.exact.enabled:
-        names += [n for n, on in (("sha256", config.exact.sha256), ("pixels", config.exact.pixels)) if on]
-    names += [n for n in ("minhash", "phash", "sscd") if getattr(config, n).enabled]
-    return names
-
-
 def staged_rows(layout: RunLayout) -> pl.LazyFrame:
     files = [str(p) for p in layout.staged_row_files()]
     if not files:
@@ -62,13 +54,13 @@ def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work:
     index = SampleIndex.of(rows.select(col.SAMPLE_ID).collect()[col.SAMPLE_ID])
     finders = {
         "sha256": lambda: equal_key_pairs(rows, col.SHA256, "sha256"),
-        "pixels": lambda: equal_key_pairs(_require(scores, col.PIXEL_HASH), col.PIXEL_HASH, "pixels"),
+        "pixel_hash": lambda: equal_key_pairs(_require(scores, col.PIXEL_HASH), col.PIXEL_HASH, "pixel_hash"),
         "minhash": lambda: caption_pairs(config.minhash, files, index, work),
         "phash": lambda: phash_pairs(config.phash, config.search, files, index),
         "sscd": lambda: sscd_pairs(config.sscd, config.search, files, index),
     }
     found, stats = [], {}
-    for name in enabled_detectors(config):
+    for name in config.enabled_detectors():
         start = time.perf_counter()
         pairs = finders[name]()
         found.append(pairs)
@@ -93,7 +85,7 @@ def run_dedup(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | N
     layout.pairs.unlink(missing_ok=True)
     layout.duplicates.unlink(missing_ok=True)
     eligible_path(layout).unlink(missing_ok=True)
-    detectors = enabled_detectors(config)
+    detectors = config.enabled_detectors()
     if not detectors:
         return {"detectors": []}
     work = layout.pairs.parent / "work"

@@ -12,7 +12,7 @@ from typing import Any
 
 from filters.config import AestheticConfig
 from filters.heads import HeadStage, load_state
-from filters.models import head_weights
+from filters.weights import head_weights
 from manifests import schema as col
 
 

@@ -7,32 +7,21 @@ are present). Thresholds are LAION's published practice unless noted.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import polars as pl
 from pydantic import Field, model_validator
 
 from manifests import schema as col
 from manifests.config import StrictModel
 from manifests.schema import Reason
 
-if TYPE_CHECKING:
-    from filters.decide import ThresholdRule
-
 Device = Literal["auto", "cpu", "cuda"]
 
 # LAION-Aesthetics V2 subsets were cut at these predictor (v2) scores; pick one as aesthetic.min_score.
 AESTHETIC_PRESETS = {"laion_aesthetics_4.5": 4.5, "laion_aesthetics_5": 5.0, "laion_aesthetics_6": 6.0,
                      "laion_aesthetics_6.25": 6.25, "laion_aesthetics_6.5": 6.5}
-
-
-def _rule(enabled: bool, column: str, reason: str, minimum: float | None = None,
-          maximum: float | None = None) -> ThresholdRule | None:
-    """The section's rule, or None when the section is off or sets no threshold (score only)."""
-    from filters.decide import ThresholdRule  # decide imports this module; import at call time
-
-    if not enabled or (minimum is None and maximum is None):
-        return None
-    return ThresholdRule(column, reason, minimum=minimum, maximum=maximum)
 
 
 class RulesConfig(StrictModel):
@@ -62,8 +51,6 @@ class ClipScorerConfig(StrictModel):
     cache_dir: str | None = Field(None, description="open_clip/Hugging Face download cache; None: their defaults")
     min_score: float | None = Field(0.28, ge=-1, le=1, description="reject below this cosine; None: no rule")
 
-    def threshold_rule(self) -> ThresholdRule | None:
-        return _rule(self.enabled, col.CLIP_SCORE, Reason.CLIP_LOW, minimum=self.min_score)
 
 
 class WeightsFileConfig(StrictModel):
@@ -83,8 +70,6 @@ class AestheticConfig(WeightsFileConfig):
     head: Literal["v2", "v1_l14", "v1_b32"] = "v2"
     min_score: float | None = Field(None, description="reject below this score; None: score only")
 
-    def threshold_rule(self) -> ThresholdRule | None:
-        return _rule(self.enabled, col.AESTHETIC_SCORE, Reason.AESTHETIC_LOW, minimum=self.min_score)
 
 
 class NsfwConfig(WeightsFileConfig):
@@ -96,8 +81,6 @@ class NsfwConfig(WeightsFileConfig):
     intra_op_threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per actor")
     max_prob: float | None = Field(0.5, ge=0, le=1, description="reject at or above this; None: no rule")
 
-    def threshold_rule(self) -> ThresholdRule | None:
-        return _rule(self.enabled, col.NSFW_PROB, Reason.NSFW, maximum=self.max_prob)
 
 
 MODEL_SECTIONS = ("clip", "aesthetic", "nsfw")
@@ -127,3 +110,34 @@ class FiltersConfig(StrictModel):
                 section.setdefault("cache_dir", data["cache_dir"])
                 data[name] = section
         return data
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """Reject with ``reason`` when ``column`` is below ``minimum`` or at/above ``maximum``."""
+
+    column: str
+    reason: str
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def violated(self) -> pl.Expr:
+        value = pl.col(self.column)
+        fails = pl.lit(False)
+        if self.minimum is not None:
+            fails = fails | (value < self.minimum)
+        if self.maximum is not None:
+            fails = fails | (value >= self.maximum)
+        return fails.fill_null(False)
+
+
+def threshold_rules(config: FiltersConfig) -> list[ThresholdRule]:
+    """The score thresholds of the enabled model sections, one per section that sets one: the only list."""
+    candidates = [
+        (config.clip.enabled, ThresholdRule(col.CLIP_SCORE, Reason.CLIP_LOW, minimum=config.clip.min_score)),
+        (config.aesthetic.enabled,
+         ThresholdRule(col.AESTHETIC_SCORE, Reason.AESTHETIC_LOW, minimum=config.aesthetic.min_score)),
+        (config.nsfw.enabled, ThresholdRule(col.NSFW_PROB, Reason.NSFW, maximum=config.nsfw.max_prob)),
+    ]
+    return [rule for enabled, rule in candidates
+            if enabled and (rule.minimum is not None or rule.maximum is not None)]

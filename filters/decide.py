@@ -8,44 +8,11 @@ later without recomputing anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import polars as pl
 
-from filters.config import FiltersConfig
+from filters.config import FiltersConfig, ThresholdRule, threshold_rules
 from manifests import schema as col
-from manifests.schema import Reason, Status
-
-
-@dataclass(frozen=True)
-class ThresholdRule:
-    """Reject with ``reason`` when ``column`` is below ``minimum`` or above ``maximum``."""
-
-    column: str
-    reason: str
-    minimum: float | None = None
-    maximum: float | None = None
-    inclusive: Literal["min", "max"] = "min"
-
-    def violated(self) -> pl.Expr:
-        value = pl.col(self.column)
-        fails = pl.lit(False)
-        if self.minimum is not None:
-            fails = fails | (value < self.minimum)
-        if self.maximum is not None:
-            fails = fails | (value >= self.maximum)
-        return fails.fill_null(False)
-
-
-def threshold_rules(config: FiltersConfig) -> list[ThresholdRule]:
-    """The score thresholds of every configured filter (each filter section adds its rule here)."""
-    rules = []
-    for section in (getattr(config, name, None) for name in type(config).model_fields):
-        rule = getattr(section, "threshold_rule", None)
-        if callable(rule) and rule() is not None:
-            rules.append(rule())
-    return rules
+from manifests.schema import DUPLICATE_REASONS, Reason, Status
 
 
 def _reason(condition: pl.Expr, reason: str | pl.Expr) -> pl.Expr:
@@ -70,7 +37,8 @@ def reason_exprs(config: FiltersConfig, columns: set[str]) -> list[pl.Expr]:
         if rule.column in columns:
             exprs.append(_reason(ok & rule.violated(), rule.reason))
     if col.DUPLICATE_OF in columns and col.DUP_KIND in columns:
-        exprs.append(_reason(pl.col(col.DUPLICATE_OF).is_not_null(), pl.lit("duplicate_") + pl.col(col.DUP_KIND)))
+        reason = pl.col(col.DUP_KIND).replace_strict(DUPLICATE_REASONS, default=None, return_dtype=pl.String)
+        exprs.append(_reason(pl.col(col.DUPLICATE_OF).is_not_null(), reason))
     return exprs
 
 

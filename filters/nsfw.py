@@ -18,7 +18,7 @@ import numpy as np
 from filters.config import NsfwConfig
 from filters.heads import HeadStage, load_state
 from filters.images import decode_batch, scatter
-from filters.models import head_weights, open_nsfw_weights
+from filters.weights import head_weights, open_nsfw_weights
 from manifests import schema as col
 
 

@@ -235,22 +235,3 @@ def weights_table(weights: list[Weights]) -> str:
     rows += [(w.section, w.model, "present" if w.present else "MISSING", w.location) for w in weights]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows)
-
-
-def demo_filters() -> tuple[dict, list[str]]:
-    """The demo's filters section: every model whose weights are present (open_nsfw always), and why the
-    others are skipped. CLIP is ViT-L-14/openai when present (the heads' CLIP), else ViT-B-32/openai."""
-    section: dict = {"nsfw": {"enabled": True, "backend": "open_nsfw"}}
-    skipped = ["nsfw clip head: the demo's nsfw_prob comes from open_nsfw, which always runs"]
-    choices = [ClipScorerConfig(enabled=True, model=m, pretrained="openai") for m in ("ViT-L-14", "ViT-B-32")]
-    clip = next((c for c in choices if clip_weights(c).present), None)
-    if clip is None:
-        return section, skipped + [f"clip: weights of open_clip ViT-L-14 and ViT-B-32 (openai) are missing; "
-                                   f"{FETCH_COMMAND} fetches them", "aesthetic: needs clip"]
-    section["clip"] = {"enabled": True, "model": clip.model, "pretrained": clip.pretrained}
-    head = "v2" if clip.model == "ViT-L-14" else "v1_b32"
-    if head_entry("filters.aesthetic", head, AestheticConfig(head=head)).present:
-        section["aesthetic"] = {"enabled": True, "head": head}
-    else:
-        skipped.append(f"aesthetic: head {head} weights are missing under {cache_root(None)}; {FETCH_COMMAND}")
-    return section, skipped

@@ -145,6 +145,19 @@ class Reason:
         return Reason.STATUS_PREFIX + status
 
 
+class DupKind:
+    """What links a dropped duplicate to its survivor (``dup_kind``); each detector has one kind."""
+
+    EXACT = "exact"  # identical bytes or pixels
+    IMAGE = "image"  # the same picture, edited (perceptual hash, SSCD)
+    CAPTION = "caption"  # near-identical caption
+
+
+# The reject reason of each duplicate kind: the one table between dup_kind and Reason.
+DUPLICATE_REASONS = {DupKind.EXACT: Reason.DUPLICATE_EXACT, DupKind.IMAGE: Reason.DUPLICATE_IMAGE,
+                     DupKind.CAPTION: Reason.DUPLICATE_CAPTION}
+
+
 INGEST_SCHEMA = pa.schema(
     [
         pa.field(SAMPLE_ID, pa.string(), nullable=False),

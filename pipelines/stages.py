@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Literal
 
 from captioning.blip2 import Blip2Captioner
 from captioning.llava import LlavaCaptioner
+from dedup.minhash import CaptionMinHasher
+from dedup.phash import PerceptualHasher
+from dedup.pixels import PixelHasher
+from dedup.sscd import SscdEmbedder
 from filters.aesthetic import AestheticScorer
 from filters.clip import ClipScorer
 from filters.nsfw import nsfw_stage
@@ -15,10 +19,6 @@ from pipelines.config import ConfigError, RunConfig, StageResources
 
 # Columns every score batch starts with (see phases.staged_dataset).
 BATCH_COLUMNS = (col.SAMPLE_ID, col.IMAGE, col.CAPTION)
-
-# Every stage name a resources.stages entry may use (enabled or not); tests/test_config.py checks it
-# against the stages a config with everything enabled builds.
-STAGE_NAMES = ("clip", "aesthetic", "nsfw", "pixel_hash", "phash", "minhash", "sscd", "blip2", "llava")
 
 
 @dataclass(frozen=True)
@@ -43,48 +43,57 @@ class StageSpec:
         return {"class": f"{self.cls.__module__}.{self.cls.__qualname__}", "config": self.config.model_dump(mode="json")}
 
 
-def _spec(config: RunConfig, name: str, cls: type, stage_config: Any) -> StageSpec:
-    return StageSpec(name, cls, stage_config, config.resources.for_stage(name))
+@dataclass(frozen=True)
+class Stage:
+    """One model stage Thresher knows: its name (resources.stages key, run.json entry), the phase it runs in,
+    its config section, whether a config enables it, and its class (which may depend on the section)."""
+
+    name: str
+    phase: Literal["score", "caption"]
+    section: Callable[[RunConfig], Any]
+    enabled: Callable[[RunConfig], bool]
+    cls: Callable[[Any], type]
 
 
-def score_stages(config: RunConfig) -> list[StageSpec]:
-    """Model stages of the score phase, in run order. Each filter and dedup descriptor adds itself here."""
-    specs: list[StageSpec] = []
-    filters = config.filters
-    # CLIP first: the aesthetic and CLIP-NSFW heads read its clip_embedding; open_nsfw reads pixels.
-    if filters.clip.enabled:
-        specs.append(_spec(config, "clip", ClipScorer, filters.clip))
-    if filters.aesthetic.enabled:
-        specs.append(_spec(config, "aesthetic", AestheticScorer, filters.aesthetic))
-    if filters.nsfw.enabled:
-        specs.append(_spec(config, "nsfw", nsfw_stage(filters.nsfw), filters.nsfw))
-    specs += dedup_stages(config)
+def _detector_on(name: str) -> Callable[[RunConfig], bool]:
+    return lambda config: name in config.dedup.enabled_detectors()
+
+
+# Every stage, in run order within its phase. CLIP comes first: the aesthetic and CLIP-NSFW heads read
+# its clip_embedding. The dedup stages write the descriptors their detectors (dedup.config.DETECTORS) read.
+STAGES = (
+    Stage("clip", "score", lambda c: c.filters.clip, lambda c: c.filters.clip.enabled, lambda s: ClipScorer),
+    Stage("aesthetic", "score", lambda c: c.filters.aesthetic, lambda c: c.filters.aesthetic.enabled,
+          lambda s: AestheticScorer),
+    Stage("nsfw", "score", lambda c: c.filters.nsfw, lambda c: c.filters.nsfw.enabled, nsfw_stage),
+    Stage("pixel_hash", "score", lambda c: c.dedup.exact, _detector_on("pixel_hash"), lambda s: PixelHasher),
+    Stage("phash", "score", lambda c: c.dedup.phash, _detector_on("phash"), lambda s: PerceptualHasher),
+    Stage("minhash", "score", lambda c: c.dedup.minhash, _detector_on("minhash"), lambda s: CaptionMinHasher),
+    Stage("sscd", "score", lambda c: c.dedup.sscd, _detector_on("sscd"), lambda s: SscdEmbedder),
+    Stage("blip2", "caption", lambda c: c.caption.blip2, lambda c: c.caption.blip2.enabled, lambda s: Blip2Captioner),
+    Stage("llava", "caption", lambda c: c.caption.llava, lambda c: c.caption.llava.enabled, lambda s: LlavaCaptioner),
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+
+
+def stages_of(phase: str, config: RunConfig) -> list[StageSpec]:
+    """The enabled stages of ``phase``, in run order, with their config section and resources."""
+    specs = []
+    for stage in STAGES:
+        if stage.phase == phase and stage.enabled(config):
+            section = stage.section(config)
+            specs.append(StageSpec(stage.name, stage.cls(section), section, config.resources.for_stage(stage.name)))
     return specs
 
 
-def dedup_stages(config: RunConfig) -> list[StageSpec]:
-    """Descriptors the dedup phase reads: pixel hash, pHash, caption MinHash, SSCD embedding."""
-    from dedup.minhash import CaptionMinHasher
-    from dedup.phash import PerceptualHasher
-    from dedup.pixels import PixelHasher
-    from dedup.sscd import SscdEmbedder
-
-    d = config.dedup
-    wanted = [("pixel_hash", PixelHasher, d.exact, d.exact.enabled and d.exact.pixels),
-              ("phash", PerceptualHasher, d.phash, d.phash.enabled),
-              ("minhash", CaptionMinHasher, d.minhash, d.minhash.enabled),
-              ("sscd", SscdEmbedder, d.sscd, d.sscd.enabled)]
-    return [_spec(config, name, cls, section) for name, cls, section, on in wanted if on]
+def score_stages(config: RunConfig) -> list[StageSpec]:
+    """Model stages of the score phase, in run order."""
+    return stages_of("score", config)
 
 
 def caption_stages(config: RunConfig) -> list[StageSpec]:
     """Recaptioning stages of the caption phase, in run order."""
-    specs: list[StageSpec] = []
-    if config.caption.blip2.enabled:
-        specs.append(_spec(config, "blip2", Blip2Captioner, config.caption.blip2))
-    if config.caption.llava.enabled:
-        specs.append(_spec(config, "llava", LlavaCaptioner, config.caption.llava))
-    return specs
+    return stages_of("caption", config)
 
 
 def check_stages(config: RunConfig, specs: list[StageSpec], start: tuple[str, ...] = BATCH_COLUMNS) -> None:

@@ -1,4 +1,4 @@
-"""The manifest tools behind ``thresher query|tune|plots|export RUN|audit``: config + decision glue.
+"""The manifest tools behind ``thresher query|tune|plots|audit|reexport RUN``: config + decision glue.
 
 Only the manifest (and, for export and audit, the staged images) is read; no model is loaded and
 no Ray is started. ``--set`` overrides apply to the run's resolved config (RUN/config.yaml).
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import polars as pl
 
-from filters.decide import ThresholdRule, decide, reason_exprs, threshold_rules
+from filters.config import ThresholdRule, threshold_rules
+from filters.decide import decide, reason_exprs
 from manifests import audit, plots, query, reexport, tune
 from manifests.io import atomic_path
 from manifests.layout import RunLayout
@@ -26,9 +27,8 @@ def _threshold(rule: ThresholdRule) -> Threshold:
 
 
 def thresholds(config: RunConfig) -> list[Threshold]:
-    """Every score threshold of the config (filters and dedup sections that expose ``threshold_rule()``)."""
-    rules = threshold_rules(config.filters) + threshold_rules(config.dedup)
-    return [_threshold(r) for r in rules if r.minimum is not None or r.maximum is not None]
+    """Every score threshold of the config's filters (``filters.config.threshold_rules``)."""
+    return [_threshold(r) for r in threshold_rules(config.filters)]
 
 
 def manifest(run: Path, overrides: list[str], redecide: bool = False) -> tuple[pl.LazyFrame, RunConfig]:

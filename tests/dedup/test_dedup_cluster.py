@@ -9,7 +9,7 @@ import pytest
 from dedup.cluster import PAIRS_SCHEMA, cluster, union_find, with_kind
 from manifests import schema as col
 
-THRESHOLDS = {"sha256": 1.0, "pixels": 1.0, "minhash": 0.8, "phash": 0.85, "sscd": 0.75}
+THRESHOLDS = {"sha256": 1.0, "pixel_hash": 1.0, "minhash": 0.8, "phash": 0.85, "sscd": 0.75}
 
 
 def pairs(rows: list[tuple[str, str, str, float]]) -> pl.DataFrame:

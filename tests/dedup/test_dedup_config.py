@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dedup.config import DedupConfig
-from dedup.run import enabled_detectors, run_dedup
+from dedup.run import run_dedup
 from manifests.layout import RunLayout
 from pipelines.config import ConfigError, build_config
 from pipelines.stages import check_stages, score_stages
@@ -28,7 +28,7 @@ def test_score_stages_follow_enabled_detectors():
     specs = score_stages(config)
     assert [s.name for s in specs] == ["pixel_hash", "minhash", "sscd"]
     check_stages(config, specs)
-    assert enabled_detectors(config.dedup) == ["sha256", "pixels", "minhash", "sscd"]
+    assert config.dedup.enabled_detectors() == ["sha256", "pixel_hash", "minhash", "sscd"]
 
 
 def test_nothing_enabled_writes_nothing(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from filters.aesthetic import AestheticScorer
 from filters.config import HEAD_WIDTHS, AestheticConfig, NsfwConfig
 from filters.heads import load_state
-from filters.models import HEAD_FILES
+from filters.weights import HEAD_FILES
 from filters.nets import aesthetic_head, nsfw_head
 from filters.nsfw import ClipNsfwScorer
 from manifests import schema as col

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from filters import models
+from filters import weights as models
 from filters.config import AestheticConfig, ClipScorerConfig, FiltersConfig, NsfwConfig
-from filters.decide import threshold_rules
+from filters.config import threshold_rules
 from manifests import schema as col
 from manifests.schema import Reason
 from pipelines.cli import main
@@ -119,7 +119,9 @@ def test_threshold_fields_and_rules():
 
 def test_demo_runs_open_nsfw_and_reports_the_rest_as_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
-    section, skipped = models.demo_filters()
+    from pipelines.demo import demo_filters
+
+    section, skipped = demo_filters()
     if "clip" in section:
         pytest.skip("this machine has CLIP weights in its caches")
     assert section == {"nsfw": {"enabled": True, "backend": "open_nsfw"}}

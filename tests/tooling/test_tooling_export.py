@@ -1,4 +1,4 @@
-"""thresher export RUN: new shards of exactly the newly kept rows, the source run byte-for-byte unchanged."""
+"""thresher reexport RUN (and the deprecated export RUN): new shards of exactly the newly kept rows, the source run byte-for-byte unchanged."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def staged(run, manifest: pl.DataFrame) -> dict[str, bytes]:
 def test_reexport_writes_exactly_the_new_kept_rows(real_run, capsys):
     before = tree_hashes(real_run)
     source = pl.read_parquet(real_run / "manifest.parquet")
-    assert main(["export", str(real_run), "--set", "filters.rules.min_image_side=64", "--name", "loose"]) == 0
+    assert main(["reexport", str(real_run), "--set", "filters.rules.min_image_side=64", "--name", "loose"]) == 0
     target = real_run.parent / f"{real_run.name}-loose"
     assert str(target) in capsys.readouterr().out
     assert tree_hashes(real_run) == before
@@ -72,22 +72,22 @@ def test_reexport_writes_exactly_the_new_kept_rows(real_run, capsys):
 
 def test_reexport_never_overwrites(real_run, capsys):
     before = tree_hashes(real_run)
-    args = ["export", str(real_run), "--set", "filters.rules.min_caption_words=3", "--name", "twice"]
+    args = ["reexport", str(real_run), "--set", "filters.rules.min_caption_words=3", "--name", "twice"]
     assert main(args) == 0
     target = real_run.parent / f"{real_run.name}-twice"
     exported = tree_hashes(target)
     assert main(args) == 2
     assert "exists already" in capsys.readouterr().err
     assert tree_hashes(target) == exported and tree_hashes(real_run) == before
-    assert main(["export", str(real_run), "--name", "../escape"]) == 2
-    assert main(["export", str(real_run), "--out", str(real_run / "exports" / "inside")]) == 2
+    assert main(["reexport", str(real_run), "--name", "../escape"]) == 2
+    assert main(["reexport", str(real_run), "--out", str(real_run / "exports" / "inside")]) == 2
     assert "never writes into" in capsys.readouterr().err
     assert tree_hashes(real_run) == before
 
 
 def test_tools_run_on_an_export(real_run, capsys):
     """An export's manifest names the source run's staged images; tune and query work on it like on a run."""
-    assert main(["export", str(real_run), "--set", "filters.rules.min_image_side=128", "--name", "mid"]) == 0
+    assert main(["reexport", str(real_run), "--set", "filters.rules.min_image_side=128", "--name", "mid"]) == 0
     target = real_run.parent / f"{real_run.name}-mid"
     assert main(["tune", str(target), "--set", "filters.rules.min_image_side=128"]) == 0
     assert "newly rejected" in capsys.readouterr().out
@@ -106,3 +106,11 @@ def test_export_forms(real_run, tmp_path):
     assert not is_tool(parsed("export", str(config)))
     assert not is_tool(parsed("export", str(real_run), "--in-place"))
     assert not is_tool(parsed("run", str(config)))
+    assert is_tool(parsed("reexport", str(real_run)))
+
+
+def test_export_of_a_run_directory_still_reexports_with_a_deprecation_note(real_run, capsys):
+    assert main(["export", str(real_run), "--set", "filters.rules.min_image_side=96", "--name", "old-verb"]) == 0
+    captured = capsys.readouterr()
+    assert "deprecated" in captured.err and "thresher reexport" in captured.err
+    assert (real_run.parent / f"{real_run.name}-old-verb" / "shards").is_dir()

@@ -6,16 +6,13 @@ import dataclasses
 import hashlib
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import yaml
 
-from filters.config import FiltersConfig
-from filters.decide import ThresholdRule, decide
+from filters.config import AestheticConfig, ClipScorerConfig, FiltersConfig, NsfwConfig
+from filters.decide import decide
 from manifests import schema as col
-from manifests.config import StrictModel
-from manifests.schema import Reason
 from manifests.synthetic import write_manifest
 from pipelines.config import build_config, dump_config
 
@@ -24,38 +21,11 @@ KINDS = ("original", "too_small", "rescale", "truncated", "not_image", "zero_byt
 SCRIPT_CAPTION = '<script>window.__pwned = 1; console.error("pwned")</script> a cat on a "sofa" & more'
 
 
-# Score-threshold sections as the filters engineers will add them (filters.clip.min_score, ...);
-# test-local so these tests do not depend on their branches.
-class MinScore(StrictModel):
-    column: ClassVar[str]
-    reason: ClassVar[str]
-    min_score: float | None = None
-
-    def threshold_rule(self) -> ThresholdRule | None:
-        return None if self.min_score is None else ThresholdRule(self.column, self.reason, minimum=self.min_score)
-
-
-class ClipSection(MinScore):
-    column: ClassVar[str] = col.CLIP_SCORE
-    reason: ClassVar[str] = Reason.CLIP_LOW
-
-
-class AestheticSection(MinScore):
-    column: ClassVar[str] = col.AESTHETIC_SCORE
-    reason: ClassVar[str] = Reason.AESTHETIC_LOW
-
-
-class NsfwSection(StrictModel):
-    max_prob: float | None = None
-
-    def threshold_rule(self) -> ThresholdRule | None:
-        return None if self.max_prob is None else ThresholdRule(col.NSFW_PROB, Reason.NSFW, maximum=self.max_prob)
-
-
-class ScoreFilters(FiltersConfig):
-    clip: ClipSection = ClipSection()
-    aesthetic: AestheticSection = AestheticSection()
-    nsfw: NsfwSection = NsfwSection()
+# The score sections with their thresholds on (enabled: decide needs no weights), as the tests set them.
+ClipSection = partial(ClipScorerConfig, enabled=True, min_score=None)
+AestheticSection = partial(AestheticConfig, enabled=True)
+NsfwSection = partial(NsfwConfig, enabled=True, max_prob=None)
+ScoreFilters = FiltersConfig
 
 
 def run_config(root: Path, **sections) -> dict:
