@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from filters.models import demo_filters
+from filters.config import AestheticConfig, ClipScorerConfig
+from filters.weights import FETCH_COMMAND, cache_root, clip_weights, head_entry
 from pipelines.config import build_config
 from pipelines.corpus import build_corpus
 
@@ -65,6 +66,25 @@ def write_url_list(rows, base_url: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return path
+
+
+def demo_filters() -> tuple[dict, list[str]]:
+    """The demo's filters section: every model whose weights are present (open_nsfw always), and why the
+    others are skipped. CLIP is ViT-L-14/openai when present (the heads' CLIP), else ViT-B-32/openai."""
+    section: dict = {"nsfw": {"enabled": True, "backend": "open_nsfw"}}
+    skipped = ["nsfw clip head: the demo's nsfw_prob comes from open_nsfw, which always runs"]
+    choices = [ClipScorerConfig(enabled=True, model=m, pretrained="openai") for m in ("ViT-L-14", "ViT-B-32")]
+    clip = next((c for c in choices if clip_weights(c).present), None)
+    if clip is None:
+        return section, skipped + [f"clip: weights of open_clip ViT-L-14 and ViT-B-32 (openai) are missing; "
+                                   f"{FETCH_COMMAND} fetches them", "aesthetic: needs clip"]
+    section["clip"] = {"enabled": True, "model": clip.model, "pretrained": clip.pretrained}
+    head = "v2" if clip.model == "ViT-L-14" else "v1_b32"
+    if head_entry("filters.aesthetic", head, AestheticConfig(head=head)).present:
+        section["aesthetic"] = {"enabled": True, "head": head}
+    else:
+        skipped.append(f"aesthetic: head {head} weights are missing under {cache_root(None)}; {FETCH_COMMAND}")
+    return section, skipped
 
 
 def demo_config(url_list: Path, run_dir: Path) -> dict:

@@ -1,16 +1,19 @@
-"""CLI wiring of the manifest tools: ``thresher query|tune|plots|audit RUN`` and ``thresher export RUN``.
+"""CLI wiring of the manifest tools: ``thresher query|tune|plots|audit|reexport RUN``.
 
-``thresher export`` keeps two forms: given a YAML config (or ``--in-place``) it is the export phase
-inside the run, as ``thresher run`` does it; given a run directory it re-exports under a new name
-(``pipelines.tools.run_export``) and never writes into the run.
+``thresher reexport RUN`` writes new shards under a new name (``pipelines.tools.run_export``) and never
+writes into the run. ``thresher export`` is the export phase; given a run directory (without
+``--in-place``) it still re-exports, with a deprecation note, for one release.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-TOOLS = ("query", "tune", "plots", "audit")
+TOOLS = ("query", "tune", "plots", "audit", "reexport")
+EXPORT_DEPRECATION = ("thresher: 'thresher export RUN_DIR' is deprecated and will be removed in the next "
+                      "release; use 'thresher reexport RUN_DIR'")
 
 
 def _run_args(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
@@ -36,11 +39,18 @@ def add_tool_commands(sub, export: argparse.ArgumentParser) -> None:
     audit.add_argument("--reason", help="show only the samples rejected for this reason")
     audit.add_argument("--limit", type=int, default=24, help="samples shown per reason and per threshold")
     audit.add_argument("--out", type=Path, help="the HTML file (default RUN/reports/audit.html)")
-    export.description = ("Given a run directory: re-export it under a new name with the --set thresholds, "
-                          "leaving the run untouched. Given a YAML config (or --in-place): the export phase.")
-    export.add_argument("--name", help="re-export name (default: export-<hash of the overrides>)")
-    export.add_argument("--out", type=Path, help="re-export folder (default: RUN-NAME beside the run)")
-    export.add_argument("--in-place", action="store_true", help="run the export phase inside the run instead")
+    reexport = sub.add_parser("reexport", help="new shards and manifest with new thresholds, beside the run")
+    _run_args(reexport)
+    _reexport_args(reexport)
+    export.description = ("The export phase. Given a run directory (deprecated; use thresher reexport): "
+                          "re-export it under a new name, leaving the run untouched.")
+    _reexport_args(export)
+    export.add_argument("--in-place", action="store_true", help="run the export phase inside the run directory")
+
+
+def _reexport_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="re-export name (default: export-<hash of the overrides>)")
+    parser.add_argument("--out", type=Path, help="re-export folder (default: RUN-NAME beside the run)")
 
 
 def run_tool(args: argparse.Namespace) -> None:
@@ -54,12 +64,15 @@ def run_tool(args: argparse.Namespace) -> None:
     elif args.command == "audit":
         print(tools.run_audit(args.run, args.overrides, args.reason, args.limit, args.out))
     else:
-        target, summary = tools.run_export(Path(args.config), args.overrides, args.name, args.out)
+        if args.command == "export":
+            print(EXPORT_DEPRECATION, file=sys.stderr)
+        run = args.run if args.command == "reexport" else Path(args.config)
+        target, summary = tools.run_export(run, args.overrides, args.name, args.out)
         print(f"exported {summary['kept']} of {summary['rows']} rows in {summary['shards']} shards to {target}")
 
 
 def is_tool(args: argparse.Namespace) -> bool:
-    """query, tune, plots, audit, and export given a run directory (unless --in-place)."""
+    """query, tune, plots, audit, reexport, and export given a run directory (unless --in-place)."""
     if args.command in TOOLS:
         return True
     return args.command == "export" and not args.in_place and Path(args.config).is_dir()
