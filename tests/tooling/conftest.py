@@ -1,3 +1,0 @@
-"""Fixtures for tests/tooling live in tooling_support.py, a uniquely named module that its tests can also import from."""
-
-from tooling_support import *  # noqa: F401,F403
