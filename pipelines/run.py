@@ -17,6 +17,7 @@ from typing import Callable
 import polars as pl
 
 from captioning.weights import MissingWeightsError, check_weights
+from crawl.blocklist import BlocklistError, load_blocklists
 from filters.models import FilterSetupError, check_filters
 from manifests import storage
 from manifests.io import update_run_json, write_json
@@ -46,6 +47,10 @@ def validate(config: RunConfig) -> None:
         check_filters(config.filters)
         check_weights(config.caption)
     except (FilterSetupError, MissingWeightsError) as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        load_blocklists(config.crawl.blocklists)  # a missing file or a bad line fails here, not in a worker
+    except BlocklistError as exc:
         raise ConfigError(str(exc)) from None
 
 
