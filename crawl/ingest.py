@@ -13,6 +13,7 @@ import json
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -89,7 +90,9 @@ async def crawl_rows(rows: list[dict], fetcher: Fetcher, crawl: CrawlConfig) -> 
     async def one(i: int, session: aiohttp.ClientSession) -> None:
         try:
             fetched = await fetcher.fetch(session, rows[i][col.URL], admit=admit)
+            fetched_at = datetime.now(timezone.utc)
             results[i] = await loop.run_in_executor(pool, outcome, rows[i], fetched, crawl)
+            results[i][0][col.FETCHED_AT] = fetched_at
         finally:
             gate.release()
 

@@ -35,6 +35,7 @@ ORIGINAL_HEIGHT = "original_height"
 
 # Compliance and provenance (crawl/robots.py, crawl/tdmrep.py, crawl/blocklist.py, crawl/provenance.py),
 # read from the original bytes and response at ingest.
+FETCHED_AT = "fetched_at"  # UTC time the download finished (URL lists only): the card's collection period
 TDM_POLICY = "tdm_policy"  # TDMRep policy URL of a reserved resource (header or tdmrep.json)
 BLOCKLIST = "blocklist"  # name of the hash list a blocked_hash_match row matched
 BLOCKLIST_DIGEST = "blocklist_digest"  # "md5:<hex>", "sha1:<hex>", "sha256:<hex>" or "pdq:<hex>"
@@ -201,6 +202,7 @@ INGEST_SCHEMA = pa.schema(
         pa.field(ORIGINAL_HEIGHT, pa.int32()),
         pa.field(SHARD, pa.string()),
         pa.field(MEMBER, pa.string()),
+        pa.field(FETCHED_AT, pa.timestamp("us", tz="UTC")),
         pa.field(TDM_POLICY, pa.string()),
         pa.field(BLOCKLIST, pa.string()),
         pa.field(BLOCKLIST_DIGEST, pa.string()),

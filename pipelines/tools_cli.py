@@ -1,4 +1,4 @@
-"""CLI wiring of the manifest tools: ``thresher query|tune|plots|audit RUN`` and ``thresher export RUN``.
+"""CLI wiring of the manifest tools: ``thresher query|tune|plots|audit|card RUN`` and ``thresher export RUN``.
 
 ``thresher export`` keeps two forms: given a YAML config (or ``--in-place``) it is the export phase
 inside the run, as ``thresher run`` does it; given a run directory it re-exports under a new name
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-TOOLS = ("query", "tune", "plots", "audit")
+TOOLS = ("query", "tune", "plots", "audit", "card")
 
 
 def _run_args(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
@@ -36,6 +36,9 @@ def add_tool_commands(sub, export: argparse.ArgumentParser) -> None:
     audit.add_argument("--reason", help="show only the samples rejected for this reason")
     audit.add_argument("--limit", type=int, default=24, help="samples shown per reason and per threshold")
     audit.add_argument("--out", type=Path, help="the HTML file (default RUN/reports/audit.html)")
+    card = sub.add_parser("card", help="DATASET_CARD.md + JSON after the EU training-content summary template")
+    _run_args(card, overrides=False)
+    card.add_argument("--out", type=Path, help="folder for the card (default RUN/reports)")
     export.description = ("Given a run directory: re-export it under a new name with the --set thresholds, "
                           "leaving the run untouched. Given a YAML config (or --in-place): the export phase.")
     export.add_argument("--name", help="re-export name (default: export-<hash of the overrides>)")
@@ -53,6 +56,8 @@ def run_tool(args: argparse.Namespace) -> None:
         print("\n".join(str(p) for p in tools.run_plots(args.run, args.overrides, args.out)))
     elif args.command == "audit":
         print(tools.run_audit(args.run, args.overrides, args.reason, args.limit, args.out))
+    elif args.command == "card":
+        print("\n".join(str(p) for p in tools.run_card(args.run, args.out)))
     else:
         target, summary = tools.run_export(Path(args.config), args.overrides, args.name, args.out)
         print(f"exported {summary['kept']} of {summary['rows']} rows in {summary['shards']} shards to {target}")
