@@ -175,6 +175,7 @@ def blocked_fields(data: bytes, crawl: CrawlConfig) -> dict | None:
     found = worker_blocklists(crawl.blocklists).match(data, crawl.max_pixels)
     if found is None:
         return None
-    return {col.STATUS: Status.BLOCKED_HASH_MATCH, col.ERROR: f"{found.digest.split(':')[0]} match in blocklist {found.name!r}",
+    algorithm = found.digest.split(":")[0]
+    return {col.STATUS: Status.BLOCKED_HASH_MATCH, col.ERROR: f"{algorithm} match in blocklist {found.name!r}",
             col.BYTES: len(data), col.SHA256: hashlib.sha256(data).hexdigest(),
             col.BLOCKLIST: found.name, col.BLOCKLIST_DIGEST: found.digest}

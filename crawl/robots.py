@@ -51,8 +51,8 @@ def rules_from(fetched: Fetched, config: CrawlConfig) -> RobotsRules:
         # network failure it is, so ``--retry-failed`` tries the origin again.
         return RobotsRules(refused=Fetched(Status.FAILED_TO_DOWNLOAD, f"robots.txt unreachable, URL not fetched: "
                                                                       f"{fetched.error}", attempts=fetched.attempts))
-    why = f"HTTP {code}" if code is not None else fetched.error
-    return RobotsRules(deny_all=f"robots.txt unreachable ({why}): RFC 9309 disallows the whole origin")
+    # A 5xx, a 429, or a robots.txt larger than robots_txt.max_bytes (RFC 9309 needs 500 KiB parsed).
+    return RobotsRules(deny_all=f"robots.txt unreachable ({fetched.error}): RFC 9309 disallows the whole origin")
 
 
 def agents(config: CrawlConfig) -> tuple[str, ...]:
@@ -70,11 +70,12 @@ def verdict(rules: RobotsRules, url: str, config: CrawlConfig) -> Fetched | None
         return None
     for agent in agents(config):
         if not rules.parser.can_fetch(url, agent):
-            return Fetched(Status.DISALLOWED_BY_ROBOTS_TXT, f"robots.txt disallows {agent}: {matching_rule(rules.parser, url, agent)}")
-    delay = rules.crawl_delay(config.user_agent_token)
-    if delay is not None and delay > config.robots_txt.max_crawl_delay_s:
-        return Fetched(Status.DISALLOWED_BY_ROBOTS_TXT, f"robots.txt Crawl-delay: {delay:g} exceeds "
-                                                        f"crawl.robots_txt.max_crawl_delay_s={config.robots_txt.max_crawl_delay_s:g}")
+            rule = matching_rule(rules.parser, url, agent)
+            return Fetched(Status.DISALLOWED_BY_ROBOTS_TXT, f"robots.txt disallows {agent}: {rule}")
+    delay, limit = rules.crawl_delay(config.user_agent_token), config.robots_txt.max_crawl_delay_s
+    if delay is not None and delay > limit:
+        return Fetched(Status.DISALLOWED_BY_ROBOTS_TXT,
+                       f"robots.txt Crawl-delay: {delay:g} exceeds crawl.robots_txt.max_crawl_delay_s={limit:g}")
     return None
 
 

@@ -67,7 +67,8 @@ def domains(frame: pl.LazyFrame) -> dict:
 def collection_period(frame: pl.LazyFrame, names: set[str]) -> dict:
     if col.FETCHED_AT not in names:
         return {"first": None, "last": None}
-    first, last = frame.select(pl.col(col.FETCHED_AT).min(), pl.col(col.FETCHED_AT).max()).collect().row(0)
+    first, last = frame.select(pl.col(col.FETCHED_AT).min().alias("first"),
+                               pl.col(col.FETCHED_AT).max().alias("last")).collect().row(0)
     iso = lambda t: t.isoformat() if isinstance(t, datetime) else None  # noqa: E731
     return {"first": iso(first), "last": iso(last)}
 
@@ -78,8 +79,10 @@ def crawl_behaviour(config: dict) -> dict:
     token = crawl.get("user_agent_token", "thresher")
     return {
         "crawler": {"user_agent_token": token, "user_agent": f"Mozilla/5.0 (compatible; {token}/0.1)"},
-        "robots_txt": {"honoured": bool(robots.get("enabled", False)), "agents_honoured": [token, *robots.get("honoured_agents", [])],
-                       "unreachable_robots_txt": robots.get("on_unreachable"), "max_crawl_delay_s": robots.get("max_crawl_delay_s")},
+        "robots_txt": {"honoured": bool(robots.get("enabled", False)),
+                       "agents_honoured": [token, *robots.get("honoured_agents", [])],
+                       "unreachable_robots_txt": robots.get("on_unreachable"),
+                       "max_crawl_delay_s": robots.get("max_crawl_delay_s")},
         "tdmrep": {"honoured": bool(tdm.get("enabled", False))},
         "x_robots_tag_directives": crawl.get("disallowed_header_directives", []),
         "private_addresses_fetched": bool(crawl.get("allow_private_addresses", False)),
@@ -102,7 +105,8 @@ def provenance(frame: pl.LazyFrame, names: set[str]) -> dict:
     if not _has(names, col.LICENSE, col.C2PA_PRESENT, col.AI_GENERATED_DECLARED):
         return {"available": False}
     sums = frame.select(
-        *(pl.col(c).is_not_null().filter(kept).sum().alias(f"kept_with_{c}") for c in (col.LICENSE, col.COPYRIGHT, col.ATTRIBUTION)),
+        *(pl.col(c).is_not_null().filter(kept).sum().alias(f"kept_with_{c}")
+          for c in (col.LICENSE, col.COPYRIGHT, col.ATTRIBUTION)),
         pl.col(col.C2PA_PRESENT).fill_null(False).filter(kept).sum().alias("kept_with_c2pa"),
         pl.col(col.AI_GENERATED_DECLARED).fill_null(False).filter(kept).sum().alias("kept_ai_generated_declared"),
         pl.col(col.AI_GENERATED_DECLARED).fill_null(False).filter(ok).sum().alias("downloaded_ai_generated_declared"),
@@ -251,8 +255,8 @@ def _md_processing(proc: dict) -> list[str]:
             *_table(("figure", "rows"), [(k, v) for k, v in lic.items() if isinstance(v, int) and not isinstance(v, bool)]),
             "Licence URLs:", "", *_mapping(lic.get("kept_licenses", {})),
             "C2PA claim generators:", "", *_mapping(lic.get("kept_c2pa_claim_generators", {})),
-            "Models:", "", *_table(("stage", "class", "model"), [(k, v.get("class"), _settings(v.get("config") or {}, MODEL_KEYS))
-                                                               for k, v in other["models"].items()]),
+            "Models:", "", *_table(("stage", "class", "model"), [
+                (k, v.get("class"), _settings(v.get("config") or {}, MODEL_KEYS)) for k, v in other["models"].items()]),
             "Versions:", "", *_mapping(other["versions"], ("package", "version"))]
 
 

@@ -13,11 +13,12 @@ from manifests import schema as col
 
 PACKAGES = ("thresher", "ray", "pyarrow", "polars", "torch", "torchvision", "open_clip_torch", "transformers",
             "onnxruntime", "faiss-cpu", "datasketch", "webdataset", "pillow", "aiohttp")
+COMPLIANCE_PACKAGES = ("protego", "c2pa-python", "pdqhash")  # robots.txt, C2PA and PDQ: the card names them
 
 
 def versions() -> dict[str, str | None]:
     found = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in PACKAGES + COMPLIANCE_PACKAGES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
