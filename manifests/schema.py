@@ -100,7 +100,7 @@ class Status:
     - ``failed_to_decode``: the bytes look like an image (magic number) but do not decode (truncated, corrupt).
     - ``filtered_size`` / ``filtered_aspect_ratio``: decoded header below ``min_image_size`` or more
       elongated than ``max_aspect_ratio``.
-    - ``disallowed_by_robots``: an ``X-Robots-Tag`` opt-out (``noai``, ``noimageai``, ``noindex``,
+    - ``disallowed_by_robots``: an ``X-Robots-Tag`` opt-out (``noai``, ``noimageai``, ``noml``, ``noindex``,
       ``noimageindex`` by default) for every agent or ours; the body is not read.
     - ``blocked_address``: the SSRF guard refused the host: loopback, private, link-local (cloud
       metadata), shared, multicast, unspecified or reserved, in any spelling, after DNS or after a redirect.

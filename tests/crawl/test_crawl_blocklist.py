@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from crawl_support import fast_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from faultserver import bomb_png
 from PIL import Image, ImageEnhance
 from siteserver import Site, SiteSpec
@@ -144,3 +146,20 @@ def test_a_missing_file_fails_config_validation_before_work(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="absent.txt"):
         validate(config)
     assert not (tmp_path / "run").exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=64), min_size=1, max_size=8, unique=True), st.data())
+def test_a_digest_list_matches_exactly_its_members(tmp_path_factory, blobs: list[bytes], data) -> None:
+    """Whatever the algorithm each entry is listed under, listed bytes match and others do not."""
+    algos = [data.draw(st.sampled_from(["md5", "sha1", "sha256"])) for _ in blobs]
+    listed = blobs[: max(1, len(blobs) // 2)]
+    path = tmp_path_factory.mktemp("prop") / "list.txt"
+    path.write_text("".join(f"{hashlib.new(a, b).hexdigest().upper()}, extra field\n" for a, b in zip(algos, listed)))
+    lists = load_blocklists((BlocklistConfig(path=str(path)),))
+    for i, blob in enumerate(blobs):
+        found = lists.match(blob, 1 << 20)
+        if blob in listed:
+            assert found is not None and found.digest == f"{algos[i]}:{hashlib.new(algos[i], blob).hexdigest()}"
+        else:
+            assert found is None
