@@ -27,7 +27,7 @@ from manifests.schema import Status
 
 DIGEST_LENGTHS = {32: "md5", 40: "sha1", 64: "sha256"}
 PDQ_MIN_QUALITY = 50  # ThreatExchange's threshold below which a PDQ hash says little about the image
-PDQ_DECODE_SIDE = 512  # PDQ resamples to 64x64: decoding JPEGs DCT-scaled to about this loses nothing
+PDQ_SIDE = 512  # ThreatExchange's hashers downsample to at most 512x512 first; hashes depend on it
 
 
 class BlocklistError(ValueError):
@@ -44,7 +44,7 @@ class Match:
 class HashList:
     name: str
     digests: dict[str, frozenset[str]] = field(default_factory=dict)  # algorithm -> lowercase hex digests
-    pdq: np.ndarray | None = None  # (n, 4) uint64: the 256 bits of each listed PDQ hash
+    pdq: np.ndarray | None = None  # (4, n) uint64, one row per 64-bit word: a column scan is 3x a row scan
     radius: int = 0
 
 
@@ -81,7 +81,7 @@ def load_list(config: BlocklistConfig) -> HashList:
             raise BlocklistError(f"crawl.blocklists: {path}:{number}: {token[:80]!r} is not {want} "
                                  f"(kind: {config.kind}); fix or remove the line")
     listed.digests = {algo: frozenset(values) for algo, values in by_algo.items()}
-    listed.pdq = np.stack(pdq_rows) if pdq_rows else None
+    listed.pdq = np.ascontiguousarray(np.stack(pdq_rows).T) if pdq_rows else None
     return listed
 
 
@@ -114,20 +114,28 @@ def pdq_of(data: bytes, max_pixels: int) -> tuple[np.ndarray, int] | None:
         if img.width * img.height > max_pixels:
             return None
         if img.format == "JPEG":
-            img.draft("RGB", (PDQ_DECODE_SIDE, PDQ_DECODE_SIDE))
-        pixels = np.asarray(img.convert("RGB"))
+            img.draft("RGB", (PDQ_SIDE, PDQ_SIDE))  # DCT-scaled decode, still at least 512 on a side
+        img = img.convert("RGB")
+        img.thumbnail((PDQ_SIDE, PDQ_SIDE))
+        pixels = np.asarray(img)
     except Exception:  # noqa: BLE001 -- stage_image decodes the same bytes next and records why they failed
         return None
     bits, quality = pdqhash.compute(pixels)
     return bits, int(quality)
 
 
-def hamming(rows: np.ndarray, words: np.ndarray) -> np.ndarray:
-    """Bit distance of each (4,) uint64 row of ``rows`` to ``words``."""
-    xor = rows ^ words
+def _popcount(values: np.ndarray) -> np.ndarray:
     if hasattr(np, "bitwise_count"):  # numpy >= 2
-        return np.bitwise_count(xor).sum(axis=1)
-    return np.unpackbits(xor.view(np.uint8), axis=1).sum(axis=1)
+        return np.bitwise_count(values).astype(np.uint16)
+    return np.unpackbits(np.ascontiguousarray(values).view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1, dtype=np.uint16)
+
+
+def hamming(columns: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """Bit distance of every listed hash (``columns``: (4, n) uint64 words) to one hash (``words``: (4,))."""
+    distance = _popcount(columns[0] ^ words[0])
+    for i in range(1, len(words)):
+        distance += _popcount(columns[i] ^ words[i])
+    return distance
 
 
 @dataclass(frozen=True)

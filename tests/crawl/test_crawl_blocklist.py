@@ -38,7 +38,10 @@ def edited(data: bytes) -> bytes:
 
 
 def pdq_code(data: bytes) -> str:
-    bits, _ = pdqhash.compute(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    """As ThreatExchange's reference hasher does it: at most 512x512, then PDQ."""
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    img.thumbnail((512, 512))
+    bits, _ = pdqhash.compute(np.asarray(img))
     return pdq_hex(bits)
 
 
@@ -163,3 +166,14 @@ def test_a_digest_list_matches_exactly_its_members(tmp_path_factory, blobs: list
             assert found is not None and found.digest == f"{algos[i]}:{hashlib.new(algos[i], blob).hexdigest()}"
         else:
             assert found is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=20), st.binary(min_size=32, max_size=32))
+def test_hamming_equals_a_bit_count(listed: list[bytes], probe: bytes) -> None:
+    from crawl.blocklist import hamming
+
+    columns = np.ascontiguousarray(np.stack([np.frombuffer(h, dtype=">u8").astype(np.uint64) for h in listed]).T)
+    words = np.frombuffer(probe, dtype=">u8").astype(np.uint64)
+    expected = [bin(int.from_bytes(h, "big") ^ int.from_bytes(probe, "big")).count("1") for h in listed]
+    assert hamming(columns, words).tolist() == expected
