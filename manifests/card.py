@@ -250,7 +250,10 @@ def _md_processing(proc: dict) -> list[str]:
             "### 3.3 Other information", "", "Reject reasons (a row counts under each of its reasons):", "",
             *_mapping(other["reject_reasons"]), "Filters and thresholds:", "",
             *_table(("section", "settings"), [(k, _settings(v)) for k, v in other["filters"].items()]),
-            "Deduplication:", "", *_table(("figure", "value"), list(other["dedup_result"].items())),
+            "Deduplication settings:", "",
+            *_table(("detector", "settings"), [(k, _settings(v)) for k, v in other["dedup"].items()
+                                               if isinstance(v, dict) and v.get("enabled", True)]),
+            "Deduplication result:", "", *_table(("figure", "value"), list(other["dedup_result"].items())),
             "Licences and provenance of kept rows:", "",
             *_table(("figure", "rows"), [(k, v) for k, v in lic.items() if isinstance(v, int) and not isinstance(v, bool)]),
             "Licence URLs:", "", *_mapping(lic.get("kept_licenses", {})),

@@ -203,3 +203,30 @@ def test_crawl_delay_pacing_does_not_block_other_origins() -> None:
         return time.monotonic() - start
 
     assert 0.15 < asyncio.run(run()) < 0.6
+
+
+def test_origin_cache_ttl_transient_values_and_one_computation_at_a_time() -> None:
+    from crawl.origins import OriginCache
+
+    now = [0.0]
+    calls: list[str] = []
+
+    async def compute(value: str) -> str:
+        calls.append(value)
+        await asyncio.sleep(0.01)
+        return value
+
+    cache: OriginCache[str] = OriginCache(100.0, clock=lambda: now[0], is_transient=lambda v: v == "down",
+                                          transient_ttl_s=5.0)
+
+    async def burst(origin: str, value: str) -> list[str]:
+        return await asyncio.gather(*(cache.get(origin, lambda: compute(value)) for _ in range(5)))
+
+    assert asyncio.run(burst("a", "rules")) == ["rules"] * 5 and calls == ["rules"]  # one fetch for five rows
+    assert asyncio.run(burst("b", "down")) == ["down"] * 5
+    now[0] = 50.0  # within the TTL, past the transient TTL
+    asyncio.run(burst("a", "new rules"))
+    asyncio.run(burst("b", "up"))
+    assert calls == ["rules", "down", "up"]
+    now[0] = 101.0
+    assert asyncio.run(burst("a", "new rules"))[0] == "new rules"
