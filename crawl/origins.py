@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections import OrderedDict
 from typing import Awaitable, Callable, Generic, TypeVar
 from urllib.parse import urlsplit
 
@@ -33,14 +34,16 @@ class OriginCache(Generic[T]):
     """Values per origin with a TTL; a value being computed is awaited, never computed twice at once.
 
     A value ``is_transient`` says is kept ``transient_ttl_s`` at most: an unreachable robots.txt
-    must not shut an origin out of a long-lived worker for a day.
+    must not shut an origin out of a long-lived worker for a day. At most ``max_entries`` origins are
+    kept (least recently stored first out), so a worker's memory does not grow with the run's origins.
     """
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic,
-                 is_transient: Callable[[T], bool] = lambda value: False, transient_ttl_s: float = 60.0) -> None:
-        self.ttl_s, self._clock = ttl_s, clock
+                 is_transient: Callable[[T], bool] = lambda value: False, transient_ttl_s: float = 60.0,
+                 max_entries: int = 10_000) -> None:
+        self.ttl_s, self._clock, self.max_entries = ttl_s, clock, max_entries
         self._is_transient, self._transient_ttl_s = is_transient, transient_ttl_s
-        self._values: dict[str, tuple[float, T]] = {}
+        self._values: OrderedDict[str, tuple[float, T]] = OrderedDict()
         self._pending: dict[str, asyncio.Task[T]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -63,6 +66,9 @@ class OriginCache(Generic[T]):
             value = task.result()
             ttl = min(self.ttl_s, self._transient_ttl_s) if self._is_transient(value) else self.ttl_s
             self._values[origin] = (self._clock() + ttl, value)
+            self._values.move_to_end(origin)
+            if len(self._values) > self.max_entries:
+                self._values.popitem(last=False)
 
 
 class HostPacer:
@@ -76,6 +82,8 @@ class HostPacer:
         now = self._clock()
         slot = max(now, self._next.get(origin, now))
         self._next[origin] = slot + delay
+        if len(self._next) > 10_000:  # forget origins whose next slot has passed: they would wait for nothing
+            self._next = {o: t for o, t in self._next.items() if t > now}
         if slot > now:
             await asyncio.sleep(slot - now)
 

@@ -230,3 +230,7 @@ def test_origin_cache_ttl_transient_values_and_one_computation_at_a_time() -> No
     assert calls == ["rules", "down", "up"]
     now[0] = 101.0
     assert asyncio.run(burst("a", "new rules"))[0] == "new rules"
+    small: OriginCache[str] = OriginCache(100.0, max_entries=2)
+    for origin in ("x", "y", "z"):
+        asyncio.run(small.get(origin, lambda: compute(origin)))
+    assert list(small._values) == ["y", "z"]  # bounded: the oldest origin went first
