@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -18,6 +19,45 @@ class InputConfig(StrictModel):
     url_col: str = "url"
     caption_col: str | None = "caption"
     rows_per_shard: int = Field(10_000, ge=1, description="input rows per work unit (img2dataset's number_sample_per_shard)")
+
+
+AI_CRAWLER_TOKENS = ("GPTBot", "ChatGPT-User", "CCBot", "Google-Extended", "anthropic-ai", "ClaudeBot",
+                     "Claude-Web", "Applebot-Extended", "Bytespider", "PerplexityBot", "meta-externalagent",
+                     "FacebookBot", "cohere-ai", "Diffbot", "Omgilibot", "Amazonbot", "img2dataset")
+
+
+class RobotsTxtConfig(StrictModel):
+    """robots.txt (RFC 9309), fetched once per origin per worker through the same guard as images."""
+
+    enabled: bool = True
+    honoured_agents: tuple[str, ...] = Field(
+        AI_CRAWLER_TOKENS, description="AI-crawler tokens honoured besides ours: a URL disallowed for any is skipped")
+    ttl_s: float = Field(86_400.0, gt=0, description="how long a fetched robots.txt is trusted (RFC 9309: 24 h)")
+    on_unreachable: Literal["disallow", "allow"] = Field(
+        "disallow", description="5xx, timeout or refused robots.txt: RFC 9309 says disallow all")
+    max_bytes: int = Field(512 * 1024, ge=1024, description="parse at most this much (RFC 9309: at least 500 KiB)")
+    max_crawl_delay_s: float = Field(
+        30.0, ge=0, description="a Crawl-delay above this is not waited out: the origin's URLs are skipped instead")
+
+
+class TdmRepConfig(StrictModel):
+    """W3C TDM Reservation Protocol: the ``tdm-reservation`` header and ``/.well-known/tdmrep.json``."""
+
+    enabled: bool = True
+    ttl_s: float = Field(86_400.0, gt=0)
+
+
+class BlocklistConfig(StrictModel):
+    """One known-hash list: hex digests one per line (MD5, SHA-1 or SHA-256 by length), or PDQ hashes."""
+
+    path: str
+    name: str | None = Field(None, description="name in the manifest and run.json (default: the file's stem)")
+    kind: Literal["digest", "pdq"] = "digest"
+    pdq_radius: int = Field(31, ge=0, le=256, description="PDQ match when the Hamming distance is at most this")
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path).stem
 
 
 class CrawlConfig(StrictModel):
@@ -40,10 +80,16 @@ class CrawlConfig(StrictModel):
     max_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="stop reading a body past this size")
     verify_tls: bool = Field(True, description="check https certificates; False accepts hosts with broken TLS")
     user_agent_token: str = "thresher"
-    disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
+    disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noml", "noindex", "noimageindex")
     allow_private_addresses: bool = Field(
         False, description="fetch loopback/private/link-local addresses (tests and the demo need loopback)"
     )
+
+    # Compliance: opt-outs honoured before fetching, hash lists checked right after, provenance read at ingest.
+    robots_txt: RobotsTxtConfig = RobotsTxtConfig()
+    tdmrep: TdmRepConfig = TdmRepConfig()
+    blocklists: tuple[BlocklistConfig, ...] = ()
+    provenance: bool = Field(True, description="read C2PA / IPTC / XMP / EXIF provenance and licence columns")
 
     # Decoding and staging.
     max_pixels: int = Field(89_478_485, ge=1, description="decompression-bomb limit (Pillow's default)")

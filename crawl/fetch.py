@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
-from typing import AsyncIterator, Awaitable, Callable, Iterable
+from typing import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -26,6 +26,8 @@ from manifests.schema import Status
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 Sleep = Callable[[float], Awaitable[None]]
+# Asked before every hop (the first and each redirect): a Fetched to stop there (robots.txt, TDMRep), or None.
+Admit = Callable[[aiohttp.ClientSession, str], Awaitable["Fetched | None"]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Fetched:
     data: bytes | None = None
     http_status: int | None = None
     attempts: int = 0
+    tdm_policy: str | None = None  # TDMRep policy URL when the resource reserves TDM rights
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,14 @@ def robots_disallowed(header_values: Iterable[str], config: CrawlConfig) -> str 
                 if directive.strip() in disallowed:
                     return directive.strip()
     return None
+
+
+def tdm_reserved(headers: Mapping[str, str]) -> Fetched | None:
+    """A ``tdm-reservation: 1`` response header (W3C TDMRep): rights reserved, read no further."""
+    if headers.get("tdm-reservation", "").strip() != "1":
+        return None
+    return Fetched(Status.DISALLOWED_BY_TDMREP, "tdm-reservation: 1 (response header)",
+                   tdm_policy=headers.get("tdm-policy") or None)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float:
@@ -109,12 +120,17 @@ class Fetcher:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
             yield session
 
-    async def fetch(self, session: aiohttp.ClientSession, url: str | None) -> Fetched:
-        """Fetch with retries; ``attempts`` counts every try."""
+    async def fetch(self, session: aiohttp.ClientSession, url: str | None, *, admit: Admit | None = None,
+                    resource: bool = False) -> Fetched:
+        """Fetch with retries; ``attempts`` counts every try.
+
+        ``admit`` is asked before every hop (per-origin opt-outs); ``resource`` fetches a site file
+        (robots.txt, tdmrep.json): no opt-out headers apply and the robots.txt size limit does.
+        """
         cfg, attempt = self.config, 0
         while True:
             attempt += 1
-            outcome = await self._fetch_once(session, url)
+            outcome = await self._fetch_once(session, url, admit, resource)
             fetched = replace(outcome.fetched, attempts=attempt)
             if outcome.retry_in is None or attempt > cfg.retries:
                 return fetched
@@ -128,7 +144,8 @@ class Fetcher:
         base = min(self.config.max_backoff_s, self.config.backoff_s * 2 ** (attempt - 1))
         return base * (0.5 + self._rng.random())
 
-    async def _fetch_once(self, session: aiohttp.ClientSession, url: str | None) -> Attempt:
+    async def _fetch_once(self, session: aiohttp.ClientSession, url: str | None, admit: Admit | None = None,
+                          resource: bool = False) -> Attempt:
         """One try, following redirects by hand so that every hop passes the guard."""
         invalid = _invalid_url(url)
         if invalid:
@@ -138,9 +155,12 @@ class Fetcher:
             for _ in range(self.config.max_redirects + 1):
                 self._check_literal(url)
                 seen.add(url)
+                refused = await admit(session, url) if admit is not None else None
+                if refused is not None:
+                    return Attempt(refused)
                 async with session.get(url, allow_redirects=False) as resp:
                     if resp.status not in REDIRECTS or "Location" not in resp.headers:
-                        return await self._read(resp)
+                        return await self._read(resp, resource)
                     url = urljoin(url, resp.headers["Location"])
                     if url in seen:
                         return Attempt(Fetched(Status.FAILED_TO_DOWNLOAD, f"redirect loop at {url}", None, resp.status))
@@ -166,24 +186,28 @@ class Fetcher:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             self.policy.check(parts.hostname or "", ip, port)
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> Attempt:
+    async def _read(self, resp: aiohttp.ClientResponse, resource: bool = False) -> Attempt:
         cfg = self.config
+        max_bytes = cfg.robots_txt.max_bytes if resource else cfg.max_bytes
         if not 200 <= resp.status < 300:
             failed = Fetched(Status.FAILED_TO_DOWNLOAD, f"HTTP {resp.status}", None, resp.status)
             if is_retryable_http(resp.status):
                 return Attempt(failed, parse_retry_after(resp.headers.get("Retry-After")))
             return Attempt(failed)
-        directive = robots_disallowed(resp.headers.getall("X-Robots-Tag", []), cfg)
+        directive = None if resource else robots_disallowed(resp.headers.getall("X-Robots-Tag", []), cfg)
         if directive:
             return Attempt(Fetched(Status.DISALLOWED_BY_ROBOTS, f"X-Robots-Tag: {directive}", None, resp.status))
-        if resp.content_length is not None and resp.content_length > cfg.max_bytes:
+        reserved = tdm_reserved(resp.headers) if cfg.tdmrep.enabled and not resource else None
+        if reserved is not None:
+            return Attempt(replace(reserved, http_status=resp.status))
+        if resp.content_length is not None and resp.content_length > max_bytes:
             error = f"Content-Length {resp.content_length} > max_bytes"
             return Attempt(Fetched(Status.TOO_LARGE, error, None, resp.status))
         body = bytearray()
         async for chunk in resp.content.iter_chunked(1 << 16):
             body += chunk
-            if len(body) > cfg.max_bytes:
-                return Attempt(Fetched(Status.TOO_LARGE, f"body exceeds max_bytes={cfg.max_bytes}", None, resp.status))
+            if len(body) > max_bytes:
+                return Attempt(Fetched(Status.TOO_LARGE, f"body exceeds max_bytes={max_bytes}", None, resp.status))
         return Attempt(Fetched(Status.SUCCESS, None, bytes(body), resp.status))
 
 

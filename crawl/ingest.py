@@ -13,6 +13,7 @@ import json
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -21,9 +22,12 @@ import aiohttp
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from crawl.blocklist import blocked_fields
 from crawl.config import CrawlConfig
 from crawl.fetch import Fetched, Fetcher
 from crawl.image import stage_image
+from crawl.origins import origin_gate
+from crawl.provenance import provenance
 from crawl.sources import Unit
 from manifests import schema as col
 from manifests.io import write_parquet
@@ -80,11 +84,15 @@ async def crawl_rows(rows: list[dict], fetcher: Fetcher, crawl: CrawlConfig) -> 
     loop, gate = asyncio.get_running_loop(), asyncio.Semaphore(crawl.concurrency)
     pool = decode_pool(crawl.decode_threads)
     results: list[Outcome | None] = [None] * len(rows)
+    origins = origin_gate(fetcher)  # robots.txt and tdmrep.json, asked before every hop
+    admit = origins.admit if origins.active else None
 
     async def one(i: int, session: aiohttp.ClientSession) -> None:
         try:
-            fetched = await fetcher.fetch(session, rows[i][col.URL])
+            fetched = await fetcher.fetch(session, rows[i][col.URL], admit=admit)
+            fetched_at = datetime.now(timezone.utc)
             results[i] = await loop.run_in_executor(pool, outcome, rows[i], fetched, crawl)
+            results[i][0][col.FETCHED_AT] = fetched_at
         finally:
             gate.release()
 
@@ -137,10 +145,14 @@ def ingest_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout, fetcher: Fetc
 def outcome(identity: dict, fetched: Fetched, crawl: CrawlConfig) -> Outcome:
     """The manifest row for one input row and, on success, its staged sample (key, {ext: bytes})."""
     record = {**identity, col.STATUS: fetched.status, col.ERROR: fetched.error,
-              col.HTTP_STATUS: fetched.http_status, col.ATTEMPTS: fetched.attempts}
+              col.HTTP_STATUS: fetched.http_status, col.ATTEMPTS: fetched.attempts, col.TDM_POLICY: fetched.tdm_policy}
     if fetched.status != Status.SUCCESS or fetched.data is None:
         return record, None
     data = fetched.data
+    blocked = blocked_fields(data, crawl)  # before any decode: a listed file's bytes go no further
+    if blocked is not None:
+        record.update(blocked)
+        return record, None
     result = stage_image(data, crawl)
     record.update({
         col.STATUS: result.status, col.ERROR: result.error, col.MIME_TYPE: result.mime_type,
@@ -150,6 +162,8 @@ def outcome(identity: dict, fetched: Fetched, crawl: CrawlConfig) -> Outcome:
     })
     if result.status != Status.SUCCESS:
         return record, None
+    if crawl.provenance:
+        record.update(provenance(data, result.mime_type))
     key = record[col.SAMPLE_ID]
     record[col.MEMBER] = f"{key}.{crawl.encode_format}"
     members = {crawl.encode_format: result.data, "txt": (record.get(col.CAPTION) or "").encode("utf-8")}

@@ -31,6 +31,8 @@ class RulesConfig(StrictModel):
     min_caption_chars: int = Field(5, ge=0)
     min_image_side: int = Field(200, ge=0)
     max_aspect_ratio: float = Field(3.0, gt=0)
+    drop_ai_generated: bool = Field(
+        False, description="reject rows whose file declares generative-AI origin (IPTC DigitalSourceType, C2PA)")
 
 
 class ClipScorerConfig(StrictModel):

@@ -36,6 +36,8 @@ def reason_exprs(config: FiltersConfig, columns: set[str]) -> list[pl.Expr]:
     for rule in threshold_rules(config):
         if rule.column in columns:
             exprs.append(_reason(ok & rule.violated(), rule.reason))
+    if rules.drop_ai_generated and col.AI_GENERATED_DECLARED in columns:
+        exprs.append(_reason(ok & pl.col(col.AI_GENERATED_DECLARED).fill_null(False), Reason.AI_GENERATED))
     if col.DUPLICATE_OF in columns and col.DUP_KIND in columns:
         reason = pl.col(col.DUP_KIND).replace_strict(DUPLICATE_REASONS, default=None, return_dtype=pl.String)
         exprs.append(_reason(pl.col(col.DUPLICATE_OF).is_not_null(), reason))

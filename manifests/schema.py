@@ -33,6 +33,20 @@ HEIGHT = "height"
 ORIGINAL_WIDTH = "original_width"
 ORIGINAL_HEIGHT = "original_height"
 
+# Compliance and provenance (crawl/robots.py, crawl/tdmrep.py, crawl/blocklist.py, crawl/provenance.py),
+# read from the original bytes and response at ingest.
+FETCHED_AT = "fetched_at"  # UTC time the download finished (URL lists only): the card's collection period
+TDM_POLICY = "tdm_policy"  # TDMRep policy URL of a reserved resource (header or tdmrep.json)
+BLOCKLIST = "blocklist"  # name of the hash list a blocked_hash_match row matched
+BLOCKLIST_DIGEST = "blocklist_digest"  # "md5:<hex>", "sha1:<hex>", "sha256:<hex>" or "pdq:<hex>"
+C2PA_PRESENT = "c2pa_present"  # a C2PA manifest store is embedded (signature validity not implied)
+C2PA_CLAIM_GENERATOR = "c2pa_claim_generator"  # the active manifest's claim generator ("name/version")
+DIGITAL_SOURCE_TYPE = "digital_source_type"  # IPTC DigitalSourceType term (XMP or C2PA actions), e.g. trainedAlgorithmicMedia
+AI_GENERATED_DECLARED = "ai_generated_declared"  # the file itself declares generative-AI origin
+LICENSE = "license"  # licence URL (XMP cc:license / xmpRights:WebStatement)
+ATTRIBUTION = "attribution"  # creator / artist (XMP dc:creator, EXIF Artist, IPTC By-line)
+COPYRIGHT = "copyright"  # copyright notice (XMP dc:rights, EXIF Copyright, IPTC Copyright Notice)
+
 # Where the staged image lives (relative to the run directory).
 SHARD = "shard"
 MEMBER = "member"
@@ -86,7 +100,7 @@ class Status:
     - ``failed_to_decode``: the bytes look like an image (magic number) but do not decode (truncated, corrupt).
     - ``filtered_size`` / ``filtered_aspect_ratio``: decoded header below ``min_image_size`` or more
       elongated than ``max_aspect_ratio``.
-    - ``disallowed_by_robots``: an ``X-Robots-Tag`` opt-out (``noai``, ``noimageai``, ``noindex``,
+    - ``disallowed_by_robots``: an ``X-Robots-Tag`` opt-out (``noai``, ``noimageai``, ``noml``, ``noindex``,
       ``noimageindex`` by default) for every agent or ours; the body is not read.
     - ``blocked_address``: the SSRF guard refused the host: loopback, private, link-local (cloud
       metadata), shared, multicast, unspecified or reserved, in any spelling, after DNS or after a redirect.
@@ -95,6 +109,19 @@ class Status:
     - ``not_an_image``: the bytes are no known image format (an HTML page, an empty body), whatever the
       Content-Type said.
     - ``decompression_bomb``: the header declares more than ``max_pixels`` pixels; nothing was decoded.
+    - ``disallowed_by_robots_txt``: the origin's robots.txt disallows the URL for our user-agent token or
+      for one of the AI-crawler tokens we honour (``crawl.robots_txt.honoured_agents``); ``error`` names the
+      agent and the matching rule. Per RFC 9309 a 4xx robots.txt allows everything and a 5xx or unreachable
+      one disallows everything (``crawl.robots_txt.on_unreachable``); a ``Crawl-delay`` above
+      ``crawl.robots_txt.max_crawl_delay_s`` also lands here. Nothing was requested from the URL. A
+      robots.txt that got no answer at all (refused, reset, timed out) leaves the URL unfetched too, but
+      as ``failed_to_download`` (retryable): the host is down for the image as well.
+    - ``disallowed_by_tdmrep``: the W3C TDM Reservation Protocol reserves text-and-data-mining rights, by a
+      ``tdm-reservation: 1`` response header (the body is not read) or by the origin's
+      ``/.well-known/tdmrep.json``; ``tdm_policy`` holds the licensing policy URL when one is given.
+    - ``blocked_hash_match``: the downloaded bytes match a known-hash list (``crawl.blocklists``): MD5, SHA-1
+      or SHA-256 of the bytes, or a PDQ hash within the list's Hamming radius. ``blocklist`` and
+      ``blocklist_digest`` say which; the bytes are dropped in memory and never written anywhere.
     """
 
     SUCCESS = "success"
@@ -108,6 +135,9 @@ class Status:
     TOO_LARGE = "too_large"
     NOT_AN_IMAGE = "not_an_image"
     DECOMPRESSION_BOMB = "decompression_bomb"
+    DISALLOWED_BY_ROBOTS_TXT = "disallowed_by_robots_txt"
+    DISALLOWED_BY_TDMREP = "disallowed_by_tdmrep"
+    BLOCKED_HASH_MATCH = "blocked_hash_match"
 
     ALL = (
         SUCCESS,
@@ -121,7 +151,13 @@ class Status:
         TOO_LARGE,
         NOT_AN_IMAGE,
         DECOMPRESSION_BOMB,
+        DISALLOWED_BY_ROBOTS_TXT,
+        DISALLOWED_BY_TDMREP,
+        BLOCKED_HASH_MATCH,
     )
+    # Opt-outs and blocks: the rows a dataset card must account for.
+    OPT_OUTS = (DISALLOWED_BY_ROBOTS, DISALLOWED_BY_ROBOTS_TXT, DISALLOWED_BY_TDMREP)
+    BLOCKS = (BLOCKED_HASH_MATCH, BLOCKED_ADDRESS)
     # Worth another attempt later (network trouble, not the content).
     RETRYABLE = (FAILED_TO_DOWNLOAD,)
 
@@ -139,6 +175,7 @@ class Reason:
     DUPLICATE_EXACT = "duplicate_exact"
     DUPLICATE_CAPTION = "duplicate_caption"
     DUPLICATE_IMAGE = "duplicate_image"
+    AI_GENERATED = "ai_generated_declared"  # filters.rules.drop_ai_generated
 
     @staticmethod
     def for_status(status: str) -> str:
@@ -178,6 +215,17 @@ INGEST_SCHEMA = pa.schema(
         pa.field(ORIGINAL_HEIGHT, pa.int32()),
         pa.field(SHARD, pa.string()),
         pa.field(MEMBER, pa.string()),
+        pa.field(FETCHED_AT, pa.timestamp("us", tz="UTC")),
+        pa.field(TDM_POLICY, pa.string()),
+        pa.field(BLOCKLIST, pa.string()),
+        pa.field(BLOCKLIST_DIGEST, pa.string()),
+        pa.field(C2PA_PRESENT, pa.bool_()),
+        pa.field(C2PA_CLAIM_GENERATOR, pa.string()),
+        pa.field(DIGITAL_SOURCE_TYPE, pa.string()),
+        pa.field(AI_GENERATED_DECLARED, pa.bool_()),
+        pa.field(LICENSE, pa.string()),
+        pa.field(ATTRIBUTION, pa.string()),
+        pa.field(COPYRIGHT, pa.string()),
     ]
 )
 

@@ -13,11 +13,12 @@ from manifests import schema as col
 
 PACKAGES = ("thresher", "ray", "pyarrow", "polars", "torch", "torchvision", "open_clip_torch", "transformers",
             "onnxruntime", "faiss-cpu", "datasketch", "webdataset", "pillow", "aiohttp")
+COMPLIANCE_PACKAGES = ("protego", "c2pa-python", "pdqhash")  # robots.txt, C2PA and PDQ: the card names them
 
 
 def versions() -> dict[str, str | None]:
     found = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in PACKAGES + COMPLIANCE_PACKAGES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -42,7 +43,14 @@ def counts(manifest: pl.DataFrame) -> dict:
     by_status = dict(manifest.group_by(col.STATUS).len().sort(col.STATUS).iter_rows())
     kept = int(manifest[col.KEEP].sum())
     return {"rows": manifest.height, "kept": kept, "rejected": manifest.height - kept,
-            "status": by_status, "reject_reasons": by_reason}
+            "status": by_status, "reject_reasons": by_reason, "blocklists": blocklist_counts(manifest)}
+
+
+def blocklist_counts(manifest: pl.DataFrame) -> dict[str, int]:
+    """Rows blocked per known-hash list (``crawl.blocklists``); empty when none matched or none was set."""
+    if col.BLOCKLIST not in manifest.columns:
+        return {}
+    return dict(manifest.get_column(col.BLOCKLIST).drop_nulls().value_counts(sort=True).iter_rows())
 
 
 def summary_table(stats: dict, root: Path) -> str:

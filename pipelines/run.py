@@ -83,6 +83,7 @@ def phase(name: str) -> Phase:
 
 def validate(config: RunConfig) -> tuple[list[StageSpec], list[StageSpec]]:
     """Everything that can be checked before work starts; returns the score and caption stages it checked."""
+    from crawl.blocklist import BlocklistError, load_blocklists
     from pipelines.stages import caption_stages, check_resources, check_stages, score_stages
 
     check_resources(config)
@@ -93,6 +94,10 @@ def validate(config: RunConfig) -> tuple[list[StageSpec], list[StageSpec]]:
         check_filters(config.filters)
         check_weights(config.caption)
     except (FilterSetupError, MissingWeightsError) as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        load_blocklists(config.crawl.blocklists)  # a missing file or a bad line fails here, not in a worker
+    except BlocklistError as exc:
         raise ConfigError(str(exc)) from None
     return specs
 

@@ -1,4 +1,4 @@
-"""The manifest tools behind ``thresher query|tune|plots|audit|reexport RUN``: config + decision glue.
+"""The manifest tools behind ``thresher query|tune|plots|audit|card|reexport RUN``: config + decision glue.
 
 Only the manifest (and, for export and audit, the staged images) is read; no model is loaded and
 no Ray is started. ``--set`` overrides apply to the run's resolved config (RUN/config.yaml).
@@ -13,8 +13,8 @@ import polars as pl
 
 from filters.config import ThresholdRule, threshold_rules
 from filters.decide import decide, reason_exprs
-from manifests import audit, plots, query, reexport, tune
-from manifests.io import atomic_path
+from manifests import audit, card, plots, query, reexport, tune
+from manifests.io import atomic_path, read_json, write_json
 from manifests.layout import RunLayout
 from manifests.plots import Threshold
 from pipelines.config import RunConfig, dump_config, load_config
@@ -85,3 +85,16 @@ def run_audit(run: Path, overrides: list[str], reason: str | None, limit: int, o
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return path
+
+
+def run_card(run: Path, out: Path | None) -> tuple[Path, Path]:
+    """RUN/reports/DATASET_CARD.md and dataset_card.json, from the manifest and run.json alone."""
+    layout = RunLayout.at(run)
+    info = read_json(layout.run_json)
+    built = card.build_card(pl.scan_parquet(reexport.manifest_path(layout)), info, str(run))
+    folder = out or layout.root / "reports"
+    json_path, md_path = folder / "dataset_card.json", folder / "DATASET_CARD.md"
+    write_json(built, json_path)
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(card.render_markdown(built), encoding="utf-8")
+    return md_path, json_path

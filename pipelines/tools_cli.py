@@ -1,4 +1,4 @@
-"""CLI wiring of the manifest tools: ``thresher query|tune|plots|audit|reexport RUN``.
+"""CLI wiring of the manifest tools: ``thresher query|tune|plots|audit|card|reexport RUN``.
 
 ``thresher reexport RUN`` writes new shards under a new name (``pipelines.tools.run_export``) and never
 writes into the run. ``thresher export`` is the export phase; given a run directory (without
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-TOOLS = ("query", "tune", "plots", "audit", "reexport")
+TOOLS = ("query", "tune", "plots", "audit", "card", "reexport")
 EXPORT_DEPRECATION = ("thresher: 'thresher export RUN_DIR' is deprecated and will be removed in the next "
                       "release; use 'thresher reexport RUN_DIR'")
 
@@ -39,6 +39,9 @@ def add_tool_commands(sub, export: argparse.ArgumentParser) -> None:
     audit.add_argument("--reason", help="show only the samples rejected for this reason")
     audit.add_argument("--limit", type=int, default=24, help="samples shown per reason and per threshold")
     audit.add_argument("--out", type=Path, help="the HTML file (default RUN/reports/audit.html)")
+    card = sub.add_parser("card", help="DATASET_CARD.md + JSON after the EU training-content summary template")
+    _run_args(card, overrides=False)
+    card.add_argument("--out", type=Path, help="folder for the card (default RUN/reports)")
     reexport = sub.add_parser("reexport", help="new shards and manifest with new thresholds, beside the run")
     _run_args(reexport)
     _reexport_args(reexport)
@@ -63,6 +66,8 @@ def run_tool(args: argparse.Namespace) -> None:
         print("\n".join(str(p) for p in tools.run_plots(args.run, args.overrides, args.out)))
     elif args.command == "audit":
         print(tools.run_audit(args.run, args.overrides, args.reason, args.limit, args.out))
+    elif args.command == "card":
+        print("\n".join(str(p) for p in tools.run_card(args.run, args.out)))
     else:
         if args.command == "export":
             print(EXPORT_DEPRECATION, file=sys.stderr)

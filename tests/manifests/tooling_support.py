@@ -49,6 +49,41 @@ def synthetic_run(tmp_path_factory) -> Path:
     return root
 
 
+BLOCKED_KIND, OPTED_OUT_KIND, GENERATED_KIND = "blocked", "opted_out", "generated"
+GENERATED_XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                 b'<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+                 b'xmlns:cc="http://creativecommons.org/ns#" Iptc4xmpExt:DigitalSourceType='
+                 b'"http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia">'
+                 b'<cc:license rdf:resource="https://creativecommons.org/publicdomain/zero/1.0/"/>'
+                 b'</rdf:Description></rdf:RDF></x:xmpmeta>')
+
+
+def compliance_rows(files: dict[str, bytes], out: Path) -> list:
+    """Rows that exercise compliance in the real run: a listed file, a robots.txt opt-out, an AI-declared image.
+
+    Adds the files they need to ``files`` (robots.txt included) and writes the blocklist to out/known.txt.
+    """
+    import io
+
+    from PIL import Image
+
+    from pipelines.corpus import Sample, jpeg
+
+    originals = sorted(p for p in files if p.startswith("/img/") and p.count("-") == 0 and p.endswith(".jpg"))
+    files["/optout/photo.jpg"] = files[originals[1]]
+    files["/robots.txt"] = b"User-agent: GPTBot\nDisallow: /optout/\n"
+    mirrored = Image.open(io.BytesIO(files[originals[2]])).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    files["/blocked/photo.jpg"] = jpeg(mirrored)  # an image of its own: nothing else in the run shares its pixels
+    (out / "known.txt").write_text(hashlib.sha256(files["/blocked/photo.jpg"]).hexdigest() + "\n")
+    (out / "blocked.jpg").write_bytes(files["/blocked/photo.jpg"])  # beside the run, for the test that greps it
+    buf = io.BytesIO()
+    Image.radial_gradient("L").resize((320, 256)).convert("RGB").save(buf, "JPEG", xmp=GENERATED_XMP)
+    files["/img/generated.jpg"] = buf.getvalue()
+    return [Sample("/blocked/photo.jpg", "a photo on a known-hash list", BLOCKED_KIND),
+            Sample("/optout/photo.jpg", "a photo its site reserves from AI crawlers", OPTED_OUT_KIND),
+            Sample("/img/generated.jpg", "an image declared as made by a generative model", GENERATED_KIND)]
+
+
 @pytest.fixture(scope="session")
 def real_run(tmp_path_factory, ray_session) -> Path:
     """A real curation of the demo corpus (loopback server, every phase on Ray), one row's caption hostile."""
@@ -60,9 +95,11 @@ def real_run(tmp_path_factory, ray_session) -> Path:
     files, rows = build_corpus(0)
     rows = [r for r in rows if r.kind in KINDS]  # the near-duplicate variants add time, not coverage, here
     rows[0] = dataclasses.replace(rows[0], caption=SCRIPT_CAPTION)
+    rows += compliance_rows(files, out)
     with serve_files(files) as base_url:
         url_list = write_url_list(rows, base_url, out / "urls.parquet")
         data = demo_config(url_list, out / "run")
+        data["crawl"]["blocklists"] = [{"path": str(out / "known.txt"), "name": "known"}]
         (out / "config.yaml").write_text(yaml.safe_dump(data))
         run(build_config(data))
     return out / "run"
