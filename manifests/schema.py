@@ -33,9 +33,11 @@ HEIGHT = "height"
 ORIGINAL_WIDTH = "original_width"
 ORIGINAL_HEIGHT = "original_height"
 
-# Where the staged image lives (relative to the run directory).
-SHARD = "shard"
-MEMBER = "member"
+# Where the staged image lives (relative to the run directory): the staging tar under ingest/, not a
+# training shard (those are EXPORT_SHARD / EXPORT_MEMBER), hence the prefix.
+SHARD = "staged_shard"
+MEMBER = "staged_member"
+STAGED_SHARD, STAGED_MEMBER = SHARD, MEMBER
 
 # Scores written by model stages (filters/).
 CLIP_SCORE = "clip_score"
@@ -71,6 +73,13 @@ CAPTION_BLIP2_SHORT = "caption_blip2_short"  # optional second, short recaption
 CAPTION_LLAVA_SHORT = "caption_llava_short"
 CAPTION_STATUS = "caption_status"
 
+# Carried from an img2dataset-style input: its EXIF as img2dataset writes it (a JSON object string).
+EXIF = "exif"
+
+# Where the row's sample was exported (kept rows only): shards/NNNNN.tar and the member in it.
+EXPORT_SHARD = "export_shard"
+EXPORT_MEMBER = "export_member"
+
 # Batch-only column: the staged image bytes a model stage reads. Never written to a manifest.
 IMAGE = "image"
 
@@ -95,6 +104,10 @@ class Status:
     - ``not_an_image``: the bytes are no known image format (an HTML page, an empty body), whatever the
       Content-Type said.
     - ``decompression_bomb``: the header declares more than ``max_pixels`` pixels; nothing was decoded.
+    - ``invalid_input_row``: the input line itself could not be read (a malformed JSON line); ``source_row``
+      is its 0-based line and ``error`` names the 1-based line and the parse error.
+    - ``failed_to_resize``: carried from an img2dataset input whose own resize failed for the row.
+      (img2dataset's ``failed_to_download`` rows are carried as ``failed_to_download``.)
     """
 
     SUCCESS = "success"
@@ -108,6 +121,8 @@ class Status:
     TOO_LARGE = "too_large"
     NOT_AN_IMAGE = "not_an_image"
     DECOMPRESSION_BOMB = "decompression_bomb"
+    INVALID_INPUT_ROW = "invalid_input_row"
+    FAILED_TO_RESIZE = "failed_to_resize"
 
     ALL = (
         SUCCESS,
@@ -121,6 +136,8 @@ class Status:
         TOO_LARGE,
         NOT_AN_IMAGE,
         DECOMPRESSION_BOMB,
+        INVALID_INPUT_ROW,
+        FAILED_TO_RESIZE,
     )
     # Worth another attempt later (network trouble, not the content).
     RETRYABLE = (FAILED_TO_DOWNLOAD,)
@@ -165,6 +182,7 @@ INGEST_SCHEMA = pa.schema(
         pa.field(ORIGINAL_HEIGHT, pa.int32()),
         pa.field(SHARD, pa.string()),
         pa.field(MEMBER, pa.string()),
+        pa.field(EXIF, pa.string()),
     ]
 )
 
@@ -196,8 +214,13 @@ CAPTION_FIELDS = [
     pa.field(CAPTION_STATUS, pa.string()),
 ]
 
+EXPORT_FIELDS = [
+    pa.field(EXPORT_SHARD, pa.string()),
+    pa.field(EXPORT_MEMBER, pa.string()),
+]
+
 MANIFEST_SCHEMA = pa.schema(
-    list(INGEST_SCHEMA) + SCORE_FIELDS + DEDUP_FIELDS + DECISION_FIELDS + CAPTION_FIELDS
+    list(INGEST_SCHEMA) + SCORE_FIELDS + DEDUP_FIELDS + DECISION_FIELDS + CAPTION_FIELDS + EXPORT_FIELDS
 )
 
 KNOWN_COLUMNS = frozenset(MANIFEST_SCHEMA.names) | {IMAGE} | ARTEFACT_COLUMNS

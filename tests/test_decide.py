@@ -60,3 +60,17 @@ def test_decide_replaces_an_earlier_decision():
     again = decide(first, FiltersConfig()).collect()
     assert again.columns.count(col.KEEP) == 1
     assert again[col.REJECT_REASONS].to_list() == first[col.REJECT_REASONS].to_list()
+
+
+def test_caption_rules_skip_rows_without_a_caption_source():
+    import polars as pl
+
+    from filters.config import FiltersConfig
+    from filters.decide import decide
+    from manifests import schema as col
+
+    frame = pl.DataFrame({col.SAMPLE_ID: ["a", "b", "c"], col.STATUS: ["success"] * 3,
+                          col.CAPTION: [None, "", "two words"], col.ORIGINAL_WIDTH: [500] * 3,
+                          col.ORIGINAL_HEIGHT: [500] * 3})
+    out = decide(frame, FiltersConfig()).collect()
+    assert out[col.REJECT_REASONS].to_list() == [[], [col.Reason.CAPTION_TOO_SHORT], []]

@@ -57,8 +57,9 @@ def duckdb_kept(frame: pl.DataFrame, config: FiltersConfig) -> set[str]:
     query = f"""
         SELECT sample_id FROM frame
         WHERE status = 'success'
-          AND len(regexp_extract_all({caption}, '\\S+')) >= {r.min_caption_words}
-          AND length({caption}) >= {r.min_caption_chars}
+          AND (caption IS NULL  -- no caption source: the caption rules do not apply (issue 17)
+               OR (len(regexp_extract_all({caption}, '\\S+')) >= {r.min_caption_words}
+                   AND length({caption}) >= {r.min_caption_chars}))
           AND {short} >= {r.min_image_side}
           AND {long} <= {r.max_aspect_ratio!r}::DOUBLE * {short}
           AND {score_ok('clip_score', '>=', config.clip.min_score)}
