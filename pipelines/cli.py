@@ -6,7 +6,10 @@ import argparse
 import sys
 
 from manifests.layout import PHASES
+from crawl.readers import InputError
+from pipelines import console
 from pipelines.config import ConfigError, load_config
+from pipelines.configdoc import add_config_command, config_command
 from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
 
 
@@ -15,6 +18,12 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set filters.rules.min_image_side=256 (repeatable)")
     parser.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    _verbose_arg(parser)
+
+
+def _verbose_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's logs and every worker's output (default: in RUN/logs/thresher.log)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build a corpus from bundled photos, serve it on loopback, curate it")
     demo.add_argument("--out", default="thresher-demo", help="folder for everything the demo writes")
     demo.add_argument("--samples", type=int, default=300, help="approximate number of samples")
+    _verbose_arg(demo)
+    add_config_command(sub)
     models = sub.add_parser("models", help="the weights a config needs: list them, or fetch them (needs internet)")
     models.add_argument("action", choices=("list", "fetch"))
     models.add_argument("config", nargs="?", help="YAML config or run directory; without: every model filters know")
@@ -85,13 +96,16 @@ def models_command(action: str, config_path: str | None, overrides: list[str]) -
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
     try:
         if is_tool(args):
             run_tool(args)
             return 0
+        if args.command == "config":
+            return config_command(args)
         if args.command == "demo":
             from pipelines.demo import run_demo
-            run_demo(args.out, args.samples)
+            run_demo(args.out, args.samples, verbose=verbose)
             return 0
         if args.command == "models":
             return models_command(args.action, args.config, args.overrides)
@@ -99,19 +113,20 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import run as runner
         from pipelines.runtime import init_ray
         if args.command == "run":
-            runner.prepare(config)
-            init_ray(config.ray, args.address)
+            console.setup(runner.prepare(config).root, verbose)
+            init_ray(config.ray, args.address, log_to_driver=verbose)
             runner.run(config, redo=tuple(args.redo))
         else:
             layout = runner.prepare(config)
-            init_ray(config.ray, args.address)
+            console.setup(layout.root, verbose)
+            init_ray(config.ray, args.address, log_to_driver=verbose)
             options = {"retry_failed": True} if getattr(args, "retry_failed", False) else {}
             result = runner.run_phase(args.command, config, layout, options)
             if args.command == "export":
                 print(runner.report.summary_table(runner.finish(layout, config), layout.root))
             else:
                 print(f"{args.command}: {result}")
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, InputError) as exc:
         print(f"thresher: {exc}", file=sys.stderr)
         return 2
     except (FileExistsError, ValueError) as exc:

@@ -123,5 +123,4 @@ def check_cluster(phase_specs: dict[str, list], config: RunConfig) -> None:
     nodes = cluster_nodes()
     for phase, specs in phase_specs.items():
         for warning in check_pools(phase, phase_pools(phase, config, specs), nodes, config.ray.autoscaling):
-            log.warning(warning)
-            print(f"warning: {warning}")
+            log.warning(warning)  # the console shows it (pipelines/console.py)

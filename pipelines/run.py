@@ -17,12 +17,15 @@ from typing import Callable
 import polars as pl
 
 from captioning.weights import MissingWeightsError, check_weights
+from crawl.inputcheck import check_input
+from crawl.readers import InputError
 from filters.models import FilterSetupError, check_filters
 from manifests import storage
 from manifests.io import update_run_json, write_json
 from manifests.layout import PHASES, RunLayout
 from pipelines import cluster, phases, report
 from pipelines.config import ConfigError, RunConfig, dump_config
+from pipelines.cpufit import fit_local_cluster
 from pipelines.stages import check_resources, check_stages, score_stages, caption_stages
 
 PHASE_FUNCS: dict[str, Callable[[RunConfig, RunLayout], dict]] = {
@@ -45,7 +48,9 @@ def validate(config: RunConfig) -> None:
     try:
         check_filters(config.filters)
         check_weights(config.caption)
-    except (FilterSetupError, MissingWeightsError) as exc:
+        if not storage.is_uri(config.input.path):  # a URI input is checked once it is downloaded
+            check_input(config.input)
+    except (FilterSetupError, MissingWeightsError, InputError) as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -97,6 +102,7 @@ def check_cluster(names: tuple[str, ...], config: RunConfig, phase_options: dict
 def run_phase(name: str, config: RunConfig, layout: RunLayout, options: dict | None = None) -> dict:
     """Run one phase; ``options`` are its keyword arguments (``retry_failed`` for ingest, ``specs`` for score)."""
     options = options or {}
+    config = fit_local_cluster(config)
     check_cluster((name,), config, {name: options})
     local = local_config(config)
     for later in PHASES[PHASES.index(name):]:
@@ -124,6 +130,7 @@ def run(config: RunConfig, redo: tuple[str, ...] = (), phase_options: dict[str, 
     """All phases in order, skipping finished resumable ones; ``--redo`` phases start over from nothing."""
     phase_options = phase_options or {}
     layout = prepare(config)
+    config = fit_local_cluster(config)
     check_cluster(PHASES, config, phase_options)
     start = time.perf_counter()
     for name in PHASES:
