@@ -17,7 +17,7 @@ class InputConfig(StrictModel):
     format: Literal["auto", "parquet", "csv", "jsonl", "txt"] = Field(
         "auto", description="auto: from the suffix (.parquet, .csv/.tsv, .jsonl/.json, .txt: one URL per line)"
     )
-    url_col: str = "url"
+    url_col: str = Field("url", description="the column holding each row's URL (img2dataset's url_col)")
     caption_col: str | None = Field(
         "caption", description="None (or a .txt list): rows have no caption source, and caption rules skip them"
     )

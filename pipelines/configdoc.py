@@ -38,9 +38,10 @@ def default_config() -> RunConfig:
 
 def render(full: bool = False) -> str:
     lines = ["# Thresher run config: every field below shows its default. Run it with `thresher run THIS.yaml`;",
-             "# override any field with --set section.field=value.",
-             "" if full else "# `thresher config --full` prints every section (crawl, dedup, caption, resources, ...).",
-             ""]
+             "# override any field with --set section.field=value."]
+    if not full:
+        lines.append("# `thresher config --full` prints every section (crawl, dedup, caption, resources, ...).")
+    lines.append("")
     config = default_config()
     for name in RunConfig.model_fields:
         if full or name in SHORT:
