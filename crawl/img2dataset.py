@@ -37,7 +37,7 @@ def shard_rows(tar: Path, extra_cols: tuple[str, ...] = ()) -> Iterator[Row]:
     any tar sample the Parquet does not list; without a Parquet, the tar's samples in order."""
     table = tar.with_suffix(".parquet")
     samples = iter_tar(tar)
-    if not table.exists():
+    if not is_row_table(table):
         for position, (key, members) in enumerate(samples):
             yield _sample_row(tar, position, key, members, extra_cols)
         return
@@ -62,6 +62,12 @@ def shard_rows(tar: Path, extra_cols: tuple[str, ...] = ()) -> Iterator[Row]:
         yield _sample_row(tar, position, key, members, extra_cols)
 
 
+def is_row_table(path: Path) -> bool:
+    """Whether ``path`` is img2dataset's per-shard table (its ``key`` and ``status`` columns), not some other
+    Parquet beside the tar (Thresher's own staged rows, say)."""
+    return path.exists() and {"key", "status"} <= set(pq.read_schema(path).names)
+
+
 def _base(key: str) -> str:
     return key.rpartition("/")[2]
 
@@ -79,7 +85,8 @@ def _sample_row(tar: Path, position: int, key: str, members: dict[str, bytes], e
 
 
 def _failure_row(tar: Path, position: int, meta: dict, extra_cols: tuple[str, ...]) -> Row:
-    status = STATUSES.get(str(meta.get("status")), Status.FAILED_TO_DOWNLOAD)
+    theirs = str(meta.get("status"))
+    status = STATUSES.get(theirs) or (theirs if theirs in Status.ALL else Status.FAILED_TO_DOWNLOAD)
     error = meta.get("error_message") or f"img2dataset status {meta.get('status')!r}"
     match = _HTTP.search(error)
     fetched = Fetched(status, error, http_status=int(match.group(1)) if match else None, attempts=1)
