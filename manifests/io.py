@@ -32,7 +32,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 @functools.cache
 def _umask() -> int:
-    """The process umask, read once: reading it means setting it, which must not race other threads' files."""
+    """The process umask, read once. Linux shows it in /proc; elsewhere reading it means setting it, which
+    could race another thread's file creation, hence the cache."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -53,19 +53,20 @@ def setup(run_root: Path | None, verbose: bool = False) -> Path | None:
 
 
 def _route_ray_data(handlers: list[logging.Handler], verbose: bool) -> None:
-    """Ray Data's logger keeps its own console handler and does not propagate: swap in ours."""
+    """Ray's loggers keep their own console handlers and do not propagate: without ``-v`` they write to our
+    file only (their warnings too: "progress bars disabled", token auth, ... are about Ray, not the data)."""
     import ray.data
 
-    data_log = logging.getLogger("ray.data")
-    if not verbose:
-        for handler in list(data_log.handlers):
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                data_log.removeHandler(handler)
-    for handler in [h for h in data_log.handlers if getattr(h, "name", None) == _OURS]:
-        data_log.removeHandler(handler)
-    for handler in handlers:
-        if isinstance(handler, logging.FileHandler) or not verbose:
-            data_log.addHandler(handler)  # our console handler shows its warnings only
+    files = [h for h in handlers if isinstance(h, logging.FileHandler)]
+    for name in ("ray", "ray.data"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            ours = getattr(handler, "name", None) == _OURS
+            to_console = isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+            if ours or (to_console and not verbose):
+                logger.removeHandler(handler)
+        for handler in files:
+            logger.addHandler(handler)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = verbose  # the phases draw one bar each
     context.print_on_execution_start = verbose
