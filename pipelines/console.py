@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any, Callable
+
+from tqdm import tqdm
 
 LOG_FILE = Path("logs") / "thresher.log"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -70,3 +73,17 @@ def _route_ray_data(handlers: list[logging.Handler], verbose: bool) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = verbose  # the phases draw one bar each
     context.print_on_execution_start = verbose
+
+
+OWN_BARS = ("ingest", "score", "export")  # phases that draw a bar of their units or shards themselves
+
+
+def phase(name: str, func: Callable[..., dict], *args: Any, **kwargs: Any) -> dict:
+    """Run one phase; one that draws no bar of its own (dedup, decide, caption) gets a one-step bar, so the
+    console shows one line per phase."""
+    if name in OWN_BARS:
+        return func(*args, **kwargs)
+    with tqdm(total=1, desc=name, unit="phase") as bar:
+        result = func(*args, **kwargs)
+        bar.update(1)
+    return result

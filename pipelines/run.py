@@ -23,7 +23,7 @@ from filters.models import FilterSetupError, check_filters
 from manifests import storage
 from manifests.io import update_run_json, write_json
 from manifests.layout import PHASES, RunLayout
-from pipelines import cluster, phases, report
+from pipelines import cluster, console, phases, report
 from pipelines.config import ConfigError, RunConfig, dump_config
 from pipelines.cpufit import fit_local_cluster
 from pipelines.stages import check_resources, check_stages, score_stages, caption_stages
@@ -109,7 +109,7 @@ def run_phase(name: str, config: RunConfig, layout: RunLayout, options: dict | N
         layout.done_marker(later).unlink(missing_ok=True)
     layout.phase_dir(name).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = PHASE_FUNCS[name](local, layout, **options)
+    result = console.phase(name, PHASE_FUNCS[name], local, layout, **options)
     result["wall_s"] = round(time.perf_counter() - start, 3)
     write_json(result, layout.done_marker(name))
     update_run_json(layout.run_json, phases={name: result})
