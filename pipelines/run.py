@@ -18,7 +18,6 @@ import polars as pl
 
 from captioning.weights import MissingWeightsError, check_weights
 from crawl.inputcheck import check_input
-from crawl.readers import InputError
 from filters.models import FilterSetupError, check_filters
 from manifests import storage
 from manifests.io import update_run_json, write_json
@@ -48,9 +47,7 @@ def validate(config: RunConfig) -> None:
     try:
         check_filters(config.filters)
         check_weights(config.caption)
-        if not storage.is_uri(config.input.path):  # a URI input is checked once it is downloaded
-            check_input(config.input)
-    except (FilterSetupError, MissingWeightsError, InputError) as exc:
+    except (FilterSetupError, MissingWeightsError) as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -77,6 +74,8 @@ def sync(config: RunConfig, layout: RunLayout) -> None:
 def prepare(config: RunConfig) -> RunLayout:
     """Validate, and set up the local run directory; a URI one is first downloaded to resume from it."""
     validate(config)
+    if not storage.is_uri(config.input.path):  # before the run directory exists; a URI input once downloaded
+        check_input(config.input)
     layout = RunLayout.at(local_config(config).output_dir)
     if storage.is_uri(config.output_dir):
         storage.pull(config.output_dir, layout.root)
