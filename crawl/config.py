@@ -15,10 +15,18 @@ class InputConfig(StrictModel):
 
     kind: Literal["url_list", "webdataset", "folder"] = "url_list"
     path: str = Field(description="URL list file, folder of .tar shards (or one .tar), or folder of images")
-    format: Literal["auto", "parquet", "csv", "jsonl"] = "auto"
-    url_col: str = "url"
-    caption_col: str | None = "caption"
+    format: Literal["auto", "parquet", "csv", "jsonl", "txt"] = Field(
+        "auto", description="auto: from the suffix (.parquet, .csv/.tsv, .jsonl/.json, .txt: one URL per line)"
+    )
+    url_col: str = Field("url", description="the column holding each row's URL (img2dataset's url_col)")
+    caption_col: str | None = Field(
+        "caption", description="None (or a .txt list): rows have no caption source, and caption rules skip them"
+    )
     rows_per_shard: int = Field(10_000, ge=1, description="input rows per work unit (img2dataset's number_sample_per_shard)")
+    extra_cols: list[str] = Field(
+        default_factory=list, description="input columns carried into the manifest and each {key}.json as they "
+                                          "are (img2dataset's save_additional_columns), e.g. [license]"
+    )
 
 
 AI_CRAWLER_TOKENS = ("GPTBot", "ChatGPT-User", "CCBot", "Google-Extended", "anthropic-ai", "ClaudeBot",

@@ -25,6 +25,7 @@ _MAGIC = (
     (b"MM\x00*", "image/tiff"),
 )
 _PIL_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+_EXIF_ORIENTATION = 0x0112
 
 
 def sniff_mime(data: bytes) -> str | None:
@@ -82,7 +83,12 @@ def _decode_and_resize(data: bytes, mime: str, config: CrawlConfig) -> Staged:
     if img.format == "JPEG" and config.resize_mode != "no":
         img.draft(None, _draft_size(ow, oh, config))  # DCT-domain downscale: a fraction of a full decode
     img.load()
+    upright = _EXIF_ORIENTATION not in img.getexif() or img.getexif()[_EXIF_ORIENTATION] == 1
     out = resize(to_rgb(oriented(img)), config)
+    if out is img and upright and img.size == (ow, oh) and img.format == _PIL_FORMAT[config.encode_format]:
+        # Already the target size, mode and format (an img2dataset shard, a re-ingest): a re-encode would only
+        # lose quality, so the bytes are staged as they are.
+        return Staged(Status.SUCCESS, None, data, mime, ow, oh, ow, oh)
     return Staged(Status.SUCCESS, None, encode(out, config), mime, out.width, out.height, ow, oh)
 
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import aiohttp
 import pyarrow as pa
@@ -26,17 +24,16 @@ from crawl.blocklist import blocked_fields
 from crawl.config import CrawlConfig
 from crawl.fetch import Fetched, Fetcher
 from crawl.image import stage_image
+from crawl.img2dataset import shard_rows
 from crawl.origins import origin_gate
 from crawl.provenance import provenance
-from crawl.sources import Unit
+from crawl.readers import INPUT_ERROR
+from crawl.sources import UNIT_SCHEMA, Unit
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
 from manifests.schema import INGEST_SCHEMA, Status
 from manifests.shards import iter_tar, write_tar
-
-WDS_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-
 
 Outcome = tuple[dict, tuple[str, dict[str, bytes]] | None]  # (manifest row, staged sample or None)
 
@@ -69,11 +66,39 @@ def read_file_uri(uri: str) -> Fetched:
 def _unit_outcomes(unit: Unit, crawl: CrawlConfig, fetcher: Fetcher | None) -> list[Outcome]:
     """One outcome per input row of the unit, in input order."""
     if unit.kind == "webdataset":
-        return [outcome(row, fetched, crawl) for row, fetched in _wds_samples(unit)]
+        return [carry(outcome(row, fetched, crawl), carried)
+                for row, fetched, carried in shard_rows(Path(unit.path), unit.extra_cols)]
     rows = pq.read_table(unit.path).to_pylist()
+    valid = [i for i, row in enumerate(rows) if not row.get(INPUT_ERROR)]
+    results = [invalid_row(row) for row in rows]
     if unit.kind == "url_list":
-        return asyncio.run(crawl_rows(rows, fetcher or worker_fetcher(crawl), crawl))
-    return [outcome(row, read_file_uri(row[col.URL]), crawl) for row in rows]
+        fetched = asyncio.run(crawl_rows([rows[i] for i in valid], fetcher or worker_fetcher(crawl), crawl))
+    else:
+        fetched = [outcome(rows[i], read_file_uri(rows[i][col.URL]), crawl) for i in valid]
+    for i, result in zip(valid, fetched):
+        results[i] = result
+    return results
+
+
+def invalid_row(row: dict) -> Outcome:
+    """The row of an input line that could not be read (a malformed JSON line): nothing to fetch."""
+    return {**row, col.STATUS: Status.INVALID_INPUT_ROW, col.ERROR: row.get(INPUT_ERROR), col.ATTEMPTS: 0}, None
+
+
+def carry(result: Outcome, carried: dict) -> Outcome:
+    """img2dataset's record of the original (sizes, sha256, EXIF) over what the resized copy would say."""
+    record, sample = result
+    record.update(carried)
+    return record, sample
+
+
+def ingest_schema(unit: Unit) -> pa.Schema:
+    """INGEST_SCHEMA plus the unit's extra input columns (``input.extra_cols``), carried as they are."""
+    if unit.kind == "webdataset":
+        extra = [pa.field(name, pa.string()) for name in unit.extra_cols]
+    else:
+        extra = [f for f in pq.read_schema(unit.path) if f.name not in UNIT_SCHEMA.names]
+    return pa.schema(list(INGEST_SCHEMA) + [f for f in extra if f.name not in INGEST_SCHEMA.names])
 
 
 async def crawl_rows(rows: list[dict], fetcher: Fetcher, crawl: CrawlConfig) -> list[Outcome]:
@@ -105,29 +130,6 @@ async def crawl_rows(rows: list[dict], fetcher: Fetcher, crawl: CrawlConfig) -> 
     return results  # type: ignore[return-value]  # every slot is filled once gather returns
 
 
-def _wds_samples(unit: Unit) -> Iterator[tuple[dict, Fetched]]:
-    for position, (key, members) in enumerate(iter_tar(unit.path)):
-        meta = _json_or_empty(members.get("json"))
-        caption = members.get("txt", b"").decode("utf-8", errors="replace") if "txt" in members else meta.get("caption")
-        row = {col.SAMPLE_ID: key.rpartition("/")[2], col.URL: meta.get("url"), col.CAPTION: caption,
-               col.SOURCE: unit.path, col.SOURCE_ROW: position}
-        image = next((members[e] for e in WDS_IMAGE_EXTS if e in members), None)
-        if image is None:
-            yield row, Fetched(Status.NOT_AN_IMAGE, f"sample has no image member ({sorted(members)})", attempts=1)
-        else:
-            yield row, Fetched(Status.SUCCESS, data=image, attempts=1)
-
-
-def _json_or_empty(data: bytes | None) -> dict:
-    if not data:
-        return {}
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def ingest_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout, fetcher: Fetcher | None = None) -> dict:
     """Stage one unit; returns {"unit": index, "rows": n, "status": {status: count}}."""
     tar_path, rows_path = layout.staged_tar(unit.index), layout.staged_rows(unit.index)
@@ -138,7 +140,7 @@ def ingest_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout, fetcher: Fetc
         if sample is not None:
             record[col.SHARD] = shard
     write_tar(tar_path, (sample for _, sample in outcomes if sample is not None))
-    write_parquet(pa.Table.from_pylist(records, schema=INGEST_SCHEMA), rows_path)
+    write_parquet(pa.Table.from_pylist(records, schema=ingest_schema(unit)), rows_path)
     return {"unit": unit.index, "rows": len(records), "status": dict(Counter(r[col.STATUS] for r in records))}
 
 
@@ -201,9 +203,11 @@ def retry_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout) -> dict:
     tar_path, rows_path = layout.staged_tar(unit.index), layout.staged_rows(unit.index)
     if not rows_path.exists():
         return ingest_unit(unit, crawl, layout)
-    records = pq.read_table(rows_path).to_pylist()
+    staged = pq.read_table(rows_path)
+    records = staged.to_pylist()
     retry = [i for i, r in enumerate(records) if r[col.STATUS] in Status.RETRYABLE and unit.kind != "webdataset"]
-    outcomes = _refetch(unit, [{k: records[i][k] for k in IDENTITY} for i in retry], crawl)
+    identity = [n for n in staged.column_names if n in IDENTITY or n not in INGEST_SCHEMA.names]  # extras too
+    outcomes = _refetch(unit, [{k: records[i][k] for k in identity} for i in retry], crawl)
     members = _staged_members(tar_path, {r[col.SAMPLE_ID] for r in records if r[col.STATUS] == Status.SUCCESS})
     for i, (record, sample) in zip(retry, outcomes):
         record[col.ATTEMPTS] = (records[i][col.ATTEMPTS] or 0) + (record[col.ATTEMPTS] or 0)
@@ -213,7 +217,7 @@ def retry_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout) -> dict:
         records[i] = record
     write_tar(tar_path, [(r[col.SAMPLE_ID], members[r[col.SAMPLE_ID]]) for r in records
                          if r[col.STATUS] == Status.SUCCESS])
-    write_parquet(pa.Table.from_pylist(records, schema=INGEST_SCHEMA), rows_path)
+    write_parquet(pa.Table.from_pylist(records, schema=staged.schema), rows_path)
     return {"unit": unit.index, "rows": len(records), "status": dict(Counter(r[col.STATUS] for r in records))}
 
 

@@ -8,19 +8,23 @@ ceil(log10(rows_per_shard)) digits, so a URL list ingested by both tools gets th
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from crawl.config import InputConfig
+from crawl.image import sniff_mime
+from crawl.inputcheck import check_input
+from crawl.readers import INPUT_ERROR, InputError, detect_format, read_batches
 from manifests import schema as col
 from manifests.io import write_parquet
+
+log = logging.getLogger(__name__)
 
 SHARD_DIGITS = 5
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -31,8 +35,10 @@ UNIT_SCHEMA = pa.schema(
         pa.field(col.CAPTION, pa.string()),
         pa.field(col.SOURCE, pa.string()),
         pa.field(col.SOURCE_ROW, pa.int64()),
+        pa.field(INPUT_ERROR, pa.string()),
     ]
 )
+SIDECAR_SUFFIXES = (".txt", ".json")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,10 @@ class Unit:
     index: int
     kind: str  # "url_list" | "folder" | "webdataset"
     path: str
+    extra_cols: tuple[str, ...] = ()  # carried from an input tar's metadata (url lists carry theirs in the unit file)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_cols", tuple(self.extra_cols))  # a list or array after a trip through Ray
 
 
 def sample_key(unit: int, row: int, rows_per_shard: int) -> str:
@@ -49,57 +59,8 @@ def sample_key(unit: int, row: int, rows_per_shard: int) -> str:
     return f"{unit:0{SHARD_DIGITS}d}{row:0{digits}d}"
 
 
-def detect_format(path: Path, declared: str) -> str:
-    if declared != "auto":
-        return declared
-    suffix = path.suffix.lower()
-    for fmt, suffixes in {"parquet": (".parquet",), "csv": (".csv", ".tsv"), "jsonl": (".jsonl", ".json")}.items():
-        if suffix in suffixes:
-            return fmt
-    raise ValueError(f"input.format: cannot tell the format of {path.name!r}; set input.format to parquet, csv or jsonl")
-
-
-def _batches(path: Path, fmt: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    if fmt == "parquet":
-        yield from pq.ParquetFile(path).iter_batches(batch_size=65_536, columns=columns)
-    elif fmt == "csv":
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        reader = pacsv.open_csv(
-            path,
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(include_columns=columns,
-                                                 column_types={c: pa.string() for c in columns}),
-        )
-        yield from reader
-    else:
-        yield from _jsonl_batches(path, columns)
-
-
-def _jsonl_batches(path: Path, columns: list[str], block_bytes: int = 8 << 20) -> Iterator[pa.RecordBatch]:
-    """JSON lines in blocks of whole lines, so memory is bounded by the block, not the file."""
-    with path.open("rb") as f:
-        while True:
-            block = f.read(block_bytes)
-            if not block:
-                return
-            block += f.readline()
-            table = pajson.read_json(pa.py_buffer(block))
-            yield from table.select([c for c in columns if c in table.column_names]).to_batches()
-
-
-def _check_columns(path: Path, fmt: str, config: InputConfig) -> list[str]:
-    columns = [config.url_col] + ([config.caption_col] if config.caption_col else [])
-    if fmt == "parquet":
-        names = pq.ParquetFile(path).schema_arrow.names
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise ValueError(f"input: {path} has no column(s) {missing}; it has {names}. "
-                             "Set input.url_col / input.caption_col to the right names.")
-    return columns
-
-
-def _chunks(rows: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
-    pending: list[pa.RecordBatch] = []
+def _chunks(rows: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
+    pending: list[pa.Table] = []
     count = 0
     for batch in rows:
         while batch.num_rows:
@@ -108,14 +69,14 @@ def _chunks(rows: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
             count += take
             batch = batch.slice(take)
             if count == size:
-                yield pa.Table.from_batches(pending)
+                yield pa.concat_tables(pending)
                 pending, count = [], 0
     if count:
-        yield pa.Table.from_batches(pending)
+        yield pa.concat_tables(pending)
 
 
-def _write_unit(units_dir: Path, index: int, urls: list, captions: list, source: str,
-                first_row: int, rows_per_shard: int) -> Unit:
+def _write_unit(units_dir: Path, index: int, chunk: pa.Table, urls: list, captions: list, source: str,
+                rows_per_shard: int, extra_cols: list[str]) -> Unit:
     n = len(urls)
     table = pa.table(
         {
@@ -123,41 +84,90 @@ def _write_unit(units_dir: Path, index: int, urls: list, captions: list, source:
             col.URL: urls,
             col.CAPTION: captions,
             col.SOURCE: [source] * n,
-            col.SOURCE_ROW: list(range(first_row, first_row + n)),
+            col.SOURCE_ROW: chunk.column(col.SOURCE_ROW),
+            INPUT_ERROR: chunk.column(INPUT_ERROR),
         },
         schema=UNIT_SCHEMA,
     )
+    for name in extra_cols:  # carried as they are (img2dataset's save_additional_columns)
+        table = table.append_column(name, chunk.column(name))
     path = units_dir / f"{index:05d}.parquet"
     write_parquet(table, path)
     return Unit(index, "url_list", str(path))
 
 
+def _captions(chunk: pa.Table, caption_col: str | None) -> list:
+    """The caption column; a null cell of a caption column is an empty caption (judged by the caption rules),
+    while a list without a caption column gives null: no caption source, so caption rules skip the row."""
+    if not caption_col:
+        return [None] * chunk.num_rows
+    return [c if c is not None or e is not None else ""
+            for c, e in zip(chunk.column(caption_col).cast(pa.string()).to_pylist(),
+                            chunk.column(INPUT_ERROR).to_pylist())]
+
+
+def input_columns(config: InputConfig, fmt: str) -> list[str]:
+    if fmt == "txt":
+        return [config.url_col]
+    return list(dict.fromkeys([config.url_col] + ([config.caption_col] if config.caption_col else [])
+                              + list(config.extra_cols)))
+
+
 def plan_url_list(config: InputConfig, units_dir: Path) -> list[Unit]:
     path = Path(config.path)
     fmt = detect_format(path, config.format)
-    columns = _check_columns(path, fmt, config)
-    units, first_row = [], 0
-    for index, chunk in enumerate(_chunks(_batches(path, fmt, columns), config.rows_per_shard)):
-        if config.url_col not in chunk.column_names:
-            raise ValueError(f"input: {path} has no column {config.url_col!r}; set input.url_col")
+    caption_col = None if fmt == "txt" else config.caption_col
+    extra = [] if fmt == "txt" else [c for c in config.extra_cols if c not in (config.url_col, caption_col)]
+    units = []
+    for index, chunk in enumerate(_chunks(read_batches(path, fmt, input_columns(config, fmt)), config.rows_per_shard)):
         urls = chunk.column(config.url_col).cast(pa.string()).to_pylist()
-        captions = (chunk.column(config.caption_col).cast(pa.string()).to_pylist()
-                    if config.caption_col and config.caption_col in chunk.column_names else [None] * len(urls))
-        units.append(_write_unit(units_dir, index, urls, captions, str(path), first_row, config.rows_per_shard))
-        first_row += len(urls)
+        units.append(_write_unit(units_dir, index, chunk, urls, _captions(chunk, caption_col), str(path),
+                                 config.rows_per_shard, extra))
         pa.default_memory_pool().release_unused()  # hand freed chunk buffers back, so RSS tracks one chunk
+    if not units:
+        raise InputError(f"input.path: {path} has no rows")
     return units
+
+
+def folder_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(images, skipped): a file is an image by its suffix or, whatever its name, by its first bytes,
+    as the crawl judges a download; caption sidecars are neither."""
+    images, skipped = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix.lower() in IMAGE_SUFFIXES or _looks_like_image(path):
+            images.append(path)
+        elif not (path.suffix.lower() in SIDECAR_SUFFIXES and _has_image_sibling(path)):
+            skipped.append(path)
+    return images, skipped
+
+
+def _looks_like_image(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return sniff_mime(f.read(16)) is not None
+    except OSError:
+        return False
+
+
+def _has_image_sibling(path: Path) -> bool:
+    return any(path.with_suffix(s).exists() or path.with_suffix(s.upper()).exists() for s in IMAGE_SUFFIXES)
 
 
 def plan_folder(config: InputConfig, units_dir: Path) -> list[Unit]:
     root = Path(config.path)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files, skipped = folder_files(root)
+    if skipped:
+        log.warning("input %s: skipped %d file(s) that are not images (e.g. %s)", root, len(skipped),
+                    ", ".join(p.relative_to(root).as_posix() for p in skipped[:3]))
+    if not files:
+        raise InputError(f"input.path: folder {root} holds no image files")
     units = []
     for index, start in enumerate(range(0, len(files), config.rows_per_shard)):
         chunk = files[start:start + config.rows_per_shard]
-        captions = [_sidecar_caption(p) for p in chunk]
-        unit = _write_unit(units_dir, index, [p.resolve().as_uri() for p in chunk], captions,
-                           str(root), start, config.rows_per_shard)
+        positions = pa.table({col.SOURCE_ROW: pa.array(range(start, start + len(chunk)), pa.int64()),
+                              INPUT_ERROR: pa.nulls(len(chunk), pa.string())})
+        unit = _write_unit(units_dir, index, positions, [p.resolve().as_uri() for p in chunk],
+                           [_sidecar_caption(p) for p in chunk], str(root), config.rows_per_shard, [])
         units.append(Unit(unit.index, "folder", unit.path))
     return units
 
@@ -170,13 +180,14 @@ def _sidecar_caption(image: Path) -> str | None:
 def plan_webdataset(config: InputConfig) -> list[Unit]:
     root = Path(config.path)
     tars = [root] if root.is_file() else sorted(root.glob("*.tar"))
-    return [Unit(i, "webdataset", str(p)) for i, p in enumerate(tars)]
+    if not tars:
+        raise InputError(f"input.path: {root} holds no .tar shards (input.kind is webdataset)")
+    return [Unit(i, "webdataset", str(p), tuple(config.extra_cols)) for i, p in enumerate(tars)]
 
 
 def plan_units(config: InputConfig, units_dir: Path) -> list[Unit]:
-    """Split the input into work units. Raises before any work when the input is missing or malformed."""
-    if not Path(config.path).exists():
-        raise FileNotFoundError(f"input.path: {config.path} does not exist")
+    """Split the input into work units. Raises ``InputError`` before any work when the input is missing or malformed."""
+    check_input(config)
     if config.kind == "url_list":
         return plan_url_list(config, units_dir)
     if config.kind == "folder":

@@ -28,8 +28,11 @@ def reason_exprs(config: FiltersConfig, columns: set[str]) -> list[pl.Expr]:
     long_side = pl.max_horizontal(col.ORIGINAL_WIDTH, col.ORIGINAL_HEIGHT)
     exprs = [
         _reason(~ok, pl.lit(Reason.STATUS_PREFIX) + pl.col(col.STATUS)),
-        _reason((caption.str.count_matches(r"\S+") < rules.min_caption_words)
-                | (caption.str.len_chars() < rules.min_caption_chars), Reason.CAPTION_TOO_SHORT),
+        # A null caption means the row has no caption source (a URL-only list): the caption rules do not
+        # apply, and a recaption may still supply one. An empty caption is judged like any other.
+        _reason(pl.col(col.CAPTION).is_not_null()
+                & ((caption.str.count_matches(r"\S+") < rules.min_caption_words)
+                   | (caption.str.len_chars() < rules.min_caption_chars)), Reason.CAPTION_TOO_SHORT),
         _reason(ok & (short_side < rules.min_image_side), Reason.IMAGE_TOO_SMALL),
         _reason(ok & (long_side > rules.max_aspect_ratio * short_side), Reason.ASPECT_RATIO),
     ]

@@ -1,24 +1,35 @@
-"""Kept manifest rows + staged images -> WebDataset training shards. No model, no decode.
+"""Kept manifest rows + staged images -> WebDataset training shards, laid out as img2dataset lays them out.
 
 Each training sample is ``{key}.{jpg|png|webp}`` (the staged bytes as they are), ``{key}.txt`` (the
-chosen caption) and ``{key}.json`` (every manifest column of the row). Output shards hold
-``shard_size`` samples in sample_id order, so the same manifest always gives the same shards.
+chosen caption) and ``{key}.json`` (``key`` and every manifest column of the row: url, caption, sizes,
+sha256, exif, scores, reasons). Beside each ``NNNNN.tar`` lie ``NNNNN.parquet`` (the rows of that shard,
+img2dataset's per-shard table) and ``NNNNN_stats.json`` (img2dataset's counts), and ``sizes.json``
+(shard -> samples) lets open_clip-style loaders count samples without ``--train-num-samples``.
+Shards hold ``shard_size`` samples in sample_id order, so the same manifest always gives the same
+shards; a run whose kept rows fill fewer than ``min_shards`` is split evenly over ``min_shards``, so a
+DataLoader with several workers has a shard for each.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
 import polars as pl
+import pyarrow as pa
 from pydantic import Field
 
 from manifests import schema as col
 from manifests.config import StrictModel
+from manifests.io import write_json, write_parquet
 from manifests.shards import Sample, iter_tar, write_tar
+
+KEY = "key"  # img2dataset's name for the sample key, in {key}.json and the per-shard Parquet
+SIZES = "sizes.json"
 
 
 class ExportConfig(StrictModel):
@@ -28,23 +39,62 @@ class ExportConfig(StrictModel):
         "caption", description="the column written to {key}.txt; a row without it falls back to the original "
                                "(the original and every recaption are in {key}.json either way)"
     )
+    min_shards: int = Field(
+        8, ge=1, description="a run whose kept rows fill fewer shards than this is split evenly into this many "
+                             "(fewer only when there are fewer samples), so a DataLoader with several workers "
+                             "has a shard for each"
+    )
 
 
 @dataclass(frozen=True)
 class ExportShard:
     index: int
-    rows: list[dict]  # manifest rows of the kept samples, in sample_id order
+    rows: list[dict]  # manifest rows of the kept samples, in sample_id order, with their export location
+    schema: pa.Schema | None = None  # the manifest's, so the per-shard Parquet has the manifest's types
 
 
-def plan_shards(kept: pl.DataFrame, shard_size: int) -> list[ExportShard]:
-    """Split kept rows (any order) into shards of ``shard_size`` in sample_id order."""
-    rows = kept.sort(col.SAMPLE_ID).to_dicts()
-    return [ExportShard(i, rows[start:start + shard_size])
-            for i, start in enumerate(range(0, len(rows), shard_size))]
+def shard_sizes(rows: int, shard_size: int, min_shards: int = 1) -> list[int]:
+    """Samples per shard: full shards of ``shard_size`` and a remainder, or an even split over
+    ``min_shards`` (sizes differing by at most one) when full shards would be fewer."""
+    full = -(-rows // shard_size)
+    if full >= min_shards or rows == 0:
+        return [min(shard_size, rows - start) for start in range(0, rows, shard_size)]
+    count = min(min_shards, rows)
+    return [rows // count + (1 if i < rows % count else 0) for i in range(count)]
+
+
+def plan_shards(kept: pl.DataFrame, shard_size: int, min_shards: int = 1) -> list[ExportShard]:
+    """Split kept rows (any order) into shards in sample_id order; each row gets its export location."""
+    ordered = kept.sort(col.SAMPLE_ID).drop([c for c in (col.EXPORT_SHARD, col.EXPORT_MEMBER) if c in kept.columns])
+    rows, schema = ordered.to_dicts(), ordered.to_arrow().schema
+    schema = schema.append(pa.field(col.EXPORT_SHARD, pa.string())).append(pa.field(col.EXPORT_MEMBER, pa.string()))
+    shards, start = [], 0
+    for index, size in enumerate(shard_sizes(len(rows), shard_size, min_shards)):
+        chunk = rows[start:start + size]
+        for row in chunk:
+            row[col.EXPORT_SHARD] = f"shards/{shard_name(index)}"
+            row[col.EXPORT_MEMBER] = f"{row[col.SAMPLE_ID]}.{row[col.MEMBER].rpartition('.')[2]}"
+        shards.append(ExportShard(index, chunk, schema))
+        start += size
+    return shards
+
+
+def with_export_locations(manifest: pl.DataFrame, shards: list[ExportShard]) -> pl.DataFrame:
+    """The manifest with ``export_shard`` / ``export_member`` of each exported row (null for the others)."""
+    located = pl.DataFrame([{col.SAMPLE_ID: r[col.SAMPLE_ID], col.EXPORT_SHARD: r[col.EXPORT_SHARD],
+                             col.EXPORT_MEMBER: r[col.EXPORT_MEMBER]} for s in shards for r in s.rows],
+                           schema={col.SAMPLE_ID: pl.String, col.EXPORT_SHARD: pl.String, col.EXPORT_MEMBER: pl.String})
+    stale = [c for c in (col.EXPORT_SHARD, col.EXPORT_MEMBER) if c in manifest.columns]
+    return manifest.drop(stale).join(located, on=col.SAMPLE_ID, how="left", maintain_order="left")
 
 
 def shard_name(index: int) -> str:
     return f"{index:05d}.tar"
+
+
+def write_sizes(out_dir: Path, written: list[dict]) -> None:
+    """``sizes.json``: shard file name -> samples, as open_clip's loader reads it."""
+    write_json({w["shard"]: w["samples"] for w in written}, out_dir / SIZES)
 
 
 def caption_text(row: dict, caption_source: str) -> str:
@@ -73,15 +123,29 @@ def _samples(shard: ExportShard, images: dict[str, bytes], caption_source: str) 
         yield row[col.SAMPLE_ID], {
             ext: images[member],
             "txt": caption_text(row, caption_source).encode("utf-8"),
-            "json": json.dumps(row, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8"),
+            "json": json.dumps({KEY: row[col.SAMPLE_ID], **row}, ensure_ascii=False, sort_keys=True,
+                               default=str).encode("utf-8"),
         }
 
 
 def write_export_shard(shard: ExportShard, run_root: Path, out_dir: Path, config: ExportConfig) -> dict:
-    """Write one training shard; returns {"shard": name, "samples": n}."""
+    """Write one training shard, its Parquet and its stats; returns {"shard": name, "samples": n}."""
+    start = time.time()
     images = _staged_images(run_root, shard.rows)
     missing = [r[col.MEMBER] for r in shard.rows if r[col.MEMBER] not in images]
     if missing:
         raise FileNotFoundError(f"staged images missing from the run (was it modified?): {missing[:5]}")
-    count = write_tar(out_dir / shard_name(shard.index), _samples(shard, images, config.caption_source))
-    return {"shard": shard_name(shard.index), "samples": count}
+    name = shard_name(shard.index)
+    count = write_tar(out_dir / name, _samples(shard, images, config.caption_source))
+    table = pa.Table.from_pylist(shard.rows, schema=shard.schema)
+    write_parquet(table.add_column(0, KEY, table.column(col.SAMPLE_ID)), out_dir / name.replace(".tar", ".parquet"))
+    write_json(shard_stats(count, start), out_dir / name.replace(".tar", "_stats.json"))
+    return {"shard": name, "samples": count}
+
+
+def shard_stats(count: int, start: float) -> dict:
+    """img2dataset's ``NNNNN_stats.json`` fields; every exported sample is a success by construction."""
+    end = time.time()
+    return {"count": count, "successes": count, "failed_to_download": 0, "failed_to_resize": 0,
+            "duration": round(end - start, 3), "start_time": start, "end_time": end,
+            "status_dict": {"success": count} if count else {}}

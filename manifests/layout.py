@@ -12,7 +12,11 @@
       decide/manifest.parquet     all columns, keep and reject_reasons
       caption/captions.parquet    recaptions of kept rows
       manifest.parquet            the final manifest (decide + captions)
-      shards/NNNNN.tar            exported training shards
+      shards/NNNNN.tar            exported training shards ({key}.jpg, .txt, .json)
+      shards/NNNNN.parquet        the manifest rows of that shard (img2dataset's per-shard table)
+      shards/NNNNN_stats.json     img2dataset's per-shard counts
+      shards/sizes.json           shard -> samples (open_clip's loader reads it)
+      logs/thresher.log           Ray's and the workers' logs (the console shows them with -v)
       reports/plots/*.png         ``thresher plots`` (score histograms, reject reasons)
       reports/audit.html          ``thresher audit``
     RUN-NAME/                     ``thresher reexport RUN --name NAME``: a re-export beside the run, which it

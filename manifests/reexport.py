@@ -8,8 +8,9 @@ the run named ``<RUN>-<NAME>``::
       export.json        source run, overrides, counts
       manifest.parquet   every row of the source manifest with the new keep / reject_reasons
       shards/NNNNN.tar   training shards of the newly kept rows, from the source run's staged images
+                         (with NNNNN.parquet, NNNNN_stats.json and sizes.json, as a run's export)
 
-Its ``shard`` / ``member`` columns still name the source run's staged images (``export.json``
+Its ``staged_shard`` / ``staged_member`` columns still name the source run's staged images (``export.json``
 records where that is), so query, tune, plots and audit work on an export as on a run. It is
 written under a temporary name and renamed whole, so a crash leaves no half export.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from manifests import schema as col
-from manifests.export import ExportConfig, plan_shards, write_export_shard
+from manifests.export import ExportConfig, plan_shards, with_export_locations, write_export_shard, write_sizes
 from manifests.io import read_json, write_json, write_parquet
 from manifests.layout import RunLayout
 
@@ -64,9 +65,10 @@ def write_reexport(decided: pl.DataFrame, source_root: Path, target: Path, confi
     layout = RunLayout.at(tmp)
     try:
         layout.shards_dir.mkdir(parents=True)
-        shards = plan_shards(decided.filter(pl.col(col.KEEP)), config.shard_size)
+        shards = plan_shards(decided.filter(pl.col(col.KEEP)), config.shard_size, config.min_shards)
         written = [write_export_shard(shard, source_root, layout.shards_dir, config) for shard in shards]
-        write_parquet(decided.to_arrow(), layout.manifest)
+        write_sizes(layout.shards_dir, written)
+        write_parquet(with_export_locations(decided, shards).to_arrow(), layout.manifest)
         layout.config.write_text(config_yaml)
         summary = {"rows": decided.height, "kept": sum(w["samples"] for w in written), "shards": len(written)}
         write_json({**record, **summary, "source_run": str(source_root.resolve())}, tmp / RECORD)

@@ -47,9 +47,11 @@ LICENSE = "license"  # licence URL (XMP cc:license / xmpRights:WebStatement)
 ATTRIBUTION = "attribution"  # creator / artist (XMP dc:creator, EXIF Artist, IPTC By-line)
 COPYRIGHT = "copyright"  # copyright notice (XMP dc:rights, EXIF Copyright, IPTC Copyright Notice)
 
-# Where the staged image lives (relative to the run directory).
-SHARD = "shard"
-MEMBER = "member"
+# Where the staged image lives (relative to the run directory): the staging tar under ingest/, not a
+# training shard (those are EXPORT_SHARD / EXPORT_MEMBER), hence the prefix.
+SHARD = "staged_shard"
+MEMBER = "staged_member"
+STAGED_SHARD, STAGED_MEMBER = SHARD, MEMBER
 
 # Scores written by model stages (filters/).
 CLIP_SCORE = "clip_score"
@@ -84,6 +86,13 @@ CAPTION_LLAVA = "caption_llava"
 CAPTION_BLIP2_SHORT = "caption_blip2_short"  # optional second, short recaption
 CAPTION_LLAVA_SHORT = "caption_llava_short"
 CAPTION_STATUS = "caption_status"
+
+# Carried from an img2dataset-style input: its EXIF as img2dataset writes it (a JSON object string).
+EXIF = "exif"
+
+# Where the row's sample was exported (kept rows only): shards/NNNNN.tar and the member in it.
+EXPORT_SHARD = "export_shard"
+EXPORT_MEMBER = "export_member"
 
 # Batch-only column: the staged image bytes a model stage reads. Never written to a manifest.
 IMAGE = "image"
@@ -122,6 +131,10 @@ class Status:
     - ``blocked_hash_match``: the downloaded bytes match a known-hash list (``crawl.blocklists``): MD5, SHA-1
       or SHA-256 of the bytes, or a PDQ hash within the list's Hamming radius. ``blocklist`` and
       ``blocklist_digest`` say which; the bytes are dropped in memory and never written anywhere.
+    - ``invalid_input_row``: the input line itself could not be read (a malformed JSON line); ``source_row``
+      is its 0-based line and ``error`` names the 1-based line and the parse error.
+    - ``failed_to_resize``: carried from an img2dataset input whose own resize failed for the row.
+      (img2dataset's ``failed_to_download`` rows are carried as ``failed_to_download``.)
     """
 
     SUCCESS = "success"
@@ -138,6 +151,8 @@ class Status:
     DISALLOWED_BY_ROBOTS_TXT = "disallowed_by_robots_txt"
     DISALLOWED_BY_TDMREP = "disallowed_by_tdmrep"
     BLOCKED_HASH_MATCH = "blocked_hash_match"
+    INVALID_INPUT_ROW = "invalid_input_row"
+    FAILED_TO_RESIZE = "failed_to_resize"
 
     ALL = (
         SUCCESS,
@@ -154,6 +169,8 @@ class Status:
         DISALLOWED_BY_ROBOTS_TXT,
         DISALLOWED_BY_TDMREP,
         BLOCKED_HASH_MATCH,
+        INVALID_INPUT_ROW,
+        FAILED_TO_RESIZE,
     )
     # Opt-outs and blocks: the rows a dataset card must account for.
     OPT_OUTS = (DISALLOWED_BY_ROBOTS, DISALLOWED_BY_ROBOTS_TXT, DISALLOWED_BY_TDMREP)
@@ -226,6 +243,7 @@ INGEST_SCHEMA = pa.schema(
         pa.field(LICENSE, pa.string()),
         pa.field(ATTRIBUTION, pa.string()),
         pa.field(COPYRIGHT, pa.string()),
+        pa.field(EXIF, pa.string()),
     ]
 )
 
@@ -257,8 +275,13 @@ CAPTION_FIELDS = [
     pa.field(CAPTION_STATUS, pa.string()),
 ]
 
+EXPORT_FIELDS = [
+    pa.field(EXPORT_SHARD, pa.string()),
+    pa.field(EXPORT_MEMBER, pa.string()),
+]
+
 MANIFEST_SCHEMA = pa.schema(
-    list(INGEST_SCHEMA) + SCORE_FIELDS + DEDUP_FIELDS + DECISION_FIELDS + CAPTION_FIELDS
+    list(INGEST_SCHEMA) + SCORE_FIELDS + DEDUP_FIELDS + DECISION_FIELDS + CAPTION_FIELDS + EXPORT_FIELDS
 )
 
 KNOWN_COLUMNS = frozenset(MANIFEST_SCHEMA.names) | {IMAGE} | ARTEFACT_COLUMNS

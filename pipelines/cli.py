@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from crawl.readers import InputError
+from pipelines import console
 from pipelines.config import ConfigError, load_config
+from pipelines.configdoc import add_config_command, config_command
 from pipelines.run import PHASE_NAMES
 from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
 
@@ -15,6 +18,12 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set filters.rules.min_image_side=256 (repeatable)")
     parser.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    _verbose_arg(parser)
+
+
+def _verbose_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's logs and every worker's output (default: in RUN/logs/thresher.log)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build a corpus from bundled photos, serve it on loopback, curate it")
     demo.add_argument("--out", default="thresher-demo", help="folder for everything the demo writes")
     demo.add_argument("--samples", type=int, default=300, help="approximate number of samples")
+    _verbose_arg(demo)
+    add_config_command(sub)
     models = sub.add_parser("models", help="the weights a config needs: list them, or fetch them (needs internet)")
     models.add_argument("action", choices=("list", "fetch"))
     models.add_argument("config", nargs="?", help="YAML config or run directory; without: every model filters know")
@@ -83,14 +94,15 @@ def models_command(action: str, config_path: str | None, overrides: list[str]) -
     return 0 if all(w.present for w in listed) else 1
 
 
-def run_command(args: argparse.Namespace) -> None:
-    """``thresher run`` or one phase: prepare the run once, then start or join Ray, then work."""
+def run_command(args: argparse.Namespace, verbose: bool) -> None:
+    """``thresher run`` or one phase: prepare the run once, route the logs, start or join Ray, then work."""
     from pipelines import run as runner
     from pipelines.runtime import init_ray
 
     config = load_config(args.config, args.overrides)
     run = runner.prepare(config, retry_failed=getattr(args, "retry_failed", False))
-    init_ray(config.ray, args.address)
+    console.setup(run.layout.root, verbose)
+    init_ray(config.ray, args.address, log_to_driver=verbose)
     if args.command == "run":
         runner.run_all(run, redo=tuple(args.redo))
         return
@@ -103,18 +115,21 @@ def run_command(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
     try:
         if is_tool(args):
             run_tool(args)
             return 0
+        if args.command == "config":
+            return config_command(args)
         if args.command == "demo":
             from pipelines.demo import run_demo
-            run_demo(args.out, args.samples)
+            run_demo(args.out, args.samples, verbose=verbose)
             return 0
         if args.command == "models":
             return models_command(args.action, args.config, args.overrides)
-        run_command(args)
-    except (ConfigError, FileNotFoundError) as exc:
+        run_command(args, verbose)
+    except (ConfigError, FileNotFoundError, InputError) as exc:
         print(f"thresher: {exc}", file=sys.stderr)
         return 2
     except (FileExistsError, ValueError) as exc:

@@ -120,5 +120,4 @@ def check_cluster(phase_pools: dict[str, list[Pool]], config: RunConfig) -> None
         if not pools:
             continue
         for warning in check_pools(phase, pools, nodes, config.ray.autoscaling):
-            log.warning(warning)
-            print(f"warning: {warning}")
+            log.warning(warning)  # the console shows it (pipelines/console.py)

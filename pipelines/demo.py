@@ -104,7 +104,8 @@ def demo_config(url_list: Path, run_dir: Path) -> dict:
     }
 
 
-def run_demo(out: str, samples: int = 300) -> dict:
+def run_demo(out: str, samples: int = 300, verbose: bool = False) -> dict:
+    from pipelines import console
     from pipelines.run import run
     from pipelines.runtime import init_ray
 
@@ -117,7 +118,8 @@ def run_demo(out: str, samples: int = 300) -> dict:
         config = build_config(data)
         for reason in demo_filters()[1]:
             print(f"skipped {reason}")
-        init_ray(config.ray)
+        console.setup(out_dir / "run", verbose)
+        init_ray(config.ray, log_to_driver=verbose)
         stats = run(config)
     print(f"\nDemo done: {len(rows)} URLs from {len(files)} served files.")
     print(f"  shards:   {out_dir / 'run' / 'shards'}")

@@ -18,7 +18,7 @@ from crawl.sources import Unit, plan_units
 from dedup import run as dedup_run
 from filters.decide import decide as apply_decision
 from manifests import schema as col
-from manifests.export import plan_shards, write_export_shard
+from manifests.export import plan_shards, with_export_locations, write_export_shard, write_sizes
 from manifests.io import read_parquet_files, write_parquet
 from manifests.layout import RunLayout
 from manifests.schema import INGEST_SCHEMA
@@ -223,20 +223,23 @@ def final_manifest(layout: RunLayout) -> pl.DataFrame:
 def export(run: Run) -> dict:
     config, layout = run.local, run.layout
     manifest = final_manifest(layout)
-    shards = plan_shards(manifest.filter(pl.col(col.KEEP)), config.export.shard_size)
+    shards = plan_shards(manifest.filter(pl.col(col.KEEP)), config.export.shard_size, config.export.min_shards)
     for leftover in layout.root.glob(".shards.*.tmp"):  # from an export killed midway
         shutil.rmtree(leftover)
     tmp = layout.root / f".shards.{uuid.uuid4().hex}.tmp"
     tmp.mkdir(parents=True)
+    written: list[dict] = []
     if shards:
         res = config.resources.export
         ds = ray.data.from_items(shards, override_num_blocks=len(shards))
         ds = ds.map(ExportWorker, fn_constructor_args=(config, str(layout.root), str(tmp)),
                     **pool_args(res, cap=len(shards)))
         with tqdm(total=len(shards), desc="export", unit="shard") as bar:
-            for _ in ds.iter_rows():
+            for row in ds.iter_rows():
+                written.append(row)
                 bar.update(1)
+    write_sizes(tmp, sorted(written, key=lambda w: w["shard"]))
     shutil.rmtree(layout.shards_dir, ignore_errors=True)
     tmp.rename(layout.shards_dir)
-    write_parquet(manifest.to_arrow(), layout.manifest)
+    write_parquet(with_export_locations(manifest, shards).to_arrow(), layout.manifest)
     return {"shards": len(shards), "kept": sum(len(s.rows) for s in shards)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,13 +22,16 @@ from typing import TYPE_CHECKING, Callable
 import polars as pl
 
 from captioning.weights import MissingWeightsError, check_weights
+from crawl.inputcheck import check_input
 from filters.weights import FilterSetupError, check_filters
 from manifests import storage
 from manifests.io import update_run_json, write_json
 from manifests.layout import RunLayout
-from pipelines import cluster, report
+from pipelines import console, cpufit, cluster, report
 from pipelines.cluster import Pool, stage_pools
-from pipelines.config import ConfigError, RunConfig, dump_config
+from pipelines.config import ConfigError, ResourcesConfig, RunConfig, dump_config
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pipelines.stages import StageSpec
@@ -120,6 +124,7 @@ def prepare(config: RunConfig, retry_failed: bool = False) -> Run:
     """Validate, and set up the local run directory; a URI one is first downloaded to resume from it."""
     score_specs, caption_specs = validate(config)
     local = local_config(config)
+    check_input(local.input)  # before the run directory exists, so a bad input leaves none behind
     layout = RunLayout.at(local.output_dir)
     if storage.is_uri(config.output_dir):
         storage.pull(config.output_dir, layout.root)
@@ -149,15 +154,38 @@ def check_cluster(run: Run, names: tuple[str, ...]) -> None:
     cluster.check_cluster({p.name: p.pools(run) for p in PHASES if p.name in names}, run.config)
 
 
+def fit_local_cluster(run: Run) -> Run:
+    """On a local single-node cluster, CPU requests whose pools cannot start together are scaled down, with a
+    warning (``pipelines/cpufit.py``); a remote cluster's run is unchanged."""
+    cpus = cpufit.local_cpus(run.config.ray)
+    if cpus is None:
+        return run
+    scaled, warnings = cpufit.fit_cpus({p.name: p.pools(run) for p in PHASES}, cpus)
+    for warning in warnings:
+        log.warning(warning)
+    return with_resources(run, cpufit.with_cpus(run.config.resources, scaled)) if scaled else run
+
+
+def with_resources(run: Run, resources: ResourcesConfig) -> Run:
+    """The run with other resources (never a result: the stage digests ignore them)."""
+    def respec(specs: tuple[StageSpec, ...]) -> tuple[StageSpec, ...]:
+        return tuple(dataclasses.replace(s, resources=resources.for_stage(s.name)) for s in specs)
+
+    return dataclasses.replace(run, config=run.config.model_copy(update={"resources": resources}),
+                               local=run.local.model_copy(update={"resources": resources}),
+                               score_specs=respec(run.score_specs), caption_specs=respec(run.caption_specs))
+
+
 def run_phase(run: Run, name: str) -> dict:
     """Run one phase, after checking that its pools fit the cluster; marks it done and syncs."""
+    run = fit_local_cluster(run)
     current, layout = phase(name), run.layout
     check_cluster(run, (name,))
     for later in PHASE_NAMES[PHASE_NAMES.index(name):]:
         layout.done_marker(later).unlink(missing_ok=True)
     layout.phase_dir(name).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = current(run)
+    result = console.phase(name, current, run)
     result["wall_s"] = round(time.perf_counter() - start, 3)
     write_json(result, layout.done_marker(name))
     update_run_json(layout.run_json, phases={name: result})
@@ -175,6 +203,7 @@ def finish(run: Run, **extra) -> dict:
 
 def run_all(run: Run, redo: tuple[str, ...] = ()) -> dict:
     """All phases in order, skipping finished resumable ones; ``redo`` phases start over from nothing."""
+    run = fit_local_cluster(run)
     layout = run.layout
     check_cluster(run, PHASE_NAMES)
     start = time.perf_counter()

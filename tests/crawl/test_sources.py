@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crawl.config import InputConfig
+from crawl.readers import InputError
 from crawl.sources import plan_units, sample_key
 from manifests import schema as col
 
@@ -50,11 +51,12 @@ def test_missing_column_is_named_with_the_fix(tmp_path):
 
 
 def test_missing_input_and_unknown_format(tmp_path):
-    with pytest.raises(FileNotFoundError, match="input.path"):
+    # InputError (a ValueError) since issue 17: the CLI prints it as one line and exits 2.
+    with pytest.raises(InputError, match="input.path"):
         plan_units(InputConfig(path=str(tmp_path / "nope.parquet")), tmp_path / "units")
-    (tmp_path / "urls.txt").write_text("x")
+    (tmp_path / "urls.lst").write_text("x")
     with pytest.raises(ValueError, match="input.format"):
-        plan_units(InputConfig(path=str(tmp_path / "urls.txt")), tmp_path / "units")
+        plan_units(InputConfig(path=str(tmp_path / "urls.lst")), tmp_path / "units")
 
 
 def test_folder_units_take_sidecar_captions(tmp_path):
@@ -62,7 +64,7 @@ def test_folder_units_take_sidecar_captions(tmp_path):
     for name in ["b.jpg", "a.png", "sub/c.webp"]:
         (tmp_path / "imgs" / name).write_bytes(b"x")
     (tmp_path / "imgs" / "a.txt").write_text("a caption\n")
-    (tmp_path / "imgs" / "notes.md").write_text("ignored")
+    (tmp_path / "imgs" / "notes.md").write_text("ignored: neither an image nor a sidecar")
     units = plan_units(InputConfig(kind="folder", path=str(tmp_path / "imgs"), rows_per_shard=2), tmp_path / "u")
     rows = pa.concat_tables([pq.read_table(u.path) for u in units]).to_pylist()
     assert [r[col.URL].rsplit("/", 1)[1] for r in rows] == ["a.png", "b.jpg", "c.webp"]

@@ -58,8 +58,9 @@ def duckdb_kept(frame: pl.DataFrame, config: FiltersConfig) -> set[str]:
     query = f"""
         SELECT sample_id FROM frame
         WHERE status = 'success'
-          AND len(regexp_extract_all({caption}, '\\S+')) >= {r.min_caption_words}
-          AND length({caption}) >= {r.min_caption_chars}
+          AND (caption IS NULL  -- no caption source: the caption rules do not apply (issue 17)
+               OR (len(regexp_extract_all({caption}, '\\S+')) >= {r.min_caption_words}
+                   AND length({caption}) >= {r.min_caption_chars}))
           AND {short} >= {r.min_image_side}
           AND {long} <= {r.max_aspect_ratio!r}::DOUBLE * {short}
           AND {score_ok('clip_score', '>=', config.clip.min_score)}
@@ -140,3 +141,11 @@ def test_decide_replaces_an_earlier_decision():
     again = decide(first, FiltersConfig()).collect()
     assert again.columns.count(col.KEEP) == 1
     assert again[col.REJECT_REASONS].to_list() == first[col.REJECT_REASONS].to_list()
+
+
+def test_caption_rules_skip_rows_without_a_caption_source():
+    frame = pl.DataFrame({col.SAMPLE_ID: ["a", "b", "c"], col.STATUS: ["success"] * 3,
+                          col.CAPTION: [None, "", "two words"], col.ORIGINAL_WIDTH: [500] * 3,
+                          col.ORIGINAL_HEIGHT: [500] * 3})
+    out = decide(frame, FiltersConfig()).collect()
+    assert out[col.REJECT_REASONS].to_list() == [[], [Reason.CAPTION_TOO_SHORT], []]

@@ -84,7 +84,8 @@ def test_shards_hold_exactly_the_kept_rows(url_run):
     assert [s["txt"].decode() for s in samples] == kept[col.CAPTION].fill_null("").to_list()
     meta = json.loads(samples[0]["json"])
     assert meta[col.SAMPLE_ID] == samples[0]["__key__"] and meta[col.KEEP] is True
-    assert len(list(layout.shards_dir.glob("*.tar"))) == -(-kept.height // 40)
+    # export.min_shards (default 8) splits a run that fills fewer shards evenly (issue 17)
+    assert len(list(layout.shards_dir.glob("*.tar"))) == max(-(-kept.height // 40), min(8, kept.height))
 
 
 def test_ray_data_reads_the_shards_back(url_run):
@@ -97,6 +98,46 @@ def test_ray_data_reads_the_shards_back(url_run):
     assert sorted(r["__key__"] for r in rows) == sorted(kept[col.SAMPLE_ID].to_list())
     captions = dict(zip(kept[col.SAMPLE_ID].to_list(), kept[col.CAPTION].fill_null("").to_list()))
     assert all(r["txt"].decode() == captions[r["__key__"]] for r in rows)
+
+
+def test_per_shard_parquet_stats_and_sizes_match_the_tars(url_run):
+    import os
+    import stat
+
+    layout, _, _ = url_run
+    manifest = pl.read_parquet(layout.manifest)
+    sizes = json.loads((layout.shards_dir / "sizes.json").read_text())
+    tars = sorted(layout.shards_dir.glob("*.tar"))
+    assert sorted(sizes) == [t.name for t in tars] and sum(sizes.values()) == manifest[col.KEEP].sum()
+    for tar in tars:
+        keys = [s["__key__"] for s in wds.WebDataset(str(tar), shardshuffle=False)]
+        rows = pl.read_parquet(tar.with_suffix(".parquet"))
+        assert rows["key"].to_list() == keys and sizes[tar.name] == len(keys)
+        assert json.loads(tar.with_name(tar.stem + "_stats.json").read_text())["successes"] == len(keys)
+    located = manifest.filter(pl.col(col.KEEP))
+    assert located[col.EXPORT_SHARD].null_count() == 0 and manifest.filter(~pl.col(col.KEEP))[col.EXPORT_SHARD].null_count() == manifest.height - located.height
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in [layout.manifest, layout.run_json, *tars, *layout.staged_dir.iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask & ~0o111, path  # not mkstemp's 0600
+
+
+def test_training_loaders_read_the_shards(url_run, tmp_path):
+    """webdataset with a 2-worker DataLoader, Hugging Face datasets' webdataset builder, and open_clip's sizes.json."""
+    import datasets
+    import torch
+
+    layout, _, _ = url_run
+    kept = sorted(pl.read_parquet(layout.manifest).filter(pl.col(col.KEEP))[col.SAMPLE_ID].to_list())
+    urls = [str(p) for p in sorted(layout.shards_dir.glob("*.tar"))]
+    pipeline = wds.WebDataset(urls, shardshuffle=False).decode("pil").to_tuple("__key__", "jpg", "txt")
+    loaded = list(torch.utils.data.DataLoader(pipeline, num_workers=2, batch_size=None))
+    assert sorted(key for key, _, _ in loaded) == kept and loaded[0][1].size == (256, 256)
+    hf = datasets.load_dataset("webdataset", data_files={"train": urls}, split="train",
+                               cache_dir=str(tmp_path / "hf"))
+    assert sorted(hf["__key__"]) == kept and hf[0]["json"]["key"] == hf[0]["__key__"]
+    sizes = json.loads((layout.shards_dir / "sizes.json").read_text())
+    assert sum(int(sizes[Path(u).name]) for u in urls) == len(kept)  # open_clip's get_dataset_size
 
 
 def test_run_json_counts_equal_the_manifest(url_run):

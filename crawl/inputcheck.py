@@ -1,0 +1,123 @@
+"""Check the input before any work starts: one clear line naming the file, the column or the line.
+
+Reads only the head of the input (a Parquet footer, a CSV header and first block, the first JSON
+lines), so it costs milliseconds on a list of any size. Errors later in a file are still reported
+by the planner: a malformed JSON line becomes a row with status ``invalid_input_row``, a broken CSV
+row an ``InputError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from crawl.config import InputConfig
+from crawl.readers import InputError, detect_format, one_line
+
+HEAD_BYTES = 1 << 20
+
+
+def check_input(config: InputConfig) -> None:
+    """Raise ``InputError`` when the input cannot be read as configured."""
+    path = Path(config.path)
+    if not path.exists():
+        raise InputError(f"input.path: {path} does not exist")
+    if config.kind == "url_list":
+        _check_list(path, config)
+    elif config.kind == "webdataset":
+        if not (path.is_file() or any(path.glob("*.tar"))):
+            raise InputError(f"input.path: {path} holds no .tar shards (input.kind is webdataset)")
+    elif not path.is_dir() or next((p for p in path.rglob("*") if p.is_file()), None) is None:
+        raise InputError(f"input.path: {path} is not a folder with files in it (input.kind is folder)")
+
+
+def _check_list(path: Path, config: InputConfig) -> None:
+    if path.is_dir():
+        raise InputError(f"input.path: {path} is a folder; a url_list is one file (use input.kind: folder or "
+                         "webdataset for folders)")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"input.path: {path} is not readable (permission denied)")
+    if path.stat().st_size == 0:
+        raise InputError(f"input.path: {path} is empty (0 bytes)")
+    fmt = detect_format(path, config.format)
+    wanted = _wanted_columns(config, fmt)
+    names = {"parquet": _parquet_columns, "csv": _csv_columns, "jsonl": _jsonl_columns, "txt": _txt_columns}[fmt](path)
+    for field, column in wanted:
+        if column not in names:
+            raise InputError(f"input.{field}: {path} has no column {column!r} (it has {', '.join(sorted(names))}); "
+                             f"set input.{field}")
+
+
+def _wanted_columns(config: InputConfig, fmt: str) -> list[tuple[str, str]]:
+    if fmt == "txt":
+        return []
+    wanted = [("url_col", config.url_col)]
+    if config.caption_col:
+        wanted.append(("caption_col", config.caption_col))
+    return wanted + [("extra_cols", c) for c in config.extra_cols]
+
+
+def _no_rows(path: Path, what: str = "") -> InputError:
+    return InputError(f"input.path: {path} has no rows{what}")
+
+
+def _parquet_columns(path: Path) -> set[str]:
+    try:
+        meta = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"input.path: {path} is not a readable Parquet file: {one_line(exc)}") from None
+    if meta.metadata.num_rows == 0:
+        raise _no_rows(path)
+    return set(meta.schema_arrow.names)
+
+
+def _csv_columns(path: Path) -> set[str]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=HEAD_BYTES),
+                                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                                convert_options=pacsv.ConvertOptions(auto_dict_encode=False, strings_can_be_null=True))
+        names = set(reader.schema.names)
+        first = next((b for b in reader if b.num_rows), None)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"input.path: {path} does not parse as CSV: {one_line(exc)}") from None
+    if first is None:
+        raise _no_rows(path, " (a header only)")
+    return names
+
+
+def _head_lines(path: Path) -> list[tuple[int, bytes]]:
+    with path.open("rb") as f:
+        head = f.read(HEAD_BYTES)
+    lines = head.split(b"\n")
+    if len(head) == HEAD_BYTES:
+        lines = lines[:-1]  # the last one may be cut
+    return [(i, raw) for i, raw in enumerate(lines) if raw.strip()]
+
+
+def _jsonl_columns(path: Path) -> set[str]:
+    lines = _head_lines(path)
+    if not lines:
+        raise _no_rows(path, " (only blank lines)")
+    errors = []
+    for number, raw in lines[:100]:
+        try:
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            errors.append(f"line {number + 1}: {one_line(exc)}")
+            continue
+        if isinstance(value, dict):
+            return set(value)
+        errors.append(f"line {number + 1}: a JSON {type(value).__name__}, not an object")
+    raise InputError(f"input.path: {path} is not JSON lines (one object per line); {errors[0]}")
+
+
+def _txt_columns(path: Path) -> set[str]:
+    if not _head_lines(path):
+        raise _no_rows(path, " (only blank lines)")
+    return set()

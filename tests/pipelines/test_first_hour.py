@@ -1,0 +1,120 @@
+"""A new user's first hour without Ray: bad inputs end in one line and exit 2 before anything starts,
+``thresher config`` prints a config that validates, and CPU requests are scaled to fit a local cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipelines.cli import main
+from pipelines.config import ConfigError, build_config, load_config
+from pipelines.configdoc import default_config, render
+from pipelines.cluster import Pool, stage_pools
+from pipelines.cpufit import fit_cpus, scaled_cpus, with_cpus
+from pipelines.stages import score_stages
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _config(tmp_path, **input_fields) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "run"), "input": input_fields}))
+    return str(path)
+
+
+@pytest.mark.parametrize("make, extra, message", [
+    (None, {}, "does not exist"),
+    (b"", {}, "is empty (0 bytes)"),
+    (b"url,caption\n", {}, "has no rows (a header only)"),
+    (b"link,text\nhttp://x.invalid/a.jpg,a cat\n", {}, "input.url_col: "),
+    (b"url,caption\nhttp://x.invalid/a.jpg,a cat\n", {"extra_cols": ["license"]}, "input.extra_cols: "),
+])
+def test_bad_inputs_end_in_one_line_and_exit_2_with_no_run_directory(tmp_path, capsys, make, extra, message):
+    if make is not None:
+        (tmp_path / "urls.csv").write_bytes(make)
+    code = main(["run", _config(tmp_path, path=str(tmp_path / "urls.csv"), **extra)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and str(tmp_path / "urls.csv") in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_exit_code_is_2_from_the_command_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": REPO}
+    out = subprocess.run([sys.executable, "-m", "pipelines", "ingest", _config(tmp_path, path=str(tmp_path / "x.txt"))],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("thresher: input.path: ")
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_config_command_prints_a_config_that_validates_as_it_is(full, capsys):
+    assert main(["config"] + (["--full"] if full else [])) == 0
+    text = capsys.readouterr().out
+    assert build_config(yaml.safe_load(text)) == default_config()
+    assert "# REQUIRED" in text and "one of: url_list, webdataset, folder" in text
+    names = [line.split(":")[0].strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert ("decode_threads" in names) == full and "min_shards" in names
+
+
+def test_full_config_names_every_field(tmp_path):
+    (tmp_path / "c.yaml").write_text(render(full=True))
+    dumped = default_config().model_dump(mode="json")
+
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and v and k not in ("stages",):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}"
+    text = (tmp_path / "c.yaml").read_text()
+    for leaf in leaves(dumped):
+        assert f" {leaf.rsplit('.', 1)[-1]}:" in text or text.startswith(leaf) or f"\n{leaf}:" in text, leaf
+    assert load_config(tmp_path / "c.yaml") == default_config()
+
+
+def test_scaled_cpus_fit_with_one_factor():
+    assert scaled_cpus({"a": 1, "b": 1, "c": 1}, cpus=2, fixed=0.5) == {"a": 0.5, "b": 0.5, "c": 0.5}
+    assert scaled_cpus({"a": 0.5, "b": 0.5}, cpus=2, fixed=0.5) == {}  # fits already
+    assert scaled_cpus({"a": 1}, cpus=0.5, fixed=0.5) == {}  # cannot fit: the cluster check explains
+
+
+def test_fit_cpus_scales_stage_requests_and_says_so(tmp_path):
+    config = build_config({"output_dir": str(tmp_path), "input": {"path": "x.parquet"},
+                           "dedup": {"phash": {"enabled": True}, "minhash": {"enabled": True},
+                                     "exact": {"enabled": True}},
+                           "resources": {"stages": {"phash": {"num_cpus": 2, "num_gpus": 0}}}})
+    scaled, warnings = fit_cpus({"score": stage_pools(score_stages(config))}, cpus=2)
+    fitted = with_cpus(config.resources, scaled)
+    asks = {name: fitted.for_stage(name).num_cpus for name in fitted.stages}
+    assert warnings and "score: " in warnings[0] and "resources.stages.phash.num_cpus 2 ->" in warnings[0]
+    assert sum(asks.values()) + 0.5 <= 2
+    refitted = config.model_copy(update={"resources": fitted})
+    assert fit_cpus({"score": stage_pools(score_stages(refitted))}, cpus=2)[1] == []  # idempotent
+    gpu = build_config({"output_dir": str(tmp_path), "input": {"path": "x.parquet"},
+                        "resources": {"ingest": {"num_gpus": 1, "num_cpus": 4}}})
+    scaled, _ = fit_cpus({"ingest": [Pool("resources.ingest", gpu.resources.ingest)]}, cpus=2)
+    assert with_cpus(gpu.resources, scaled).ingest.num_gpus == 1  # never scaled: the cluster check fails it
+
+
+def test_config_errors_still_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="export.min_shards"):
+        build_config({"output_dir": "x", "input": {"path": "y"}, "export": {"min_shards": 0}})
+
+
+@pytest.mark.slow
+def test_the_demo_prints_under_60_lines_and_logs_the_rest(tmp_path):
+    env = {**os.environ, "PYTHONPATH": REPO, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    out = subprocess.run([sys.executable, "-m", "pipelines", "demo", "--out", str(tmp_path / "demo"), "--samples", "40"],
+                         capture_output=True, env=env, timeout=900)  # bytes: text mode would turn each \r into a line
+    printed = (out.stdout + out.stderr).decode("utf-8", "replace")
+    assert out.returncode == 0, printed[-3000:]
+    lines = printed.count("\n")  # a progress bar redraws its line with \r: one line on a terminal
+    assert lines < 60, printed
+    assert "Thresher run:" in out.stdout.decode() and "Traceback" not in printed
+    log = (tmp_path / "demo" / "run" / "logs" / "thresher.log").read_text()
+    assert "ray.data" in log  # Ray Data's plan and operator lines went to the file
