@@ -24,6 +24,7 @@ from manifests.schema import INGEST_SCHEMA
 from pipelines import score_units
 from pipelines.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
+from pipelines.decision import redecide
 from pipelines.stages import StageSpec, caption_stages, check_stages, score_stages
 
 STAGED_IMAGE_EXTS = ("jpg", "png", "webp")
@@ -161,7 +162,8 @@ def assemble(layout: RunLayout) -> pl.LazyFrame:
 
 
 def decide(config: RunConfig, layout: RunLayout) -> dict:
-    manifest = apply_decision(assemble(layout), config.filters).sort(col.SAMPLE_ID).collect()
+    """Survivors re-picked from dedup/pairs.parquet under this config's rules, then keep / reject_reasons."""
+    manifest = redecide(assemble(layout), layout.pairs, config).sort(col.SAMPLE_ID).collect()
     write_parquet(manifest.to_arrow(), layout.decided)
     return {"rows": manifest.height, "kept": int(manifest[col.KEEP].sum())}
 
