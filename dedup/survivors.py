@@ -14,7 +14,7 @@ from typing import Callable
 
 import polars as pl
 
-from dedup.cluster import DETECTOR, RESOLUTION, cluster
+from dedup.cluster import DETECTOR, RESOLUTION, SAMPLE_A, SAMPLE_B, cluster
 from dedup.config import DedupConfig
 from manifests import schema as col
 
@@ -64,7 +64,9 @@ def keep_scores(frame: pl.LazyFrame, eligibility: Eligibility, order: tuple[str,
 def duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame, config: DedupConfig, eligibility: Eligibility) -> pl.DataFrame:
     """The duplicates table of ``pairs`` under ``config``'s thresholds, survivors ranked eligible first."""
     order = (ELIGIBLE, *config.keep.order)
-    scores = keep_scores(without_duplicates(frame), eligibility, order)
+    paired = pl.concat([pairs[SAMPLE_A], pairs[SAMPLE_B]]).unique()  # only they are ranked: memory ~ pairs
+    scores = keep_scores(without_duplicates(frame).filter(pl.col(col.SAMPLE_ID).is_in(paired.implode())),
+                         eligibility, order)
     return cluster(pairs, config.thresholds(), scores, order, config.keep.mode)
 
 
