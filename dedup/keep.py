@@ -131,7 +131,8 @@ def check_keep_invariant(pairs: pl.DataFrame, thresholds: dict[str, float], kept
     linked = pairs.filter(pl.col("sample_a").is_in(kept.implode()) & pl.col("sample_b").is_in(kept.implode())
                           & (pl.col("similarity").cast(pl.Float64) >= limit_of - 1e-6))
     problems = [f"kept {a} and {b} are a {d} pair at similarity {s:.4g}"
-                for a, b, d, s in linked.select("sample_a", "sample_b", "detector", "similarity").head(limit).iter_rows()]
+                for a, b, d, s in linked.select("sample_a", "sample_b", "detector", "similarity")
+                .head(limit).iter_rows()]
     for key in keys if rows is not None else ():
         if key not in rows.columns:
             continue

@@ -34,10 +34,13 @@ def redecide(frame: pl.LazyFrame, pairs: Path, config: RunConfig) -> pl.LazyFram
 
 
 def override_notes(overrides: list[str], config: RunConfig, ran: RunConfig, columns: set[str],
-                   has_pairs: bool) -> list[str]:
+                   pairs: Path) -> list[str]:
     """Why an override changes nothing or less than asked: its stage never ran (no score column), its
     detector stored no pairs, or its threshold is below the pairs the run stored (``ran``: the run's config)."""
+    has_pairs = pairs.exists()
     notes = []
+    if not has_pairs and set(ran.dedup.thresholds()) - survivors.switched_off(ran.dedup):  # a detector ran
+        notes.append(f"no {pairs}: duplicates are re-applied as the manifest holds them, survivors not re-picked")
     for override in overrides:
         keys = override.partition("=")[0].strip().split(".")
         if len(keys) == 3 and keys[0] == "filters":

@@ -58,9 +58,7 @@ def run_tune(run: Path, overrides: list[str]) -> tuple[tune.TuneReport, str]:
     frame = decision.with_current_duplicates(source, pairs, config)  # survivors re-picked under the new rules
     report = tune.retune(frame, reason_exprs(config.filters, set(frame.collect_schema().names())))
     heading = f"Tuning {run} with " + (" ".join(f"--set {o}" for o in overrides) or "its own thresholds")
-    notes = decision.override_notes(overrides, config, load_config(run), set(source.collect_schema().names()), pairs.exists())
-    if not pairs.exists():
-        notes.append(f"no {pairs}: duplicates are re-applied as the manifest holds them, survivors not re-picked")
+    notes = decision.override_notes(overrides, config, load_config(run), set(source.collect_schema().names()), pairs)
     text = "\n".join([heading, *[f"note: {n}" for n in notes], "", tune.format_report(report)])
     return report, text
 

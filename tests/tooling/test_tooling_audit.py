@@ -80,7 +80,8 @@ def test_rejected_samples_per_reason(page, audit_run):
     expected = Counter(r for row in rows for r in row[col.REJECT_REASONS])
     assert {Reason.NSFW, Reason.CLIP_LOW, Reason.AESTHETIC_LOW, Reason.IMAGE_TOO_SMALL} <= set(expected)
     shown = page.evaluate("Object.fromEntries([...document.querySelectorAll('section.reason')].map("
-                          "s => [s.dataset.reason, [s.querySelectorAll('.card:not(.survivor)').length, +s.dataset.total]]))")
+                          "s => [s.dataset.reason, [s.querySelectorAll('.card:not(.survivor)').length, "
+                          "+s.dataset.total]]))")
     assert shown == {r: [min(n, LIMIT), n] for r, n in expected.items()}
 
 
