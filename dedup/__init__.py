@@ -4,7 +4,8 @@ Score phase (per row, any shard split, any number of workers): ``PixelHasher`` -
 ``PerceptualHasher`` -> ``phash``, ``CaptionMinHasher`` -> ``caption_minhash``, ``SscdEmbedder`` ->
 ``sscd_embedding``. Dedup phase (global, ``run.run_dedup``): every enabled detector turns those columns
 (and ingest's ``sha256``) into pairs numbered by the sorted sample_ids of the run -> dedup/pairs.parquet
-(sample_a, sample_b, detector, dup_kind, similarity) -> ``cluster.cluster`` (union-find, keep policy)
--> dedup/duplicates.parquet (sample_id, cluster_id, kept_sample_id, duplicate_of, dup_kind, similarity),
-which the decision joins. Re-clustering with other thresholds needs only pairs.parquet and the scores.
+(sample_a, sample_b, detector, dup_kind, similarity) -> ``cluster.cluster`` (union-find, ``keep`` policy)
+-> dedup/duplicates.parquet (sample_id, cluster_id, kept_sample_id, duplicate_of, dup_kind, similarity,
+detector). The decision re-clusters pairs.parquet itself (``survivors.with_duplicates``) with its own
+thresholds and eligibility, so it needs only pairs.parquet and the manifest's scores.
 """

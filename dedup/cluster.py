@@ -12,8 +12,11 @@ import numpy as np
 import polars as pl
 
 from dedup.config import KIND_OF_DETECTOR
+from dedup.keep import PIXELS, SHA256, Classes, group_rows, keep_greedy, keep_per_component, union_find
 from manifests import schema as col
 from manifests.schema import DupKind
+
+__all__ = ["cluster", "group_rows", "union_find", "with_kind"]
 
 # Pair table columns (dedup/pairs.parquet).
 SAMPLE_A, SAMPLE_B, DETECTOR = "sample_a", "sample_b", "detector"
@@ -25,34 +28,8 @@ _KIND_RANK = {DupKind.EXACT: 0, DupKind.IMAGE: 1, DupKind.CAPTION: 2}
 PAIRS_SCHEMA = {SAMPLE_A: pl.String, SAMPLE_B: pl.String, DETECTOR: pl.String, col.DUP_KIND: pl.String,
                 SIMILARITY: pl.Float32}
 DUPLICATES_SCHEMA = {col.SAMPLE_ID: pl.String, col.CLUSTER_ID: pl.String, KEPT_SAMPLE_ID: pl.String,
-                     col.DUPLICATE_OF: pl.String, col.DUP_KIND: pl.String, SIMILARITY: pl.Float32}
-
-
-def group_rows(keys: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``rows`` sorted by key (stable) and the offsets of keys 0..n-1 in that order (CSR): the rows of
-    key k are ``sorted_rows[offsets[k]:offsets[k + 1]]``."""
-    order = np.argsort(keys, kind="stable")
-    return rows[order], np.searchsorted(keys[order], np.arange(n + 1))
-
-
-def union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Root of each of ``n`` nodes joined by edges (a, b); a root is the smallest node of its component.
-
-    Vectorised hook-and-compress: hook the larger root of every edge under the smaller, then jump
-    pointers until each node points at its root; repeat until no edge joins two roots.
-    """
-    parent = np.arange(n, dtype=np.int64)
-    while True:
-        ra, rb = parent[a], parent[b]
-        differ = ra != rb
-        if not differ.any():
-            return parent
-        np.minimum.at(parent, np.maximum(ra, rb)[differ], np.minimum(ra, rb)[differ])
-        while True:
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                break
-            parent = grand
+                     col.DUPLICATE_OF: pl.String, col.DUP_KIND: pl.String, SIMILARITY: pl.Float32,
+                     DETECTOR: pl.String}
 
 
 def with_kind(pairs: pl.DataFrame) -> pl.DataFrame:
@@ -68,54 +45,63 @@ def _threshold_edges(pairs: pl.DataFrame, thresholds: dict[str, float]) -> pl.Da
     return pairs.filter(pl.col(SIMILARITY).cast(pl.Float64) >= limit - 1e-6)
 
 
-def _ranked(members: pl.DataFrame, scores: pl.DataFrame | None, order: tuple[str, ...]) -> pl.DataFrame:
-    """members sorted by the keep policy: highest of each ``order`` column present (nulls last), then smallest id."""
+def _ranked(nodes: pl.DataFrame, scores: pl.DataFrame | None, order: tuple[str, ...]) -> np.ndarray:
+    """Nodes best first by the keep policy: highest of each ``order`` column present (nulls and NaN
+    last), then smallest sample_id."""
     present = [c for c in order if scores is not None and c in scores.columns]
-    ranked = members
+    ranked = nodes
     if present:
-        ranked = members.join(scores.select(col.SAMPLE_ID, *present), on=col.SAMPLE_ID, how="left")
+        values = scores.select(col.SAMPLE_ID, *[pl.col(c).fill_nan(None) if scores.schema[c].is_float() else pl.col(c)
+                                                for c in present])
+        ranked = nodes.join(values, on=col.SAMPLE_ID, how="left")
     ranked = ranked.sort([*present, col.SAMPLE_ID], descending=[True] * len(present) + [False], nulls_last=True)
-    return ranked.select(col.SAMPLE_ID, col.CLUSTER_ID, "node")
+    return ranked["node"].to_numpy()
 
 
-def _kept_per_component(ranked: pl.DataFrame) -> pl.DataFrame:
-    kept = ranked.group_by(col.CLUSTER_ID, maintain_order=True).agg(pl.col(col.SAMPLE_ID).first().alias(KEPT_SAMPLE_ID))
-    return ranked.join(kept, on=col.CLUSTER_ID).select(col.SAMPLE_ID, KEPT_SAMPLE_ID)
+def _best(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """The strongest link per ``by``: identical before same picture before same caption, then similarity."""
+    return (frame.sort([*by, "rank", SIMILARITY, DETECTOR], descending=[False] * len(by) + [False, True, False])
+            .group_by(by, maintain_order=True).first())
 
 
-def _kept_greedy(ranked: pl.DataFrame, n: int, a: np.ndarray, b: np.ndarray) -> pl.DataFrame:
-    """Best-ranked first: keep a sample unless it links directly to a kept one; then it duplicates the
-    best-ranked kept neighbour. No two kept samples are duplicates, and a chain A~B~C of distinct
-    pictures (B: A's image under C's caption) keeps A and C instead of collapsing into one."""
-    dst, indptr = group_rows(np.concatenate([a, b]), np.concatenate([b, a]), n)
-    order = ranked["node"].to_numpy()
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n)
-    kept = np.zeros(n, dtype=bool)
-    target = np.empty(n, np.int64)
-    for v in order:
-        neighbours = dst[indptr[v]:indptr[v + 1]]
-        linked = neighbours[kept[neighbours]]
-        if len(linked):
-            target[v] = linked[np.argmin(rank[linked])]
-        else:
-            kept[v], target[v] = True, v
-    ids = ranked.sort("node")[col.SAMPLE_ID]
-    return pl.DataFrame({col.SAMPLE_ID: ids, KEPT_SAMPLE_ID: ids.gather(target)})
+def _explain(dropped: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
+    """node -> (dup_kind, similarity, detector) of the link that makes it a duplicate of its survivor.
 
-
-def _explain(members: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
-    """For each dropped sample: kind and similarity of its direct link to the kept one, else its strongest."""
-    both = pl.concat([
-        edges.select(pl.col(SAMPLE_A).alias(col.SAMPLE_ID), pl.col(SAMPLE_B).alias("other"), col.DUP_KIND, SIMILARITY),
-        edges.select(pl.col(SAMPLE_B).alias(col.SAMPLE_ID), pl.col(SAMPLE_A).alias("other"), col.DUP_KIND, SIMILARITY),
+    ``dropped``: node, survivor and the image (iv, it), caption (cv, ct) and byte classes of both;
+    ``edges``: both directions of every counted pair, with the endpoints' classes. A direct link
+    to the survivor or a link between their classes explains it; a sample with neither (possible
+    in component mode only) gets its strongest link.
+    """
+    out = [DETECTOR, col.DUP_KIND, SIMILARITY, "rank"]
+    images = _best(edges.filter((pl.col(col.DUP_KIND) != "caption") & (pl.col("ix") != pl.col("iy"))), ["ix", "iy"])
+    captions = _best(edges.filter((pl.col(col.DUP_KIND) == "caption") & (pl.col("cx") != pl.col("cy"))), ["cx", "cy"])
+    same_image = dropped.filter(pl.col("iv") == pl.col("it")).with_columns(
+        pl.when(pl.col("same_bytes")).then(pl.lit(SHA256)).otherwise(pl.lit(PIXELS)).alias(DETECTOR),
+        pl.lit("exact").alias(col.DUP_KIND))
+    same_caption = dropped.filter(pl.col("cv") == pl.col("ct")).with_columns(
+        pl.lit("minhash").alias(DETECTOR), pl.lit("caption").alias(col.DUP_KIND))
+    found = pl.concat([
+        dropped.join(edges.filter(pl.col(col.DUP_KIND) != "exact"), left_on=["node", "survivor"], right_on=["x", "y"])
+        .select("node", *out),  # exact links are the same-image rows below, which know bytes from pixels
+        dropped.join(images, left_on=["iv", "it"], right_on=["ix", "iy"]).select("node", *out),
+        dropped.join(captions, left_on=["cv", "ct"], right_on=["cx", "cy"]).select("node", *out),
+        *[f.with_columns(pl.lit(1.0, pl.Float32).alias(SIMILARITY), _kind_rank()).select("node", *out)
+          for f in (same_image, same_caption)],
     ])
-    both = both.join(members.select(col.SAMPLE_ID, KEPT_SAMPLE_ID), on=col.SAMPLE_ID).with_columns(
-        (pl.col("other") != pl.col(KEPT_SAMPLE_ID)).alias("indirect"),
-        pl.col(col.DUP_KIND).replace_strict(_KIND_RANK, return_dtype=pl.Int8).alias("rank"))
-    best = both.sort([col.SAMPLE_ID, "indirect", "rank", SIMILARITY, "other"],
-                     descending=[False, False, False, True, False])
-    return best.group_by(col.SAMPLE_ID, maintain_order=True).first().select(col.SAMPLE_ID, col.DUP_KIND, SIMILARITY)
+    missing = dropped.join(found, on="node", how="anti").join(edges, left_on="node", right_on="x")
+    return _best(pl.concat([found, missing.select("node", *out)]), ["node"]).select("node", *out[:3])
+
+
+def _kind_rank() -> pl.Expr:
+    return pl.col(col.DUP_KIND).replace_strict(_KIND_RANK, return_dtype=pl.Int8).alias("rank")
+
+
+def _both_ways(edges: pl.DataFrame, a: np.ndarray, b: np.ndarray, classes: Classes) -> pl.DataFrame:
+    def side(x: np.ndarray, y: np.ndarray) -> pl.DataFrame:
+        return pl.DataFrame({"x": x, "y": y, "ix": classes.image[x], "iy": classes.image[y],
+                             "cx": classes.caption[x], "cy": classes.caption[y]})
+    info = edges.select(DETECTOR, col.DUP_KIND, SIMILARITY, _kind_rank())
+    return pl.concat([pl.concat([side(a, b), info], how="horizontal"), pl.concat([side(b, a), info], how="horizontal")])
 
 
 def cluster(pairs: pl.DataFrame, thresholds: dict[str, float], scores: pl.DataFrame | None = None,
@@ -126,9 +112,11 @@ def cluster(pairs: pl.DataFrame, thresholds: dict[str, float], scores: pl.DataFr
     A pair counts when its similarity reaches ``thresholds[detector]``. Clusters are the connected
     components of those pairs; cluster_id is the smallest sample_id of the cluster. ``mode`` picks the
     kept samples: "component" keeps exactly one per cluster (the best by ``order``); "greedy" (default)
-    walks the samples best first and keeps each one that has no direct link to a kept sample. A
-    dropped sample's duplicate_of (= kept_sample_id) is the kept sample it is linked to (directly, in
-    greedy mode); a kept sample has duplicate_of null and kept_sample_id itself.
+    walks the samples best first and keeps each one with no link to a kept sample, exact groups and
+    identical captions counting as one (``dedup.keep``). A dropped sample's duplicate_of (=
+    kept_sample_id) is its survivor, with the kind, similarity and detector of the link to it; a kept
+    sample has duplicate_of null and kept_sample_id itself. However the pairs are laid out (stars,
+    chains, cliques), no two kept samples share an exact group or are a counted pair.
     """
     edges = with_kind(_threshold_edges(pairs, thresholds))
     if edges.is_empty():
@@ -136,15 +124,19 @@ def cluster(pairs: pl.DataFrame, thresholds: dict[str, float], scores: pl.DataFr
     ids = pl.concat([edges[SAMPLE_A], edges[SAMPLE_B]]).unique().sort()
     a = ids.search_sorted(edges[SAMPLE_A]).to_numpy()
     b = ids.search_sorted(edges[SAMPLE_B]).to_numpy()
-    roots = union_find(len(ids), a, b)
-    members = pl.DataFrame({col.SAMPLE_ID: ids, col.CLUSTER_ID: ids.gather(roots), "node": np.arange(len(ids))})
-    ranked = _ranked(members, scores, order)
-    kept = _kept_greedy(ranked, len(ids), a, b) if mode == "greedy" else _kept_per_component(ranked)
-    members = members.join(kept, on=col.SAMPLE_ID)
-    out = members.join(_explain(members, edges), on=col.SAMPLE_ID, how="left")
+    kind, detector = edges[col.DUP_KIND].to_numpy(), edges[DETECTOR].to_numpy()
+    classes = Classes.of(len(ids), a, b, detector, kind, edges[SIMILARITY].to_numpy())
+    component = union_find(len(ids), a, b)
+    best_first = _ranked(pl.DataFrame({col.SAMPLE_ID: ids, "node": np.arange(len(ids))}), scores, order)
+    survivor = (keep_greedy(best_first, classes, a, b, kind) if mode == "greedy"
+                else keep_per_component(best_first, component))
+    nodes = pl.DataFrame({"node": np.arange(len(ids)), "survivor": survivor,
+                          "iv": classes.image, "it": classes.image[survivor],
+                          "cv": classes.caption, "ct": classes.caption[survivor],
+                          "same_bytes": classes.sha256 == classes.sha256[survivor]})
+    why = _explain(nodes.filter(pl.col("node") != pl.col("survivor")), _both_ways(edges, a, b, classes))
+    out = pl.DataFrame({col.SAMPLE_ID: ids, col.CLUSTER_ID: ids.gather(component), KEPT_SAMPLE_ID: ids.gather(survivor),
+                        "node": np.arange(len(ids))}).join(why, on="node", how="left")
     dropped = pl.col(col.SAMPLE_ID) != pl.col(KEPT_SAMPLE_ID)
-    out = out.with_columns(
-        pl.when(dropped).then(pl.col(KEPT_SAMPLE_ID)).alias(col.DUPLICATE_OF),
-        pl.when(dropped).then(pl.col(col.DUP_KIND)).alias(col.DUP_KIND),
-        pl.when(dropped).then(pl.col(SIMILARITY)).cast(pl.Float32).alias(SIMILARITY))
+    out = out.with_columns(pl.when(dropped).then(pl.col(KEPT_SAMPLE_ID)).alias(col.DUPLICATE_OF))
     return out.select(list(DUPLICATES_SCHEMA)).cast(DUPLICATES_SCHEMA).sort(col.SAMPLE_ID)

@@ -67,7 +67,8 @@ class MinHashConfig(_Detector):
                               "several times slower. Changing it changes every signature")
     bands: int | None = Field(None, ge=1, description="LSH bands; default: datasketch's optimum for threshold")
     false_negative_weight: float = Field(0.9, gt=0, lt=1, description="weight of misses vs candidates in that optimum")
-    max_bucket: int = Field(64, ge=2, description="a bucket larger than this pairs each member with its first only")
+    max_bucket: int = Field(64, ge=2, description="a bucket larger than this pairs identical signatures with their "
+                                                  "first and distinct ones with its first max_bucket distinct ones")
 
 
 class PHashConfig(_Detector):

@@ -45,27 +45,47 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def band_frame(positions: np.ndarray, keys: np.ndarray) -> pl.DataFrame:
+    """Long format: one row per (sample, band), with ``sig``, a key of all the sample's bands together
+    (equal for identical signatures), which oversized buckets group by."""
     n, bands = keys.shape
+    whole = np.full(n, np.uint64(0xCBF29CE484222325))
+    for band in range(bands):
+        whole ^= keys[:, band]
+        whole *= _PRIME
     return pl.DataFrame({
         "idx": np.repeat(positions, bands).astype(np.int64),
         "band": np.tile(np.arange(bands, dtype=np.int16), n),
         "key": keys.reshape(-1),
+        "sig": np.repeat(whole, bands),
     })
 
 
 def candidate_pairs(band_files: list[Path], max_bucket: int) -> pl.LazyFrame:
-    """Unique (a, b), a < b, sharing a band key. A bucket over ``max_bucket`` pairs each member with its
-    smallest only (a star keeps the cluster connected without a quadratic blow-up on boilerplate)."""
+    """Unique (a, b), a < b, sharing a band key.
+
+    A bucket of up to ``max_bucket`` members pairs them all. A larger one (boilerplate captions) is
+    split by whole signature: identical signatures are an equivalence, stored as a star around their
+    smallest member (the keep policy treats a MinHash pair at similarity 1 as one caption class, so
+    a star cannot let its leaves through); each distinct signature's leader is paired with the
+    bucket's first ``max_bucket`` leaders. Candidates grow with members + leaders x max_bucket, not
+    members squared. What is not paired: two distinct, similar signatures that are both beyond the
+    first ``max_bucket`` distinct ones of a bucket, and whose only links are to those first ones.
+    """
     buckets = (pl.scan_parquet([str(f) for f in band_files])
-               .group_by("band", "key").agg(pl.col("idx").sort())
+               .group_by("band", "key").agg(pl.col("idx").sort(), pl.col("sig").sort_by("idx"))
                .filter(pl.col("idx").list.len() > 1))
     small = (buckets.filter(pl.col("idx").list.len() <= max_bucket)
              .select(pl.col("idx").alias("a"), pl.col("idx").alias("b"))
              .explode("a").explode("b").filter(pl.col("a") < pl.col("b")))
-    large = (buckets.filter(pl.col("idx").list.len() > max_bucket)
-             .select(pl.col("idx").list.first().alias("a"), pl.col("idx").list.slice(1).alias("b"))
-             .explode("b"))
-    return pl.concat([small, large]).unique()
+    large = buckets.filter(pl.col("idx").list.len() > max_bucket).explode("idx", "sig")
+    groups = large.group_by("band", "key", "sig").agg(pl.col("idx").min().alias("a"), pl.col("idx").alias("b"))
+    same = groups.select("a", "b").explode("b").filter(pl.col("a") < pl.col("b"))
+    leaders = groups.select("band", "key", "a")
+    heads = leaders.filter(pl.col("a").rank("ordinal").over("band", "key") <= max_bucket).rename({"a": "head"})
+    cross = (leaders.join(heads, on=["band", "key"])
+             .select(pl.min_horizontal("a", "head").alias("a"), pl.max_horizontal("a", "head").alias("b"))
+             .filter(pl.col("a") < pl.col("b")))
+    return pl.concat([small, same, cross]).unique()
 
 
 def verify(pairs: pl.DataFrame, signatures: np.ndarray, threshold: float, chunk: int = 1 << 20) -> pl.DataFrame:

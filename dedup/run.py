@@ -12,6 +12,7 @@ from dedup.artefacts import SampleIndex
 from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster
 from dedup.config import DedupConfig
 from dedup.detectors import caption_pairs, equal_key_pairs, phash_pairs, sscd_pairs
+from dedup.survivors import ELIGIBLE
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
@@ -27,7 +28,7 @@ def staged_rows(layout: RunLayout) -> pl.LazyFrame:
                     (pl.col(col.ORIGINAL_WIDTH).cast(pl.Int64) * pl.col(col.ORIGINAL_HEIGHT)).alias(RESOLUTION)))
 
 
-ELIGIBLE = "eligible"  # passes every rule but dedup: ranked first, so a cluster's survivor is not itself rejected
+# ELIGIBLE (dedup.survivors): passes every rule but dedup; ranked first, so a survivor is not itself rejected
 
 
 def eligible_path(layout: RunLayout) -> Path:

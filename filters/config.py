@@ -122,6 +122,7 @@ class ThresholdRule:
     reason: str
     minimum: float | None = None
     maximum: float | None = None
+    section: str = ""  # the filters section that sets it
 
     def violated(self) -> pl.Expr:
         value = pl.col(self.column)
@@ -133,13 +134,16 @@ class ThresholdRule:
         return fails.fill_null(False)
 
 
-def threshold_rules(config: FiltersConfig) -> list[ThresholdRule]:
-    """The score thresholds of the enabled model sections, one per section that sets one: the only list."""
+def threshold_rules(config: FiltersConfig, enabled_only: bool = True) -> list[ThresholdRule]:
+    """The score thresholds of the model sections, one per section that sets one: the only list. With
+    ``enabled_only=False`` also those of sections switched off (what they would apply)."""
     candidates = [
-        (config.clip.enabled, ThresholdRule(col.CLIP_SCORE, Reason.CLIP_LOW, minimum=config.clip.min_score)),
-        (config.aesthetic.enabled,
-         ThresholdRule(col.AESTHETIC_SCORE, Reason.AESTHETIC_LOW, minimum=config.aesthetic.min_score)),
-        (config.nsfw.enabled, ThresholdRule(col.NSFW_PROB, Reason.NSFW, maximum=config.nsfw.max_prob)),
+        (config.clip.enabled, ThresholdRule(col.CLIP_SCORE, Reason.CLIP_LOW, minimum=config.clip.min_score,
+                                            section="clip")),
+        (config.aesthetic.enabled, ThresholdRule(col.AESTHETIC_SCORE, Reason.AESTHETIC_LOW,
+                                                 minimum=config.aesthetic.min_score, section="aesthetic")),
+        (config.nsfw.enabled, ThresholdRule(col.NSFW_PROB, Reason.NSFW, maximum=config.nsfw.max_prob,
+                                            section="nsfw")),
     ]
     return [rule for enabled, rule in candidates
-            if enabled and (rule.minimum is not None or rule.maximum is not None)]
+            if (enabled or not enabled_only) and (rule.minimum is not None or rule.maximum is not None)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from filters.config import FiltersConfig, ThresholdRule, threshold_rules
+from filters.config import FiltersConfig, threshold_rules
 from manifests import schema as col
 from manifests.schema import DUPLICATE_REASONS, Reason, Status
 
@@ -82,3 +82,11 @@ def reason_list(exprs: list[pl.Expr]) -> pl.Expr:
     empty = pl.lit([], dtype=pl.List(pl.String))
     return (pl.when(joined.is_null() | (joined == "")).then(empty).otherwise(joined.str.split(_SEP))
             .alias(col.REJECT_REASONS))
+
+
+def passes_rules(frame: pl.LazyFrame, config: FiltersConfig) -> pl.LazyFrame:
+    """sample_id + ``keep`` as ``decide`` would set it, without building the reason lists: with the
+    duplicate columns left out, whether a row passes every other rule (dedup's eligibility)."""
+    lazy = nan_to_null(frame.lazy())
+    reasons = reason_exprs(config, set(lazy.collect_schema().names()))
+    return lazy.select(col.SAMPLE_ID, pl.all_horizontal([r.is_null() for r in reasons]).alias(col.KEEP))

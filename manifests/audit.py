@@ -23,7 +23,8 @@ from manifests.schema import Reason
 from manifests.thumbnails import data_uri, thumbnails
 
 DETAIL_COLUMNS = (col.STATUS, col.ERROR, col.WIDTH, col.HEIGHT, col.ORIGINAL_WIDTH, col.ORIGINAL_HEIGHT,
-                  col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND, col.CAPTION_BLIP2, col.CAPTION_LLAVA)
+                  col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND, col.DUP_DETECTOR, col.CAPTION_BLIP2,
+                  col.CAPTION_LLAVA)
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;background:#fafafa}
 h1{margin-top:0}h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2rem}
@@ -37,6 +38,9 @@ overflow-wrap:anywhere}
 .blurred{cursor:pointer}.blurred:not(.revealed){filter:blur(18px)}
 .caption{font-weight:600;margin:.3rem 0}.url{color:#555}.reasons{color:#c62828}
 .scores td{padding:0 .3rem}.scores td:first-child{white-space:nowrap}.more{color:#666}
+.pair{display:flex;align-items:center;gap:.4rem;border:1px dashed #bbb;border-radius:8px;padding:.4rem}
+.link{width:90px;text-align:center;font-size:.75rem;color:#444}.link b{display:block;font-size:.9rem}
+.survivor{border-color:#2e7d32}
 """
 SCRIPT = """
 document.querySelectorAll('.blurred').forEach(function (el) {
@@ -52,6 +56,7 @@ class AuditSelection:
     reasons: dict[str, int]  # every reason in the manifest -> rows rejected with it
     rejected: dict[str, pl.DataFrame]  # shown reason -> its first ``limit`` rows
     borderline: list[tuple[Threshold, pl.DataFrame]]  # kept rows nearest each threshold
+    survivors: pl.DataFrame  # the rows that the shown duplicates duplicate
 
 
 def select(manifest: pl.LazyFrame, thresholds: list[Threshold], reason: str | None, limit: int) -> AuditSelection:
@@ -68,12 +73,18 @@ def select(manifest: pl.LazyFrame, thresholds: list[Threshold], reason: str | No
                    .sort((pl.col(t.column) - t.value).abs()).head(limit).collect())
                   for t in thresholds if t.column in names]
     totals = manifest.select(pl.len().alias("rows"), pl.col(col.KEEP).sum().alias("kept")).collect()
-    return AuditSelection(totals["rows"][0], int(totals["kept"][0] or 0), reasons, rejected, borderline)
+    return AuditSelection(totals["rows"][0], int(totals["kept"][0] or 0), reasons, rejected, borderline,
+                          _survivors(manifest, list(rejected.values())))
+
+
+def _survivors(manifest: pl.LazyFrame, shown: list[pl.DataFrame]) -> pl.DataFrame:
+    ids = sorted({s for f in shown if col.DUPLICATE_OF in f.columns for s in f[col.DUPLICATE_OF].drop_nulls()})
+    return manifest.filter(pl.col(col.SAMPLE_ID).is_in(ids)).collect()
 
 
 def locations(selection: AuditSelection) -> dict[str, tuple[str, str]]:
     """sample_id -> (shard, member) of every row the report shows that has a staged image."""
-    frames = list(selection.rejected.values()) + [f for _, f in selection.borderline]
+    frames = [*selection.rejected.values(), *(f for _, f in selection.borderline), selection.survivors]
     found = {}
     for frame in frames:
         if col.SHARD in frame.columns and col.MEMBER in frame.columns:
@@ -107,18 +118,36 @@ def _image(row: dict, thumbs: dict[str, str]) -> str:
     return f'<img class="thumb{extra}" alt="sample {escape(row[col.SAMPLE_ID])}" src="{uri}">'
 
 
-def card(row: dict, thumbs: dict[str, str], scores: list[str]) -> str:
+def card(row: dict, thumbs: dict[str, str], scores: list[str], role: str = "") -> str:
     cells = [(c, row.get(c)) for c in (*scores, *DETAIL_COLUMNS) if row.get(c) is not None]
     table = "".join(f"<tr><td>{escape(c)}</td><td class=\"num\">{escape(_fmt(v))}</td></tr>" for c, v in cells)
     reasons = ", ".join(escape(r) for r in row.get(col.REJECT_REASONS) or []) or "kept"
-    return (f'<div class="card" data-sample-id="{escape(row[col.SAMPLE_ID])}">{_image(row, thumbs)}'
+    return (f'<div class="card{role}" data-sample-id="{escape(row[col.SAMPLE_ID])}">{_image(row, thumbs)}'
             f'<div class="caption">{escape(row.get(col.CAPTION) or "")}</div>{_link(row.get(col.URL))}'
             f'<div class="sid">{escape(row[col.SAMPLE_ID])}</div><div class="reasons">{reasons}</div>'
             f'<table class="scores">{table}</table></div>')
 
 
-def _cards(frame: pl.DataFrame, thumbs: dict[str, str], scores: list[str]) -> str:
-    return '<div class="cards">' + "".join(card(r, thumbs, scores) for r in frame.iter_rows(named=True)) + "</div>"
+def _cards(frame: pl.DataFrame, thumbs: dict[str, str], scores: list[str],
+           survivors: dict[str, dict] | None = None) -> str:
+    """A card per row; a duplicate's card beside its survivor's, with the link between them."""
+    parts = []
+    for row in frame.iter_rows(named=True):
+        survivor_id = row.get(col.DUPLICATE_OF) if survivors is not None else None
+        parts.append(card(row, thumbs, scores) if survivor_id is None else _pair(row, survivors, thumbs, scores))
+    return '<div class="cards">' + "".join(parts) + "</div>"
+
+
+def _pair(row: dict, survivors: dict[str, dict], thumbs: dict[str, str], scores: list[str]) -> str:
+    survivor_id = row[col.DUPLICATE_OF]
+    survivor = survivors.get(survivor_id)
+    other = (card(survivor, thumbs, scores, " survivor") if survivor is not None
+             else f'<div class="noimg survivor">{escape(survivor_id)} is not in this manifest</div>')
+    similarity = row.get(col.DUP_SIMILARITY)
+    link = (f'<div class="link"><b>{escape(row.get(col.DUP_KIND) or "")}</b>{escape(row.get(col.DUP_DETECTOR) or "")}'
+            f'<br>{"" if similarity is None else f"{similarity:.3f}"}<br>duplicate of &rarr;</div>')
+    return (f'<div class="pair" data-sample-id="{escape(row[col.SAMPLE_ID])}" data-survivor-id="{escape(survivor_id)}">'
+            f"{card(row, thumbs, scores)}{link}{other}</div>")
 
 
 def _summary(selection: AuditSelection) -> str:
@@ -130,11 +159,12 @@ def _summary(selection: AuditSelection) -> str:
 
 def _rejected(selection: AuditSelection, thumbs: dict[str, str], scores: list[str]) -> str:
     parts = ['<h2 id="rejected">Rejected, by reason</h2>']
+    survivors = {r[col.SAMPLE_ID]: r for r in selection.survivors.iter_rows(named=True)}
     for i, (reason, frame) in enumerate(selection.rejected.items()):
         total = selection.reasons[reason]
         parts.append(f'<section class="reason" id="reason-{i}" data-reason="{escape(reason)}" data-total="{total}">'
                      f'<h3>{escape(reason)} <span class="more">({frame.height:,} shown of {total:,})</span></h3>'
-                     f"{_cards(frame, thumbs, scores)}</section>")
+                     f"{_cards(frame, thumbs, scores, survivors)}</section>")
     return "".join(parts)
 
 

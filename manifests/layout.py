@@ -8,7 +8,8 @@
       ingest/staged/NNNNN.parquet one row per input row of the unit, success or not
       score/scores/*.parquet      sample_id + every score column and artefact (embeddings, signatures)
       dedup/pairs.parquet         candidate duplicate pairs with similarity
-      dedup/duplicates.parquet    sample_id, cluster_id, kept_sample_id, dup_kind, similarity
+      dedup/duplicates.parquet    sample_id, cluster_id, kept_sample_id, dup_kind, similarity, detector
+                                  (as the dedup phase's config had it; decide re-clusters pairs.parquet)
       decide/manifest.parquet     all columns, keep and reject_reasons
       caption/captions.parquet    recaptions of kept rows
       manifest.parquet            the final manifest (decide + captions)

@@ -72,6 +72,7 @@ CLUSTER_ID = "cluster_id"
 DUPLICATE_OF = "duplicate_of"
 DUP_KIND = "dup_kind"
 DUP_SIMILARITY = "dup_similarity"
+DUP_DETECTOR = "dup_detector"  # the detector of the link to the survivor: sha256, pixels, minhash, phash, sscd
 # Columns of dedup/duplicates.parquet beside the ones above (not copied into the manifest).
 KEPT_SAMPLE_ID = "kept_sample_id"
 SIMILARITY = "similarity"  # joined into the manifest as dup_similarity
@@ -260,6 +261,7 @@ DEDUP_FIELDS = [
     pa.field(DUPLICATE_OF, pa.string()),
     pa.field(DUP_KIND, pa.string()),
     pa.field(DUP_SIMILARITY, pa.float32()),
+    pa.field(DUP_DETECTOR, pa.string()),
 ]
 
 DECISION_FIELDS = [

@@ -25,6 +25,7 @@ from manifests.schema import INGEST_SCHEMA
 from pipelines import score_units
 from pipelines.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
+from pipelines.decision import redecide
 from pipelines.stages import StageSpec
 
 if TYPE_CHECKING:
@@ -166,8 +167,9 @@ def assemble(layout: RunLayout) -> pl.LazyFrame:
 
 
 def decide(run: Run) -> dict:
+    """Survivors re-picked from dedup/pairs.parquet under this config's rules, then keep / reject_reasons."""
     config, layout = run.local, run.layout
-    manifest = apply_decision(assemble(layout), config.filters).sort(col.SAMPLE_ID).collect()
+    manifest = redecide(assemble(layout), layout.pairs, config).sort(col.SAMPLE_ID).collect()
     write_parquet(manifest.to_arrow(), layout.decided)
     return {"rows": manifest.height, "kept": int(manifest[col.KEEP].sum())}
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import polars as pl
 
 from filters.config import ThresholdRule, threshold_rules
-from filters.decide import decide, reason_exprs
+from filters.decide import reason_exprs
 from manifests import audit, card, plots, query, reexport, tune
 from manifests.io import atomic_path, read_json, write_json
 from manifests.layout import RunLayout
 from manifests.plots import Threshold
 from pipelines.config import RunConfig, dump_config, load_config
+from pipelines import decision
 
 
 def _threshold(rule: ThresholdRule) -> Threshold:
@@ -32,12 +33,13 @@ def thresholds(config: RunConfig) -> list[Threshold]:
 
 
 def manifest(run: Path, overrides: list[str], redecide: bool = False) -> tuple[pl.LazyFrame, RunConfig]:
-    """The run's manifest, lazily; re-decided (once, in memory) when asked or when there are overrides."""
+    """The run's manifest, lazily; re-decided (once, in memory, survivors re-picked from the stored
+    pairs) when asked or when there are overrides."""
     config = load_config(run, overrides)
     frame = pl.scan_parquet(reexport.manifest_path(RunLayout.at(run)))
     if overrides or redecide:
         names = frame.collect_schema().names()
-        frame = decide(frame, config.filters).select(names).collect().lazy()
+        frame = decision.redecide(frame, decision.pairs_path(run), config).select(names).collect().lazy()
     return frame, config
 
 
@@ -52,9 +54,13 @@ def run_query(run: Path, sql: str, out: Path | None, max_rows: int) -> str:
 def run_tune(run: Path, overrides: list[str]) -> tuple[tune.TuneReport, str]:
     config = load_config(run, overrides)
     source = pl.scan_parquet(reexport.manifest_path(RunLayout.at(run)))
-    report = tune.retune(source, reason_exprs(config.filters, set(source.collect_schema().names())))
+    pairs = decision.pairs_path(run)
+    frame = decision.with_current_duplicates(source, pairs, config)  # survivors re-picked under the new rules
+    report = tune.retune(frame, reason_exprs(config.filters, set(frame.collect_schema().names())))
     heading = f"Tuning {run} with " + (" ".join(f"--set {o}" for o in overrides) or "its own thresholds")
-    return report, heading + "\n\n" + tune.format_report(report)
+    notes = decision.override_notes(overrides, config, load_config(run), set(source.collect_schema().names()), pairs)
+    text = "\n".join([heading, *[f"note: {n}" for n in notes], "", tune.format_report(report)])
+    return report, text
 
 
 def run_plots(run: Path, overrides: list[str], out: Path | None) -> list[Path]:

@@ -80,7 +80,8 @@ def test_rejected_samples_per_reason(page, audit_run):
     expected = Counter(r for row in rows for r in row[col.REJECT_REASONS])
     assert {Reason.NSFW, Reason.CLIP_LOW, Reason.AESTHETIC_LOW, Reason.IMAGE_TOO_SMALL} <= set(expected)
     shown = page.evaluate("Object.fromEntries([...document.querySelectorAll('section.reason')].map("
-                          "s => [s.dataset.reason, [s.querySelectorAll('.card').length, +s.dataset.total]]))")
+                          "s => [s.dataset.reason, [s.querySelectorAll('.card:not(.survivor)').length, "
+                          "+s.dataset.total]]))")
     assert shown == {r: [min(n, LIMIT), n] for r, n in expected.items()}
 
 
@@ -135,3 +136,28 @@ def test_cli_audit_with_reason_and_limit(audit_run, tmp_path, capsys):
     assert "&lt;script&gt;" in html and SCRIPT_CAPTION not in html
     assert main(["audit", str(audit_run), "--reason", "no_such_reason"]) == 2
     assert "reasons here" in capsys.readouterr().err
+
+
+PAIRS_JS = """[...document.querySelectorAll('section.reason[data-reason^="duplicate_"] .pair')].map(p => {
+  const cards = p.querySelectorAll('.card');
+  return [p.dataset.sampleId, p.dataset.survivorId, [...cards].map(c => c.dataset.sampleId),
+          cards[1].classList.contains('survivor'), p.querySelector('.link').textContent,
+          p.querySelectorAll('img.thumb').length];
+})"""
+
+
+def test_duplicates_shown_beside_their_survivor(page, audit_run):
+    """Each rejected duplicate sits next to the sample it duplicates, with the kind, detector and similarity."""
+    by_id = {r[col.SAMPLE_ID]: r for r in pl.read_parquet(audit_run / "manifest.parquet").iter_rows(named=True)}
+    pairs = page.evaluate(PAIRS_JS)
+    assert pairs, "the demo run has duplicates"
+    for sid, survivor, cards, marked, link, images in pairs:
+        row = by_id[sid]
+        assert cards == [sid, survivor] and survivor == row[col.DUPLICATE_OF] and marked
+        assert by_id[survivor][col.DUPLICATE_OF] is None  # a survivor, not another duplicate
+        assert row[col.DUP_KIND] in link and row[col.DUP_DETECTOR] in link
+        assert f"{row[col.DUP_SIMILARITY]:.3f}" in link
+        assert images == 2  # both thumbnails
+    lone = page.evaluate("document.querySelectorAll('section.reason[data-reason^=\"duplicate_\"] .cards > .card')"
+                         ".length")
+    assert lone == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import polars as pl
 import pytest
@@ -114,3 +115,34 @@ def test_export_of_a_run_directory_still_reexports_with_a_deprecation_note(real_
     captured = capsys.readouterr()
     assert "deprecated" in captured.err and "thresher reexport" in captured.err
     assert (real_run.parent / f"{real_run.name}-old-verb" / "shards").is_dir()
+
+
+def test_stricter_threshold_repicks_survivors_on_every_path(real_run, tmp_path):
+    """tune, re-export, a plain rerun and run --redo dedup keep the same rows under a stricter NSFW limit,
+    and every one of them holds the keep invariant."""
+    from dedup.keep import check_keep_invariant
+    from filters.decide import decide
+    from pipelines.config import load_config
+    from pipelines.run import run
+    from pipelines.tools import run_export, run_tune
+
+    strict = "filters.nsfw.max_prob=0.1"
+    source = pl.read_parquet(real_run / "manifest.parquet")
+    report, _ = run_tune(real_run, [strict])
+    target, summary = run_export(real_run, [strict], "strict-nsfw", None)
+    exported = set(pl.read_parquet(target / "manifest.parquet").filter(pl.col(col.KEEP))[col.SAMPLE_ID])
+    copy = tmp_path / "run"
+    shutil.copytree(real_run, copy)
+    config = load_config(copy, [strict, f"output_dir={copy}"])
+    kept = {}
+    for redo in ((), ("dedup",)):
+        run(config, redo=redo)
+        kept[redo] = set(pl.read_parquet(copy / "manifest.parquet").filter(pl.col(col.KEEP))[col.SAMPLE_ID])
+    old_way = decide(source.lazy(), config.filters).collect()[col.KEEP].sum()  # re-applied stored duplicates
+    print(f"kept: source {source[col.KEEP].sum()}, old re-apply {old_way}, tune {report.kept_after}, "
+          f"re-export {summary['kept']}, rerun {len(kept[()])}, redo dedup {len(kept[('dedup',)])}")
+    assert exported == kept[()] == kept[("dedup",)] and report.kept_after == summary["kept"] == len(exported)
+    pairs = pl.read_parquet(copy / "dedup" / "pairs.parquet")
+    for ids in (exported, set(source.filter(pl.col(col.KEEP))[col.SAMPLE_ID])):
+        assert check_keep_invariant(pairs, config.dedup.thresholds(), pl.Series(sorted(ids), dtype=pl.String),
+                                    source) == []

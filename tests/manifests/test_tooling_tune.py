@@ -119,3 +119,30 @@ def test_tune_needs_only_the_manifest(synthetic_run, tmp_path):
     assert result == {"rc": 0, "heavy": []}
     assert "newly rejected" in done.stdout
     assert sorted(p.name for p in bare.iterdir()) == before  # and it wrote nothing
+
+
+def test_tune_says_when_an_override_cannot_act(tmp_path):
+    """A stage that never ran, a section left off, a detector that stored no pairs, a threshold below the
+    stored pairs: each is named, instead of a silent +0."""
+    from dedup.cluster import PAIRS_SCHEMA
+    from manifests.layout import RunLayout
+    from pipelines.config import build_config, dump_config
+    from pipelines.tools import run_tune
+    from tooling_support import run_config
+
+    run = tmp_path / "run"
+    config = build_config(run_config(run, dedup={"phash": {"enabled": True}}))
+    decide(chunk(0, 500, seed=2, scores=False).lazy(), config.filters).collect().write_parquet(
+        (run.mkdir() or run) / "manifest.parquet")
+    (run / "config.yaml").write_text(dump_config(config))
+    pairs = RunLayout.at(run).pairs
+    pairs.parent.mkdir()
+    pl.DataFrame(schema=PAIRS_SCHEMA).write_parquet(pairs)
+    _, text = run_tune(run, ["filters.nsfw.enabled=true", "filters.nsfw.max_prob=0.1", "filters.clip.min_score=0.3",
+                             "dedup.phash.threshold=0.7", "dedup.sscd.threshold=0.9"])
+    assert "no nsfw_prob column, so the nsfw stage never ran" in text
+    assert "filters.clip is not enabled" in text
+    assert "pairs between 0.7 and 0.84375 are not found" in text and "store_threshold=0.7 --redo dedup" in text
+    assert "the sscd detector stored no pairs" in text
+    _, plain = run_tune(run, ["filters.rules.min_image_side=300"])
+    assert "note:" not in plain

@@ -1,0 +1,77 @@
+"""Survivors for a decision: manifest rows + stored pairs -> the duplicate columns, with no descriptor.
+
+A cluster's survivor is picked among the rows that pass every other rule. So whenever a rule
+changes (the decide phase of a rerun, ``thresher tune``, ``thresher export RUN --set``), the
+clusters are redone from ``dedup/pairs.parquet`` with the new eligibility; re-applying the stored
+duplicate columns instead would lose a whole cluster whenever the new rule rejects its survivor.
+``with_duplicates`` is that one step, shared by every path; the decision itself is passed in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from dedup.cluster import DETECTOR, RESOLUTION, SAMPLE_A, SAMPLE_B, cluster
+from dedup.config import DETECTORS, DedupConfig
+from manifests import schema as col
+
+ELIGIBLE = "eligible"  # passes every rule but dedup
+DUP_COLUMNS = (col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND, col.DUP_SIMILARITY, col.DUP_DETECTOR)
+# frame without duplicate columns -> sample_id + ``keep``, as the decision would set it.
+Eligibility = Callable[[pl.LazyFrame], pl.LazyFrame]
+
+
+def stored_pairs(pairs_path: Path, config: DedupConfig) -> pl.DataFrame | None:
+    """The run's stored pairs, less those of detectors ``config`` turns off; None when the run stored none."""
+    if not pairs_path.exists():
+        return None
+    return pl.read_parquet(pairs_path).filter(~pl.col(DETECTOR).is_in(sorted(switched_off(config))))
+
+
+def switched_off(config: DedupConfig) -> set[str]:
+    """Detectors ``config`` does not enable (``dedup.config.DETECTORS`` lists them all)."""
+    return {d.name for d in DETECTORS} - set(config.enabled_detectors())
+
+
+def without_duplicates(frame: pl.LazyFrame) -> pl.LazyFrame:
+    names = frame.collect_schema().names()
+    return frame.drop([c for c in DUP_COLUMNS if c in names])
+
+
+def join_duplicates(frame: pl.LazyFrame, duplicates: pl.DataFrame) -> pl.LazyFrame:
+    """``frame`` (no duplicate columns) left-joined with a duplicates table under the manifest's names."""
+    dups = duplicates.lazy().select(col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
+                                    pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY),
+                                    pl.col(DETECTOR).alias(col.DUP_DETECTOR))
+    return frame.join(dups, on=col.SAMPLE_ID, how="left", maintain_order="left")
+
+
+def keep_scores(frame: pl.LazyFrame, eligibility: Eligibility, order: tuple[str, ...]) -> pl.DataFrame:
+    """sample_id, eligible and the keep-policy columns ``frame`` has (resolution: original pixels)."""
+    names = set(frame.collect_schema().names())
+    resolution = (pl.col(col.ORIGINAL_WIDTH).cast(pl.Int64) * pl.col(col.ORIGINAL_HEIGHT)).alias(RESOLUTION)
+    present = [c for c in order if c in names and c != RESOLUTION]
+    extra = [resolution] if RESOLUTION in order and {col.ORIGINAL_WIDTH, col.ORIGINAL_HEIGHT} <= names else []
+    eligible = eligibility(frame).select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE))
+    return frame.select(col.SAMPLE_ID, *present, *extra).join(eligible, on=col.SAMPLE_ID, how="left").collect()
+
+
+def duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame, config: DedupConfig, eligibility: Eligibility) -> pl.DataFrame:
+    """The duplicates table of ``pairs`` under ``config``'s thresholds, survivors ranked eligible first."""
+    order = (ELIGIBLE, *config.keep.order)
+    paired = pl.concat([pairs[SAMPLE_A], pairs[SAMPLE_B]]).unique()  # only they are ranked: memory ~ pairs
+    scores = keep_scores(without_duplicates(frame).filter(pl.col(col.SAMPLE_ID).is_in(paired.implode())),
+                         eligibility, order)
+    return cluster(pairs, config.thresholds(), scores, order, config.keep.mode)
+
+
+def with_duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame | None, config: DedupConfig,
+                    eligibility: Eligibility) -> pl.LazyFrame:
+    """``frame`` with its duplicate columns redone from ``pairs`` (None: the run stored no pairs, and
+    the columns ``frame`` has, if any, stand as they are). Decide on the result."""
+    if pairs is None:
+        return frame
+    return join_duplicates(without_duplicates(frame), duplicates(frame, pairs, config, eligibility))
