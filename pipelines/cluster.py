@@ -55,7 +55,7 @@ def pool_args(res: StageResources, cap: int | None = None) -> dict:
 
 def _field(name: str) -> str:
     if name == "read":
-        return "the staged-image reader"
+        return "the staged-image reader (and the decode stage fused with it)"
     return f"resources.{name}" if name in ("ingest", "export") else f"resources.stages.{name}"
 
 
@@ -115,7 +115,19 @@ def phase_pools(phase: str, config: RunConfig, specs: list | None = None) -> lis
     if phase in ("ingest", "export"):
         return [Pool(phase, getattr(config.resources, phase))]
     pools = [Pool(spec.name, spec.resources) for spec in specs or []]
-    return pools + [Pool("read", StageResources(num_cpus=READ_NUM_CPUS))] if pools else []
+    if not pools:
+        return []
+    return pools + [Pool("read", StageResources(num_cpus=READ_NUM_CPUS)), *decode_pool(config, specs or [])]
+
+
+def decode_pool(config: RunConfig, specs: list) -> list[Pool]:
+    """The shared decode's tasks, when a stage needs them and they do not fuse into the reader's (other CPUs)."""
+    from pipelines.decode import DECODE, decode_resources, plan
+
+    res = decode_resources(config)
+    if plan(config, specs) is None or res.num_cpus == READ_NUM_CPUS:
+        return []  # none, or fused with the read tasks: the "read" pool above already counts them
+    return [Pool(DECODE, res)]
 
 
 def check_cluster(phase_specs: dict[str, list], config: RunConfig) -> None:

@@ -24,6 +24,7 @@ from manifests.schema import INGEST_SCHEMA
 from pipelines import score_units
 from pipelines.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
+from pipelines.decode import add_decode
 from pipelines.stages import StageSpec, caption_stages, check_stages, score_stages
 
 STAGED_IMAGE_EXTS = ("jpg", "png", "webp")
@@ -112,7 +113,8 @@ def score(config: RunConfig, layout: RunLayout, specs: list[StageSpec] | None = 
     collector = score_units.UnitCollector(layout, pending, digest)
     if ds is not None:
         written = [c for spec in specs for c in spec.writes]
-        out = run_stages(ds, specs).select_columns([col.SAMPLE_ID, score_units.PATH, *written])
+        out = run_stages(add_decode(ds, config, specs), specs)  # decode once, then the model stages
+        out = out.select_columns([col.SAMPLE_ID, score_units.PATH, *written])
         with tqdm(total=len(pending), desc="score", unit="unit") as bar:
             for batch in out.iter_batches(batch_format="pyarrow", batch_size=None):
                 before = len(collector.committed)
