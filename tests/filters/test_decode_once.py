@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import io
 
 import numpy as np
 import pytest
@@ -25,32 +24,9 @@ from filters.config import NsfwConfig
 from filters.nsfw import OpenNsfwScorer
 from manifests import schema as col
 from manifests.decode import decode_batch, plan_decode
-from manifests.images import DECODE_LOG_ENV, JPEG, decode_rgb
+from manifests.images import DECODE_LOG_ENV, decode_rgb
 
 SSCD = SscdConfig(enabled=True, random_init=True, layers=(1, 1, 1, 1), init_planes=8, dims=16, image_size=64)
-
-
-def _jpeg(img: Image.Image, side: int = 256) -> bytes:
-    img = img.copy()
-    img.thumbnail((side, side))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def staged() -> dict[str, np.ndarray]:
-    """The demo photos staged as ingest stages them (JPEG, 256 px), one PNG, and a row that does not decode."""
-    from pipelines.corpus import load_photos
-
-    photos = list(load_photos().values())[:6]  # enough for parity; the stages dominate the test's time
-    blobs = [_jpeg(img) for img, _ in photos]
-    png = io.BytesIO()
-    photos[0][0].resize((120, 90)).save(png, format="PNG")
-    blobs += [png.getvalue(), b"not an image"]
-    captions = [c for _, c in photos] + ["a png", None]
-    return {col.SAMPLE_ID: np.array([f"{i:09d}" for i in range(len(blobs))], dtype=object),
-            col.IMAGE: np.array(blobs, dtype=object), col.CAPTION: np.array(captions, dtype=object)}
 
 
 @pytest.fixture(scope="module")
@@ -113,40 +89,3 @@ def test_scores_equal_the_per_stage_path(staged, stages, scored):
     assert list(out[col.PIXEL_HASH][:-1]) == [
         hashlib.sha256(img.resize((64, 64), Image.Resampling.BOX).tobytes()).hexdigest() for img in good]
     assert out[col.PHASH][-1] is None and out[col.PIXEL_HASH][-1] is None and out[col.SSCD_EMBEDDING][-1] is None
-
-
-def _clip_in_gpu_mode(staged, tiny_clip, device: str) -> tuple[dict, dict]:
-    config = tiny_clip.model_copy(update={"device": device})
-    stage = ClipScorer(config)
-    cpu = decode_batch(dict(staged), plan_decode([ClipScorer.needs(config)]))
-    gpu_plan = plan_decode([ClipScorer.needs(config)], device="gpu")
-    prepared = decode_batch(dict(staged), gpu_plan)
-    assert [v is not None for v in prepared[JPEG]] == [True] * (len(prepared[JPEG]) - 2) + [False, False]
-    return stage(cpu), stage(prepared)
-
-
-def test_gpu_decode_mode_runs_the_same_code_on_the_cpu_device(staged, tiny_clip):
-    """torchvision decodes the JPEG rows (its CPU decoder stands in for nvJPEG), the PNG falls back to PIL."""
-    cpu, gpu = _clip_in_gpu_mode(staged, tiny_clip, "cpu")
-    np.testing.assert_allclose(gpu[col.CLIP_SCORE][:-1], cpu[col.CLIP_SCORE][:-1], atol=2e-2)
-    assert gpu[col.CLIP_SCORE][-2] == pytest.approx(cpu[col.CLIP_SCORE][-2], abs=1e-5)  # the PNG: same CPU path
-    assert np.isnan(gpu[col.CLIP_SCORE][-1])
-
-
-@pytest.mark.gpu
-def test_gpu_decode_mode_on_cuda_matches_the_cpu_decode(staged, tiny_clip):
-    cpu, gpu = _clip_in_gpu_mode(staged, tiny_clip.model_copy(update={"precision": "fp32"}), "cuda")
-    np.testing.assert_allclose(gpu[col.CLIP_SCORE][:-1], cpu[col.CLIP_SCORE][:-1], atol=2e-2)
-    assert np.isnan(gpu[col.CLIP_SCORE][-1])
-
-
-@pytest.mark.gpu
-def test_nvjpeg_resize_is_close_to_the_pil_crop(staged, tiny_clip):
-    from manifests.gpu_images import decode_jpegs
-
-    need = ClipScorer.needs(tiny_clip)[0]
-    blobs = list(staged[col.IMAGE][:-2])
-    on_gpu = [need.on_device(t).cpu().numpy().astype(int) for t in decode_jpegs(blobs, torch.device("cuda"))]
-    on_cpu = [need.from_image(decode_rgb(b)).astype(int) for b in blobs]
-    for a, b in zip(on_gpu, on_cpu):
-        assert np.abs(a - b).mean() < 3.0
