@@ -201,7 +201,7 @@ class ClipScorer:
         return needs(config)
 
     def __init__(self, config: ClipScorerConfig) -> None:
-        self.model = load(config)
+        self.config, self.model = config, load(config)
         self.pixels_need, self.tokens_need = needs(config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
