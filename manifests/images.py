@@ -179,12 +179,12 @@ def prepare(batch: dict[str, np.ndarray], needs: tuple[Need, ...],
 
 
 def ensure(batch: dict[str, np.ndarray], needs: tuple[Need, ...]) -> dict[str, np.ndarray]:
-    """``batch`` with ``needs`` prepared: as it is in the pipeline (the decode stage ran), else prepared here,
-    so a stage called directly on raw bytes still works."""
+    """``batch`` with ``needs`` prepared: as it is in the pipeline (the decode stage ran and dropped the bytes),
+    else prepared here from the bytes, so a stage called directly on a raw batch still works."""
     missing = tuple(n for n in needs if n.column not in batch)
     if not missing:
         return batch
-    if DECODED in batch:  # an image was decoded already: decode-once is a contract, not a fallback
+    if any(n.source not in batch for n in missing):  # the pipeline dropped the bytes: the plan missed a need
         raise ValueError(f"needs {[n.column for n in missing]} were not planned by the decode stage")
     return prepare(batch, missing)
 
