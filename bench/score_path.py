@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=None, help="decode processes (default: CPUs - 2)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the CLIP image tower")
+    parser.add_argument("--feeders", type=int, default=2, help="threads calling the stages, as actors per GPU")
     args = parser.parse_args()
     if args.gpu:
         from bench.score_path_gpu import gpu_report, print_gpu

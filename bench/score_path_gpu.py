@@ -2,8 +2,8 @@
 
 Staged tars (written with ``manifests.shards.write_tar``, read back with ``iter_tar``) -> the shared decode
 stage (``manifests.decode.decode_batch``) in a pool of CPU processes that prefetch batches ahead of the GPU
--> the stage callables the Ray actors run (``ClipScorer``, ``AestheticScorer``, ``ClipNsfwScorer``,
-``SscdEmbedder``), with random weights built from the real configs (throughput does not depend on weight
+(or threads: Pillow releases the GIL) -> the stage callables the Ray actors run (``ClipScorer``,
+``AestheticScorer``, ``ClipNsfwScorer``, ``SscdEmbedder``), with random weights built from the real configs (throughput does not depend on weight
 values; the heads' random state dicts go through the same ``load_state`` seam as the published files).
 
 Per configuration: images/s, the model alone on device-resident inputs (images/s), GPU busy fraction
@@ -19,6 +19,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,7 +42,8 @@ def write_staged_tars(folder: Path, n: int, per_tar: int = 1024) -> list[Path]:
     blobs, captions = staged_images(n)
     tars = []
     for t, start in enumerate(range(0, n, per_tar)):
-        samples = [(f"{i:09d}", {"jpg": blobs[i], "txt": captions[i].encode()}) for i in range(start, min(n, start + per_tar))]
+        samples = [(f"{i:09d}", {"jpg": blobs[i], "txt": captions[i].encode()})
+                   for i in range(start, min(n, start + per_tar))]
         write_tar(folder / f"{t:05d}.tar", samples)
         tars.append(folder / f"{t:05d}.tar")
     return tars
@@ -71,13 +73,28 @@ def prefetched(pool: cf.Executor, batches: Iterator[dict], plan: DecodePlan, dep
 
 
 def run_pipeline(stages: list, pool: cf.Executor, tars: list[Path], plan: DecodePlan, args: Any) -> float:
-    """End-to-end images/s of ``stages`` over the staged tars for ``args.seconds`` after a warm-up."""
+    """End-to-end images/s of ``stages`` over the staged tars for ``args.seconds`` after a warm-up, fed by
+    ``args.feeders`` threads (as Ray runs several actors per GPU with ``num_gpus: 0.5``: one's host-side
+    work overlaps another's forward pass)."""
     feed = prefetched(pool, read_batches(tars, args.batch_size), plan, depth=2 * args.workers)
+    lock = threading.Lock()
+
+    def next_batch() -> dict:
+        with lock:
+            return next(feed)
+
     for _ in range(3):
-        run_stages(stages, next(feed))
-    images, start = 0, time.perf_counter()
-    while time.perf_counter() - start < args.seconds:
-        images += len(run_stages(stages, next(feed))[col.SAMPLE_ID])
+        run_stages(stages, next_batch())
+    start = time.perf_counter()
+
+    def feeder() -> int:
+        images = 0
+        while time.perf_counter() - start < args.seconds:
+            images += len(run_stages(stages, next_batch())[col.SAMPLE_ID])
+        return images
+
+    with cf.ThreadPoolExecutor(args.feeders) as feeders:
+        images = sum(f.result() for f in [feeders.submit(feeder) for _ in range(args.feeders)])
     return images / (time.perf_counter() - start)
 
 
@@ -170,19 +187,23 @@ def clip_stages(model: str, arch: dict | None, head: str, nsfw: str, args: Any, 
                                       device=args.device))]
 
 
-def clip_rows(pool: cf.Executor, tars: list[Path], args: Any, folder: Path, peak: float | None) -> list[dict]:
+def clip_rows(pools: dict[str, cf.Executor], tars: list[Path], args: Any, folder: Path,
+              peak: float | None) -> list[dict]:
+    """ViT-L/14 with the CPU decode in processes and in threads, and with the GPU decode; ViT-B/32."""
     from filters.clip import ClipScorer
 
-    variants = [("ViT-L-14", "v2", "clip_l14"), ("ViT-B-32", "v1_b32", "clip_b32")]
+    variants = [("ViT-L-14", "v2", "clip_l14", [("cpu", "processes"), ("cpu", "threads"), ("gpu", "processes")]),
+                ("ViT-B-32", "v1_b32", "clip_b32", [("cpu", "processes"), ("gpu", "processes")])]
     rows = []
-    for model, head, nsfw in variants:
-        name, arch = (f"tiny-{model}", {**TINY_CLIP, "embed_dim": 768 if "L" in model else 512}) if args.tiny else (model, None)
+    for model, head, nsfw, runs in variants:
+        width = 768 if "L" in model else 512
+        name, arch = (f"tiny-{model}", {**TINY_CLIP, "embed_dim": width}) if args.tiny else (model, None)
         stages = clip_stages(name, arch, head, nsfw, args, folder)
         alone, flops = model_alone(stages[0], stages[1:], args.batch_size, args.seconds / 2)
-        for decode in ("cpu", "gpu") if model == "ViT-L-14" else ("cpu",):
+        for decode, pool in runs:
             plan = plan_decode([ClipScorer.needs(stages[0].config)], device=decode)
-            rate = run_pipeline(stages, pool, tars, plan, args)
-            rows.append(row(f"{model} + aesthetic {head} + nsfw {nsfw}, {decode} decode", rate, alone, flops, peak))
+            rate = run_pipeline(stages, pools[pool], tars, plan, args)
+            rows.append(row(f"{model} + heads {head}, {nsfw}; {decode} decode ({pool})", rate, alone, flops, peak))
         del stages
     return rows
 
@@ -203,7 +224,7 @@ def sscd_row(pool: cf.Executor, tars: list[Path], args: Any, peak: float | None)
     flops = counter.get_total_flops() / args.batch_size
     alone = timed(lambda: stage.embed(pixels), args.batch_size, args.seconds / 2, torch.device(stage.device))
     rate = run_pipeline([stage], pool, tars, plan_decode([SscdEmbedder.needs(stage.config)]), args)
-    return row(f"SSCD ResNet-50 ({size} px short side), cpu decode", rate, alone, flops, peak)
+    return row(f"SSCD ResNet-50 ({size} px short side); cpu decode (processes)", rate, alone, flops, peak)
 
 
 def row(name: str, rate: float, alone: float, flops: float, peak: float | None) -> dict:
@@ -224,24 +245,26 @@ def gpu_report(args: Any) -> dict:
         folder = Path(tmp)
         tars = write_staged_tars(folder, 64 if args.tiny else 4096)
         context = multiprocessing.get_context("spawn")  # the parent holds CUDA: never fork it
-        with cf.ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-            rows = clip_rows(pool, tars, args, folder, sheet or measured)
-            rows.append(sscd_row(pool, tars, args, sheet or measured))
+        with cf.ProcessPoolExecutor(args.workers, mp_context=context) as processes, \
+                cf.ThreadPoolExecutor(args.workers) as threads:  # Pillow releases the GIL to decode and resize
+            pools = {"processes": processes, "threads": threads}
+            rows = clip_rows(pools, tars, args, folder, sheet or measured)
+            rows.append(sscd_row(processes, tars, args, sheet or measured))
     return {"device": name, "peak_bf16_datasheet_tflops": sheet and sheet / 1e12,
             "peak_bf16_measured_tflops": measured and measured / 1e12, "decode_workers": args.workers,
-            "batch_size": args.batch_size, "seconds": args.seconds, "compile": args.compile, "tiny": args.tiny,
-            "rows": rows}
+            "batch_size": args.batch_size, "feeders": args.feeders, "seconds": args.seconds,
+            "compile": args.compile, "tiny": args.tiny, "rows": rows}
 
 
 def print_gpu(r: dict) -> None:
     peak = r["peak_bf16_datasheet_tflops"] or r["peak_bf16_measured_tflops"]
     print(f"device {r['device']}; bf16 peak: datasheet {r['peak_bf16_datasheet_tflops']} TFLOP/s, measured "
           f"{r['peak_bf16_measured_tflops'] and round(r['peak_bf16_measured_tflops'])} TFLOP/s; "
-          f"{r['decode_workers']} decode processes, batch {r['batch_size']}")
-    print(f"{'configuration':58} {'img/s':>8} {'model alone':>12} {'GPU busy':>9} {'GFLOP/img':>10} {'MFU':>6}")
+          f"{r['decode_workers']} decode workers, batch {r['batch_size']}, {r['feeders']} feeder threads")
+    print(f"{'configuration':62} {'img/s':>8} {'model alone':>12} {'GPU busy':>9} {'GFLOP/img':>10} {'MFU':>6}")
     for x in r["rows"]:
         mfu = f"{x['mfu']:.1%}" if x["mfu"] is not None else "-"
-        print(f"{x['config']:58} {x['images_per_s']:8.0f} {x['model_alone_images_per_s']:12.0f} "
+        print(f"{x['config']:62} {x['images_per_s']:8.0f} {x['model_alone_images_per_s']:12.0f} "
               f"{x['gpu_busy_fraction']:9.1%} {x['gflop_per_image']:10.1f} {mfu:>6}")
     if peak:
         print(f"(MFU against {peak:.0f} TFLOP/s)")

@@ -69,16 +69,16 @@ class ClipPixels(PixelNeed):
     def device_decodable(self) -> bool:  # type: ignore[override]
         return self.resize_mode == "shortest" and self.size[0] == self.size[1]
 
-    def on_device(self, image: Any) -> Any:
-        """The same resize + crop on a (3, H, W) uint8 tensor on its device (torchvision's tensor kernels, with
-        antialias as PIL has: equal to the PIL result within rounding, not bit for bit)."""
+    def on_device(self, images: Any) -> Any:
+        """The same resize + crop of same-sized (N, 3, H, W) uint8 images on their device, as (N, h, w, 3)
+        (torchvision's tensor kernels, antialiased as PIL is: equal within rounding, not bit for bit)."""
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms.v2 import functional as F
 
         if not self.device_decodable:
             raise NotImplementedError(f"{self} is made on the CPU only (not a square shortest-side crop)")
-        resized = F.resize(image, [self.size[0]], interpolation=InterpolationMode(self.interpolation), antialias=True)
-        return F.center_crop(resized, list(self.size)).permute(1, 2, 0)
+        resized = F.resize(images, [self.size[0]], interpolation=InterpolationMode(self.interpolation), antialias=True)
+        return F.center_crop(resized, list(self.size)).movedim(-3, -1)
 
 
 @lru_cache(maxsize=8)

@@ -16,6 +16,7 @@ import numpy as np
 
 from manifests.images import DECODED, JPEG, PixelNeed, decode_rgb, log_decode, stacked
 
+
 def decode_jpegs(blobs: list[bytes], device: Any) -> list[Any | None]:
     """Each JPEG as a (3, H, W) uint8 tensor on ``device``, in one batched call; None where it fails."""
     import torch
@@ -36,41 +37,46 @@ def decode_jpegs(blobs: list[bytes], device: Any) -> list[Any | None]:
         return out
 
 
-def _from_jpeg(blob: bytes, image: Any, need: PixelNeed, device: Any) -> Any | None:
-    """The need of one JPEG row: resized on the device, or made on the CPU when the device decoder failed."""
-    import torch
-
-    if image is not None:
-        return need.on_device(image)
-    img = decode_rgb(blob)
-    return None if img is None else torch.from_numpy(need.from_image(img)).to(device)
-
-
 def device_pixels(batch: dict[str, np.ndarray], need: PixelNeed, device: Any) -> tuple[Any, np.ndarray]:
     """(the need's arrays of the rows that decoded, stacked; their mask). A host array in CPU mode, a device
     tensor (N, H, W, 3) uint8 when some rows were decoded on ``device``."""
     ok = np.array(batch[DECODED], dtype=bool)
     jpeg = batch.get(JPEG)
     if jpeg is None or not any(v is not None for v in jpeg):
-        return stacked(batch[need.column])[ok], ok
+        pixels = stacked(batch[need.column])
+        return (pixels if ok.all() else pixels[ok]), ok  # no 40 MB copy for the usual all-decoded batch
     import torch
 
     rows = [i for i, v in enumerate(jpeg) if v is not None]
-    decoded = dict(zip(rows, decode_jpegs([jpeg[i] for i in rows], device)))
+    made = made_on_device(need, [jpeg[i] for i in rows], device)
     cpu = stacked(batch[need.column])
-    tensors = []
-    ok = ok.copy()
-    for i in range(len(ok)):
-        if i in decoded:
-            tensor = _from_jpeg(jpeg[i], decoded[i], need, device)
-        else:
-            tensor = to_device(cpu[i], device) if ok[i] else None
-        ok[i] = tensor is not None
-        if tensor is not None:
-            tensors.append(tensor)
-    if not tensors:
+    out: dict[int, Any] = {i: to_device(cpu[i][None], device) for i in np.flatnonzero(ok) if jpeg[i] is None}
+    out.update((i, m) for i, m in zip(rows, made) if m is not None)
+    ok = np.array([i in out for i in range(len(ok))], dtype=bool)
+    if not out:
         return torch.zeros((0, *need.shape()), dtype=torch.uint8, device=device), ok
-    return torch.stack(tensors), ok
+    return torch.cat([out[i] for i in sorted(out)]), ok
+
+
+def made_on_device(need: PixelNeed, blobs: list[bytes], device: Any) -> list[Any | None]:
+    """The need of each JPEG as a (1, h, w, 3) tensor on ``device``: decoded in one batched call, resized
+    together per source size; made on the CPU where the device decoder fails; None where nothing decodes."""
+    import torch
+
+    decoded = decode_jpegs(blobs, device)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, image in enumerate(decoded):
+        if image is not None:
+            by_shape.setdefault(tuple(image.shape), []).append(i)
+    out: list[Any | None] = [None] * len(blobs)
+    for members in by_shape.values():
+        for i, made in zip(members, need.on_device(torch.stack([decoded[i] for i in members]))):
+            out[i] = made[None]
+    for i, image in enumerate(decoded):
+        if image is None:
+            img = decode_rgb(blobs[i])
+            out[i] = None if img is None else to_device(need.from_image(img)[None], device)
+    return out
 
 
 def to_device(array: np.ndarray | Any, device: Any) -> Any:

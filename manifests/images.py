@@ -80,8 +80,9 @@ class PixelNeed(Need):
     def from_image(self, img: Image.Image) -> np.ndarray:
         raise NotImplementedError
 
-    def on_device(self, image: Any) -> Any:
-        """The need from a decoded (3, H, W) uint8 tensor, on its device: only needs that say ``device_decodable``."""
+    def on_device(self, images: Any) -> Any:
+        """The need of same-sized decoded (N, 3, H, W) uint8 images on their device, as (N, h, w, 3): only
+        needs that say ``device_decodable``."""
         raise NotImplementedError(f"{type(self).__name__} is made on the CPU only")
 
     def placeholder(self) -> np.ndarray:
