@@ -16,5 +16,6 @@ torchvision.__version__, 'open_clip', open_clip.__version__, 'cuda', torch.cuda.
 nproc | sed 's/^/cpus /' | tee -a "$OUT/device.txt"
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/filters/test_gpu_decode.py \
   tests/filters/test_clip_scorer.py 2>&1 | tee "$OUT/gpu_tests.log"
+rm -f bench/results/score_path_gpu.json
 timeout 330 python3 bench/score_path.py --gpu --seconds 6 2>&1 | tee "$OUT/score_path_gpu.log"
 cp bench/results/score_path_gpu.json "$OUT/" 2>/dev/null || echo "no score_path_gpu.json: see score_path_gpu.log"

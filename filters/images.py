@@ -121,4 +121,6 @@ class OpenNsfwPixels(PixelNeed):
 
 def caffe_input(pixels: np.ndarray) -> np.ndarray:
     """(N, 224, 224, 3) RGB uint8 -> open_nsfw's float32 input: BGR, minus the VGG means (as the package does)."""
-    return pixels.astype(np.float32)[..., ::-1] - VGG_MEAN_BGR
+    x = pixels[..., ::-1].astype(np.float32)
+    x -= VGG_MEAN_BGR
+    return x
