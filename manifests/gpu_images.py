@@ -41,15 +41,15 @@ def device_pixels(batch: dict[str, np.ndarray], need: PixelNeed, device: Any) ->
     """(the need's arrays of the rows that decoded, stacked; their mask). A host array in CPU mode, a device
     tensor (N, H, W, 3) uint8 when some rows were decoded on ``device``."""
     ok = np.array(batch[DECODED], dtype=bool)
-    jpeg = batch.get(JPEG)
-    if jpeg is None or not any(v is not None for v in jpeg):
-        pixels = stacked(batch[need.column])
-        return (pixels if ok.all() else pixels[ok]), ok  # no 40 MB copy for the usual all-decoded batch
+    jpeg = [v if isinstance(v, bytes) and v else None for v in batch.get(JPEG, ())]  # b"": made on the CPU
+    if not any(v is not None for v in jpeg):
+        values = batch[need.column]
+        return stacked(values if ok.all() else values[ok]), ok  # no 40 MB copy for the usual all-decoded batch
     import torch
 
     rows = [i for i, v in enumerate(jpeg) if v is not None]
     made = made_on_device(need, [jpeg[i] for i in rows], device)
-    cpu = stacked(batch[need.column])
+    cpu = batch[need.column]  # rows made on the CPU (the others hold empty placeholders)
     out: dict[int, Any] = {i: to_device(cpu[i][None], device) for i in np.flatnonzero(ok) if jpeg[i] is None}
     out.update((i, m) for i, m in zip(rows, made) if m is not None)
     ok = np.array([i in out for i in range(len(ok))], dtype=bool)

@@ -31,7 +31,7 @@ DECODED = "_decoded"
 # test reads it (Ray workers inherit it from the session's runtime_env). Unset in production: no cost.
 DECODE_LOG_ENV = "THRESHER_DECODE_LOG"
 
-# Column of a GPU-mode prepared batch: the encoded bytes of rows left to the device decoder, else None.
+# Column of a GPU-mode prepared batch: the encoded bytes of rows left to the device decoder, else b"".
 JPEG = "_jpeg"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -167,12 +167,15 @@ def prepare(batch: dict[str, np.ndarray], needs: tuple[Need, ...],
         images = [decode_rgb(b) if cpu_for_all or not dev else None for b, dev in zip(blobs, to_device)]
         out[DECODED] = np.array([img is not None for img in images], dtype=bool)
         for need in pixel:
-            skip = to_device if need in on_device else np.zeros(len(blobs), dtype=bool)
-            arrays = [need.from_image(img) if img is not None and not s else need.placeholder()
-                      for img, s in zip(images, skip)]
-            out[need.column] = stack(arrays, need.shape())
-        if on_device:
-            out[JPEG] = stack([b if dev else None for b, dev in zip(blobs, to_device)], None)
+            if need in on_device:  # JPEG rows get an empty placeholder: their arrays are made on the device
+                arrays = [need.from_image(img) if img is not None and not dev else np.zeros((0, 0, 3), np.uint8)
+                          for img, dev in zip(images, to_device)]
+                out[need.column] = stack(arrays, None)
+            else:
+                arrays = [need.from_image(img) if img is not None else need.placeholder() for img in images]
+                out[need.column] = stack(arrays, need.shape())
+        if on_device:  # b"" rather than None: an all-null column would come back from Arrow as float NaN
+            out[JPEG] = stack([bytes(b) if dev else b"" for b, dev in zip(blobs, to_device)], None)
     for need in needs:
         if isinstance(need, TextNeed):
             out[need.column] = need.from_captions(["" if c is None else str(c) for c in batch[col.CAPTION]])

@@ -78,3 +78,4 @@ def test_fractional_gpus_share_one_gpu_beside_the_decode() -> None:
     pools = phase_pools("score", shared, score_stages(shared))
     assert [p.name for p in pools] == ["clip", "read", "decode"]
     assert check_pools("score", pools, [{"CPU": 16.0, "GPU": 1.0}]) == []
+

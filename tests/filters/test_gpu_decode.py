@@ -22,7 +22,7 @@ def _clip_in_gpu_mode(staged: dict, config) -> tuple[dict, dict]:
     stage = ClipScorer(config)
     cpu = decode_batch(dict(staged), plan_decode([ClipScorer.needs(config)]))
     prepared = decode_batch(dict(staged), plan_decode([ClipScorer.needs(config)], device="gpu"))
-    assert [v is not None for v in prepared[JPEG]] == [True] * (len(prepared[JPEG]) - 2) + [False, False]
+    assert [len(v) > 0 for v in prepared[JPEG]] == [True] * (len(prepared[JPEG]) - 2) + [False, False]
     return stage(cpu), stage(prepared)
 
 
@@ -31,6 +31,16 @@ def test_gpu_decode_mode_runs_the_same_code_on_the_cpu_device(staged, tiny_clip)
     np.testing.assert_allclose(gpu[col.CLIP_SCORE][:-1], cpu[col.CLIP_SCORE][:-1], atol=2e-2)
     assert gpu[col.CLIP_SCORE][-2] == pytest.approx(cpu[col.CLIP_SCORE][-2], abs=1e-5)  # the PNG: the CPU path
     assert np.isnan(gpu[col.CLIP_SCORE][-1])
+
+
+def test_a_gpu_mode_batch_without_jpegs_is_made_on_the_cpu(staged, tiny_clip):
+    config = tiny_clip.model_copy(update={"device": "cpu"})
+    rows = {k: v[-2:] for k, v in staged.items()}  # the PNG and the row that does not decode
+    prepared = decode_batch(rows, plan_decode([ClipScorer.needs(config)], device="gpu"))
+    cpu = decode_batch({k: v[-2:] for k, v in staged.items()}, plan_decode([ClipScorer.needs(config)]))
+    stage = ClipScorer(config)
+    gpu_mode, cpu_mode = stage(prepared)[col.CLIP_SCORE], stage(cpu)[col.CLIP_SCORE]
+    assert gpu_mode[0] == pytest.approx(cpu_mode[0], abs=1e-6) and np.isnan(gpu_mode[1])
 
 
 @pytest.mark.gpu
