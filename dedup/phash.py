@@ -8,7 +8,7 @@ import polars as pl
 from PIL import Image, ImageOps
 
 from dedup.config import PHashConfig
-from manifests.images import decode_rgb
+from manifests.images import DECODED, RgbArray, ensure
 from manifests import schema as col
 
 
@@ -26,20 +26,25 @@ def split_codes(values: pl.Series) -> tuple[pl.Series, pl.Series | None]:
 
 
 class PerceptualHasher:
-    """Score stage: reads ``image``, writes ``phash``: hex pHash (64 or 256 bits), with ``mirror`` followed
-    by ':' and the pHash of the mirrored image (a flip is a common re-upload edit that pHash alone misses).
+    """Score stage: reads ``RgbArray`` (the decoded image at its staged size; the decode stage makes it from
+    ``image``), writes ``phash``: hex pHash (64 or 256 bits), with ``mirror`` followed by ':' and the pHash
+    of the mirrored image (a flip is a common re-upload edit that pHash alone misses).
     Null when the image does not decode."""
 
-    reads = (col.IMAGE,)
+    reads = ()
     writes = (col.PHASH,)
+
+    @staticmethod
+    def needs(config: PHashConfig) -> tuple[RgbArray]:
+        return (RgbArray(),)
 
     def __init__(self, config: PHashConfig) -> None:
         self.hash_size, self.mirror = int(round(config.bits ** 0.5)), config.mirror
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = np.empty(len(batch[col.IMAGE]), dtype=object)
-        for i, data in enumerate(batch[col.IMAGE]):
-            img = decode_rgb(data)
-            out[i] = phash_string(img, self.hash_size, self.mirror) if img is not None else None
+        batch = ensure(batch, (RgbArray(),))
+        out = np.empty(len(batch[DECODED]), dtype=object)
+        for i, (ok, rgb) in enumerate(zip(batch[DECODED], batch[RgbArray().column])):
+            out[i] = phash_string(Image.fromarray(rgb), self.hash_size, self.mirror) if ok else None
         batch[col.PHASH] = out
         return batch

@@ -9,28 +9,38 @@ from PIL import Image
 
 from dedup.config import ExactConfig
 from manifests import schema as col
-from manifests.images import decode_rgb
+from manifests.images import DECODED, ResizedArray, ensure
 
 
 def pixel_hash(img: Image.Image, size: int) -> str:
     """Two images with the same pixels (a lossless re-encode, another container) hash the same."""
-    canonical = img.resize((size, size), Image.Resampling.BOX)
-    return hashlib.sha256(canonical.tobytes()).hexdigest()
+    return hashlib.sha256(need(size).from_image(img).tobytes()).hexdigest()
+
+
+def need(size: int) -> ResizedArray:
+    return ResizedArray(size, size, int(Image.Resampling.BOX))
 
 
 class PixelHasher:
-    """Score stage: reads ``image``, writes ``pixel_hash`` (hex sha256); null when the image does not decode."""
+    """Score stage: reads ``ResizedArray`` (the image box-resized to ``canonical_size`` squared; the decode
+    stage makes it from ``image``), writes ``pixel_hash`` (hex sha256 of those RGB bytes); null when the
+    image does not decode."""
 
-    reads = (col.IMAGE,)
+    reads = ()
     writes = (col.PIXEL_HASH,)
+
+    @staticmethod
+    def needs(config: ExactConfig) -> tuple[ResizedArray]:
+        return (need(config.canonical_size),)
 
     def __init__(self, config: ExactConfig) -> None:
         self.size = config.canonical_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = np.empty(len(batch[col.IMAGE]), dtype=object)
-        for i, data in enumerate(batch[col.IMAGE]):
-            img = decode_rgb(data)
-            out[i] = pixel_hash(img, self.size) if img is not None else None
+        wanted = need(self.size)
+        batch = ensure(batch, (wanted,))
+        out = np.empty(len(batch[DECODED]), dtype=object)
+        for i, (ok, canonical) in enumerate(zip(batch[DECODED], batch[wanted.column])):
+            out[i] = hashlib.sha256(np.ascontiguousarray(canonical).tobytes()).hexdigest() if ok else None
         batch[col.PIXEL_HASH] = out
         return batch

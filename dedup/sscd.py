@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from dedup.config import SscdConfig
-from manifests.images import decode_rgb
+from manifests.images import DECODED, ShortSideArray, ensure
 from manifests import schema as col
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -123,24 +123,33 @@ def load(config: SscdConfig, device: str = "cpu") -> Any:
 
 
 def preprocess(img: Any, size: int) -> np.ndarray:
-    """Short side to ``size`` (bilinear), ImageNet normalisation, CHW float32: SSCD's evaluation transform."""
-    from PIL import Image
-
-    w, h = img.size
-    scale = size / min(w, h)
-    img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
-    x = np.asarray(img, dtype=np.float32) / 255.0
+    """Short side to ``size`` (bilinear), ImageNet normalisation, CHW float32: SSCD's evaluation transform
+    (the reference; the stage gets the resized uint8 from the decode stage and normalises on its device)."""
+    x = np.asarray(need(size).from_image(img), dtype=np.float32) / 255.0
     return ((x - np.array(MEAN, np.float32)) / np.array(STD, np.float32)).transpose(2, 0, 1)
 
 
-class SscdEmbedder:
-    """Score stage: reads ``image``, writes ``sscd_embedding`` (512 little-endian float32 as bytes, L2-normalised).
+def need(size: int) -> ShortSideArray:
+    from PIL import Image
 
-    An image that does not decode gets a null. Images are batched by shape after the resize.
+    return ShortSideArray(size, int(Image.Resampling.BILINEAR))
+
+
+class SscdEmbedder:
+    """Score stage: reads ``ShortSideArray`` (short side to ``image_size``, bilinear; the decode stage makes
+    it from ``image``), writes ``sscd_embedding`` (512 little-endian float32 as bytes, L2-normalised).
+
+    An image that does not decode gets a null. Images are batched by shape after the resize; each group goes
+    to the device as uint8 through pinned memory, is normalised there, and runs channels-last under bf16
+    autocast on CUDA.
     """
 
-    reads = (col.IMAGE,)
+    reads = ()
     writes = (col.SSCD_EMBEDDING,)
+
+    @staticmethod
+    def needs(config: SscdConfig) -> tuple[ShortSideArray]:
+        return (need(config.image_size),)
 
     def __init__(self, config: SscdConfig) -> None:
         import torch
@@ -149,20 +158,27 @@ class SscdEmbedder:
         self.device = "cuda" if config.device == "auto" and torch.cuda.is_available() else (
             "cpu" if config.device == "auto" else config.device)
         self.model = load(config, self.device)
+        if self.device == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.mean, self.std = (torch.tensor(v, device=self.device).view(1, 3, 1, 1) for v in (MEAN, STD))
 
     def embed(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """(N, 512) float32 of same-shape HxWx3 uint8 images."""
+        from manifests.gpu_images import normalise, to_device
+
         torch = self.torch
-        with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
-            x = torch.from_numpy(np.stack(arrays)).to(self.device)
-            return self.model(x).float().cpu().numpy()
+        with torch.inference_mode():
+            x = normalise(to_device(np.stack(arrays), torch.device(self.device)), self.mean, self.std)
+            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.device == "cuda"):
+                return self.model(x).float().cpu().numpy()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = np.empty(len(batch[col.IMAGE]), dtype=object)
+        wanted = need(self.config.image_size)
+        batch = ensure(batch, (wanted,))
+        out = np.empty(len(batch[DECODED]), dtype=object)
         by_shape: dict[tuple, list[tuple[int, np.ndarray]]] = defaultdict(list)
-        for i, data in enumerate(batch[col.IMAGE]):
-            img = decode_rgb(data)
-            if img is not None:
-                x = preprocess(img, self.config.image_size)
+        for i, (ok, x) in enumerate(zip(batch[DECODED], batch[wanted.column])):
+            if ok:
                 by_shape[x.shape].append((i, x))
         for items in by_shape.values():
             vectors = self.embed([x for _, x in items])

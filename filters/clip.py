@@ -1,7 +1,8 @@
 """CLIP image-text similarity with open_clip: one model embeds both the image and its caption.
 
-``load(config)`` builds the model once (an actor's ``__init__``); ``score(model, images, captions)`` is the
-pure forward pass; ``ClipScorer`` is the stage that decodes bytes and records rows it could not score.
+``needs(config)`` is what the shared decode stage prepares on the CPU (the crop and the tokens);
+``load(config)`` builds the model once (an actor's ``__init__``); ``score(model, pixels, tokens)`` is the pure
+forward pass; ``ClipScorer`` is the stage, which records rows it could not score.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import numpy as np
 from PIL import Image
 
 from filters.config import ClipScorerConfig
-from filters.images import decode_batch, scatter
+from filters.images import ClipPixels, ClipTokens, scatter
 from manifests import schema as col
+from manifests.gpu_images import device_pixels, normalise, to_device
+from manifests.images import ensure
 
 # A CLIP small enough to build in a second on a CPU: the same code path as ViT-B-32 and ViT-L-14, for tests
 # and CPU benchmarks with random weights (``pretrained: null``). open_clip reads it like its own configs.
@@ -30,7 +33,8 @@ TINY_ARCHITECTURE = {
 
 @dataclass
 class ClipModel:
-    """What ``score`` needs: the network, its image transform and tokenizer, and where and how to run it."""
+    """What ``score`` needs: the network, its normalisation and where and how to run it. ``preprocess`` and
+    ``tokenizer`` are open_clip's own (the reference the prepared inputs are tested against)."""
 
     network: Any  # open_clip.CLIP
     preprocess: Callable[[Image.Image], Any]
@@ -38,6 +42,9 @@ class ClipModel:
     device: Any  # torch.device
     autocast_dtype: Any  # torch.dtype, or None for plain fp32
     embed_dim: int
+    mean: Any = None  # (1, 3, 1, 1) float32 tensor on device
+    std: Any = None
+    encode_image: Callable[[Any], Any] | None = None  # network.encode_image, compiled when asked
 
 
 def write_architecture(folder: Path, name: str, architecture: dict = TINY_ARCHITECTURE) -> Path:
@@ -90,6 +97,41 @@ def autocast_dtype(precision: str, device: Any) -> Any:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def preprocess_cfg(config: ClipScorerConfig) -> dict:
+    """The eval preprocessing open_clip will build for ``config`` (defaults, the model JSON's, the pretrained
+    tag's, the tower's image size), found without building the model, as ``create_model`` merges it."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    register_architecture(config)
+    arch = open_clip.get_model_config(config.model)
+    if arch is None:
+        raise ValueError(f"filters.clip.model {config.model!r} is not an open_clip architecture")
+    cfg = merge_preprocess_dict(PreprocessCfg(), arch.get("preprocess_cfg", {}))
+    tag = open_clip.get_pretrained_cfg(config.model, config.pretrained) if config.pretrained else None
+    cfg = merge_preprocess_dict(cfg, tag or {})
+    size = arch["vision_cfg"]["image_size"]
+    cfg["size"] = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    return cfg
+
+
+def needs(config: ClipScorerConfig) -> tuple[ClipPixels, ClipTokens]:
+    """The crop of the image and the caption tokens, both made on the CPU by the decode stage."""
+    cfg = preprocess_cfg(config)
+    return (ClipPixels(cfg["size"], cfg["interpolation"], cfg["resize_mode"], cfg["fill_color"]),
+            ClipTokens(config.model, config.architecture_file, config.cache_dir))
+
+
+def check_plan(built: dict, planned: ClipPixels) -> None:
+    """The crop the decode stage makes must be the one open_clip built the model for."""
+    size = built["size"]
+    size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    actual = ClipPixels(size, built["interpolation"], built["resize_mode"], built["fill_color"])
+    if actual != planned:
+        raise RuntimeError(f"open_clip built the model for {actual} but the decode stage makes {planned}; "
+                           f"filters.clip.preprocess_cfg no longer merges open_clip's config as create_model does")
+
+
 def load(config: ClipScorerConfig) -> ClipModel:
     """Build the model with open_clip from its architecture and pretrained tag (or random, seeded, weights)."""
     import open_clip
@@ -102,9 +144,15 @@ def load(config: ClipScorerConfig) -> ClipModel:
     network, _, preprocess = open_clip.create_model_and_transforms(
         config.model, pretrained=config.pretrained, device=device, cache_dir=config.cache_dir)
     network.eval()
+    built = dict(network.visual.preprocess_cfg)
+    check_plan(built, needs(config)[0])
+    if device.type == "cuda":
+        network = network.to(memory_format=torch.channels_last)
     tokenizer = open_clip.get_tokenizer(config.model, cache_dir=config.cache_dir)
+    mean, std = (torch.tensor(built[k], dtype=torch.float32, device=device).view(1, 3, 1, 1) for k in ("mean", "std"))
+    encode = torch.compile(network.encode_image) if config.compile else network.encode_image
     return ClipModel(network, preprocess, tokenizer, device, autocast_dtype(config.precision, device),
-                     embed_dim(config))
+                     embed_dim(config), mean, std, encode)
 
 
 def _autocast(model: ClipModel) -> contextlib.AbstractContextManager:
@@ -115,42 +163,52 @@ def _autocast(model: ClipModel) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=model.device.type, dtype=model.autocast_dtype)
 
 
-def score(model: ClipModel, images: list[Image.Image], captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine similarity of each image with its caption, and the L2-normalised image embeddings (float32)."""
+def score(model: ClipModel, pixels: Any, tokens: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarity of each image with its caption, and the L2-normalised image embeddings (float32).
+
+    ``pixels``: (N, H, W, 3) uint8 (``ClipPixels``), host array or device tensor; ``tokens``: (N, L) int64.
+    """
     import torch
     import torch.nn.functional as F
 
-    with torch.inference_mode(), _autocast(model):
-        pixels = torch.stack([model.preprocess(img) for img in images]).to(model.device, non_blocking=True)
-        tokens = model.tokenizer(captions).to(model.device, non_blocking=True)
-        image_emb = model.network.encode_image(pixels)
-        text_emb = model.network.encode_text(tokens)
-    # Normalise in fp32: under autocast the projections come out in bf16/fp16.
-    image_emb = F.normalize(image_emb.float(), dim=-1)
-    text_emb = F.normalize(text_emb.float(), dim=-1)
-    cosine = (image_emb * text_emb).sum(dim=-1)
-    return cosine.cpu().numpy(), image_emb.cpu().numpy()
+    with torch.inference_mode():
+        x = normalise(to_device(pixels, model.device), model.mean, model.std)
+        tokens = to_device(tokens, model.device)
+        with _autocast(model):
+            image_emb = model.encode_image(x)
+            text_emb = model.network.encode_text(tokens)
+        # Normalise in fp32: under autocast the projections come out in bf16/fp16.
+        image_emb = F.normalize(image_emb.float(), dim=-1)
+        text_emb = F.normalize(text_emb.float(), dim=-1)
+        cosine = (image_emb * text_emb).sum(dim=-1)
+        return cosine.cpu().numpy(), image_emb.cpu().numpy()
 
 
 class ClipScorer:
-    """Reads ``image`` (encoded bytes) and ``caption``; writes ``clip_score`` (cosine, float32) and
-    ``clip_embedding`` (the L2-normalised image embedding, float16, for the heads and dedup).
+    """Reads ``ClipPixels`` and ``ClipTokens`` (the decode stage makes them from ``image`` and ``caption``);
+    writes ``clip_score`` (cosine, float32) and ``clip_embedding`` (the L2-normalised image embedding,
+    float16, for the heads and dedup). Called on raw bytes, it prepares them itself.
 
     A row whose image does not decode gets ``clip_score`` NaN (null in the manifest) and an all-zero
     embedding, which no real embedding can be (they have unit norm). A missing caption is scored as "".
     """
 
-    reads = (col.IMAGE, col.CAPTION)
+    reads = ()
     writes = (col.CLIP_SCORE, col.CLIP_EMBEDDING)
 
+    @staticmethod
+    def needs(config: ClipScorerConfig) -> tuple[ClipPixels, ClipTokens]:
+        return needs(config)
+
     def __init__(self, config: ClipScorerConfig) -> None:
-        self.model = load(config)
+        self.config, self.model = config, load(config)
+        self.pixels_need, self.tokens_need = needs(config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images, ok = decode_batch(batch[col.IMAGE])
-        captions = ["" if c is None else str(c) for c in batch[col.CAPTION][ok]]
-        if images:
-            cosine, embeddings = score(self.model, images, captions)
+        batch = ensure(batch, (self.pixels_need, self.tokens_need))
+        pixels, ok = device_pixels(batch, self.pixels_need, self.model.device)
+        if ok.any():
+            cosine, embeddings = score(self.model, pixels, batch[self.tokens_need.column][ok])
         else:
             cosine, embeddings = np.empty(0), np.empty((0, self.model.embed_dim))
         batch[col.CLIP_SCORE] = scatter(cosine.astype(np.float32), ok)

@@ -52,6 +52,7 @@ class ClipScorerConfig(StrictModel):
     seed: int = Field(0, description="seeds random weights so every actor builds the same model")
     cache_dir: str | None = Field(None, description="open_clip/Hugging Face download cache; None: their defaults")
     min_score: float | None = Field(0.28, ge=-1, le=1, description="reject below this cosine; None: no rule")
+    compile: bool = Field(False, description="torch.compile the image tower (slow first batches; GPU throughput)")
 
 
 

@@ -37,11 +37,13 @@ def run_head(module: Any, embeddings: np.ndarray, device: Any) -> np.ndarray:
     """``module`` on each row that has an embedding; NaN for the others."""
     import torch
 
+    from manifests.gpu_images import to_device
+
     emb, ok = unit_rows(embeddings)
     out = np.full(len(emb), np.nan, dtype=np.float32)
     if ok.any():
         with torch.inference_mode():
-            scores = module(torch.from_numpy(emb[ok]).to(device)).reshape(-1)
+            scores = module(to_device(emb[ok], torch.device(device))).reshape(-1)
         out[ok] = scores.float().cpu().numpy()
     return out
 

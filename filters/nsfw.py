@@ -17,9 +17,10 @@ import numpy as np
 
 from filters.config import NsfwConfig
 from filters.heads import HeadStage, load_state
-from filters.images import decode_batch, scatter
+from filters.images import OpenNsfwPixels, caffe_input, scatter
 from filters.weights import head_weights, open_nsfw_weights
 from manifests import schema as col
+from manifests.images import DECODED, ensure, stacked
 
 
 def load_clip_head(config: NsfwConfig) -> Any:
@@ -49,26 +50,34 @@ def load_open_nsfw(config: NsfwConfig) -> Any:
                       intra_op_threads=config.intra_op_threads)
 
 
-def score_open_nsfw(classifier: Any, images: list) -> np.ndarray:
-    """P(NSFW) of each PIL image, in one ONNX Runtime call."""
-    return np.asarray(classifier.score_images(images), dtype=np.float32)
+def score_open_nsfw(classifier: Any, pixels: np.ndarray) -> np.ndarray:
+    """P(NSFW) of each (224, 224, 3) uint8 crop (``OpenNsfwPixels``), in one ONNX Runtime call."""
+    return np.asarray(classifier.score_array(caffe_input(pixels)), dtype=np.float32)
 
 
 class OpenNsfwScorer:
-    """Reads ``image`` (encoded bytes); writes ``nsfw_prob`` (open_nsfw's P(NSFW), float32).
+    """Reads ``OpenNsfwPixels`` (the decode stage makes it from ``image``); writes ``nsfw_prob`` (open_nsfw's
+    P(NSFW), float32). Called on raw bytes, it prepares them itself.
 
     A row whose image does not decode gets NaN, null in the manifest.
     """
 
-    reads = (col.IMAGE,)
+    reads = ()
     writes = (col.NSFW_PROB,)
+
+    @staticmethod
+    def needs(config: NsfwConfig) -> tuple[OpenNsfwPixels]:
+        return (OpenNsfwPixels(),)
 
     def __init__(self, config: NsfwConfig) -> None:
         self.classifier = load_open_nsfw(config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images, ok = decode_batch(batch[col.IMAGE])
-        probs = score_open_nsfw(self.classifier, images) if images else np.empty(0, dtype=np.float32)
+        need = OpenNsfwPixels()
+        batch = ensure(batch, (need,))
+        ok = batch[DECODED]
+        pixels = stacked(batch[need.column])[ok]
+        probs = score_open_nsfw(self.classifier, pixels) if ok.any() else np.empty(0, dtype=np.float32)
         batch[col.NSFW_PROB] = scatter(probs, ok)
         return batch
 

@@ -1,25 +1,200 @@
-"""Staged image bytes -> a PIL RGB image, the one decoder every model stage uses.
+"""Staged image bytes -> a PIL RGB image, the one decoder every model stage uses, and the shared decode.
 
 Staged images were decoded and re-encoded by ingest, so a failure here is rare; it still becomes
 None (the stage records a null or NaN for that row), never an exception that fails the batch.
+
+Decode once: a stage declares what it needs (``needs(config)``: a tuple of ``PixelNeed``/``TextNeed``),
+``prepare`` decodes each row once and makes every distinct need from that one image, and the stage reads
+the ready array from the need's column. Equal needs (same class, same fields) are made once and shared.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+from dataclasses import astuple, dataclass
+from typing import Any, ClassVar
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from manifests import schema as col
 
 # What bytes that will not decode raise; anything else is a bug and propagates.
 DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+# Column of the prepared batch: True where the row's image decoded (its arrays are real, not placeholders).
+DECODED = "_decoded"
+
+# Set to a folder, every decode appends the staged bytes' digest to <folder>/<pid>.log: the decode-count
+# test reads it (Ray workers inherit it from the session's runtime_env). Unset in production: no cost.
+DECODE_LOG_ENV = "THRESHER_DECODE_LOG"
+
+# Column of a GPU-mode prepared batch: the encoded bytes of rows left to the device decoder, else b"".
+JPEG = "_jpeg"
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def log_decode(data: bytes) -> None:
+    folder = os.environ.get(DECODE_LOG_ENV)
+    if folder:
+        with open(os.path.join(folder, f"{os.getpid()}.log"), "a") as out:
+            out.write(hashlib.sha1(data).hexdigest()[:16] + "\n")
 
 
 def decode_rgb(data: bytes | None) -> Image.Image | None:
     """The image as RGB, or None when the bytes are missing or do not decode."""
     if not data:
         return None
+    log_decode(data)
     try:
         with Image.open(io.BytesIO(data)) as img:
             return img.convert("RGB")
     except DECODE_ERRORS:
         return None
+
+
+@dataclass(frozen=True)
+class Need:
+    """Something a stage reads that is derived from a batch column; frozen, so equal needs are shared."""
+
+    source: ClassVar[str] = col.IMAGE
+
+    @property
+    def column(self) -> str:
+        """The prepared batch column: the need's class and fields, so two different needs never collide."""
+        fields = "_".join(str(v).replace(" ", "") for v in astuple(self))
+        return f"_{type(self).__name__}_{fields}".rstrip("_")
+
+
+@dataclass(frozen=True)
+class PixelNeed(Need):
+    """An array made from the decoded RGB image. ``shape`` is fixed (H, W, 3) or None when it varies by image."""
+
+    device_decodable: ClassVar[bool] = False
+
+    def shape(self) -> tuple[int, ...] | None:
+        return None
+
+    def from_image(self, img: Image.Image) -> np.ndarray:
+        raise NotImplementedError
+
+    def on_device(self, images: Any) -> Any:
+        """The need of same-sized decoded (N, 3, H, W) uint8 images on their device, as (N, h, w, 3): only
+        needs that say ``device_decodable``."""
+        raise NotImplementedError(f"{type(self).__name__} is made on the CPU only")
+
+    def placeholder(self) -> np.ndarray:
+        """What a row whose image did not decode holds: zeros of the fixed shape, or a 0x0x3 image."""
+        return np.zeros(self.shape() or (0, 0, 3), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class TextNeed(Need):
+    """An array made from the batch's captions (e.g. CLIP tokens), one row per caption."""
+
+    source: ClassVar[str] = col.CAPTION
+
+    def from_captions(self, captions: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class RgbArray(PixelNeed):
+    """The image at its staged resolution, HxWx3 uint8 (perceptual hashes; PDQ with a content box)."""
+
+    def from_image(self, img: Image.Image) -> np.ndarray:
+        return np.asarray(img)
+
+
+@dataclass(frozen=True)
+class ResizedArray(PixelNeed):
+    """The whole image resized to ``width`` x ``height`` with PIL's ``resample`` filter (an int)."""
+
+    width: int
+    height: int
+    resample: int
+
+    def shape(self) -> tuple[int, ...]:
+        return (self.height, self.width, 3)
+
+    def from_image(self, img: Image.Image) -> np.ndarray:
+        return np.asarray(img.resize((self.width, self.height), self.resample))
+
+
+@dataclass(frozen=True)
+class ShortSideArray(PixelNeed):
+    """Short side to ``size``, aspect kept (long side rounded), PIL ``resample``: shape varies by image."""
+
+    size: int
+    resample: int
+
+    def from_image(self, img: Image.Image) -> np.ndarray:
+        w, h = img.size
+        scale = self.size / min(w, h)
+        return np.asarray(img.resize((max(1, round(w * scale)), max(1, round(h * scale))), self.resample))
+
+
+def stack(arrays: list[np.ndarray], shape: tuple[int, ...] | None) -> np.ndarray:
+    """A fixed-shape need as one (N, *shape) array (a tensor column); a varying one as an object array."""
+    if shape is not None:
+        return np.stack(arrays) if arrays else np.zeros((0, *shape), dtype=np.uint8)
+    out = np.empty(len(arrays), dtype=object)
+    for i, array in enumerate(arrays):
+        out[i] = array
+    return out
+
+
+def is_jpeg(data: bytes | None) -> bool:
+    return bool(data) and bytes(data[:3]) == JPEG_MAGIC
+
+
+def prepare(batch: dict[str, np.ndarray], needs: tuple[Need, ...],
+            on_device: tuple[PixelNeed, ...] = ()) -> dict[str, np.ndarray]:
+    """``batch`` plus one column per need and ``DECODED``: each row's image is decoded once, whatever the needs.
+
+    Pixel needs of a row that does not decode hold the need's placeholder; the stages mark that row NaN/null.
+    ``on_device`` (GPU decode mode): those needs of JPEG rows are left to the model's device; their bytes go
+    in column ``JPEG``, and a row is decoded here only when another need or a non-JPEG format asks for it.
+    """
+    out = dict(batch)
+    pixel = [n for n in needs if isinstance(n, PixelNeed)]
+    if pixel:
+        blobs = batch[col.IMAGE]
+        to_device = np.array([bool(on_device) and is_jpeg(b) for b in blobs], dtype=bool)
+        cpu_for_all = any(n not in on_device for n in pixel)
+        images = [decode_rgb(b) if cpu_for_all or not dev else None for b, dev in zip(blobs, to_device)]
+        out[DECODED] = np.array([img is not None for img in images], dtype=bool)
+        for need in pixel:
+            if need in on_device:  # JPEG rows get an empty placeholder: their arrays are made on the device
+                arrays = [need.from_image(img) if img is not None and not dev else np.zeros((0, 0, 3), np.uint8)
+                          for img, dev in zip(images, to_device)]
+                out[need.column] = stack(arrays, None)
+            else:
+                arrays = [need.from_image(img) if img is not None else need.placeholder() for img in images]
+                out[need.column] = stack(arrays, need.shape())
+        if on_device:  # b"" rather than None: an all-null column would come back from Arrow as float NaN
+            out[JPEG] = stack([bytes(b) if dev else b"" for b, dev in zip(blobs, to_device)], None)
+    for need in needs:
+        if isinstance(need, TextNeed):
+            out[need.column] = need.from_captions(["" if c is None else str(c) for c in batch[col.CAPTION]])
+    return out
+
+
+def ensure(batch: dict[str, np.ndarray], needs: tuple[Need, ...]) -> dict[str, np.ndarray]:
+    """``batch`` with ``needs`` prepared: as it is in the pipeline (the decode stage ran and dropped the bytes),
+    else prepared here from the bytes, so a stage called directly on a raw batch still works."""
+    missing = tuple(n for n in needs if n.column not in batch)
+    if not missing:
+        return batch
+    if any(n.source not in batch for n in missing):  # the pipeline dropped the bytes: the plan missed a need
+        raise ValueError(f"needs {[n.column for n in missing]} were not planned by the decode stage")
+    return prepare(batch, missing)
+
+
+def stacked(values: np.ndarray) -> np.ndarray:
+    """A fixed-shape need column as one array (a tensor column can arrive as an object array of rows)."""
+    if values.dtype == object:
+        return np.stack(list(values)) if len(values) else values
+    return values

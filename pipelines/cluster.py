@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 # CPUs of each task that reads staged images for the model stages: they run beside the actor pools,
 # so they count in the check below (a full CPU each left small clusters deadlocked: pools up, no reader).
 READ_NUM_CPUS = 0.5
-READER = "the staged-image reader"
+READER = "the staged-image reader (and the decode stage fused with it)"
 
 # Restarts are left to Ray Data's actor pools, which restart a dead actor (node lost, OOM kill) and
 # retry its in-flight batch without limit (max_restarts=-1, max_task_retries=-1), while an exception
@@ -111,6 +111,16 @@ def cluster_nodes() -> list[dict[str, float]]:
     import ray
 
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+def decode_pool(config: RunConfig, specs) -> list[Pool]:
+    """The shared decode's tasks, when a stage needs them and they do not fuse into the reader's (other CPUs)."""
+    from pipelines.decode import DECODE, decode_resources, plan
+
+    res = decode_resources(config)
+    if plan(config, specs) is None or res.num_cpus == READ_NUM_CPUS:
+        return []  # none, or fused with the read tasks: the reader's pool already counts them
+    return [Pool(f"resources.stages.{DECODE}", res)]
 
 
 def check_cluster(phase_pools: dict[str, list[Pool]], config: RunConfig) -> None:

@@ -6,7 +6,7 @@ A mistake fails here, before any work starts, with the dotted field name and wha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -51,6 +51,14 @@ class RayConfig(StrictModel):
     )
 
 
+class DecodeConfig(StrictModel):
+    """The score phase's shared decode: each staged image decoded once, on CPU tasks streaming ahead of the model
+    actors (``resources.stages.decode`` sizes them). ``gpu``: CLIP's JPEGs are decoded (nvJPEG) and resized on
+    the model's GPU instead, for nodes with few CPU cores per GPU; other formats and other needs stay on the CPU."""
+
+    device: Literal["cpu", "gpu"] = "cpu"
+
+
 class RunConfig(StrictModel):
     output_dir: str = Field(description="run directory: a local path or a URI (s3://, gs://) synced after each phase")
     staging_dir: str | None = Field(
@@ -64,6 +72,7 @@ class RunConfig(StrictModel):
     export: ExportConfig = ExportConfig()
     resources: ResourcesConfig = ResourcesConfig()
     ray: RayConfig = RayConfig()
+    decode: DecodeConfig = DecodeConfig()
 
 
 class ConfigError(ValueError):

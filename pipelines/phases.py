@@ -26,6 +26,7 @@ from pipelines import score_units
 from pipelines.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
 from pipelines.decision import redecide
+from pipelines.decode import add_decode
 from pipelines.stages import StageSpec
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def _write_dataset(ds: ray.data.Dataset, out_dir: Path) -> None:
 
 def score(run: Run) -> dict:
     """Score each staged tar into its own unit file; a rerun scores only units without a complete file."""
-    layout, specs = run.layout, list(run.score_specs)
+    config, layout, specs = run.local, run.layout, list(run.score_specs)
     if not specs:
         shutil.rmtree(layout.scores_dir, ignore_errors=True)
         return {"stages": {}, "units_run": 0}
@@ -117,7 +118,8 @@ def score(run: Run) -> dict:
     collector = score_units.UnitCollector(layout, pending, digest)
     if ds is not None:
         written = [c for spec in specs for c in spec.writes]
-        out = run_stages(ds, specs).select_columns([col.SAMPLE_ID, score_units.PATH, *written])
+        out = run_stages(add_decode(ds, config, specs), specs)  # decode once, then the model stages
+        out = out.select_columns([col.SAMPLE_ID, score_units.PATH, *written])
         with tqdm(total=len(pending), desc="score", unit="unit") as bar:
             for batch in out.iter_batches(batch_format="pyarrow", batch_size=None):
                 before = len(collector.committed)

@@ -37,14 +37,20 @@ def checkpoints(shared: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def decode_log(tmp_path_factory) -> Path:
+    """Where the session's Ray workers log each image decode (manifests.images.DECODE_LOG_ENV)."""
+    return tmp_path_factory.mktemp("decode_log")
+
+
+@pytest.fixture(scope="session")
+def ray_session(decode_log):
     """One single-node Ray for the whole test session, bound to 127.0.0.1 only."""
     import ray
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "THRESHER_DECODE_LOG": str(decode_log)}})
     yield ray
     ray.shutdown()
 

@@ -69,3 +69,26 @@ def optional_checkpoints(request) -> Path | None:
         return request.getfixturevalue("checkpoints")
     except pytest.skip.Exception:
         return None
+
+
+def _jpeg(img: Image.Image, side: int = 256) -> bytes:
+    img = img.copy()
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def staged() -> dict[str, np.ndarray]:
+    """Six demo photos as staged JPEGs (256 px), one PNG and a row that does not decode, as a score batch."""
+    from pipelines.corpus import load_photos
+
+    photos = list(load_photos().values())[:6]  # enough for parity; the stages dominate the tests' time
+    blobs = [_jpeg(img) for img, _ in photos]
+    png = io.BytesIO()
+    photos[0][0].resize((120, 90)).save(png, format="PNG")
+    blobs += [png.getvalue(), b"not an image"]
+    captions = [c for _, c in photos] + ["a png", None]
+    return {"sample_id": np.array([f"{i:09d}" for i in range(len(blobs))], dtype=object),
+            "image": np.array(blobs, dtype=object), "caption": np.array(captions, dtype=object)}

@@ -1,8 +1,12 @@
-"""One score phase end to end on local Ray: tiny CLIP, the aesthetic head on its embedding, open_nsfw."""
+"""One score phase end to end on local Ray: tiny CLIP, the aesthetic head on its embedding, open_nsfw, and the
+pixel descriptors of dedup (pixel hash, pHash, a tiny SSCD) behind the one shared decode stage."""
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import json
+import shutil
 
 import numpy as np
 import polars as pl
@@ -22,11 +26,12 @@ from pipelines.run import prepare, run_phase
 pytestmark = pytest.mark.slow
 KINDS = ("original", "truncated", "not_image", "zero_bytes", "not_found")  # each photo once, and the faults
 ROWS = 21
-STAGES = ("clip", "aesthetic", "nsfw")
+STAGES = ("clip", "aesthetic", "nsfw", "pixel_hash", "phash", "sscd")
+SSCD = {"enabled": True, "random_init": True, "layers": [1, 1, 1, 1], "init_planes": 8, "dims": 16, "image_size": 64}
 
 
 @pytest.fixture(scope="module")
-def scored_run(tmp_path_factory, ray_session, tiny_clip_768, optional_checkpoints):
+def scored_run(tmp_path_factory, ray_session, decode_log, tiny_clip_768, optional_checkpoints):
     root = tmp_path_factory.mktemp("score_phase")
     files, rows = build_corpus(40, seed=1)
     rows = [r for r in rows if r.kind in KINDS]
@@ -35,6 +40,7 @@ def scored_run(tmp_path_factory, ray_session, tiny_clip_768, optional_checkpoint
         filters |= {"cache_dir": str(optional_checkpoints), "aesthetic": {"enabled": True, "head": "v2"}}
     with serve_files(files) as base_url:
         data = {"output_dir": str(root / "run"), "filters": filters,
+                "dedup": {"exact": {"enabled": True}, "phash": {"enabled": True}, "sscd": SSCD},
                 "input": {"kind": "url_list", "path": str(write_url_list(rows, base_url, root / "urls.parquet")),
                           "rows_per_shard": 15},
                 "crawl": {"allow_private_addresses": True, "retries": 0, "image_size": 128},
@@ -43,7 +49,10 @@ def scored_run(tmp_path_factory, ray_session, tiny_clip_768, optional_checkpoint
         config = build_config(data)
         run = prepare(config)
         run_phase(run, "ingest")
+    for log in decode_log.glob("*.log"):  # count the score phase's decodes only
+        log.unlink()
     run_phase(run, "score")
+    shutil.copytree(decode_log, root / "decodes")
     run_phase(run, "decide")
     return config, RunLayout.at(root / "run")
 
@@ -87,3 +96,20 @@ def test_run_json_records_each_stage_and_the_nsfw_backend(scored_run):
     assert stages["nsfw"]["class"] == "filters.nsfw.OpenNsfwScorer"
     assert stages["nsfw"]["config"]["backend"] == "open_nsfw"
     assert stages["clip"]["config"]["model"] == "thresher-tiny-768"
+
+
+def test_the_score_phase_decodes_each_staged_image_once(scored_run):
+    """Six stages read pixels; each staged image is decoded once, by the shared decode stage."""
+    _, layout = scored_run
+    decodes = collections.Counter(line for f in (layout.root.parent / "decodes").glob("*.log")
+                                  for line in f.read_text().split())
+    staged = [m[e] for tar in layout.staged_tars() for _, m in iter_tar(tar) for e in ("jpg", "png", "webp") if e in m]
+    assert len(staged) > 5
+    assert decodes == {hashlib.sha1(blob).hexdigest()[:16]: 1 for blob in staged}
+
+
+def test_pixel_descriptors_are_written_for_every_scored_row(scored_run):
+    _, layout = scored_run
+    table = pl.read_parquet(layout.score_files())
+    for name in (col.PIXEL_HASH, col.PHASH, col.SSCD_EMBEDDING):
+        assert table[name].null_count() == 0, name

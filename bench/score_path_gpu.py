@@ -1,0 +1,296 @@
+"""``bench/score_path.py --gpu``: the score phase's own code on one GPU, without Ray.
+
+Staged tars (written with ``manifests.shards.write_tar``, read back with ``iter_tar``) -> the shared decode
+stage (``manifests.decode.decode_batch``) in a pool of CPU processes that prefetch batches ahead of the GPU
+(or threads: Pillow releases the GIL) -> the stage callables the Ray actors run (``ClipScorer``,
+``AestheticScorer``, ``ClipNsfwScorer``, ``SscdEmbedder``), with random weights built from the real configs (throughput does not depend on weight
+values; the heads' random state dicts go through the same ``load_state`` seam as the published files).
+
+Per configuration: images/s, the model alone on device-resident inputs (images/s), GPU busy fraction
+(end-to-end rate / model-alone rate: the share of the time the GPU had work), FLOP per image (counted by
+``torch.utils.flop_counter`` on the model's own forward, image + text towers) and MFU against the device's
+dense bf16 peak (datasheet for H100/H200/A100, else the measured matmul peak; both are printed).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import multiprocessing
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from manifests import schema as col
+from manifests.decode import DecodePlan, decode_batch, plan_decode
+from manifests.shards import iter_tar, write_tar
+
+DATASHEET_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L40S": 362e12}
+TINY_CLIP = {"embed_dim": 768, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32,
+                                              "patch_size": 16},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+def write_staged_tars(folder: Path, n: int, per_tar: int = 1024) -> list[Path]:
+    from bench.score_path import staged_images
+
+    blobs, captions = staged_images(n)
+    tars = []
+    for t, start in enumerate(range(0, n, per_tar)):
+        samples = [(f"{i:09d}", {"jpg": blobs[i], "txt": captions[i].encode()})
+                   for i in range(start, min(n, start + per_tar))]
+        write_tar(folder / f"{t:05d}.tar", samples)
+        tars.append(folder / f"{t:05d}.tar")
+    return tars
+
+
+def read_batches(tars: list[Path], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Score batches (sample_id, image, caption) from the staged tars, cycling for as long as asked."""
+    while True:
+        rows: list[tuple[str, bytes, str]] = []
+        for tar in tars:
+            for key, members in iter_tar(tar):
+                rows.append((key, members["jpg"], members["txt"].decode()))
+                if len(rows) == batch_size:
+                    yield {col.SAMPLE_ID: np.array([r[0] for r in rows], dtype=object),
+                           col.IMAGE: np.array([r[1] for r in rows], dtype=object),
+                           col.CAPTION: np.array([r[2] for r in rows], dtype=object)}
+                    rows = []
+
+
+def prefetched(pool: cf.Executor, batches: Iterator[dict], plan: DecodePlan, depth: int) -> Iterator[dict]:
+    """Decoded batches in order, ``depth`` of them decoding ahead in the pool while the GPU works."""
+    queue: collections.deque = collections.deque(pool.submit(decode_batch, next(batches), plan) for _ in range(depth))
+    while True:
+        done = queue.popleft().result()
+        queue.append(pool.submit(decode_batch, next(batches), plan))
+        yield done
+
+
+def run_pipeline(stages: list, pool: cf.Executor, tars: list[Path], plan: DecodePlan, args: Any) -> float:
+    """End-to-end images/s of ``stages`` over the staged tars for ``args.seconds`` after a warm-up, fed by
+    ``args.feeders`` threads (as Ray runs several actors per GPU with ``num_gpus: 0.5``: one's host-side
+    work overlaps another's forward pass)."""
+    feed = prefetched(pool, read_batches(tars, args.batch_size), plan, depth=2 * args.workers)
+    lock = threading.Lock()
+
+    def next_batch() -> dict:
+        with lock:
+            return next(feed)
+
+    for _ in range(3):
+        run_stages(stages, next_batch())
+    start = time.perf_counter()
+
+    def feeder() -> int:
+        images = 0
+        while time.perf_counter() - start < args.seconds:
+            images += len(run_stages(stages, next_batch())[col.SAMPLE_ID])
+        return images
+
+    with cf.ThreadPoolExecutor(args.feeders + 1) as feeders:
+        util = feeders.submit(nvml_utilisation, start, args.seconds, args.device)
+        images = sum(f.result() for f in [feeders.submit(feeder) for _ in range(args.feeders)])
+        rate = images / (time.perf_counter() - start)
+        UTILISATION.append(util.result())
+    return rate
+
+
+UTILISATION: list[float | None] = []  # NVML's busy percentage of each run_pipeline call, in order
+
+
+def nvml_utilisation(start: float, seconds: float, device: str) -> float | None:
+    """Mean of NVML's GPU utilisation (share of time a kernel ran), sampled every 0.2 s; None without NVML."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return None
+    samples = []
+    while time.perf_counter() - start < seconds:
+        try:
+            samples.append(torch.cuda.utilization())
+        except (RuntimeError, ImportError):  # no pynvml: the figure is absent, the run goes on
+            return None
+        time.sleep(0.2)
+    return sum(samples) / len(samples) / 100 if samples else None
+
+
+def run_stages(stages: list, batch: dict) -> dict:
+    for stage in stages:
+        batch = stage(batch)
+    return batch
+
+
+def synchronize(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def model_alone(clip: Any, heads: list, batch_size: int, seconds: float) -> tuple[float, float]:
+    """(images/s, FLOP per image) of CLIP (+ heads) on device-resident uint8 pixels and tokens."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from filters.clip import score
+
+    model = clip.model
+    h, w, _ = clip.pixels_need.shape()
+    pixels = torch.randint(0, 256, (batch_size, h, w, 3), dtype=torch.uint8, device=model.device)
+    tokens = torch.randint(0, 49408, (batch_size, 77), dtype=torch.int64, device=model.device)
+
+    def step() -> None:
+        _, emb = score(model, pixels, tokens)
+        with torch.inference_mode():
+            for head in heads:
+                head.module(torch.from_numpy(emb).to(model.device))
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops() / batch_size
+    return timed(step, batch_size, seconds, model.device), flops
+
+
+def timed(step: Any, batch_size: int, seconds: float, device: Any) -> float:
+    for _ in range(3):
+        step()
+    synchronize(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        count += batch_size
+    synchronize(device)
+    return count / (time.perf_counter() - start)
+
+
+def peak_flops(device: Any) -> tuple[float | None, float | None, str]:
+    """(datasheet dense bf16 FLOP/s or None, measured bf16 matmul FLOP/s or None, device name)."""
+    import torch
+
+    if device.type != "cuda":
+        return None, None, "cpu"
+    name = torch.cuda.get_device_name()
+    sheet = next((v for k, v in DATASHEET_BF16.items() if k in name), None)
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ a
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(20):
+        a @ a
+    torch.cuda.synchronize()
+    return sheet, 2 * 8192**3 * 20 / (time.perf_counter() - start), name
+
+
+def clip_stages(model: str, arch: dict | None, head: str, nsfw: str, args: Any, folder: Path) -> list:
+    """ClipScorer + aesthetic + CLIP-NSFW heads, built through the stages' own configs and load seams."""
+    import torch
+
+    from filters.aesthetic import AestheticScorer
+    from filters.clip import ClipScorer, write_architecture
+    from filters.config import AestheticConfig, ClipScorerConfig, NsfwConfig
+    from filters.nets import aesthetic_head, nsfw_head
+    from filters.nsfw import ClipNsfwScorer
+
+    arch_file = str(write_architecture(folder, model, arch)) if arch else None
+    clip = ClipScorer(ClipScorerConfig(enabled=True, model=model, pretrained=None, architecture_file=arch_file,
+                                       device=args.device, compile=args.compile))
+    torch.save(aesthetic_head(head).state_dict(), folder / f"{head}.pth")
+    torch.save(nsfw_head(nsfw).state_dict(), folder / f"{nsfw}.pth")
+    return [clip, AestheticScorer(AestheticConfig(enabled=True, head=head, weights=str(folder / f"{head}.pth"),
+                                                  device=args.device)),
+            ClipNsfwScorer(NsfwConfig(enabled=True, backend=nsfw, weights=str(folder / f"{nsfw}.pth"),
+                                      device=args.device))]
+
+
+def clip_rows(pools: dict[str, cf.Executor], tars: list[Path], args: Any, folder: Path,
+              peak: float | None) -> list[dict]:
+    """ViT-L/14 with the CPU decode in processes and in threads, and with the GPU decode; ViT-B/32."""
+    from filters.clip import ClipScorer
+
+    variants = [("ViT-L-14", "v2", "clip_l14", [("cpu", "processes"), ("cpu", "threads"), ("gpu", "processes")]),
+                ("ViT-B-32", "v1_b32", "clip_b32", [("cpu", "processes"), ("gpu", "processes")])]
+    rows = []
+    for model, head, nsfw, runs in variants:
+        width = 768 if "L" in model else 512
+        name, arch = (f"tiny-{model}", {**TINY_CLIP, "embed_dim": width}) if args.tiny else (model, None)
+        stages = clip_stages(name, arch, head, nsfw, args, folder)
+        alone, flops = model_alone(stages[0], stages[1:], args.batch_size, args.seconds / 2)
+        for decode, pool in runs:
+            plan = plan_decode([ClipScorer.needs(stages[0].config)], device=decode)
+            rate = run_pipeline(stages, pools[pool], tars, plan, args)
+            rows.append(row(f"{model} + heads {head}, {nsfw}; {decode} decode ({pool})", rate, alone, flops, peak))
+        del stages
+    return rows
+
+
+def sscd_row(pool: cf.Executor, tars: list[Path], args: Any, peak: float | None) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dedup.config import SscdConfig
+    from dedup.sscd import SscdEmbedder
+
+    tiny = {"layers": (1, 1, 1, 1), "init_planes": 8, "dims": 16, "image_size": 64} if args.tiny else {}
+    stage = SscdEmbedder(SscdConfig(enabled=True, random_init=True, device=args.device, **tiny))
+    size = stage.config.image_size
+    pixels = [np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)] * args.batch_size
+    with FlopCounterMode(display=False) as counter:
+        stage.embed(pixels)
+    flops = counter.get_total_flops() / args.batch_size
+    alone = timed(lambda: stage.embed(pixels), args.batch_size, args.seconds / 2, torch.device(stage.device))
+    rate = run_pipeline([stage], pool, tars, plan_decode([SscdEmbedder.needs(stage.config)]), args)
+    return row(f"SSCD ResNet-50 ({size} px short side); cpu decode (processes)", rate, alone, flops, peak)
+
+
+def row(name: str, rate: float, alone: float, flops: float, peak: float | None) -> dict:
+    return {"config": name, "images_per_s": rate, "model_alone_images_per_s": alone,
+            "gpu_busy_fraction": min(1.0, rate / alone), "nvml_utilisation": UTILISATION[-1],
+            "gflop_per_image": flops / 1e9, "mfu": rate * flops / peak if peak else None}
+
+
+def gpu_report(args: Any) -> dict:
+    import torch
+
+    device = torch.device(args.device)
+    args.workers = args.workers or max(1, (os.cpu_count() or 2) - 2)
+    if args.tiny:
+        args.batch_size, args.seconds = min(args.batch_size, 16), min(args.seconds, 1.0)
+    sheet, measured, name = peak_flops(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        tars = write_staged_tars(folder, 64 if args.tiny else 4096)
+        context = multiprocessing.get_context("spawn")  # the parent holds CUDA: never fork it
+        with cf.ProcessPoolExecutor(args.workers, mp_context=context) as processes, \
+                cf.ThreadPoolExecutor(args.workers) as threads:  # Pillow releases the GIL to decode and resize
+            pools = {"processes": processes, "threads": threads}
+            rows = clip_rows(pools, tars, args, folder, sheet or measured)
+            rows.append(sscd_row(processes, tars, args, sheet or measured))
+    return {"device": name, "peak_bf16_datasheet_tflops": sheet and sheet / 1e12,
+            "peak_bf16_measured_tflops": measured and measured / 1e12, "decode_workers": args.workers,
+            "batch_size": args.batch_size, "feeders": args.feeders, "seconds": args.seconds,
+            "compile": args.compile, "tiny": args.tiny, "rows": rows}
+
+
+def print_gpu(r: dict) -> None:
+    peak = r["peak_bf16_datasheet_tflops"] or r["peak_bf16_measured_tflops"]
+    print(f"device {r['device']}; bf16 peak: datasheet {r['peak_bf16_datasheet_tflops']} TFLOP/s, measured "
+          f"{r['peak_bf16_measured_tflops'] and round(r['peak_bf16_measured_tflops'])} TFLOP/s; "
+          f"{r['decode_workers']} decode workers, batch {r['batch_size']}, {r['feeders']} feeder threads")
+    print(f"{'configuration':62} {'img/s':>7} {'model alone':>11} {'GPU busy':>8} {'NVML':>5} {'GFLOP/img':>9} "
+          f"{'MFU':>6}")
+    for x in r["rows"]:
+        mfu = f"{x['mfu']:.1%}" if x["mfu"] is not None else "-"
+        nvml = f"{x['nvml_utilisation']:.0%}" if x["nvml_utilisation"] is not None else "-"
+        print(f"{x['config']:62} {x['images_per_s']:7.0f} {x['model_alone_images_per_s']:11.0f} "
+              f"{x['gpu_busy_fraction']:8.1%} {nvml:>5} {x['gflop_per_image']:9.1f} {mfu:>6}")
+    print("GPU busy: end-to-end img/s over the model alone on device-resident inputs; NVML: the driver's share "
+          "of time a kernel ran")
+    if peak:
+        print(f"(MFU against {peak:.0f} TFLOP/s)")
