@@ -8,14 +8,16 @@ are present). Thresholds are LAION's published practice unless noted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import polars as pl
 from pydantic import Field, model_validator
 
 from manifests import schema as col
 from manifests.config import StrictModel
 from manifests.schema import Reason
+
+if TYPE_CHECKING:
+    import polars as pl
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -126,6 +128,8 @@ class ThresholdRule:
     section: str = ""  # the filters section that sets it
 
     def violated(self) -> pl.Expr:
+        import polars as pl  # a config is read where polars is absent (the GPU bench); only the decision needs it
+
         value = pl.col(self.column)
         fails = pl.lit(False)
         if self.minimum is not None:
