@@ -18,6 +18,7 @@ SAMPLE_A, SAMPLE_B, DETECTOR = "sample_a", "sample_b", "detector"
 KEPT_SAMPLE_ID, SIMILARITY = col.KEPT_SAMPLE_ID, col.SIMILARITY
 RESOLUTION = "resolution"
 KIND_OF_DETECTOR = {"sha256": "exact", "pixels": "exact", "minhash": "caption", "phash": "image", "sscd": "image"}
+KIND_OF_DETECTOR["pdq"] = "image"
 # A dropped sample is explained by its strongest link: identical beats same picture beats same caption.
 _KIND_RANK = {"exact": 0, "image": 1, "caption": 2}
 

@@ -73,6 +73,8 @@ class PHashConfig(_Detector):
 
     bits: Literal[64, 256] = 64
     mirror: bool = Field(True, description="also hash the mirrored image, so left-right flips match")
+    min_quality: int = Field(50, ge=0, le=100, description="gradient quality (PDQ's measure, 0-100) below which an "
+                                                          "image gets no pHash: flat and smooth images all hash alike")
     threshold: float = Field(0.84375, gt=0, le=1, description="1 - hamming/bits; 0.84375 = distance 10 of 64")
 
 
@@ -88,6 +90,10 @@ class SscdConfig(_Detector):
     pool_param: float = Field(3.0, gt=0)
     image_size: int = Field(288, ge=16, description="the short side is resized to this")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_blank_similarity: float = Field(
+        0.9, gt=-1, le=1, description="a pair is refused when both descriptors have at least this cosine with the "
+                                      "descriptor of a blank image (white, black or grey): near-blank images carry "
+                                      "too little to match on (SSCD's authors normalise by a background set)")
 
     @model_validator(mode="after")
     def _weights(self):
@@ -129,6 +135,42 @@ class KeepConfig(StrictModel):
                               "chain distinct pictures into one component, e.g. via a reused caption)")
 
 
+class VerifyConfig(StrictModel):
+    """Geometric verification of candidate image pairs: ORB keypoints matched (Lowe's ratio test), then a
+    RANSAC homography; a pair counts when at least ``min_inliers`` matches agree on one transform."""
+
+    enabled: bool = False
+    features: int = Field(300, ge=16, le=5000, description="ORB keypoints per image (content region)")
+    ratio: float = Field(0.8, gt=0, lt=1, description="Lowe's ratio test on the two nearest descriptors")
+    min_inliers: int = Field(12, ge=4, description="RANSAC homography inliers for a pair to count")
+    reprojection_px: float = Field(5.0, gt=0, description="RANSAC inlier distance, in content pixels")
+
+
+class PdqConfig(_Detector):
+    """Image near-duplicates by PDQ (Meta's 256-bit perceptual hash with a quality score), searched in a
+    FAISS binary index by Hamming radius over several regions per image.
+
+    ``min_quality``: PDQ's quality is its gradient energy; below it an image (flat colour, gradient,
+    near-blank) carries too little structure to hash, so it gets exact pairs only. ``regions``: centre
+    crops keeping this fraction of each side, indexed beside the full content region, so a cropped copy
+    meets the matching region of its original. ``dihedral``: the 8 flips/rotations by 90 degrees of the
+    full region are indexed too. A pair's similarity is its best region match, 1 - hamming/256.
+    """
+
+    threshold: float = Field(0.87890625, gt=0, le=1, description="1 - hamming/256; 0.8789 = distance 31, "
+                                                                 "PDQ's reference match distance")
+    min_quality: int = Field(50, ge=0, le=100, description="PDQ quality below which a region gets no pairs")
+    regions: tuple[float, ...] = Field((0.8, 0.64), description="centre crops (fraction of each side) indexed too")
+    dihedral: bool = Field(True, description="index the 8 flips/rot90s of the full region")
+    verify: VerifyConfig = VerifyConfig()
+
+    @model_validator(mode="after")
+    def _regions(self):
+        if any(not 0.2 <= r < 1 for r in self.regions):
+            raise ValueError(f"dedup.pdq.regions={self.regions}: each is a fraction of a side in [0.2, 1)")
+        return self
+
+
 class DedupConfig(StrictModel):
     exact: ExactConfig = ExactConfig()
     minhash: MinHashConfig = MinHashConfig()
@@ -136,8 +178,10 @@ class DedupConfig(StrictModel):
     sscd: SscdConfig = SscdConfig()
     search: SearchConfig = SearchConfig()
     keep: KeepConfig = KeepConfig()
+    pdq: PdqConfig = PdqConfig()
 
     def thresholds(self) -> dict[str, float]:
         """Decision threshold per detector, as ``cluster()`` takes them."""
         return {"sha256": 1.0, "pixels": 1.0, "minhash": self.minhash.threshold,
-                "phash": self.phash.threshold, "sscd": self.sscd.threshold}
+                "phash": self.phash.threshold, "sscd": self.sscd.threshold, "pdq": self.pdq.threshold}
+

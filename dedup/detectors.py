@@ -10,10 +10,12 @@ import polars as pl
 
 from dedup.artefacts import SampleIndex, binary_matrix, column_matrix, hex_matrix, iter_column
 from dedup.cluster import DETECTOR, PAIRS_SCHEMA, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
-from dedup.config import MinHashConfig, PHashConfig, SearchConfig, SscdConfig
+from dedup.config import MinHashConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
+from dedup.pdq import row_width, unpack_rows, variants
 from dedup.phash import split_codes
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
-from dedup.search import binary_pairs, float_pairs
+from dedup.search import binary_pairs, float_pairs, region_pairs
+from dedup.verify import pair_inliers
 from manifests import schema as col
 
 
@@ -73,4 +75,52 @@ def sscd_pairs(config: SscdConfig, search: SearchConfig, files: list[Path], inde
     if vectors is None:
         return pl.DataFrame(schema=PAIRS_SCHEMA)
     a, b, sim = float_pairs(vectors, config.stored_from, search)
+    blank_pos, blank = column_matrix(files, col.SSCD_BLANK_SIMILARITY, index, lambda v: v.to_numpy(zero_copy_only=False))
+    if blank is not None:  # scored before the guard existed: no column, no refusal
+        near_blank = np.zeros(len(index), dtype=bool)
+        near_blank[blank_pos] = blank >= config.max_blank_similarity
+        keep = ~(near_blank[pos[a]] & near_blank[pos[b]])
+        a, b, sim = a[keep], b[keep], sim[keep]
     return named_pairs(index, pos[a], pos[b], sim, "sscd")
+
+
+def pdq_codes(config: PdqConfig, files: list[Path], index: SampleIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, codes (n, V + R, 32), usable (n, V + R)): a code is usable when its region's PDQ
+    quality reaches ``min_quality``; a low-information image has no usable code and so no pairs."""
+    pos, rows = column_matrix(files, col.PDQ_CODES, index, lambda v: binary_matrix(v, np.uint8, row_width(config)))
+    if rows is None:
+        return pos, np.empty((0, variants(config) + len(config.regions), 32), np.uint8), np.empty((0, 0), bool)
+    _, quality = column_matrix(files, col.PDQ_QUALITY, index, lambda v: v.to_numpy(zero_copy_only=False))
+    codes, region_quality = unpack_rows(rows, quality.astype(np.int64), config)
+    return pos, codes, region_quality >= config.min_quality
+
+
+def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index: SampleIndex) -> pl.DataFrame:
+    """Every usable region code in one binary index; the un-rotated codes of every region query it."""
+    pos, codes, usable = pdq_codes(config, files, index)
+    if len(pos) < 2:
+        return pl.DataFrame(schema=PAIRS_SCHEMA)
+    owner = np.broadcast_to(np.arange(len(pos))[:, None], usable.shape)
+    queried = usable.copy()
+    queried[:, 1:variants(config)] = False  # rotated copies of the full region are matched in the index only
+    max_distance = math.floor((1.0 - config.stored_from) * 256 + 1e-9)
+    a, b, sim = region_pairs(codes[usable], owner[usable], codes[queried], owner[queried], max_distance, search)
+    if config.verify.enabled and len(a):
+        keep = verified(files, index, pos[a], pos[b], config)
+        a, b, sim = a[keep], b[keep], sim[keep]
+    return named_pairs(index, pos[a], pos[b], sim, "pdq")
+
+
+def verified(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray, config: PdqConfig) -> np.ndarray:
+    """Which pairs (run positions) pass geometric verification; reads the keypoints of their samples only."""
+    wanted = np.unique(np.concatenate([a, b]))
+    features: dict[int, bytes] = {}
+    for ids, values in iter_column(files, col.ORB_FEATURES):
+        pos = index.positions(ids)
+        for k in np.flatnonzero(np.isin(pos, wanted)):
+            features[int(pos[k])] = values[int(k)].as_py()
+    if len(features) < len(wanted):
+        raise RuntimeError("dedup.pdq.verify is on but the score phase wrote no orb_features for some samples: "
+                           "re-run the score phase with dedup.pdq.verify.enabled=true")
+    return np.array([pair_inliers(features[int(x)], features[int(y)], config.verify) >= config.verify.min_inliers
+                     for x, y in zip(a, b)], dtype=bool)

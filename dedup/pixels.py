@@ -9,7 +9,7 @@ from PIL import Image
 
 from dedup.config import ExactConfig
 from manifests import schema as col
-from manifests.images import decode_rgb
+from dedup.content import content_images
 
 
 def pixel_hash(img: Image.Image, size: int) -> str:
@@ -29,8 +29,7 @@ class PixelHasher:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = np.empty(len(batch[col.IMAGE]), dtype=object)
-        for i, data in enumerate(batch[col.IMAGE]):
-            img = decode_rgb(data)
+        for i, img in enumerate(content_images(batch)):  # the picture, not the padding ingest added
             out[i] = pixel_hash(img, self.size) if img is not None else None
         batch[col.PIXEL_HASH] = out
         return batch

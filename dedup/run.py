@@ -11,7 +11,7 @@ import polars as pl
 from dedup.artefacts import SampleIndex
 from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster
 from dedup.config import DedupConfig
-from dedup.detectors import caption_pairs, equal_key_pairs, phash_pairs, sscd_pairs
+from dedup.detectors import caption_pairs, equal_key_pairs, pdq_pairs, phash_pairs, sscd_pairs
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
@@ -22,7 +22,7 @@ def enabled_detectors(config: DedupConfig) -> list[str]:
     names = []
     if config.exact.enabled:
         names += [n for n, on in (("sha256", config.exact.sha256), ("pixels", config.exact.pixels)) if on]
-    names += [n for n in ("minhash", "phash", "sscd") if getattr(config, n).enabled]
+    names += [n for n in ("minhash", "phash", "sscd", "pdq") if getattr(config, n).enabled]
     return names
 
 
@@ -66,6 +66,7 @@ def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work:
         "minhash": lambda: caption_pairs(config.minhash, files, index, work),
         "phash": lambda: phash_pairs(config.phash, config.search, files, index),
         "sscd": lambda: sscd_pairs(config.sscd, config.search, files, index),
+        "pdq": lambda: pdq_pairs(config.pdq, config.search, files, index),
     }
     found, stats = [], {}
     for name in enabled_detectors(config):

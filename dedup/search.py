@@ -132,3 +132,28 @@ def binary_pairs(codes: np.ndarray, max_distance: int, config: SearchConfig,
             out_b.append(ids.astype(np.int64))
             out_s.append(1.0 - dist.astype(np.float32) / bits)
     return _pairs(out_a, out_b, out_s)
+
+
+def region_pairs(index_codes: np.ndarray, index_owner: np.ndarray, query_codes: np.ndarray,
+                 query_owner: np.ndarray, max_distance: int, config: SearchConfig) -> tuple[np.ndarray, ...]:
+    """(a, b, 1 - hamming/bits) between owners (samples) of several codes each, a < b.
+
+    Every query code is range-searched among ``index_codes`` (exact up to ``exact_max`` codes, IVF
+    beyond); a hit between two codes of one owner is no pair, and a pair of owners keeps its best
+    (closest) code match. Memory: the index and one query batch of hits.
+    """
+    if len(index_codes) < 2 or len(query_codes) == 0:
+        return _pairs([], [], [])
+    bits = index_codes.shape[1] * 8
+    index = build_binary_index(index_codes, config)
+    out_a, out_b, out_s = [], [], []
+    for start in range(0, len(query_codes), config.query_batch):
+        batch = np.ascontiguousarray(query_codes[start:start + config.query_batch], dtype=np.uint8)
+        lims, dist, ids = index.range_search(batch, max_distance + 1)  # strictly below the radius
+        a = np.repeat(query_owner[start:start + len(batch)], np.diff(lims.astype(np.int64)))
+        b = index_owner[ids.astype(np.int64)]
+        other = a != b
+        out_a.append(a[other])
+        out_b.append(b[other])
+        out_s.append(1.0 - dist[other].astype(np.float32) / bits)
+    return _pairs(out_a, out_b, out_s)

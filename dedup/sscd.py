@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from dedup.config import SscdConfig
-from manifests.images import decode_rgb
+from dedup.content import content_images
 from manifests import schema as col
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+BLANK_LEVELS = (255, 0, 128)  # white, black, grey: what a near-blank image's descriptor sits next to
 
 
 def build_model(config: SscdConfig) -> Any:
@@ -136,11 +138,14 @@ def preprocess(img: Any, size: int) -> np.ndarray:
 class SscdEmbedder:
     """Score stage: reads ``image``, writes ``sscd_embedding`` (512 little-endian float32 as bytes, L2-normalised).
 
-    An image that does not decode gets a null. Images are batched by shape after the resize.
+    Embeds the content region (``content_box``), and writes ``sscd_blank_similarity``: the largest
+    cosine with the descriptors of blank white, black and grey images, which the dedup phase uses to
+    refuse pairs of two near-blank images. An image that does not decode gets a null. Images are
+    batched by shape after the resize.
     """
 
     reads = (col.IMAGE,)
-    writes = (col.SSCD_EMBEDDING,)
+    writes = (col.SSCD_EMBEDDING, col.SSCD_BLANK_SIMILARITY)
 
     def __init__(self, config: SscdConfig) -> None:
         import torch
@@ -149,6 +154,8 @@ class SscdEmbedder:
         self.device = "cuda" if config.device == "auto" and torch.cuda.is_available() else (
             "cpu" if config.device == "auto" else config.device)
         self.model = load(config, self.device)
+        size = config.image_size
+        self.blank = self.embed([preprocess(Image.new("RGB", (size, size), (v, v, v)), size) for v in BLANK_LEVELS])
 
     def embed(self, arrays: list[np.ndarray]) -> np.ndarray:
         torch = self.torch
@@ -158,9 +165,9 @@ class SscdEmbedder:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = np.empty(len(batch[col.IMAGE]), dtype=object)
+        blank = np.full(len(out), np.nan, dtype=np.float32)
         by_shape: dict[tuple, list[tuple[int, np.ndarray]]] = defaultdict(list)
-        for i, data in enumerate(batch[col.IMAGE]):
-            img = decode_rgb(data)
+        for i, img in enumerate(content_images(batch)):
             if img is not None:
                 x = preprocess(img, self.config.image_size)
                 by_shape[x.shape].append((i, x))
@@ -168,5 +175,6 @@ class SscdEmbedder:
             vectors = self.embed([x for _, x in items])
             for (i, _), v in zip(items, vectors):
                 out[i] = v.astype("<f4").tobytes()
-        batch[col.SSCD_EMBEDDING] = out
+                blank[i] = float((self.blank @ v).max())
+        batch[col.SSCD_EMBEDDING], batch[col.SSCD_BLANK_SIMILARITY] = out, blank
         return batch

@@ -15,10 +15,12 @@ from pipelines.config import ConfigError, RunConfig, StageResources
 
 # Columns every score batch starts with (see phases.staged_dataset).
 BATCH_COLUMNS = (col.SAMPLE_ID, col.IMAGE, col.CAPTION)
+BATCH_COLUMNS += (col.CONTENT_BOX,)  # "left,top,width,height" bytes or None: descriptors hash this box
 
 # Every stage name a resources.stages entry may use (enabled or not); tests/test_config.py checks it
 # against the stages a config with everything enabled builds.
 STAGE_NAMES = ("clip", "aesthetic", "nsfw", "pixel_hash", "phash", "minhash", "sscd", "blip2", "llava")
+STAGE_NAMES += ("pdq",)
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,14 @@ def dedup_stages(config: RunConfig) -> list[StageSpec]:
     from dedup.phash import PerceptualHasher
     from dedup.pixels import PixelHasher
     from dedup.sscd import SscdEmbedder
+    from dedup.pdq import PdqHasher
 
     d = config.dedup
     wanted = [("pixel_hash", PixelHasher, d.exact, d.exact.enabled and d.exact.pixels),
               ("phash", PerceptualHasher, d.phash, d.phash.enabled),
               ("minhash", CaptionMinHasher, d.minhash, d.minhash.enabled),
-              ("sscd", SscdEmbedder, d.sscd, d.sscd.enabled)]
+              ("sscd", SscdEmbedder, d.sscd, d.sscd.enabled),
+              ("pdq", PdqHasher, d.pdq, d.pdq.enabled)]
     return [_spec(config, name, cls, section) for name, cls, section, on in wanted if on]
 
 

@@ -1,0 +1,98 @@
+"""PDQ (Meta's 256-bit perceptual hash, via ``pdqhash``) of several regions per image, with its quality.
+
+Pure functions of an RGB uint8 array (the content region, see ``dedup.content``): ``region_codes``
+gives the codes the dedup phase indexes (the full region in its 8 dihedral variants, then one centre
+crop per ``regions`` fraction) and each region's PDQ quality. The hex form is PDQ's: bit i of the
+hash vector is the i-th bit, most significant first (ThreatExchange's ``pdq`` strings).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pdqhash
+
+from dedup.config import PdqConfig
+from dedup.content import centre_crop, content_images
+from dedup.verify import orb_features
+from manifests import schema as col
+
+CODE_BYTES = 32
+
+
+def pdq(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """(32-byte code, quality 0-100) of one RGB uint8 array: ``pdqhash.compute`` packed MSB first."""
+    bits, quality = pdqhash.compute(np.ascontiguousarray(rgb, dtype=np.uint8))
+    return np.packbits(bits.astype(np.uint8)), int(quality)
+
+
+def pdq_dihedral(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """(8 x 32-byte codes, quality): identity, rot90, rot180, rot270, flip x, flip y, transpose, antitranspose."""
+    vectors, quality = pdqhash.compute_dihedral(np.ascontiguousarray(rgb, dtype=np.uint8))
+    return np.packbits(np.stack(vectors).astype(np.uint8), axis=1), int(quality)
+
+
+def to_hex(code: np.ndarray) -> str:
+    return code.tobytes().hex()
+
+
+def variants(config: PdqConfig) -> int:
+    """Codes of the full region in ``pdq_codes``: 8 with ``dihedral``, else 1."""
+    return 8 if config.dihedral else 1
+
+
+def row_width(config: PdqConfig) -> int:
+    """Bytes of one ``pdq_codes`` row: a quality byte per crop region, then every code."""
+    return len(config.regions) + CODE_BYTES * (variants(config) + len(config.regions))
+
+
+def region_codes(rgb: np.ndarray, config: PdqConfig) -> tuple[np.ndarray, int, tuple[np.ndarray, np.ndarray]]:
+    """(full-region codes (V, 32), full quality, (crop codes (R, 32), crop qualities (R,))) of one image."""
+    if config.dihedral:
+        full, quality = pdq_dihedral(rgb)
+    else:
+        code, quality = pdq(rgb)
+        full = code[None]
+    crops = [pdq(centre_crop(rgb, f)) for f in config.regions]
+    crop_codes = np.stack([c for c, _ in crops]) if crops else np.empty((0, CODE_BYTES), np.uint8)
+    return full, quality, (crop_codes, np.array([q for _, q in crops], dtype=np.uint8))
+
+
+def pack_row(full: np.ndarray, crop_codes: np.ndarray, crop_quality: np.ndarray) -> bytes:
+    """One ``pdq_codes`` value: crop qualities (1 byte each), full-region codes, crop codes."""
+    return crop_quality.astype(np.uint8).tobytes() + full.astype(np.uint8).tobytes() + crop_codes.tobytes()
+
+
+def unpack_rows(rows: np.ndarray, full_quality: np.ndarray, config: PdqConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(n, row_width) uint8 rows + full-region qualities -> codes (n, V + R, 32) and per-code quality (n, V + R)."""
+    r, v = len(config.regions), variants(config)
+    codes = rows[:, r:].reshape(len(rows), v + r, CODE_BYTES)
+    quality = np.concatenate([np.repeat(full_quality[:, None], v, axis=1), rows[:, :r]], axis=1)
+    return codes, quality
+
+
+class PdqHasher:
+    """Score stage: reads ``image`` (and ``content_box``), writes ``pdq_hash`` (hex PDQ of the content
+    region), ``pdq_quality`` (0-100), the ``pdq_codes`` artefact (every indexed region's code and
+    quality) and, with ``verify.enabled``, ``orb_features`` for geometric verification (else null).
+    An image that does not decode gets nulls."""
+
+    reads = (col.IMAGE,)
+    writes = (col.PDQ_HASH, col.PDQ_QUALITY, col.PDQ_CODES, col.ORB_FEATURES)
+
+    def __init__(self, config: PdqConfig) -> None:
+        self.config = config
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch[col.IMAGE])
+        out = {c: np.full(n, None, dtype=object) for c in self.writes}
+        for i, img in enumerate(content_images(batch)):
+            if img is None:
+                continue
+            rgb = np.asarray(img)
+            full, quality, (crop_codes, crop_quality) = region_codes(rgb, self.config)
+            out[col.PDQ_HASH][i], out[col.PDQ_QUALITY][i] = to_hex(full[0]), quality
+            out[col.PDQ_CODES][i] = pack_row(full, crop_codes, crop_quality)
+            if self.config.verify.enabled:
+                out[col.ORB_FEATURES][i] = orb_features(rgb, self.config.verify.features)
+        batch.update(out)
+        return batch
