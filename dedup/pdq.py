@@ -26,9 +26,18 @@ def pdq(rgb: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def pdq_dihedral(rgb: np.ndarray) -> tuple[np.ndarray, int]:
-    """(8 x 32-byte codes, quality): identity, rot90, rot180, rot270, flip x, flip y, transpose, antitranspose."""
-    vectors, quality = pdqhash.compute_dihedral(np.ascontiguousarray(rgb, dtype=np.uint8))
-    return np.packbits(np.stack(vectors).astype(np.uint8), axis=1), int(quality)
+    """(8 x 32-byte codes, quality): the image and its mirror, each at 0, 90, 180 and 270 degrees.
+
+    ``pdqhash.compute_dihedral`` derives the variants from one DCT; its mirror lands 20-30 bits from
+    the hash of an actual mirrored copy (JPEG included), too close to the match distance 31 to find
+    flips reliably. The image and its mirror are hashed directly, and each one's rotations derived.
+    """
+    codes, quality = [], 0
+    for k, array in enumerate((rgb, rgb[:, ::-1])):
+        vectors, q = pdqhash.compute_dihedral(np.ascontiguousarray(array, dtype=np.uint8))
+        codes += vectors[:4]  # as is, rot90, rot180, rot270
+        quality = q if k == 0 else quality
+    return np.packbits(np.stack(codes).astype(np.uint8), axis=1), int(quality)
 
 
 def to_hex(code: np.ndarray) -> str:
