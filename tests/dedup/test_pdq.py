@@ -110,3 +110,34 @@ def test_a_centre_crop_is_found_with_regions_and_missed_without(tmp_path, photo)
         found[regions] = pdq_pairs(config, SEARCH, files, index)
     assert found[(0.8, 0.64)].height == 1 and found[(0.8, 0.64)]["similarity"][0] >= 0.95
     assert found[()].is_empty()
+
+
+def test_geometric_verification_accepts_edited_copies_and_refuses_other_pictures(photo):
+    from dedup.config import VerifyConfig
+    from dedup.verify import orb_features, pair_inliers
+
+    config = VerifyConfig(enabled=True)
+    rgb = np.asarray(photo)
+    other = np.asarray(load_photos()["coffee"][0].resize(photo.size))
+    features = {name: orb_features(a, config.features) for name, a in {
+        "photo": rgb, "crop": centre_crop(rgb, 0.7), "flip": np.ascontiguousarray(rgb[:, ::-1]),
+        "rotated": np.asarray(photo.rotate(5, resample=Image.Resampling.BICUBIC)), "other": other}.items()}
+    for copy in ("crop", "flip", "rotated"):
+        assert pair_inliers(features["photo"], features[copy], config) >= config.min_inliers, copy
+    assert pair_inliers(features["photo"], features["other"], config) < config.min_inliers
+
+
+def test_sscd_refuses_pairs_of_two_near_blank_images(tmp_path):
+    from dedup.config import SscdConfig
+    from dedup.detectors import sscd_pairs
+    from dedup.sscd import SscdEmbedder
+
+    config = SscdConfig(enabled=True, random_init=True, layers=(1, 1, 1, 1), init_planes=8, dims=32,
+                        image_size=64, device="cpu", threshold=0.5)
+    blanks = [png(Image.new("RGB", (80, 60), c)) for c in ((250, 250, 250), (245, 245, 245))]
+    batch = SscdEmbedder(config)(batch_of(blanks))
+    assert (batch[col.SSCD_BLANK_SIMILARITY] > 0.9).all()
+    files = score_file(tmp_path, batch, [col.SSCD_EMBEDDING, col.SSCD_BLANK_SIMILARITY])
+    index = SampleIndex.of(pl.Series(["0000", "0001"]))
+    assert sscd_pairs(config, SEARCH, files, index).is_empty()
+    assert sscd_pairs(config.model_copy(update={"max_blank_similarity": 1.0}), SEARCH, files, index).height == 1
