@@ -50,9 +50,10 @@ METHODS = {
     "phash": {"phash": {"enabled": True}},
     "pdq": {"pdq": {"enabled": True, "regions": []}},
     "pdq_regions": {"pdq": {"enabled": True}},
+    # Pairs beyond the PDQ threshold, up to distance 64, count when ORB + RANSAC verifies them.
     "pdq_verify": {"pdq": {"enabled": True, "verify": {"enabled": True}}},
-    # Verification lets the hash look further: distance 48 of 256, every candidate verified.
-    "pdq_verify48": {"pdq": {"enabled": True, "threshold": 1 - 48 / 256, "verify": {"enabled": True}}},
+    # Every pair verified, the near ones too: what verification removes, and what it loses.
+    "pdq_verify_all": {"pdq": {"enabled": True, "verify": {"enabled": True, "verify_all": True}}},
 }
 
 
@@ -134,8 +135,10 @@ def pairs_with_urls(run_dir: Path) -> pl.DataFrame:
 def method_result(run_dir: Path, labels: dict, base_url: str, method: str, config) -> dict:
     pairs = pairs_with_urls(run_dir).with_columns(pl.col("url_a").str.strip_prefix(base_url),
                                                   pl.col("url_b").str.strip_prefix(base_url))
-    detector = "phash" if method == "phash" else "pdq"
-    image = evaluate(pairs.filter(pl.col("detector") == detector), labels, getattr(config.dedup, detector).threshold)
+    thresholds = config.dedup.thresholds()
+    image = evaluate(pairs.filter(pl.col("detector").is_in(["phash", "pdq", "pdq_verified"])).filter(
+        pl.col("similarity") >= pl.col("detector").replace_strict(thresholds, return_dtype=pl.Float64) - 1e-6),
+        labels, 0.0)
     exact = evaluate(pairs.filter(pl.col("detector").is_in(["sha256", "pixels"])), labels, 1.0)
     manifest = pl.read_parquet(run_dir / "manifest.parquet")
     quality = manifest["pdq_quality"] if "pdq_quality" in manifest.columns else None
@@ -155,7 +158,8 @@ def sweep(run_dir: Path, labels: dict, base_url: str, config) -> list[dict]:
     urls = dict(manifest.iter_rows())
     out = []
     for quality in (0, 30, 50, 70):
-        pdq = config.dedup.pdq.model_copy(update={"min_quality": quality, "store_threshold": 1 - 48 / 256,
+        pdq = config.dedup.pdq.model_copy(update={"min_quality": quality, "threshold": 1 - 48 / 256,
+                                                  "store_threshold": None, "regions": (0.8, 0.64),
                                                   "verify": config.dedup.pdq.verify.model_copy(update={"enabled": False})})
         pairs = pdq_pairs(pdq, config.dedup.search, files, index)
         pairs = pairs.with_columns(pl.col("sample_a").replace_strict(urls).str.strip_prefix(base_url).alias("url_a"),

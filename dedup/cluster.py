@@ -19,6 +19,7 @@ KEPT_SAMPLE_ID, SIMILARITY = col.KEPT_SAMPLE_ID, col.SIMILARITY
 RESOLUTION = "resolution"
 KIND_OF_DETECTOR = {"sha256": "exact", "pixels": "exact", "minhash": "caption", "phash": "image", "sscd": "image"}
 KIND_OF_DETECTOR["pdq"] = "image"
+KIND_OF_DETECTOR["pdq_verified"] = "image"  # beyond the PDQ threshold, kept by geometric verification
 # A dropped sample is explained by its strongest link: identical beats same picture beats same caption.
 _KIND_RANK = {"exact": 0, "image": 1, "caption": 2}
 

@@ -136,14 +136,23 @@ class KeepConfig(StrictModel):
 
 
 class VerifyConfig(StrictModel):
-    """Geometric verification of candidate image pairs: ORB keypoints matched (Lowe's ratio test), then a
-    RANSAC homography; a pair counts when at least ``min_inliers`` matches agree on one transform."""
+    """Geometric verification of candidate PDQ pairs: ORB keypoints matched (Lowe's ratio test), then a
+    RANSAC homography; a pair passes when at least ``min_inliers`` matches agree on one plausible transform.
+
+    Verification lets the hash look further than its threshold: pairs between the PDQ threshold and
+    ``max_distance`` count when verified (detector ``pdq_verified``): crops and rotations the hash alone
+    misses. ``verify_all`` also verifies the pairs within the threshold, which removes look-alikes but
+    loses the copies ORB finds no keypoints in (blurred, low-contrast pictures).
+    """
 
     enabled: bool = False
     features: int = Field(300, ge=16, le=5000, description="ORB keypoints per image (content region)")
     ratio: float = Field(0.8, gt=0, lt=1, description="Lowe's ratio test on the two nearest descriptors")
-    min_inliers: int = Field(12, ge=4, description="RANSAC homography inliers for a pair to count")
+    min_inliers: int = Field(20, ge=4, description="RANSAC homography inliers for a pair to pass; distinct "
+                                                   "repetitive pictures (stripes, text) reach ~60, copies 100+")
     reprojection_px: float = Field(5.0, gt=0, description="RANSAC inlier distance, in content pixels")
+    max_distance: int = Field(64, ge=0, le=128, description="PDQ Hamming distance up to which verified pairs count")
+    verify_all: bool = Field(False, description="verify the pairs within the PDQ threshold too")
 
 
 class PdqConfig(_Detector):
@@ -183,5 +192,6 @@ class DedupConfig(StrictModel):
     def thresholds(self) -> dict[str, float]:
         """Decision threshold per detector, as ``cluster()`` takes them."""
         return {"sha256": 1.0, "pixels": 1.0, "minhash": self.minhash.threshold,
-                "phash": self.phash.threshold, "sscd": self.sscd.threshold, "pdq": self.pdq.threshold}
+                "phash": self.phash.threshold, "sscd": self.sscd.threshold, "pdq": self.pdq.threshold,
+                "pdq_verified": 1.0 - self.pdq.verify.max_distance / 256}
 

@@ -96,19 +96,31 @@ def pdq_codes(config: PdqConfig, files: list[Path], index: SampleIndex) -> tuple
 
 
 def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index: SampleIndex) -> pl.DataFrame:
-    """Every usable region code in one binary index; the un-rotated codes of every region query it."""
+    """Every usable region code in one binary index; the un-rotated codes of every region query it.
+
+    With ``verify``, pairs up to ``verify.max_distance`` are found and those beyond the threshold count
+    (detector ``pdq_verified``) only when ORB + RANSAC verifies them; with ``verify_all`` every pair must.
+    """
     pos, codes, usable = pdq_codes(config, files, index)
     if len(pos) < 2:
         return pl.DataFrame(schema=PAIRS_SCHEMA)
     owner = np.broadcast_to(np.arange(len(pos))[:, None], usable.shape)
     queried = usable.copy()
     queried[:, 1:variants(config)] = False  # rotated copies of the full region are matched in the index only
-    max_distance = math.floor((1.0 - config.stored_from) * 256 + 1e-9)
-    a, b, sim = region_pairs(codes[usable], owner[usable], codes[queried], owner[queried], max_distance, search)
-    if config.verify.enabled and len(a):
-        keep = verified(files, index, pos[a], pos[b], config)
-        a, b, sim = a[keep], b[keep], sim[keep]
-    return named_pairs(index, pos[a], pos[b], sim, "pdq")
+    near_distance = math.floor((1.0 - config.stored_from) * 256 + 1e-9)
+    verify = config.verify
+    radius = max(near_distance, verify.max_distance) if verify.enabled else near_distance
+    a, b, sim = region_pairs(codes[usable], owner[usable], codes[queried], owner[queried], radius, search)
+    near = sim >= 1.0 - near_distance / 256 - 1e-6
+    if not verify.enabled:
+        return named_pairs(index, pos[a], pos[b], sim, "pdq")
+    check = ~near | verify.verify_all
+    passed = np.zeros(len(a), dtype=bool)
+    if check.any():
+        passed[check] = verified(files, index, pos[a[check]], pos[b[check]], config)
+    keep_near, far = near & (passed | ~verify.verify_all), ~near & passed
+    return pl.concat([named_pairs(index, pos[a[keep_near]], pos[b[keep_near]], sim[keep_near], "pdq"),
+                      named_pairs(index, pos[a[far]], pos[b[far]], sim[far], "pdq_verified")])
 
 
 def verified(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray, config: PdqConfig) -> np.ndarray:

@@ -55,8 +55,20 @@ def inliers(a: np.ndarray, b: np.ndarray, config: VerifyConfig) -> int:
         return 0
     src = a["xy"][[m.queryIdx for m in good]].reshape(-1, 1, 2)
     dst = b["xy"][[m.trainIdx for m in good]].reshape(-1, 1, 2)
-    _, mask = cv2.findHomography(src, dst, cv2.RANSAC, config.reprojection_px)
-    return 0 if mask is None else int(mask.sum())
+    homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, config.reprojection_px)
+    if mask is None or not plausible(homography):
+        return 0
+    return int(mask.sum())
+
+
+def plausible(homography: np.ndarray) -> bool:
+    """A copy's transform keeps orientation and scales area by 1/16..16; stripes and text otherwise
+    "match" through degenerate transforms that squash the picture onto a line."""
+    if homography is None or abs(homography[2, 2]) < 1e-9:
+        return False
+    affine = homography[:2, :2] / homography[2, 2]
+    det = float(np.linalg.det(affine))
+    return 1 / 16 <= det <= 16 and float(np.abs(homography[2, :2]).max()) < 0.01
 
 
 def pair_inliers(a: bytes, b: bytes, config: VerifyConfig) -> int:
