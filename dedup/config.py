@@ -13,7 +13,13 @@ Defaults:
 - phash: 64-bit DCT pHash of the image and of its mirror, Hamming distance <= 10 (similarity >= 0.84375);
   the closest two distinct bundled photos are 20 apart. pHash survives re-encodes, rescales, flips and
   colour changes, not much cropping or rotation: those are what SSCD is for.
-- sscd: sscd_disc_mixup, cosine >= 0.75 (the SSCD authors' 90%-precision point on DISC2021).
+- sscd: sscd_disc_mixup, cosine >= 0.75 (the SSCD authors' 90%-precision point on DISC2021); pairs of
+  two near-blank images (cosine >= 0.9 with a blank image's descriptor) are refused.
+- pdq: the default image detector (the demo's): 256-bit PDQ of the content region, Hamming distance
+  <= 31 (PDQ's reference point), regions = the full image in 8 flips/rot90s + centre crops at 0.8 and
+  0.64 of each side; images with PDQ quality < 50 (flat colours, gradients) get no perceptual pair.
+  On bench/neardup_eval.py: precision 0.998 (the only false pairs: one shape in two colours), recall
+  0.95 over the main edits; pHash: 0.986 and 0.75. Memory: 10 codes x 32 bytes per sample in the index.
 """
 
 from __future__ import annotations

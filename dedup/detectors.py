@@ -118,7 +118,8 @@ def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index:
     passed = np.zeros(len(a), dtype=bool)
     if check.any():
         passed[check] = verified(files, index, pos[a[check]], pos[b[check]], config)
-    keep_near, far = near & (passed | ~verify.verify_all), ~near & passed
+    keep_near = near & passed if verify.verify_all else near
+    far = ~near & passed
     return pl.concat([named_pairs(index, pos[a[keep_near]], pos[b[keep_near]], sim[keep_near], "pdq"),
                       named_pairs(index, pos[a[far]], pos[b[far]], sim[far], "pdq_verified")])
 

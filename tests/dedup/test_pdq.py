@@ -141,3 +141,9 @@ def test_sscd_refuses_pairs_of_two_near_blank_images(tmp_path):
     index = SampleIndex.of(pl.Series(["0000", "0001"]))
     assert sscd_pairs(config, SEARCH, files, index).is_empty()
     assert sscd_pairs(config.model_copy(update={"max_blank_similarity": 1.0}), SEARCH, files, index).height == 1
+
+
+@pytest.mark.parametrize("mode", ["keep_ratio", "center_crop", "no"])
+def test_unpadded_modes_record_the_whole_staged_image_as_content(photo, mode):
+    staged = stage_image(png(photo.resize((200, 120))), CrawlConfig(image_size=96, resize_mode=mode))
+    assert staged.content_box == (0, 0, staged.width, staged.height)
