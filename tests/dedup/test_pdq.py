@@ -147,3 +147,16 @@ def test_sscd_refuses_pairs_of_two_near_blank_images(tmp_path):
 def test_unpadded_modes_record_the_whole_staged_image_as_content(photo, mode):
     staged = stage_image(png(photo.resize((200, 120))), CrawlConfig(image_size=96, resize_mode=mode))
     assert staged.content_box == (0, 0, staged.width, staged.height)
+
+
+def test_verification_admits_a_rotated_copy_beyond_the_hash_threshold(tmp_path, photo):
+    rotated = photo.rotate(3, resample=Image.Resampling.BICUBIC)  # PDQ distance 54 of 256
+    other = load_photos()["coffee"][0].resize(photo.size)
+    index = SampleIndex.of(pl.Series(["0000", "0001", "0002"]))
+    config = PdqConfig(enabled=True, verify={"enabled": True})
+    batch = PdqHasher(config)(batch_of([png(photo), png(rotated), png(other)]))
+    files = score_file(tmp_path, batch, [col.PDQ_QUALITY, col.PDQ_CODES, col.ORB_FEATURES])
+    assert pdq_pairs(config.model_copy(update={"verify": config.verify.model_copy(update={"enabled": False})}),
+                     SEARCH, files, index).is_empty()  # beyond PDQ's distance 31
+    found = pdq_pairs(config, SEARCH, files, index)
+    assert found.select("sample_a", "sample_b", "detector").rows() == [("0000", "0001", "pdq_verified")]
