@@ -110,7 +110,8 @@ def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index:
     near_distance = math.floor((1.0 - config.stored_from) * 256 + 1e-9)
     verify = config.verify
     radius = max(near_distance, verify.max_distance) if verify.enabled else near_distance
-    a, b, sim = region_pairs(codes[usable], owner[usable], codes[queried], owner[queried], radius, search)
+    a, b, sim = region_pairs(codes[usable], owner[usable], codes[queried], owner[queried], radius, search,
+                             near_distance)
     near = sim >= 1.0 - near_distance / 256 - 1e-6
     if not verify.enabled:
         return named_pairs(index, pos[a], pos[b], sim, "pdq")
