@@ -50,7 +50,7 @@ METHODS = {
     "phash": {"phash": {"enabled": True}},
     "pdq": {"pdq": {"enabled": True, "regions": []}},
     "pdq_regions": {"pdq": {"enabled": True}},
-    # Pairs beyond the PDQ threshold, up to distance 64, count when ORB + RANSAC verifies them.
+    # Pairs beyond the PDQ threshold, up to distance 80, count when ORB + RANSAC verifies them.
     "pdq_verify": {"pdq": {"enabled": True, "verify": {"enabled": True}}},
     # Every pair verified, the near ones too: what verification removes, and what it loses.
     "pdq_verify_all": {"pdq": {"enabled": True, "verify": {"enabled": True, "verify_all": True}}},
@@ -170,6 +170,27 @@ def sweep(run_dir: Path, labels: dict, base_url: str, config) -> list[dict]:
     return out
 
 
+def verify_sweep(run_dir: Path, labels: dict, base_url: str, config) -> list[dict]:
+    """PDQ + regions + verification over (max_distance, min_inliers), from the last run's score files."""
+    from dedup.artefacts import SampleIndex
+    from dedup.detectors import pdq_pairs
+
+    files = sorted((run_dir / "score" / "scores").glob("*.parquet"))
+    manifest = pl.read_parquet(run_dir / "manifest.parquet").select("sample_id", "url")
+    index, urls, out = SampleIndex.of(manifest["sample_id"]), dict(manifest.iter_rows()), []
+    for distance in (48, 64, 80):
+        for inliers in (12, 16, 20, 30):
+            verify = config.dedup.pdq.verify.model_copy(update={"max_distance": distance, "min_inliers": inliers,
+                                                                "verify_all": False})
+            pdq = config.dedup.pdq.model_copy(update={"verify": verify})
+            pairs = pdq_pairs(pdq, config.dedup.search, files, index).with_columns(
+                pl.col("sample_a").replace_strict(urls).str.strip_prefix(base_url).alias("url_a"),
+                pl.col("sample_b").replace_strict(urls).str.strip_prefix(base_url).alias("url_b"))
+            r = evaluate(pairs, labels, 0.0)
+            out.append({"max_distance": distance, "min_inliers": inliers, **{k: v for k, v in r.items() if k != "false"}})
+    return out
+
+
 def print_table(results: dict) -> None:
     cols = ["pairs", "false_pairs", "precision", "precision_recolours_excluded", "recall_main", "recall_crop60",
             "recall_rot5", "recall_crop80_off", "recall_crop60_off", "exact_false", "kept"]
@@ -215,6 +236,8 @@ def main() -> None:
                                "score_s": stats.get("phases", {}).get("score", {}).get("wall_s")}
             results[method] = method_result(work / "run", labels, base_url, method, config)
         swept = sweep(work / "run", labels, base_url, config) if args.sweep and config.dedup.pdq.enabled else []
+        verify_swept = (verify_sweep(work / "run", labels, base_url, config)
+                        if args.sweep and config.dedup.pdq.verify.enabled else [])
     n_orig = sum(e == "original" for _, e in labels.values())
     n_edits = len({e for _, e in labels.values()}) - 2
     print(f"\n{len(files)} images: {n_orig} originals x {n_edits} edits, "
@@ -225,10 +248,16 @@ def main() -> None:
         for s in swept:
             print(f"{s['min_quality']:>6} {s['distance']:>5} {s['pairs']:>6} {s['false_pairs']:>6} {s['precision']:>10} "
                   f"{s['recall_main']:>12} {s['recall_crop60']:>7} {s['recall_rot5']:>5}")
+    if verify_swept:
+        print("\nPDQ + regions + verification sweep\n max_dist  min_inliers  pairs  false  precision  recall_main  "
+              "crop60  rot5")
+        for s in verify_swept:
+            print(f"{s['max_distance']:>9} {s['min_inliers']:>12} {s['pairs']:>6} {s['false_pairs']:>6} "
+                  f"{s['precision']:>10} {s['recall_main']:>12} {s['recall_crop60']:>7} {s['recall_rot5']:>5}")
     out = Path(__file__).resolve().parent / "results" / f"neardup-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"images": len(files), "originals": n_orig, "methods": results, "timings": timings,
-                               "sweep": swept, "run_dir": str(work)}, indent=1))
+                               "sweep": swept, "verify_sweep": verify_swept, "run_dir": str(work)}, indent=1))
     print(f"\nwrote {out}")
 
 

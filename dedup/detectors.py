@@ -126,8 +126,25 @@ def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index:
 
 
 def verified(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray, config: PdqConfig) -> np.ndarray:
-    """Which pairs (run positions) pass geometric verification; reads the keypoints of their samples only."""
-    wanted = np.unique(np.concatenate([a, b]))
+    """Which pairs (run positions) pass geometric verification. Pairs are taken in chunks whose samples
+    number at most ``verify.cache_samples``; each chunk reads the keypoints of its samples only."""
+    passed = np.zeros(len(a), dtype=bool)
+    order = np.lexsort((b, a))
+    start = 0
+    while start < len(order):
+        end, seen = start, set()
+        while end < len(order) and len(seen | {int(a[order[end]]), int(b[order[end]])}) <= config.verify.cache_samples:
+            seen.update((int(a[order[end]]), int(b[order[end]])))
+            end += 1
+        chunk = order[start:end]
+        features = _keypoints(files, index, np.array(sorted(seen)))
+        passed[chunk] = [pair_inliers(features[int(a[i])], features[int(b[i])], config.verify)
+                         >= config.verify.min_inliers for i in chunk]
+        start = end
+    return passed
+
+
+def _keypoints(files: list[Path], index: SampleIndex, wanted: np.ndarray) -> dict[int, bytes]:
     features: dict[int, bytes] = {}
     for ids, values in iter_column(files, col.ORB_FEATURES):
         pos = index.positions(ids)
@@ -136,5 +153,4 @@ def verified(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray
     if len(features) < len(wanted):
         raise RuntimeError("dedup.pdq.verify is on but the score phase wrote no orb_features for some samples: "
                            "re-run the score phase with dedup.pdq.verify.enabled=true")
-    return np.array([pair_inliers(features[int(x)], features[int(y)], config.verify) >= config.verify.min_inliers
-                     for x, y in zip(a, b)], dtype=bool)
+    return features

@@ -160,3 +160,15 @@ def test_verification_admits_a_rotated_copy_beyond_the_hash_threshold(tmp_path, 
                      SEARCH, files, index).is_empty()  # beyond PDQ's distance 31
     found = pdq_pairs(config, SEARCH, files, index)
     assert found.select("sample_a", "sample_b", "detector").rows() == [("0000", "0001", "pdq_verified")]
+
+
+def test_verification_in_chunks_gives_the_same_pairs(tmp_path, photo):
+    images = [photo, photo.rotate(3, resample=Image.Resampling.BICUBIC), photo.rotate(-3, resample=Image.Resampling.BICUBIC),
+              load_photos()["coffee"][0].resize(photo.size)]
+    index = SampleIndex.of(pl.Series([f"{i:04d}" for i in range(len(images))]))
+    config = PdqConfig(enabled=True, verify={"enabled": True})
+    batch = PdqHasher(config)(batch_of([png(img) for img in images]))
+    files = score_file(tmp_path, batch, [col.PDQ_QUALITY, col.PDQ_CODES, col.ORB_FEATURES])
+    whole = pdq_pairs(config, SEARCH, files, index)
+    small = config.model_copy(update={"verify": config.verify.model_copy(update={"cache_samples": 2})})
+    assert pdq_pairs(small, SEARCH, files, index).equals(whole) and whole.height >= 2
