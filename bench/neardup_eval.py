@@ -194,7 +194,8 @@ def verify_sweep(run_dir: Path, labels: dict, base_url: str, config) -> list[dic
 def print_table(results: dict) -> None:
     cols = ["pairs", "false_pairs", "precision", "precision_recolours_excluded", "recall_main", "recall_crop60",
             "recall_rot5", "recall_crop80_off", "recall_crop60_off", "exact_false", "kept"]
-    print(f"{'method':<14}" + "".join(f"{c[:13]:>14}" for c in cols))
+    short = {c: c.replace("recall_", "R_").replace("precision_recolours_excluded", "prec_no_recol") for c in cols}
+    print(f"{'method':<14}" + "".join(f"{short[c][:13]:>14}" for c in cols))
     for name, r in results.items():
         print(f"{name:<14}" + "".join(f"{r[c]!s:>14}" for c in cols))
     edits = list(next(iter(results.values()))["recall_per_edit"])
