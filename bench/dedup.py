@@ -1,6 +1,7 @@
-"""Dedup benchmarks: MinHash signature rate, caption LSH at 1M, float kNN at 1M x 512, pHash search at 1M.
+"""Dedup benchmarks: MinHash signature rate, caption LSH at 1M, float kNN at 1M x 512, pHash search at 1M,
+PDQ descriptor time per image and PDQ region search at 1M codes.
 
-    PYTHONPATH=. python bench/dedup.py [--scale 0.1] [--only minhash,lsh,knn,phash] [--threads 2]
+    PYTHONPATH=. python bench/dedup.py [--scale 0.1] [--only minhash,lsh,knn,phash,pdq] [--threads 2]
 
 Each section runs in its own forked process, so its peak RSS is its own. Prints a table and writes
 bench/results/dedup-<time>.json. --scale multiplies every size (1.0 = the sizes in the issue).
@@ -217,7 +218,77 @@ def bench_phash(scale: float, threads: int) -> dict:
             "flat_measured_queries": q, "peak_rss_mib": peak_rss_mib()}
 
 
+def descriptor_ms(stage, images: list[bytes], repeat: int = 2) -> float:
+    """Milliseconds per image of a score stage on staged JPEG bytes (decode included), best of ``repeat``."""
+    batch = {"image": np.array(images, dtype=object)}
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        stage(dict(batch))
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / len(images)
+
+
+def staged_photos(n: int) -> list[bytes]:
+    """``n`` 256-px JPEGs of the bundled photos (as ingest stages them), cycling through the photos."""
+    from pipelines.corpus import jpeg, load_photos
+
+    photos = [img for img, _ in load_photos().values()]
+    out = []
+    for i in range(n):
+        img = photos[i % len(photos)].copy()
+        img.thumbnail((256, 256))
+        out.append(jpeg(img, 90))
+    return out
+
+
+def bench_pdq(scale: float, threads: int) -> dict:
+    """Descriptor time per image (PDQ + regions + flips, PDQ alone, pHash) and the region search at 1M codes."""
+    import faiss
+
+    from dedup.config import PdqConfig, PHashConfig, VerifyConfig
+    from dedup.pdq import PdqHasher
+    from dedup.phash import PerceptualHasher
+    from dedup.search import build_binary_index, region_pairs
+
+    faiss.omp_set_num_threads(threads)
+    images = staged_photos(max(34, int(200 * scale)))
+    ms = {"phash64_mirror_ms": descriptor_ms(PerceptualHasher(PHashConfig()), images),
+          "pdq_plain_ms": descriptor_ms(PdqHasher(PdqConfig(regions=(), dihedral=False)), images),
+          "pdq_regions_flips_ms": descriptor_ms(PdqHasher(PdqConfig()), images),
+          "pdq_regions_flips_orb_ms": descriptor_ms(PdqHasher(PdqConfig(verify=VerifyConfig(enabled=True))), images)}
+    per_sample, queried = 10, 3  # 8 flips/rot90s + 2 crops indexed; identity + 2 crops query
+    n_codes = int(1_000_000 * scale)
+    samples, planted = n_codes // per_sample, max(100, int(10_000 * scale))
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 256, size=(samples, per_sample, 32), dtype=np.uint8)
+    # A planted copy: its identity code 20 bits (on average) from its original's first crop region.
+    noise = np.packbits(rng.random((planted, 256)) < 20 / 256, axis=1)
+    codes[samples - planted:, 0] = codes[:planted, 8] ^ noise
+    owner = np.repeat(np.arange(samples), per_sample)
+    query_cols = [0, 8, 9]
+    queries, query_owner = codes[:, query_cols].reshape(-1, 32), np.repeat(np.arange(samples), queried)
+    nlist = max(16, int(np.sqrt(n_codes)))
+    config = SearchConfig(exact_max=1, nlist=nlist, nprobe=16, train_sample=50_000, query_batch=65_536)
+    start, cpu = time.perf_counter(), cpu_seconds()
+    a, b, _ = region_pairs(codes.reshape(-1, 32), owner, queries, query_owner, 31, config)
+    ivf_s, ivf_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    found = set(zip(a.tolist(), b.tolist()))
+    dist = np.unpackbits(noise, axis=1).sum(1)
+    within = [(i, samples - planted + i) for i in range(planted) if dist[i] <= 31]
+    flat = build_binary_index(codes.reshape(-1, 32), SearchConfig(exact_max=n_codes))
+    q = min(len(queries), 5_000)
+    start = time.perf_counter()
+    flat.range_search(np.ascontiguousarray(queries[:q]), 32)
+    flat_s = (time.perf_counter() - start) * len(queries) / q
+    return {**ms, "images_timed": len(images), "indexed_codes": n_codes, "samples": samples, "query_codes": len(queries),
+            "bits": 256, "radius": 31, "threads": threads, "ivf_nlist": nlist, "ivf_nprobe": 16,
+            "ivf_wall_s": ivf_s, "ivf_cpu_s": ivf_cpu, "ivf_recall_planted": float(np.mean([p in found for p in within])),
+            "flat_wall_s_extrapolated": flat_s, "flat_measured_queries": q, "peak_rss_mib": peak_rss_mib()}
+
+
 SECTIONS = {"minhash": bench_minhash, "lsh": bench_lsh, "knn": bench_knn, "phash": bench_phash}
+SECTIONS["pdq"] = bench_pdq
 
 
 def _child(name: str, scale: float, threads: int, queue: mp.Queue) -> None:

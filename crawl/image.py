@@ -50,6 +50,7 @@ class Staged:
     height: int | None = None
     original_width: int | None = None
     original_height: int | None = None
+    content_box: tuple[int, int, int, int] | None = None  # (left, top, width, height) of the picture in ``data``
 
 
 def stage_image(data: bytes, config: CrawlConfig) -> Staged:
@@ -84,12 +85,12 @@ def _decode_and_resize(data: bytes, mime: str, config: CrawlConfig) -> Staged:
         img.draft(None, _draft_size(ow, oh, config))  # DCT-domain downscale: a fraction of a full decode
     img.load()
     upright = _EXIF_ORIENTATION not in img.getexif() or img.getexif()[_EXIF_ORIENTATION] == 1
-    out = resize(to_rgb(oriented(img)), config)
+    out, box = resize_with_box(to_rgb(oriented(img)), config)
     if out is img and upright and img.size == (ow, oh) and img.format == _PIL_FORMAT[config.encode_format]:
         # Already the target size, mode and format (an img2dataset shard, a re-ingest): a re-encode would only
         # lose quality, so the bytes are staged as they are.
-        return Staged(Status.SUCCESS, None, data, mime, ow, oh, ow, oh)
-    return Staged(Status.SUCCESS, None, encode(out, config), mime, out.width, out.height, ow, oh)
+        return Staged(Status.SUCCESS, None, data, mime, ow, oh, ow, oh, box)
+    return Staged(Status.SUCCESS, None, encode(out, config), mime, out.width, out.height, ow, oh, box)
 
 
 def oriented(img: Image.Image) -> Image.Image:
@@ -153,10 +154,16 @@ def resize(img: Image.Image, config: CrawlConfig) -> Image.Image:
     """img2dataset's resize modes: keep_ratio and center_crop fit the shorter side, keep_ratio_largest and
     border the longer one; center_crop crops to a square, border pads to one with white. With
     ``resize_only_if_bigger`` an image already small enough is left as it is, unpadded and uncropped."""
+    return resize_with_box(img, config)[0]
+
+
+def resize_with_box(img: Image.Image, config: CrawlConfig) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """``resize`` and the box (left, top, width, height) the picture occupies in its result: the padding
+    of ``border`` is not part of the picture, and perceptual hashes must not see it."""
     mode, s = config.resize_mode, config.image_size
     scale = None if mode == "no" else _scale(*img.size, config)
     if scale is None:
-        return img
+        return img, (0, 0, *img.size)
     w, h = img.size
     if scale != 1.0:
         img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS,
@@ -168,5 +175,5 @@ def resize(img: Image.Image, config: CrawlConfig) -> Image.Image:
     elif mode == "border" and (w, h) != (s, s):
         canvas = Image.new("RGB", (s, s), (255, 255, 255))
         canvas.paste(img, ((s - w) // 2, (s - h) // 2))
-        img = canvas
-    return img
+        return canvas, ((s - w) // 2, (s - h) // 2, w, h)
+    return img, (0, 0, *img.size)

@@ -35,6 +35,9 @@ from manifests.layout import RunLayout
 from manifests.schema import INGEST_SCHEMA, Status
 from manifests.shards import iter_tar, write_tar
 
+CONTENT_COLUMNS = (col.CONTENT_LEFT, col.CONTENT_TOP, col.CONTENT_WIDTH, col.CONTENT_HEIGHT)
+BOX_MEMBER = "box"  # staged tar member "{key}.box": the content box as "left,top,width,height"
+
 Outcome = tuple[dict, tuple[str, dict[str, bytes]] | None]  # (manifest row, staged sample or None)
 
 
@@ -162,6 +165,8 @@ def outcome(identity: dict, fetched: Fetched, crawl: CrawlConfig) -> Outcome:
         col.WIDTH: result.width, col.HEIGHT: result.height,
         col.ORIGINAL_WIDTH: result.original_width, col.ORIGINAL_HEIGHT: result.original_height,
     })
+    if result.content_box is not None:
+        record.update(zip(CONTENT_COLUMNS, result.content_box))
     if result.status != Status.SUCCESS:
         return record, None
     if crawl.provenance:
@@ -169,6 +174,8 @@ def outcome(identity: dict, fetched: Fetched, crawl: CrawlConfig) -> Outcome:
     key = record[col.SAMPLE_ID]
     record[col.MEMBER] = f"{key}.{crawl.encode_format}"
     members = {crawl.encode_format: result.data, "txt": (record.get(col.CAPTION) or "").encode("utf-8")}
+    if result.content_box is not None:  # the score phase reads it beside the image (phases._stage_batch)
+        members[BOX_MEMBER] = ",".join(map(str, result.content_box)).encode("ascii")
     return record, (key, members)
 
 

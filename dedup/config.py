@@ -13,7 +13,15 @@ Defaults:
 - phash: 64-bit DCT pHash of the image and of its mirror, Hamming distance <= 10 (similarity >= 0.84375);
   the closest two distinct bundled photos are 20 apart. pHash survives re-encodes, rescales, flips and
   colour changes, not much cropping or rotation: those are what SSCD is for.
-- sscd: sscd_disc_mixup, cosine >= 0.75 (the SSCD authors' 90%-precision point on DISC2021).
+- sscd: sscd_disc_mixup, cosine >= 0.75 (the SSCD authors' 90%-precision point on DISC2021); pairs of
+  two near-blank images (cosine >= 0.9 with a blank image's descriptor) are refused.
+- pdq: the default image detector (the demo's): 256-bit PDQ of the content region, Hamming distance
+  <= 31 (PDQ's reference point), regions = the full image in 8 flips/rot90s + centre crops at 0.8 and
+  0.64 of each side; images with PDQ quality < 50 (flat colours, gradients) get no perceptual pair.
+  On bench/neardup_eval.py: precision 0.998 (the only false pairs: one shape in two colours), recall
+  0.95 over the main edits; pHash: 0.986 and 0.75. Memory: 10 codes x 32 bytes per sample in the index.
+  ``pdq.verify`` (off by default; on in the demo): pairs to distance 80 count when ORB + RANSAC finds
+  >= 12 inliers; it lifts centred 60% crops from 0 to ~0.6 and 5-degree rotations from 0 to ~0.7.
 """
 
 from __future__ import annotations
@@ -76,6 +84,8 @@ class PHashConfig(_Detector):
 
     bits: Literal[64, 256] = 64
     mirror: bool = Field(True, description="also hash the mirrored image, so left-right flips match")
+    min_quality: int = Field(50, ge=0, le=100, description="gradient quality (PDQ's measure, 0-100) below which an "
+                                                          "image gets no pHash: flat and smooth images all hash alike")
     threshold: float = Field(0.84375, gt=0, le=1, description="1 - hamming/bits; 0.84375 = distance 10 of 64")
 
 
@@ -91,6 +101,10 @@ class SscdConfig(_Detector):
     pool_param: float = Field(3.0, gt=0)
     image_size: int = Field(288, ge=16, description="the short side is resized to this")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_blank_similarity: float = Field(
+        0.9, gt=-1, le=1, description="a pair is refused when both descriptors have at least this cosine with the "
+                                      "descriptor of a blank image (white, black or grey): near-blank images carry "
+                                      "too little to match on (SSCD's authors normalise by a background set)")
 
     @model_validator(mode="after")
     def _weights(self):
@@ -132,6 +146,55 @@ class KeepConfig(StrictModel):
                               "chain distinct pictures into one component, e.g. via a reused caption)")
 
 
+class VerifyConfig(StrictModel):
+    """Geometric verification of candidate PDQ pairs: ORB keypoints matched (Lowe's ratio test), then a
+    RANSAC homography; a pair passes when at least ``min_inliers`` matches agree on one plausible transform.
+
+    Verification lets the hash look further than its threshold: pairs between the PDQ threshold and
+    ``max_distance`` count when verified (detector ``pdq_verified``): crops and rotations the hash alone
+    misses. ``verify_all`` also verifies the pairs within the threshold, which removes look-alikes but
+    loses the copies ORB finds no keypoints in (blurred, low-contrast pictures).
+    """
+
+    enabled: bool = False
+    features: int = Field(300, ge=16, le=5000, description="ORB keypoints per image (content region)")
+    ratio: float = Field(0.8, gt=0, lt=1, description="Lowe's ratio test on the two nearest descriptors")
+    min_inliers: int = Field(12, ge=4, description="RANSAC homography inliers for a pair to pass: distinct "
+                                                   "photos reach 10, words sharing a logo mark 14-31, copies 20-300")
+    reprojection_px: float = Field(5.0, gt=0, description="RANSAC inlier distance, in content pixels")
+    max_distance: int = Field(80, ge=0, le=128, description="PDQ Hamming distance up to which verified pairs "
+                                                            "count; each query code keeps its search.k closest "
+                                                            "candidates beyond the PDQ threshold")
+    cache_samples: int = Field(50_000, ge=2, description="keypoint sets held at once (about 24 KB each); more "
+                                                         "candidates are verified in several passes")
+    verify_all: bool = Field(False, description="verify the pairs within the PDQ threshold too")
+
+
+class PdqConfig(_Detector):
+    """Image near-duplicates by PDQ (Meta's 256-bit perceptual hash with a quality score), searched in a
+    FAISS binary index by Hamming radius over several regions per image.
+
+    ``min_quality``: PDQ's quality is its gradient energy; below it an image (flat colour, gradient,
+    near-blank) carries too little structure to hash, so it gets exact pairs only. ``regions``: centre
+    crops keeping this fraction of each side, indexed beside the full content region, so a cropped copy
+    meets the matching region of its original. ``dihedral``: the 8 flips/rotations by 90 degrees of the
+    full region are indexed too. A pair's similarity is its best region match, 1 - hamming/256.
+    """
+
+    threshold: float = Field(0.87890625, gt=0, le=1, description="1 - hamming/256; 0.8789 = distance 31, "
+                                                                 "PDQ's reference match distance")
+    min_quality: int = Field(50, ge=0, le=100, description="PDQ quality below which a region gets no pairs")
+    regions: tuple[float, ...] = Field((0.8, 0.64), description="centre crops (fraction of each side) indexed too")
+    dihedral: bool = Field(True, description="index the 8 flips/rot90s of the full region")
+    verify: VerifyConfig = VerifyConfig()
+
+    @model_validator(mode="after")
+    def _regions(self):
+        if any(not 0.2 <= r < 1 for r in self.regions):
+            raise ValueError(f"dedup.pdq.regions={self.regions}: each is a fraction of a side in [0.2, 1)")
+        return self
+
+
 class DedupConfig(StrictModel):
     exact: ExactConfig = ExactConfig()
     minhash: MinHashConfig = MinHashConfig()
@@ -139,6 +202,7 @@ class DedupConfig(StrictModel):
     sscd: SscdConfig = SscdConfig()
     search: SearchConfig = SearchConfig()
     keep: KeepConfig = KeepConfig()
+    pdq: PdqConfig = PdqConfig()
 
     def enabled_detectors(self) -> list[str]:
         return [d.name for d in DETECTORS if d.enabled(self)]
@@ -166,5 +230,9 @@ DETECTORS = (
     Detector("minhash", DupKind.CAPTION, lambda d: d.minhash.enabled, lambda d: d.minhash.threshold, True),
     Detector("phash", DupKind.IMAGE, lambda d: d.phash.enabled, lambda d: d.phash.threshold, True),
     Detector("sscd", DupKind.IMAGE, lambda d: d.sscd.enabled, lambda d: d.sscd.threshold, True),
+    Detector("pdq", DupKind.IMAGE, lambda d: d.pdq.enabled, lambda d: d.pdq.threshold, True),
+    # Beyond the PDQ threshold, out to verify.max_distance, a pair counts once ORB + RANSAC verify it.
+    Detector("pdq_verified", DupKind.IMAGE, lambda d: d.pdq.enabled and d.pdq.verify.enabled,
+             lambda d: 1.0 - d.pdq.verify.max_distance / 256, False),
 )
 KIND_OF_DETECTOR = {d.name: d.kind for d in DETECTORS}

@@ -10,10 +10,12 @@ import polars as pl
 
 from dedup.artefacts import SampleIndex, binary_matrix, column_matrix, hex_matrix, iter_column
 from dedup.cluster import DETECTOR, PAIRS_SCHEMA, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
-from dedup.config import MinHashConfig, PHashConfig, SearchConfig, SscdConfig
+from dedup.config import MinHashConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
+from dedup.pdq import row_width, unpack_rows, variants
 from dedup.phash import split_codes
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
-from dedup.search import binary_pairs, float_pairs
+from dedup.search import binary_pairs, float_pairs, region_pairs
+from dedup.verify import pair_inliers
 from manifests import schema as col
 
 
@@ -73,4 +75,82 @@ def sscd_pairs(config: SscdConfig, search: SearchConfig, files: list[Path], inde
     if vectors is None:
         return pl.DataFrame(schema=PAIRS_SCHEMA)
     a, b, sim = float_pairs(vectors, config.stored_from, search)
+    blank_pos, blank = column_matrix(files, col.SSCD_BLANK_SIMILARITY, index, lambda v: v.to_numpy(zero_copy_only=False))
+    if blank is not None:  # scored before the guard existed: no column, no refusal
+        near_blank = np.zeros(len(index), dtype=bool)
+        near_blank[blank_pos] = blank >= config.max_blank_similarity
+        keep = ~(near_blank[pos[a]] & near_blank[pos[b]])
+        a, b, sim = a[keep], b[keep], sim[keep]
     return named_pairs(index, pos[a], pos[b], sim, "sscd")
+
+
+def pdq_codes(config: PdqConfig, files: list[Path], index: SampleIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, codes (n, V + R, 32), usable (n, V + R)): a code is usable when its region's PDQ
+    quality reaches ``min_quality``; a low-information image has no usable code and so no pairs."""
+    pos, rows = column_matrix(files, col.PDQ_CODES, index, lambda v: binary_matrix(v, np.uint8, row_width(config)))
+    if rows is None:
+        return pos, np.empty((0, variants(config) + len(config.regions), 32), np.uint8), np.empty((0, 0), bool)
+    _, quality = column_matrix(files, col.PDQ_QUALITY, index, lambda v: v.to_numpy(zero_copy_only=False))
+    codes, region_quality = unpack_rows(rows, quality.astype(np.int64), config)
+    return pos, codes, region_quality >= config.min_quality
+
+
+def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index: SampleIndex) -> pl.DataFrame:
+    """Every usable region code in one binary index; the un-rotated codes of every region query it.
+
+    With ``verify``, pairs up to ``verify.max_distance`` are found and those beyond the threshold count
+    (detector ``pdq_verified``) only when ORB + RANSAC verifies them; with ``verify_all`` every pair must.
+    """
+    pos, codes, usable = pdq_codes(config, files, index)
+    if len(pos) < 2:
+        return pl.DataFrame(schema=PAIRS_SCHEMA)
+    owner = np.broadcast_to(np.arange(len(pos))[:, None], usable.shape)
+    queried = usable.copy()
+    queried[:, 1:variants(config)] = False  # rotated copies of the full region are matched in the index only
+    near_distance = math.floor((1.0 - config.stored_from) * 256 + 1e-9)
+    verify = config.verify
+    radius = max(near_distance, verify.max_distance) if verify.enabled else near_distance
+    a, b, sim = region_pairs(codes[usable], owner[usable], codes[queried], owner[queried], radius, search,
+                             near_distance)
+    near = sim >= 1.0 - near_distance / 256 - 1e-6
+    if not verify.enabled:
+        return named_pairs(index, pos[a], pos[b], sim, "pdq")
+    check = ~near | verify.verify_all
+    passed = np.zeros(len(a), dtype=bool)
+    if check.any():
+        passed[check] = verified(files, index, pos[a[check]], pos[b[check]], config)
+    keep_near = near & passed if verify.verify_all else near
+    far = ~near & passed
+    return pl.concat([named_pairs(index, pos[a[keep_near]], pos[b[keep_near]], sim[keep_near], "pdq"),
+                      named_pairs(index, pos[a[far]], pos[b[far]], sim[far], "pdq_verified")])
+
+
+def verified(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray, config: PdqConfig) -> np.ndarray:
+    """Which pairs (run positions) pass geometric verification. Pairs are taken in chunks whose samples
+    number at most ``verify.cache_samples``; each chunk reads the keypoints of its samples only."""
+    passed = np.zeros(len(a), dtype=bool)
+    order = np.lexsort((b, a))
+    start = 0
+    while start < len(order):
+        end, seen = start, set()
+        while end < len(order) and len(seen | {int(a[order[end]]), int(b[order[end]])}) <= config.verify.cache_samples:
+            seen.update((int(a[order[end]]), int(b[order[end]])))
+            end += 1
+        chunk = order[start:end]
+        features = _keypoints(files, index, np.array(sorted(seen)))
+        passed[chunk] = [pair_inliers(features[int(a[i])], features[int(b[i])], config.verify)
+                         >= config.verify.min_inliers for i in chunk]
+        start = end
+    return passed
+
+
+def _keypoints(files: list[Path], index: SampleIndex, wanted: np.ndarray) -> dict[int, bytes]:
+    features: dict[int, bytes] = {}
+    for ids, values in iter_column(files, col.ORB_FEATURES):
+        pos = index.positions(ids)
+        for k in np.flatnonzero(np.isin(pos, wanted)):
+            features[int(pos[k])] = values[int(k)].as_py()
+    if len(features) < len(wanted):
+        raise RuntimeError("dedup.pdq.verify is on but the score phase wrote no orb_features for some samples: "
+                           "re-run the score phase with dedup.pdq.verify.enabled=true")
+    return features

@@ -8,14 +8,26 @@ import polars as pl
 from PIL import Image, ImageOps
 
 from dedup.config import PHashConfig
-from manifests.images import DECODED, RgbArray, ensure
 from manifests import schema as col
+from manifests.images import DECODED, RgbArray, ensure
+
+CONTENT = RgbArray(content=True)  # the picture, not the padding ingest added
 
 
 def phash_string(img: Image.Image, hash_size: int, mirror: bool) -> str:
     """Hex pHash; with ``mirror``, then ':' and the hex pHash of the left-right mirrored image."""
     code = str(imagehash.phash(img, hash_size=hash_size))
     return f"{code}:{imagehash.phash(ImageOps.mirror(img), hash_size=hash_size)}" if mirror else code
+
+
+def gradient_quality(img: Image.Image) -> int:
+    """PDQ's quality measure, 0-100, on a 64x64 grey version: the sum of neighbour differences (in
+    percent of full scale) over 90. Flat colours score 0, smooth gradients under 50, photos 100: what
+    is smooth hashes by accident of rounding, so two distinct smooth images share a pHash."""
+    grey = np.asarray(img.convert("L").resize((64, 64), Image.Resampling.BOX), dtype=np.int64)
+    steps = np.abs(np.diff(grey, axis=0)) * 100 // 255
+    steps_x = np.abs(np.diff(grey, axis=1)) * 100 // 255
+    return int(min(100, (steps.sum() + steps_x.sum()) // 90))
 
 
 def split_codes(values: pl.Series) -> tuple[pl.Series, pl.Series | None]:
@@ -26,25 +38,29 @@ def split_codes(values: pl.Series) -> tuple[pl.Series, pl.Series | None]:
 
 
 class PerceptualHasher:
-    """Score stage: reads ``RgbArray`` (the decoded image at its staged size; the decode stage makes it from
-    ``image``), writes ``phash``: hex pHash (64 or 256 bits), with ``mirror`` followed by ':' and the pHash
-    of the mirrored image (a flip is a common re-upload edit that pHash alone misses).
-    Null when the image does not decode."""
+    """Score stage: reads ``RgbArray`` of the content region (the decode stage makes it from ``image`` and
+    ``content_box``), writes ``phash``: hex pHash (64 or 256 bits), with ``mirror`` followed by ':' and the
+    pHash of the mirrored image (a flip is a common re-upload edit that pHash alone misses).
+    Null when the image does not decode or its ``gradient_quality`` is below ``min_quality`` (too little
+    structure to match on)."""
 
     reads = ()
     writes = (col.PHASH,)
 
     @staticmethod
     def needs(config: PHashConfig) -> tuple[RgbArray]:
-        return (RgbArray(),)
+        return (CONTENT,)
 
     def __init__(self, config: PHashConfig) -> None:
         self.hash_size, self.mirror = int(round(config.bits ** 0.5)), config.mirror
+        self.min_quality = config.min_quality
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch = ensure(batch, (RgbArray(),))
+        batch = ensure(batch, (CONTENT,))
         out = np.empty(len(batch[DECODED]), dtype=object)
-        for i, (ok, rgb) in enumerate(zip(batch[DECODED], batch[RgbArray().column])):
-            out[i] = phash_string(Image.fromarray(rgb), self.hash_size, self.mirror) if ok else None
+        for i, (ok, rgb) in enumerate(zip(batch[DECODED], batch[CONTENT.column])):
+            img = Image.fromarray(rgb) if ok else None
+            usable = img is not None and (self.min_quality == 0 or gradient_quality(img) >= self.min_quality)
+            out[i] = phash_string(img, self.hash_size, self.mirror) if usable else None
         batch[col.PHASH] = out
         return batch

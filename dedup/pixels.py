@@ -18,12 +18,13 @@ def pixel_hash(img: Image.Image, size: int) -> str:
 
 
 def need(size: int) -> ResizedArray:
-    return ResizedArray(size, size, int(Image.Resampling.BOX))
+    """The content region (not the padding ingest added) box-resized to ``size`` squared."""
+    return ResizedArray(size, size, int(Image.Resampling.BOX), content=True)
 
 
 class PixelHasher:
-    """Score stage: reads ``ResizedArray`` (the image box-resized to ``canonical_size`` squared; the decode
-    stage makes it from ``image``), writes ``pixel_hash`` (hex sha256 of those RGB bytes); null when the
+    """Score stage: reads ``ResizedArray`` (the content region box-resized to ``canonical_size`` squared; the
+    decode stage makes it from ``image`` and ``content_box``), writes ``pixel_hash`` (hex sha256 of those RGB bytes); null when the
     image does not decode."""
 
     reads = ()

@@ -11,7 +11,7 @@ import polars as pl
 from dedup.artefacts import SampleIndex
 from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster
 from dedup.config import DedupConfig
-from dedup.detectors import caption_pairs, equal_key_pairs, phash_pairs, sscd_pairs
+from dedup.detectors import caption_pairs, equal_key_pairs, pdq_pairs, phash_pairs, sscd_pairs
 from dedup.survivors import ELIGIBLE
 from manifests import schema as col
 from manifests.io import write_parquet
@@ -59,9 +59,10 @@ def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work:
         "minhash": lambda: caption_pairs(config.minhash, files, index, work),
         "phash": lambda: phash_pairs(config.phash, config.search, files, index),
         "sscd": lambda: sscd_pairs(config.sscd, config.search, files, index),
+        "pdq": lambda: pdq_pairs(config.pdq, config.search, files, index),  # pdq_verified pairs too
     }
     found, stats = [], {}
-    for name in config.enabled_detectors():
+    for name in (n for n in config.enabled_detectors() if n in finders):
         start = time.perf_counter()
         pairs = finders[name]()
         found.append(pairs)

@@ -132,3 +132,46 @@ def binary_pairs(codes: np.ndarray, max_distance: int, config: SearchConfig,
             out_b.append(ids.astype(np.int64))
             out_s.append(1.0 - dist.astype(np.float32) / bits)
     return _pairs(out_a, out_b, out_s)
+
+
+def _cap_far(row: np.ndarray, dist: np.ndarray, near: int, k: int) -> np.ndarray:
+    """Which hits to keep: every hit within ``near``, and each query row's ``k`` closest beyond it."""
+    keep = np.ones(len(dist), dtype=bool)
+    far = np.flatnonzero(dist > near)
+    if len(far) <= k:
+        return keep
+    far = far[np.lexsort((dist[far], row[far]))]
+    starts = np.flatnonzero(np.r_[True, row[far][1:] != row[far][:-1]])
+    rank = np.arange(len(far)) - np.repeat(starts, np.diff(np.r_[starts, len(far)]))
+    keep[far[rank >= k]] = False
+    return keep
+
+
+def region_pairs(index_codes: np.ndarray, index_owner: np.ndarray, query_codes: np.ndarray,
+                 query_owner: np.ndarray, max_distance: int, config: SearchConfig,
+                 near_distance: int | None = None) -> tuple[np.ndarray, ...]:
+    """(a, b, 1 - hamming/bits) between owners (samples) of several codes each, a < b.
+
+    Every query code is range-searched among ``index_codes`` (exact up to ``exact_max`` codes, IVF
+    beyond); a hit between two codes of one owner is no pair, and a pair of owners keeps its best
+    (closest) code match. Hits farther than ``near_distance`` (candidates for verification) are kept
+    for each query code's ``config.k`` closest only, so a crowd of look-alikes cannot grow the result
+    past queries x k. Memory: the index, one query batch of hits, and the pairs found.
+    """
+    if len(index_codes) < 2 or len(query_codes) == 0:
+        return _pairs([], [], [])
+    bits = index_codes.shape[1] * 8
+    index = build_binary_index(index_codes, config)
+    out_a, out_b, out_s = [], [], []
+    for start in range(0, len(query_codes), config.query_batch):
+        batch = np.ascontiguousarray(query_codes[start:start + config.query_batch], dtype=np.uint8)
+        lims, dist, ids = index.range_search(batch, max_distance + 1)  # strictly below the radius
+        row = np.repeat(np.arange(len(batch)), np.diff(lims.astype(np.int64)))
+        a, b = query_owner[start + row], index_owner[ids.astype(np.int64)]
+        other = a != b
+        if near_distance is not None and near_distance < max_distance:
+            other &= _cap_far(row, np.where(other, dist, -1), near_distance, config.k)
+        out_a.append(a[other])
+        out_b.append(b[other])
+        out_s.append(1.0 - dist[other].astype(np.float32) / bits)
+    return _pairs(out_a, out_b, out_s)

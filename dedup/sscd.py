@@ -22,6 +22,7 @@ from manifests.images import DECODED, ShortSideArray, ensure
 from manifests import schema as col
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+BLANK_LEVELS = (255, 0, 128)  # white, black, grey: what a near-blank image's descriptor sits next to
 
 
 def build_model(config: SscdConfig) -> Any:
@@ -132,12 +133,15 @@ def preprocess(img: Any, size: int) -> np.ndarray:
 def need(size: int) -> ShortSideArray:
     from PIL import Image
 
-    return ShortSideArray(size, int(Image.Resampling.BILINEAR))
+    return ShortSideArray(size, int(Image.Resampling.BILINEAR), content=True)
 
 
 class SscdEmbedder:
-    """Score stage: reads ``ShortSideArray`` (short side to ``image_size``, bilinear; the decode stage makes
-    it from ``image``), writes ``sscd_embedding`` (512 little-endian float32 as bytes, L2-normalised).
+    """Score stage: reads ``ShortSideArray`` of the content region (short side to ``image_size``, bilinear;
+    the decode stage makes it from ``image`` and ``content_box``), writes ``sscd_embedding`` (512
+    little-endian float32 as bytes, L2-normalised) and ``sscd_blank_similarity``: the largest cosine with
+    the descriptors of blank white, black and grey images, which the dedup phase uses to refuse pairs of
+    two near-blank images.
 
     An image that does not decode gets a null. Images are batched by shape after the resize; each group goes
     to the device as uint8 through pinned memory, is normalised there, and runs channels-last under bf16
@@ -145,7 +149,7 @@ class SscdEmbedder:
     """
 
     reads = ()
-    writes = (col.SSCD_EMBEDDING,)
+    writes = (col.SSCD_EMBEDDING, col.SSCD_BLANK_SIMILARITY)
 
     @staticmethod
     def needs(config: SscdConfig) -> tuple[ShortSideArray]:
@@ -161,6 +165,8 @@ class SscdEmbedder:
         if self.device == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.mean, self.std = (torch.tensor(v, device=self.device).view(1, 3, 1, 1) for v in (MEAN, STD))
+        size = config.image_size
+        self.blank = self.embed([np.full((size, size, 3), v, dtype=np.uint8) for v in BLANK_LEVELS])
 
     def embed(self, arrays: list[np.ndarray]) -> np.ndarray:
         """(N, 512) float32 of same-shape HxWx3 uint8 images."""
@@ -176,6 +182,7 @@ class SscdEmbedder:
         wanted = need(self.config.image_size)
         batch = ensure(batch, (wanted,))
         out = np.empty(len(batch[DECODED]), dtype=object)
+        blank = np.full(len(out), np.nan, dtype=np.float32)
         by_shape: dict[tuple, list[tuple[int, np.ndarray]]] = defaultdict(list)
         for i, (ok, x) in enumerate(zip(batch[DECODED], batch[wanted.column])):
             if ok:
@@ -184,5 +191,6 @@ class SscdEmbedder:
             vectors = self.embed([x for _, x in items])
             for (i, _), v in zip(items, vectors):
                 out[i] = v.astype("<f4").tobytes()
-        batch[col.SSCD_EMBEDDING] = out
+                blank[i] = float((self.blank @ v).max())
+        batch[col.SSCD_EMBEDDING], batch[col.SSCD_BLANK_SIMILARITY] = out, blank
         return batch

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -68,9 +68,39 @@ class Need:
         return f"_{type(self).__name__}_{fields}".rstrip("_")
 
 
+Box = tuple[int, int, int, int]  # left, top, width, height
+
+
+def parse_box(value: bytes | str | None) -> Box | None:
+    """``b"left,top,width,height"`` (the ``content_box`` column, ingest's ``{key}.box``) -> a tuple; None
+    (the whole image) when absent."""
+    if value is None or len(value) == 0:
+        return None
+    text = value.decode("ascii") if isinstance(value, bytes) else value
+    left, top, width, height = (int(v) for v in text.split(","))
+    return left, top, width, height
+
+
+def crop_to_box(img: Image.Image, box: Box | None) -> Image.Image:
+    """The boxed region of ``img``, clipped to the image; the whole image when there is no usable box."""
+    if box is None:
+        return img
+    left, top, width, height = box
+    right, bottom = min(img.width, left + width), min(img.height, top + height)
+    left, top = max(0, left), max(0, top)
+    if right - left < 1 or bottom - top < 1 or (left, top, right, bottom) == (0, 0, img.width, img.height):
+        return img
+    return img.crop((left, top, right, bottom))
+
+
 @dataclass(frozen=True)
 class PixelNeed(Need):
-    """An array made from the decoded RGB image. ``shape`` is fixed (H, W, 3) or None when it varies by image."""
+    """An array made from the decoded RGB image. ``shape`` is fixed (H, W, 3) or None when it varies by image.
+
+    ``content``: made from the content region (``content_box``: the picture without the padding that
+    ``border`` resizing added), as the duplicate descriptors want; else from the whole staged image."""
+
+    content: bool = field(default=False, kw_only=True)
 
     device_decodable: ClassVar[bool] = False
 
@@ -166,13 +196,15 @@ def prepare(batch: dict[str, np.ndarray], needs: tuple[Need, ...],
         cpu_for_all = any(n not in on_device for n in pixel)
         images = [decode_rgb(b) if cpu_for_all or not dev else None for b, dev in zip(blobs, to_device)]
         out[DECODED] = np.array([img is not None for img in images], dtype=bool)
+        regions = _content_regions(batch, images) if any(n.content for n in pixel) else images
         for need in pixel:
+            source = regions if need.content else images
             if need in on_device:  # JPEG rows get an empty placeholder: their arrays are made on the device
                 arrays = [need.from_image(img) if img is not None and not dev else np.zeros((0, 0, 3), np.uint8)
                           for img, dev in zip(images, to_device)]
                 out[need.column] = stack(arrays, None)
             else:
-                arrays = [need.from_image(img) if img is not None else need.placeholder() for img in images]
+                arrays = [need.from_image(img) if img is not None else need.placeholder() for img in source]
                 out[need.column] = stack(arrays, need.shape())
         if on_device:  # b"" rather than None: an all-null column would come back from Arrow as float NaN
             out[JPEG] = stack([bytes(b) if dev else b"" for b, dev in zip(blobs, to_device)], None)
@@ -180,6 +212,14 @@ def prepare(batch: dict[str, np.ndarray], needs: tuple[Need, ...],
         if isinstance(need, TextNeed):
             out[need.column] = need.from_captions(["" if c is None else str(c) for c in batch[col.CAPTION]])
     return out
+
+
+def _content_regions(batch: dict[str, np.ndarray], images: list[Image.Image | None]) -> list[Image.Image | None]:
+    """Each decoded image cropped to its row's ``content_box`` (the whole image where there is none)."""
+    boxes = batch.get(col.CONTENT_BOX)
+    if boxes is None:
+        return images
+    return [None if img is None else crop_to_box(img, parse_box(box)) for img, box in zip(images, boxes)]
 
 
 def ensure(batch: dict[str, np.ndarray], needs: tuple[Need, ...]) -> dict[str, np.ndarray]:

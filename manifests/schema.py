@@ -32,6 +32,12 @@ WIDTH = "width"  # staged image, after resize
 HEIGHT = "height"
 ORIGINAL_WIDTH = "original_width"
 ORIGINAL_HEIGHT = "original_height"
+# Where the picture sits in the staged image (``border`` pads it to a square): descriptors are
+# computed on this box, not on the padding. The whole staged image when nothing was padded.
+CONTENT_LEFT = "content_left"
+CONTENT_TOP = "content_top"
+CONTENT_WIDTH = "content_width"
+CONTENT_HEIGHT = "content_height"
 
 # Compliance and provenance (crawl/robots.py, crawl/tdmrep.py, crawl/blocklist.py, crawl/provenance.py),
 # read from the original bytes and response at ingest.
@@ -68,6 +74,8 @@ ARTEFACT_COLUMNS = frozenset({CLIP_EMBEDDING, SSCD_EMBEDDING, CAPTION_MINHASH})
 # Dedup (dedup/).
 PHASH = "phash"
 PIXEL_HASH = "pixel_hash"
+PDQ_HASH = "pdq_hash"  # 64 hex digits: the 256-bit PDQ hash of the content region
+PDQ_QUALITY = "pdq_quality"  # PDQ's quality, 0-100; below dedup.pdq.min_quality no perceptual pairs
 CLUSTER_ID = "cluster_id"
 DUPLICATE_OF = "duplicate_of"
 DUP_KIND = "dup_kind"
@@ -97,6 +105,15 @@ EXPORT_MEMBER = "export_member"
 
 # Batch-only column: the staged image bytes a model stage reads. Never written to a manifest.
 IMAGE = "image"
+# Batch-only: the content box "left,top,width,height" of each staged image (the staged tar's ``box`` member).
+CONTENT_BOX = "content_box"
+
+# Score-phase artefacts of the perceptual detectors (score/ only): PDQ codes of every indexed region,
+# ORB keypoints for geometric verification, SSCD similarity to blank images.
+PDQ_CODES = "pdq_codes"
+ORB_FEATURES = "orb_features"
+SSCD_BLANK_SIMILARITY = "sscd_blank_similarity"
+ARTEFACT_COLUMNS = ARTEFACT_COLUMNS | {PDQ_CODES, ORB_FEATURES, SSCD_BLANK_SIMILARITY}
 
 
 class Status:
@@ -245,6 +262,10 @@ INGEST_SCHEMA = pa.schema(
         pa.field(ATTRIBUTION, pa.string()),
         pa.field(COPYRIGHT, pa.string()),
         pa.field(EXIF, pa.string()),
+        pa.field(CONTENT_LEFT, pa.int32()),
+        pa.field(CONTENT_TOP, pa.int32()),
+        pa.field(CONTENT_WIDTH, pa.int32()),
+        pa.field(CONTENT_HEIGHT, pa.int32()),
     ]
 )
 
@@ -254,6 +275,8 @@ SCORE_FIELDS = [
     pa.field(NSFW_PROB, pa.float32()),
     pa.field(PHASH, pa.string()),
     pa.field(PIXEL_HASH, pa.string()),
+    pa.field(PDQ_HASH, pa.string()),
+    pa.field(PDQ_QUALITY, pa.int16()),
 ]
 
 DEDUP_FIELDS = [
@@ -286,7 +309,7 @@ MANIFEST_SCHEMA = pa.schema(
     list(INGEST_SCHEMA) + SCORE_FIELDS + DEDUP_FIELDS + DECISION_FIELDS + CAPTION_FIELDS + EXPORT_FIELDS
 )
 
-KNOWN_COLUMNS = frozenset(MANIFEST_SCHEMA.names) | {IMAGE} | ARTEFACT_COLUMNS
+KNOWN_COLUMNS = frozenset(MANIFEST_SCHEMA.names) | {IMAGE, CONTENT_BOX} | ARTEFACT_COLUMNS
 
 
 def conform(table: pa.Table, schema: pa.Schema = MANIFEST_SCHEMA) -> pa.Table:

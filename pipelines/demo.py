@@ -94,12 +94,14 @@ def demo_config(url_list: Path, run_dir: Path) -> dict:
         "input": {"kind": "url_list", "path": str(url_list), "rows_per_shard": 100},
         "crawl": {"allow_private_addresses": True, "retries": 1, "image_size": 256, "resize_mode": "border"},
         "filters": demo_filters()[0],
-        "dedup": {"exact": {"enabled": True}, "phash": {"enabled": True}, "minhash": {"enabled": True}},
+        # PDQ rather than pHash, with regions and verification: the best of bench/neardup_eval.py.
+        "dedup": {"exact": {"enabled": True}, "pdq": {"enabled": True, "verify": {"enabled": True}},
+                  "minhash": {"enabled": True}},
         "export": {"shard_size": 100},
         # Fractions of a CPU so that every model pool fits a 2-CPU local Ray next to the read tasks.
         "resources": {"ingest": {"concurrency": 2}, "export": {"concurrency": 2},
                       "stages": {**{name: {"num_cpus": 0.5} for name in ("clip", "aesthetic", "nsfw")},
-                                 **{name: {"num_cpus": 0.25} for name in ("pixel_hash", "phash", "minhash")}}},
+                                 **{name: {"num_cpus": 0.25} for name in ("pixel_hash", "pdq", "minhash")}}},
         "ray": {"num_cpus": 2},
     }
 

@@ -76,8 +76,10 @@ def _stage_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """WebDataset columns -> the batch contract: sample_id, image (encoded bytes), caption."""
     image = next(batch[e] for e in STAGED_IMAGE_EXTS if e in batch)
     captions = np.array([b.decode("utf-8") if b is not None else "" for b in batch["txt"]], dtype=object)
+    # The content box ingest recorded (tar member ".box"); staged before it existed: None, the whole image.
+    boxes = batch.get("box", np.full(len(image), None, dtype=object))
     return {col.SAMPLE_ID: batch["__key__"], col.IMAGE: image, col.CAPTION: captions,
-            score_units.PATH: batch[score_units.PATH]}
+            score_units.PATH: batch[score_units.PATH], col.CONTENT_BOX: boxes}
 
 
 def staged_dataset(layout: RunLayout, only: list[Path] | None = None) -> ray.data.Dataset | None:

@@ -8,6 +8,7 @@ from typing import Any, Callable, Literal
 from captioning.blip2 import Blip2Captioner
 from captioning.llava import LlavaCaptioner
 from dedup.minhash import CaptionMinHasher
+from dedup.pdq import PdqHasher
 from dedup.phash import PerceptualHasher
 from dedup.pixels import PixelHasher
 from dedup.sscd import SscdEmbedder
@@ -18,7 +19,8 @@ from manifests import schema as col
 from pipelines.config import ConfigError, RunConfig, StageResources
 
 # Columns every score batch starts with (see phases.staged_dataset).
-BATCH_COLUMNS = (col.SAMPLE_ID, col.IMAGE, col.CAPTION)
+# content_box: "left,top,width,height" bytes or None; the duplicate descriptors are made from that region.
+BATCH_COLUMNS = (col.SAMPLE_ID, col.IMAGE, col.CAPTION, col.CONTENT_BOX)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ STAGES = (
     Stage("phash", "score", lambda c: c.dedup.phash, _detector_on("phash"), lambda s: PerceptualHasher),
     Stage("minhash", "score", lambda c: c.dedup.minhash, _detector_on("minhash"), lambda s: CaptionMinHasher),
     Stage("sscd", "score", lambda c: c.dedup.sscd, _detector_on("sscd"), lambda s: SscdEmbedder),
+    Stage("pdq", "score", lambda c: c.dedup.pdq, _detector_on("pdq"), lambda s: PdqHasher),
     Stage("blip2", "caption", lambda c: c.caption.blip2, lambda c: c.caption.blip2.enabled, lambda s: Blip2Captioner),
     Stage("llava", "caption", lambda c: c.caption.llava, lambda c: c.caption.llava.enabled, lambda s: LlavaCaptioner),
 )

@@ -72,3 +72,16 @@ def test_binary_ivf_finds_planted_pairs():
     exact = set(zip(*binary_pairs(codes, 10, SearchConfig())[:2]))
     found = set(zip(a.tolist(), b.tolist()))
     assert found <= exact and len(found) / len(exact) >= 0.9
+
+
+def test_region_pairs_keep_each_querys_k_closest_candidates_beyond_the_near_radius():
+    from dedup.search import region_pairs
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, size=(1, 32), dtype=np.uint8)
+    flips = [np.packbits((np.arange(256) < d).astype(np.uint8))[None] for d in range(0, 60, 2)]
+    codes = np.concatenate([base ^ f for f in flips])  # sample i sits 2i bits from sample 0
+    owner = np.arange(len(codes))
+    config = SearchConfig(use_gpu=False, k=3)
+    a, b, _ = region_pairs(codes, owner, codes[:1], owner[:1], 40, config, near_distance=10)
+    assert sorted(b[a == 0].tolist()) == [1, 2, 3, 4, 5, 6, 7, 8]  # 5 within 10 bits, then the 3 closest beyond

@@ -82,7 +82,7 @@ def test_stage_names_are_exactly_the_stages_a_full_config_builds():
         "input": {"kind": "url_list", "path": "x.parquet"}, "output_dir": "/tmp/unused",
         "filters": {name: {"enabled": True} for name in ("clip", "aesthetic", "nsfw")},
         "dedup": {"exact": {"enabled": True}, "phash": {"enabled": True}, "minhash": {"enabled": True},
-                  "sscd": {"enabled": True, "random_init": True}},
+                  "sscd": {"enabled": True, "random_init": True}, "pdq": {"enabled": True}},
         "caption": {"blip2": {"enabled": True}, "llava": {"enabled": True}}})
     built = [spec.name for spec in score_stages(everything) + caption_stages(everything)]
     assert sorted(built) == sorted(STAGE_NAMES) and len(set(built)) == len(built)

@@ -1,0 +1,114 @@
+"""PDQ (Meta's 256-bit perceptual hash, via ``pdqhash``) of several regions per image, with its quality.
+
+Pure functions of an RGB uint8 array (the content region, see ``dedup.content``): ``region_codes``
+gives the codes the dedup phase indexes (the full region in its 8 dihedral variants, then one centre
+crop per ``regions`` fraction) and each region's PDQ quality. The hex form is PDQ's: bit i of the
+hash vector is the i-th bit, most significant first (ThreatExchange's ``pdq`` strings).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pdqhash
+
+from dedup.config import PdqConfig
+from dedup.content import centre_crop
+from dedup.verify import orb_features
+from manifests import schema as col
+from manifests.images import DECODED, RgbArray, ensure
+
+CONTENT = RgbArray(content=True)  # the picture, not the padding ingest added
+
+CODE_BYTES = 32
+
+
+def pdq(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """(32-byte code, quality 0-100) of one RGB uint8 array: ``pdqhash.compute`` packed MSB first."""
+    bits, quality = pdqhash.compute(np.ascontiguousarray(rgb, dtype=np.uint8))
+    return np.packbits(bits.astype(np.uint8)), int(quality)
+
+
+def pdq_dihedral(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """(8 x 32-byte codes, quality): the image and its mirror, each at 0, 90, 180 and 270 degrees.
+
+    ``pdqhash.compute_dihedral`` derives the variants from one DCT; its mirror lands 20-30 bits from
+    the hash of an actual mirrored copy (JPEG included), too close to the match distance 31 to find
+    flips reliably. The image and its mirror are hashed directly, and each one's rotations derived.
+    """
+    codes, quality = [], 0
+    for k, array in enumerate((rgb, rgb[:, ::-1])):
+        vectors, q = pdqhash.compute_dihedral(np.ascontiguousarray(array, dtype=np.uint8))
+        codes += vectors[:4]  # as is, rot90, rot180, rot270
+        quality = q if k == 0 else quality
+    return np.packbits(np.stack(codes).astype(np.uint8), axis=1), int(quality)
+
+
+def to_hex(code: np.ndarray) -> str:
+    return code.tobytes().hex()
+
+
+def variants(config: PdqConfig) -> int:
+    """Codes of the full region in ``pdq_codes``: 8 with ``dihedral``, else 1."""
+    return 8 if config.dihedral else 1
+
+
+def row_width(config: PdqConfig) -> int:
+    """Bytes of one ``pdq_codes`` row: a quality byte per crop region, then every code."""
+    return len(config.regions) + CODE_BYTES * (variants(config) + len(config.regions))
+
+
+def region_codes(rgb: np.ndarray, config: PdqConfig) -> tuple[np.ndarray, int, tuple[np.ndarray, np.ndarray]]:
+    """(full-region codes (V, 32), full quality, (crop codes (R, 32), crop qualities (R,))) of one image."""
+    if config.dihedral:
+        full, quality = pdq_dihedral(rgb)
+    else:
+        code, quality = pdq(rgb)
+        full = code[None]
+    crops = [pdq(centre_crop(rgb, f)) for f in config.regions]
+    crop_codes = np.stack([c for c, _ in crops]) if crops else np.empty((0, CODE_BYTES), np.uint8)
+    return full, quality, (crop_codes, np.array([q for _, q in crops], dtype=np.uint8))
+
+
+def pack_row(full: np.ndarray, crop_codes: np.ndarray, crop_quality: np.ndarray) -> bytes:
+    """One ``pdq_codes`` value: crop qualities (1 byte each), full-region codes, crop codes."""
+    return crop_quality.astype(np.uint8).tobytes() + full.astype(np.uint8).tobytes() + crop_codes.tobytes()
+
+
+def unpack_rows(rows: np.ndarray, full_quality: np.ndarray, config: PdqConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(n, row_width) uint8 rows + full-region qualities -> codes (n, V + R, 32) and per-code quality (n, V + R)."""
+    r, v = len(config.regions), variants(config)
+    codes = rows[:, r:].reshape(len(rows), v + r, CODE_BYTES)
+    quality = np.concatenate([np.repeat(full_quality[:, None], v, axis=1), rows[:, :r]], axis=1)
+    return codes, quality
+
+
+class PdqHasher:
+    """Score stage: reads ``RgbArray`` of the content region (the decode stage makes it from ``image`` and
+    ``content_box``), writes ``pdq_hash`` (hex PDQ of the content region), ``pdq_quality`` (0-100), the
+    ``pdq_codes`` artefact (every indexed region's code and quality) and, with ``verify.enabled``,
+    ``orb_features`` for geometric verification (else null). An image that does not decode gets nulls."""
+
+    reads = ()
+    writes = (col.PDQ_HASH, col.PDQ_QUALITY, col.PDQ_CODES, col.ORB_FEATURES)
+
+    @staticmethod
+    def needs(config: PdqConfig) -> tuple[RgbArray]:
+        return (CONTENT,)
+
+    def __init__(self, config: PdqConfig) -> None:
+        self.config = config
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = ensure(batch, (CONTENT,))
+        n = len(batch[DECODED])
+        out = {c: np.full(n, None, dtype=object) for c in self.writes}
+        for i, (ok, rgb) in enumerate(zip(batch[DECODED], batch[CONTENT.column])):
+            if not ok:
+                continue
+            full, quality, (crop_codes, crop_quality) = region_codes(rgb, self.config)
+            out[col.PDQ_HASH][i], out[col.PDQ_QUALITY][i] = to_hex(full[0]), quality
+            out[col.PDQ_CODES][i] = pack_row(full, crop_codes, crop_quality)
+            if self.config.verify.enabled:
+                out[col.ORB_FEATURES][i] = orb_features(rgb, self.config.verify.features)
+        batch.update(out)
+        return batch

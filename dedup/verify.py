@@ -1,0 +1,79 @@
+"""Geometric verification of a candidate image pair: ORB keypoints + ratio test + RANSAC homography.
+
+Two look-alike pictures (two product shots on white, two sunsets) can share a perceptual hash; a
+copy shares a geometric transform between many keypoints. The score phase stores each image's ORB
+keypoints (``orb_features``: of the content region and of its mirror, since ORB is rotation- but not
+reflection-invariant); the dedup phase counts the inliers of the best homography between two images.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from dedup.config import VerifyConfig
+
+_KEYPOINT = np.dtype([("xy", "<f4", 2), ("desc", "u1", 32)])  # 40 bytes per keypoint
+_MIN_SIDE = 64  # ORB's 31-px patches need room: small content is upscaled to this short side first
+
+
+def _orb(grey: np.ndarray, features: int) -> np.ndarray:
+    detector = cv2.ORB_create(nfeatures=features, edgeThreshold=15, patchSize=15)
+    keypoints, descriptors = detector.detectAndCompute(grey, None)
+    out = np.zeros(len(keypoints), dtype=_KEYPOINT)
+    if descriptors is not None and len(keypoints):
+        out["xy"] = np.array([k.pt for k in keypoints], dtype=np.float32)
+        out["desc"] = descriptors
+    return out
+
+
+def orb_features(rgb: np.ndarray, features: int) -> bytes:
+    """The ``orb_features`` value: uint32 count, then the keypoints of the image, then of its mirror."""
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+    scale = max(1.0, _MIN_SIDE / min(grey.shape))
+    if scale > 1:
+        grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    plain, mirror = _orb(grey, features), _orb(np.ascontiguousarray(grey[:, ::-1]), features)
+    return np.uint32(len(plain)).tobytes() + plain.tobytes() + mirror.tobytes()
+
+
+def parse_features(value: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """``orb_features`` -> (keypoints of the image, keypoints of its mirror)."""
+    count = int(np.frombuffer(value[:4], dtype=np.uint32)[0])
+    points = np.frombuffer(value[4:], dtype=_KEYPOINT)
+    return points[:count], points[count:]
+
+
+def inliers(a: np.ndarray, b: np.ndarray, config: VerifyConfig) -> int:
+    """RANSAC homography inliers among the ratio-test matches of keypoints ``a`` and ``b``."""
+    if len(a) < 4 or len(b) < 4:
+        return 0
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(np.ascontiguousarray(a["desc"]),
+                                                     np.ascontiguousarray(b["desc"]), k=2)
+    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < config.ratio * m[1].distance]
+    if len(good) < max(4, config.min_inliers):  # too few matches for the homography to reach min_inliers
+        return 0
+    src = a["xy"][[m.queryIdx for m in good]].reshape(-1, 1, 2)
+    dst = b["xy"][[m.trainIdx for m in good]].reshape(-1, 1, 2)
+    homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, config.reprojection_px)
+    if mask is None or not plausible(homography):
+        return 0
+    return int(mask.sum())
+
+
+def plausible(homography: np.ndarray) -> bool:
+    """A copy's transform keeps orientation and scales area by 1/16..16; stripes and text otherwise
+    "match" through degenerate transforms that squash the picture onto a line."""
+    if homography is None or abs(homography[2, 2]) < 1e-9:
+        return False
+    affine = homography[:2, :2] / homography[2, 2]
+    det = float(np.linalg.det(affine))
+    return 1 / 16 <= det <= 16 and float(np.abs(homography[2, :2]).max()) < 0.01
+
+
+def pair_inliers(a: bytes, b: bytes, config: VerifyConfig) -> int:
+    """Inliers of the better of: a against b, a against b's mirror (a flipped copy)."""
+    plain_a, _ = parse_features(a)
+    plain_b, mirror_b = parse_features(b)
+    best = inliers(plain_a, plain_b, config)
+    return best if best >= config.min_inliers else max(best, inliers(plain_a, mirror_b, config))
