@@ -17,9 +17,10 @@ from manifests import schema as col
 SAMPLE_A, SAMPLE_B, DETECTOR = "sample_a", "sample_b", "detector"
 KEPT_SAMPLE_ID, SIMILARITY = col.KEPT_SAMPLE_ID, col.SIMILARITY
 RESOLUTION = "resolution"
-KIND_OF_DETECTOR = {"sha256": "exact", "pixels": "exact", "minhash": "caption", "phash": "image", "sscd": "image"}
+KIND_OF_DETECTOR = {"sha256": "exact", "pixels": "exact", "minhash": "caption", "phash": "image", "sscd": "image",
+                    "semantic": "semantic"}
 # A dropped sample is explained by its strongest link: identical beats same picture beats same caption.
-_KIND_RANK = {"exact": 0, "image": 1, "caption": 2}
+_KIND_RANK = {"exact": 0, "image": 1, "caption": 2, "semantic": 3}
 
 PAIRS_SCHEMA = {SAMPLE_A: pl.String, SAMPLE_B: pl.String, DETECTOR: pl.String, col.DUP_KIND: pl.String,
                 SIMILARITY: pl.Float32}

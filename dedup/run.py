@@ -12,6 +12,7 @@ from dedup.artefacts import SampleIndex
 from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster
 from dedup.config import DedupConfig
 from dedup.detectors import caption_pairs, equal_key_pairs, phash_pairs, sscd_pairs
+from dedup.semantic import CENTROID_DISTANCE, semantic_pairs
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
@@ -22,7 +23,7 @@ def enabled_detectors(config: DedupConfig) -> list[str]:
     names = []
     if config.exact.enabled:
         names += [n for n, on in (("sha256", config.exact.sha256), ("pixels", config.exact.pixels)) if on]
-    names += [n for n in ("minhash", "phash", "sscd") if getattr(config, n).enabled]
+    names += [n for n in ("minhash", "phash", "sscd", "semantic") if getattr(config, n).enabled]
     return names
 
 
@@ -42,11 +43,30 @@ def eligible_path(layout: RunLayout) -> Path:
     return layout.pairs.parent / "eligible.parquet"
 
 
+def centroid_path(layout: RunLayout) -> Path:
+    """sample_id + centroid_distance from the semantic detector's k-means (the least_prototypical keep)."""
+    return layout.pairs.parent / "semantic_centroids.parquet"
+
+
+def semantic_finder(config: DedupConfig, layout: RunLayout, files: list[Path], index: SampleIndex) -> pl.DataFrame:
+    pairs, distances = semantic_pairs(config.semantic, files, index)
+    write_parquet(distances.to_arrow(), centroid_path(layout))
+    return pairs
+
+
+def keep_order(config: DedupConfig) -> tuple[str, ...]:
+    """Eligible rows first; then, with semantic keep=least_prototypical, the farthest from their centroid."""
+    semantic = (CENTROID_DISTANCE,) if config.semantic.enabled and config.semantic.keep == "least_prototypical" else ()
+    return (ELIGIBLE, *semantic, *config.keep.order)
+
+
 def keep_scores(layout: RunLayout, rows: pl.LazyFrame, order: tuple[str, ...]) -> pl.DataFrame:
     """sample_id + the keep-policy columns that exist: eligibility, score-phase scores, original resolution."""
     frame = rows.select(col.SAMPLE_ID, RESOLUTION)
     if eligible_path(layout).exists():
         frame = frame.join(pl.scan_parquet(eligible_path(layout)), on=col.SAMPLE_ID, how="left")
+    if CENTROID_DISTANCE in order and centroid_path(layout).exists():
+        frame = frame.join(pl.scan_parquet(centroid_path(layout)), on=col.SAMPLE_ID, how="left")
     files = [str(p) for p in layout.score_files()]
     if files:
         scores = pl.scan_parquet(files)
@@ -66,6 +86,7 @@ def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work:
         "minhash": lambda: caption_pairs(config.minhash, files, index, work),
         "phash": lambda: phash_pairs(config.phash, config.search, files, index),
         "sscd": lambda: sscd_pairs(config.sscd, config.search, files, index),
+        "semantic": lambda: semantic_finder(config, layout, files, index),
     }
     found, stats = [], {}
     for name in enabled_detectors(config):
@@ -93,6 +114,7 @@ def run_dedup(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | N
     layout.pairs.unlink(missing_ok=True)
     layout.duplicates.unlink(missing_ok=True)
     eligible_path(layout).unlink(missing_ok=True)
+    centroid_path(layout).unlink(missing_ok=True)
     detectors = enabled_detectors(config)
     if not detectors:
         return {"detectors": []}
@@ -113,7 +135,7 @@ def recluster(config: DedupConfig, layout: RunLayout) -> dict:
     """dedup/pairs.parquet + scores -> dedup/duplicates.parquet with ``config``'s thresholds and keep
     policy; no descriptor is read. A threshold can be loosened only down to the detector's store_threshold."""
     pairs = pl.read_parquet(layout.pairs)
-    order = (ELIGIBLE, *config.keep.order)
+    order = keep_order(config)
     scores = keep_scores(layout, staged_rows(layout), order)
     duplicates = cluster(pairs, config.thresholds(), scores, order, config.keep.mode)
     write_parquet(duplicates.to_arrow(), layout.duplicates)

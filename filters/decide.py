@@ -45,6 +45,9 @@ def threshold_rules(config: FiltersConfig) -> list[ThresholdRule]:
         rule = getattr(section, "threshold_rule", None)
         if callable(rule) and rule() is not None:
             rules.append(rule())
+        several = getattr(section, "threshold_rules", None)  # a section with more than one score rule
+        if callable(several):
+            rules += [r for r in several() if r is not None]
     return rules
 
 
@@ -69,12 +72,16 @@ def reason_exprs(config: FiltersConfig, columns: set[str]) -> list[pl.Expr]:
     for rule in threshold_rules(config):
         if rule.column in columns:
             exprs.append(_reason(ok & rule.violated(), rule.reason))
+    if rules.languages and col.CAPTION_LANG in columns:
+        exprs.append(_reason(ok & pl.col(col.CAPTION_LANG).is_not_null()
+                             & ~pl.col(col.CAPTION_LANG).is_in(rules.languages), Reason.CAPTION_LANGUAGE))
     if col.DUPLICATE_OF in columns and col.DUP_KIND in columns:
         exprs.append(_reason(pl.col(col.DUPLICATE_OF).is_not_null(), pl.lit("duplicate_") + pl.col(col.DUP_KIND)))
     return exprs
 
 
-SCORE_COLUMNS = (col.CLIP_SCORE, col.AESTHETIC_SCORE, col.NSFW_PROB)
+SCORE_COLUMNS = (col.CLIP_SCORE, col.AESTHETIC_SCORE, col.NSFW_PROB, col.CAPTION_LANG_PROB, col.TEXT_AREA_FRAC,
+                 col.CAPTION_TEXT_OVERLAP, col.BLUR_VAR, col.QR_CODES, col.GREY_ENTROPY, col.WATERMARK_PROB)
 
 
 def nan_to_null(lazy: pl.LazyFrame) -> pl.LazyFrame:

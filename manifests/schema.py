@@ -41,6 +41,15 @@ MEMBER = "member"
 CLIP_SCORE = "clip_score"
 AESTHETIC_SCORE = "aesthetic_score"
 NSFW_PROB = "nsfw_prob"
+CAPTION_LANG = "caption_lang"  # ISO 639-1 code of the caption's language; "und" when none is recognisable
+CAPTION_LANG_PROB = "caption_lang_prob"  # the identifier's confidence in caption_lang
+TEXT_AREA_FRAC = "text_area_frac"  # share of the image covered by OCR-detected text lines
+OCR_TEXT = "ocr_text"  # text recognised in the image, truncated
+CAPTION_TEXT_OVERLAP = "caption_text_overlap"  # share of caption words that OCR read in the image
+BLUR_VAR = "blur_var"  # variance of the Laplacian of the grey image: low is blurry
+QR_CODES = "qr_codes"  # QR codes found in the image
+GREY_ENTROPY = "grey_entropy"  # bits of the grey-level histogram: near 0 is a flat image
+WATERMARK_PROB = "watermark_prob"  # LAION watermark classifier's P(watermark)
 
 # Score-phase artefacts: wide columns that dedup and the heads reuse, kept under score/ only,
 # never copied into the manifest.
@@ -139,6 +148,14 @@ class Reason:
     DUPLICATE_EXACT = "duplicate_exact"
     DUPLICATE_CAPTION = "duplicate_caption"
     DUPLICATE_IMAGE = "duplicate_image"
+    CAPTION_LANGUAGE = "caption_language"
+    TEXT_DOMINATED = "text_dominated"
+    CAPTION_READS_IMAGE = "caption_reads_image"
+    BLURRY = "blurry"
+    QR_CODE = "qr_code"
+    UNIFORM_IMAGE = "uniform_image"
+    WATERMARK = "watermark"
+    DUPLICATE_SEMANTIC = "duplicate_semantic"
 
     @staticmethod
     def for_status(status: str) -> str:
@@ -174,6 +191,15 @@ SCORE_FIELDS = [
     pa.field(NSFW_PROB, pa.float32()),
     pa.field(PHASH, pa.string()),
     pa.field(PIXEL_HASH, pa.string()),
+    pa.field(CAPTION_LANG, pa.string()),
+    pa.field(CAPTION_LANG_PROB, pa.float32()),
+    pa.field(TEXT_AREA_FRAC, pa.float32()),
+    pa.field(OCR_TEXT, pa.string()),
+    pa.field(CAPTION_TEXT_OVERLAP, pa.float32()),
+    pa.field(BLUR_VAR, pa.float32()),
+    pa.field(QR_CODES, pa.float32()),
+    pa.field(GREY_ENTROPY, pa.float32()),
+    pa.field(WATERMARK_PROB, pa.float32()),
 ]
 
 DEDUP_FIELDS = [

@@ -18,7 +18,8 @@ BATCH_COLUMNS = (col.SAMPLE_ID, col.IMAGE, col.CAPTION)
 
 # Every stage name a resources.stages entry may use (enabled or not); tests/test_config.py checks it
 # against the stages a config with everything enabled builds.
-STAGE_NAMES = ("clip", "aesthetic", "nsfw", "pixel_hash", "phash", "minhash", "sscd", "blip2", "llava")
+STAGE_NAMES = ("clip", "aesthetic", "nsfw", "pixel_hash", "phash", "minhash", "sscd", "blip2", "llava",
+               "language", "ocr", "quality", "watermark")
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,22 @@ def score_stages(config: RunConfig) -> list[StageSpec]:
         specs.append(_spec(config, "aesthetic", AestheticScorer, filters.aesthetic))
     if filters.nsfw.enabled:
         specs.append(_spec(config, "nsfw", nsfw_stage(filters.nsfw), filters.nsfw))
+    specs += signal_stages(config)
     specs += dedup_stages(config)
     return specs
+
+
+def signal_stages(config: RunConfig) -> list[StageSpec]:
+    """Caption language, OCR, pixel quality and watermark: each reads the caption or the pixels only."""
+    from filters.language import CaptionLanguageIdentifier
+    from filters.ocr import OcrScorer
+    from filters.quality import QualityScorer
+    from filters.watermark import WatermarkScorer
+
+    f = config.filters
+    wanted = [("language", CaptionLanguageIdentifier, f.language), ("ocr", OcrScorer, f.ocr),
+              ("quality", QualityScorer, f.quality), ("watermark", WatermarkScorer, f.watermark)]
+    return [_spec(config, name, cls, section) for name, cls, section in wanted if section.enabled]
 
 
 def dedup_stages(config: RunConfig) -> list[StageSpec]:
