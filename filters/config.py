@@ -131,7 +131,7 @@ class OcrConfig(StrictModel):
     min_text_score: float = Field(0.5, ge=0, le=1, description="recognised lines below this confidence are ignored")
     max_text_chars: int = Field(300, ge=0, description="ocr_text is truncated to this many characters")
     intra_op_threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per actor")
-    max_text_area_frac: float | None = Field(0.4, ge=0, le=1, description="reject text_dominated at or above "
+    max_text_area_frac: float | None = Field(0.3, ge=0, le=1, description="reject text_dominated at or above "
                                              "this share of the image covered by text; None: no rule")
     max_caption_text_overlap: float | None = Field(
         0.6, ge=0, le=1, description="reject caption_reads_image at or above this share of caption words read "

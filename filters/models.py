@@ -265,6 +265,10 @@ def demo_filters() -> tuple[dict, list[str]]:
     others are skipped. CLIP is ViT-L-14/openai when present (the heads' CLIP), else ViT-B-32/openai."""
     section: dict = {"nsfw": {"enabled": True, "backend": "open_nsfw"}}
     skipped = ["nsfw clip head: the demo's nsfw_prob comes from open_nsfw, which always runs"]
+    if watermark_entry(WatermarkConfig()).present:
+        section["watermark"] = {"enabled": True}
+    else:
+        skipped.append(f"watermark: LAION's watermark_model_v1.pt is missing under {cache_root(None)}; {FETCH_COMMAND}")
     choices = [ClipScorerConfig(enabled=True, model=m, pretrained="openai") for m in ("ViT-L-14", "ViT-B-32")]
     clip = next((c for c in choices if clip_weights(c).present), None)
     if clip is None:

@@ -67,19 +67,27 @@ def write_url_list(rows, base_url: str, path: Path) -> Path:
     return path
 
 
+# The signals that need no download: caption language (English captions only), OCR (text-dominated
+# images and captions that read the image), QR codes and flat images.
+DEMO_SIGNALS = {"rules": {"languages": ["en"]}, "language": {"enabled": True}, "ocr": {"enabled": True},
+                "quality": {"enabled": True, "reject_qr": True, "min_grey_entropy": 1.0}}
+
+
 def demo_config(url_list: Path, run_dir: Path) -> dict:
     """Every stage that can run offline; the loopback server needs the SSRF guard's allow flag."""
     return {
         "output_dir": str(run_dir),
         "input": {"kind": "url_list", "path": str(url_list), "rows_per_shard": 100},
         "crawl": {"allow_private_addresses": True, "retries": 1, "image_size": 256, "resize_mode": "border"},
-        "filters": demo_filters()[0],
-        "dedup": {"exact": {"enabled": True}, "phash": {"enabled": True}, "minhash": {"enabled": True}},
+        "filters": {**demo_filters()[0], **DEMO_SIGNALS},
+        "dedup": {"exact": {"enabled": True}, "phash": {"enabled": True}, "minhash": {"enabled": True},
+                  "semantic": {"enabled": "clip" in demo_filters()[0]}},
         "export": {"shard_size": 100},
         # Fractions of a CPU so that every model pool fits a 2-CPU local Ray next to the read tasks.
         "resources": {"ingest": {"concurrency": 2}, "export": {"concurrency": 2},
-                      "stages": {**{name: {"num_cpus": 0.5} for name in ("clip", "aesthetic", "nsfw")},
-                                 **{name: {"num_cpus": 0.25} for name in ("pixel_hash", "phash", "minhash")}}},
+                      "stages": {**{name: {"num_cpus": 0.5} for name in ("clip", "aesthetic", "nsfw", "watermark")},
+                                 **{name: {"num_cpus": 0.25} for name in ("pixel_hash", "phash", "minhash")},
+                                 **{name: {"num_cpus": 0.25} for name in ("language", "ocr", "quality")}}},
         "ray": {"num_cpus": 2},
     }
 
