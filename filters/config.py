@@ -145,7 +145,7 @@ class OcrConfig(StrictModel):
 
 class QualityConfig(StrictModel):
     """Cheap pixel signals on the decoded image, no model: blur (variance of the Laplacian of the grey image at
-    ``size``), QR codes (OpenCV's QRCodeDetector) and a low-information measure (grey-level entropy, bits).
+    ``size``), QR codes (OpenCV's QRCodeDetectorAruco) and a low-information measure (grey-level entropy, bits).
     Every rule is off by default: what counts as blurry depends on the corpus (plot ``blur_var`` first)."""
 
     enabled: bool = False

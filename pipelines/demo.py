@@ -69,7 +69,8 @@ def write_url_list(rows, base_url: str, path: Path) -> Path:
 
 # The signals that need no download: caption language (English captions only), OCR (text-dominated
 # images and captions that read the image), QR codes and flat images.
-DEMO_SIGNALS = {"rules": {"languages": ["en"]}, "language": {"enabled": True}, "ocr": {"enabled": True},
+DEMO_SIGNALS = {"rules": {"languages": ["en"]}, "language": {"enabled": True},
+                "ocr": {"enabled": True, "intra_op_threads": 1},
                 "quality": {"enabled": True, "reject_qr": True, "min_grey_entropy": 1.0}}
 
 
@@ -85,9 +86,9 @@ def demo_config(url_list: Path, run_dir: Path) -> dict:
         "export": {"shard_size": 100},
         # Fractions of a CPU so that every model pool fits a 2-CPU local Ray next to the read tasks.
         "resources": {"ingest": {"concurrency": 2}, "export": {"concurrency": 2},
-                      "stages": {**{name: {"num_cpus": 0.5} for name in ("clip", "aesthetic", "nsfw", "watermark")},
+                      "stages": {**{name: {"num_cpus": 0.5} for name in ("clip", "aesthetic", "nsfw")},
                                  **{name: {"num_cpus": 0.25} for name in ("pixel_hash", "phash", "minhash")},
-                                 **{name: {"num_cpus": 0.25} for name in ("language", "ocr", "quality")}}},
+                                 **{name: {"num_cpus": 0.05} for name in ("language", "ocr", "quality", "watermark")}}},
         "ray": {"num_cpus": 2},
     }
 

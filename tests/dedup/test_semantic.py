@@ -1,0 +1,111 @@
+"""Semantic dedup (SemDeDup) on planted clusters of embeddings: recall, brute-force equality, pairs and keep."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dedup.artefacts import SampleIndex
+from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, cluster
+from dedup.config import DedupConfig, SemanticConfig
+from dedup.semantic import (CENTROID_DISTANCE, cluster_count, kmeans_labels, semantic_pairs, unit_vectors,
+                            within_cluster_pairs)
+from manifests import schema as col
+
+DIM = 64
+
+
+def planted(groups: int = 150, size: int = 3, noise_rows: int = 1500, seed: int = 0) -> tuple[np.ndarray, set]:
+    """Unit vectors: ``groups`` tight groups (pairwise cosine ~0.99) followed by random rows; the planted pairs."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((groups, DIM))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    members = np.repeat(centres, size, axis=0) + rng.standard_normal((groups * size, DIM)) * 0.1 / np.sqrt(DIM)
+    rows = np.concatenate([members, rng.standard_normal((noise_rows, DIM))]).astype(np.float32)
+    pairs = {(g * size + i, g * size + j) for g in range(groups) for i in range(size) for j in range(i + 1, size)}
+    return unit_vectors(rows)[0], pairs
+
+
+def brute_force(vectors: np.ndarray, labels: np.ndarray, threshold: float) -> set:
+    sims = vectors @ vectors.T
+    a, b = np.nonzero(np.triu(sims >= threshold, k=1) & (labels[:, None] == labels[None, :]))
+    return set(zip(a.tolist(), b.tolist()))
+
+
+@pytest.mark.parametrize("rows_per_cluster", [100, 400, 10_000])
+def test_recall_of_planted_pairs_at_default_eps(rows_per_cluster):
+    vectors, truth = planted()
+    config = SemanticConfig(rows_per_cluster=rows_per_cluster)
+    labels, _ = kmeans_labels(vectors, cluster_count(len(vectors), config), config)
+    a, b, sim = within_cluster_pairs(vectors, labels, config.threshold, config.max_neighbours)
+    found = set(zip(a.tolist(), b.tolist()))
+    assert len(found & truth) / len(truth) >= 0.95
+    assert found <= truth  # random rows are nowhere near cosine 0.97
+    assert (sim >= config.threshold - 1e-6).all()
+
+
+def test_pairs_equal_a_brute_force_search_within_clusters():
+    vectors, _ = planted(noise_rows=600, seed=3)
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, len(vectors))
+    for threshold in (0.9, 0.97, 0.2):  # 0.2: many pairs, crossing block boundaries
+        a, b, _ = within_cluster_pairs(vectors, labels, threshold, max_neighbours=10_000)
+        assert set(zip(a.tolist(), b.tolist())) == brute_force(vectors, labels, threshold)
+
+
+def test_max_neighbours_keeps_the_most_similar():
+    vectors, _ = planted(groups=1, size=6, noise_rows=0)
+    labels = np.zeros(len(vectors), dtype=np.int64)
+    a, b, sim = within_cluster_pairs(vectors, labels, 0.5, max_neighbours=2)
+    for row in np.unique(a):
+        partners = sorted(((vectors[row] @ vectors[j]), j) for j in range(row + 1, 6))[-2:]
+        assert set(b[a == row].tolist()) == {j for _, j in partners}
+
+
+def _score_file(tmp_path, vectors: np.ndarray) -> tuple[list, SampleIndex]:
+    ids = [f"{i:05d}" for i in range(len(vectors))]
+    emb = vectors.astype(np.float16)
+    emb[-1] = 0  # CLIP could not score this row: an all-zero embedding
+    column = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), DIM)
+    path = tmp_path / "00000.parquet"
+    pq.write_table(pa.table({col.SAMPLE_ID: ids, col.CLIP_EMBEDDING: column}), path)
+    return [path], SampleIndex.of(pl.Series(ids))
+
+
+def test_semantic_pairs_plug_into_the_pairs_table_and_clustering(tmp_path):
+    vectors, truth = planted(groups=40, noise_rows=200)
+    files, index = _score_file(tmp_path, vectors)
+    config = DedupConfig(semantic=SemanticConfig(enabled=True, rows_per_cluster=100))
+    pairs, distances = semantic_pairs(config.semantic, files, index)
+    assert set(pairs[DETECTOR]) == {"semantic"} and set(pairs[col.DUP_KIND]) == {"semantic"}
+    assert distances.height == len(vectors) - 1 and distances[CENTROID_DISTANCE].min() >= -1e-5
+    named = {(f"{a:05d}", f"{b:05d}") for a, b in truth}
+    strict = pairs.filter(pl.col(col.SIMILARITY) >= config.semantic.threshold)
+    assert len(set(zip(strict[SAMPLE_A], strict[SAMPLE_B])) & named) >= 0.95 * len(named)
+    dups = cluster(pairs, config.thresholds())
+    dropped = dups.filter(pl.col(col.DUPLICATE_OF).is_not_null())
+    assert set(dropped[col.DUP_KIND]) == {"semantic"}
+    assert 0.9 * 80 <= dropped.height <= 80  # two of each group of three go
+
+
+def test_larger_eps_reclusters_from_stored_pairs(tmp_path):
+    vectors, _ = planted(groups=20, noise_rows=100)
+    files, index = _score_file(tmp_path, vectors)
+    pairs, _ = semantic_pairs(SemanticConfig(enabled=True, eps=0.03, store_eps=0.5), files, index)
+    tight = cluster(pairs, DedupConfig(semantic=SemanticConfig(eps=0.001)).thresholds())
+    loose = cluster(pairs, DedupConfig(semantic=SemanticConfig(eps=0.03)).thresholds())
+    assert pairs[col.SIMILARITY].min() >= 0.5 - 1e-6
+    assert tight.filter(pl.col(col.DUPLICATE_OF).is_not_null()).height < \
+        loose.filter(pl.col(col.DUPLICATE_OF).is_not_null()).height
+
+
+def test_least_prototypical_keeps_the_row_farthest_from_its_centroid(tmp_path):
+    vectors, _ = planted(groups=1, size=4, noise_rows=0)
+    files, index = _score_file(tmp_path, np.concatenate([vectors, vectors[:1]]))
+    pairs, distances = semantic_pairs(SemanticConfig(enabled=True), files, index)
+    dups = cluster(pairs, DedupConfig().thresholds(), distances, (CENTROID_DISTANCE,), "component")
+    farthest = distances.sort(CENTROID_DISTANCE, descending=True)[col.SAMPLE_ID][0]
+    assert set(dups[col.KEPT_SAMPLE_ID]) == {farthest}
