@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
@@ -119,3 +120,16 @@ def semantic_pairs(config: SemanticConfig, files: list[Path], index: SampleIndex
     distances = pl.DataFrame({col.SAMPLE_ID: index.names(pos),
                               CENTROID_DISTANCE: pl.Series(1.0 - centroid_sim, dtype=pl.Float32)})
     return named_pairs(index, pos[a], pos[b], np.minimum(sim, 1.0), "semantic"), distances
+
+
+def removed_by_eps(pairs: pl.DataFrame, eps_values: list[float],
+                   mode: Literal["greedy", "component"] = "greedy") -> list[tuple[float, int]]:
+    """(eps, rows the semantic pairs alone would drop) for each eps, re-clustering the stored pairs."""
+    from dedup.cluster import DETECTOR, cluster
+
+    semantic = pairs.filter(pl.col(DETECTOR) == "semantic")
+    out = []
+    for eps in eps_values:
+        dups = cluster(semantic, {"semantic": 1.0 - eps}, mode=mode)
+        out.append((eps, dups.filter(pl.col(col.DUPLICATE_OF).is_not_null()).height))
+    return out

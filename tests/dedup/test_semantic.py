@@ -11,8 +11,8 @@ import pytest
 from dedup.artefacts import SampleIndex
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, cluster
 from dedup.config import DedupConfig, SemanticConfig
-from dedup.semantic import (CENTROID_DISTANCE, cluster_count, kmeans_labels, semantic_pairs, unit_vectors,
-                            within_cluster_pairs)
+from dedup.semantic import (CENTROID_DISTANCE, cluster_count, kmeans_labels, removed_by_eps, semantic_pairs,
+                            unit_vectors, within_cluster_pairs)
 from manifests import schema as col
 
 DIM = 64
@@ -109,3 +109,34 @@ def test_least_prototypical_keeps_the_row_farthest_from_its_centroid(tmp_path):
     dups = cluster(pairs, DedupConfig().thresholds(), distances, (CENTROID_DISTANCE,), "component")
     farthest = distances.sort(CENTROID_DISTANCE, descending=True)[col.SAMPLE_ID][0]
     assert set(dups[col.KEPT_SAMPLE_ID]) == {farthest}
+
+
+def test_removed_share_grows_with_eps_and_is_plotted(tmp_path):
+    from pipelines.config import build_config, dump_config
+    from pipelines.tools import run_plots
+
+    vectors, _ = planted(groups=30, noise_rows=60)
+    files, index = _score_file(tmp_path, vectors)
+    pairs, _ = semantic_pairs(SemanticConfig(enabled=True, store_eps=0.95), files, index)
+    counts = [n for _, n in removed_by_eps(pairs, [0.0, 0.03, 0.3, 0.95])]
+    assert counts == sorted(counts) and counts[1] == 60 and counts[-1] > counts[1]
+    run = tmp_path / "run"
+    (run / "dedup").mkdir(parents=True)
+    pairs.write_parquet(run / "dedup" / "pairs.parquet")
+    n = len(index)
+    pl.DataFrame({col.SAMPLE_ID: index.ids, col.STATUS: ["success"] * n, col.KEEP: [True] * n,
+                  col.REJECT_REASONS: [[] for _ in range(n)]}).write_parquet(run / "manifest.parquet")
+    config = build_config({"output_dir": str(run), "input": {"kind": "url_list", "path": "x.parquet"},
+                           "filters": {"clip": {"enabled": True}},
+                           "dedup": {"semantic": {"enabled": True, "store_eps": 0.95}}})
+    (run / "config.yaml").write_text(dump_config(config))
+    written = run_plots(run, [], tmp_path / "plots")
+    assert tmp_path / "plots" / "semantic_eps.png" in written
+
+
+def test_semantic_dedup_needs_clip():
+    from pipelines.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match="filters.clip.enabled"):
+        build_config({"output_dir": "/tmp/x", "input": {"kind": "url_list", "path": "x.parquet"},
+                      "dedup": {"semantic": {"enabled": True}}})
