@@ -138,6 +138,8 @@ class SemanticConfig(StrictModel):
     iterations: int = Field(20, ge=1, description="k-means iterations")
     train_sample: int = Field(200_000, ge=1, description="rows k-means trains on (all rows are assigned)")
     max_neighbours: int = Field(64, ge=1, description="stored pairs per row, the most similar first")
+    bucket_rows: int = Field(500_000, ge=1, description="rows per bucket of whole clusters searched in memory "
+                                                      "(float16 spill files under dedup/work)")
     keep: Literal["policy", "least_prototypical"] = Field(
         "policy", description="policy: dedup.keep.order; least_prototypical: farthest from the centroid first")
     seed: int = 0

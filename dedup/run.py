@@ -48,8 +48,9 @@ def centroid_path(layout: RunLayout) -> Path:
     return layout.pairs.parent / "semantic_centroids.parquet"
 
 
-def semantic_finder(config: DedupConfig, layout: RunLayout, files: list[Path], index: SampleIndex) -> pl.DataFrame:
-    pairs, distances = semantic_pairs(config.semantic, files, index)
+def semantic_finder(config: DedupConfig, layout: RunLayout, files: list[Path], index: SampleIndex,
+                    work: Path) -> pl.DataFrame:
+    pairs, distances = semantic_pairs(config.semantic, files, index, work / "semantic")
     write_parquet(distances.to_arrow(), centroid_path(layout))
     return pairs
 
@@ -86,7 +87,7 @@ def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work:
         "minhash": lambda: caption_pairs(config.minhash, files, index, work),
         "phash": lambda: phash_pairs(config.phash, config.search, files, index),
         "sscd": lambda: sscd_pairs(config.sscd, config.search, files, index),
-        "semantic": lambda: semantic_finder(config, layout, files, index),
+        "semantic": lambda: semantic_finder(config, layout, files, index, work),
     }
     found, stats = [], {}
     for name in enabled_detectors(config):

@@ -1,25 +1,26 @@
 """Semantic duplicates (SemDeDup) from the stored CLIP image embeddings: k-means, then exact cosine
 search inside each cluster.
 
-k-means (FAISS, spherical) trains on a sample and assigns every row to its nearest centroid; each cluster
-is then searched exhaustively in blocks of matrix products, so within a cluster the pairs are exactly
-those a brute-force search finds (capped at ``max_neighbours`` per row). Work per cluster is its size
-squared: the default k keeps clusters near ``rows_per_cluster`` rows. Each row's cosine to its centroid
-is kept too, for the "least prototypical" keep option.
+k-means (FAISS, spherical) trains on a sample and assigns every row to its nearest centroid; rows are
+spilled to bucket files holding whole clusters, and each cluster is searched exhaustively in blocks of
+matrix products, so within a cluster the pairs are exactly those a brute-force search finds (capped at
+``max_neighbours`` per row). Memory is one record batch, then one bucket (``bucket_rows`` rows), never the
+run. Work per cluster is its size squared: the default k keeps clusters near ``rows_per_cluster`` rows.
+Each row's cosine to its centroid is kept too, for the "least prototypical" keep option.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import faiss
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from dedup.artefacts import SampleIndex, column_matrix
+from dedup.artefacts import SampleIndex, iter_column
 from dedup.cluster import group_rows
 from dedup.config import SemanticConfig
 from manifests import schema as col
@@ -51,20 +52,29 @@ def cluster_count(n: int, config: SemanticConfig) -> int:
     return max(1, min(n, config.clusters or math.ceil(n / config.rows_per_cluster)))
 
 
+def train_centroids(sample: np.ndarray, k: int, config: SemanticConfig) -> np.ndarray:
+    """(k, d) unit centroids of spherical k-means on ``sample`` (unit rows); k = 1 is the normalised mean."""
+    if k == 1:
+        centroid = sample.mean(axis=0, keepdims=True)
+        return centroid / max(float(np.linalg.norm(centroid)), 1e-12)
+    kmeans = faiss.Kmeans(sample.shape[1], k, niter=config.iterations, spherical=True, seed=config.seed,
+                          min_points_per_centroid=1, max_points_per_centroid=max(1, len(sample) // k + 1))
+    kmeans.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return kmeans.centroids
+
+
+def assign(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(nearest centroid, cosine to it) of each unit row."""
+    sims = vectors @ centroids.T
+    labels = sims.argmax(axis=1)
+    return labels.astype(np.int64), sims[np.arange(len(vectors)), labels]
+
+
 def kmeans_labels(vectors: np.ndarray, k: int, config: SemanticConfig) -> tuple[np.ndarray, np.ndarray]:
     """(label, cosine to its centroid) of each unit row; spherical k-means trained on a seeded sample."""
-    n, d = vectors.shape
-    if k == 1:
-        centroid = vectors.mean(axis=0)
-        centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
-        return np.zeros(n, dtype=np.int64), vectors @ centroid
-    size = min(n, max(k, config.train_sample))
-    sample = np.sort(np.random.default_rng(config.seed).choice(n, size=size, replace=False))
-    kmeans = faiss.Kmeans(d, k, niter=config.iterations, spherical=True, seed=config.seed,
-                          min_points_per_centroid=1, max_points_per_centroid=max(1, size // k + 1))
-    kmeans.train(vectors[sample])
-    sims, labels = kmeans.index.search(vectors, 1)
-    return labels[:, 0].astype(np.int64), sims[:, 0]
+    size = min(len(vectors), max(k, config.train_sample))
+    sample = np.sort(np.random.default_rng(config.seed).choice(len(vectors), size=size, replace=False))
+    return assign(vectors, train_centroids(vectors[sample], k, config))
 
 
 def within_cluster_pairs(vectors: np.ndarray, labels: np.ndarray, threshold: float,
@@ -103,23 +113,74 @@ def _top_per_row(rows: np.ndarray, sims: np.ndarray, k: int) -> np.ndarray:
     return order[np.arange(len(order)) - first < k]
 
 
-def semantic_pairs(config: SemanticConfig, files: list[Path], index: SampleIndex) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(pairs in the pairs-table layout, sample_id + centroid_distance of every embedded row)."""
+def _embedded(files: list[Path], index: SampleIndex) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions, unit vectors) of the rows with an embedding, one record batch at a time."""
+    for ids, values in iter_column(files, col.CLIP_EMBEDDING):
+        vectors, ok = unit_vectors(embedding_rows(values))
+        yield index.positions(ids)[ok], vectors
+
+
+def training_sample(files: list[Path], index: SampleIndex, config: SemanticConfig) -> np.ndarray:
+    """About ``train_sample`` unit rows drawn evenly from every file (seeded), read a batch at a time."""
+    rng = np.random.default_rng(config.seed)
+    share = min(1.0, config.train_sample / max(len(index), 1))
+    parts = [vectors[rng.random(len(vectors)) < share] for _, vectors in _embedded(files, index)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def bucket_rows(files: list[Path], index: SampleIndex, centroids: np.ndarray, work: Path,
+                buckets: int) -> tuple[list[Path], pl.DataFrame]:
+    """Each row to the bucket of its cluster (label mod buckets) as .npz parts under ``work``; and every row's
+    centroid distance. A bucket holds whole clusters, so clusters are searched one bucket in memory at a time."""
+    work.mkdir(parents=True, exist_ok=True)
+    ids, distances = [], []
+    for part, (pos, vectors) in enumerate(_embedded(files, index)):
+        labels, sims = assign(vectors, centroids)
+        for b in np.unique(labels % buckets):
+            mine = labels % buckets == b
+            np.savez(work / f"bucket-{b:05d}-{part:06d}.npz", pos=pos[mine], labels=labels[mine],
+                     vectors=vectors[mine].astype(np.float16))
+        ids.append(pos)
+        distances.append(1.0 - sims)
+    pos = np.concatenate(ids) if ids else np.empty(0, np.int64)
+    frame = pl.DataFrame({col.SAMPLE_ID: index.names(pos),
+                          CENTROID_DISTANCE: pl.Series(np.concatenate(distances) if distances else [],
+                                                       dtype=pl.Float32)})
+    return sorted(work.glob("bucket-*.npz")), frame.sort(col.SAMPLE_ID)
+
+
+def semantic_pairs(config: SemanticConfig, files: list[Path], index: SampleIndex,
+                   work: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(pairs in the pairs-table layout, sample_id + centroid_distance of every embedded row).
+
+    Three passes over the score files: a training sample for k-means, assignment into buckets of whole
+    clusters (spilled to ``work``), then an exact search inside each cluster, one bucket in memory at a time.
+    """
     from dedup.detectors import named_pairs
 
-    pos, raw = column_matrix(files, col.CLIP_EMBEDDING, index, embedding_rows)
-    empty = pl.DataFrame(schema={col.SAMPLE_ID: pl.String, CENTROID_DISTANCE: pl.Float32})
-    if raw is None or not len(raw):
-        return named_pairs(index, pos[:0], pos[:0], np.empty(0, np.float32), "semantic"), empty
-    vectors, ok = unit_vectors(raw)
-    pos = pos[ok]
-    if not len(pos):
-        return named_pairs(index, pos, pos, np.empty(0, np.float32), "semantic"), empty
-    labels, centroid_sim = kmeans_labels(vectors, cluster_count(len(pos), config), config)
-    a, b, sim = within_cluster_pairs(vectors, labels, config.stored_from - 1e-6, config.max_neighbours)
-    distances = pl.DataFrame({col.SAMPLE_ID: index.names(pos),
-                              CENTROID_DISTANCE: pl.Series(1.0 - centroid_sim, dtype=pl.Float32)})
-    return named_pairs(index, pos[a], pos[b], np.minimum(sim, 1.0), "semantic"), distances
+    sample = training_sample(files, index, config)
+    if not len(sample):
+        empty = pl.DataFrame(schema={col.SAMPLE_ID: pl.String, CENTROID_DISTANCE: pl.Float32})
+        return named_pairs(index, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32),
+                           "semantic"), empty
+    k = cluster_count(len(index), config)
+    centroids = train_centroids(sample, min(k, len(sample)), config)
+    buckets = max(1, math.ceil(len(index) / config.bucket_rows))
+    parts, distances = bucket_rows(files, index, centroids, work, buckets)
+    found = []
+    for b in range(buckets):
+        loaded = [np.load(p) for p in parts if p.name.startswith(f"bucket-{b:05d}-")]
+        if not loaded:
+            continue
+        pos = np.concatenate([z["pos"] for z in loaded])
+        vectors = np.concatenate([z["vectors"] for z in loaded]).astype(np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # float16 storage rounds
+        a, b_, sim = within_cluster_pairs(vectors, np.concatenate([z["labels"] for z in loaded]),
+                                          config.stored_from - 1e-6, config.max_neighbours)
+        lo, hi = np.minimum(pos[a], pos[b_]), np.maximum(pos[a], pos[b_])
+        found.append(named_pairs(index, lo, hi, np.minimum(sim, 1.0), "semantic"))
+    empty_pairs = named_pairs(index, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32), "semantic")
+    return pl.concat([empty_pairs, *found]), distances
 
 
 def removed_by_eps(pairs: pl.DataFrame, eps_values: list[float],

@@ -65,21 +65,25 @@ def test_max_neighbours_keeps_the_most_similar():
         assert set(b[a == row].tolist()) == {j for _, j in partners}
 
 
-def _score_file(tmp_path, vectors: np.ndarray) -> tuple[list, SampleIndex]:
+def _score_file(tmp_path, vectors: np.ndarray, parts: int = 1) -> tuple[list, SampleIndex]:
+    """Score files holding ``vectors`` as float16 clip_embedding in ``parts`` files; the last row has none."""
     ids = [f"{i:05d}" for i in range(len(vectors))]
+    tmp_path.mkdir(parents=True, exist_ok=True)
     emb = vectors.astype(np.float16)
     emb[-1] = 0  # CLIP could not score this row: an all-zero embedding
-    column = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), DIM)
-    path = tmp_path / "00000.parquet"
-    pq.write_table(pa.table({col.SAMPLE_ID: ids, col.CLIP_EMBEDDING: column}), path)
-    return [path], SampleIndex.of(pl.Series(ids))
+    paths = []
+    for k, rows in enumerate(np.array_split(np.arange(len(ids)), parts)):
+        column = pa.FixedSizeListArray.from_arrays(pa.array(emb[rows].ravel()), DIM)
+        paths.append(tmp_path / f"{k:05d}.parquet")
+        pq.write_table(pa.table({col.SAMPLE_ID: [ids[i] for i in rows], col.CLIP_EMBEDDING: column}), paths[-1])
+    return paths, SampleIndex.of(pl.Series(ids))
 
 
 def test_semantic_pairs_plug_into_the_pairs_table_and_clustering(tmp_path):
     vectors, truth = planted(groups=40, noise_rows=200)
     files, index = _score_file(tmp_path, vectors)
     config = DedupConfig(semantic=SemanticConfig(enabled=True, rows_per_cluster=100))
-    pairs, distances = semantic_pairs(config.semantic, files, index)
+    pairs, distances = semantic_pairs(config.semantic, files, index, tmp_path / "work")
     assert set(pairs[DETECTOR]) == {"semantic"} and set(pairs[col.DUP_KIND]) == {"semantic"}
     assert distances.height == len(vectors) - 1 and distances[CENTROID_DISTANCE].min() >= -1e-5
     named = {(f"{a:05d}", f"{b:05d}") for a, b in truth}
@@ -91,10 +95,22 @@ def test_semantic_pairs_plug_into_the_pairs_table_and_clustering(tmp_path):
     assert 0.9 * 80 <= dropped.height <= 80  # two of each group of three go
 
 
+@pytest.mark.parametrize("parts, bucket_rows", [(3, 200), (7, 50)])
+def test_pairs_do_not_depend_on_files_or_buckets(tmp_path, parts, bucket_rows):
+    vectors, _ = planted(groups=40, noise_rows=300, seed=5)
+    config = SemanticConfig(enabled=True, rows_per_cluster=60, store_eps=0.4)
+    one = semantic_pairs(config, *_score_file(tmp_path / "one", vectors), tmp_path / "w1")
+    files, index = _score_file(tmp_path / "many", vectors, parts)
+    many = semantic_pairs(config.model_copy(update={"bucket_rows": bucket_rows}), files, index, tmp_path / "w2")
+    assert len(list((tmp_path / "w2").glob("bucket-*"))) > parts  # several buckets were spilled and searched
+    assert one[0].sort(SAMPLE_A, SAMPLE_B).equals(many[0].sort(SAMPLE_A, SAMPLE_B))
+    assert one[1].equals(many[1])
+
+
 def test_larger_eps_reclusters_from_stored_pairs(tmp_path):
     vectors, _ = planted(groups=20, noise_rows=100)
     files, index = _score_file(tmp_path, vectors)
-    pairs, _ = semantic_pairs(SemanticConfig(enabled=True, eps=0.03, store_eps=0.5), files, index)
+    pairs, _ = semantic_pairs(SemanticConfig(enabled=True, eps=0.03, store_eps=0.5), files, index, tmp_path / "w")
     tight = cluster(pairs, DedupConfig(semantic=SemanticConfig(eps=0.001)).thresholds())
     loose = cluster(pairs, DedupConfig(semantic=SemanticConfig(eps=0.03)).thresholds())
     assert pairs[col.SIMILARITY].min() >= 0.5 - 1e-6
@@ -105,7 +121,7 @@ def test_larger_eps_reclusters_from_stored_pairs(tmp_path):
 def test_least_prototypical_keeps_the_row_farthest_from_its_centroid(tmp_path):
     vectors, _ = planted(groups=1, size=4, noise_rows=0)
     files, index = _score_file(tmp_path, np.concatenate([vectors, vectors[:1]]))
-    pairs, distances = semantic_pairs(SemanticConfig(enabled=True), files, index)
+    pairs, distances = semantic_pairs(SemanticConfig(enabled=True), files, index, tmp_path / "w")
     dups = cluster(pairs, DedupConfig().thresholds(), distances, (CENTROID_DISTANCE,), "component")
     farthest = distances.sort(CENTROID_DISTANCE, descending=True)[col.SAMPLE_ID][0]
     assert set(dups[col.KEPT_SAMPLE_ID]) == {farthest}
@@ -117,7 +133,7 @@ def test_removed_share_grows_with_eps_and_is_plotted(tmp_path):
 
     vectors, _ = planted(groups=30, noise_rows=60)
     files, index = _score_file(tmp_path, vectors)
-    pairs, _ = semantic_pairs(SemanticConfig(enabled=True, store_eps=0.95), files, index)
+    pairs, _ = semantic_pairs(SemanticConfig(enabled=True, store_eps=0.95), files, index, tmp_path / "w")
     counts = [n for _, n in removed_by_eps(pairs, [0.0, 0.03, 0.3, 0.95])]
     assert counts == sorted(counts) and counts[1] == 60 and counts[-1] > counts[1]
     run = tmp_path / "run"
