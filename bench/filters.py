@@ -231,10 +231,28 @@ def gpu_rows(batch_size: int = 256, steps: int = 20) -> list[dict]:
     peak = measured_peak_flops()
     stage = ClipScorer(ClipScorerConfig(model="ViT-L-14", pretrained=None, device="cuda", precision="bf16"))
     stage_rate = images_per_s(stage, staged_images(4 * batch_size), batch_size)
-    return [{"stage": "ViT-L-14 image tower (bf16, device pixels)", "batched": model_rate,
+    rows = signal_gpu_rows(batch_size)
+    return rows + [{"stage": "ViT-L-14 image tower (bf16, device pixels)", "batched": model_rate,
              "fraction_of_peak": model_rate * VIT_L14_GFLOP * 1e9 / peak, "peak_tflops": peak / 1e12,
              "device": torch.cuda.get_device_name()},
             {"stage": "ClipScorer ViT-L-14 (decode+preprocess on CPU)", "batched": stage_rate}]
+
+
+def signal_gpu_rows(batch_size: int) -> list[dict]:
+    """The watermark classifier on CUDA, and OCR through onnxruntime's CUDA provider where this build has it."""
+    import onnxruntime as ort
+
+    from filters.config import OcrConfig, WatermarkConfig
+    from filters.ocr import OcrScorer
+    from filters.watermark import WatermarkScorer
+
+    images = staged_images(4 * batch_size)
+    rows = [{"stage": "watermark EfficientNet-B3 (CUDA, fp32)", "batched": images_per_s(
+        WatermarkScorer(WatermarkConfig(random_init=True, device="cuda", batch_size=batch_size)), images, batch_size)}]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        rows.append({"stage": "ocr (CUDA provider)",
+                     "batched": images_per_s(OcrScorer(OcrConfig(device="cuda")), images, batch_size)})
+    return rows
 
 
 def table(rows: list[dict]) -> str:

@@ -95,3 +95,12 @@ def test_weights_entry_rule_and_models_list(tmp_path):
         models.check_filters(FiltersConfig(watermark=config))
     (rule,) = threshold_rules(FiltersConfig(watermark=config))
     assert (rule.column, rule.reason, rule.maximum) == (col.WATERMARK_PROB, Reason.WATERMARK, 0.8)
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu():
+    images = np.array([_png(Image.new("RGB", (300, 200), c)) for c in ("white", "navy", "olive", "teal")],
+                      dtype=object)
+    cpu = WatermarkScorer(WatermarkConfig(random_init=True, device="cpu"))({col.IMAGE: images.copy()})
+    gpu = WatermarkScorer(WatermarkConfig(random_init=True, device="cuda"))({col.IMAGE: images.copy()})
+    np.testing.assert_allclose(gpu[col.WATERMARK_PROB], cpu[col.WATERMARK_PROB], atol=1e-3)
