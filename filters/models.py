@@ -100,6 +100,23 @@ def watermark_entry(config: WatermarkConfig) -> Weights:
                    None if config.weights else WATERMARK_FILE[1])
 
 
+# Models that ship inside their wheel: (section, what, import name, path inside the package, pip name).
+PACKAGED = {"ocr": ("filters.ocr", "RapidOCR PP-OCRv4 det + rec (ONNX)", "rapidocr_onnxruntime", "models",
+                    "rapidocr-onnxruntime"),
+            "language": ("filters.language", "lingua n-gram language models", "lingua", "",
+                         "lingua-language-detector")}
+
+
+def packaged_entry(key: str) -> Weights:
+    """A model inside an installed package, found without importing it."""
+    section, model, module, inside, dist = PACKAGED[key]
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return Weights(section, model, f"<{dist} is not installed>", False, f"pip install {dist}")
+    path = Path(spec.origin).parent / inside
+    return Weights(section, model, str(path), path.exists(), f"pip install {dist}")
+
+
 def _hf_candidates(filename: str) -> list[str]:
     """The files open_clip tries on the hub for ``filename``, safetensors first (as its download does)."""
     from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
@@ -166,6 +183,7 @@ def required_weights(filters: FiltersConfig) -> list[Weights]:
         needed.append(head_entry("filters.nsfw", filters.nsfw.backend, filters.nsfw))
     if filters.watermark.enabled:
         needed.append(watermark_entry(filters.watermark))
+    needed += [packaged_entry(key) for key in PACKAGED if getattr(filters, key).enabled]
     return needed
 
 
@@ -177,6 +195,7 @@ def catalogue(cache_dir: str | None = None) -> list[Weights]:
             for h in ("v2", "v1_l14", "v1_b32")]
     out += [head_entry("filters.nsfw", b, NsfwConfig(backend=b, cache_dir=cache_dir)) for b in ("clip_l14", "clip_b32")]
     out.append(watermark_entry(WatermarkConfig(cache_dir=cache_dir)))
+    out += [packaged_entry(key) for key in PACKAGED]
     return out + required_weights(FiltersConfig(nsfw=NsfwConfig(enabled=True)))
 
 

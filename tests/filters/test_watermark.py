@@ -104,3 +104,10 @@ def test_gpu_matches_cpu():
     cpu = WatermarkScorer(WatermarkConfig(random_init=True, device="cpu"))({col.IMAGE: images.copy()})
     gpu = WatermarkScorer(WatermarkConfig(random_init=True, device="cuda"))({col.IMAGE: images.copy()})
     np.testing.assert_allclose(gpu[col.WATERMARK_PROB], cpu[col.WATERMARK_PROB], atol=1e-3)
+
+
+def test_packaged_models_are_listed_present():
+    listed = {w.section: w for w in models.catalogue()}
+    assert listed["filters.ocr"].present and listed["filters.ocr"].location.endswith("models")
+    assert listed["filters.language"].present
+    assert {w.section for w in models.required_weights(FiltersConfig())}.isdisjoint({"filters.ocr", "filters.language"})

@@ -28,10 +28,23 @@ def expected_kept(manifest: pl.DataFrame, min_side: int, max_nsfw: float = 0.5) 
             continue
         if row.get(col.DUPLICATE_OF) is not None or (row.get(col.NSFW_PROB) or 0.0) >= max_nsfw:
             continue
+        if not passes_demo_signals(row):
+            continue
         w, h = row[col.ORIGINAL_WIDTH], row[col.ORIGINAL_HEIGHT]
         if min(w, h) >= min_side and max(w, h) <= 3.0 * min(w, h):
             kept.add(row[col.SAMPLE_ID])
     return kept
+
+
+def passes_demo_signals(row: dict) -> bool:
+    """The demo's curation-signal rules (pipelines.demo.DEMO_SIGNALS, OCR defaults), by hand; null passes."""
+    def within(column: str, minimum: float | None = None, maximum: float | None = None) -> bool:
+        value = row.get(column)
+        return value is None or ((minimum is None or value >= minimum) and (maximum is None or value < maximum))
+
+    return (row.get(col.CAPTION_LANG) in (None, "en") and within(col.TEXT_AREA_FRAC, maximum=0.3)
+            and within(col.CAPTION_TEXT_OVERLAP, maximum=0.6) and within(col.QR_CODES, maximum=1.0)
+            and within(col.GREY_ENTROPY, minimum=1.0))
 
 
 def staged(run, manifest: pl.DataFrame) -> dict[str, bytes]:
