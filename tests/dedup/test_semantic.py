@@ -156,3 +156,17 @@ def test_semantic_dedup_needs_clip():
     with pytest.raises(ConfigError, match="filters.clip.enabled"):
         build_config({"output_dir": "/tmp/x", "input": {"kind": "url_list", "path": "x.parquet"},
                       "dedup": {"semantic": {"enabled": True}}})
+
+
+def test_reads_the_tensor_column_the_score_phase_writes(tmp_path):
+    """Ray Data writes a 2-D numpy column as its tensor extension type; the detector reads it as written."""
+    from ray.data.extensions import ArrowTensorArray
+
+    vectors, truth = planted(groups=5, noise_rows=20)
+    ids = [f"{i:05d}" for i in range(len(vectors))]
+    column = ArrowTensorArray.from_numpy(vectors.astype(np.float16))
+    pq.write_table(pa.table({col.SAMPLE_ID: ids, col.CLIP_EMBEDDING: column}), tmp_path / "00000.parquet")
+    pairs, distances = semantic_pairs(SemanticConfig(enabled=True), [tmp_path / "00000.parquet"],
+                                      SampleIndex.of(pl.Series(ids)), tmp_path / "w")
+    assert {(f"{a:05d}", f"{b:05d}") for a, b in truth} == set(zip(pairs[SAMPLE_A], pairs[SAMPLE_B]))
+    assert distances.height == len(ids)
