@@ -170,3 +170,32 @@ def test_reads_the_tensor_column_the_score_phase_writes(tmp_path):
                                       SampleIndex.of(pl.Series(ids)), tmp_path / "w")
     assert {(f"{a:05d}", f"{b:05d}") for a, b in truth} == set(zip(pairs[SAMPLE_A], pairs[SAMPLE_B]))
     assert distances.height == len(ids)
+
+
+@pytest.mark.parametrize("keep", ["policy", "least_prototypical"])
+def test_dedup_phase_writes_semantic_pairs_and_keeps_by_policy(tmp_path, keep):
+    from dedup.run import centroid_path, run_dedup
+    from manifests.io import write_parquet
+    from manifests.layout import RunLayout
+
+    vectors, _ = planted(groups=10, size=3, noise_rows=30, seed=7)
+    layout = RunLayout.at(tmp_path / "run")
+    ids = [f"{i:05d}" for i in range(len(vectors))]
+    resolution = np.arange(len(ids)) % 3 + 1  # the policy's tie-break: the largest image of a group
+    write_parquet(pa.table({col.SAMPLE_ID: ids, col.STATUS: ["success"] * len(ids), col.SHA256: ids,
+                            col.ORIGINAL_WIDTH: pa.array(100 * resolution, pa.int32()),
+                            col.ORIGINAL_HEIGHT: pa.array([100] * len(ids), pa.int32())}), layout.staged_rows(0))
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float16).ravel()), DIM)
+    write_parquet(pa.table({col.SAMPLE_ID: ids, col.CLIP_EMBEDDING: column}), layout.scores_dir / "000.parquet")
+    config = DedupConfig(semantic=SemanticConfig(enabled=True, keep=keep))
+    stats = run_dedup(config, layout)
+    assert stats["detectors"] == ["semantic"] and stats["by_kind"] == {"semantic": 20}
+    dups = pl.read_parquet(layout.duplicates)
+    kept = set(dups.filter(pl.col(col.DUPLICATE_OF).is_null())[col.SAMPLE_ID])
+    if keep == "policy":
+        assert kept == {f"{3 * g + 2:05d}" for g in range(10)}
+    else:
+        far = pl.read_parquet(centroid_path(layout)).filter(pl.col(col.SAMPLE_ID).is_in(dups[col.SAMPLE_ID].to_list()))
+        groups = far.with_columns((pl.col(col.SAMPLE_ID).cast(pl.Int64) // 3).alias("g"))
+        want = groups.sort(CENTROID_DISTANCE, descending=True).group_by("g").first()[col.SAMPLE_ID]
+        assert kept == set(want)
