@@ -175,9 +175,10 @@ class WatermarkConfig(WeightsFileConfig):
 
 
 # filters.preset -> the values it sets. Values the config sets itself win, and the resolved config.yaml
-# shows the result. datacomp_basic is DataComp's "basic filtering" baseline (Gadre et al. 2023, section 3.4):
-# English caption (fastText there, lingua here), more than 2 words and more than 5 characters, shorter
-# image side >= 200 px, aspect ratio <= 3.
+# shows the result. datacomp_basic is DataComp's "basic filtering" baseline (Gadre et al. 2023; their
+# baselines/apply_filter.py load_uids_with_basic_filter_helper): English caption (fastText there, lingua
+# here), more than 2 words and more than 5 characters (DataComp counts characters before trimming, we after),
+# shorter image side >= 200 px, aspect ratio <= 3.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "datacomp_basic": {
         "rules": {"languages": ["en"], "min_caption_words": 3, "min_caption_chars": 6, "min_image_side": 200,
