@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from manifests import schema as col
 from manifests.config import StrictModel
@@ -24,6 +24,23 @@ ISO_639_1 = r"^[a-z]{2}$"  # lower-case two-letter language codes, as caption_la
 # LAION-Aesthetics V2 subsets were cut at these predictor (v2) scores; pick one as aesthetic.min_score.
 AESTHETIC_PRESETS = {"laion_aesthetics_4.5": 4.5, "laion_aesthetics_5": 5.0, "laion_aesthetics_6": 6.0,
                      "laion_aesthetics_6.25": 6.25, "laion_aesthetics_6.5": 6.5}
+
+
+def known_languages(codes: list[str] | None, field: str) -> list[str] | None:
+    """``codes`` unchanged when lingua knows each (a code it cannot output would reject every caption)."""
+    if not codes:
+        return codes
+    from lingua import IsoCode639_1
+
+    unknown = []
+    for code in codes:
+        try:
+            IsoCode639_1.from_str(code)
+        except ValueError:
+            unknown.append(code)
+    if unknown:
+        raise ValueError(f"{field}: {unknown} are not ISO 639-1 codes the language identifier (lingua) knows")
+    return codes
 
 
 def _rule(enabled: bool, column: str, reason: str, minimum: float | None = None,
@@ -46,6 +63,11 @@ class RulesConfig(StrictModel):
     languages: list[Annotated[str, Field(pattern=ISO_639_1)]] | None = Field(
         None, description="keep captions in these ISO 639-1 languages (e.g. [en]); needs filters.language.enabled; "
                           "None: no language rule")
+
+    @field_validator("languages")
+    @classmethod
+    def _known(cls, codes: list[str] | None) -> list[str] | None:
+        return known_languages(codes, "filters.rules.languages")
 
 
 class ClipScorerConfig(StrictModel):
@@ -117,6 +139,11 @@ class LanguageConfig(StrictModel):
     low_accuracy: bool = Field(False, description="lingua's low-accuracy mode: ~5x faster, worse on short text")
     candidates: list[Annotated[str, Field(pattern=ISO_639_1)]] | None = Field(
         None, min_length=2, description="ISO 639-1 codes to choose among; None: all of lingua's")
+
+    @field_validator("candidates")
+    @classmethod
+    def _known(cls, codes: list[str] | None) -> list[str] | None:
+        return known_languages(codes, "filters.language.candidates")
 
 
 class OcrConfig(StrictModel):

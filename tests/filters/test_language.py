@@ -36,9 +36,11 @@ def test_stage_marks_captions_without_language_und():
     assert batch[col.CAPTION_LANG_PROB].dtype == np.float32 and batch[col.CAPTION_LANG_PROB][1] == 0
 
 
-def test_unknown_candidate_fails_at_load():
+def test_unknown_language_codes_fail_at_config_time():
     with pytest.raises(ValueError, match="'zz'"):
-        load_detector(LanguageConfig(candidates=["en", "zz"]))
+        LanguageConfig(candidates=["en", "zz"])
+    with pytest.raises(ValueError, match="'qq'"):
+        RulesConfig(languages=["en", "qq"])
 
 
 def _rows(**columns) -> pl.DataFrame:
