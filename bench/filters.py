@@ -5,6 +5,13 @@ open_nsfw through ``OpenNsfwScorer`` (the real ONNX weights), and the LAION head
 L/14; random weights, the compute is the same) on 768-d embeddings. Inputs are the demo photos staged as
 256-px JPEGs, as ingest stages them, so decoding is included.
 
+Curation signals (issue 16), one core each (ONNX Runtime and OpenCV held to one thread): OCR (RapidOCR
+PP-OCRv4, the demo photos with and without an advert banner), blur and QR (OpenCV), watermark (EfficientNet-B3,
+random weights) in images/s; caption language ID in captions/s with accuracy on ``bench/language_captions.py``
+(144 short captions, 12 languages) for lingua's high- and low-accuracy modes, and the memory each detector
+holds. ``--signals`` runs only these rows. gcld3, the other wheel-shipped identifier, was not measured: its
+sdist needs a protobuf compiler to build and no wheel exists for this Python.
+
 GPU (``--gpu``, needs CUDA): the real-size ViT-L/14 architecture with random weights (throughput does not
 depend on weight values), bf16 autocast + inference_mode: model-only images/s on device-resident pixels, the
 fraction of the GPU's measured bf16 matmul peak that represents (ViT-L/14 image tower: 162 GFLOP per image),
@@ -26,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -104,6 +112,91 @@ def cpu_rows(n: int, batch_size: int) -> list[dict]:
     return rows
 
 
+def _rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def language_row(name: str, config_json: str) -> dict:
+    """One detector in a fresh process (so its memory is its own): captions/s on one core, accuracy, MiB held."""
+    from bench.language_captions import labelled
+    from filters.config import LanguageConfig
+    from filters.language import identify, load_detector
+
+    texts, codes = labelled()
+    before = _rss_mib()
+    detector = load_detector(LanguageConfig.model_validate_json(config_json))
+    identify(detector, texts)  # lingua loads a language's models on first use
+    held = _rss_mib() - before
+    start = time.perf_counter()
+    for _ in range(5):
+        found, _ = identify(detector, texts)
+    rate = 5 * len(texts) / (time.perf_counter() - start)
+    accuracy = float(np.mean(found == np.array(codes, dtype=object)))
+    return {"stage": f"language: {name}", "batched": rate, "unit": "captions/s/core", "accuracy": accuracy,
+            "memory_mib": held}
+
+
+def language_rows() -> list[dict]:
+    import multiprocessing
+
+    from bench.language_captions import CAPTIONS
+    from filters.config import LanguageConfig
+
+    configs = {"lingua high accuracy (75 languages)": LanguageConfig(),
+               "lingua low accuracy (75 languages)": LanguageConfig(low_accuracy=True),
+               "lingua high accuracy (12 candidates)": LanguageConfig(candidates=sorted(CAPTIONS))}
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        return [pool.apply(language_row, (name, c.model_dump_json())) for name, c in configs.items()]
+
+
+def signal_rows(n: int, batch_size: int) -> list[dict]:
+    """Images/s on one core of each new signal stage (decode included), and caption language ID."""
+    import cv2
+    import torch
+
+    from filters.config import OcrConfig, QualityConfig, WatermarkConfig
+    from filters.ocr import OcrScorer
+    from filters.quality import QualityScorer, blur_var, grey, qr_codes
+    from filters.watermark import WatermarkScorer
+    from pipelines.corpus import BANNERS, load_photos, with_banner
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    photos = [img for img, _ in load_photos().values()]
+    banners = [with_banner(img, BANNERS[i % len(BANNERS)]) for i, img in enumerate(photos)]
+
+    def staged(imgs: list) -> list[bytes]:
+        out = []
+        for img in imgs:
+            img = img.copy()
+            img.thumbnail((256, 256))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=90)
+            out.append(buf.getvalue())
+        return [out[i % len(out)] for i in range(n)]
+
+    plain, text = staged(photos), staged(banners)
+    rgb = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in plain]
+    ocr = OcrScorer(OcrConfig(intra_op_threads=1))
+    rows = [{"stage": "ocr (plain photos)", "batched": images_per_s(ocr, plain, batch_size),
+             "one_at_a_time": images_per_s(ocr, plain[: max(8, n // 4)], 1)},
+            {"stage": "ocr (photos with a banner)", "batched": images_per_s(ocr, text, batch_size)},
+            {"stage": "quality stage (blur + qr + entropy)",
+             "batched": images_per_s(QualityScorer(QualityConfig()), plain, batch_size)}]
+    for name, fn in {"blur only (decoded pixels)": lambda x: blur_var(grey(x, 256)),
+                     "qr only (decoded pixels)": qr_codes}.items():
+        start = time.perf_counter()
+        for x in rgb:
+            fn(x)
+        rows.append({"stage": name, "batched": len(rgb) / (time.perf_counter() - start)})
+    watermark = WatermarkScorer(WatermarkConfig(random_init=True, device="cpu", batch_size=batch_size))
+    rows.append({"stage": "watermark EfficientNet-B3 (random weights)",
+                 "batched": images_per_s(watermark, plain[: max(batch_size, n // 2)], batch_size)})
+    return rows + language_rows()
+
+
 def measured_peak_flops(n: int = 8192, steps: int = 20) -> float:
     """bf16 dense matmul FLOP/s on this GPU: the practical peak the model is compared with."""
     import torch
@@ -138,10 +231,28 @@ def gpu_rows(batch_size: int = 256, steps: int = 20) -> list[dict]:
     peak = measured_peak_flops()
     stage = ClipScorer(ClipScorerConfig(model="ViT-L-14", pretrained=None, device="cuda", precision="bf16"))
     stage_rate = images_per_s(stage, staged_images(4 * batch_size), batch_size)
-    return [{"stage": "ViT-L-14 image tower (bf16, device pixels)", "batched": model_rate,
+    rows = signal_gpu_rows(batch_size)
+    return rows + [{"stage": "ViT-L-14 image tower (bf16, device pixels)", "batched": model_rate,
              "fraction_of_peak": model_rate * VIT_L14_GFLOP * 1e9 / peak, "peak_tflops": peak / 1e12,
              "device": torch.cuda.get_device_name()},
             {"stage": "ClipScorer ViT-L-14 (decode+preprocess on CPU)", "batched": stage_rate}]
+
+
+def signal_gpu_rows(batch_size: int) -> list[dict]:
+    """The watermark classifier on CUDA, and OCR through onnxruntime's CUDA provider where this build has it."""
+    import onnxruntime as ort
+
+    from filters.config import OcrConfig, WatermarkConfig
+    from filters.ocr import OcrScorer
+    from filters.watermark import WatermarkScorer
+
+    images = staged_images(4 * batch_size)
+    rows = [{"stage": "watermark EfficientNet-B3 (CUDA, fp32)", "batched": images_per_s(
+        WatermarkScorer(WatermarkConfig(random_init=True, device="cuda", batch_size=batch_size)), images, batch_size)}]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        rows.append({"stage": "ocr (CUDA provider)",
+                     "batched": images_per_s(OcrScorer(OcrConfig(device="cuda")), images, batch_size)})
+    return rows
 
 
 def table(rows: list[dict]) -> str:
@@ -150,6 +261,8 @@ def table(rows: list[dict]) -> str:
         single = r.get("one_at_a_time")
         extra = f" {single:14.1f} {r['batched'] / single:8.1f}x" if single else ""
         peak = f"   {r['fraction_of_peak']:.1%} of {r['peak_tflops']:.0f} TFLOP/s" if "fraction_of_peak" in r else ""
+        if "accuracy" in r:
+            extra += f"   {r['unit']}, accuracy {r['accuracy']:.3f}, {r['memory_mib']:.0f} MiB"
         lines.append(f"{r['stage']:48} {r['batched']:14.1f}{extra}{peak}")
     return "\n".join(lines)
 
@@ -159,10 +272,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--gpu", action="store_true", help="also the real-size ViT-L/14 on CUDA")
+    parser.add_argument("--signals", action="store_true", help="only the curation-signal rows (OCR, language, ...)")
     args = parser.parse_args()
     import torch
 
-    rows = cpu_rows(args.images, args.batch_size)
+    rows = [] if args.signals else cpu_rows(args.images, args.batch_size)
+    rows += signal_rows(args.images, args.batch_size)
     if args.gpu:
         rows += gpu_rows()
     print(table(rows))

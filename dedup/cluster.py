@@ -23,7 +23,7 @@ SAMPLE_A, SAMPLE_B, DETECTOR = "sample_a", "sample_b", "detector"
 KEPT_SAMPLE_ID, SIMILARITY = col.KEPT_SAMPLE_ID, col.SIMILARITY
 RESOLUTION = "resolution"
 # A dropped sample is explained by its strongest link: identical beats same picture beats same caption.
-_KIND_RANK = {DupKind.EXACT: 0, DupKind.IMAGE: 1, DupKind.CAPTION: 2}
+_KIND_RANK = {DupKind.EXACT: 0, DupKind.IMAGE: 1, DupKind.CAPTION: 2, DupKind.SEMANTIC: 3}
 
 PAIRS_SCHEMA = {SAMPLE_A: pl.String, SAMPLE_B: pl.String, DETECTOR: pl.String, col.DUP_KIND: pl.String,
                 SIMILARITY: pl.Float32}

@@ -91,7 +91,7 @@ def keep_greedy(order: np.ndarray, classes: Classes, a: np.ndarray, b: np.ndarra
     n = len(order)
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)
-    image = (kind == IMAGE) | (kind == EXACT)
+    image = (kind == IMAGE) | (kind == EXACT) | (kind == DupKind.SEMANTIC)  # semantic: a look-alike picture
     img_dst, img_ptr = _adjacency(n, classes.image[a[image]], classes.image[b[image]])
     cap = kind == CAPTION
     cap_dst, cap_ptr = _adjacency(n, classes.caption[a[cap]], classes.caption[b[cap]])

@@ -15,9 +15,8 @@ from dedup.config import PdqConfig
 from dedup.content import centre_crop
 from dedup.verify import orb_features
 from manifests import schema as col
-from manifests.images import DECODED, RgbArray, ensure
+from manifests.images import CONTENT_RGB, DECODED, RgbArray, ensure
 
-CONTENT = RgbArray(content=True)  # the picture, not the padding ingest added
 
 CODE_BYTES = 32
 
@@ -93,16 +92,16 @@ class PdqHasher:
 
     @staticmethod
     def needs(config: PdqConfig) -> tuple[RgbArray]:
-        return (CONTENT,)
+        return (CONTENT_RGB,)
 
     def __init__(self, config: PdqConfig) -> None:
         self.config = config
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch = ensure(batch, (CONTENT,))
+        batch = ensure(batch, (CONTENT_RGB,))
         n = len(batch[DECODED])
         out = {c: np.full(n, None, dtype=object) for c in self.writes}
-        for i, (ok, rgb) in enumerate(zip(batch[DECODED], batch[CONTENT.column])):
+        for i, (ok, rgb) in enumerate(zip(batch[DECODED], batch[CONTENT_RGB.column])):
             if not ok:
                 continue
             full, quality, (crop_codes, crop_quality) = region_codes(rgb, self.config)

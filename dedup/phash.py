@@ -9,9 +9,8 @@ from PIL import Image, ImageOps
 
 from dedup.config import PHashConfig
 from manifests import schema as col
-from manifests.images import DECODED, RgbArray, ensure
+from manifests.images import CONTENT_RGB, DECODED, RgbArray, ensure
 
-CONTENT = RgbArray(content=True)  # the picture, not the padding ingest added
 
 
 def phash_string(img: Image.Image, hash_size: int, mirror: bool) -> str:
@@ -49,16 +48,16 @@ class PerceptualHasher:
 
     @staticmethod
     def needs(config: PHashConfig) -> tuple[RgbArray]:
-        return (CONTENT,)
+        return (CONTENT_RGB,)
 
     def __init__(self, config: PHashConfig) -> None:
         self.hash_size, self.mirror = int(round(config.bits ** 0.5)), config.mirror
         self.min_quality = config.min_quality
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch = ensure(batch, (CONTENT,))
+        batch = ensure(batch, (CONTENT_RGB,))
         out = np.empty(len(batch[DECODED]), dtype=object)
-        for i, (ok, rgb) in enumerate(zip(batch[DECODED], batch[CONTENT.column])):
+        for i, (ok, rgb) in enumerate(zip(batch[DECODED], batch[CONTENT_RGB.column])):
             img = Image.fromarray(rgb) if ok else None
             usable = img is not None and (self.min_quality == 0 or gradient_quality(img) >= self.min_quality)
             out[i] = phash_string(img, self.hash_size, self.mirror) if usable else None

@@ -12,7 +12,8 @@ from dedup.artefacts import SampleIndex
 from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster
 from dedup.config import DedupConfig
 from dedup.detectors import caption_pairs, equal_key_pairs, pdq_pairs, phash_pairs, sscd_pairs
-from dedup.survivors import ELIGIBLE
+from dedup.semantic import CENTROID_DISTANCE, semantic_pairs
+from dedup.survivors import CENTROIDS_FILE, ELIGIBLE, keep_order
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
@@ -35,11 +36,25 @@ def eligible_path(layout: RunLayout) -> Path:
     return layout.pairs.parent / "eligible.parquet"
 
 
+def centroid_path(layout: RunLayout) -> Path:
+    """sample_id + centroid_distance from the semantic detector's k-means (the least_prototypical keep)."""
+    return layout.pairs.with_name(CENTROIDS_FILE)
+
+
+def semantic_finder(config: DedupConfig, layout: RunLayout, files: list[Path], index: SampleIndex,
+                    work: Path) -> pl.DataFrame:
+    pairs, distances = semantic_pairs(config.semantic, files, index, work / "semantic")
+    write_parquet(distances.to_arrow(), centroid_path(layout))
+    return pairs
+
+
 def keep_scores(layout: RunLayout, rows: pl.LazyFrame, order: tuple[str, ...]) -> pl.DataFrame:
     """sample_id + the keep-policy columns that exist: eligibility, score-phase scores, original resolution."""
     frame = rows.select(col.SAMPLE_ID, RESOLUTION)
     if eligible_path(layout).exists():
         frame = frame.join(pl.scan_parquet(eligible_path(layout)), on=col.SAMPLE_ID, how="left")
+    if CENTROID_DISTANCE in order and centroid_path(layout).exists():
+        frame = frame.join(pl.scan_parquet(centroid_path(layout)), on=col.SAMPLE_ID, how="left")
     files = [str(p) for p in layout.score_files()]
     if files:
         scores = pl.scan_parquet(files)
@@ -60,6 +75,7 @@ def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work:
         "phash": lambda: phash_pairs(config.phash, config.search, files, index),
         "sscd": lambda: sscd_pairs(config.sscd, config.search, files, index),
         "pdq": lambda: pdq_pairs(config.pdq, config.search, files, index),  # pdq_verified pairs too
+        "semantic": lambda: semantic_finder(config, layout, files, index, work),
     }
     found, stats = [], {}
     for name in (n for n in config.enabled_detectors() if n in finders):
@@ -87,6 +103,7 @@ def run_dedup(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | N
     layout.pairs.unlink(missing_ok=True)
     layout.duplicates.unlink(missing_ok=True)
     eligible_path(layout).unlink(missing_ok=True)
+    centroid_path(layout).unlink(missing_ok=True)
     detectors = config.enabled_detectors()
     if not detectors:
         return {"detectors": []}
@@ -107,7 +124,7 @@ def recluster(config: DedupConfig, layout: RunLayout) -> dict:
     """dedup/pairs.parquet + scores -> dedup/duplicates.parquet with ``config``'s thresholds and keep
     policy; no descriptor is read. A threshold can be loosened only down to the detector's store_threshold."""
     pairs = pl.read_parquet(layout.pairs)
-    order = (ELIGIBLE, *config.keep.order)
+    order = keep_order(config)
     scores = keep_scores(layout, staged_rows(layout), order)
     duplicates = cluster(pairs, config.thresholds(), scores, order, config.keep.mode)
     write_parquet(duplicates.to_arrow(), layout.duplicates)

@@ -19,6 +19,7 @@ from dedup.config import DETECTORS, DedupConfig
 from manifests import schema as col
 
 ELIGIBLE = "eligible"  # passes every rule but dedup
+CENTROIDS_FILE = "semantic_centroids.parquet"  # beside dedup/pairs.parquet: sample_id, centroid_distance
 DUP_COLUMNS = (col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND, col.DUP_SIMILARITY, col.DUP_DETECTOR)
 # frame without duplicate columns -> sample_id + ``keep``, as the decision would set it.
 Eligibility = Callable[[pl.LazyFrame], pl.LazyFrame]
@@ -59,9 +60,22 @@ def keep_scores(frame: pl.LazyFrame, eligibility: Eligibility, order: tuple[str,
     return frame.select(col.SAMPLE_ID, *present, *extra).join(eligible, on=col.SAMPLE_ID, how="left").collect()
 
 
+def keep_order(config: DedupConfig) -> tuple[str, ...]:
+    """Eligible rows first; then, with semantic keep=least_prototypical, the farthest from their centroid."""
+    semantic = (col.CENTROID_DISTANCE,) if config.semantic.enabled and config.semantic.keep == "least_prototypical" else ()
+    return (ELIGIBLE, *semantic, *config.keep.order)
+
+
+def with_centroid_distance(frame: pl.LazyFrame, centroids: Path, config: DedupConfig) -> pl.LazyFrame:
+    """``frame`` with the semantic detector's ``centroid_distance`` joined in when the keep order ranks by it."""
+    if col.CENTROID_DISTANCE not in keep_order(config) or not centroids.exists():
+        return frame
+    return frame.join(pl.scan_parquet(centroids), on=col.SAMPLE_ID, how="left", maintain_order="left")
+
+
 def duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame, config: DedupConfig, eligibility: Eligibility) -> pl.DataFrame:
     """The duplicates table of ``pairs`` under ``config``'s thresholds, survivors ranked eligible first."""
-    order = (ELIGIBLE, *config.keep.order)
+    order = keep_order(config)
     paired = pl.concat([pairs[SAMPLE_A], pairs[SAMPLE_B]]).unique()  # only they are ranked: memory ~ pairs
     scores = keep_scores(without_duplicates(frame).filter(pl.col(col.SAMPLE_ID).is_in(paired.implode())),
                          eligibility, order)

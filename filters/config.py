@@ -8,9 +8,9 @@ are present). Thresholds are LAION's published practice unless noted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from manifests import schema as col
 from manifests.config import StrictModel
@@ -20,10 +20,28 @@ if TYPE_CHECKING:
     import polars as pl
 
 Device = Literal["auto", "cpu", "cuda"]
+ISO_639_1 = r"^[a-z]{2}$"  # lower-case two-letter language codes, as caption_lang holds them
 
 # LAION-Aesthetics V2 subsets were cut at these predictor (v2) scores; pick one as aesthetic.min_score.
 AESTHETIC_PRESETS = {"laion_aesthetics_4.5": 4.5, "laion_aesthetics_5": 5.0, "laion_aesthetics_6": 6.0,
                      "laion_aesthetics_6.25": 6.25, "laion_aesthetics_6.5": 6.5}
+
+
+def known_languages(codes: list[str] | None, field: str) -> list[str] | None:
+    """``codes`` unchanged when lingua knows each (a code it cannot output would reject every caption)."""
+    if not codes:
+        return codes
+    from lingua import IsoCode639_1
+
+    unknown = []
+    for code in codes:
+        try:
+            IsoCode639_1.from_str(code)
+        except ValueError:
+            unknown.append(code)
+    if unknown:
+        raise ValueError(f"{field}: {unknown} are not ISO 639-1 codes the language identifier (lingua) knows")
+    return codes
 
 
 class RulesConfig(StrictModel):
@@ -35,6 +53,14 @@ class RulesConfig(StrictModel):
     max_aspect_ratio: float = Field(3.0, gt=0)
     drop_ai_generated: bool = Field(
         False, description="reject rows whose file declares generative-AI origin (IPTC DigitalSourceType, C2PA)")
+    languages: list[Annotated[str, Field(pattern=ISO_639_1)]] | None = Field(
+        None, description="keep captions in these ISO 639-1 languages (e.g. [en]); needs filters.language.enabled; "
+                          "None: no language rule")
+
+    @field_validator("languages")
+    @classmethod
+    def _known(cls, codes: list[str] | None) -> list[str] | None:
+        return known_languages(codes, "filters.rules.languages")
 
 
 class ClipScorerConfig(StrictModel):
@@ -88,7 +114,100 @@ class NsfwConfig(WeightsFileConfig):
 
 
 
-MODEL_SECTIONS = ("clip", "aesthetic", "nsfw")
+class LanguageConfig(StrictModel):
+    """Caption language by lingua (``lingua-language-detector``: its n-gram models ship in the wheel, no download).
+
+    High-accuracy mode is right for captions: 100% on 144 short captions in 12 languages against 92% for
+    low-accuracy mode (``bench/filters.py``); it holds all 75 languages' models, about 1 GB per actor.
+    ``candidates`` restricts the detector to a set of languages (less memory, no confusion with the rest).
+    The rule is ``filters.rules.languages``.
+    """
+
+    enabled: bool = False
+    low_accuracy: bool = Field(False, description="lingua's low-accuracy mode: ~5x faster, worse on short text")
+    candidates: list[Annotated[str, Field(pattern=ISO_639_1)]] | None = Field(
+        None, min_length=2, description="ISO 639-1 codes to choose among; None: all of lingua's")
+
+    @field_validator("candidates")
+    @classmethod
+    def _known(cls, codes: list[str] | None) -> list[str] | None:
+        return known_languages(codes, "filters.language.candidates")
+
+
+class OcrConfig(StrictModel):
+    """Text in the image by RapidOCR (PP-OCRv4 detection + recognition ONNX models inside
+    ``rapidocr-onnxruntime``), the T-MARS signals: how much of the image is text, and whether the caption
+    just reads it. Thresholds are ours (T-MARS masks text rather than publishing a cut-off)."""
+
+    enabled: bool = False
+    device: Device = "auto"
+    det_max_side: int = Field(960, ge=32, description="images are shrunk so the longer side is at most this "
+                              "for detection (never enlarged)")
+    min_text_score: float = Field(0.5, ge=0, le=1, description="recognised lines below this confidence are ignored")
+    max_text_chars: int = Field(300, ge=0, description="ocr_text is truncated to this many characters")
+    intra_op_threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per actor")
+    max_text_area_frac: float | None = Field(0.3, ge=0, le=1, description="reject text_dominated at or above "
+                                             "this share of the image covered by text; None: no rule")
+    max_caption_text_overlap: float | None = Field(
+        0.6, ge=0, le=1, description="reject caption_reads_image at or above this share of caption words read "
+                                     "in the image; None: no rule")
+
+
+
+class QualityConfig(StrictModel):
+    """Cheap pixel signals on the decoded image, no model: blur (variance of the Laplacian of the grey image at
+    ``size``), QR codes (OpenCV's QRCodeDetectorAruco) and a low-information measure (grey-level entropy, bits).
+    Every rule is off by default: what counts as blurry depends on the corpus (plot ``blur_var`` first)."""
+
+    enabled: bool = False
+    size: int = Field(256, ge=32, description="the longer side is resized to this before measuring blur and entropy")
+    min_blur_var: float | None = Field(None, ge=0, description="reject blurry below this Laplacian variance")
+    reject_qr: bool = Field(False, description="reject qr_code when a QR code is found")
+    min_grey_entropy: float | None = Field(None, ge=0, le=8, description="reject uniform_image below this "
+                                           "entropy of the 256-bin grey histogram (a flat colour is 0)")
+
+
+
+class WatermarkConfig(WeightsFileConfig):
+    """LAION's watermark classifier (LAION-5B-WatermarkDetection, ``watermark_model_v1.pt``): timm
+    EfficientNet-B3 with a 1536-625-256-2 head, 256x256 input, ImageNet normalisation; writes the softmax
+    of its "watermark" class. LAION-5B's aesthetic subsets drop pwatermark >= 0.8."""
+
+    batch_size: int = Field(32, ge=1, description="images per forward pass")
+    random_init: bool = Field(False, description="random weights instead of the file (tests and benchmarks only)")
+    max_prob: float | None = Field(0.8, ge=0, le=1, description="reject at or above this; None: no rule")
+
+
+
+# filters.preset -> the values it sets. Values the config sets itself win, and the resolved config.yaml
+# shows the result. datacomp_basic is DataComp's "basic filtering" baseline (Gadre et al. 2023; their
+# baselines/apply_filter.py load_uids_with_basic_filter_helper): English caption (fastText there, lingua
+# here), more than 2 words and more than 5 characters (DataComp counts characters before trimming, we after),
+# shorter image side >= 200 px, aspect ratio <= 3.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "datacomp_basic": {
+        "rules": {"languages": ["en"], "min_caption_words": 3, "min_caption_chars": 6, "min_image_side": 200,
+                  "max_aspect_ratio": 3.0},
+        "language": {"enabled": True},
+    },
+}
+
+
+def expand_preset(data: Any) -> Any:
+    """``filters`` data with its preset's values filled in under the ones it sets itself."""
+    if not isinstance(data, dict) or data.get("preset") is None:
+        return data
+    if data["preset"] not in PRESETS:
+        return data  # the Literal field names the allowed presets
+    data = dict(data)
+    for section, values in PRESETS[data["preset"]].items():
+        given = data.get(section)
+        if given is None or isinstance(given, dict):
+            data[section] = {**values, **(given or {})}
+    return data
+
+
+MODEL_SECTIONS = ("clip", "aesthetic", "nsfw", "watermark")
 
 # The CLIP embedding width each head was trained on (ViT-L/14: 768, ViT-B/32: 512).
 HEAD_WIDTHS = {"v2": 768, "v1_l14": 768, "v1_b32": 512, "clip_l14": 768, "clip_b32": 512}
@@ -100,6 +219,24 @@ class FiltersConfig(StrictModel):
     clip: ClipScorerConfig = ClipScorerConfig()
     aesthetic: AestheticConfig = AestheticConfig()
     nsfw: NsfwConfig = NsfwConfig()
+    preset: Literal["datacomp_basic"] | None = Field(None, description="fills in a published rule set (PRESETS); "
+                                                     "values set here win")
+    language: LanguageConfig = LanguageConfig()
+    ocr: OcrConfig = OcrConfig()
+    quality: QualityConfig = QualityConfig()
+    watermark: WatermarkConfig = WatermarkConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        return expand_preset(data)
+
+    @model_validator(mode="after")
+    def _languages_need_the_stage(self):
+        if self.rules.languages and not self.language.enabled:
+            raise ValueError("filters.rules.languages needs the caption language stage: set "
+                             "filters.language.enabled=true (or drop the rule)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -149,6 +286,18 @@ def threshold_rules(config: FiltersConfig, enabled_only: bool = True) -> list[Th
                                                  minimum=config.aesthetic.min_score, section="aesthetic")),
         (config.nsfw.enabled, ThresholdRule(col.NSFW_PROB, Reason.NSFW, maximum=config.nsfw.max_prob,
                                             section="nsfw")),
+        (config.ocr.enabled, ThresholdRule(col.TEXT_AREA_FRAC, Reason.TEXT_DOMINATED,
+                                           maximum=config.ocr.max_text_area_frac, section="ocr")),
+        (config.ocr.enabled, ThresholdRule(col.CAPTION_TEXT_OVERLAP, Reason.CAPTION_READS_IMAGE,
+                                           maximum=config.ocr.max_caption_text_overlap, section="ocr")),
+        (config.quality.enabled, ThresholdRule(col.BLUR_VAR, Reason.BLURRY, minimum=config.quality.min_blur_var,
+                                               section="quality")),
+        (config.quality.enabled and config.quality.reject_qr,
+         ThresholdRule(col.QR_CODES, Reason.QR_CODE, maximum=1.0, section="quality")),
+        (config.quality.enabled, ThresholdRule(col.GREY_ENTROPY, Reason.UNIFORM_IMAGE,
+                                               minimum=config.quality.min_grey_entropy, section="quality")),
+        (config.watermark.enabled, ThresholdRule(col.WATERMARK_PROB, Reason.WATERMARK,
+                                                 maximum=config.watermark.max_prob, section="watermark")),
     ]
     return [rule for enabled, rule in candidates
             if (enabled or not enabled_only) and (rule.minimum is not None or rule.maximum is not None)]

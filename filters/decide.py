@@ -41,13 +41,17 @@ def reason_exprs(config: FiltersConfig, columns: set[str]) -> list[pl.Expr]:
             exprs.append(_reason(ok & rule.violated(), rule.reason))
     if rules.drop_ai_generated and col.AI_GENERATED_DECLARED in columns:
         exprs.append(_reason(ok & pl.col(col.AI_GENERATED_DECLARED).fill_null(False), Reason.AI_GENERATED))
+    if rules.languages and col.CAPTION_LANG in columns:
+        exprs.append(_reason(ok & pl.col(col.CAPTION_LANG).is_not_null()
+                             & ~pl.col(col.CAPTION_LANG).is_in(rules.languages), Reason.CAPTION_LANGUAGE))
     if col.DUPLICATE_OF in columns and col.DUP_KIND in columns:
         reason = pl.col(col.DUP_KIND).replace_strict(DUPLICATE_REASONS, default=None, return_dtype=pl.String)
         exprs.append(_reason(pl.col(col.DUPLICATE_OF).is_not_null(), reason))
     return exprs
 
 
-SCORE_COLUMNS = (col.CLIP_SCORE, col.AESTHETIC_SCORE, col.NSFW_PROB)
+SCORE_COLUMNS = (col.CLIP_SCORE, col.AESTHETIC_SCORE, col.NSFW_PROB, col.CAPTION_LANG_PROB, col.TEXT_AREA_FRAC,
+                 col.CAPTION_TEXT_OVERLAP, col.BLUR_VAR, col.QR_CODES, col.GREY_ENTROPY, col.WATERMARK_PROB)
 
 
 def nan_to_null(lazy: pl.LazyFrame) -> pl.LazyFrame:

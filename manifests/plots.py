@@ -22,9 +22,14 @@ from manifests.io import atomic_path
 if TYPE_CHECKING:  # matplotlib is imported where a plot is drawn, so tune and query never load it
     from matplotlib.figure import Figure
 
-SCORE_COLUMNS = (col.CLIP_SCORE, col.AESTHETIC_SCORE, col.NSFW_PROB, col.DUP_SIMILARITY)
+SCORE_COLUMNS = (col.CLIP_SCORE, col.AESTHETIC_SCORE, col.NSFW_PROB, col.DUP_SIMILARITY, col.WATERMARK_PROB,
+                 col.TEXT_AREA_FRAC, col.CAPTION_TEXT_OVERLAP, col.BLUR_VAR, col.GREY_ENTROPY, col.CAPTION_LANG_PROB)
 TITLES = {col.CLIP_SCORE: "CLIP image-text similarity", col.AESTHETIC_SCORE: "Aesthetic score",
-          col.NSFW_PROB: "NSFW probability", col.DUP_SIMILARITY: "Duplicate similarity"}
+          col.NSFW_PROB: "NSFW probability", col.DUP_SIMILARITY: "Duplicate similarity",
+          col.WATERMARK_PROB: "Watermark probability", col.TEXT_AREA_FRAC: "Share of the image that is text",
+          col.CAPTION_TEXT_OVERLAP: "Share of caption words read in the image",
+          col.BLUR_VAR: "Sharpness (variance of the Laplacian)", col.GREY_ENTROPY: "Grey-level entropy (bits)",
+          col.CAPTION_LANG_PROB: "Caption language confidence"}
 KEPT_COLOUR, REJECTED_COLOUR, THRESHOLD_COLOUR = "#2e7d32", "#c62828", "#1a1a1a"
 BINS = 60
 
@@ -96,6 +101,22 @@ def reasons_png(counts: dict[str, int]) -> bytes:
         ax.annotate(f"{v:,}", (v, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
     ax.set_title("Reject reasons")
     ax.set_xlabel("rows")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def removal_curve_png(points: list[tuple[float, float]], current: float | None, title: str, xlabel: str) -> bytes:
+    """A line of the share of rows removed against a threshold, the configured value drawn dashed."""
+    figure = _figure(7, 3.6)
+    ax = figure.add_subplot()
+    ax.plot([x for x, _ in points], [100 * y for _, y in points], marker="o", color=REJECTED_COLOUR)
+    if current is not None:
+        ax.axvline(current, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5)
+        ax.annotate(f"configured = {current:g}", (current, 1), xycoords=("data", "axes fraction"),
+                    xytext=(4, -12), textcoords="offset points", fontsize=8)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("% of rows removed")
     figure.tight_layout()
     return _png(figure)
 

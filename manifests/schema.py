@@ -63,6 +63,15 @@ STAGED_SHARD, STAGED_MEMBER = SHARD, MEMBER
 CLIP_SCORE = "clip_score"
 AESTHETIC_SCORE = "aesthetic_score"
 NSFW_PROB = "nsfw_prob"
+CAPTION_LANG = "caption_lang"  # ISO 639-1 code of the caption's language; "und" when none is recognisable
+CAPTION_LANG_PROB = "caption_lang_prob"  # the identifier's confidence in caption_lang
+TEXT_AREA_FRAC = "text_area_frac"  # share of the image covered by OCR-detected text lines
+OCR_TEXT = "ocr_text"  # text recognised in the image, truncated
+CAPTION_TEXT_OVERLAP = "caption_text_overlap"  # share of caption words that OCR read in the image
+BLUR_VAR = "blur_var"  # variance of the Laplacian of the grey image: low is blurry
+QR_CODES = "qr_codes"  # QR codes found in the image
+GREY_ENTROPY = "grey_entropy"  # bits of the grey-level histogram: near 0 is a flat image
+WATERMARK_PROB = "watermark_prob"  # LAION watermark classifier's P(watermark)
 
 # Score-phase artefacts: wide columns that dedup and the heads reuse, kept under score/ only,
 # never copied into the manifest.
@@ -83,6 +92,8 @@ DUP_SIMILARITY = "dup_similarity"
 DUP_DETECTOR = "dup_detector"  # the detector of the link to the survivor: sha256, pixels, minhash, phash, sscd
 # Columns of dedup/duplicates.parquet beside the ones above (not copied into the manifest).
 KEPT_SAMPLE_ID = "kept_sample_id"
+# dedup/semantic_centroids.parquet: 1 - cosine to the row's k-means centroid (high: least prototypical)
+CENTROID_DISTANCE = "centroid_distance"
 SIMILARITY = "similarity"  # joined into the manifest as dup_similarity
 
 # Decision.
@@ -211,6 +222,14 @@ class Reason:
     DUPLICATE_CAPTION = "duplicate_caption"
     DUPLICATE_IMAGE = "duplicate_image"
     AI_GENERATED = "ai_generated_declared"  # filters.rules.drop_ai_generated
+    CAPTION_LANGUAGE = "caption_language"
+    TEXT_DOMINATED = "text_dominated"
+    CAPTION_READS_IMAGE = "caption_reads_image"
+    BLURRY = "blurry"
+    QR_CODE = "qr_code"
+    UNIFORM_IMAGE = "uniform_image"
+    WATERMARK = "watermark"
+    DUPLICATE_SEMANTIC = "duplicate_semantic"
 
     @staticmethod
     def for_status(status: str) -> str:
@@ -223,11 +242,12 @@ class DupKind:
     EXACT = "exact"  # identical bytes or pixels
     IMAGE = "image"  # the same picture, edited (perceptual hash, SSCD)
     CAPTION = "caption"  # near-identical caption
+    SEMANTIC = "semantic"  # near-identical CLIP embedding (SemDeDup): the same content, not necessarily one picture
 
 
 # The reject reason of each duplicate kind: the one table between dup_kind and Reason.
 DUPLICATE_REASONS = {DupKind.EXACT: Reason.DUPLICATE_EXACT, DupKind.IMAGE: Reason.DUPLICATE_IMAGE,
-                     DupKind.CAPTION: Reason.DUPLICATE_CAPTION}
+                     DupKind.CAPTION: Reason.DUPLICATE_CAPTION, DupKind.SEMANTIC: Reason.DUPLICATE_SEMANTIC}
 
 
 INGEST_SCHEMA = pa.schema(
@@ -277,6 +297,15 @@ SCORE_FIELDS = [
     pa.field(PIXEL_HASH, pa.string()),
     pa.field(PDQ_HASH, pa.string()),
     pa.field(PDQ_QUALITY, pa.int16()),
+    pa.field(CAPTION_LANG, pa.string()),
+    pa.field(CAPTION_LANG_PROB, pa.float32()),
+    pa.field(TEXT_AREA_FRAC, pa.float32()),
+    pa.field(OCR_TEXT, pa.string()),
+    pa.field(CAPTION_TEXT_OVERLAP, pa.float32()),
+    pa.field(BLUR_VAR, pa.float32()),
+    pa.field(QR_CODES, pa.float32()),
+    pa.field(GREY_ENTROPY, pa.float32()),
+    pa.field(WATERMARK_PROB, pa.float32()),
 ]
 
 DEDUP_FIELDS = [

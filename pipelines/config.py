@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from captioning.config import CaptionConfig
 from crawl.config import CrawlConfig, InputConfig
@@ -73,6 +73,13 @@ class RunConfig(StrictModel):
     resources: ResourcesConfig = ResourcesConfig()
     ray: RayConfig = RayConfig()
     decode: DecodeConfig = DecodeConfig()
+
+    @model_validator(mode="after")
+    def _semantic_needs_clip(self):
+        if self.dedup.semantic.enabled and not self.filters.clip.enabled:
+            raise ValueError("dedup.semantic reads the clip_embedding the CLIP stage writes: set "
+                             "filters.clip.enabled=true (or disable dedup.semantic)")
+        return self
 
 
 class ConfigError(ValueError):

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 PHOTOS = {
     "skimage:astronaut.png": "a portrait of an astronaut in a white spacesuit in front of an american flag",
@@ -34,6 +34,9 @@ PHOTOS = {
     "skimage:color.png": "a colourful abstract pattern of overlapping shapes",
     "matplotlib:grace_hopper.jpg": "a portrait of grace hopper in a navy uniform",
 }
+# Advert banners rendered onto a few photos, captioned by their own text: the images T-MARS drops, whose
+# caption a model can match by reading rather than seeing.
+BANNERS = ["SUMMER SALE TODAY", "FREE SHIPPING WORLDWIDE", "BEST PRICE GUARANTEED", "NEW COLLECTION ONLINE"]
 BOILERPLATE = ["image", "click here to enlarge", "IMG_0042.JPG", "", "photo", "untitled", "thumbnail"]
 
 
@@ -86,6 +89,33 @@ def variants(img: Image.Image, rng: random.Random) -> list[tuple[str, Image.Imag
     ]
 
 
+def with_banner(img: Image.Image, text: str) -> Image.Image:
+    """``img`` with ``text`` in black on a white band across its lower fifth (Pillow's bundled font)."""
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    band = out.height // 5
+    font = ImageFont.load_default(size=max(10, int(band * 0.6)))
+    while font.getlength(text) > out.width * 0.92 and font.size > 10:
+        font = ImageFont.load_default(size=font.size - 2)
+    draw.rectangle((0, out.height - band, out.width, out.height), fill="white")
+    draw.text((out.width * 0.04, out.height - band * 0.85), text, fill="black", font=font)
+    return out
+
+
+def with_qr_code(img: Image.Image, text: str) -> Image.Image:
+    """``img`` with a QR code of ``text`` (OpenCV's encoder, white quiet zone) over its top-left 40%."""
+    import cv2
+    import numpy as np
+
+    modules = cv2.QRCodeEncoder.create().encode(text)
+    modules = np.pad(modules, 4, constant_values=255)
+    side = int(min(img.size) * 0.4)
+    code = Image.fromarray(modules).resize((side, side), Image.Resampling.NEAREST).convert("RGB")
+    out = img.copy()
+    out.paste(code, (0, 0))
+    return out
+
+
 @dataclass(frozen=True)
 class Sample:
     path: str  # URL path on the corpus server ("" for a URL that is never served)
@@ -117,6 +147,11 @@ def build_corpus(samples: int = 300, seed: int = 0) -> tuple[dict[str, bytes], l
         thumb = img.copy()
         thumb.thumbnail((96, 96))
         add(f"/img/{name}-thumb.jpg", jpeg(thumb), caption, "too_small", name)
+    for name, text in zip(names, BANNERS):
+        add(f"/img/{name}-banner.jpg", jpeg(with_banner(photos[name][0], text)), text.lower(), "text_banner", name)
+    qr_photo = names[-1]
+    add(f"/img/{qr_photo}-qr.jpg", jpeg(with_qr_code(photos[qr_photo][0], "https://example.com/offer")),
+        photos[qr_photo][1] + " with a code to scan", "qr_code", qr_photo)
     broken = jpeg(photos[names[0]][0])
     specials = [
         ("/broken/truncated.jpg", broken[: len(broken) // 3], "a photo cut off halfway", "truncated"),

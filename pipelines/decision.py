@@ -15,6 +15,7 @@ from dedup import survivors
 from filters.config import FiltersConfig, threshold_rules
 from filters.decide import decide, passes_rules
 from manifests import reexport
+from manifests import schema as col
 from manifests.layout import RunLayout
 from pipelines.config import RunConfig
 
@@ -25,8 +26,10 @@ def pairs_path(run: Path) -> Path:
 
 def with_current_duplicates(frame: pl.LazyFrame, pairs: Path, config: RunConfig) -> pl.LazyFrame:
     """``frame`` with its duplicate columns redone from the stored ``pairs`` under ``config``."""
-    return survivors.with_duplicates(frame, survivors.stored_pairs(pairs, config.dedup), config.dedup,
-                                     partial(passes_rules, config=config.filters))
+    ranked = survivors.with_centroid_distance(frame, pairs.with_name(survivors.CENTROIDS_FILE), config.dedup)
+    out = survivors.with_duplicates(ranked, survivors.stored_pairs(pairs, config.dedup), config.dedup,
+                                    partial(passes_rules, config=config.filters))
+    return out if ranked is frame else out.drop(col.CENTROID_DISTANCE)
 
 
 def redecide(frame: pl.LazyFrame, pairs: Path, config: RunConfig) -> pl.LazyFrame:

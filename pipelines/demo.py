@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from filters.config import AestheticConfig, ClipScorerConfig
-from filters.weights import FETCH_COMMAND, cache_root, clip_weights, head_entry
+from filters.config import AestheticConfig, ClipScorerConfig, WatermarkConfig
+from filters.weights import FETCH_COMMAND, cache_root, clip_weights, head_entry, watermark_entry
 from pipelines.config import build_config
 from pipelines.corpus import build_corpus
 
@@ -73,6 +73,10 @@ def demo_filters() -> tuple[dict, list[str]]:
     others are skipped. CLIP is ViT-L-14/openai when present (the heads' CLIP), else ViT-B-32/openai."""
     section: dict = {"nsfw": {"enabled": True, "backend": "open_nsfw"}}
     skipped = ["nsfw clip head: the demo's nsfw_prob comes from open_nsfw, which always runs"]
+    if watermark_entry(WatermarkConfig()).present:
+        section["watermark"] = {"enabled": True}
+    else:
+        skipped.append(f"watermark: LAION's watermark_model_v1.pt is missing under {cache_root(None)}; {FETCH_COMMAND}")
     choices = [ClipScorerConfig(enabled=True, model=m, pretrained="openai") for m in ("ViT-L-14", "ViT-B-32")]
     clip = next((c for c in choices if clip_weights(c).present), None)
     if clip is None:
@@ -87,21 +91,29 @@ def demo_filters() -> tuple[dict, list[str]]:
     return section, skipped
 
 
+# The signals that need no download: caption language (English captions only), OCR (text-dominated
+# images and captions that read the image), QR codes and flat images.
+DEMO_SIGNALS = {"rules": {"languages": ["en"]}, "language": {"enabled": True},
+                "ocr": {"enabled": True, "intra_op_threads": 1},
+                "quality": {"enabled": True, "reject_qr": True, "min_grey_entropy": 1.0}}
+
+
 def demo_config(url_list: Path, run_dir: Path) -> dict:
     """Every stage that can run offline; the loopback server needs the SSRF guard's allow flag."""
     return {
         "output_dir": str(run_dir),
         "input": {"kind": "url_list", "path": str(url_list), "rows_per_shard": 100},
         "crawl": {"allow_private_addresses": True, "retries": 1, "image_size": 256, "resize_mode": "border"},
-        "filters": demo_filters()[0],
+        "filters": {**demo_filters()[0], **DEMO_SIGNALS},
         # PDQ rather than pHash, with regions and verification: the best of bench/neardup_eval.py.
         "dedup": {"exact": {"enabled": True}, "pdq": {"enabled": True, "verify": {"enabled": True}},
-                  "minhash": {"enabled": True}},
+                  "minhash": {"enabled": True}, "semantic": {"enabled": "clip" in demo_filters()[0]}},
         "export": {"shard_size": 100},
         # Fractions of a CPU so that every model pool fits a 2-CPU local Ray next to the read tasks.
         "resources": {"ingest": {"concurrency": 2}, "export": {"concurrency": 2},
                       "stages": {**{name: {"num_cpus": 0.5} for name in ("clip", "aesthetic", "nsfw")},
-                                 **{name: {"num_cpus": 0.25} for name in ("pixel_hash", "pdq", "minhash")}}},
+                                 **{name: {"num_cpus": 0.25} for name in ("pixel_hash", "pdq", "minhash")},
+                                 **{name: {"num_cpus": 0.05} for name in ("language", "ocr", "quality", "watermark")}}},
         "ray": {"num_cpus": 2},
     }
 

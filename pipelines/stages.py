@@ -14,7 +14,11 @@ from dedup.pixels import PixelHasher
 from dedup.sscd import SscdEmbedder
 from filters.aesthetic import AestheticScorer
 from filters.clip import ClipScorer
+from filters.language import CaptionLanguageIdentifier
 from filters.nsfw import nsfw_stage
+from filters.ocr import OcrScorer
+from filters.quality import QualityScorer
+from filters.watermark import WatermarkScorer
 from manifests import schema as col
 from pipelines.config import ConfigError, RunConfig, StageResources
 
@@ -68,6 +72,13 @@ STAGES = (
     Stage("aesthetic", "score", lambda c: c.filters.aesthetic, lambda c: c.filters.aesthetic.enabled,
           lambda s: AestheticScorer),
     Stage("nsfw", "score", lambda c: c.filters.nsfw, lambda c: c.filters.nsfw.enabled, nsfw_stage),
+    Stage("language", "score", lambda c: c.filters.language, lambda c: c.filters.language.enabled,
+          lambda s: CaptionLanguageIdentifier),
+    Stage("ocr", "score", lambda c: c.filters.ocr, lambda c: c.filters.ocr.enabled, lambda s: OcrScorer),
+    Stage("quality", "score", lambda c: c.filters.quality, lambda c: c.filters.quality.enabled,
+          lambda s: QualityScorer),
+    Stage("watermark", "score", lambda c: c.filters.watermark, lambda c: c.filters.watermark.enabled,
+          lambda s: WatermarkScorer),
     Stage("pixel_hash", "score", lambda c: c.dedup.exact, _detector_on("pixel_hash"), lambda s: PixelHasher),
     Stage("phash", "score", lambda c: c.dedup.phash, _detector_on("phash"), lambda s: PerceptualHasher),
     Stage("minhash", "score", lambda c: c.dedup.minhash, _detector_on("minhash"), lambda s: CaptionMinHasher),

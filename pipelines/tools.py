@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from filters.config import ThresholdRule, threshold_rules
@@ -16,7 +17,9 @@ from filters.decide import reason_exprs
 from manifests import audit, card, plots, query, reexport, tune
 from manifests.io import atomic_path, read_json, write_json
 from manifests.layout import RunLayout
+from manifests import schema as col
 from manifests.plots import Threshold
+from manifests.schema import Status
 from pipelines.config import RunConfig, dump_config, load_config
 from pipelines import decision
 
@@ -65,7 +68,29 @@ def run_tune(run: Path, overrides: list[str]) -> tuple[tune.TuneReport, str]:
 
 def run_plots(run: Path, overrides: list[str], out: Path | None) -> list[Path]:
     frame, config = manifest(run, overrides)
-    return plots.write_plots(frame, thresholds(config), out or RunLayout.at(run).root / "reports" / "plots")
+    out = out or RunLayout.at(run).root / "reports" / "plots"
+    return plots.write_plots(frame, thresholds(config), out) + semantic_eps_plot(run, frame, config, out)
+
+
+def semantic_eps_plot(run: Path, frame: pl.LazyFrame, config: RunConfig, out: Path) -> list[Path]:
+    """semantic_eps.png: the share of rows semantic dedup alone removes at each eps its stored pairs allow."""
+    from dedup.cluster import DETECTOR
+    from dedup.semantic import removed_by_eps
+
+    pairs_file = RunLayout.at(run).pairs
+    if not config.dedup.semantic.enabled or not pairs_file.exists():
+        return []
+    pairs = pl.read_parquet(pairs_file).filter(pl.col(DETECTOR) == "semantic")
+    semantic = config.dedup.semantic
+    top = max(semantic.eps, semantic.store_eps or 0.0)
+    rows = frame.filter(pl.col(col.STATUS) == Status.SUCCESS).select(pl.len()).collect().item()
+    counts = removed_by_eps(pairs, [float(e) for e in np.linspace(0.0, top, 11)], config.dedup.keep.mode)
+    png = plots.removal_curve_png([(eps, n / max(rows, 1)) for eps, n in counts], semantic.eps,
+                                  "Semantic dedup: rows removed per eps", "eps (pairs at cosine >= 1 - eps)")
+    path = out / "semantic_eps.png"
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png)
+    return [path]
 
 
 def default_export_name(overrides: list[str]) -> str:

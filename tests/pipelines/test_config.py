@@ -80,7 +80,8 @@ def test_stage_names_are_exactly_the_stages_a_full_config_builds():
 
     everything = RunConfig.model_validate({
         "input": {"kind": "url_list", "path": "x.parquet"}, "output_dir": "/tmp/unused",
-        "filters": {name: {"enabled": True} for name in ("clip", "aesthetic", "nsfw")},
+        "filters": {name: {"enabled": True} for name in ("clip", "aesthetic", "nsfw", "language", "ocr", "quality",
+                                                          "watermark")},
         "dedup": {"exact": {"enabled": True}, "phash": {"enabled": True}, "minhash": {"enabled": True},
                   "sscd": {"enabled": True, "random_init": True}, "pdq": {"enabled": True}},
         "caption": {"blip2": {"enabled": True}, "llava": {"enabled": True}}})
