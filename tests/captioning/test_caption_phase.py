@@ -45,7 +45,9 @@ def test_caption_phase_recaptions_kept_rows_only_on_actor_pools(ray_session, tmp
                  "caption.llava.generation.max_new_tokens=6", "caption.blip2.generation.max_new_tokens=6",
                  "resources.stages.blip2={batch_size: 2, num_cpus: 0.5}",
                  "resources.stages.llava={batch_size: 2, num_cpus: 0.5}", "export.caption_source=caption_blip2"]
-    config = build_config({"output_dir": str(layout.root), "input": {"path": str(tmp_path)}}, overrides)
+    urls = tmp_path / "urls.txt"  # the run is staged by hand; prepare() still checks that the input reads
+    urls.write_text("http://127.0.0.1/unused.jpg\n")
+    config = build_config({"output_dir": str(layout.root), "input": {"path": str(urls)}}, overrides)
     run = prepare(config)
 
     run_phase(run, "caption")
