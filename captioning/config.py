@@ -10,13 +10,21 @@ from manifests.config import StrictModel
 
 CAPTION_PLACEHOLDER = "{caption}"  # a prompt may quote the row's original alt-text here
 
+# Field descriptions the captioners share: a subclass that changes a default restates the field, and
+# pydantic does not carry the parent's description over to it.
+MODEL_DOC = "Hugging Face model id, or a local directory loaded as it is"
+REVISION_DOC = "commit of the model repository; recorded in run.json"
+PROMPT_DOC = f"instruction; {CAPTION_PLACEHOLDER} is replaced by the original caption"
+GENERATION_DOC = "how the caption (caption_<model>) is generated"
+SHORT_PROMPT_DOC = "if set, a second, short caption with this prompt; None: no short caption"
+
 
 class GenerationConfig(StrictModel):
     """Decoding settings. Greedy by default, so the same image and weights give the same caption."""
 
-    max_new_tokens: int = Field(40, ge=1)
+    max_new_tokens: int = Field(40, ge=1, description="the longest caption, in tokens")
     min_new_tokens: int = Field(0, ge=0, description="= max_new_tokens forces a fixed length (benchmarks)")
-    num_beams: int = Field(1, ge=1)
+    num_beams: int = Field(1, ge=1, description="beam search width; 1: greedy decoding")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> GenerationConfig:
@@ -28,13 +36,14 @@ class GenerationConfig(StrictModel):
 class CaptionerConfig(StrictModel):
     """What one vision-language captioner runs. A local directory in ``model`` is loaded as is."""
 
-    enabled: bool = False
-    model: str
-    revision: str = Field(description="commit of the model repository; recorded in run.json")
-    prompt: str = Field(description=f"instruction; {CAPTION_PLACEHOLDER} is replaced by the original caption")
-    generation: GenerationConfig = GenerationConfig()
-    short_prompt: str | None = Field(None, description="if set, a second, short caption with this prompt")
-    short_generation: GenerationConfig = GenerationConfig(max_new_tokens=16)
+    enabled: bool = Field(False, description="caption the kept rows with this model")
+    model: str = Field(description=MODEL_DOC)
+    revision: str = Field(description=REVISION_DOC)
+    prompt: str = Field(description=PROMPT_DOC)
+    generation: GenerationConfig = Field(GenerationConfig(), description=GENERATION_DOC)
+    short_prompt: str | None = Field(None, description=SHORT_PROMPT_DOC)
+    short_generation: GenerationConfig = Field(
+        GenerationConfig(max_new_tokens=16), description="how the short caption (caption_<model>_short) is generated")
     max_caption_chars: int = Field(300, ge=0, description="longest original caption quoted into a prompt")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="auto: bfloat16 on a GPU that supports it, else float16; float32 on CPU")
@@ -43,25 +52,27 @@ class CaptionerConfig(StrictModel):
 class Blip2CaptionerConfig(CaptionerConfig):
     """BLIP-2 continues the prompt; an empty prompt gives its plain caption."""
 
-    model: str = "Salesforce/blip2-opt-2.7b"
-    revision: str = "51572668da0eb669e01a189dc22abe6088589a24"
-    prompt: str = ""
-    generation: GenerationConfig = GenerationConfig(max_new_tokens=30)
-    short_prompt: str | None = None
+    model: str = Field("Salesforce/blip2-opt-2.7b", description=MODEL_DOC)
+    revision: str = Field("51572668da0eb669e01a189dc22abe6088589a24", description=REVISION_DOC)
+    prompt: str = Field("", description=PROMPT_DOC + "; empty: BLIP-2's plain caption")
+    generation: GenerationConfig = Field(GenerationConfig(max_new_tokens=30), description=GENERATION_DOC)
+    short_prompt: str | None = Field(None, description=SHORT_PROMPT_DOC)
 
 
 class LlavaCaptionerConfig(CaptionerConfig):
     """LLaVA gets its prompt through the checkpoint's chat template."""
 
-    model: str = "llava-hf/llava-1.5-7b-hf"
-    revision: str = "a272c74b2481d8aff3aa6fc2c4bf891fe57334fb"
-    prompt: str = "Describe this image in one detailed sentence."
-    generation: GenerationConfig = GenerationConfig(max_new_tokens=60)
-    short_prompt: str | None = None
+    model: str = Field("llava-hf/llava-1.5-7b-hf", description=MODEL_DOC)
+    revision: str = Field("a272c74b2481d8aff3aa6fc2c4bf891fe57334fb", description=REVISION_DOC)
+    prompt: str = Field("Describe this image in one detailed sentence.", description=PROMPT_DOC)
+    generation: GenerationConfig = Field(GenerationConfig(max_new_tokens=60), description=GENERATION_DOC)
+    short_prompt: str | None = Field(None, description=SHORT_PROMPT_DOC)
 
 
 class CaptionConfig(StrictModel):
     """Recaptioners run on kept rows only, BLIP-2 first. None is enabled by default."""
 
-    blip2: Blip2CaptionerConfig = Blip2CaptionerConfig()
-    llava: LlavaCaptionerConfig = LlavaCaptionerConfig()
+    blip2: Blip2CaptionerConfig = Field(
+        Blip2CaptionerConfig(), description="BLIP-2: writes caption_blip2 (and caption_blip2_short)")
+    llava: LlavaCaptionerConfig = Field(
+        LlavaCaptionerConfig(), description="LLaVA: writes caption_llava (and caption_llava_short)")

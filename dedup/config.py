@@ -37,7 +37,7 @@ from manifests.schema import DupKind
 
 
 class _Detector(StrictModel):
-    enabled: bool = False
+    enabled: bool = Field(False, description="run this detector: its duplicate pairs feed dedup's clusters")
     threshold: float = Field(0.8, ge=0, le=1, description="pairs at or above this similarity are duplicates")
     store_threshold: float | None = Field(
         None, ge=0, le=1, description="pairs at or above this are stored for later re-clustering; default threshold")
@@ -54,17 +54,18 @@ class _Detector(StrictModel):
 
 
 class ExactConfig(StrictModel):
-    enabled: bool = False
+    enabled: bool = Field(False, description="find exact duplicates (by sha256 and/or pixels, below)")
     sha256: bool = Field(True, description="identical original bytes (ingest's sha256 column)")
     pixels: bool = Field(True, description="identical decoded pixels at canonical_size (the pixel_hash stage)")
-    canonical_size: int = Field(64, ge=8, le=1024)
+    canonical_size: int = Field(
+        64, ge=8, le=1024, description="side in pixels of the square the content region is resized to for pixels")
 
 
 class MinHashConfig(_Detector):
     """Caption near-duplicates: MinHash (datasketch's affine32 scheme) + LSH banding + verification."""
 
     threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity of shingle sets")
-    num_perm: int = Field(128, ge=8, le=1024)
+    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations (signature length)")
     ngram: int = Field(3, ge=1, le=16, description="word n-gram shingles of the normalised caption")
     min_words: int = Field(4, ge=1, description="shorter captions get no signature")
     seed: int = Field(1, description="datasketch MinHash seed: picks the permutations")
@@ -82,7 +83,7 @@ class MinHashConfig(_Detector):
 class PHashConfig(_Detector):
     """Image near-duplicates by perceptual hash, searched in a FAISS binary index by Hamming radius."""
 
-    bits: Literal[64, 256] = 64
+    bits: Literal[64, 256] = Field(64, description="pHash length in bits (an 8x8 or 16x16 DCT hash)")
     mirror: bool = Field(True, description="also hash the mirrored image, so left-right flips match")
     min_quality: int = Field(50, ge=0, le=100, description="gradient quality (PDQ's measure, 0-100) below which an "
                                                           "image gets no pHash: flat and smooth images all hash alike")
@@ -95,12 +96,14 @@ class SscdConfig(_Detector):
     threshold: float = Field(0.75, gt=-1, le=1, description="cosine similarity")
     checkpoint: str | None = Field(None, description="official TorchScript file or a state dict (.pt/.pth)")
     random_init: bool = Field(False, description="no checkpoint: random weights (tests and benchmarks only)")
-    layers: tuple[int, int, int, int] = (3, 4, 6, 3)
-    init_planes: int = Field(64, ge=1)
-    dims: int = Field(512, ge=1)
-    pool_param: float = Field(3.0, gt=0)
+    layers: tuple[int, int, int, int] = Field(
+        (3, 4, 6, 3), description="ResNet blocks per stage (ResNet-50); must match the checkpoint")
+    init_planes: int = Field(64, ge=1, description="ResNet width of the first stage; must match the checkpoint")
+    dims: int = Field(512, ge=1, description="descriptor dimensions; must match the checkpoint")
+    pool_param: float = Field(3.0, gt=0, description="GeM pooling exponent p")
     image_size: int = Field(288, ge=16, description="the short side is resized to this")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the model runs; auto: cuda when available, else cpu")
     max_blank_similarity: float = Field(
         0.9, gt=-1, le=1, description="a pair is refused when both descriptors have at least this cosine with the "
                                       "descriptor of a blank image (white, black or grey): near-blank images carry "
@@ -122,18 +125,18 @@ class SearchConfig(StrictModel):
     0.965 at 16; real descriptors cluster, which helps), cost with nlist + nprobe * n / nlist.
     """
 
-    exact_max: int = Field(200_000, ge=1)
+    exact_max: int = Field(200_000, ge=1, description="up to this many rows the search is exact (flat index)")
     nlist: int | None = Field(None, ge=1, description="IVF lists; default 4*sqrt(n) (float), sqrt(n) (binary)")
-    nprobe: int = Field(16, ge=1)
-    train_sample: int = Field(100_000, ge=1)
+    nprobe: int = Field(16, ge=1, description="IVF lists searched per query: more finds more pairs, slower")
+    train_sample: int = Field(100_000, ge=1, description="rows the IVF quantizer is trained on")
     train_iterations: int = Field(10, ge=1, description="k-means iterations of the float IVF quantizer")
     train_per_list: int = Field(20, ge=1, description="k-means sample per list for the CPU float IVF self-join: its "
                                                        "lists only need to be balanced, not a faithful quantizer")
-    add_batch: int = Field(65_536, ge=1)
-    query_batch: int = Field(16_384, ge=1)
+    add_batch: int = Field(65_536, ge=1, description="rows added to the index at a time (bounds memory)")
+    query_batch: int = Field(16_384, ge=1, description="queries searched at a time (bounds memory)")
     k: int = Field(16, ge=2, description="neighbours per query kept if above the threshold")
     use_gpu: bool = Field(True, description="use a GPU index when faiss has GPU support and sees a GPU")
-    seed: int = 0
+    seed: int = Field(0, description="seeds the training sample and k-means, so a run repeats exactly")
 
 
 class SemanticConfig(StrictModel):
@@ -146,7 +149,7 @@ class SemanticConfig(StrictModel):
     "hard") choice: in each group keep the sample farthest from its k-means centroid.
     """
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="run SemDeDup on clip_embedding (needs filters.clip.enabled)")
     eps: float = Field(0.03, ge=0, lt=1, description="pairs at cosine >= 1 - eps are duplicates")
     store_eps: float | None = Field(0.1, ge=0, lt=1, description="pairs down to cosine 1 - store_eps are stored "
                                     "for re-clustering with a larger eps; None: eps")
@@ -159,7 +162,7 @@ class SemanticConfig(StrictModel):
                                                       "(float16 spill files under dedup/work)")
     keep: Literal["policy", "least_prototypical"] = Field(
         "policy", description="policy: dedup.keep.order; least_prototypical: farthest from the centroid first")
-    seed: int = 0
+    seed: int = Field(0, description="seeds the k-means sample and initialisation, so a run repeats exactly")
 
     @property
     def threshold(self) -> float:
@@ -173,7 +176,10 @@ class SemanticConfig(StrictModel):
 class KeepConfig(StrictModel):
     """One sample per cluster: highest value of each column in turn, then the smallest sample_id."""
 
-    order: tuple[str, ...] = (col.AESTHETIC_SCORE, col.CLIP_SCORE, "resolution")
+    order: tuple[str, ...] = Field(
+        (col.AESTHETIC_SCORE, col.CLIP_SCORE, "resolution"),
+        description="manifest columns ranked highest first to pick the kept sample (resolution: original "
+                    "width x height); columns a run lacks are skipped; rows the decision keeps always come first")
     mode: Literal["greedy", "component"] = Field(
         "greedy", description="component: exactly one kept per connected component; greedy: best first, keep "
                               "each sample with no direct duplicate among the kept (caption and image links "
@@ -190,7 +196,7 @@ class VerifyConfig(StrictModel):
     loses the copies ORB finds no keypoints in (blurred, low-contrast pictures).
     """
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="verify PDQ pairs with ORB + RANSAC, counting pairs out to max_distance")
     features: int = Field(300, ge=16, le=5000, description="ORB keypoints per image (content region)")
     ratio: float = Field(0.8, gt=0, lt=1, description="Lowe's ratio test on the two nearest descriptors")
     min_inliers: int = Field(12, ge=4, description="RANSAC homography inliers for a pair to pass: distinct "
@@ -220,7 +226,7 @@ class PdqConfig(_Detector):
     min_quality: int = Field(50, ge=0, le=100, description="PDQ quality below which a region gets no pairs")
     regions: tuple[float, ...] = Field((0.8, 0.64), description="centre crops (fraction of each side) indexed too")
     dihedral: bool = Field(True, description="index the 8 flips/rot90s of the full region")
-    verify: VerifyConfig = VerifyConfig()
+    verify: VerifyConfig = Field(VerifyConfig(), description="the pdq_verified detector")
 
     @model_validator(mode="after")
     def _regions(self):
@@ -230,14 +236,14 @@ class PdqConfig(_Detector):
 
 
 class DedupConfig(StrictModel):
-    exact: ExactConfig = ExactConfig()
-    minhash: MinHashConfig = MinHashConfig()
-    phash: PHashConfig = PHashConfig()
-    sscd: SscdConfig = SscdConfig()
-    search: SearchConfig = SearchConfig()
-    keep: KeepConfig = KeepConfig()
-    pdq: PdqConfig = PdqConfig()
-    semantic: SemanticConfig = SemanticConfig()
+    exact: ExactConfig = Field(ExactConfig(), description="exact duplicates: same bytes or same pixels")
+    minhash: MinHashConfig = Field(MinHashConfig(), description="the minhash detector: caption pairs")
+    phash: PHashConfig = Field(PHashConfig(), description="the phash detector: image pairs")
+    sscd: SscdConfig = Field(SscdConfig(), description="the sscd detector: image pairs (needs a checkpoint)")
+    search: SearchConfig = Field(SearchConfig(), description="how sscd, phash and pdq search for pairs")
+    keep: KeepConfig = Field(KeepConfig(), description="which sample of a duplicate cluster survives")
+    pdq: PdqConfig = Field(PdqConfig(), description="the pdq detector: image pairs")
+    semantic: SemanticConfig = Field(SemanticConfig(), description="the semantic detector (needs filters.clip)")
 
     def enabled_detectors(self) -> list[str]:
         return [d.name for d in DETECTORS if d.enabled(self)]

@@ -47,10 +47,14 @@ def known_languages(codes: list[str] | None, field: str) -> list[str] | None:
 class RulesConfig(StrictModel):
     """DataComp's basic rules; they need no model. Sizes are of the original image."""
 
-    min_caption_words: int = Field(2, ge=0)
-    min_caption_chars: int = Field(5, ge=0)
-    min_image_side: int = Field(200, ge=0)
-    max_aspect_ratio: float = Field(3.0, gt=0)
+    min_caption_words: int = Field(
+        2, ge=0, description="reject caption_too_short below this many words (rows with no caption source are exempt)")
+    min_caption_chars: int = Field(
+        5, ge=0, description="reject caption_too_short below this many characters, after trimming whitespace")
+    min_image_side: int = Field(
+        200, ge=0, description="reject image_too_small when the shorter side is below this many pixels")
+    max_aspect_ratio: float = Field(
+        3.0, gt=0, description="reject aspect_ratio when the longer side exceeds this many times the shorter")
     drop_ai_generated: bool = Field(
         False, description="reject rows whose file declares generative-AI origin (IPTC DigitalSourceType, C2PA)")
     languages: list[Annotated[str, Field(pattern=ISO_639_1)]] | None = Field(
@@ -68,7 +72,8 @@ class ClipScorerConfig(StrictModel):
     cosine >= 0.28 (the threshold is calibrated for those weights). When the aesthetic or CLIP-NSFW heads
     are on, use ``model: ViT-L-14, pretrained: openai``: the heads were trained on its 768-d embedding."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="run CLIP: writes clip_score and the clip_embedding the heads and "
+                                             "dedup.semantic read")
     model: str = Field("ViT-B-32", description="open_clip architecture name")
     pretrained: str | None = Field("openai", description="open_clip pretrained tag or a checkpoint file; "
                                    "None builds random weights (tests and throughput benchmarks only)")
@@ -76,7 +81,7 @@ class ClipScorerConfig(StrictModel):
                                           "building; its file stem is the model name")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast dtype on GPU; auto: bf16 on CUDA, fp32 on CPU")
-    device: Device = "auto"
+    device: Device = Field("auto", description="where the model runs; auto: cuda when available, else cpu")
     seed: int = Field(0, description="seeds random weights so every actor builds the same model")
     cache_dir: str | None = Field(None, description="open_clip/Hugging Face download cache; None: their defaults")
     min_score: float | None = Field(0.28, ge=-1, le=1, description="reject below this cosine; None: no rule")
@@ -87,18 +92,19 @@ class ClipScorerConfig(StrictModel):
 class WeightsFileConfig(StrictModel):
     """What a model whose weights are one file shares: on/off, the file or the folder it is under, the device."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="run this model and write its score column")
     weights: str | None = Field(None, description="the weights file; None: its default place (see models list)")
     cache_dir: str | None = Field(None, description="weights folder; None: $THRESHER_CACHE_DIR or "
                                   "~/.cache/thresher")
-    device: Device = "auto"
+    device: Device = Field("auto", description="where the model runs; auto: cuda when available, else cpu")
 
 
 class AestheticConfig(WeightsFileConfig):
     """LAION aesthetic predictor on the CLIP image embedding: ``v2`` (the improved MLP, ViT-L/14) or the v1
     linear heads (``v1_l14``, ``v1_b32``). Scores are ~1-10; presets are in ``AESTHETIC_PRESETS``."""
 
-    head: Literal["v2", "v1_l14", "v1_b32"] = "v2"
+    head: Literal["v2", "v1_l14", "v1_b32"] = Field(
+        "v2", description="which LAION predictor; v2 and v1_l14 need filters.clip.model ViT-L-14, v1_b32 ViT-B-32")
     min_score: float | None = Field(None, description="reject below this score; None: score only")
 
 
@@ -108,7 +114,9 @@ class NsfwConfig(WeightsFileConfig):
     offline). ``clip_l14`` / ``clip_b32``: LAION's CLIP-based head on the ViT-L/14 or ViT-B/32 embedding,
     nearly free once CLIP ran. LAION drops punsafe >= 0.5."""
 
-    backend: Literal["open_nsfw", "clip_l14", "clip_b32"] = "open_nsfw"
+    backend: Literal["open_nsfw", "clip_l14", "clip_b32"] = Field(
+        "open_nsfw", description="open_nsfw: on pixels, no CLIP needed; clip_l14 / clip_b32: LAION's head on "
+                                 "filters.clip's ViT-L-14 / ViT-B-32 embedding")
     intra_op_threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per actor")
     max_prob: float | None = Field(0.5, ge=0, le=1, description="reject at or above this; None: no rule")
 
@@ -123,7 +131,7 @@ class LanguageConfig(StrictModel):
     The rule is ``filters.rules.languages``.
     """
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="identify each caption's language into caption_lang")
     low_accuracy: bool = Field(False, description="lingua's low-accuracy mode: ~5x faster, worse on short text")
     candidates: list[Annotated[str, Field(pattern=ISO_639_1)]] | None = Field(
         None, min_length=2, description="ISO 639-1 codes to choose among; None: all of lingua's")
@@ -139,8 +147,8 @@ class OcrConfig(StrictModel):
     ``rapidocr-onnxruntime``), the T-MARS signals: how much of the image is text, and whether the caption
     just reads it. Thresholds are ours (T-MARS masks text rather than publishing a cut-off)."""
 
-    enabled: bool = False
-    device: Device = "auto"
+    enabled: bool = Field(False, description="run OCR: writes text_area_frac, caption_text_overlap and ocr_text")
+    device: Device = Field("auto", description="where ONNX Runtime runs; auto: cuda when available, else cpu")
     det_max_side: int = Field(960, ge=32, description="images are shrunk so the longer side is at most this "
                               "for detection (never enlarged)")
     min_text_score: float = Field(0.5, ge=0, le=1, description="recognised lines below this confidence are ignored")
@@ -159,7 +167,7 @@ class QualityConfig(StrictModel):
     ``size``), QR codes (OpenCV's QRCodeDetectorAruco) and a low-information measure (grey-level entropy, bits).
     Every rule is off by default: what counts as blurry depends on the corpus (plot ``blur_var`` first)."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="measure blur_var, qr_codes and grey_entropy")
     size: int = Field(256, ge=32, description="the longer side is resized to this before measuring blur and entropy")
     min_blur_var: float | None = Field(None, ge=0, description="reject blurry below this Laplacian variance")
     reject_qr: bool = Field(False, description="reject qr_code when a QR code is found")
@@ -214,17 +222,18 @@ HEAD_WIDTHS = {"v2": 768, "v1_l14": 768, "v1_b32": 512, "clip_l14": 768, "clip_b
 
 
 class FiltersConfig(StrictModel):
-    rules: RulesConfig = RulesConfig()
+    rules: RulesConfig = Field(RulesConfig(), description="caption length, image size and language rules")
     cache_dir: str | None = Field(None, description="default cache_dir of every model section that sets none")
-    clip: ClipScorerConfig = ClipScorerConfig()
-    aesthetic: AestheticConfig = AestheticConfig()
-    nsfw: NsfwConfig = NsfwConfig()
+    clip: ClipScorerConfig = Field(ClipScorerConfig(), description="the clip_score stage")
+    aesthetic: AestheticConfig = Field(AestheticConfig(), description="the aesthetic_score stage (needs filters.clip)")
+    nsfw: NsfwConfig = Field(NsfwConfig(), description="the nsfw_prob stage")
     preset: Literal["datacomp_basic"] | None = Field(None, description="fills in a published rule set (PRESETS); "
                                                      "values set here win")
-    language: LanguageConfig = LanguageConfig()
-    ocr: OcrConfig = OcrConfig()
-    quality: QualityConfig = QualityConfig()
-    watermark: WatermarkConfig = WatermarkConfig()
+    language: LanguageConfig = Field(
+        LanguageConfig(), description="the caption_lang stage (for filters.rules.languages)")
+    ocr: OcrConfig = Field(OcrConfig(), description="the OCR stage")
+    quality: QualityConfig = Field(QualityConfig(), description="the blur, QR-code and entropy stage")
+    watermark: WatermarkConfig = Field(WatermarkConfig(), description="the watermark_prob stage")
 
     @model_validator(mode="before")
     @classmethod

@@ -22,18 +22,20 @@ from manifests.export import ExportConfig
 class StageResources(StrictModel):
     """How one stage runs on the cluster. Changing these never changes a result."""
 
-    num_cpus: float = Field(1.0, ge=0)
-    num_gpus: float = Field(0.0, ge=0)
+    num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per actor or task (scaled down to fit a "
+                                                   "smaller local cluster)")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor; a fraction (e.g. 0.5) shares one GPU")
     concurrency: int = Field(1, ge=1, description="actors (model stages) or parallel tasks (ingest, export)")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="rows per batch handed to a model stage or decode task "
+                                                  "(ingest and export work per unit and per shard)")
     resources: dict[str, float] = Field(
         default_factory=dict, description="custom Ray resources per actor, e.g. {accelerator_a100: 1} to pin a node type"
     )
 
 
 class ResourcesConfig(StrictModel):
-    ingest: StageResources = StageResources(concurrency=2)
-    export: StageResources = StageResources(concurrency=2)
+    ingest: StageResources = Field(StageResources(concurrency=2), description="the download workers")
+    export: StageResources = Field(StageResources(concurrency=2), description="the shard writers")
     stages: dict[str, StageResources] = Field(
         default_factory=dict, description="per model stage, by stage name (clip, aesthetic, nsfw, ...)"
     )
@@ -56,7 +58,9 @@ class DecodeConfig(StrictModel):
     actors (``resources.stages.decode`` sizes them). ``gpu``: CLIP's JPEGs are decoded (nvJPEG) and resized on
     the model's GPU instead, for nodes with few CPU cores per GPU; other formats and other needs stay on the CPU."""
 
-    device: Literal["cpu", "gpu"] = "cpu"
+    device: Literal["cpu", "gpu"] = Field(
+        "cpu", description="cpu: every image decoded on CPU tasks; gpu: CLIP's JPEGs decoded (nvJPEG) and resized "
+                           "on its GPU")
 
 
 class RunConfig(StrictModel):
@@ -64,15 +68,16 @@ class RunConfig(StrictModel):
     staging_dir: str | None = Field(
         None, description="local working copy of a URI output_dir (default: a folder under the system temp dir)"
     )
-    input: InputConfig
-    crawl: CrawlConfig = CrawlConfig()
-    filters: FiltersConfig = FiltersConfig()
-    dedup: DedupConfig = DedupConfig()
-    caption: CaptionConfig = CaptionConfig()
-    export: ExportConfig = ExportConfig()
-    resources: ResourcesConfig = ResourcesConfig()
-    ray: RayConfig = RayConfig()
-    decode: DecodeConfig = DecodeConfig()
+    input: InputConfig = Field(description="what to ingest; input.path at least must be set")
+    crawl: CrawlConfig = Field(CrawlConfig(), description="downloading, compliance checks, decoding and resizing")
+    filters: FiltersConfig = Field(FiltersConfig(), description="scoring models and the decision's thresholds")
+    dedup: DedupConfig = Field(DedupConfig(), description="duplicate detectors and which sample of a cluster is kept")
+    caption: CaptionConfig = Field(CaptionConfig(), description="new captions from vision-language models")
+    export: ExportConfig = Field(ExportConfig(), description="the WebDataset training shards")
+    resources: ResourcesConfig = Field(
+        ResourcesConfig(), description="CPUs, GPUs, actors and batch size per stage; never changes a result")
+    ray: RayConfig = Field(RayConfig(), description="which Ray cluster runs the pipeline")
+    decode: DecodeConfig = Field(DecodeConfig(), description="where images are decoded for the score stages")
 
     @model_validator(mode="after")
     def _semantic_needs_clip(self):

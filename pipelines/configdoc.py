@@ -54,14 +54,15 @@ def _field(model: BaseModel, name: str, prefix: str, depth: int) -> list[str]:
     value = getattr(model, name)
     indent = "  " * depth
     notes = [info.description] if info.description else []
-    choices = _choices(info.annotation)
-    if choices:
-        notes.append("one of: " + ", ".join(str(c) for c in choices))
     if f"{prefix}{name}" in PLACEHOLDERS:
         notes.insert(0, "REQUIRED (this value is an example)")
     comment = [f"{indent}# {line}" for line in textwrap.wrap("; ".join(notes), WIDTH - len(indent) - 2)]
+    choices = _choices(info.annotation)
+    if choices:  # a line of its own, so the list is not broken across lines
+        comment += [f"{indent}# {line}" for line in textwrap.wrap("one of: " + ", ".join(str(c) for c in choices),
+                                                                  WIDTH - len(indent) - 2)]
     if isinstance(value, BaseModel):
-        doc = (type(value).__doc__ or "").strip().split("\n")[0]
+        doc = " ".join((type(value).__doc__ or "").strip().split("\n\n")[0].split())  # the first paragraph
         head = [f"{indent}# {line}" for line in textwrap.wrap(doc, WIDTH - len(indent) - 2)] if doc else []
         body = [line for sub in type(value).model_fields for line in _field(value, sub, f"{prefix}{name}.", depth + 1)]
         return ([""] if depth == 0 else []) + comment + head + [f"{indent}{name}:"] + body

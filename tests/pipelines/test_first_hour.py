@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import typing
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from pipelines.cli import main
-from pipelines.config import ConfigError, build_config, load_config
+from pipelines.config import ConfigError, RunConfig, build_config, load_config
 from pipelines.configdoc import default_config, render
 from pipelines.cluster import Pool, stage_pools
 from pipelines.cpufit import fit_cpus, scaled_cpus, with_cpus
@@ -75,6 +77,32 @@ def test_full_config_names_every_field(tmp_path):
     for leaf in leaves(dumped):
         assert f" {leaf.rsplit('.', 1)[-1]}:" in text or text.startswith(leaf) or f"\n{leaf}:" in text, leaf
     assert load_config(tmp_path / "c.yaml") == default_config()
+
+
+def _config_models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    """``model`` and every model its fields can hold (nested, in a tuple, a dict's values, an Optional)."""
+    def inner(annotation):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield annotation
+        for arg in typing.get_args(annotation):
+            yield from inner(arg)
+
+    seen.add(model)
+    for info in model.model_fields.values():
+        for sub in inner(info.annotation):
+            if sub not in seen:
+                _config_models(sub, seen)
+    return seen
+
+
+def test_every_config_field_has_a_description_for_the_printed_comment():
+    models = _config_models(RunConfig, set())
+    undocumented = [f"{m.__module__}.{m.__name__}.{name}" for m in models
+                    for name, info in m.model_fields.items() if not (info.description or "").strip()]
+    assert len(models) > 20 and not undocumented, f"give these a Field(description=...): {undocumented}"
+    lines = render(full=True).splitlines()
+    fields = [i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
+    assert all(lines[i - 1].lstrip().startswith("#") for i in fields)  # each printed field has its comment
 
 
 def test_scaled_cpus_fit_with_one_factor():
