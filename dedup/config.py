@@ -129,6 +129,20 @@ class KeepConfig(StrictModel):
                               "chain distinct pictures into one component, e.g. via a reused caption)")
 
 
+class PartitionsConfig(StrictModel):
+    """How the dedup phase's global steps are cut into tasks (``dedup.partitioned``).
+
+    Every shuffle (exact keys, LSH band keys, signatures, IVF lists, graph edges, clusters) gets
+    ceil(rows / rows_per_bucket) buckets, so a task's memory follows ``rows_per_bucket``, not the run.
+    """
+
+    enabled: bool = Field(True, description="run dedup as partitioned tasks on the cluster; false: in one "
+                                            "process (the reference implementation, for small runs and tests)")
+    rows_per_bucket: int = Field(2_000_000, ge=1, description="shuffled rows per bucket (one task's input)")
+    buckets: int | None = Field(None, ge=1, description="a fixed bucket count for every shuffle (tests)")
+
+
+
 class DedupConfig(StrictModel):
     exact: ExactConfig = ExactConfig()
     minhash: MinHashConfig = MinHashConfig()
@@ -136,6 +150,7 @@ class DedupConfig(StrictModel):
     sscd: SscdConfig = SscdConfig()
     search: SearchConfig = SearchConfig()
     keep: KeepConfig = KeepConfig()
+    partitions: PartitionsConfig = PartitionsConfig()
 
     def thresholds(self) -> dict[str, float]:
         """Decision threshold per detector, as ``cluster()`` takes them."""

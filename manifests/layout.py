@@ -9,6 +9,8 @@
       score/scores/*.parquet      sample_id + every score column and artefact (embeddings, signatures)
       dedup/pairs.parquet         candidate duplicate pairs with similarity
       dedup/duplicates.parquet    sample_id, cluster_id, kept_sample_id, dup_kind, similarity
+      dedup/pairs/*.parquet       the same pairs as part files, when dedup runs partitioned (dedup.partitions)
+      dedup/duplicates/*.parquet  the same duplicates as part files, one per group of whole clusters
       decide/manifest.parquet     all columns, keep and reject_reasons
       caption/captions.parquet    recaptions of kept rows
       manifest.parquet            the final manifest (decide + captions)
@@ -111,3 +113,32 @@ class RunLayout:
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
+
+    # Partitioned dedup outputs (dedup.partitioned; dedup.partitions.enabled):
+    #   dedup/pairs/<detector>-NNNNN.parquet   the pairs one task found (PAIRS_SCHEMA); every pair of
+    #                                          the run is in exactly one part, parts of one detector
+    #                                          are disjoint buckets (by key, signature bucket or sample_a)
+    #   dedup/duplicates/part-NNNNN.parquet    the duplicates rows of one group of whole clusters
+    #                                          (hash bucket of cluster_id); each clustered sample once
+    #   dedup/work/                            shuffle buckets between steps, NNNNN/<task>.parquet;
+    #                                          removed when the phase ends
+    # Readers take every part as one dataset: pl.scan_parquet("dedup/duplicates/*.parquet").
+    @property
+    def pairs_dir(self) -> Path:
+        return self.root / "dedup" / "pairs"
+
+    @property
+    def duplicates_dir(self) -> Path:
+        return self.root / "dedup" / "duplicates"
+
+    def duplicates_files(self) -> list[Path]:
+        """The duplicates table as written by either dedup path: one file, or the part files."""
+        if self.duplicates.exists():
+            return [self.duplicates]
+        return sorted(self.duplicates_dir.glob("*.parquet"))
+
+    def pairs_files(self) -> list[Path]:
+        """The pairs table as written by either dedup path: one file, or the part files."""
+        if self.pairs.exists():
+            return [self.pairs]
+        return sorted(self.pairs_dir.glob("*.parquet"))

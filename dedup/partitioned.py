@@ -1,0 +1,243 @@
+"""The dedup phase as partitioned tasks: shuffles by key, pairs per task, components, survivors per group.
+
+The driver only plans: it sizes each shuffle from Parquet footers and task results, trains IVF
+quantizers on a sample, and hands lists of independent task arguments to ``tasks`` (a Ray map in
+``pipelines.dedup_tasks``, a plain loop in tests). Every task reads and writes its own bucket files,
+so memory per process follows ``dedup.partitions.rows_per_bucket``, never the run. The result equals
+``dedup.run.run_dedup`` (the one-process reference): same pairs, clusters and survivors.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from dedup import components as cc
+from dedup import listjoin, shuffle, survivors
+from dedup.config import DedupConfig
+from dedup.lsh import band_shape
+from dedup.run import ELIGIBLE, enabled_detectors, eligible_path
+from manifests import schema as col
+from manifests.io import write_parquet
+from manifests.layout import RunLayout
+
+Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]
+
+
+def local_tasks(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
+    """Run each task in this process, in order: the reference executor (tests, tiny runs)."""
+    return [fn(*a) for a in args]
+
+
+class Plan:
+    """One dedup run's work directory, bucket sizing and executor."""
+
+    def __init__(self, config: DedupConfig, layout: RunLayout, tasks: Tasks) -> None:
+        self.config, self.layout, self.tasks = config, layout, tasks
+        self.work = layout.root / "dedup" / "work"
+        self.rows = shuffle.parquet_rows(layout.staged_row_files())
+        self.cc_buckets = 1  # set by components() from the pair count
+
+    def buckets(self, rows: int) -> int:
+        p = self.config.partitions
+        return shuffle.bucket_count(rows, p.rows_per_bucket, p.buckets)
+
+    def fresh(self, name: str) -> Path:
+        path = self.work / name
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    def each(self, fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
+        return self.tasks(fn, args) if args else []
+
+
+def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None,
+                    tasks: Tasks = local_tasks) -> dict:
+    """Write dedup/pairs/ and dedup/duplicates/ (part files); with no detector enabled, write nothing."""
+    for path in (layout.pairs_dir, layout.duplicates_dir):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in (layout.pairs, layout.duplicates, eligible_path(layout)):
+        path.unlink(missing_ok=True)  # a one-process run's outputs must not shadow these
+    detectors = enabled_detectors(config)
+    if not detectors:
+        return {"detectors": []}
+    plan = Plan(config, layout, tasks)
+    shutil.rmtree(plan.work, ignore_errors=True)
+    if eligible is not None:
+        write_parquet(eligible.select(col.SAMPLE_ID, ELIGIBLE).to_arrow(), eligible_path(layout))
+    stats = {}
+    try:
+        for name in detectors:
+            start = time.perf_counter()
+            pairs = FINDERS[name](plan)
+            stats[name] = {"pairs": pairs, "wall_s": round(time.perf_counter() - start, 3)}
+        clusters = recluster_partitioned(config, layout, tasks)
+    finally:
+        shutil.rmtree(plan.work, ignore_errors=True)
+    return {"detectors": detectors, "pairs": stats, **clusters}
+
+
+# --- pair finders: each writes dedup/pairs/<detector>-NNNNN.parquet and returns its pair count ----
+
+def exact_pairs(plan: Plan, key: str, detector: str, files: list[Path], only_success: bool) -> int:
+    if key not in _columns(files):
+        raise RuntimeError(f"the score phase wrote no {key!r} column: re-run the score phase with its "
+                           f"dedup stage enabled (run the phases in order: score, then dedup)")
+    keyed, buckets = plan.fresh(f"keys-{detector}"), plan.buckets(plan.rows)
+    plan.each(shuffle.shuffle_keys, [(f, key, only_success, buckets, keyed, f"{i:05d}") for i, f in enumerate(files)])
+    return sum(plan.each(shuffle.group_exact, [(keyed, b, detector, plan.layout.pairs_dir) for b in range(buckets)]))
+
+
+def minhash_pairs(plan: Plan) -> int:
+    config, files = plan.config.minhash, plan.layout.score_files()
+    bands, _ = band_shape(config.num_perm, config.stored_from, config.bands, config.false_negative_weight)
+    band_buckets, sig_buckets = plan.buckets(plan.rows * bands), plan.buckets(plan.rows)
+    bands_dir, sigs, cand, half = (plan.fresh(n) for n in ("bands", "signatures", "candidates", "half"))
+    plan.each(shuffle.shuffle_bands, [(f, config, band_buckets, sig_buckets, bands_dir, sigs, f"{i:05d}")
+                                      for i, f in enumerate(files)])
+    plan.each(shuffle.group_bands, [(bands_dir, b, config.max_bucket, sig_buckets, cand) for b in range(band_buckets)])
+    plan.each(shuffle.attach_first, [(cand, sigs, b, sig_buckets, half) for b in range(sig_buckets)])
+    return sum(plan.each(shuffle.verify_second, [(half, sigs, b, config, plan.layout.pairs_dir)
+                                                 for b in range(sig_buckets)]))
+
+
+def _sample(plan: Plan, column: str, size: int) -> tuple[int, pl.DataFrame]:
+    files = plan.layout.score_files()
+    rate = min(1.0, size / max(1, shuffle.parquet_rows(files)))
+    seed = plan.config.search.seed
+    found = plan.each(listjoin.sample_descriptors, [(f, column, rate, seed + i) for i, f in enumerate(files)])
+    frames = [s for _, s in found if s.height]
+    return sum(c for c, _ in found), (pl.concat(frames) if frames else pl.DataFrame())
+
+
+def phash_pairs(plan: Plan) -> int:
+    config, search, files = plan.config.phash, plan.config.search, plan.layout.score_files()
+    count, sample = _sample(plan, col.PHASH, search.train_sample)
+    if count <= search.exact_max:  # the one-process exact search, in one task: identical pairs
+        return sum(plan.each(listjoin.exact_pairs, [("phash", plan.config, files, plan.layout.pairs_dir)]))
+    nlist, nprobe = listjoin.list_shape(count, search, binary=True)
+    codes, _ = listjoin.phash_codes(sample[col.PHASH], config.bits // 8)
+    centroids = listjoin.binary_lists(codes, nlist, search.seed)
+    copies = nprobe * (2 if config.mirror else 1)
+    lists, raw = plan.fresh("phash-lists"), plan.fresh("phash-raw")
+    list_buckets, raw_buckets = plan.buckets(count * copies), plan.buckets(count * 4)
+    plan.each(listjoin.assign_phash, [(f, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
+                                      for i, f in enumerate(files)])
+    max_distance = math.floor((1.0 - config.stored_from) * config.bits + 1e-9)
+    plan.each(listjoin.join_phash_lists, [(lists, b, max_distance, config.bits, raw_buckets, raw)
+                                          for b in range(list_buckets)])
+    return sum(plan.each(listjoin.merge_pairs, [(raw, b, "phash", plan.layout.pairs_dir) for b in range(raw_buckets)]))
+
+
+def sscd_pairs(plan: Plan) -> int:
+    config, search, files = plan.config.sscd, plan.config.search, plan.layout.score_files()
+    count, _ = _sample(plan, col.SSCD_EMBEDDING, 0)
+    if count <= search.exact_max:
+        return sum(plan.each(listjoin.exact_pairs, [("sscd", plan.config, files, plan.layout.pairs_dir)]))
+    nlist, nprobe = listjoin.list_shape(count, search, binary=False)
+    _, sample = _sample(plan, col.SSCD_EMBEDDING, nlist * search.train_per_list)
+    vectors = listjoin.binary_matrix(sample[col.SSCD_EMBEDDING].to_arrow(), np.float32, config.dims)
+    centroids = listjoin.float_lists(vectors, nlist, search)
+    lists, raw, capped = plan.fresh("sscd-lists"), plan.fresh("sscd-raw"), plan.fresh("sscd-capped")
+    list_buckets, raw_buckets = plan.buckets(count * nprobe), plan.buckets(count * search.k)
+    plan.each(listjoin.assign_sscd, [(f, config, search, centroids, nprobe, list_buckets, lists, f"{i:05d}")
+                                     for i, f in enumerate(files)])
+    plan.each(listjoin.join_sscd_lists, [(lists, b, config.stored_from, config.dims, search.k, raw_buckets, raw)
+                                         for b in range(list_buckets)])
+    plan.each(listjoin.cap_queries, [(raw, b, search.k, raw_buckets, capped) for b in range(raw_buckets)])
+    return sum(plan.each(listjoin.merge_pairs, [(capped, b, "sscd", plan.layout.pairs_dir)
+                                                for b in range(raw_buckets)]))
+
+
+FINDERS: dict[str, Callable[[Plan], int]] = {
+    "sha256": lambda p: exact_pairs(p, col.SHA256, "sha256", p.layout.staged_row_files(), True),
+    "pixels": lambda p: exact_pairs(p, col.PIXEL_HASH, "pixels", p.layout.score_files(), False),
+    "minhash": minhash_pairs,
+    "phash": phash_pairs,
+    "sscd": sscd_pairs,
+}
+
+
+def _columns(files: list[Path]) -> set[str]:
+    return {name for f in files for name in pq.ParquetFile(f).schema_arrow.names}
+
+
+# --- clusters and survivors -----------------------------------------------------------------------
+
+def recluster_partitioned(config: DedupConfig, layout: RunLayout, tasks: Tasks = local_tasks) -> dict:
+    """dedup/pairs/ + keep-policy scores -> dedup/duplicates/ with ``config``'s thresholds and keep policy."""
+    shutil.rmtree(layout.duplicates_dir, ignore_errors=True)
+    layout.duplicates_dir.mkdir(parents=True)
+    plan = Plan(config, layout, tasks)
+    pair_files = sorted(layout.pairs_dir.glob("*.parquet")) if layout.pairs_dir.exists() else []
+    labels, n_labels = components(plan, pair_files)
+    order = (ELIGIBLE, *config.keep.order)
+    scores, columns = plan.fresh("keys"), _score_columns(layout, order)
+    buckets, groups = plan.buckets(plan.rows), plan.buckets(n_labels)
+    sources = {survivors.RESOLUTION_SOURCE: layout.staged_row_files(),
+               survivors.ELIGIBLE_SOURCE: [p for p in [eligible_path(layout)] if p.exists()],
+               survivors.SCORES_SOURCE: layout.score_files()}
+    plan.each(survivors.shuffle_scores, [(f, kind, list(columns[kind]), buckets, scores, f"{i:05d}")
+                                         for kind in columns for i, f in enumerate(sources[kind])])
+    members, routed = plan.fresh("members"), plan.fresh("group-pairs")
+    plan.each(survivors.route_members, [(labels, scores, b, columns, groups, members) for b in range(plan.cc_buckets)])
+    plan.each(survivors.route_pairs, [(plan.work / "pairs-by-a", labels, b, groups, routed)
+                                      for b in range(plan.cc_buckets)])
+    found = plan.each(survivors.keep_group, [(routed, members, g, config.thresholds(), order, config.keep.mode,
+                                              layout.duplicates_dir) for g in range(groups)])
+    return _summary(found)
+
+
+def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int]:
+    """Labels (sample_id -> cluster_id) of every sample in a counted pair, bucketed by sample_id."""
+    plan.cc_buckets = buckets = plan.buckets(2 * shuffle.parquet_rows(pair_files))
+    edges, by_a = plan.fresh("edges-0"), plan.fresh("pairs-by-a")
+    plan.each(cc.seed_edges, [(f, plan.config.thresholds(), buckets, edges, by_a, f"{i:05d}")
+                              for i, f in enumerate(pair_files)])
+    previous, step = None, 0
+    while True:
+        large = plan.fresh(f"edges-{step + 1}")
+        fingerprints = plan.each(cc.large_star, [(edges, b, buckets, large) for b in range(buckets)])
+        if cc.converged(previous, fingerprints):
+            break
+        small = plan.fresh(f"edges-{step + 2}")
+        plan.each(cc.small_star, [(large, b, buckets, small) for b in range(buckets)])
+        shutil.rmtree(edges, ignore_errors=True)
+        shutil.rmtree(large, ignore_errors=True)
+        edges, previous, step = small, fingerprints, step + 2
+    labels = plan.fresh("labels")
+    n = sum(plan.each(cc.labels, [(edges, b, labels) for b in range(buckets)]))
+    return labels, n
+
+
+def _score_columns(layout: RunLayout, order: tuple[str, ...]) -> dict[str, dict[str, pl.DataType]]:
+    """Source kind -> {keep-policy column: dtype} for the columns of ``order`` that the run has."""
+    out: dict[str, dict[str, pl.DataType]] = {}
+    if "resolution" in order and layout.staged_row_files():
+        out[survivors.RESOLUTION_SOURCE] = {"resolution": pl.Int64}
+    if ELIGIBLE in order and eligible_path(layout).exists():
+        out[survivors.ELIGIBLE_SOURCE] = {ELIGIBLE: pl.Boolean}
+    types: dict[str, pl.DataType] = {}
+    for f in layout.score_files():
+        schema = pl.read_parquet_schema(f)
+        types.update({c: schema[c] for c in order if c in schema and c not in col.ARTEFACT_COLUMNS})
+    if types:
+        out[survivors.SCORES_SOURCE] = {c: types[c] for c in order if c in types}
+    return out
+
+
+def _summary(found: list[dict]) -> dict:
+    by_kind: dict[str, int] = {}
+    for part in found:
+        for kind, n in part.get("by_kind", {}).items():
+            by_kind[kind] = by_kind.get(kind, 0) + n
+    return {"clusters": sum(p.get("clusters", 0) for p in found),
+            "kept_in_clusters": sum(p["rows"] - p["duplicates"] for p in found),
+            "duplicates": sum(p["duplicates"] for p in found), "by_kind": dict(sorted(by_kind.items()))}
