@@ -67,9 +67,8 @@ def keep_group(pairs: Path, members: Path, group: int, thresholds: dict[str, flo
                mode: Literal["greedy", "component"], out: Path) -> dict:
     """Reduce task: ``cluster`` on one group's pairs and member scores -> its duplicates part."""
     frame = scan_bucket(pairs, group, {**PAIRS_SCHEMA, col.CLUSTER_ID: pl.String}).collect()
-    if frame.is_empty():
-        return {"rows": 0, "duplicates": 0, "clusters": 0, "by_kind": {}}
     scores = scan_bucket(members, group, LABEL_SCHEMA).collect().drop(col.CLUSTER_ID)
+    # An empty group still writes its (empty) part: readers always find the table's columns.
     duplicates = cluster(frame.drop(col.CLUSTER_ID), thresholds, scores, order, mode)
     write_parquet(duplicates.to_arrow(), out / f"part-{group:05d}.parquet")
     dropped = duplicates.filter(pl.col(col.DUPLICATE_OF).is_not_null())

@@ -21,7 +21,7 @@ from manifests.export import plan_shards, write_export_shard
 from manifests.io import read_parquet_files, write_parquet
 from manifests.layout import RunLayout
 from manifests.schema import INGEST_SCHEMA
-from pipelines import score_units
+from pipelines import dedup_tasks, score_units
 from pipelines.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
 from pipelines.stages import StageSpec, caption_stages, check_stages, score_stages
@@ -126,9 +126,10 @@ def score(config: RunConfig, layout: RunLayout, specs: list[StageSpec] | None = 
 def dedup(config: RunConfig, layout: RunLayout) -> dict:
     """Pairs -> clusters; survivors are chosen among rows the decision keeps on every other rule."""
     layout.duplicates.unlink(missing_ok=True)  # assemble() must not see an earlier dedup's assignments
+    shutil.rmtree(layout.duplicates_dir, ignore_errors=True)
     eligible = (apply_decision(assemble(layout), config.filters)
                 .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(dedup_run.ELIGIBLE)).collect())
-    return dedup_run.run_dedup(config.dedup, layout, eligible)
+    return dedup_tasks.run(config.dedup, layout, eligible)
 
 
 # --- decide -------------------------------------------------------------------------------------
@@ -152,8 +153,8 @@ def assemble(layout: RunLayout) -> pl.LazyFrame:
     scores = scores_frame(layout)
     if scores is not None:
         frame = frame.join(scores, on=col.SAMPLE_ID, how="left")
-    if layout.duplicates.exists():
-        dups = pl.scan_parquet(layout.duplicates).select(
+    if layout.duplicates_files():
+        dups = pl.scan_parquet([str(p) for p in layout.duplicates_files()]).select(
             col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
             pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY))
         frame = frame.join(dups, on=col.SAMPLE_ID, how="left")
