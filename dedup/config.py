@@ -133,12 +133,13 @@ class PartitionsConfig(StrictModel):
     """How the dedup phase's global steps are cut into tasks (``dedup.partitioned``).
 
     Every shuffle (exact keys, LSH band keys, signatures, IVF lists, graph edges, clusters) gets
-    ceil(rows / rows_per_bucket) buckets, so a task's memory follows ``rows_per_bucket``, not the run.
+    ceil(rows x row size / bytes_per_bucket) buckets, so a task's memory follows ``bytes_per_bucket``
+    (a task peaks at a few times its bucket's bytes), not the run.
     """
 
     enabled: bool = Field(True, description="run dedup as partitioned tasks on the cluster; false: in one "
                                             "process (the reference implementation, for small runs and tests)")
-    rows_per_bucket: int = Field(2_000_000, ge=1, description="shuffled rows per bucket (one task's input)")
+    bytes_per_bucket: int = Field(128 << 20, ge=1, description="shuffled bytes per bucket (one task's input)")
     buckets: int | None = Field(None, ge=1, description="a fixed bucket count for every shuffle (tests)")
 
 

@@ -3,7 +3,7 @@
 The driver only plans: it sizes each shuffle from Parquet footers and task results, trains IVF
 quantizers on a sample, and hands lists of independent task arguments to ``tasks`` (a Ray map in
 ``pipelines.dedup_tasks``, a plain loop in tests). Every task reads and writes its own bucket files,
-so memory per process follows ``dedup.partitions.rows_per_bucket``, never the run. The result equals
+so memory per process follows ``dedup.partitions.bytes_per_bucket``, never the run. The result equals
 ``dedup.run.run_dedup`` (the one-process reference): same pairs, clusters and survivors.
 """
 
@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from dedup import components as cc
 from dedup import listjoin, shuffle, survivors
+from dedup.cluster import DUPLICATES_SCHEMA
 from dedup.config import DedupConfig
 from dedup.lsh import band_shape
 from dedup.run import ELIGIBLE, enabled_detectors, eligible_path
@@ -28,6 +29,8 @@ from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
 
+ID_BYTES = 24  # a sample_id string in Arrow: offsets + ~12 characters
+KEY_BYTES = 64  # a narrow shuffled row (ids, a key, a list, a similarity), with hash-table overhead
 Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 
 
@@ -45,9 +48,9 @@ class Plan:
         self.rows = shuffle.parquet_rows(layout.staged_row_files())
         self.cc_buckets = 1  # set by components() from the pair count
 
-    def buckets(self, rows: int) -> int:
+    def buckets(self, rows: int, row_bytes: int) -> int:
         p = self.config.partitions
-        return shuffle.bucket_count(rows, p.rows_per_bucket, p.buckets)
+        return shuffle.bucket_count(rows, row_bytes, p.bytes_per_bucket, p.buckets)
 
     def fresh(self, name: str) -> Path:
         path = self.work / name
@@ -90,7 +93,7 @@ def exact_pairs(plan: Plan, key: str, detector: str, files: list[Path], only_suc
     if key not in _columns(files):
         raise RuntimeError(f"the score phase wrote no {key!r} column: re-run the score phase with its "
                            f"dedup stage enabled (run the phases in order: score, then dedup)")
-    keyed, buckets = plan.fresh(f"keys-{detector}"), plan.buckets(plan.rows)
+    keyed, buckets = plan.fresh(f"keys-{detector}"), plan.buckets(plan.rows, KEY_BYTES)
     plan.each(shuffle.shuffle_keys, [(f, key, only_success, buckets, keyed, f"{i:05d}") for i, f in enumerate(files)])
     return sum(plan.each(shuffle.group_exact, [(keyed, b, detector, plan.layout.pairs_dir) for b in range(buckets)]))
 
@@ -98,7 +101,9 @@ def exact_pairs(plan: Plan, key: str, detector: str, files: list[Path], only_suc
 def minhash_pairs(plan: Plan) -> int:
     config, files = plan.config.minhash, plan.layout.score_files()
     bands, _ = band_shape(config.num_perm, config.stored_from, config.bands, config.false_negative_weight)
-    band_buckets, sig_buckets = plan.buckets(plan.rows * bands), plan.buckets(plan.rows)
+    band_buckets = plan.buckets(plan.rows * bands, KEY_BYTES)
+    # a signature bucket holds the signatures and, in the join, the candidates carrying one
+    sig_buckets = plan.buckets(plan.rows, 2 * (4 * config.num_perm + ID_BYTES))
     bands_dir, sigs, cand, half = (plan.fresh(n) for n in ("bands", "signatures", "candidates", "half"))
     plan.each(shuffle.shuffle_bands, [(f, config, band_buckets, sig_buckets, bands_dir, sigs, f"{i:05d}")
                                       for i, f in enumerate(files)])
@@ -127,7 +132,8 @@ def phash_pairs(plan: Plan) -> int:
     centroids = listjoin.binary_lists(codes, nlist, search.seed)
     copies = nprobe * (2 if config.mirror else 1)
     lists, raw = plan.fresh("phash-lists"), plan.fresh("phash-raw")
-    list_buckets, raw_buckets = plan.buckets(count * copies), plan.buckets(count * 4)
+    list_buckets = plan.buckets(count * copies, KEY_BYTES + config.bits // 8)
+    raw_buckets = plan.buckets(count, KEY_BYTES)
     plan.each(listjoin.assign_phash, [(f, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
                                       for i, f in enumerate(files)])
     max_distance = math.floor((1.0 - config.stored_from) * config.bits + 1e-9)
@@ -146,7 +152,8 @@ def sscd_pairs(plan: Plan) -> int:
     vectors = listjoin.binary_matrix(sample[col.SSCD_EMBEDDING].to_arrow(), np.float32, config.dims)
     centroids = listjoin.float_lists(vectors, nlist, search)
     lists, raw, capped = plan.fresh("sscd-lists"), plan.fresh("sscd-raw"), plan.fresh("sscd-capped")
-    list_buckets, raw_buckets = plan.buckets(count * nprobe), plan.buckets(count * search.k)
+    list_buckets = plan.buckets(count * nprobe, KEY_BYTES + 4 * config.dims)
+    raw_buckets = plan.buckets(count * search.k, KEY_BYTES)
     plan.each(listjoin.assign_sscd, [(f, config, search, centroids, nprobe, list_buckets, lists, f"{i:05d}")
                                      for i, f in enumerate(files)])
     plan.each(listjoin.join_sscd_lists, [(lists, b, config.stored_from, config.dims, search.k, raw_buckets, raw)
@@ -180,7 +187,7 @@ def recluster_partitioned(config: DedupConfig, layout: RunLayout, tasks: Tasks =
     labels, n_labels = components(plan, pair_files)
     order = (ELIGIBLE, *config.keep.order)
     scores, columns = plan.fresh("keys"), _score_columns(layout, order)
-    buckets, groups = plan.buckets(plan.rows), plan.buckets(n_labels)
+    buckets, groups = plan.buckets(plan.rows, KEY_BYTES), plan.buckets(n_labels, 2 * KEY_BYTES)
     sources = {survivors.RESOLUTION_SOURCE: layout.staged_row_files(),
                survivors.ELIGIBLE_SOURCE: [p for p in [eligible_path(layout)] if p.exists()],
                survivors.SCORES_SOURCE: layout.score_files()}
@@ -192,12 +199,14 @@ def recluster_partitioned(config: DedupConfig, layout: RunLayout, tasks: Tasks =
                                       for b in range(plan.cc_buckets)])
     found = plan.each(survivors.keep_group, [(routed, members, g, config.thresholds(), order, config.keep.mode,
                                               layout.duplicates_dir) for g in range(groups)])
+    if not layout.duplicates_files():  # readers always find the table and its columns
+        write_parquet(pl.DataFrame(schema=DUPLICATES_SCHEMA).to_arrow(), layout.duplicates_dir / "_" / "part-00000.parquet")
     return _summary(found)
 
 
 def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int]:
     """Labels (sample_id -> cluster_id) of every sample in a counted pair, bucketed by sample_id."""
-    plan.cc_buckets = buckets = plan.buckets(2 * shuffle.parquet_rows(pair_files))
+    plan.cc_buckets = buckets = plan.buckets(2 * shuffle.parquet_rows(pair_files), KEY_BYTES)
     edges, by_a = plan.fresh("edges-0"), plan.fresh("pairs-by-a")
     plan.each(cc.seed_edges, [(f, plan.config.thresholds(), buckets, edges, by_a, f"{i:05d}")
                               for i, f in enumerate(pair_files)])
@@ -220,8 +229,8 @@ def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int]:
 def _score_columns(layout: RunLayout, order: tuple[str, ...]) -> dict[str, dict[str, pl.DataType]]:
     """Source kind -> {keep-policy column: dtype} for the columns of ``order`` that the run has."""
     out: dict[str, dict[str, pl.DataType]] = {}
-    if "resolution" in order and layout.staged_row_files():
-        out[survivors.RESOLUTION_SOURCE] = {"resolution": pl.Int64}
+    if layout.staged_row_files():  # always: it carries each sample's unit
+        out[survivors.RESOLUTION_SOURCE] = {"resolution": pl.Int64, survivors.UNIT: pl.String}
     if ELIGIBLE in order and eligible_path(layout).exists():
         out[survivors.ELIGIBLE_SOURCE] = {ELIGIBLE: pl.Boolean}
     types: dict[str, pl.DataType] = {}

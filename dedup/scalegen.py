@@ -14,6 +14,7 @@ import pyarrow as pa
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
+from manifests.schema import INGEST_SCHEMA, conform
 
 NUM_PERM = 128
 RATES = {"sha256": 0.01, "pixels": 0.01, "minhash": 0.04, "phash": 0.03}  # copies per row, by detector
@@ -85,10 +86,11 @@ def write_part(layout: RunLayout, part: int, start: int, stop: int) -> int:
     exact = sources(index, "sha256")
     pixel = np.where(exact != index, exact, sources(index, "pixels"))
     size = (64 + (_u(index, 9) * 960)).astype(np.int32)
-    write_parquet(pl.DataFrame({col.SAMPLE_ID: ids, col.STATUS: ["success"] * len(index),
-                                col.SHA256: pl.Series(exact).cast(pl.String).str.zfill(64),
-                                col.ORIGINAL_WIDTH: size, col.ORIGINAL_HEIGHT: size}).to_arrow(),
-                  layout.staged_rows(part))
+    rows = pl.DataFrame({col.SAMPLE_ID: ids, col.STATUS: ["success"] * len(index),
+                         col.CAPTION: "a generated sample, caption number " + ids, col.SHARD: f"{part:05d}.tar",
+                         col.SHA256: pl.Series(exact).cast(pl.String).str.zfill(64),
+                         col.ORIGINAL_WIDTH: size, col.ORIGINAL_HEIGHT: size, col.WIDTH: size, col.HEIGHT: size})
+    write_parquet(conform(rows.to_arrow(), INGEST_SCHEMA), layout.staged_rows(part))
     code, mirrored = _codes(index)
     score = pl.DataFrame({
         col.SAMPLE_ID: ids, col.PIXEL_HASH: pl.Series(pixel).cast(pl.String).str.zfill(64),

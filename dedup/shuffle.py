@@ -29,8 +29,9 @@ _SEED = 0x5EED_13  # one seed for every bucket hash of a run: producers and cons
 SIGNATURE = "signature"
 
 
-def bucket_count(rows: int, rows_per_bucket: int, override: int | None = None) -> int:
-    return override if override is not None else max(1, math.ceil(rows / rows_per_bucket))
+def bucket_count(rows: int, row_bytes: int, bytes_per_bucket: int, override: int | None = None) -> int:
+    """Buckets for ``rows`` rows of about ``row_bytes`` each (in memory): ``override`` if given."""
+    return override if override is not None else max(1, math.ceil(rows * row_bytes / bytes_per_bucket))
 
 
 def bucket_of(expr: pl.Expr, buckets: int) -> pl.Expr:

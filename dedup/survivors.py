@@ -22,17 +22,20 @@ from manifests import schema as col
 from manifests.io import write_parquet
 
 RESOLUTION_SOURCE, ELIGIBLE_SOURCE, SCORES_SOURCE = "rows", "eligible", "scores"
+UNIT = "unit"  # the ingest unit (staged file stem) a sample came from
 
 
 def shuffle_scores(source: Path, kind: str, columns: list[str], buckets: int, out: Path, part: str) -> int:
     """Map task: sample_id + the keep-policy ``columns`` this file has, bucketed by sample_id.
 
-    ``kind`` rows: staged ingest rows (successes, resolution = width x height); eligible, scores: as written.
+    ``kind`` rows: staged ingest rows (successes, resolution = width x height, and ``unit``, the file's
+    name, so each duplicates row can be sent back to its sample's unit); eligible, scores: as written.
     """
     frame = pl.scan_parquet(source)
     if kind == RESOLUTION_SOURCE:
         frame = frame.filter(pl.col(col.STATUS) == "success").select(
-            col.SAMPLE_ID, (pl.col(col.ORIGINAL_WIDTH).cast(pl.Int64) * pl.col(col.ORIGINAL_HEIGHT)).alias("resolution"))
+            col.SAMPLE_ID, (pl.col(col.ORIGINAL_WIDTH).cast(pl.Int64) * pl.col(col.ORIGINAL_HEIGHT)).alias("resolution"),
+            pl.lit(source.stem).alias(UNIT))
     else:
         present = set(pq.ParquetFile(source).schema_arrow.names)
         frame = frame.select(col.SAMPLE_ID, *[c for c in columns if c in present])
@@ -65,12 +68,18 @@ def route_members(labels: Path, scores: Path, bucket: int, columns: dict[str, di
 
 def keep_group(pairs: Path, members: Path, group: int, thresholds: dict[str, float], order: tuple[str, ...],
                mode: Literal["greedy", "component"], out: Path) -> dict:
-    """Reduce task: ``cluster`` on one group's pairs and member scores -> its duplicates part."""
+    """Reduce task: ``cluster`` on one group's pairs and member scores -> its duplicates rows, written
+    per ingest unit of the sample (``out/<unit>/part-<group>.parquet``): the decision of a unit then
+    reads only its own rows' duplicates."""
     frame = scan_bucket(pairs, group, {**PAIRS_SCHEMA, col.CLUSTER_ID: pl.String}).collect()
     scores = scan_bucket(members, group, LABEL_SCHEMA).collect().drop(col.CLUSTER_ID)
     # An empty group still writes its (empty) part: readers always find the table's columns.
     duplicates = cluster(frame.drop(col.CLUSTER_ID), thresholds, scores, order, mode)
-    write_parquet(duplicates.to_arrow(), out / f"part-{group:05d}.parquet")
+    units = scores.select(col.SAMPLE_ID, pl.col(UNIT).fill_null("_")) if UNIT in scores.columns else \
+        scores.select(col.SAMPLE_ID, pl.lit("_").alias(UNIT))
+    routed = duplicates.join(units, on=col.SAMPLE_ID, how="left")
+    for (unit,), rows in routed.partition_by(UNIT, as_dict=True).items():
+        write_parquet(rows.drop(UNIT).to_arrow(), out / str(unit) / f"part-{group:05d}.parquet")
     dropped = duplicates.filter(pl.col(col.DUPLICATE_OF).is_not_null())
     return {"rows": duplicates.height, "duplicates": dropped.height, "clusters": duplicates[col.CLUSTER_ID].n_unique(),
             "by_kind": dict(dropped.group_by(col.DUP_KIND).len().iter_rows())}

@@ -10,7 +10,7 @@
       dedup/pairs.parquet         candidate duplicate pairs with similarity
       dedup/duplicates.parquet    sample_id, cluster_id, kept_sample_id, dup_kind, similarity
       dedup/pairs/*.parquet       the same pairs as part files, when dedup runs partitioned (dedup.partitions)
-      dedup/duplicates/*.parquet  the same duplicates as part files, one per group of whole clusters
+      dedup/duplicates/UNIT/*.parquet  the same duplicates as part files, by the samples' ingest unit
       decide/manifest.parquet     all columns, keep and reject_reasons
       caption/captions.parquet    recaptions of kept rows
       manifest.parquet            the final manifest (decide + captions)
@@ -118,11 +118,13 @@ class RunLayout:
     #   dedup/pairs/<detector>-NNNNN.parquet   the pairs one task found (PAIRS_SCHEMA); every pair of
     #                                          the run is in exactly one part, parts of one detector
     #                                          are disjoint buckets (by key, signature bucket or sample_a)
-    #   dedup/duplicates/part-NNNNN.parquet    the duplicates rows of one group of whole clusters
-    #                                          (hash bucket of cluster_id); each clustered sample once
+    #   dedup/duplicates/UNIT/part-GGGGG.parquet  the duplicates rows of unit UNIT's samples (UNIT: the
+    #                                          staged file's stem) found by cluster group GGGGG (a hash
+    #                                          bucket of cluster_id); each clustered sample once
     #   dedup/work/                            shuffle buckets between steps, NNNNN/<task>.parquet;
     #                                          removed when the phase ends
-    # Readers take every part as one dataset: pl.scan_parquet("dedup/duplicates/*.parquet").
+    # Readers take every part as one dataset: pl.scan_parquet("dedup/duplicates/**/*.parquet");
+    # a unit's decision reads dedup/duplicates/UNIT/ only.
     @property
     def pairs_dir(self) -> Path:
         return self.root / "dedup" / "pairs"
@@ -131,11 +133,15 @@ class RunLayout:
     def duplicates_dir(self) -> Path:
         return self.root / "dedup" / "duplicates"
 
+    def unit_duplicates(self, unit: str) -> list[Path]:
+        """The duplicates rows of one ingest unit's samples (partitioned layout)."""
+        return sorted((self.duplicates_dir / unit).glob("*.parquet"))
+
     def duplicates_files(self) -> list[Path]:
         """The duplicates table as written by either dedup path: one file, or the part files."""
         if self.duplicates.exists():
             return [self.duplicates]
-        return sorted(self.duplicates_dir.glob("*.parquet"))
+        return sorted(self.duplicates_dir.rglob("*.parquet"))
 
     def pairs_files(self) -> list[Path]:
         """The pairs table as written by either dedup path: one file, or the part files."""
