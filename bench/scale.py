@@ -187,7 +187,7 @@ def main() -> None:
         print(f"{k:<12}{times[k]:>10.1f}{info['rss_mib']:>14.0f}  {info['process']}")
     if args.reference:
         ref = result["reference"]
-        print(f"{'one-process':<12}{ref['wall_s']:>10.1f}{ref['peak_rss_mib']:>14.0f}  forked child (dedup only)")
+        print(f"{'one-process':<12}{ref['wall_s']:>10.1f}{ref['peak_rss_mib']:>14.0f}  child process (dedup only)")
     print("recall partitioned:", result["recall_partitioned"])
     if args.reference:
         print("recall one-process:", result["recall_reference"])

@@ -20,9 +20,8 @@ from pathlib import Path
 import polars as pl
 
 from dedup.cluster import SAMPLE_A, SAMPLE_B, _threshold_edges
-from dedup.shuffle import bucket_dir, scan_bucket, write_buckets
+from dedup.shuffle import bucket_dir, scan_bucket, write_buckets, write_scratch
 from manifests import schema as col
-from manifests.io import write_parquet
 
 EDGE_SCHEMA = {"u": pl.String, "v": pl.String}
 LABEL_SCHEMA = {col.SAMPLE_ID: pl.String, col.CLUSTER_ID: pl.String}
@@ -88,7 +87,7 @@ def labels(source: Path, bucket: int, out: Path) -> int:
     frame = smallest.select(pl.col("u").alias(col.SAMPLE_ID),
                             pl.when(pl.col("v") < pl.col("u")).then(pl.col("v")).otherwise(pl.col("u"))
                             .alias(col.CLUSTER_ID))
-    write_parquet(frame.to_arrow(), bucket_dir(out, bucket) / "labels.parquet")
+    write_scratch(frame, bucket_dir(out, bucket) / "labels.parquet")
     return frame.height
 
 

@@ -34,11 +34,25 @@ def _u(index: np.ndarray, salt: int) -> np.ndarray:
     return (mix(index.astype(np.uint64) * np.uint64(16) + np.uint64(salt)) >> np.uint64(11)) / float(1 << 53)
 
 
+def _copies(index: np.ndarray, kind: str) -> np.ndarray:
+    return (_u(index, _SALT[kind]) < RATES[kind]) & (index > 0)
+
+
+def _back(index: np.ndarray, kind: str) -> np.ndarray:
+    return np.minimum(index, 1 + (_u(index, _SALT[kind] + 100) * np.minimum(index, 1_000_000)).astype(np.int64))
+
+
 def sources(index: np.ndarray, kind: str) -> np.ndarray:
-    """The row each row copies for ``kind`` (itself when it is no copy): an earlier row, any distance."""
-    copy = (_u(index, _SALT[kind]) < RATES[kind]) & (index > 0)
-    back = 1 + (_u(index, _SALT[kind] + 100) * np.minimum(index, 1_000_000)).astype(np.int64)
-    return np.where(copy, index - np.minimum(back, index), index)
+    """The row each row copies for ``kind`` (itself when it is no copy): an earlier row, at any
+    distance, that is itself no copy of any kind, so every planted pair is a real duplicate."""
+    copy = _copies(index, kind)
+    src = index - np.where(copy, _back(index, kind), 0)
+    for _ in range(64):  # walk back past rows that are copies themselves
+        bad = copy & np.any([_copies(src, k) for k in RATES], axis=0)
+        if not bad.any():
+            break
+        src[bad] -= _back(src[bad], kind)
+    return np.where(copy & ~np.any([_copies(src, k) for k in RATES], axis=0), src, index)
 
 
 def sample_ids(index: np.ndarray) -> pl.Series:

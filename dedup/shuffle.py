@@ -10,6 +10,7 @@ and its memory is bounded by one bucket, never by the run.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,17 @@ def write_buckets(frame: pl.DataFrame, by: pl.Expr, buckets: int, root: Path, pa
         return 0
     keyed = frame.with_columns(bucket_of(by, buckets).alias("_bucket"))
     for (bucket,), rows in keyed.partition_by("_bucket", as_dict=True).items():
-        write_parquet(rows.drop("_bucket").to_arrow(), bucket_dir(root, int(bucket)) / f"{part}.parquet")
+        write_scratch(rows.drop("_bucket"), bucket_dir(root, int(bucket)) / f"{part}.parquet")
     return frame.height
+
+
+def write_scratch(frame: pl.DataFrame, path: Path) -> None:
+    """A shuffle file: renamed into place whole, but not fsynced (thousands per step; a lost machine's
+    files are rewritten by the retried task, and the work directory never outlives the phase)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.write_parquet(tmp, compression="lz4")
+    os.replace(tmp, path)
 
 
 def scan_bucket(root: Path, bucket: int, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
