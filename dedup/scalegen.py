@@ -120,5 +120,7 @@ def planted(index: np.ndarray, kind: str) -> pl.DataFrame:
     """(sample_a, sample_b) of the copies planted for ``kind`` among rows ``index``: copy and source."""
     src = sources(index, kind)
     copy = src != index
+    if kind == "pixels":  # a byte copy's pixel key is its byte source's: its pixel copy is not planted
+        copy &= sources(index, "sha256") == index
     a, b = sample_ids(src[copy]), sample_ids(index[copy])
     return pl.DataFrame({"sample_a": a, "sample_b": b})
