@@ -7,4 +7,6 @@ Score phase (per row, any shard split, any number of workers): ``PixelHasher`` -
 (sample_a, sample_b, detector, dup_kind, similarity) -> ``cluster.cluster`` (union-find, keep policy)
 -> dedup/duplicates.parquet (sample_id, cluster_id, kept_sample_id, duplicate_of, dup_kind, similarity),
 which the decision joins. Re-clustering with other thresholds needs only pairs.parquet and the scores.
+On a cluster, ``partitioned.run_partitioned`` gives the same pairs and duplicates as bucketed part files,
+each step a list of independent tasks (``shuffle``, ``listjoin``, ``components``, ``survivors``).
 """

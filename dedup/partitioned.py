@@ -81,10 +81,11 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
             start = time.perf_counter()
             pairs = FINDERS[name](plan)
             stats[name] = {"pairs": pairs, "wall_s": round(time.perf_counter() - start, 3)}
-        clusters = recluster_partitioned(config, layout, tasks)
+        clusters = recluster_partitioned(config, layout, tasks, keep_work=True)
+        shuffled = _shuffled_bytes(plan.work)
     finally:
         shutil.rmtree(plan.work, ignore_errors=True)
-    return {"detectors": detectors, "pairs": stats, **clusters}
+    return {"detectors": detectors, "pairs": stats, **clusters, "shuffled_bytes": shuffled}
 
 
 # --- pair finders: each writes dedup/pairs/<detector>-NNNNN.parquet and returns its pair count ----
@@ -172,14 +173,28 @@ FINDERS: dict[str, Callable[[Plan], int]] = {
 }
 
 
+def _shuffled_bytes(work: Path) -> dict[str, int]:
+    """Bytes of Parquet left in each shuffle directory (what a cluster moves between tasks)."""
+    return {d.name: sum(f.stat().st_size for f in d.rglob("*.parquet")) for d in sorted(work.iterdir()) if d.is_dir()}
+
+
 def _columns(files: list[Path]) -> set[str]:
     return {name for f in files for name in pq.ParquetFile(f).schema_arrow.names}
 
 
 # --- clusters and survivors -----------------------------------------------------------------------
 
-def recluster_partitioned(config: DedupConfig, layout: RunLayout, tasks: Tasks = local_tasks) -> dict:
+def recluster_partitioned(config: DedupConfig, layout: RunLayout, tasks: Tasks = local_tasks,
+                          keep_work: bool = False) -> dict:
     """dedup/pairs/ + keep-policy scores -> dedup/duplicates/ with ``config``'s thresholds and keep policy."""
+    try:
+        return _recluster(config, layout, tasks)
+    finally:
+        if not keep_work:
+            shutil.rmtree(layout.root / "dedup" / "work", ignore_errors=True)
+
+
+def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks) -> dict:
     shutil.rmtree(layout.duplicates_dir, ignore_errors=True)
     layout.duplicates_dir.mkdir(parents=True)
     plan = Plan(config, layout, tasks)

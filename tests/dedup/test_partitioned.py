@@ -140,3 +140,27 @@ def test_partitioned_on_ray_equals_one_process(tmp_path, reference, ray_session)
     assert outputs(layout)[0].equals(reference["greedy"][0])
     assert outputs(layout)[1].equals(reference["greedy"][1])
     assert not (layout.root / "dedup" / "work").exists()
+
+
+def test_recluster_partitioned_with_stricter_thresholds(tmp_path):
+    """Re-clustering the stored part files with other thresholds equals the one-process recluster."""
+    from dedup.partitioned import recluster_partitioned
+    from dedup.run import recluster
+
+    layout = generated_run(tmp_path, 3)
+    run_dedup(config(3), layout)
+    stricter = DedupConfig.model_validate({**DETECTORS, "minhash": {"enabled": True, "threshold": 0.95},
+                                           "phash": {"enabled": True, "threshold": 0.97},
+                                           "partitions": {"buckets": 2}})
+    recluster(stricter, layout)
+    want = pl.read_parquet(layout.duplicates).sort(col.SAMPLE_ID)
+    pairs = pl.read_parquet(layout.pairs)
+    layout.pairs.unlink()
+    layout.duplicates.unlink()
+    layout.pairs_dir.mkdir(parents=True)
+    pairs.write_parquet(layout.pairs_dir / "all-00000.parquet")
+    recluster_partitioned(stricter, layout)
+    got = pl.read_parquet(layout.duplicates_files()).sort(col.SAMPLE_ID)
+    assert 0 < got.height < pl.read_parquet(layout.pairs_dir).height * 2
+    assert got.equals(want)
+    assert not (layout.root / "dedup" / "work").exists()
