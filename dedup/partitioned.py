@@ -199,7 +199,7 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks) -> dict:
     layout.duplicates_dir.mkdir(parents=True)
     plan = Plan(config, layout, tasks)
     pair_files = sorted(layout.pairs_dir.glob("*.parquet")) if layout.pairs_dir.exists() else []
-    labels, n_labels = components(plan, pair_files)
+    labels, n_labels, rounds = components(plan, pair_files)
     order = (ELIGIBLE, *config.keep.order)
     scores, columns = plan.fresh("keys"), _score_columns(layout, order)
     buckets, groups = plan.buckets(plan.rows, KEY_BYTES), plan.buckets(n_labels, 2 * KEY_BYTES)
@@ -216,11 +216,12 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks) -> dict:
                                               layout.duplicates_dir) for g in range(groups)])
     if not layout.duplicates_files():  # readers always find the table and its columns
         write_parquet(pl.DataFrame(schema=DUPLICATES_SCHEMA).to_arrow(), layout.duplicates_dir / "_" / "part-00000.parquet")
-    return _summary(found)
+    return {**_summary(found), "component_rounds": rounds}
 
 
-def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int]:
-    """Labels (sample_id -> cluster_id) of every sample in a counted pair, bucketed by sample_id."""
+def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int, int]:
+    """Labels (sample_id -> cluster_id) of every sample in a counted pair, bucketed by sample_id;
+    their count; the number of large-star/small-star rounds it took."""
     plan.cc_buckets = buckets = plan.buckets(2 * shuffle.parquet_rows(pair_files), KEY_BYTES)
     edges, by_a = plan.fresh("edges-0"), plan.fresh("pairs-by-a")
     plan.each(cc.seed_edges, [(f, plan.config.thresholds(), buckets, edges, by_a, f"{i:05d}")
@@ -238,7 +239,7 @@ def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int]:
         edges, previous, step = small, fingerprints, step + 2
     labels = plan.fresh("labels")
     n = sum(plan.each(cc.labels, [(edges, b, labels) for b in range(buckets)]))
-    return labels, n
+    return labels, n, step // 2
 
 
 def _score_columns(layout: RunLayout, order: tuple[str, ...]) -> dict[str, dict[str, pl.DataType]]:

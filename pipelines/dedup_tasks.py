@@ -19,14 +19,31 @@ from manifests.layout import RunLayout
 TASK_CPUS = 1.0  # each task is one Polars/numpy pipeline; Polars may use more threads for a moment
 
 
+def _located(fn: Callable[..., Any], *args: Any) -> tuple[str, Any]:
+    return ray.get_runtime_context().get_node_id(), fn(*args)
+
+
+class RayTasks:
+    """Runs ``fn(*a)`` for every ``a`` as a Ray task, results in the order of ``args``; remembers the
+    nodes the tasks ran on. SPREAD: a step's buckets read and write across every node's disks and NICs."""
+
+    def __init__(self) -> None:
+        self.nodes: set[str] = set()
+
+    def __call__(self, fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
+        remote = ray.remote(num_cpus=TASK_CPUS, max_retries=3, scheduling_strategy="SPREAD")(_located)
+        found = ray.get([remote.remote(fn, *a) for a in args])
+        self.nodes.update(node for node, _ in found)
+        return [result for _, result in found]
+
+
 def ray_tasks(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
-    """Run ``fn(*a)`` for every ``a`` as a Ray task; results in the order of ``args``."""
-    remote = ray.remote(num_cpus=TASK_CPUS, max_retries=3)(fn)
-    return ray.get([remote.remote(*a) for a in args])
+    return RayTasks()(fn, args)
 
 
 def run(config: DedupConfig, layout: RunLayout, eligible=None) -> dict:
     """The dedup phase: partitioned on the cluster unless ``dedup.partitions.enabled`` is false."""
-    if config.partitions.enabled:
-        return run_partitioned(config, layout, eligible, tasks=ray_tasks)
-    return run_dedup(config, layout, eligible)
+    if not config.partitions.enabled:
+        return run_dedup(config, layout, eligible)
+    tasks = RayTasks()
+    return {**run_partitioned(config, layout, eligible, tasks=tasks), "task_nodes": sorted(tasks.nodes)}

@@ -85,7 +85,8 @@ def test_components_equal_union_find_on_chains_and_stars(tmp_path, buckets):
     layout.pairs_dir.mkdir(parents=True)
     pairs.write_parquet(layout.pairs_dir / "sha256-00000.parquet")
     plan = Plan(DedupConfig.model_validate({"partitions": {"buckets": buckets}}), layout, lambda f, a: [f(*x) for x in a])
-    labels_dir, count = components(plan, [layout.pairs_dir / "sha256-00000.parquet"])
+    labels_dir, count, rounds = components(plan, [layout.pairs_dir / "sha256-00000.parquet"])
+    assert 1 < rounds < 40  # the 200-node path takes several rounds, far fewer than its length
     labels = pl.read_parquet(sorted(labels_dir.rglob("*.parquet"))).sort(col.SAMPLE_ID)
     roots = union_find(n, edges[:, 0], edges[:, 1])
     linked = np.unique(edges)
