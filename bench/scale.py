@@ -162,7 +162,7 @@ def main() -> None:
 
     step("generate", lambda: generate(layout, args.rows, args.rows_per_file, ray_tasks))
     stats = step("dedup", lambda: run_partitioned(cfg, layout, None, tasks=ray_tasks))
-    kept = step("decide", lambda: decide_partitioned(FiltersConfig(), layout))
+    kept = step("decide", lambda: decide_partitioned(FiltersConfig(), layout, ray_tasks))
     shards = step("export_plan", lambda: plan_export(kept, 10_000))
     sampler.mark("done")
     time.sleep(0.5)

@@ -63,7 +63,11 @@ class Plan:
 
 def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None,
                     tasks: Tasks = local_tasks) -> dict:
-    """Write dedup/pairs/ and dedup/duplicates/ (part files); with no detector enabled, write nothing."""
+    """Write dedup/pairs/ and dedup/duplicates/ (part files); with no detector enabled, write nothing.
+
+    The keep policy ranks first the rows that pass every other rule: ``eligible`` as one frame, or,
+    when None, the per-unit files of ``eligible_dir`` if any (written by ``pipelines.decide_tasks``).
+    """
     for path in (layout.pairs_dir, layout.duplicates_dir):
         shutil.rmtree(path, ignore_errors=True)
     for path in (layout.pairs, layout.duplicates, eligible_path(layout)):
@@ -173,6 +177,17 @@ FINDERS: dict[str, Callable[[Plan], int]] = {
 }
 
 
+def eligible_dir(layout: RunLayout) -> Path:
+    """dedup/eligible/UNIT.parquet: (sample_id, eligible) per ingest unit, written by decision tasks."""
+    return layout.root / "dedup" / "eligible"
+
+
+def _eligible_files(layout: RunLayout) -> list[Path]:
+    if eligible_path(layout).exists():
+        return [eligible_path(layout)]
+    return sorted(eligible_dir(layout).glob("*.parquet"))
+
+
 def _shuffled_bytes(work: Path) -> dict[str, int]:
     """Bytes of Parquet left in each shuffle directory (what a cluster moves between tasks)."""
     return {d.name: sum(f.stat().st_size for f in d.rglob("*.parquet")) for d in sorted(work.iterdir()) if d.is_dir()}
@@ -204,7 +219,7 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks) -> dict:
     scores, columns = plan.fresh("keys"), _score_columns(layout, order)
     buckets, groups = plan.buckets(plan.rows, KEY_BYTES), plan.buckets(n_labels, 2 * KEY_BYTES)
     sources = {survivors.RESOLUTION_SOURCE: layout.staged_row_files(),
-               survivors.ELIGIBLE_SOURCE: [p for p in [eligible_path(layout)] if p.exists()],
+               survivors.ELIGIBLE_SOURCE: _eligible_files(layout),
                survivors.SCORES_SOURCE: layout.score_files()}
     plan.each(survivors.shuffle_scores, [(f, kind, list(columns[kind]), buckets, scores, f"{i:05d}")
                                          for kind in columns for i, f in enumerate(sources[kind])])
@@ -247,7 +262,7 @@ def _score_columns(layout: RunLayout, order: tuple[str, ...]) -> dict[str, dict[
     out: dict[str, dict[str, pl.DataType]] = {}
     if layout.staged_row_files():  # always: it carries each sample's unit
         out[survivors.RESOLUTION_SOURCE] = {"resolution": pl.Int64, survivors.UNIT: pl.String}
-    if ELIGIBLE in order and eligible_path(layout).exists():
+    if ELIGIBLE in order and _eligible_files(layout):
         out[survivors.ELIGIBLE_SOURCE] = {ELIGIBLE: pl.Boolean}
     types: dict[str, pl.DataType] = {}
     for f in layout.score_files():

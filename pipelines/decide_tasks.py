@@ -20,22 +20,24 @@ from manifests.io import read_parquet_files, write_parquet
 from manifests.layout import RunLayout
 from manifests.schema import INGEST_SCHEMA
 from manifests.shardplan import ShardRange, plan_ranges
-from pipelines.dedup_tasks import ray_tasks
+from dedup.partitioned import Tasks, eligible_dir
+from dedup.run import ELIGIBLE
 
 
 def decided_part(layout: RunLayout, unit: str) -> Path:
     return layout.root / "decide" / "parts" / f"{unit}.parquet"
 
 
-def unit_frame(layout: RunLayout, unit: str) -> pl.LazyFrame:
+def unit_frame(layout: RunLayout, unit: str, duplicates: bool = True) -> pl.LazyFrame:
     """One unit's ingest rows left-joined with its scores and duplicates (``phases.assemble`` for one unit)."""
     frame = pl.from_arrow(read_parquet_files([layout.staged_dir / f"{unit}.parquet"], INGEST_SCHEMA)).lazy()
-    scores = layout.scores_dir / f"{unit}.parquet"
-    if scores.exists():
-        scan = pl.scan_parquet(scores)
+    own = layout.scores_dir / f"{unit}.parquet"  # the score phase names a unit's file after its tar
+    scores = [own] if own.exists() else layout.score_files()  # else: any layout, read with a join
+    if scores:
+        scan = pl.scan_parquet([str(p) for p in scores])
         frame = frame.join(scan.select([c for c in scan.collect_schema().names() if c not in col.ARTEFACT_COLUMNS]),
                            on=col.SAMPLE_ID, how="left")
-    dups = layout.unit_duplicates(unit)
+    dups = layout.unit_duplicates(unit) if duplicates else []
     if dups:
         frame = frame.join(pl.scan_parquet([str(p) for p in dups]).select(
             col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
@@ -51,7 +53,16 @@ def decide_unit(root: str, unit: str, filters: FiltersConfig) -> tuple[str, int,
     return unit, manifest.height, int(manifest[col.KEEP].sum())
 
 
-def decide_partitioned(filters: FiltersConfig, layout: RunLayout, tasks=ray_tasks) -> dict[str, int]:
+def eligible_unit(root: str, unit: str, filters: FiltersConfig) -> int:
+    """Task: which of one unit's rows pass every rule but dedup -> dedup/eligible/UNIT.parquet."""
+    layout = RunLayout.at(root)
+    frame = (apply_decision(unit_frame(layout, unit, duplicates=False), filters)
+             .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE)).collect())
+    write_parquet(frame.to_arrow(), eligible_dir(layout) / f"{unit}.parquet")
+    return frame.height
+
+
+def decide_partitioned(filters: FiltersConfig, layout: RunLayout, tasks: Tasks) -> dict[str, int]:
     """Every unit's manifest part; returns the kept count per unit (what export plans from)."""
     units = [p.stem for p in layout.staged_row_files()]
     found = tasks(decide_unit, [(str(layout.root), u, filters) for u in units])

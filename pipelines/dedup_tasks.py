@@ -7,14 +7,19 @@ the shared run directory. Ray places and retries the tasks; nothing here schedul
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import shutil
+from typing import TYPE_CHECKING, Any, Callable
 
+import polars as pl
 import ray
 
-from dedup.partitioned import run_partitioned
+from dedup.partitioned import eligible_dir, run_partitioned
 from dedup.run import run_dedup
 from dedup.config import DedupConfig
 from manifests.layout import RunLayout
+
+if TYPE_CHECKING:
+    from pipelines.config import RunConfig
 
 TASK_CPUS = 1.0  # each task is one Polars/numpy pipeline; Polars may use more threads for a moment
 
@@ -41,9 +46,20 @@ def ray_tasks(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
     return RayTasks()(fn, args)
 
 
-def run(config: DedupConfig, layout: RunLayout, eligible=None) -> dict:
+def run(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None) -> dict:
     """The dedup phase: partitioned on the cluster unless ``dedup.partitions.enabled`` is false."""
     if not config.partitions.enabled:
         return run_dedup(config, layout, eligible)
     tasks = RayTasks()
     return {**run_partitioned(config, layout, eligible, tasks=tasks), "task_nodes": sorted(tasks.nodes)}
+
+
+def run_with_eligibility(config: RunConfig, layout: RunLayout) -> dict:
+    """The partitioned dedup phase, eligibility decided per ingest unit by tasks (no row on the driver)."""
+    from pipelines.decide_tasks import eligible_unit
+
+    shutil.rmtree(eligible_dir(layout), ignore_errors=True)
+    tasks = RayTasks()
+    units = [p.stem for p in layout.staged_row_files()]
+    tasks(eligible_unit, [(str(layout.root), u, config.filters) for u in units])
+    return {**run_partitioned(config.dedup, layout, None, tasks=tasks), "task_nodes": sorted(tasks.nodes)}

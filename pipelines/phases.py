@@ -127,6 +127,8 @@ def dedup(config: RunConfig, layout: RunLayout) -> dict:
     """Pairs -> clusters; survivors are chosen among rows the decision keeps on every other rule."""
     layout.duplicates.unlink(missing_ok=True)  # assemble() must not see an earlier dedup's assignments
     shutil.rmtree(layout.duplicates_dir, ignore_errors=True)
+    if config.dedup.partitions.enabled:
+        return dedup_tasks.run_with_eligibility(config, layout)
     eligible = (apply_decision(assemble(layout), config.filters)
                 .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(dedup_run.ELIGIBLE)).collect())
     return dedup_tasks.run(config.dedup, layout, eligible)
