@@ -79,13 +79,17 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
     shutil.rmtree(plan.work, ignore_errors=True)
     if eligible is not None:
         write_parquet(eligible.select(col.SAMPLE_ID, ELIGIBLE).to_arrow(), eligible_path(layout))
+    if "pixels" in detectors:  # fail before any work, not after the other detectors ran
+        _require(col.PIXEL_HASH, layout.score_files())
     stats = {}
     try:
         for name in detectors:
             start = time.perf_counter()
             pairs = FINDERS[name](plan)
             stats[name] = {"pairs": pairs, "wall_s": round(time.perf_counter() - start, 3)}
+        start = time.perf_counter()
         clusters = recluster_partitioned(config, layout, tasks, keep_work=True)
+        clusters["clusters_wall_s"] = round(time.perf_counter() - start, 3)
         shuffled = _shuffled_bytes(plan.work)
     finally:
         shutil.rmtree(plan.work, ignore_errors=True)
@@ -94,10 +98,14 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
 
 # --- pair finders: each writes dedup/pairs/<detector>-NNNNN.parquet and returns its pair count ----
 
-def exact_pairs(plan: Plan, key: str, detector: str, files: list[Path], only_success: bool) -> int:
+def _require(key: str, files: list[Path]) -> None:
     if key not in _columns(files):
         raise RuntimeError(f"the score phase wrote no {key!r} column: re-run the score phase with its "
                            f"dedup stage enabled (run the phases in order: score, then dedup)")
+
+
+def exact_pairs(plan: Plan, key: str, detector: str, files: list[Path], only_success: bool) -> int:
+    _require(key, files)
     keyed, buckets = plan.fresh(f"keys-{detector}"), plan.buckets(plan.rows, KEY_BYTES)
     plan.each(shuffle.shuffle_keys, [(f, key, only_success, buckets, keyed, f"{i:05d}") for i, f in enumerate(files)])
     return sum(plan.each(shuffle.group_exact, [(keyed, b, detector, plan.layout.pairs_dir) for b in range(buckets)]))

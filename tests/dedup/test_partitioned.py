@@ -165,3 +165,12 @@ def test_recluster_partitioned_with_stricter_thresholds(tmp_path):
     assert 0 < got.height < pl.read_parquet(layout.pairs_dir).height * 2
     assert got.equals(want)
     assert not (layout.root / "dedup" / "work").exists()
+
+
+def test_a_missing_score_column_fails_before_any_work(tmp_path):
+    layout = generated_run(tmp_path, 1)
+    for path in layout.score_files():
+        pl.read_parquet(path).drop(col.PIXEL_HASH).write_parquet(path)
+    with pytest.raises(RuntimeError, match="pixel_hash"):
+        run_partitioned(config(1), layout)
+    assert not layout.pairs_files() and not (layout.root / "dedup" / "work").exists()
