@@ -144,8 +144,12 @@ def main() -> None:
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     repo = str(Path(__file__).resolve().parent.parent)
-    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING,
-             runtime_env={"env_vars": {"PYTHONPATH": repo}})
+
+    def start_ray() -> None:
+        ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 runtime_env={"env_vars": {"PYTHONPATH": repo}})
+
+    start_ray()
     root = Path(tempfile.mkdtemp(prefix="scale-", dir=args.workdir))
     layout, cfg = RunLayout.at(root), config(args)
     sampler = RssSampler()
@@ -161,6 +165,8 @@ def main() -> None:
         return out
 
     step("generate", lambda: generate(layout, args.rows, args.rows_per_file, ray_tasks))
+    ray.shutdown()  # fresh workers: the global steps' peaks must not include the generator's heap
+    start_ray()
     stats = step("dedup", lambda: run_partitioned(cfg, layout, None, tasks=ray_tasks))
     kept = step("decide", lambda: decide_partitioned(FiltersConfig(), layout, ray_tasks))
     shards = step("export_plan", lambda: plan_export(kept, 10_000))
