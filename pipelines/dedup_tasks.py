@@ -14,7 +14,7 @@ import polars as pl
 import ray
 
 from dedup.partitioned import eligible_dir, run_partitioned
-from dedup.run import run_dedup
+from dedup.run import enabled_detectors, run_dedup
 from dedup.config import DedupConfig
 from manifests.layout import RunLayout
 
@@ -60,6 +60,7 @@ def run_with_eligibility(config: RunConfig, layout: RunLayout) -> dict:
 
     shutil.rmtree(eligible_dir(layout), ignore_errors=True)
     tasks = RayTasks()
-    units = [p.stem for p in layout.staged_row_files()]
-    tasks(eligible_unit, [(str(layout.root), u, config.filters) for u in units])
+    if enabled_detectors(config.dedup):  # no detector: nothing to rank, run_partitioned clears the outputs
+        units = [p.stem for p in layout.staged_row_files()]
+        tasks(eligible_unit, [(str(layout.root), u, config.filters) for u in units])
     return {**run_partitioned(config.dedup, layout, None, tasks=tasks), "task_nodes": sorted(tasks.nodes)}
