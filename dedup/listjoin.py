@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterator
 
 import faiss
 import numpy as np
@@ -131,7 +132,7 @@ def assign_sscd(source: Path, config: SscdConfig, search: SearchConfig, centroid
 
 # --- the per-list joins: one task per bucket of lists -------------------------------------------
 
-def _lists(source: Path, bucket: int):
+def _lists(source: Path, bucket: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """(member ids, member rows, other ids, other rows) of each list in the bucket (member: first probe)."""
     frame = scan_bucket(source, bucket, LIST_SCHEMA).collect().sort("list", "member", descending=[False, True])
     lists = frame["list"].to_numpy()

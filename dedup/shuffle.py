@@ -24,6 +24,7 @@ from dedup.detectors import equal_key_pairs
 from dedup.lsh import band_keys, band_shape, candidate_pairs
 from dedup.minhash import jaccard_estimate
 from manifests import schema as col
+from manifests.schema import Status
 from manifests.io import write_parquet
 
 _SEED = 0x5EED_13  # one seed for every bucket hash of a run: producers and consumers must agree
@@ -91,7 +92,7 @@ def shuffle_keys(source: Path, key: str, only_success: bool, buckets: int, out: 
         return 0
     frame = pl.scan_parquet(source)
     if only_success:
-        frame = frame.filter(pl.col(col.STATUS) == "success")
+        frame = frame.filter(pl.col(col.STATUS) == Status.SUCCESS)
     frame = frame.select(col.SAMPLE_ID, pl.col(key).alias("key")).drop_nulls().collect(engine="streaming")
     return write_buckets(frame, pl.col("key"), buckets, out, part)
 

@@ -19,6 +19,7 @@ from dedup.cluster import PAIRS_SCHEMA, SAMPLE_A, cluster
 from dedup.components import LABEL_SCHEMA
 from dedup.shuffle import scan_bucket, write_buckets
 from manifests import schema as col
+from manifests.schema import Status
 from manifests.io import write_parquet
 
 RESOLUTION_SOURCE, ELIGIBLE_SOURCE, SCORES_SOURCE = "rows", "eligible", "scores"
@@ -33,7 +34,7 @@ def shuffle_scores(source: Path, kind: str, columns: list[str], buckets: int, ou
     """
     frame = pl.scan_parquet(source)
     if kind == RESOLUTION_SOURCE:
-        frame = frame.filter(pl.col(col.STATUS) == "success").select(
+        frame = frame.filter(pl.col(col.STATUS) == Status.SUCCESS).select(
             col.SAMPLE_ID, (pl.col(col.ORIGINAL_WIDTH).cast(pl.Int64) * pl.col(col.ORIGINAL_HEIGHT)).alias("resolution"),
             pl.lit(source.stem).alias(UNIT))
     else:
