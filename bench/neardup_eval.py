@@ -38,6 +38,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dedup.evalset import copydays_edits, low_texture_set, objects_on_white, similar_scenes  # noqa: E402
+from manifests.layout import RunLayout  # noqa: E402
 from pipelines.corpus import jpeg, load_photos, photo_dirs, png  # noqa: E402
 
 # More bundled scikit-image pictures beyond the corpus's photos: microscopy, text, a CT phantom (mostly flat), a
@@ -126,7 +127,7 @@ def evaluate(pairs: pl.DataFrame, labels: dict[str, tuple[str, str]], threshold:
 
 def pairs_with_urls(run_dir: Path) -> pl.DataFrame:
     manifest = pl.read_parquet(run_dir / "manifest.parquet").select("sample_id", "url")
-    pairs = pl.read_parquet(run_dir / "dedup" / "pairs.parquet")
+    pairs = pl.concat([pl.read_parquet(f) for f in RunLayout.at(run_dir).pairs_files()])
     for side in ("a", "b"):
         pairs = pairs.join(manifest.rename({"sample_id": f"sample_{side}", "url": f"url_{side}"}), on=f"sample_{side}")
     return pairs

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from manifests import schema as col
 from manifests.config import StrictModel
 
 
@@ -30,6 +31,16 @@ class InputConfig(StrictModel):
         default_factory=list, description="input columns carried into the manifest and each {key}.json as they "
                                           "are (img2dataset's save_additional_columns), e.g. [license]"
     )
+
+    @field_validator("extra_cols")
+    @classmethod
+    def _not_a_manifest_column(cls, names: list[str]) -> list[str]:
+        """An extra column named like one Thresher writes would be overwritten in the manifest, silently."""
+        taken = sorted(set(names) & col.KNOWN_COLUMNS)
+        if taken:
+            raise ValueError(f"{taken} are manifest columns Thresher writes itself (manifests/schema.py); "
+                             f"rename them in the input")
+        return names
 
 
 AI_CRAWLER_TOKENS = ("GPTBot", "ChatGPT-User", "CCBot", "Google-Extended", "anthropic-ai", "ClaudeBot",

@@ -235,6 +235,20 @@ class PdqConfig(_Detector):
         return self
 
 
+class PartitionsConfig(StrictModel):
+    """How the dedup phase's global steps are cut into tasks (``dedup/partitioned.py``).
+
+    Every shuffle (exact keys, LSH band keys, signatures, IVF lists, graph edges, clusters) gets
+    ceil(rows x row size / bytes_per_bucket) buckets, so a task's memory follows ``bytes_per_bucket``
+    (a task peaks at a few times its bucket's bytes), not the run.
+    """
+
+    enabled: bool = Field(True, description="run dedup as partitioned tasks on the cluster; false: in one "
+                                            "process (the reference implementation, for small runs and tests)")
+    bytes_per_bucket: int = Field(128 << 20, ge=1, description="shuffled bytes per bucket (one task's input)")
+    buckets: int | None = Field(None, ge=1, description="a fixed bucket count for every shuffle (tests)")
+
+
 class DedupConfig(StrictModel):
     exact: ExactConfig = Field(ExactConfig(), description="exact duplicates: same bytes or same pixels")
     minhash: MinHashConfig = Field(MinHashConfig(), description="the minhash detector: caption pairs")
@@ -244,6 +258,8 @@ class DedupConfig(StrictModel):
     keep: KeepConfig = Field(KeepConfig(), description="which sample of a duplicate cluster survives")
     pdq: PdqConfig = Field(PdqConfig(), description="the pdq detector: image pairs")
     semantic: SemanticConfig = Field(SemanticConfig(), description="the semantic detector (needs filters.clip)")
+    partitions: PartitionsConfig = Field(PartitionsConfig(), description="how the dedup phase is cut into "
+                                         "tasks on the cluster (bounded memory per task)")
 
     def enabled_detectors(self) -> list[str]:
         return [d.name for d in DETECTORS if d.enabled(self)]

@@ -44,14 +44,21 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return key
 
 
+def signature_keys(keys: np.ndarray) -> np.ndarray:
+    """One uint64 per row of (n, bands) band keys, equal for identical signatures (what oversized buckets
+    group by)."""
+    whole = np.full(len(keys), np.uint64(0xCBF29CE484222325))
+    for band in range(keys.shape[1]):
+        whole ^= keys[:, band]
+        whole *= _PRIME
+    return whole
+
+
 def band_frame(positions: np.ndarray, keys: np.ndarray) -> pl.DataFrame:
     """Long format: one row per (sample, band), with ``sig``, a key of all the sample's bands together
     (equal for identical signatures), which oversized buckets group by."""
     n, bands = keys.shape
-    whole = np.full(n, np.uint64(0xCBF29CE484222325))
-    for band in range(bands):
-        whole ^= keys[:, band]
-        whole *= _PRIME
+    whole = signature_keys(keys)
     return pl.DataFrame({
         "idx": np.repeat(positions, bands).astype(np.int64),
         "band": np.tile(np.arange(bands, dtype=np.int16), n),

@@ -64,7 +64,9 @@ def keep_scores(layout: RunLayout, rows: pl.LazyFrame, order: tuple[str, ...]) -
     return frame.collect()
 
 
-def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work: Path) -> tuple[pl.DataFrame, dict]:
+def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work: Path,
+               names: tuple[str, ...] | None = None) -> tuple[pl.DataFrame, dict]:
+    """The pairs of every enabled detector (or of ``names`` only), and per-detector counts and times."""
     files = layout.score_files()
     scores = pl.scan_parquet([str(f) for f in files]) if files else None
     index = SampleIndex.of(rows.select(col.SAMPLE_ID).collect()[col.SAMPLE_ID])
@@ -78,7 +80,7 @@ def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work:
         "semantic": lambda: semantic_finder(config, layout, files, index, work),
     }
     found, stats = [], {}
-    for name in (n for n in config.enabled_detectors() if n in finders):
+    for name in (n for n in names or config.enabled_detectors() if n in finders):
         start = time.perf_counter()
         pairs = finders[name]()
         found.append(pairs)

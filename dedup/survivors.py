@@ -25,11 +25,13 @@ DUP_COLUMNS = (col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND, col.DUP_SIMILARIT
 Eligibility = Callable[[pl.LazyFrame], pl.LazyFrame]
 
 
-def stored_pairs(pairs_path: Path, config: DedupConfig) -> pl.DataFrame | None:
-    """The run's stored pairs, less those of detectors ``config`` turns off; None when the run stored none."""
-    if not pairs_path.exists():
+def stored_pairs(files: list[Path], config: DedupConfig) -> pl.DataFrame | None:
+    """The run's stored pairs (``RunLayout.pairs_files()``: one file or the partitioned parts), less those of
+    detectors ``config`` turns off; None when the run stored none."""
+    if not files:
         return None
-    return pl.read_parquet(pairs_path).filter(~pl.col(DETECTOR).is_in(sorted(switched_off(config))))
+    off = sorted(switched_off(config))
+    return pl.scan_parquet([str(f) for f in files]).filter(~pl.col(DETECTOR).is_in(off)).collect()
 
 
 def switched_off(config: DedupConfig) -> set[str]:

@@ -9,7 +9,9 @@
       score/scores/*.parquet      sample_id + every score column and artefact (embeddings, signatures)
       dedup/pairs.parquet         candidate duplicate pairs with similarity
       dedup/duplicates.parquet    sample_id, cluster_id, kept_sample_id, dup_kind, similarity, detector
-                                  (as the dedup phase's config had it; decide re-clusters pairs.parquet)
+                                  (as the dedup phase's config had it; decide re-clusters the stored pairs)
+      dedup/pairs/*.parquet       the same pairs as part files, when dedup runs partitioned (dedup.partitions)
+      dedup/duplicates/UNIT/*.parquet  the same duplicates as part files, by the samples' ingest unit
       decide/manifest.parquet     all columns, keep and reject_reasons
       caption/captions.parquet    recaptions of kept rows
       manifest.parquet            the final manifest (decide + captions)
@@ -112,3 +114,38 @@ class RunLayout:
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
+
+    # Partitioned dedup outputs (dedup.partitioned; dedup.partitions.enabled):
+    #   dedup/pairs/<detector>-NNNNN.parquet   the pairs one task found (PAIRS_SCHEMA); every pair of
+    #                                          the run is in exactly one part, parts of one detector
+    #                                          are disjoint buckets (by key, signature bucket or sample_a)
+    #   dedup/duplicates/UNIT/part-GGGGG.parquet  the duplicates rows of unit UNIT's samples (UNIT: the
+    #                                          staged file's stem) found by cluster group GGGGG (a hash
+    #                                          bucket of cluster_id); each clustered sample once
+    #   dedup/work/                            shuffle buckets between steps, NNNNN/<task>.parquet;
+    #                                          removed when the phase ends
+    # Readers take every part as one dataset: pl.scan_parquet("dedup/duplicates/**/*.parquet");
+    # a unit's decision reads dedup/duplicates/UNIT/ only.
+    @property
+    def pairs_dir(self) -> Path:
+        return self.root / "dedup" / "pairs"
+
+    @property
+    def duplicates_dir(self) -> Path:
+        return self.root / "dedup" / "duplicates"
+
+    def unit_duplicates(self, unit: str) -> list[Path]:
+        """The duplicates rows of one ingest unit's samples (partitioned layout)."""
+        return sorted((self.duplicates_dir / unit).glob("*.parquet"))
+
+    def duplicates_files(self) -> list[Path]:
+        """The duplicates table as written by either dedup path: one file, or the part files."""
+        if self.duplicates.exists():
+            return [self.duplicates]
+        return sorted(self.duplicates_dir.rglob("*.parquet"))
+
+    def pairs_files(self) -> list[Path]:
+        """The pairs table as written by either dedup path: one file, or the part files."""
+        if self.pairs.exists():
+            return [self.pairs]
+        return sorted(self.pairs_dir.glob("*.parquet"))

@@ -49,7 +49,7 @@ C2PA_PRESENT = "c2pa_present"  # a C2PA manifest store is embedded (signature va
 C2PA_CLAIM_GENERATOR = "c2pa_claim_generator"  # the active manifest's claim generator ("name/version")
 DIGITAL_SOURCE_TYPE = "digital_source_type"  # IPTC DigitalSourceType term (XMP or C2PA actions), e.g. trainedAlgorithmicMedia
 AI_GENERATED_DECLARED = "ai_generated_declared"  # the file itself declares generative-AI origin
-LICENSE = "license"  # licence URL (XMP cc:license / xmpRights:WebStatement)
+LICENSE = "license_url"  # licence URL (XMP cc:license / xmpRights:WebStatement); not "license", which img2dataset lists often carry as an extra column
 ATTRIBUTION = "attribution"  # creator / artist (XMP dc:creator, EXIF Artist, IPTC By-line)
 COPYRIGHT = "copyright"  # copyright notice (XMP dc:rights, EXIF Copyright, IPTC Copyright Notice)
 

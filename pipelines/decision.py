@@ -19,32 +19,32 @@ from manifests import schema as col
 from manifests.layout import RunLayout
 from pipelines.config import RunConfig
 
-def pairs_path(run: Path) -> Path:
-    """dedup/pairs.parquet of the run that holds ``run``'s pairs (a re-export's source run)."""
-    return RunLayout.at(reexport.images_root(run)).pairs
+def pairs_layout(run: Path) -> RunLayout:
+    """The layout of the run that holds ``run``'s stored pairs (a re-export's source run)."""
+    return RunLayout.at(reexport.images_root(run))
 
 
-def with_current_duplicates(frame: pl.LazyFrame, pairs: Path, config: RunConfig) -> pl.LazyFrame:
-    """``frame`` with its duplicate columns redone from the stored ``pairs`` under ``config``."""
-    ranked = survivors.with_centroid_distance(frame, pairs.with_name(survivors.CENTROIDS_FILE), config.dedup)
-    out = survivors.with_duplicates(ranked, survivors.stored_pairs(pairs, config.dedup), config.dedup,
+def with_current_duplicates(frame: pl.LazyFrame, pairs: RunLayout, config: RunConfig) -> pl.LazyFrame:
+    """``frame`` with its duplicate columns redone from ``pairs``' stored pairs (either layout) under ``config``."""
+    ranked = survivors.with_centroid_distance(frame, pairs.pairs.with_name(survivors.CENTROIDS_FILE), config.dedup)
+    out = survivors.with_duplicates(ranked, survivors.stored_pairs(pairs.pairs_files(), config.dedup), config.dedup,
                                     partial(passes_rules, config=config.filters))
     return out if ranked is frame else out.drop(col.CENTROID_DISTANCE)
 
 
-def redecide(frame: pl.LazyFrame, pairs: Path, config: RunConfig) -> pl.LazyFrame:
+def redecide(frame: pl.LazyFrame, pairs: RunLayout, config: RunConfig) -> pl.LazyFrame:
     """keep / reject_reasons of ``frame`` under ``config``, survivors re-picked first."""
     return decide(with_current_duplicates(frame, pairs, config), config.filters)
 
 
 def override_notes(overrides: list[str], config: RunConfig, ran: RunConfig, columns: set[str],
-                   pairs: Path) -> list[str]:
+                   pairs: RunLayout) -> list[str]:
     """Why an override changes nothing or less than asked: its stage never ran (no score column), its
     detector stored no pairs, or its threshold is below the pairs the run stored (``ran``: the run's config)."""
-    has_pairs = pairs.exists()
+    has_pairs = bool(pairs.pairs_files())
     notes = []
     if not has_pairs and set(ran.dedup.thresholds()) - survivors.switched_off(ran.dedup):  # a detector ran
-        notes.append(f"no {pairs}: duplicates are re-applied as the manifest holds them, survivors not re-picked")
+        notes.append(f"no {pairs.pairs} (nor {pairs.pairs_dir}): duplicates are re-applied as the manifest holds them, survivors not re-picked")
     for override in overrides:
         keys = override.partition("=")[0].strip().split(".")
         if len(keys) == 3 and keys[0] == "filters":

@@ -22,7 +22,7 @@ from manifests.export import plan_shards, with_export_locations, write_export_sh
 from manifests.io import read_parquet_files, write_parquet
 from manifests.layout import RunLayout
 from manifests.schema import INGEST_SCHEMA
-from pipelines import score_units
+from pipelines import dedup_tasks, score_units
 from pipelines.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
 from pipelines.decision import redecide
@@ -136,9 +136,12 @@ def dedup(run: Run) -> dict:
     """Pairs -> clusters; survivors are chosen among rows the decision keeps on every other rule."""
     config, layout = run.local, run.layout
     layout.duplicates.unlink(missing_ok=True)  # assemble() must not see an earlier dedup's assignments
+    shutil.rmtree(layout.duplicates_dir, ignore_errors=True)
+    if config.dedup.partitions.enabled:
+        return dedup_tasks.run_with_eligibility(config, layout)
     eligible = (apply_decision(assemble(layout), config.filters)
                 .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(dedup_run.ELIGIBLE)).collect())
-    return dedup_run.run_dedup(config.dedup, layout, eligible)
+    return dedup_tasks.run(config.dedup, layout, eligible)
 
 
 # --- decide -------------------------------------------------------------------------------------
@@ -162,8 +165,8 @@ def assemble(layout: RunLayout) -> pl.LazyFrame:
     scores = scores_frame(layout)
     if scores is not None:
         frame = frame.join(scores, on=col.SAMPLE_ID, how="left")
-    if layout.duplicates.exists():
-        dups = pl.scan_parquet(layout.duplicates).select(
+    if layout.duplicates_files():
+        dups = pl.scan_parquet([str(p) for p in layout.duplicates_files()]).select(
             col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
             pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY))
         frame = frame.join(dups, on=col.SAMPLE_ID, how="left")
@@ -171,9 +174,9 @@ def assemble(layout: RunLayout) -> pl.LazyFrame:
 
 
 def decide(run: Run) -> dict:
-    """Survivors re-picked from dedup/pairs.parquet under this config's rules, then keep / reject_reasons."""
+    """Survivors re-picked from the stored pairs under this config's rules, then keep / reject_reasons."""
     config, layout = run.local, run.layout
-    manifest = redecide(assemble(layout), layout.pairs, config).sort(col.SAMPLE_ID).collect()
+    manifest = redecide(assemble(layout), layout, config).sort(col.SAMPLE_ID).collect()
     write_parquet(manifest.to_arrow(), layout.decided)
     return {"rows": manifest.height, "kept": int(manifest[col.KEEP].sum())}
 

@@ -42,7 +42,7 @@ def manifest(run: Path, overrides: list[str], redecide: bool = False) -> tuple[p
     frame = pl.scan_parquet(reexport.manifest_path(RunLayout.at(run)))
     if overrides or redecide:
         names = frame.collect_schema().names()
-        frame = decision.redecide(frame, decision.pairs_path(run), config).select(names).collect().lazy()
+        frame = decision.redecide(frame, decision.pairs_layout(run), config).select(names).collect().lazy()
     return frame, config
 
 
@@ -57,7 +57,7 @@ def run_query(run: Path, sql: str, out: Path | None, max_rows: int) -> str:
 def run_tune(run: Path, overrides: list[str]) -> tuple[tune.TuneReport, str]:
     config = load_config(run, overrides)
     source = pl.scan_parquet(reexport.manifest_path(RunLayout.at(run)))
-    pairs = decision.pairs_path(run)
+    pairs = decision.pairs_layout(run)
     frame = decision.with_current_duplicates(source, pairs, config)  # survivors re-picked under the new rules
     report = tune.retune(frame, reason_exprs(config.filters, set(frame.collect_schema().names())))
     heading = f"Tuning {run} with " + (" ".join(f"--set {o}" for o in overrides) or "its own thresholds")
@@ -77,10 +77,10 @@ def semantic_eps_plot(run: Path, frame: pl.LazyFrame, config: RunConfig, out: Pa
     from dedup.cluster import DETECTOR
     from dedup.semantic import removed_by_eps
 
-    pairs_file = RunLayout.at(run).pairs
-    if not config.dedup.semantic.enabled or not pairs_file.exists():
+    files = decision.pairs_layout(run).pairs_files()
+    if not config.dedup.semantic.enabled or not files:
         return []
-    pairs = pl.read_parquet(pairs_file).filter(pl.col(DETECTOR) == "semantic")
+    pairs = pl.scan_parquet([str(f) for f in files]).filter(pl.col(DETECTOR) == "semantic").collect()
     semantic = config.dedup.semantic
     top = max(semantic.eps, semantic.store_eps or 0.0)
     rows = frame.filter(pl.col(col.STATUS) == Status.SUCCESS).select(pl.len()).collect().item()

@@ -12,6 +12,7 @@ import webdataset as wds
 
 from tooling_support import tree_hashes
 from manifests import schema as col
+from manifests.layout import RunLayout
 from manifests.schema import Status
 from manifests.shards import iter_tar
 from pipelines.cli import build_parser, main
@@ -60,15 +61,16 @@ def staged(run, manifest: pl.DataFrame) -> dict[str, bytes]:
 def test_reexport_writes_exactly_the_new_kept_rows(real_run, capsys):
     before = tree_hashes(real_run)
     source = pl.read_parquet(real_run / "manifest.parquet")
-    # The looser OCR limit lets the scanned page through too: it is both small and text-dominated.
+    # The thumbnails are PDQ duplicates of their originals (content regions match), so the looser size rule
+    # alone keeps nothing new; with no OCR limit the scanned page, small and text-dominated, gets through.
     assert main(["reexport", str(real_run), "--set", "filters.rules.min_image_side=64",
-                 "--set", "filters.ocr.max_text_area_frac=0.5", "--name", "loose"]) == 0
+                 "--set", "filters.ocr.max_text_area_frac=1.0", "--name", "loose"]) == 0
     target = real_run.parent / f"{real_run.name}-loose"
     assert str(target) in capsys.readouterr().out
     assert tree_hashes(real_run) == before
 
-    want = expected_kept(source, 64, max_text_area=0.5)
-    assert len(want) > int(source[col.KEEP].sum())  # the looser threshold keeps the thumbnails too
+    want = expected_kept(source, 64, max_text_area=1.0)
+    assert len(want) > int(source[col.KEEP].sum())  # the looser thresholds keep the scanned page too
     samples = list(wds.WebDataset(sorted(str(p) for p in (target / "shards").glob("*.tar")), shardshuffle=False))
     assert sorted(s["__key__"] for s in samples) == sorted(want)
     images = staged(real_run, source)
@@ -158,7 +160,7 @@ def test_stricter_threshold_repicks_survivors_on_every_path(real_run, tmp_path):
     print(f"kept: source {source[col.KEEP].sum()}, old re-apply {old_way}, tune {report.kept_after}, "
           f"re-export {summary['kept']}, rerun {len(kept[()])}, redo dedup {len(kept[('dedup',)])}")
     assert exported == kept[()] == kept[("dedup",)] and report.kept_after == summary["kept"] == len(exported)
-    pairs = pl.read_parquet(copy / "dedup" / "pairs.parquet")
+    pairs = pl.concat([pl.read_parquet(f) for f in RunLayout.at(copy).pairs_files()])
     for ids in (exported, set(source.filter(pl.col(col.KEEP))[col.SAMPLE_ID])):
         assert check_keep_invariant(pairs, config.dedup.thresholds(), pl.Series(sorted(ids), dtype=pl.String),
                                     source) == []

@@ -1,0 +1,211 @@
+"""Image near-duplicate search as partitioned work: IVF lists as shuffle buckets. Pure: no Ray.
+
+The same candidates as ``dedup.search`` / ``dedup.ivfjoin`` find in one process, cut by IVF list:
+
+1. the driver trains the quantizer (binary for pHash, spherical k-means for SSCD) on a sample;
+2. a task per score file assigns its descriptors to their ``nprobe`` nearest lists: a row is a
+   *member* of the first and a *prober* of the others (a pHash's mirrored code probes too), and
+   writes (list, sample_id, descriptor, member) bucketed by list;
+3. a task per bucket of lists joins each list: pHash by a FAISS Hamming range search of the list's
+   members with every row of the list, SSCD by ``ivfjoin``'s block products with its ``k`` cap;
+4. pairs found from both sides or in several lists are merged per bucket of ``sample_a`` (SSCD first
+   keeps each query's ``k`` best, as the one-process join does).
+
+Below ``search.exact_max`` descriptors one task runs the exact search of ``dedup.search`` instead: the
+same function on the same rows as the one-process path, so the pairs are identical.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+import faiss
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dedup.artefacts import SampleIndex, binary_matrix, hex_matrix
+from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
+from dedup.config import DedupConfig, PHashConfig, SearchConfig, SscdConfig
+from dedup.detectors import phash_pairs, sscd_pairs
+from dedup.ivfjoin import _ListJoin, keep_best, nearest_lists, train_centroids
+from dedup.phash import split_codes
+from dedup.shuffle import scan_bucket, write_buckets, write_pairs
+from manifests import schema as col
+
+LIST_SCHEMA = {"list": pl.Int64, col.SAMPLE_ID: pl.String, "vector": pl.Binary, "member": pl.Boolean}
+RAW_SCHEMA = {"a": pl.String, "b": pl.String, SIMILARITY: pl.Float32}
+
+
+def phash_codes(values: pl.Series, nbytes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    codes, mirrored = split_codes(values)
+    return hex_matrix(codes.to_arrow(), nbytes), None if mirrored is None else hex_matrix(mirrored.to_arrow(), nbytes)
+
+
+def read_descriptors(source: Path, column: str) -> pl.DataFrame:
+    if column not in pq.ParquetFile(source).schema_arrow.names:
+        return pl.DataFrame(schema={col.SAMPLE_ID: pl.String, column: pl.String})
+    return pl.scan_parquet(source).select(col.SAMPLE_ID, column).drop_nulls().collect()
+
+
+def sample_descriptors(source: Path, column: str, rate: float, seed: int) -> tuple[int, pl.DataFrame]:
+    """Task: (non-null count, a Bernoulli(rate) sample) of one file's ``column``."""
+    frame = read_descriptors(source, column)
+    return frame.height, frame.filter(np.random.default_rng(seed).random(frame.height) < rate)
+
+
+def exact_pairs(detector: str, config: DedupConfig, files: list[Path], out: Path) -> int:
+    """Task: the one-process detector on every descriptor (at most ``search.exact_max`` of them)."""
+    column = {"phash": col.PHASH, "sscd": col.SSCD_EMBEDDING}[detector]
+    ids = pl.concat([read_descriptors(f, column)[col.SAMPLE_ID] for f in files])
+    index = SampleIndex.of(ids)
+    if detector == "phash":
+        pairs = phash_pairs(config.phash, config.search, files, index)
+    else:
+        pairs = sscd_pairs(config.sscd, config.search, files, index)
+    return write_pairs(pairs, out / f"{detector}-00000.parquet")
+
+
+# --- training on the driver ---------------------------------------------------------------------
+
+def binary_lists(sample: np.ndarray, nlist: int, seed: int) -> np.ndarray:
+    """(nlist, nbytes) binary centroids, trained as ``IndexBinaryIVF.train`` trains its quantizer."""
+    bits = sample.shape[1] * 8
+    index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, nlist)
+    index.cp.seed = seed
+    index.train(np.ascontiguousarray(sample))
+    quantizer = faiss.downcast_IndexBinary(index.quantizer)
+    return faiss.vector_to_array(quantizer.xb).reshape(nlist, sample.shape[1])
+
+
+def float_lists(sample: np.ndarray, nlist: int, config: SearchConfig) -> np.ndarray:
+    return train_centroids(sample, nlist, config)
+
+
+def list_shape(n: int, config: SearchConfig, binary: bool) -> tuple[int, int]:
+    """(nlist, nprobe) as the one-process search picks them for ``n`` descriptors."""
+    nlist = config.nlist or int(math.sqrt(n) if binary else 4 * math.sqrt(n))
+    nlist = max(1, min(n, nlist))
+    return nlist, min(config.nprobe, nlist)
+
+
+# --- assignment: one task per score file --------------------------------------------------------
+
+def _probe_rows(ids: pl.Series, vectors: np.ndarray, probes: np.ndarray, members: bool) -> pl.DataFrame:
+    n, nprobe = probes.shape
+    raw = np.ascontiguousarray(vectors).view(np.uint8).reshape(n, -1)
+    fixed = pa.Array.from_buffers(pa.binary(raw.shape[1]), n, [None, pa.py_buffer(raw.tobytes())])
+    blobs = pl.Series("vector", fixed.cast(pa.binary()))
+    first = np.zeros((n, nprobe), dtype=bool)
+    first[:, 0] = members
+    return pl.DataFrame({"list": probes.reshape(-1), col.SAMPLE_ID: np.repeat(ids.to_numpy(), nprobe),
+                         "vector": blobs.gather(np.repeat(np.arange(n), nprobe)), "member": first.reshape(-1)},
+                        schema=LIST_SCHEMA)
+
+
+def assign_phash(source: Path, config: PHashConfig, centroids: np.ndarray, nprobe: int,
+                 buckets: int, out: Path, part: str) -> int:
+    frame = read_descriptors(source, col.PHASH)
+    if frame.is_empty():
+        return 0
+    codes, mirrored = phash_codes(frame[col.PHASH], config.bits // 8)
+    quantizer = faiss.IndexBinaryFlat(centroids.shape[1] * 8)
+    quantizer.add(np.ascontiguousarray(centroids))
+    rows = [_probe_rows(frame[col.SAMPLE_ID], codes, quantizer.search(codes, nprobe)[1], True)]
+    if mirrored is not None:
+        rows.append(_probe_rows(frame[col.SAMPLE_ID], mirrored, quantizer.search(mirrored, nprobe)[1], False))
+    return write_buckets(pl.concat(rows), pl.col("list"), buckets, out, part)
+
+
+def assign_sscd(source: Path, config: SscdConfig, search: SearchConfig, centroids: np.ndarray, nprobe: int,
+                buckets: int, out: Path, part: str) -> int:
+    frame = read_descriptors(source, col.SSCD_EMBEDDING)
+    if frame.is_empty():
+        return 0
+    vectors = binary_matrix(frame[col.SSCD_EMBEDDING].to_arrow(), np.float32, config.dims)
+    probes = nearest_lists(vectors, centroids, nprobe, search.query_batch)
+    return write_buckets(_probe_rows(frame[col.SAMPLE_ID], vectors, probes, True), pl.col("list"), buckets, out, part)
+
+
+# --- the per-list joins: one task per bucket of lists -------------------------------------------
+
+def _lists(source: Path, bucket: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """(member ids, member rows, other ids, other rows) of each list in the bucket (member: first probe)."""
+    frame = scan_bucket(source, bucket, LIST_SCHEMA).collect().sort("list", "member", descending=[False, True])
+    lists = frame["list"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, lists[1:] != lists[:-1]]) if len(lists) else np.empty(0, np.int64)
+    for lo, hi in zip(starts, np.r_[starts[1:], len(lists)]):
+        part = frame.slice(int(lo), int(hi - lo))
+        yield part.filter(pl.col("member")), part.filter(~pl.col("member"))
+
+
+def join_phash_lists(source: Path, bucket: int, max_distance: int, bits: int, raw_buckets: int, out: Path) -> int:
+    """Every row of a list (members, probers, mirrored probers) against the list's members by Hamming radius."""
+    found = []
+    for members, others in _lists(source, bucket):
+        if members.is_empty():
+            continue
+        index = faiss.IndexBinaryFlat(bits)
+        index.add(binary_matrix(members["vector"].to_arrow(), np.uint8, bits // 8))
+        queries = pl.concat([members, others])
+        lims, dist, ids = index.range_search(binary_matrix(queries["vector"].to_arrow(), np.uint8, bits // 8),
+                                             max_distance + 1)  # faiss returns distances strictly below
+        q = np.repeat(np.arange(queries.height), np.diff(lims.astype(np.int64)))
+        found.append(pl.DataFrame({"a": queries[col.SAMPLE_ID].gather(q), "b": members[col.SAMPLE_ID].gather(ids),
+                                   SIMILARITY: (1.0 - dist.astype(np.float32) / bits)}, schema=RAW_SCHEMA))
+    return _write_raw(found, raw_buckets, out, f"{bucket:05d}", by="lo")
+
+
+def join_sscd_lists(source: Path, bucket: int, threshold: float, dims: int, k: int, raw_buckets: int,
+                    out: Path) -> int:
+    """ivfjoin's list join (members with each other, then with the probers), k best per query per list."""
+    found = []
+    for members, probers in _lists(source, bucket):
+        if members.is_empty():
+            continue
+        rows = pl.concat([members, probers])
+        vectors = binary_matrix(rows["vector"].to_arrow(), np.float32, dims)
+        a, b, s = _ListJoin(vectors, threshold, k)((np.arange(members.height), np.arange(members.height, rows.height)))
+        ids = rows[col.SAMPLE_ID]
+        found.append(pl.DataFrame({"a": ids.gather(a), "b": ids.gather(b), SIMILARITY: s}, schema=RAW_SCHEMA))
+    return _write_raw(found, raw_buckets, out, f"{bucket:05d}", by="a")
+
+
+def _write_raw(found: list[pl.DataFrame], buckets: int, out: Path, part: str, by: str) -> int:
+    raw = pl.concat(found) if found else pl.DataFrame(schema=RAW_SCHEMA)
+    raw = raw.filter(pl.col("a") != pl.col("b"))
+    if by == "lo":  # no query-side cap: order the pair now and merge by its smaller end
+        raw = _ordered(raw)
+    return write_buckets(raw, pl.col("a"), buckets, out, part)
+
+
+def _ordered(raw: pl.DataFrame) -> pl.DataFrame:
+    swap = pl.col("a") > pl.col("b")
+    return raw.select(pl.when(swap).then(pl.col("b")).otherwise(pl.col("a")).alias("a"),
+                      pl.when(swap).then(pl.col("a")).otherwise(pl.col("b")).alias("b"), SIMILARITY)
+
+
+def cap_queries(source: Path, bucket: int, k: int, buckets: int, out: Path) -> int:
+    """SSCD: each query's ``k`` best pairs over all its lists (ivfjoin.keep_best), then ordered and
+    sent on to the bucket of the smaller sample_id."""
+    raw = scan_bucket(source, bucket, RAW_SCHEMA).collect()
+    if raw.is_empty():
+        return 0
+    a_ids = raw["a"].unique().sort()
+    b_ids = raw["b"].unique().sort()
+    a, b, s = keep_best(a_ids.search_sorted(raw["a"]).to_numpy(), b_ids.search_sorted(raw["b"]).to_numpy(),
+                        raw[SIMILARITY].to_numpy(), k)
+    kept = pl.DataFrame({"a": a_ids.gather(a), "b": b_ids.gather(b), SIMILARITY: s}, schema=RAW_SCHEMA)
+    return write_buckets(_ordered(kept), pl.col("a"), buckets, out, f"{bucket:05d}")
+
+
+def merge_pairs(source: Path, bucket: int, detector: str, out: Path) -> int:
+    """A pair found several times (both sides, several lists, mirrored) keeps its best similarity."""
+    raw = (scan_bucket(source, bucket, RAW_SCHEMA).group_by("a", "b").agg(pl.col(SIMILARITY).max())
+           .sort("a", "b").collect())
+    pairs = raw.select(pl.col("a").alias(SAMPLE_A), pl.col("b").alias(SAMPLE_B),
+                       pl.lit(detector).alias(DETECTOR), SIMILARITY)
+    return write_pairs(with_kind(pairs), out / f"{detector}-{bucket:05d}.parquet")

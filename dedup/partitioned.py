@@ -1,0 +1,305 @@
+"""The dedup phase as partitioned tasks: shuffles by key, pairs per task, components, survivors per group.
+
+The driver only plans: it sizes each shuffle from Parquet footers and task results, trains IVF
+quantizers on a sample, and hands lists of independent task arguments to ``tasks`` (a Ray map in
+``pipelines.dedup_tasks``, a plain loop in tests). Every task reads and writes its own bucket files,
+so memory per process follows ``dedup.partitions.bytes_per_bucket``, never the run. The result equals
+``dedup.run.run_dedup`` (the one-process reference): same pairs, clusters and survivors.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from dedup import components as cc
+from dedup import groups as grouping
+from dedup import listjoin, shuffle
+from dedup.cluster import DUPLICATES_SCHEMA
+from dedup.config import DedupConfig
+from dedup.lsh import band_shape
+from dedup.run import eligible_path, find_pairs, staged_rows
+from dedup.survivors import ELIGIBLE, keep_order
+from manifests import schema as col
+from manifests.io import write_parquet
+from manifests.layout import RunLayout
+
+ID_BYTES = 24  # a sample_id string in Arrow: offsets + ~12 characters
+KEY_BYTES = 64  # a narrow shuffled row (ids, a key, a list, a similarity), with hash-table overhead
+Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]
+
+
+def local_tasks(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
+    """Run each task in this process, in order: the reference executor (tests, tiny runs)."""
+    return [fn(*a) for a in args]
+
+
+class Plan:
+    """One dedup run's work directory, bucket sizing and executor."""
+
+    def __init__(self, config: DedupConfig, layout: RunLayout, tasks: Tasks) -> None:
+        self.config, self.layout, self.tasks = config, layout, tasks
+        self.work = layout.root / "dedup" / "work"
+        self.rows = shuffle.parquet_rows(layout.staged_row_files())
+        self.cc_buckets = 1  # set by components() from the pair count
+
+    def buckets(self, rows: int, row_bytes: int) -> int:
+        p = self.config.partitions
+        return shuffle.bucket_count(rows, row_bytes, p.bytes_per_bucket, p.buckets)
+
+    def fresh(self, name: str) -> Path:
+        path = self.work / name
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    def each(self, fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
+        return self.tasks(fn, args) if args else []
+
+
+def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None,
+                    tasks: Tasks = local_tasks) -> dict:
+    """Write dedup/pairs/ and dedup/duplicates/ (part files); with no detector enabled, write nothing.
+
+    The keep policy ranks first the rows that pass every other rule: ``eligible`` as one frame, or,
+    when None, the per-unit files of ``eligible_dir`` if any (written by ``pipelines.decide_tasks``).
+    """
+    for path in (layout.pairs_dir, layout.duplicates_dir):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in (layout.pairs, layout.duplicates, eligible_path(layout)):
+        path.unlink(missing_ok=True)  # a one-process run's outputs must not shadow these
+    detectors = config.enabled_detectors()
+    if not detectors:
+        return {"detectors": []}
+    plan = Plan(config, layout, tasks)
+    shutil.rmtree(plan.work, ignore_errors=True)
+    if eligible is not None:
+        write_parquet(eligible.select(col.SAMPLE_ID, ELIGIBLE).to_arrow(), eligible_path(layout))
+    if "pixel_hash" in detectors:  # fail before any work, not after the other detectors ran
+        _require(col.PIXEL_HASH, layout.score_files())
+    stats = {}
+    try:
+        for name in detectors:
+            start = time.perf_counter()
+            pairs = FINDERS.get(name, one_process_finder(name))(plan)
+            stats[name] = {"pairs": pairs, "wall_s": round(time.perf_counter() - start, 3)}
+        start = time.perf_counter()
+        clusters = recluster_partitioned(config, layout, tasks, keep_work=True)
+        clusters["clusters_wall_s"] = round(time.perf_counter() - start, 3)
+        shuffled = _shuffled_bytes(plan.work)
+    finally:
+        shutil.rmtree(plan.work, ignore_errors=True)
+    return {"detectors": detectors, "pairs": stats, **clusters, "shuffled_bytes": shuffled}
+
+
+# --- pair finders: each writes dedup/pairs/<detector>-NNNNN.parquet and returns its pair count ----
+
+def _require(key: str, files: list[Path]) -> None:
+    if key not in _columns(files):
+        raise RuntimeError(f"the score phase wrote no {key!r} column: re-run the score phase with its "
+                           f"dedup stage enabled (run the phases in order: score, then dedup)")
+
+
+def exact_pairs(plan: Plan, key: str, detector: str, files: list[Path], only_success: bool) -> int:
+    _require(key, files)
+    keyed, buckets = plan.fresh(f"keys-{detector}"), plan.buckets(plan.rows, KEY_BYTES)
+    plan.each(shuffle.shuffle_keys, [(f, key, only_success, buckets, keyed, f"{i:05d}") for i, f in enumerate(files)])
+    return sum(plan.each(shuffle.group_exact, [(keyed, b, detector, plan.layout.pairs_dir) for b in range(buckets)]))
+
+
+def minhash_pairs(plan: Plan) -> int:
+    config, files = plan.config.minhash, plan.layout.score_files()
+    bands, _ = band_shape(config.num_perm, config.stored_from, config.bands, config.false_negative_weight)
+    band_buckets = plan.buckets(plan.rows * bands, KEY_BYTES)
+    # a signature bucket holds the signatures and, in the join, the candidates carrying one
+    sig_buckets = plan.buckets(plan.rows, 2 * (4 * config.num_perm + ID_BYTES))
+    bands_dir, sigs, cand, half = (plan.fresh(n) for n in ("bands", "signatures", "candidates", "half"))
+    plan.each(shuffle.shuffle_bands, [(f, config, band_buckets, sig_buckets, bands_dir, sigs, f"{i:05d}")
+                                      for i, f in enumerate(files)])
+    plan.each(shuffle.group_bands, [(bands_dir, b, config.max_bucket, sig_buckets, cand) for b in range(band_buckets)])
+    plan.each(shuffle.attach_first, [(cand, sigs, b, sig_buckets, half) for b in range(sig_buckets)])
+    return sum(plan.each(shuffle.verify_second, [(half, sigs, b, config, plan.layout.pairs_dir)
+                                                 for b in range(sig_buckets)]))
+
+
+def _sample(plan: Plan, column: str, size: int) -> tuple[int, pl.DataFrame]:
+    files = plan.layout.score_files()
+    rate = min(1.0, size / max(1, shuffle.parquet_rows(files)))
+    seed = plan.config.search.seed
+    found = plan.each(listjoin.sample_descriptors, [(f, column, rate, seed + i) for i, f in enumerate(files)])
+    frames = [s for _, s in found if s.height]
+    return sum(c for c, _ in found), (pl.concat(frames) if frames else pl.DataFrame())
+
+
+def phash_pairs(plan: Plan) -> int:
+    config, search, files = plan.config.phash, plan.config.search, plan.layout.score_files()
+    count, sample = _sample(plan, col.PHASH, search.train_sample)
+    if count <= search.exact_max:  # the one-process exact search, in one task: identical pairs
+        return sum(plan.each(listjoin.exact_pairs, [("phash", plan.config, files, plan.layout.pairs_dir)]))
+    nlist, nprobe = listjoin.list_shape(count, search, binary=True)
+    codes, _ = listjoin.phash_codes(sample[col.PHASH], config.bits // 8)
+    centroids = listjoin.binary_lists(codes, nlist, search.seed)
+    copies = nprobe * (2 if config.mirror else 1)
+    lists, raw = plan.fresh("phash-lists"), plan.fresh("phash-raw")
+    list_buckets = plan.buckets(count * copies, KEY_BYTES + config.bits // 8)
+    raw_buckets = plan.buckets(count, KEY_BYTES)
+    plan.each(listjoin.assign_phash, [(f, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
+                                      for i, f in enumerate(files)])
+    max_distance = math.floor((1.0 - config.stored_from) * config.bits + 1e-9)
+    plan.each(listjoin.join_phash_lists, [(lists, b, max_distance, config.bits, raw_buckets, raw)
+                                          for b in range(list_buckets)])
+    return sum(plan.each(listjoin.merge_pairs, [(raw, b, "phash", plan.layout.pairs_dir) for b in range(raw_buckets)]))
+
+
+def sscd_pairs(plan: Plan) -> int:
+    config, search, files = plan.config.sscd, plan.config.search, plan.layout.score_files()
+    count, _ = _sample(plan, col.SSCD_EMBEDDING, 0)
+    if count <= search.exact_max:
+        return sum(plan.each(listjoin.exact_pairs, [("sscd", plan.config, files, plan.layout.pairs_dir)]))
+    nlist, nprobe = listjoin.list_shape(count, search, binary=False)
+    _, sample = _sample(plan, col.SSCD_EMBEDDING, nlist * search.train_per_list)
+    vectors = listjoin.binary_matrix(sample[col.SSCD_EMBEDDING].to_arrow(), np.float32, config.dims)
+    centroids = listjoin.float_lists(vectors, nlist, search)
+    lists, raw, capped = plan.fresh("sscd-lists"), plan.fresh("sscd-raw"), plan.fresh("sscd-capped")
+    list_buckets = plan.buckets(count * nprobe, KEY_BYTES + 4 * config.dims)
+    raw_buckets = plan.buckets(count * search.k, KEY_BYTES)
+    plan.each(listjoin.assign_sscd, [(f, config, search, centroids, nprobe, list_buckets, lists, f"{i:05d}")
+                                     for i, f in enumerate(files)])
+    plan.each(listjoin.join_sscd_lists, [(lists, b, config.stored_from, config.dims, search.k, raw_buckets, raw)
+                                         for b in range(list_buckets)])
+    plan.each(listjoin.cap_queries, [(raw, b, search.k, raw_buckets, capped) for b in range(raw_buckets)])
+    return sum(plan.each(listjoin.merge_pairs, [(capped, b, "sscd", plan.layout.pairs_dir)
+                                                for b in range(raw_buckets)]))
+
+
+def one_process_finder(name: str) -> Callable[[Plan], int]:
+    """A detector with no partitioned finder yet (pdq and pdq_verified, semantic): its one-process finder,
+    its pairs written as one part file. Correct, but its memory follows the run, not a bucket."""
+    def find(plan: Plan) -> int:
+        if name == "pdq_verified":  # found with pdq, in the same pass
+            return 0
+        rows = staged_rows(plan.layout)
+        pairs, _ = find_pairs(plan.config, plan.layout, rows, plan.fresh(f"one-{name}"), names=(name,))
+        return shuffle.write_pairs(pairs, plan.layout.pairs_dir / f"{name}-00000.parquet")
+    return find
+
+
+FINDERS: dict[str, Callable[[Plan], int]] = {
+    "sha256": lambda p: exact_pairs(p, col.SHA256, "sha256", p.layout.staged_row_files(), True),
+    "pixel_hash": lambda p: exact_pairs(p, col.PIXEL_HASH, "pixel_hash", p.layout.score_files(), False),
+    "minhash": minhash_pairs,
+    "phash": phash_pairs,
+    "sscd": sscd_pairs,
+}
+
+
+def eligible_dir(layout: RunLayout) -> Path:
+    """dedup/eligible/UNIT.parquet: (sample_id, eligible) per ingest unit, written by decision tasks."""
+    return layout.root / "dedup" / "eligible"
+
+
+def _eligible_files(layout: RunLayout) -> list[Path]:
+    if eligible_path(layout).exists():
+        return [eligible_path(layout)]
+    return sorted(eligible_dir(layout).glob("*.parquet"))
+
+
+def _shuffled_bytes(work: Path) -> dict[str, int]:
+    """Bytes of Parquet left in each shuffle directory (what a cluster moves between tasks)."""
+    return {d.name: sum(f.stat().st_size for f in d.rglob("*.parquet")) for d in sorted(work.iterdir()) if d.is_dir()}
+
+
+def _columns(files: list[Path]) -> set[str]:
+    return {name for f in files for name in pq.ParquetFile(f).schema_arrow.names}
+
+
+# --- clusters and survivors -----------------------------------------------------------------------
+
+def recluster_partitioned(config: DedupConfig, layout: RunLayout, tasks: Tasks = local_tasks,
+                          keep_work: bool = False) -> dict:
+    """dedup/pairs/ + keep-policy scores -> dedup/duplicates/ with ``config``'s thresholds and keep policy."""
+    try:
+        return _recluster(config, layout, tasks)
+    finally:
+        if not keep_work:
+            shutil.rmtree(layout.root / "dedup" / "work", ignore_errors=True)
+
+
+def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks) -> dict:
+    shutil.rmtree(layout.duplicates_dir, ignore_errors=True)
+    layout.duplicates_dir.mkdir(parents=True)
+    plan = Plan(config, layout, tasks)
+    pair_files = sorted(layout.pairs_dir.glob("*.parquet")) if layout.pairs_dir.exists() else []
+    labels, n_labels, rounds = components(plan, pair_files)
+    order = keep_order(config)
+    scores, columns = plan.fresh("keys"), _score_columns(layout, order)
+    buckets, groups = plan.buckets(plan.rows, KEY_BYTES), plan.buckets(n_labels, 2 * KEY_BYTES)
+    sources = {grouping.RESOLUTION_SOURCE: layout.staged_row_files(),
+               grouping.ELIGIBLE_SOURCE: _eligible_files(layout),
+               grouping.SCORES_SOURCE: layout.score_files()}
+    plan.each(grouping.shuffle_scores, [(f, kind, list(columns[kind]), buckets, scores, f"{i:05d}")
+                                         for kind in columns for i, f in enumerate(sources[kind])])
+    members, routed = plan.fresh("members"), plan.fresh("group-pairs")
+    plan.each(grouping.route_members, [(labels, scores, b, columns, groups, members) for b in range(plan.cc_buckets)])
+    plan.each(grouping.route_pairs, [(plan.work / "pairs-by-a", labels, b, groups, routed)
+                                      for b in range(plan.cc_buckets)])
+    found = plan.each(grouping.keep_group, [(routed, members, g, config.thresholds(), order, config.keep.mode,
+                                              layout.duplicates_dir) for g in range(groups)])
+    if not layout.duplicates_files():  # readers always find the table and its columns
+        write_parquet(pl.DataFrame(schema=DUPLICATES_SCHEMA).to_arrow(), layout.duplicates_dir / "_" / "part-00000.parquet")
+    return {**_summary(found), "component_rounds": rounds}
+
+
+def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int, int]:
+    """Labels (sample_id -> cluster_id) of every sample in a counted pair, bucketed by sample_id;
+    their count; the number of large-star/small-star rounds it took."""
+    plan.cc_buckets = buckets = plan.buckets(2 * shuffle.parquet_rows(pair_files), KEY_BYTES)
+    edges, by_a = plan.fresh("edges-0"), plan.fresh("pairs-by-a")
+    plan.each(cc.seed_edges, [(f, plan.config.thresholds(), buckets, edges, by_a, f"{i:05d}")
+                              for i, f in enumerate(pair_files)])
+    previous, step = None, 0
+    while True:
+        large = plan.fresh(f"edges-{step + 1}")
+        fingerprints = plan.each(cc.large_star, [(edges, b, buckets, large) for b in range(buckets)])
+        if cc.converged(previous, fingerprints):
+            break
+        small = plan.fresh(f"edges-{step + 2}")
+        plan.each(cc.small_star, [(large, b, buckets, small) for b in range(buckets)])
+        shutil.rmtree(edges, ignore_errors=True)
+        shutil.rmtree(large, ignore_errors=True)
+        edges, previous, step = small, fingerprints, step + 2
+    labels = plan.fresh("labels")
+    n = sum(plan.each(cc.labels, [(edges, b, labels) for b in range(buckets)]))
+    return labels, n, step // 2
+
+
+def _score_columns(layout: RunLayout, order: tuple[str, ...]) -> dict[str, dict[str, pl.DataType]]:
+    """Source kind -> {keep-policy column: dtype} for the columns of ``order`` that the run has."""
+    out: dict[str, dict[str, pl.DataType]] = {}
+    if layout.staged_row_files():  # always: it carries each sample's unit
+        out[grouping.RESOLUTION_SOURCE] = {"resolution": pl.Int64, grouping.UNIT: pl.String}
+    if ELIGIBLE in order and _eligible_files(layout):
+        out[grouping.ELIGIBLE_SOURCE] = {ELIGIBLE: pl.Boolean}
+    types: dict[str, pl.DataType] = {}
+    for f in layout.score_files():
+        schema = pl.read_parquet_schema(f)
+        types.update({c: schema[c] for c in order if c in schema and c not in col.ARTEFACT_COLUMNS})
+    if types:
+        out[grouping.SCORES_SOURCE] = {c: types[c] for c in order if c in types}
+    return out
+
+
+def _summary(found: list[dict]) -> dict:
+    by_kind: dict[str, int] = {}
+    for part in found:
+        for kind, n in part.get("by_kind", {}).items():
+            by_kind[kind] = by_kind.get(kind, 0) + n
+    return {"clusters": sum(p.get("clusters", 0) for p in found),
+            "kept_in_clusters": sum(p["rows"] - p["duplicates"] for p in found),
+            "duplicates": sum(p["duplicates"] for p in found), "by_kind": dict(sorted(by_kind.items()))}

@@ -1,0 +1,174 @@
+"""Hash-partitioned shuffles on disk: a frame split by a key into bucket files, and the exact-key and
+caption-LSH groupings that run one bucket at a time. Pure: files in, files out, no Ray.
+
+A shuffle directory holds ``NNNNN/<part>.parquet``: bucket NNNNN, one file per producing task, so
+producers never share a file and a retried task rewrites its own file. Every row whose key hashes to
+bucket b is in some ``b/*.parquet``, so a consumer of bucket b sees every row that must meet there
+and its memory is bounded by one bucket, never by the run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from dedup.artefacts import binary_matrix
+from dedup.cluster import DETECTOR, PAIRS_SCHEMA, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
+from dedup.config import MinHashConfig
+from dedup.detectors import equal_key_pairs
+from dedup.lsh import band_keys, band_shape, candidate_pairs, signature_keys
+from dedup.minhash import jaccard_estimate
+from manifests import schema as col
+from manifests.schema import Status
+from manifests.io import write_parquet
+
+_SEED = 0x5EED_13  # one seed for every bucket hash of a run: producers and consumers must agree
+SIGNATURE = "signature"
+
+
+def bucket_count(rows: int, row_bytes: int, bytes_per_bucket: int, override: int | None = None) -> int:
+    """Buckets for ``rows`` rows of about ``row_bytes`` each (in memory): ``override`` if given."""
+    return override if override is not None else max(1, math.ceil(rows * row_bytes / bytes_per_bucket))
+
+
+def bucket_of(expr: pl.Expr, buckets: int) -> pl.Expr:
+    """The bucket of each value: stable within one Polars version, which all tasks of a run share."""
+    return (expr.hash(seed=_SEED) % buckets).cast(pl.UInt32)
+
+
+def bucket_dir(root: Path, bucket: int) -> Path:
+    return root / f"{bucket:05d}"
+
+
+def write_buckets(frame: pl.DataFrame, by: pl.Expr, buckets: int, root: Path, part: str) -> int:
+    """Write ``frame``'s rows into ``root/<bucket>/<part>.parquet`` by ``bucket_of(by)``; returns rows written."""
+    if frame.is_empty():
+        return 0
+    keyed = frame.with_columns(bucket_of(by, buckets).alias("_bucket"))
+    for (bucket,), rows in keyed.partition_by("_bucket", as_dict=True).items():
+        write_scratch(rows.drop("_bucket"), bucket_dir(root, int(bucket)) / f"{part}.parquet")
+    return frame.height
+
+
+def write_scratch(frame: pl.DataFrame, path: Path) -> None:
+    """A shuffle file: renamed into place whole, but not fsynced (thousands per step; a lost machine's
+    files are rewritten by the retried task, and the work directory never outlives the phase)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.write_parquet(tmp, compression="lz4")
+    os.replace(tmp, path)
+
+
+def scan_bucket(root: Path, bucket: int, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+    """Every part of one bucket; an empty frame of ``schema`` when no producer wrote to it."""
+    files = sorted(str(p) for p in bucket_dir(root, bucket).glob("*.parquet"))
+    return pl.scan_parquet(files) if files else pl.LazyFrame(schema=schema)
+
+
+def scan_parts(root: Path, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+    """Every part file under ``root`` (any depth), as one lazy frame."""
+    files = sorted(str(p) for p in root.rglob("*.parquet"))
+    return pl.scan_parquet(files) if files else pl.LazyFrame(schema=schema)
+
+
+def parquet_rows(files: list[Path]) -> int:
+    """Row count from the Parquet footers: the driver sizes shuffles without reading a row."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+# --- exact groups: sha256 / pixel_hash ---------------------------------------------------------
+
+KEYED_SCHEMA = {col.SAMPLE_ID: pl.String, "key": pl.String}
+
+
+def shuffle_keys(source: Path, key: str, only_success: bool, buckets: int, out: Path, part: str) -> int:
+    """Map task: (sample_id, key) of one input file's non-null keys -> buckets by key."""
+    if key not in pq.ParquetFile(source).schema_arrow.names:
+        return 0
+    frame = pl.scan_parquet(source)
+    if only_success:
+        frame = frame.filter(pl.col(col.STATUS) == Status.SUCCESS)
+    frame = frame.select(col.SAMPLE_ID, pl.col(key).alias("key")).drop_nulls().collect(engine="streaming")
+    return write_buckets(frame, pl.col("key"), buckets, out, part)
+
+
+def group_exact(source: Path, bucket: int, detector: str, out: Path) -> int:
+    """Reduce task: each key of the bucket -> its members paired with its smallest sample_id."""
+    pairs = equal_key_pairs(scan_bucket(source, bucket, KEYED_SCHEMA), "key", detector)
+    return write_pairs(pairs, out / f"{detector}-{bucket:05d}.parquet")
+
+
+def write_pairs(pairs: pl.DataFrame, path: Path) -> int:
+    if pairs.is_empty():
+        return 0
+    write_parquet(pairs.select(list(PAIRS_SCHEMA)).cast(PAIRS_SCHEMA).to_arrow(), path)
+    return pairs.height
+
+
+# --- caption LSH: band keys -> candidates -> verified with the signatures each bucket needs -----
+
+BAND_SCHEMA = {"idx": pl.String, "band": pl.Int16, "key": pl.UInt64, "sig": pl.UInt64}
+SIGNATURE_SCHEMA = {col.SAMPLE_ID: pl.String, SIGNATURE: pl.Binary}
+CANDIDATE_SCHEMA = {"a": pl.String, "b": pl.String}
+
+
+def shuffle_bands(source: Path, config: MinHashConfig, band_buckets: int, sig_buckets: int,
+                  bands_out: Path, sigs_out: Path, part: str) -> int:
+    """Map task: one score file's signatures -> band keys bucketed by (band, key), and the signatures
+    themselves bucketed by sample_id (read back only by the verification of pairs that need them)."""
+    if col.CAPTION_MINHASH not in pq.ParquetFile(source).schema_arrow.names:
+        return 0
+    bands, rows = band_shape(config.num_perm, config.stored_from, config.bands, config.false_negative_weight)
+    sigs = (pl.scan_parquet(source).select(col.SAMPLE_ID, pl.col(col.CAPTION_MINHASH).alias(SIGNATURE))
+            .drop_nulls().collect())
+    if sigs.is_empty():
+        return 0
+    keys = band_keys(binary_matrix(sigs[SIGNATURE].to_arrow(), np.uint32, config.num_perm), bands, rows)
+    frame = pl.DataFrame({"idx": np.repeat(sigs[col.SAMPLE_ID].to_numpy(), bands),
+                          "band": np.tile(np.arange(bands, dtype=np.int16), sigs.height),
+                          "key": keys.reshape(-1), "sig": np.repeat(signature_keys(keys), bands)},
+                         schema=BAND_SCHEMA)
+    write_buckets(frame, pl.struct("band", "key"), band_buckets, bands_out, part)
+    write_buckets(sigs, pl.col(col.SAMPLE_ID), sig_buckets, sigs_out, part)
+    return sigs.height
+
+
+def group_bands(source: Path, bucket: int, max_bucket: int, sig_buckets: int, out: Path) -> int:
+    """Reduce task: the band buckets' candidate pairs (a < b), sent on to the signature bucket of ``a``."""
+    files = sorted(bucket_dir(source, bucket).glob("*.parquet"))
+    if not files:
+        return 0
+    pairs = candidate_pairs(files, max_bucket).collect(engine="streaming")
+    return write_buckets(pairs, pl.col("a"), sig_buckets, out, f"{bucket:05d}")
+
+
+def attach_first(candidates: Path, sigs: Path, bucket: int, sig_buckets: int, out: Path) -> int:
+    """Join task 1: unique candidates whose ``a`` is in this signature bucket, with a's signature,
+    sent on to the signature bucket of ``b``."""
+    pairs = scan_bucket(candidates, bucket, CANDIDATE_SCHEMA).unique()
+    joined = pairs.join(scan_bucket(sigs, bucket, SIGNATURE_SCHEMA).unique(col.SAMPLE_ID),
+                        left_on="a", right_on=col.SAMPLE_ID).collect(engine="streaming")
+    return write_buckets(joined, pl.col("b"), sig_buckets, out, f"{bucket:05d}")
+
+
+def verify_second(half: Path, sigs: Path, bucket: int, config: MinHashConfig, out: Path) -> int:
+    """Join task 2: b's signature added, estimated Jaccard >= ``stored_from`` kept as minhash pairs."""
+    schema = {"a": pl.String, "b": pl.String, SIGNATURE: pl.Binary}
+    pairs = (scan_bucket(half, bucket, schema)
+             .join(scan_bucket(sigs, bucket, SIGNATURE_SCHEMA).unique(col.SAMPLE_ID)
+                   .rename({SIGNATURE: "signature_b"}), left_on="b", right_on=col.SAMPLE_ID)
+             .collect(engine="streaming"))
+    if pairs.is_empty():
+        return 0
+    sim = jaccard_estimate(binary_matrix(pairs[SIGNATURE].to_arrow(), np.uint32, config.num_perm),
+                           binary_matrix(pairs["signature_b"].to_arrow(), np.uint32, config.num_perm))
+    ok = sim >= config.stored_from
+    found = pl.DataFrame({SAMPLE_A: pairs["a"].filter(ok), SAMPLE_B: pairs["b"].filter(ok),
+                          DETECTOR: pl.Series(["minhash"] * int(ok.sum()), dtype=pl.String),
+                          SIMILARITY: pl.Series(sim[ok], dtype=pl.Float32)})
+    return write_pairs(with_kind(found), out / f"minhash-{bucket:05d}.parquet")

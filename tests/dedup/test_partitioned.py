@@ -1,0 +1,176 @@
+"""The partitioned dedup (shuffles, list joins, components, survivors per group) equals the one-process
+reference on generated runs, whatever the number of input files and buckets."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dedup.config import DedupConfig
+from dedup.partitioned import run_partitioned
+from dedup.run import ELIGIBLE, run_dedup
+from dedup.scalegen import write_part
+from manifests import schema as col
+from manifests.layout import RunLayout
+
+ROWS = 3000
+DETECTORS = {"exact": {"enabled": True}, "minhash": {"enabled": True}, "phash": {"enabled": True}}
+
+
+def generated_run(root, parts: int) -> RunLayout:
+    layout = RunLayout.at(root)
+    bounds = np.linspace(0, ROWS, parts + 1).astype(int)
+    for part, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+        write_part(layout, part, int(start), int(stop))
+    return layout
+
+
+def eligible() -> pl.DataFrame:
+    ids = pl.Series(col.SAMPLE_ID, [f"{i:011d}" for i in range(ROWS)])
+    return pl.DataFrame({col.SAMPLE_ID: ids, ELIGIBLE: np.random.default_rng(1).random(ROWS) < 0.8})
+
+
+def outputs(layout: RunLayout) -> tuple[pl.DataFrame, pl.DataFrame]:
+    pairs = pl.read_parquet(layout.pairs_files()).sort("sample_a", "sample_b", "detector")
+    duplicates = pl.read_parquet(layout.duplicates_files()).sort(col.SAMPLE_ID)
+    return pairs, duplicates
+
+
+def config(parts: int, mode: str = "greedy", **search) -> DedupConfig:
+    return DedupConfig.model_validate({**DETECTORS, "keep": {"mode": mode}, "search": search,
+                                       "partitions": {"buckets": parts}})
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
+    out = {}
+    for mode in ("greedy", "component"):
+        layout = generated_run(tmp_path_factory.mktemp(f"reference-{mode}"), 1)
+        run_dedup(config(1, mode), layout, eligible())
+        out[mode] = outputs(layout)
+    return out
+
+
+@pytest.mark.parametrize("parts,mode", [(1, "greedy"), (3, "greedy"), (7, "greedy"), (3, "component")])
+def test_partitioned_equals_one_process(tmp_path, reference, parts, mode):
+    layout = generated_run(tmp_path, parts)
+    stats = run_partitioned(config(parts, mode), layout, eligible())
+    pairs, duplicates = outputs(layout)
+    want_pairs, want_duplicates = reference[mode]
+    assert want_pairs.height > 200 and set(want_pairs["detector"]) == {"sha256", "pixel_hash", "minhash", "phash"}
+    assert pairs.equals(want_pairs)
+    assert duplicates.equals(want_duplicates)
+    assert stats["duplicates"] == want_duplicates[col.DUPLICATE_OF].is_not_null().sum()
+
+
+@pytest.mark.parametrize("buckets", [1, 4])
+def test_components_equal_union_find_on_chains_and_stars(tmp_path, buckets):
+    from dedup import components as cc
+    from dedup.cluster import union_find
+    from dedup.partitioned import Plan, components
+
+    rng = np.random.default_rng(7)
+    n = 600
+    chain = [(i, i + 1) for i in range(0, 199)]  # one long path: many rounds
+    star = [(300, j) for j in range(301, 340)]
+    rand = [tuple(sorted(rng.choice(np.arange(400, n), 2, replace=False))) for _ in range(150)]
+    edges = np.array(chain + star + rand)
+    ids = [f"{i:05d}" for i in range(n)]
+    layout = RunLayout.at(tmp_path)
+    pairs = pl.DataFrame({"sample_a": [ids[a] for a, _ in edges], "sample_b": [ids[b] for _, b in edges],
+                          "detector": "sha256", "dup_kind": "exact", "similarity": 1.0},
+                         schema={"sample_a": pl.String, "sample_b": pl.String, "detector": pl.String,
+                                 "dup_kind": pl.String, "similarity": pl.Float32})
+    layout.pairs_dir.mkdir(parents=True)
+    pairs.write_parquet(layout.pairs_dir / "sha256-00000.parquet")
+    plan = Plan(DedupConfig.model_validate({"partitions": {"buckets": buckets}}), layout, lambda f, a: [f(*x) for x in a])
+    labels_dir, count, rounds = components(plan, [layout.pairs_dir / "sha256-00000.parquet"])
+    assert 1 < rounds < 40  # the 200-node path takes several rounds, far fewer than its length
+    labels = pl.read_parquet(sorted(labels_dir.rglob("*.parquet"))).sort(col.SAMPLE_ID)
+    roots = union_find(n, edges[:, 0], edges[:, 1])
+    linked = np.unique(edges)
+    assert count == len(linked)
+    assert labels[col.SAMPLE_ID].to_list() == [ids[i] for i in linked]
+    assert labels[col.CLUSTER_ID].to_list() == [ids[roots[i]] for i in linked]
+    assert cc.converged([(1, 2)], [(1, 2)]) and not cc.converged(None, [(1, 2)])
+
+
+@pytest.mark.parametrize("detectors", [{"phash": {"enabled": True}},
+                                       {"sscd": {"enabled": True, "random_init": True, "dims": 16,
+                                                 "threshold": 0.9}}])
+def test_list_join_probing_every_list_equals_exact_search(tmp_path, detectors):
+    """Beyond exact_max the lists run as tasks; probing every list is exhaustive, so the pairs must be
+    the exact search's (the one-process path below exact_max)."""
+    layout = generated_run(tmp_path, 3)
+    if "sscd" in detectors:
+        _add_embeddings(layout)
+    exact = DedupConfig.model_validate({**detectors, "partitions": {"buckets": 2}})
+    run_dedup(exact, layout)
+    want = pl.read_parquet(layout.pairs).sort("sample_a", "sample_b")
+    lists = DedupConfig.model_validate({**detectors, "partitions": {"buckets": 2},
+                                        "search": {"exact_max": 100, "nlist": 8, "nprobe": 8, "k": 64}})
+    run_partitioned(lists, layout)
+    got = pl.read_parquet(layout.pairs_files()).sort("sample_a", "sample_b")
+    assert want.height > 50
+    assert got.select("sample_a", "sample_b").equals(want.select("sample_a", "sample_b"))
+    assert np.allclose(got["similarity"].to_numpy(), want["similarity"].to_numpy(), atol=1e-5)
+
+
+def _add_embeddings(layout: RunLayout) -> None:
+    """16-d unit vectors: planted copies of the pHash sources get their source's vector plus noise."""
+    from dedup.scalegen import sources
+
+    for path in layout.score_files():
+        frame = pl.read_parquet(path)
+        index = frame[col.SAMPLE_ID].cast(pl.Int64).to_numpy()
+        src = sources(index, "phash")
+        vectors = np.stack([np.random.default_rng(int(s)).normal(size=16) for s in src])
+        vectors += np.stack([np.random.default_rng(10**6 + int(i)).normal(scale=0.15, size=16) for i in index]) \
+            * (src != index)[:, None]
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        blobs = [v.astype("<f4").tobytes() for v in vectors]
+        frame.with_columns(pl.Series(col.SSCD_EMBEDDING, blobs, dtype=pl.Binary)).write_parquet(path)
+
+
+def test_partitioned_on_ray_equals_one_process(tmp_path, reference, ray_session):
+    from pipelines.dedup_tasks import run
+
+    layout = generated_run(tmp_path, 3)
+    run(config(3), layout, eligible())
+    assert outputs(layout)[0].equals(reference["greedy"][0])
+    assert outputs(layout)[1].equals(reference["greedy"][1])
+    assert not (layout.root / "dedup" / "work").exists()
+
+
+def test_recluster_partitioned_with_stricter_thresholds(tmp_path):
+    """Re-clustering the stored part files with other thresholds equals the one-process recluster."""
+    from dedup.partitioned import recluster_partitioned
+    from dedup.run import recluster
+
+    layout = generated_run(tmp_path, 3)
+    run_dedup(config(3), layout)
+    stricter = DedupConfig.model_validate({**DETECTORS, "minhash": {"enabled": True, "threshold": 0.95},
+                                           "phash": {"enabled": True, "threshold": 0.97},
+                                           "partitions": {"buckets": 2}})
+    recluster(stricter, layout)
+    want = pl.read_parquet(layout.duplicates).sort(col.SAMPLE_ID)
+    pairs = pl.read_parquet(layout.pairs)
+    layout.pairs.unlink()
+    layout.duplicates.unlink()
+    layout.pairs_dir.mkdir(parents=True)
+    pairs.write_parquet(layout.pairs_dir / "all-00000.parquet")
+    recluster_partitioned(stricter, layout)
+    got = pl.read_parquet(layout.duplicates_files()).sort(col.SAMPLE_ID)
+    assert 0 < got.height < pl.read_parquet(layout.pairs_dir).height * 2
+    assert got.equals(want)
+    assert not (layout.root / "dedup" / "work").exists()
+
+
+def test_a_missing_score_column_fails_before_any_work(tmp_path):
+    layout = generated_run(tmp_path, 1)
+    for path in layout.score_files():
+        pl.read_parquet(path).drop(col.PIXEL_HASH).write_parquet(path)
+    with pytest.raises(RuntimeError, match="pixel_hash"):
+        run_partitioned(config(1), layout)
+    assert not layout.pairs_files() and not (layout.root / "dedup" / "work").exists()
