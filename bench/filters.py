@@ -46,12 +46,13 @@ VIT_L14_GFLOP = 162.0
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def staged_images(n: int) -> list[bytes]:
-    """The demo photos, fitted into 256 px and JPEG-encoded like ingest's staged images, repeated to ``n``."""
+def staged_images(n: int, images: list | None = None) -> list[bytes]:
+    """``images`` (default: the demo photos), fitted into 256 px and JPEG-encoded like ingest's staged images,
+    repeated to ``n``."""
     from pipelines.corpus import load_photos
 
     encoded = []
-    for img, _ in load_photos().values():
+    for img in images if images is not None else [img for img, _ in load_photos().values()]:
         img = img.copy()
         img.thumbnail((256, 256))
         buf = io.BytesIO()
@@ -167,17 +168,7 @@ def signal_rows(n: int, batch_size: int) -> list[dict]:
     photos = [img for img, _ in load_photos().values()]
     banners = [with_banner(img, BANNERS[i % len(BANNERS)]) for i, img in enumerate(photos)]
 
-    def staged(imgs: list) -> list[bytes]:
-        out = []
-        for img in imgs:
-            img = img.copy()
-            img.thumbnail((256, 256))
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=90)
-            out.append(buf.getvalue())
-        return [out[i % len(out)] for i in range(n)]
-
-    plain, text = staged(photos), staged(banners)
+    plain, text = staged_images(n, photos), staged_images(n, banners)
     rgb = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in plain]
     ocr = OcrScorer(OcrConfig(intra_op_threads=1))
     rows = [{"stage": "ocr (plain photos)", "batched": images_per_s(ocr, plain, batch_size),
