@@ -15,7 +15,8 @@ from crawl.config import CrawlConfig
 from crawl.image import stage_image
 from dedup.artefacts import SampleIndex
 from dedup.config import ExactConfig, PdqConfig, PHashConfig, SearchConfig
-from dedup.content import centre_crop, crop_to_box, parse_box
+from dedup.content import centre_crop
+from manifests.images import crop_to_box, parse_box
 from dedup.detectors import pdq_pairs, phash_pairs
 from dedup.evalset import low_texture_set
 from dedup.pdq import PdqHasher
