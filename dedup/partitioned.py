@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,9 +45,9 @@ def local_tasks(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
 class Plan:
     """One dedup run's work directory, bucket sizing and executor."""
 
-    def __init__(self, config: DedupConfig, layout: RunLayout, tasks: Tasks) -> None:
+    def __init__(self, config: DedupConfig, layout: RunLayout, tasks: Tasks, work: Path | None = None) -> None:
         self.config, self.layout, self.tasks = config, layout, tasks
-        self.work = layout.root / "dedup" / "work"
+        self.work = work or layout.root / "dedup" / "work"
         self.rows = shuffle.parquet_rows(layout.staged_row_files())
         self.cc_buckets = 1  # set by components() from the pair count
 
@@ -221,27 +222,39 @@ def _columns(files: list[Path]) -> set[str]:
 
 # --- clusters and survivors -----------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Survivors:
+    """Where a re-clustering writes: the duplicates part files (``out/UNIT/part-G.parquet``), its shuffle
+    work directory, and the eligibility files it ranks by (None: ``dedup/eligible/``)."""
+    out: Path
+    work: Path
+    eligible: list[Path] | None = None
+
+
 def recluster_partitioned(config: DedupConfig, layout: RunLayout, tasks: Tasks = local_tasks,
-                          keep_work: bool = False) -> dict:
-    """dedup/pairs/ + keep-policy scores -> dedup/duplicates/ with ``config``'s thresholds and keep policy."""
+                          keep_work: bool = False, into: Survivors | None = None) -> dict:
+    """dedup/pairs/ + keep-policy scores -> dedup/duplicates/ (or ``into.out``) with ``config``'s thresholds
+    and keep policy."""
+    into = into or Survivors(layout.duplicates_dir, layout.root / "dedup" / "work")
     try:
-        return _recluster(config, layout, tasks)
+        return _recluster(config, layout, tasks, into)
     finally:
         if not keep_work:
-            shutil.rmtree(layout.root / "dedup" / "work", ignore_errors=True)
+            shutil.rmtree(into.work, ignore_errors=True)
 
 
-def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks) -> dict:
-    shutil.rmtree(layout.duplicates_dir, ignore_errors=True)
-    layout.duplicates_dir.mkdir(parents=True)
-    plan = Plan(config, layout, tasks)
+def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks, into: Survivors) -> dict:
+    shutil.rmtree(into.out, ignore_errors=True)
+    into.out.mkdir(parents=True)
+    plan = Plan(config, layout, tasks, into.work)
     pair_files = sorted(layout.pairs_dir.glob("*.parquet")) if layout.pairs_dir.exists() else []
     labels, n_labels, rounds = components(plan, pair_files)
     order = keep_order(config)
-    scores, columns = plan.fresh("keys"), _score_columns(layout, order)
+    eligible = _eligible_files(layout) if into.eligible is None else into.eligible
+    scores, columns = plan.fresh("keys"), _score_columns(layout, order, eligible)
     buckets, groups = plan.buckets(plan.rows, KEY_BYTES), plan.buckets(n_labels, 2 * KEY_BYTES)
     sources = {grouping.RESOLUTION_SOURCE: layout.staged_row_files(),
-               grouping.ELIGIBLE_SOURCE: _eligible_files(layout),
+               grouping.ELIGIBLE_SOURCE: eligible,
                grouping.SCORES_SOURCE: layout.score_files()}
     plan.each(grouping.shuffle_scores, [(f, kind, list(columns[kind]), buckets, scores, f"{i:05d}")
                                          for kind in columns for i, f in enumerate(sources[kind])])
@@ -250,9 +263,9 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks) -> dict:
     plan.each(grouping.route_pairs, [(plan.work / "pairs-by-a", labels, b, groups, routed)
                                       for b in range(plan.cc_buckets)])
     found = plan.each(grouping.keep_group, [(routed, members, g, config.thresholds(), order, config.keep.mode,
-                                              layout.duplicates_dir) for g in range(groups)])
-    if not layout.duplicates_files():  # readers always find the table and its columns
-        write_parquet(pl.DataFrame(schema=DUPLICATES_SCHEMA).to_arrow(), layout.duplicates_dir / "_" / "part-00000.parquet")
+                                              into.out) for g in range(groups)])
+    if not any(into.out.rglob("*.parquet")):  # readers always find the table and its columns
+        write_parquet(pl.DataFrame(schema=DUPLICATES_SCHEMA).to_arrow(), into.out / "_" / "part-00000.parquet")
     return {**_summary(found), "component_rounds": rounds}
 
 
@@ -279,12 +292,12 @@ def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int, int]:
     return labels, n, step // 2
 
 
-def _score_columns(layout: RunLayout, order: tuple[str, ...]) -> dict[str, dict[str, pl.DataType]]:
+def _score_columns(layout: RunLayout, order: tuple[str, ...], eligible: list[Path]) -> dict[str, dict[str, pl.DataType]]:
     """Source kind -> {keep-policy column: dtype} for the columns of ``order`` that the run has."""
     out: dict[str, dict[str, pl.DataType]] = {}
     if layout.staged_row_files():  # always: it carries each sample's unit
         out[grouping.RESOLUTION_SOURCE] = {"resolution": pl.Int64, grouping.UNIT: pl.String}
-    if ELIGIBLE in order and _eligible_files(layout):
+    if ELIGIBLE in order and eligible:
         out[grouping.ELIGIBLE_SOURCE] = {ELIGIBLE: pl.Boolean}
     types: dict[str, pl.DataType] = {}
     for f in layout.score_files():

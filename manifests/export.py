@@ -44,6 +44,10 @@ class ExportConfig(StrictModel):
                              "(fewer only when there are fewer samples), so a DataLoader with several workers "
                              "has a shard for each"
     )
+    manifest_file: bool = Field(
+        False, description="also write the final manifest as one file, RUN/manifest.parquet, beside its part "
+                           "files in RUN/manifest/ (one per ingest unit); for small runs and tools that want one file"
+    )
 
 
 @dataclass(frozen=True)

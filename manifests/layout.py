@@ -12,9 +12,17 @@
                                   (as the dedup phase's config had it; decide re-clusters the stored pairs)
       dedup/pairs/*.parquet       the same pairs as part files, when dedup runs partitioned (dedup.partitions)
       dedup/duplicates/UNIT/*.parquet  the same duplicates as part files, by the samples' ingest unit
-      decide/manifest.parquet     all columns, keep and reject_reasons
-      caption/captions.parquet    recaptions of kept rows
-      manifest.parquet            the final manifest (decide + captions)
+      decide/parts/part-UNIT.parquet  the decided rows of ingest unit UNIT (the staged file's stem): all
+                                  columns, keep and reject_reasons
+      decide/counts.json          UNIT -> [rows, kept] (what export plans shards from)
+      decide/duplicates/UNIT/*.parquet  survivors re-picked under this decision's rules, when they differ
+                                  from the dedup phase's (else decide reads dedup/duplicates/)
+      caption/captions/unit=UNIT/*.parquet  recaptions of the kept rows of unit UNIT
+      manifest/part-UNIT.parquet  the final manifest (decide + captions + export location), one part per
+                                  ingest unit; read it as one dataset: pl.scan_parquet("RUN/manifest/*.parquet"),
+                                  DuckDB read_parquet('RUN/manifest/*.parquet')
+      manifest.parquet            the same rows as one file, with export.manifest_file: true (small runs),
+                                  and the manifest of a re-export
       shards/NNNNN.tar            exported training shards ({key}.jpg, .txt, .json)
       shards/NNNNN.parquet        the manifest rows of that shard (img2dataset's per-shard table)
       shards/NNNNN_stats.json     img2dataset's per-shard counts
@@ -98,15 +106,62 @@ class RunLayout:
 
     @property
     def decided(self) -> Path:
+        """The decided manifest as one file (runs made before the decision ran per unit)."""
         return self.root / "decide" / "manifest.parquet"
 
     @property
+    def decided_dir(self) -> Path:
+        return self.root / "decide" / "parts"
+
+    def decided_part(self, unit: str) -> Path:
+        return self.decided_dir / f"part-{unit}.parquet"
+
+    def decided_files(self) -> list[Path]:
+        """The decided rows: the part files, or the one file of an older run."""
+        parts = sorted(self.decided_dir.glob("*.parquet"))
+        return parts or ([self.decided] if self.decided.exists() else [])
+
+    @property
+    def decided_counts(self) -> Path:
+        return self.root / "decide" / "counts.json"
+
+    @property
+    def decided_duplicates_dir(self) -> Path:
+        return self.root / "decide" / "duplicates"
+
+    @property
     def captions(self) -> Path:
+        """Recaptions as one file (runs made before captions were written per unit)."""
         return self.root / "caption" / "captions.parquet"
 
     @property
+    def captions_dir(self) -> Path:
+        return self.root / "caption" / "captions"
+
+    def unit_captions(self, unit: str) -> list[Path]:
+        return sorted((self.captions_dir / f"unit={unit}").glob("*.parquet"))
+
+    @property
     def manifest(self) -> Path:
+        """The final manifest as one file (export.manifest_file, a re-export, an older run)."""
         return self.root / "manifest.parquet"
+
+    @property
+    def manifest_dir(self) -> Path:
+        return self.root / "manifest"
+
+    def manifest_part(self, unit: str) -> Path:
+        return self.manifest_dir / f"part-{unit}.parquet"
+
+    def manifest_files(self) -> list[Path]:
+        """The final manifest: its part files, or the one file; [] before export."""
+        parts = sorted(self.manifest_dir.glob("*.parquet"))
+        return parts or ([self.manifest] if self.manifest.exists() else [])
+
+    @staticmethod
+    def unit_of(part: Path) -> str:
+        """UNIT of ``part-UNIT.parquet``."""
+        return part.stem.removeprefix("part-")
 
     @property
     def shards_dir(self) -> Path:

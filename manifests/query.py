@@ -1,7 +1,7 @@
 """SQL over a run's manifest with DuckDB: the manifest is the view ``manifest``.
 
-DuckDB scans the Parquet file lazily (projection and filter pushdown), so a query that touches two
-columns of a 10M-row manifest reads only those two columns.
+DuckDB scans the Parquet files lazily (projection and filter pushdown, part files in parallel), so a
+query that touches two columns of a 10M-row manifest reads only those two columns.
 """
 
 from __future__ import annotations
@@ -23,16 +23,18 @@ def _quoted(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def connect(manifest: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with ``manifest`` as a view over the Parquet file."""
-    if not manifest.exists():
-        raise FileNotFoundError(f"{manifest} does not exist; is this a finished run directory?")
+def connect(manifest: list[Path]) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with ``manifest`` (its part files, or one file) as a view."""
+    missing = [p for p in manifest if not p.exists()]
+    if missing or not manifest:
+        raise FileNotFoundError(f"{missing[0] if missing else 'the manifest'} does not exist; is this a finished run directory?")
     con = duckdb.connect(":memory:")
-    con.execute(f"CREATE VIEW {VIEW} AS SELECT * FROM read_parquet({_quoted(manifest)})")
+    files = ", ".join(_quoted(p) for p in manifest)
+    con.execute(f"CREATE VIEW {VIEW} AS SELECT * FROM read_parquet([{files}], union_by_name = true)")
     return con
 
 
-def query(manifest: Path, sql: str) -> pa.Table:
+def query(manifest: list[Path], sql: str) -> pa.Table:
     """Run ``sql`` against the manifest; the whole result as an Arrow table."""
     con = connect(manifest)
     try:

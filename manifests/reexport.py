@@ -45,13 +45,19 @@ def images_root(root: Path) -> Path:
     return Path(source) if source else root
 
 
-def manifest_path(layout: RunLayout) -> Path:
-    """The final manifest, or the decided one of a run that stopped before captioning/export."""
-    for path in (layout.manifest, layout.decided):
-        if path.exists():
-            return path
-    raise FileNotFoundError(f"{layout.root} has no manifest.parquet (nor decide/manifest.parquet): "
-                            "is it a run directory whose decide phase finished?")
+def manifest_files(layout: RunLayout) -> list[Path]:
+    """The final manifest's files (``manifest/`` parts or ``manifest.parquet``), or the decided rows of a run
+    that stopped before captioning/export."""
+    files = layout.manifest_files() or layout.decided_files()
+    if not files:
+        raise FileNotFoundError(f"{layout.root} has no manifest/ (nor manifest.parquet, nor decide/parts/): "
+                                "is it a run directory whose decide phase finished?")
+    return files
+
+
+def scan_manifest(layout: RunLayout) -> pl.LazyFrame:
+    """The manifest as one lazy dataset over its files."""
+    return pl.scan_parquet([str(f) for f in manifest_files(layout)])
 
 
 def write_reexport(decided: pl.DataFrame, source_root: Path, target: Path, config: ExportConfig,

@@ -3,7 +3,9 @@
 A shard is a list of (partition, start, stop) ranges over the kept rows of each partition in
 sample_id order, partitions in name order: with unit-prefixed sample_ids (``crawl.sources.sample_key``)
 that is the global sample_id order ``manifests.export.plan_shards`` uses, so the shards hold the same
-samples. Each export task then reads only its ranges.
+samples (an img2dataset input keeps its own keys: shards then follow unit order, then key order).
+Each export task reads only the partitions of its ranges; each partition's manifest task gets only
+its own spans.
 """
 
 from __future__ import annotations
@@ -22,18 +24,35 @@ def plan_ranges(kept_counts: dict[str, int], shard_size: int) -> list[list[Shard
     """Consecutive shards of ``shard_size`` kept rows (the last may be short) over the partitions."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    total = sum(kept_counts.values())
+    return plan_sizes(kept_counts, [min(shard_size, total - start) for start in range(0, total, shard_size)])
+
+
+def plan_sizes(kept_counts: dict[str, int], sizes: list[int]) -> list[list[ShardRange]]:
+    """Shards of the given ``sizes`` (``manifests.export.shard_sizes``) over the partitions' kept rows."""
+    if sum(sizes) != sum(kept_counts.values()):
+        raise ValueError(f"shard sizes add up to {sum(sizes)}, the partitions hold {sum(kept_counts.values())} kept rows")
     shards: list[list[ShardRange]] = []
-    current: list[ShardRange] = []
-    room = shard_size
-    for partition in sorted(kept_counts):
-        start, count = 0, kept_counts[partition]
-        while start < count:
-            take = min(room, count - start)
-            current.append(ShardRange(partition, start, start + take))
-            start, room = start + take, room - take
-            if room == 0:
-                shards.append(current)
-                current, room = [], shard_size
-    if current:
-        shards.append(current)
+    flat = [(p, kept_counts[p]) for p in sorted(kept_counts) if kept_counts[p]]
+    part, offset = 0, 0
+    for size in sizes:
+        ranges: list[ShardRange] = []
+        while size:
+            name, count = flat[part]
+            take = min(size, count - offset)
+            ranges.append(ShardRange(name, offset, offset + take))
+            size, offset = size - take, offset + take
+            if offset == count:
+                part, offset = part + 1, 0
+        shards.append(ranges)
     return shards
+
+
+def spans_by_partition(shards: list[list[ShardRange]]) -> dict[str, list[tuple[int, int, int]]]:
+    """Partition -> its (start, stop, shard index) spans: what a partition's manifest task needs to locate
+    its kept rows in the shards, without the whole plan."""
+    out: dict[str, list[tuple[int, int, int]]] = {}
+    for index, ranges in enumerate(shards):
+        for r in ranges:
+            out.setdefault(r.partition, []).append((r.start, r.stop, index))
+    return out

@@ -1,73 +1,170 @@
-"""The decision per ingest unit, as Ray tasks, and export planned from the per-unit kept counts.
+"""The decision per ingest unit, as tasks: survivors for this config's rules, then one manifest part per unit.
 
-Once dedup has written each unit's duplicates rows (``dedup/duplicates/UNIT/``), the decision is
-row-local: a task joins one unit's ingest rows, scores and duplicates, applies the rules and writes
-that unit's manifest part. The driver only adds up counts and plans shards from them
-(``manifests.shardplan``). Not yet wired into ``phases.decide``/``export``: the partitioned manifest
-and the tools that read it are a separate change.
+Once each unit's duplicates rows are known, the decision is row-local: a task joins one unit's
+ingest rows, scores and duplicates, applies the rules and writes ``decide/parts/part-UNIT.parquet``.
+Which duplicates: the dedup phase ranked survivors by the rules of its config (``dedup/rules.json``
+holds their digest). When decide runs with the same rules it reads ``dedup/duplicates/``; when a rule
+changed, a row that passed may now fail, so the survivors are picked again from the stored pairs --
+by tasks (eligibility per unit, then ``dedup.partitioned``'s components and groups) when the pairs are
+partitioned, in one process (memory ~ the paired rows) when the one-process dedup stored them.
+The driver holds only counts; export plans shards from them (``manifests.shardplan``).
+Nothing here imports Ray: ``tasks`` is a Ray map in the phases and a plain loop in tests and tools.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from dedup.cluster import DETECTOR
+from dedup.partitioned import Survivors, Tasks, eligible_dir, recluster_partitioned
+from dedup.survivors import ELIGIBLE
 from filters.config import FiltersConfig
 from filters.decide import decide as apply_decision
 from manifests import schema as col
-from manifests.io import read_parquet_files, write_parquet
+from manifests.io import read_json, read_parquet_files, write_json, write_parquet
 from manifests.layout import RunLayout
+from manifests.parts import conform_file, unified
 from manifests.schema import INGEST_SCHEMA
-from manifests.shardplan import ShardRange, plan_ranges
-from dedup.partitioned import Tasks, eligible_dir
-from dedup.survivors import ELIGIBLE
+from pipelines import decision
+from pipelines.config import RunConfig
 
 
-def decided_part(layout: RunLayout, unit: str) -> Path:
-    return layout.root / "decide" / "parts" / f"{unit}.parquet"
+# --- assembling rows: ingest rows + scores + duplicates ------------------------------------------
+
+def scores_frame(files: list[Path]) -> pl.LazyFrame | None:
+    if not files:
+        return None
+    scores = pl.scan_parquet([str(f) for f in files])
+    return scores.select([c for c in scores.collect_schema().names() if c not in col.ARTEFACT_COLUMNS])
 
 
-def unit_frame(layout: RunLayout, unit: str, duplicates: bool = True) -> pl.LazyFrame:
-    """One unit's ingest rows left-joined with its scores and duplicates (``phases.assemble`` for one unit)."""
+def with_duplicates(frame: pl.LazyFrame, files: list[Path]) -> pl.LazyFrame:
+    """``frame`` left-joined with duplicates rows (``dedup.cluster.DUPLICATES_SCHEMA``) under the manifest's names."""
+    if not files:
+        return frame
+    dups = pl.scan_parquet([str(p) for p in files])
+    detector = [pl.col(DETECTOR).alias(col.DUP_DETECTOR)] if DETECTOR in dups.collect_schema().names() else []
+    return frame.join(dups.select(col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
+                                  pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY), *detector),
+                      on=col.SAMPLE_ID, how="left")
+
+
+def assemble(layout: RunLayout, duplicates: list[Path] | None = None) -> pl.LazyFrame:
+    """Every ingest row left-joined with its scores (and ``duplicates``): the whole run, lazily."""
+    frame = pl.from_arrow(read_parquet_files(layout.staged_row_files(), INGEST_SCHEMA)).lazy()
+    scores = scores_frame(layout.score_files())
+    if scores is not None:
+        frame = frame.join(scores, on=col.SAMPLE_ID, how="left")
+    return with_duplicates(frame, duplicates or [])
+
+
+def unit_frame(layout: RunLayout, unit: str, duplicates: list[Path]) -> pl.LazyFrame:
+    """One unit's ingest rows left-joined with its scores and ``duplicates``."""
     frame = pl.from_arrow(read_parquet_files([layout.staged_dir / f"{unit}.parquet"], INGEST_SCHEMA)).lazy()
     own = layout.scores_dir / f"{unit}.parquet"  # the score phase names a unit's file after its tar
-    scores = [own] if own.exists() else layout.score_files()  # else: any layout, read with a join
-    if scores:
-        scan = pl.scan_parquet([str(p) for p in scores])
-        frame = frame.join(scan.select([c for c in scan.collect_schema().names() if c not in col.ARTEFACT_COLUMNS]),
-                           on=col.SAMPLE_ID, how="left")
-    dups = layout.unit_duplicates(unit) if duplicates else []
-    if dups:
-        frame = frame.join(pl.scan_parquet([str(p) for p in dups]).select(
-            col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
-            pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY)), on=col.SAMPLE_ID, how="left")
-    return frame
+    scores = scores_frame([own] if own.exists() else layout.score_files())  # else: any layout, read with a join
+    if scores is not None:
+        frame = frame.join(scores, on=col.SAMPLE_ID, how="left")
+    return with_duplicates(frame, duplicates)
 
 
-def decide_unit(root: str, unit: str, filters: FiltersConfig) -> tuple[str, int, int]:
-    """Task: one unit's manifest part; returns (unit, rows, kept)."""
+# --- which survivors ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Where each unit's duplicates rows are: ``parts/UNIT/*.parquet``, or one ``table`` for all units."""
+    parts: Path | None = None
+    table: Path | None = None
+
+    def files(self, unit: str) -> list[Path]:
+        if self.parts is not None:
+            return sorted((self.parts / unit).glob("*.parquet"))
+        return [self.table] if self.table is not None and self.table.exists() else []
+
+
+def rules_record(layout: RunLayout) -> Path:
+    return layout.root / "dedup" / "rules.json"
+
+
+def rules_digest(config: RunConfig) -> str:
+    """What the survivors depend on: every filter rule and the dedup settings."""
+    rules = {"filters": config.filters.model_dump(mode="json"), "dedup": config.dedup.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
+
+
+def record_rules(config: RunConfig, layout: RunLayout) -> None:
+    """Called by the dedup phase once its survivors are written."""
+    write_json({"rules": rules_digest(config)}, rules_record(layout))
+
+
+def as_dedup_wrote(layout: RunLayout) -> Duplicates:
+    return Duplicates(table=layout.duplicates) if layout.duplicates.exists() else Duplicates(parts=layout.duplicates_dir)
+
+
+def current_survivors(config: RunConfig, layout: RunLayout, tasks: Tasks) -> tuple[Duplicates, dict]:
+    """The duplicates rows under ``config``'s rules, and how they were had."""
+    shutil.rmtree(layout.decided_duplicates_dir, ignore_errors=True)
+    table = layout.root / "decide" / "duplicates.parquet"
+    table.unlink(missing_ok=True)
+    if not layout.pairs_files():
+        return as_dedup_wrote(layout), {"survivors": "no stored pairs"}
+    if read_json(rules_record(layout)).get("rules") == rules_digest(config):
+        return as_dedup_wrote(layout), {"survivors": "as the dedup phase picked them (same rules)"}
+    if layout.pairs.exists():  # the one-process dedup: a run small enough for one process, by choice
+        found = decision.current_duplicates(assemble(layout), layout, config)
+        write_parquet(found.to_arrow(), table)
+        return Duplicates(table=table), {"survivors": "re-picked in one process"}
+    eligible = layout.root / "decide" / "eligible"
+    shutil.rmtree(eligible, ignore_errors=True)
+    tasks(eligible_unit, [(str(layout.root), u, config.filters, str(eligible)) for u in units(layout)])
+    into = Survivors(layout.decided_duplicates_dir, layout.root / "decide" / "work",
+                     sorted(eligible.glob("*.parquet")))
+    stats = recluster_partitioned(config.dedup, layout, tasks, into=into)
+    shutil.rmtree(eligible, ignore_errors=True)
+    return Duplicates(parts=layout.decided_duplicates_dir), {"survivors": "re-picked by tasks", **stats}
+
+
+# --- tasks ----------------------------------------------------------------------------------------
+
+def units(layout: RunLayout) -> list[str]:
+    return [p.stem for p in layout.staged_row_files()]
+
+
+def eligible_unit(root: str, unit: str, filters: FiltersConfig, out: str | None = None) -> int:
+    """Task: which of one unit's rows pass every rule but dedup -> OUT/UNIT.parquet (default dedup/eligible/)."""
     layout = RunLayout.at(root)
-    manifest = apply_decision(unit_frame(layout, unit), filters).sort(col.SAMPLE_ID).collect()
-    write_parquet(manifest.to_arrow(), decided_part(layout, unit))
-    return unit, manifest.height, int(manifest[col.KEEP].sum())
-
-
-def eligible_unit(root: str, unit: str, filters: FiltersConfig) -> int:
-    """Task: which of one unit's rows pass every rule but dedup -> dedup/eligible/UNIT.parquet."""
-    layout = RunLayout.at(root)
-    frame = (apply_decision(unit_frame(layout, unit, duplicates=False), filters)
+    frame = (apply_decision(unit_frame(layout, unit, []), filters)
              .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE)).collect())
-    write_parquet(frame.to_arrow(), eligible_dir(layout) / f"{unit}.parquet")
+    write_parquet(frame.to_arrow(), (Path(out) if out else eligible_dir(layout)) / f"{unit}.parquet")
     return frame.height
 
 
-def decide_partitioned(filters: FiltersConfig, layout: RunLayout, tasks: Tasks) -> dict[str, int]:
-    """Every unit's manifest part; returns the kept count per unit (what export plans from)."""
-    units = [p.stem for p in layout.staged_row_files()]
-    found = tasks(decide_unit, [(str(layout.root), u, filters) for u in units])
-    return {unit: kept for unit, _, kept in found}
+def decide_unit(root: str, unit: str, filters: FiltersConfig, duplicates: Duplicates) -> tuple[str, int, int, pl.Schema]:
+    """Task: one unit's manifest part; returns (unit, rows, kept, the part's schema)."""
+    layout = RunLayout.at(root)
+    manifest = apply_decision(unit_frame(layout, unit, duplicates.files(unit)), filters).sort(col.SAMPLE_ID).collect()
+    write_parquet(manifest.to_arrow(), layout.decided_part(unit))
+    return unit, manifest.height, int(manifest[col.KEEP].sum()), manifest.schema
 
 
-def plan_export(kept: dict[str, int], shard_size: int) -> list[list[ShardRange]]:
-    return plan_ranges(kept, shard_size)
+def decide_partitioned(config: RunConfig, layout: RunLayout, tasks: Tasks) -> dict:
+    """decide/parts/ (one schema) and decide/counts.json; returns the totals and how survivors were had."""
+    shutil.rmtree(layout.decided_dir, ignore_errors=True)
+    layout.decided.unlink(missing_ok=True)  # an older run's one-file decision must not shadow the parts
+    duplicates, how = current_survivors(config, layout, tasks)
+    found = tasks(decide_unit, [(str(layout.root), u, config.filters, duplicates) for u in units(layout)])
+    schema = unified([s for *_, s in found])
+    tasks(conform_file, [(str(layout.decided_part(u)), schema) for u, _, _, s in found if s != schema])
+    write_json({u: [rows, kept] for u, rows, kept, _ in found}, layout.decided_counts)
+    return {"rows": sum(f[1] for f in found), "kept": sum(f[2] for f in found), **how}
+
+
+def kept_counts(layout: RunLayout) -> dict[str, int]:
+    """UNIT -> kept rows, as the decision counted them."""
+    return {unit: kept for unit, (_, kept) in read_json(layout.decided_counts).items()}

@@ -32,6 +32,16 @@ def with_current_duplicates(frame: pl.LazyFrame, pairs: RunLayout, config: RunCo
     return out if ranked is frame else out.drop(col.CENTROID_DISTANCE)
 
 
+def current_duplicates(frame: pl.LazyFrame, pairs: RunLayout, config: RunConfig) -> pl.DataFrame | None:
+    """The duplicates table of ``pairs``' stored pairs under ``config`` (memory ~ the paired rows); None
+    when the run stored no pairs."""
+    stored = survivors.stored_pairs(pairs.pairs_files(), config.dedup)
+    if stored is None:
+        return None
+    ranked = survivors.with_centroid_distance(frame, pairs.pairs.with_name(survivors.CENTROIDS_FILE), config.dedup)
+    return survivors.duplicates(ranked, stored, config.dedup, partial(passes_rules, config=config.filters))
+
+
 def redecide(frame: pl.LazyFrame, pairs: RunLayout, config: RunConfig) -> pl.LazyFrame:
     """keep / reject_reasons of ``frame`` under ``config``, survivors re-picked first."""
     return decide(with_current_duplicates(frame, pairs, config), config.filters)

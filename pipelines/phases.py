@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import uuid
 from dataclasses import asdict
@@ -18,14 +19,13 @@ from crawl.sources import Unit, plan_units
 from dedup import run as dedup_run
 from filters.decide import decide as apply_decision
 from manifests import schema as col
-from manifests.export import plan_shards, with_export_locations, write_export_shard, write_sizes
-from manifests.io import read_parquet_files, write_parquet
+from manifests.export import shard_sizes, write_export_shard, write_sizes
+from manifests.export_parts import captions_schema, range_shard, write_manifest_part, write_one_file
 from manifests.layout import RunLayout
-from manifests.schema import INGEST_SCHEMA
-from pipelines import dedup_tasks, score_units
+from manifests.shardplan import plan_sizes, spans_by_partition
+from pipelines import decide_tasks, dedup_tasks, score_units
 from pipelines.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
-from pipelines.decision import redecide
 from pipelines.decode import add_decode
 from pipelines.stages import StageSpec
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pipelines.run import Run
 
 STAGED_IMAGE_EXTS = ("jpg", "png", "webp")
+UNIT = "unit"  # the ingest unit of a caption row: its hive partition under caption/captions/
 
 
 # --- ingest -------------------------------------------------------------------------------------
@@ -100,10 +101,10 @@ def run_stages(ds: ray.data.Dataset, specs: list[StageSpec]) -> ray.data.Dataset
     return ds
 
 
-def _write_dataset(ds: ray.data.Dataset, out_dir: Path) -> None:
+def _write_dataset(ds: ray.data.Dataset, out_dir: Path, partition_cols: list[str] | None = None) -> None:
     """Write Parquet files into a fresh temporary directory, then swap it in whole."""
     tmp = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}.tmp")
-    ds.write_parquet(str(tmp))
+    ds.write_parquet(str(tmp), partition_cols=partition_cols)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
 
@@ -135,120 +136,112 @@ def score(run: Run) -> dict:
 def dedup(run: Run) -> dict:
     """Pairs -> clusters; survivors are chosen among rows the decision keeps on every other rule."""
     config, layout = run.local, run.layout
-    layout.duplicates.unlink(missing_ok=True)  # assemble() must not see an earlier dedup's assignments
+    layout.duplicates.unlink(missing_ok=True)  # the decision must not see an earlier dedup's assignments
     shutil.rmtree(layout.duplicates_dir, ignore_errors=True)
+    decide_tasks.rules_record(layout).unlink(missing_ok=True)
     if config.dedup.partitions.enabled:
-        return dedup_tasks.run_with_eligibility(config, layout)
-    eligible = (apply_decision(assemble(layout), config.filters)
-                .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(dedup_run.ELIGIBLE)).collect())
-    return dedup_tasks.run(config.dedup, layout, eligible)
+        found = dedup_tasks.run_with_eligibility(config, layout)
+    else:
+        eligible = (apply_decision(decide_tasks.assemble(layout), config.filters)
+                    .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(dedup_run.ELIGIBLE)).collect())
+        found = dedup_tasks.run(config.dedup, layout, eligible)
+    decide_tasks.record_rules(config, layout)
+    return found
 
 
 # --- decide -------------------------------------------------------------------------------------
 
-def ingested_rows(layout: RunLayout) -> pl.LazyFrame:
-    return pl.from_arrow(read_parquet_files(layout.staged_row_files(), INGEST_SCHEMA)).lazy()
-
-
-def scores_frame(layout: RunLayout) -> pl.LazyFrame | None:
-    files = layout.score_files()
-    if not files:
-        return None
-    scores = pl.scan_parquet([str(f) for f in files])
-    keep = [c for c in scores.collect_schema().names() if c not in col.ARTEFACT_COLUMNS]
-    return scores.select(keep)
-
-
-def assemble(layout: RunLayout) -> pl.LazyFrame:
-    """Ingest rows left-joined with scores and duplicate assignments: one row per input row."""
-    frame = ingested_rows(layout)
-    scores = scores_frame(layout)
-    if scores is not None:
-        frame = frame.join(scores, on=col.SAMPLE_ID, how="left")
-    if layout.duplicates_files():
-        dups = pl.scan_parquet([str(p) for p in layout.duplicates_files()]).select(
-            col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
-            pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY))
-        frame = frame.join(dups, on=col.SAMPLE_ID, how="left")
-    return frame
-
-
 def decide(run: Run) -> dict:
-    """Survivors re-picked from the stored pairs under this config's rules, then keep / reject_reasons."""
-    config, layout = run.local, run.layout
-    manifest = redecide(assemble(layout), layout, config).sort(col.SAMPLE_ID).collect()
-    write_parquet(manifest.to_arrow(), layout.decided)
-    return {"rows": manifest.height, "kept": int(manifest[col.KEEP].sum())}
+    """Survivors for this config's rules, then keep / reject_reasons per ingest unit (decide/parts/)."""
+    return decide_tasks.decide_partitioned(run.local, run.layout, dedup_tasks.RayTasks())
 
 
 # --- caption ------------------------------------------------------------------------------------
 
-def _only_rows(batch: dict[str, np.ndarray], sample_ids: np.ndarray) -> dict[str, np.ndarray]:
-    mask = np.isin(batch[col.SAMPLE_ID].astype(str), sample_ids)
-    return {name: values[mask] for name, values in batch.items()}
+@functools.lru_cache(maxsize=8)
+def _kept_ids(part: str) -> frozenset[str]:
+    kept = pl.read_parquet(part, columns=[col.SAMPLE_ID, col.KEEP]).filter(pl.col(col.KEEP))
+    return frozenset(kept[col.SAMPLE_ID].to_list())
+
+
+def _kept_only(batch: dict[str, np.ndarray], root: str) -> dict[str, np.ndarray]:
+    """The batch's kept rows, each unit's kept ids read from its own decided part; adds ``unit``."""
+    layout = RunLayout.at(root)
+    unit = np.array([Path(p).stem for p in batch[score_units.PATH]], dtype=object)
+    mask = np.array([sid in _kept_ids(str(layout.decided_part(u))) for sid, u in zip(batch[col.SAMPLE_ID], unit)],
+                    dtype=bool)
+    return {UNIT: unit[mask], **{name: values[mask] for name, values in batch.items()}}
 
 
 def kept_dataset(layout: RunLayout) -> ray.data.Dataset | None:
-    """Staged images of kept rows only, reading only the staged tars that hold one."""
-    kept = pl.scan_parquet(layout.decided).filter(pl.col(col.KEEP)).select(col.SAMPLE_ID, col.SHARD).collect()
-    if kept.is_empty():
-        return None
-    ds = staged_dataset(layout, [layout.root / s for s in sorted(kept[col.SHARD].unique().to_list())])
-    if ds is None:
-        return None
-    return ds.map_batches(_only_rows, fn_args=(kept[col.SAMPLE_ID].to_numpy().astype(str),), batch_format="numpy")
+    """Staged images of kept rows only, reading only the staged tars of units that kept a row."""
+    tars = [layout.staged_dir / f"{u}.tar" for u, kept in decide_tasks.kept_counts(layout).items() if kept]
+    ds = staged_dataset(layout, tars) if tars else None
+    return None if ds is None else ds.map_batches(_kept_only, fn_args=(str(layout.root),), batch_format="numpy")
 
 
 def caption(run: Run) -> dict:
+    """Recaptions of the kept rows, written per unit: caption/captions/unit=UNIT/."""
     layout, specs = run.layout, list(run.caption_specs)
-    shutil.rmtree(layout.captions.parent / "captions", ignore_errors=True)
+    shutil.rmtree(layout.captions_dir, ignore_errors=True)
     layout.captions.unlink(missing_ok=True)
     ds = kept_dataset(layout) if specs else None
     if ds is not None:
         written = list(dict.fromkeys(c for spec in specs for c in spec.writes))  # caption_status is shared
-        out = layout.captions.parent / "captions"
-        _write_dataset(run_stages(ds, specs).select_columns([col.SAMPLE_ID, *written]), out)
-        write_parquet(read_parquet_files(sorted(out.glob("*.parquet"))), layout.captions)
+        _write_dataset(run_stages(ds, specs).select_columns([col.SAMPLE_ID, UNIT, *written]), layout.captions_dir,
+                       partition_cols=[UNIT])
     return {"stages": {s.name: s.describe() for s in specs}}
 
 
 # --- export -------------------------------------------------------------------------------------
 
 class ExportWorker:
-    def __init__(self, config: RunConfig, root: str, out_dir: str) -> None:
-        self.config, self.root, self.out_dir = config.export, Path(root), Path(out_dir)
+    def __init__(self, config: RunConfig, root: str, out_dir: str, captions: pl.Schema) -> None:
+        self.config, self.root, self.out_dir, self.captions = config.export, root, Path(out_dir), captions
 
     def __call__(self, row: dict) -> dict:
-        return write_export_shard(row["item"], self.root, self.out_dir, self.config)
-
-
-def final_manifest(layout: RunLayout) -> pl.DataFrame:
-    manifest = pl.scan_parquet(layout.decided)
-    if layout.captions.exists():
-        manifest = manifest.join(pl.scan_parquet(layout.captions), on=col.SAMPLE_ID, how="left")
-    return manifest.sort(col.SAMPLE_ID).collect()
+        shard = range_shard(self.root, row["index"], row["ranges"], self.captions)
+        return write_export_shard(shard, Path(self.root), self.out_dir, self.config)
 
 
 def export(run: Run) -> dict:
+    """Shards planned from the per-unit kept counts; each task reads only its units; manifest/ per unit."""
     config, layout = run.local, run.layout
-    manifest = final_manifest(layout)
-    shards = plan_shards(manifest.filter(pl.col(col.KEEP)), config.export.shard_size, config.export.min_shards)
-    for leftover in layout.root.glob(".shards.*.tmp"):  # from an export killed midway
+    kept = decide_tasks.kept_counts(layout)
+    sizes = shard_sizes(sum(kept.values()), config.export.shard_size, config.export.min_shards)
+    plan = plan_sizes(kept, sizes)
+    captions = captions_schema(layout)
+    for leftover in [*layout.root.glob(".shards.*.tmp"), *layout.root.glob(".manifest.*.tmp")]:  # a killed export
         shutil.rmtree(leftover)
     tmp = layout.root / f".shards.{uuid.uuid4().hex}.tmp"
     tmp.mkdir(parents=True)
     written: list[dict] = []
-    if shards:
-        res = config.resources.export
-        ds = ray.data.from_items(shards, override_num_blocks=len(shards))
-        ds = ds.map(ExportWorker, fn_constructor_args=(config, str(layout.root), str(tmp)),
-                    **pool_args(res, cap=len(shards)))
-        with tqdm(total=len(shards), desc="export", unit="shard") as bar:
+    if plan:
+        ds = ray.data.from_items([{"index": i, "ranges": r} for i, r in enumerate(plan)], override_num_blocks=len(plan))
+        ds = ds.map(ExportWorker, fn_constructor_args=(config, str(layout.root), str(tmp), captions),
+                    **pool_args(config.resources.export, cap=len(plan)))
+        with tqdm(total=len(plan), desc="export", unit="shard") as bar:
             for row in ds.iter_rows():
                 written.append(row)
                 bar.update(1)
     write_sizes(tmp, sorted(written, key=lambda w: w["shard"]))
     shutil.rmtree(layout.shards_dir, ignore_errors=True)
     tmp.rename(layout.shards_dir)
-    write_parquet(with_export_locations(manifest, shards).to_arrow(), layout.manifest)
-    return {"shards": len(shards), "kept": sum(len(s.rows) for s in shards)}
+    rows = _write_manifest(config, layout, spans_by_partition(plan), captions)
+    return {"shards": len(plan), "kept": sum(sizes), "rows": rows}
+
+
+def _write_manifest(config: RunConfig, layout: RunLayout, spans: dict[str, list[tuple[int, int, int]]],
+                    captions: pl.Schema) -> int:
+    """manifest/part-UNIT.parquet by tasks, swapped in whole; manifest.parquet too when asked."""
+    tmp = layout.root / f".manifest.{uuid.uuid4().hex}.tmp"
+    unit_names = decide_tasks.units(layout)
+    rows = sum(dedup_tasks.RayTasks()(write_manifest_part, [(str(layout.root), u, spans.get(u, []), captions, str(tmp))
+                                                            for u in unit_names]))
+    shutil.rmtree(layout.manifest_dir, ignore_errors=True)
+    if unit_names:
+        tmp.rename(layout.manifest_dir)
+    layout.manifest.unlink(missing_ok=True)
+    if config.export.manifest_file and unit_names:
+        write_one_file(layout.manifest_files(), layout.manifest)
+    return rows

@@ -36,21 +36,28 @@ def git_revision() -> str | None:
     return out.stdout.strip() or None
 
 
-def counts(manifest: pl.DataFrame) -> dict:
-    """Rows, kept, rejected, per status and per reject reason (a row counts once under each of its reasons)."""
-    reasons = manifest.select(pl.col(col.REJECT_REASONS).explode().drop_nulls().value_counts(sort=True))
-    by_reason = {r[col.REJECT_REASONS]: r["count"] for r in reasons.unnest(col.REJECT_REASONS).to_dicts()}
-    by_status = dict(manifest.group_by(col.STATUS).len().sort(col.STATUS).iter_rows())
-    kept = int(manifest[col.KEEP].sum())
-    return {"rows": manifest.height, "kept": kept, "rejected": manifest.height - kept,
-            "status": by_status, "reject_reasons": by_reason, "blocklists": blocklist_counts(manifest)}
+def counts(manifest: pl.LazyFrame) -> dict:
+    """Rows, kept, rejected, per status and per reject reason (a row counts once under each of its reasons).
+    Aggregations only, streamed over the manifest's part files."""
+    def grouped(column: pl.Expr, name: str) -> list[tuple]:
+        return (manifest.select(column.alias(name)).drop_nulls().group_by(name).len()
+                .collect(engine="streaming").sort(["len", name], descending=[True, False]).iter_rows())
+
+    totals = manifest.select(pl.len().alias("rows"), pl.col(col.KEEP).sum().alias("kept")).collect(engine="streaming")
+    rows, kept = int(totals["rows"][0]), int(totals["kept"][0] or 0)
+    status = dict(sorted(grouped(pl.col(col.STATUS), col.STATUS)))
+    return {"rows": rows, "kept": kept, "rejected": rows - kept, "status": status,
+            "reject_reasons": dict(grouped(pl.col(col.REJECT_REASONS).explode(), col.REJECT_REASONS)),
+            "blocklists": blocklist_counts(manifest)}
 
 
-def blocklist_counts(manifest: pl.DataFrame) -> dict[str, int]:
+def blocklist_counts(manifest: pl.LazyFrame) -> dict[str, int]:
     """Rows blocked per known-hash list (``crawl.blocklists``); empty when none matched or none was set."""
-    if col.BLOCKLIST not in manifest.columns:
+    if col.BLOCKLIST not in manifest.collect_schema().names():
         return {}
-    return dict(manifest.get_column(col.BLOCKLIST).drop_nulls().value_counts(sort=True).iter_rows())
+    found = (manifest.select(pl.col(col.BLOCKLIST)).drop_nulls().group_by(col.BLOCKLIST).len()
+             .collect(engine="streaming").sort(["len", col.BLOCKLIST], descending=[True, False]))
+    return dict(found.iter_rows())
 
 
 def summary_table(stats: dict, root: Path) -> str:
@@ -61,6 +68,6 @@ def summary_table(stats: dict, root: Path) -> str:
     lines += [f"    {k:<34}{v:>10}" for k, v in stats["status"].items()]
     lines += ["", "  reject reasons (a row may have several)"]
     lines += [f"    {k:<34}{v:>10}" for k, v in stats["reject_reasons"].items()] or ["    (none)"]
-    lines += ["", f"  shards    {root / 'shards'}", f"  manifest  {root / 'manifest.parquet'}",
+    lines += ["", f"  shards    {root / 'shards'}", f"  manifest  {root / 'manifest'}/",
               f"  run.json  {root / 'run.json'}"]
     return "\n".join(lines)

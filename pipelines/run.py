@@ -195,7 +195,7 @@ def run_phase(run: Run, name: str) -> dict:
 
 def finish(run: Run, **extra) -> dict:
     """Counts from the final manifest (and ``extra``, e.g. wall_s) into run.json, then one sync; returns the counts."""
-    stats = report.counts(pl.read_parquet(run.layout.manifest))
+    stats = report.counts(pl.scan_parquet([str(f) for f in run.layout.manifest_files()]))
     update_run_json(run.layout.run_json, counts=stats, **extra)
     sync(run)
     return stats

@@ -39,7 +39,7 @@ def manifest(run: Path, overrides: list[str], redecide: bool = False) -> tuple[p
     """The run's manifest, lazily; re-decided (once, in memory, survivors re-picked from the stored
     pairs) when asked or when there are overrides."""
     config = load_config(run, overrides)
-    frame = pl.scan_parquet(reexport.manifest_path(RunLayout.at(run)))
+    frame = reexport.scan_manifest(RunLayout.at(run))
     if overrides or redecide:
         names = frame.collect_schema().names()
         frame = decision.redecide(frame, decision.pairs_layout(run), config).select(names).collect().lazy()
@@ -47,7 +47,7 @@ def manifest(run: Path, overrides: list[str], redecide: bool = False) -> tuple[p
 
 
 def run_query(run: Path, sql: str, out: Path | None, max_rows: int) -> str:
-    table = query.query(reexport.manifest_path(RunLayout.at(run)), sql)
+    table = query.query(reexport.manifest_files(RunLayout.at(run)), sql)
     if out is not None:
         query.write_result(table, out)
         return f"{table.num_rows} rows written to {out}"
@@ -56,7 +56,7 @@ def run_query(run: Path, sql: str, out: Path | None, max_rows: int) -> str:
 
 def run_tune(run: Path, overrides: list[str]) -> tuple[tune.TuneReport, str]:
     config = load_config(run, overrides)
-    source = pl.scan_parquet(reexport.manifest_path(RunLayout.at(run)))
+    source = reexport.scan_manifest(RunLayout.at(run))
     pairs = decision.pairs_layout(run)
     frame = decision.with_current_duplicates(source, pairs, config)  # survivors re-picked under the new rules
     report = tune.retune(frame, reason_exprs(config.filters, set(frame.collect_schema().names())))
@@ -122,7 +122,7 @@ def run_card(run: Path, out: Path | None) -> tuple[Path, Path]:
     """RUN/reports/DATASET_CARD.md and dataset_card.json, from the manifest and run.json alone."""
     layout = RunLayout.at(run)
     info = read_json(layout.run_json)
-    built = card.build_card(pl.scan_parquet(reexport.manifest_path(layout)), info, str(run))
+    built = card.build_card(reexport.scan_manifest(layout), info, str(run))
     folder = out or layout.root / "reports"
     json_path, md_path = folder / "dataset_card.json", folder / "DATASET_CARD.md"
     write_json(built, json_path)

@@ -1,48 +1,93 @@
-"""The decision per ingest unit (reading only that unit's duplicates) equals the decision of the
-whole assembled run, and shards planned from per-unit kept counts hold the samples plan_shards gives."""
+"""The decision per ingest unit equals the decision of the whole assembled run: with the dedup phase's
+rules (its survivors read as written) and with changed rules (survivors re-picked by tasks, against the
+one-process re-pick); shards planned from per-unit kept counts hold the samples plan_shards gives."""
 
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
-from dedup.config import DedupConfig
 from dedup.partitioned import local_tasks, run_partitioned
 from dedup.run import run_dedup
-from filters.config import FiltersConfig
 from filters.decide import decide as apply_decision
 from manifests import schema as col
-from manifests.export import plan_shards
-from pipelines.decide_tasks import decide_partitioned, decided_part, plan_export
-from pipelines.phases import assemble
+from manifests.export import plan_shards, shard_sizes
+from manifests.shardplan import plan_sizes
+from pipelines.config import RunConfig
+from pipelines.decide_tasks import assemble, decide_partitioned, kept_counts, record_rules
+from pipelines.decision import redecide
 from tests.dedup.test_partitioned import DETECTORS, generated_run
 
 
-def test_decide_per_unit_equals_decide_of_the_whole_run(tmp_path):
-    layout = generated_run(tmp_path, 4)
-    run_partitioned(DedupConfig.model_validate({**DETECTORS, "partitions": {"buckets": 3}}), layout)
-    filters = FiltersConfig()
-    kept = decide_partitioned(filters, layout, tasks=local_tasks)
-    parts = pl.concat([pl.read_parquet(decided_part(layout, u)) for u in sorted(kept)]).sort(col.SAMPLE_ID)
-    whole = apply_decision(assemble(layout), filters).sort(col.SAMPLE_ID).collect()
+def run_config(units: int, **filters) -> RunConfig:
+    return RunConfig.model_validate({"input": {"path": "x.parquet"}, "output_dir": "out", "filters": filters,
+                                     "dedup": {**DETECTORS, "partitions": {"buckets": units}}})
+
+
+def decided(layout) -> pl.DataFrame:
+    return pl.concat([pl.read_parquet(f) for f in layout.decided_files()]).sort(col.SAMPLE_ID)
+
+
+@pytest.mark.parametrize("units", [1, 3, 7])
+def test_decide_per_unit_equals_decide_of_the_whole_run(tmp_path, units):
+    layout = generated_run(tmp_path, units)
+    config = run_config(units)
+    run_partitioned(config.dedup, layout)
+    record_rules(config, layout)
+    found = decide_partitioned(config, layout, local_tasks)
+    assert found["survivors"].startswith("as the dedup phase")
+    parts = decided(layout)
+    whole = apply_decision(assemble(layout, layout.duplicates_files()), config.filters).sort(col.SAMPLE_ID).collect()
     assert whole[col.DUPLICATE_OF].is_not_null().sum() > 100  # duplicates took part in the decision
     assert parts.select(whole.columns).equals(whole)
+    assert len(layout.decided_files()) == units
 
-    shards = plan_export(kept, 250)
-    reference = plan_shards(whole.filter(pl.col(col.KEEP)), 250)
+    kept = kept_counts(layout)
+    shards = plan_sizes(kept, shard_sizes(sum(kept.values()), 250, 8))
+    reference = plan_shards(whole.filter(pl.col(col.KEEP)), 250, 8)
     assert len(shards) == len(reference)
-    by_unit = {u: pl.read_parquet(decided_part(layout, u)).filter(pl.col(col.KEEP))[col.SAMPLE_ID] for u in kept}
+    by_unit = {u: pl.read_parquet(layout.decided_part(u)).filter(pl.col(col.KEEP))[col.SAMPLE_ID] for u in kept}
     for ranges, shard in zip(shards, reference):
         ids = [i for r in ranges for i in by_unit[r.partition][r.start:r.stop].to_list()]
         assert ids == [row[col.SAMPLE_ID] for row in shard.rows]
 
 
+@pytest.mark.parametrize("units", [1, 3])
+def test_changed_rules_re_pick_survivors_by_tasks_as_one_process_does(tmp_path, units):
+    layout = generated_run(tmp_path, units)
+    ran = run_config(units)
+    run_partitioned(ran.dedup, layout)
+    record_rules(ran, layout)
+    stricter = run_config(units, aesthetic={"enabled": True, "min_score": 5.0})
+    found = decide_partitioned(stricter, layout, local_tasks)
+    assert found["survivors"] == "re-picked by tasks"
+    parts = decided(layout)
+    whole = redecide(assemble(layout), layout, stricter).sort(col.SAMPLE_ID).collect()
+    assert parts.select(whole.columns).equals(whole)
+    # The re-pick changed survivors: some cluster kept a row the stored duplicates had dropped.
+    stored = apply_decision(assemble(layout, layout.duplicates_files()), stricter.filters).collect()
+    assert stored[col.KEEP].sum() < parts[col.KEEP].sum()
+
+
+def test_the_one_process_pairs_are_re_picked_in_one_process(tmp_path):
+    layout = generated_run(tmp_path, 2)
+    ran = run_config(2)
+    run_dedup(ran.dedup.model_copy(update={"partitions": ran.dedup.partitions.model_copy(update={"enabled": False})}),
+              layout, None)
+    stricter = run_config(2, aesthetic={"enabled": True, "min_score": 5.0})
+    found = decide_partitioned(stricter, layout, local_tasks)
+    assert found["survivors"] == "re-picked in one process"
+    whole = redecide(assemble(layout), layout, stricter).sort(col.SAMPLE_ID).collect()
+    assert decided(layout).select(whole.columns).equals(whole)
+
+
 def test_eligibility_per_unit_equals_the_driver_decision(tmp_path):
-    from dedup.partitioned import eligible_dir, local_tasks
+    from dedup.partitioned import eligible_dir
     from dedup.run import ELIGIBLE
     from pipelines.decide_tasks import eligible_unit
 
     layout = generated_run(tmp_path, 3)
-    filters = FiltersConfig.model_validate({"aesthetic": {"enabled": True, "min_score": 5.0}})
+    filters = run_config(3, aesthetic={"enabled": True, "min_score": 5.0}).filters
     local_tasks(eligible_unit, [(str(layout.root), p.stem, filters) for p in layout.staged_row_files()])
     parts = pl.read_parquet(sorted(eligible_dir(layout).glob("*.parquet"))).sort(col.SAMPLE_ID)
     whole = (apply_decision(assemble(layout), filters).select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE))
@@ -51,6 +96,7 @@ def test_eligibility_per_unit_equals_the_driver_decision(tmp_path):
     assert 0 < whole[ELIGIBLE].sum() < whole.height
 
     # The survivors read the per-unit files as they read one eligible frame.
+    from dedup.config import DedupConfig
     dedup = DedupConfig.model_validate({**DETECTORS, "partitions": {"buckets": 2}})
     run_partitioned(dedup, layout)
     got = pl.read_parquet(layout.duplicates_files()).sort(col.SAMPLE_ID)

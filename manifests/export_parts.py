@@ -1,0 +1,86 @@
+"""Export from the partitioned decision: a shard's rows from its ranges, a unit's final manifest part.
+
+The driver plans shards from per-unit kept counts (``manifests.shardplan``); an export task reads the
+decided part and captions of only the units its ranges name, and a manifest task per unit writes
+``manifest/part-UNIT.parquet`` (decision + captions + export location) from that unit's spans alone.
+Memory per task: one unit's rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from manifests import schema as col
+from manifests.export import ExportShard, shard_name
+from manifests.io import atomic_path, write_parquet
+from manifests.layout import RunLayout
+from manifests.parts import conform, file_schemas
+from manifests.shardplan import ShardRange
+
+
+def captions_schema(layout: RunLayout) -> pl.Schema:
+    """The recaption columns (sample_id first) of every unit's caption files, from their footers."""
+    files = sorted(layout.captions_dir.rglob("*.parquet")) if layout.captions_dir.exists() else []
+    schema = file_schemas(files)
+    return pl.Schema({n: t for n, t in schema.items() if n != "unit"}) if files else pl.Schema()
+
+
+def unit_rows(layout: RunLayout, unit: str, captions: pl.Schema) -> pl.DataFrame:
+    """One unit's decided rows with their recaptions, in sample_id order."""
+    rows = pl.read_parquet(layout.decided_part(unit))
+    if len(captions) > 1:
+        files = layout.unit_captions(unit)
+        found = pl.read_parquet(files, hive_partitioning=False) if files else pl.DataFrame()
+        rows = rows.join(conform(found, captions), on=col.SAMPLE_ID, how="left", maintain_order="left")
+    return rows.sort(col.SAMPLE_ID)
+
+
+def _located(rows: pl.DataFrame, shard: pl.Expr) -> pl.DataFrame:
+    ext = pl.col(col.MEMBER).str.split(".").list.last()
+    return rows.with_columns(shard.cast(pl.String).alias(col.EXPORT_SHARD),
+                             pl.when(shard.is_not_null()).then(pl.concat_str(pl.col(col.SAMPLE_ID), pl.lit("."), ext))
+                             .cast(pl.String).alias(col.EXPORT_MEMBER))
+
+
+def range_shard(root: str, index: int, ranges: list[ShardRange], captions: pl.Schema) -> ExportShard:
+    """The kept rows of one planned shard, located, read from the units its ranges name."""
+    layout = RunLayout.at(root)
+    where = pl.lit(f"shards/{shard_name(index)}")
+    frames = [_located(unit_rows(layout, r.partition, captions).filter(pl.col(col.KEEP)).slice(r.start, r.stop - r.start),
+                       where) for r in ranges]
+    frame = pl.concat(frames)
+    return ExportShard(index, frame.to_dicts(), frame.to_arrow().schema)
+
+
+def write_manifest_part(root: str, unit: str, spans: list[tuple[int, int, int]], captions: pl.Schema,
+                        out: str) -> int:
+    """Task: ``out/part-UNIT.parquet``, the unit's final manifest rows; ``spans``: (start, stop, shard)
+    over the unit's kept rows in sample_id order."""
+    layout = RunLayout.at(root)
+    rows = unit_rows(layout, unit, captions)
+    position = np.cumsum(rows[col.KEEP].to_numpy()) - 1  # each kept row's position among the kept
+    shard = np.full(rows.height, None, dtype=object)
+    for start, stop, index in spans:
+        inside = rows[col.KEEP].to_numpy() & (position >= start) & (position < stop)
+        shard[inside] = f"shards/{shard_name(index)}"
+    write_parquet(_located(rows, pl.lit(pl.Series(shard, dtype=pl.String))).to_arrow(), Path(out) / f"part-{unit}.parquet")
+    return rows.height
+
+
+def write_one_file(parts: list[Path], path: Path) -> int:
+    """``export.manifest_file``: the parts copied into one Parquet file, a part at a time."""
+    rows = 0
+    with atomic_path(path) as tmp:
+        writer = None
+        for part in parts:
+            table = pq.read_table(part)
+            writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            writer.write_table(table)
+            rows += table.num_rows
+        if writer is not None:
+            writer.close()
+    return rows
