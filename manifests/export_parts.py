@@ -67,7 +67,7 @@ def write_manifest_part(root: str, unit: str, spans: list[tuple[int, int, int]],
     for start, stop, index in spans:
         inside = rows[col.KEEP].to_numpy() & (position >= start) & (position < stop)
         shard[inside] = f"shards/{shard_name(index)}"
-    write_parquet(_located(rows, pl.lit(pl.Series(shard, dtype=pl.String))).to_arrow(), Path(out) / f"part-{unit}.parquet")
+    write_parquet(_located(rows, pl.lit(pl.Series(shard.tolist(), dtype=pl.String))).to_arrow(), Path(out) / f"part-{unit}.parquet")
     return rows.height
 
 

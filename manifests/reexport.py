@@ -82,3 +82,8 @@ def write_reexport(decided: pl.DataFrame, source_root: Path, target: Path, confi
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+def read_manifest(run: Path) -> pl.DataFrame:
+    """The whole manifest of the run at ``run`` in memory (small runs, tests, notebooks)."""
+    return scan_manifest(RunLayout.at(run)).collect()

@@ -137,6 +137,6 @@ def run_demo(out: str, samples: int = 300, verbose: bool = False) -> dict:
         stats = run(config)
     print(f"\nDemo done: {len(rows)} URLs from {len(files)} served files.")
     print(f"  shards:   {out_dir / 'run' / 'shards'}")
-    print(f"  manifest: {out_dir / 'run' / 'manifest.parquet'}")
+    print(f"  manifest: {out_dir / 'run' / 'manifest'}/ (one Parquet part per ingest unit)")
     print(f"  summary:  {out_dir / 'run' / 'run.json'}")
     return stats

@@ -22,7 +22,7 @@ from manifests import schema as col
 from manifests.export import shard_sizes, write_export_shard, write_sizes
 from manifests.export_parts import captions_schema, range_shard, write_manifest_part, write_one_file
 from manifests.layout import RunLayout
-from manifests.shardplan import plan_sizes, spans_by_partition
+from manifests.shardplan import ShardRange, plan_sizes, spans_by_partition
 from pipelines import decide_tasks, dedup_tasks, score_units
 from pipelines.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
@@ -200,7 +200,8 @@ class ExportWorker:
         self.config, self.root, self.out_dir, self.captions = config.export, root, Path(out_dir), captions
 
     def __call__(self, row: dict) -> dict:
-        shard = range_shard(self.root, row["index"], row["ranges"], self.captions)
+        ranges = [ShardRange(*r) for r in zip(row["partitions"], row["starts"], row["stops"])]
+        shard = range_shard(self.root, row["index"], ranges, self.captions)
         return write_export_shard(shard, Path(self.root), self.out_dir, self.config)
 
 
@@ -217,7 +218,9 @@ def export(run: Run) -> dict:
     tmp.mkdir(parents=True)
     written: list[dict] = []
     if plan:
-        ds = ray.data.from_items([{"index": i, "ranges": r} for i, r in enumerate(plan)], override_num_blocks=len(plan))
+        items = [{"index": i, "partitions": [r.partition for r in ranges], "starts": [r.start for r in ranges],
+                  "stops": [r.stop for r in ranges]} for i, ranges in enumerate(plan)]  # Arrow columns, not pickles
+        ds = ray.data.from_items(items, override_num_blocks=len(plan))
         ds = ds.map(ExportWorker, fn_constructor_args=(config, str(layout.root), str(tmp), captions),
                     **pool_args(config.resources.export, cap=len(plan)))
         with tqdm(total=len(plan), desc="export", unit="shard") as bar:
@@ -235,7 +238,7 @@ def _write_manifest(config: RunConfig, layout: RunLayout, spans: dict[str, list[
                     captions: pl.Schema) -> int:
     """manifest/part-UNIT.parquet by tasks, swapped in whole; manifest.parquet too when asked."""
     tmp = layout.root / f".manifest.{uuid.uuid4().hex}.tmp"
-    unit_names = decide_tasks.units(layout)
+    unit_names = sorted(decide_tasks.kept_counts(layout))  # every unit the decision wrote a part for
     rows = sum(dedup_tasks.RayTasks()(write_manifest_part, [(str(layout.root), u, spans.get(u, []), captions, str(tmp))
                                                             for u in unit_names]))
     shutil.rmtree(layout.manifest_dir, ignore_errors=True)

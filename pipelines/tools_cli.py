@@ -17,7 +17,7 @@ EXPORT_DEPRECATION = ("thresher: 'thresher export RUN_DIR' is deprecated and wil
 
 
 def _run_args(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
-    parser.add_argument("run", type=Path, help="a run directory (holds manifest.parquet and config.yaml)")
+    parser.add_argument("run", type=Path, help="a run directory (holds manifest/ and config.yaml)")
     if overrides:
         parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                             help="a new threshold, e.g. --set filters.rules.min_image_side=256 (repeatable)")

@@ -8,8 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from manifests.reexport import read_manifest
 from manifests import schema as col
-from manifests.io import write_parquet, read_json
+from manifests.io import read_json, write_json, write_parquet
 from manifests.layout import RunLayout
 from manifests.shards import iter_tar, write_tar
 from pipelines.config import build_config
@@ -32,7 +33,10 @@ def _staged_run(root: Path, photos: list[bytes]) -> RunLayout:
         col.SHARD: shards, col.MEMBER: [f"{i}.jpg" for i in ids], col.KEEP: KEEP,
         col.REJECT_REASONS: [[] if k else ["clip_score_low"] for k in KEEP],
     })
-    write_parquet(decided.to_arrow(), layout.decided)
+    for (unit,), rows in decided.with_columns(pl.col(col.SHARD).str.extract(r"(\d+)\.tar$").alias("unit"))\
+            .partition_by("unit", as_dict=True).items():
+        write_parquet(rows.drop("unit").to_arrow(), layout.decided_part(unit))
+    write_json({u: [n, k] for u, n, k in (("00000", 4, sum(KEEP[:4])), ("00001", 1, sum(KEEP[4:])))}, layout.decided_counts)
     return layout
 
 
@@ -51,7 +55,7 @@ def test_caption_phase_recaptions_kept_rows_only_on_actor_pools(ray_session, tmp
     run = prepare(config)
 
     run_phase(run, "caption")
-    captions = pl.read_parquet(layout.captions)
+    captions = pl.read_parquet(sorted(layout.captions_dir.rglob("*.parquet")), hive_partitioning=False)
     kept = [f"{i:09d}" for i, k in enumerate(KEEP) if k]
     assert sorted(captions[col.SAMPLE_ID].to_list()) == kept
     assert {col.CAPTION_BLIP2, col.CAPTION_LLAVA, col.CAPTION_STATUS} <= set(captions.columns)
@@ -62,7 +66,7 @@ def test_caption_phase_recaptions_kept_rows_only_on_actor_pools(ray_session, tmp
     assert stages["llava"]["config"]["model"] == str(tiny_llava)
 
     run_phase(run, "export")
-    manifest = pl.read_parquet(layout.manifest).sort(col.SAMPLE_ID)
+    manifest = read_manifest(layout.root).sort(col.SAMPLE_ID)
     assert manifest[col.CAPTION].to_list() == [f"alt text {i}" for i in range(5)]
     assert manifest.filter(~pl.col(col.KEEP))[col.CAPTION_STATUS].null_count() == 2
     by_id = {r[col.SAMPLE_ID]: r for r in manifest.to_dicts()}

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from manifests.reexport import read_manifest
 from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.shards import iter_tar
@@ -98,7 +99,7 @@ def _i2d_rows(out: Path) -> pl.DataFrame:
 
 def test_every_img2dataset_row_arrives_with_its_key_and_status(i2d_run):
     out, layout, by_url = i2d_run
-    manifest = pl.read_parquet(layout.manifest)
+    manifest = read_manifest(layout.root)
     theirs = _i2d_rows(out)
     assert manifest.height == theirs.height == len(by_url)
     assert sorted(manifest[col.SAMPLE_ID].to_list()) == sorted(theirs["key"].to_list())
@@ -111,7 +112,7 @@ def test_every_img2dataset_row_arrives_with_its_key_and_status(i2d_run):
 
 def test_original_sizes_hash_exif_and_extra_columns_come_from_img2dataset(i2d_run):
     _, layout, by_url = i2d_run
-    ok = pl.read_parquet(layout.manifest).filter(pl.col(col.STATUS) == col.Status.SUCCESS)
+    ok = read_manifest(layout.root).filter(pl.col(col.STATUS) == col.Status.SUCCESS)
     assert ok.height == len(by_url) - 2
     for row in ok.iter_rows(named=True):
         source = by_url[row[col.URL]]

@@ -59,7 +59,7 @@ def scored_run(tmp_path_factory, ray_session, decode_log, tiny_clip_768, optiona
 
 def test_every_success_row_is_scored_and_failures_are_null(scored_run):
     config, layout = scored_run
-    manifest = pl.read_parquet(layout.decided)
+    manifest = pl.read_parquet(layout.decided_files())
     ok = manifest.filter(pl.col(col.STATUS) == Status.SUCCESS)
     assert 0 < ok.height < ROWS == manifest.height
     columns = [col.CLIP_SCORE, col.NSFW_PROB] + ([col.AESTHETIC_SCORE] if config.filters.aesthetic.enabled else [])

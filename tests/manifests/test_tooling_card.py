@@ -13,6 +13,7 @@ from tooling_support import BLOCKED_KIND, GENERATED_KIND, OPTED_OUT_KIND
 
 from crawl.config import CrawlConfig
 from crawl.image import stage_image
+from manifests.reexport import read_manifest
 from manifests import schema as col
 from manifests.schema import Status
 from pipelines import tools
@@ -23,7 +24,7 @@ from pipelines.cli import main
 def carded(real_run: Path) -> dict:
     md, js = tools.run_card(real_run, None)
     assert (md, js) == (real_run / "reports" / "DATASET_CARD.md", real_run / "reports" / "dataset_card.json")
-    manifest = pl.read_parquet(real_run / "manifest.parquet")
+    manifest = read_manifest(real_run)
     kinds = pl.read_parquet(real_run.parent / "urls.parquet")["kind"]
     return {"card": json.loads(js.read_text()), "md": md.read_text(), "manifest": manifest,
             "by_kind": dict(zip(kinds, manifest.sort(col.SOURCE_ROW).iter_rows(named=True)))}

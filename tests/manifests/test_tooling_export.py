@@ -11,6 +11,7 @@ import pytest
 import webdataset as wds
 
 from tooling_support import tree_hashes
+from manifests.reexport import read_manifest
 from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.schema import Status
@@ -60,7 +61,7 @@ def staged(run, manifest: pl.DataFrame) -> dict[str, bytes]:
 
 def test_reexport_writes_exactly_the_new_kept_rows(real_run, capsys):
     before = tree_hashes(real_run)
-    source = pl.read_parquet(real_run / "manifest.parquet")
+    source = read_manifest(real_run)
     # The thumbnails are PDQ duplicates of their originals (content regions match), so the looser size rule
     # alone keeps nothing new; with no OCR limit the scanned page, small and text-dominated, gets through.
     assert main(["reexport", str(real_run), "--set", "filters.rules.min_image_side=64",
@@ -145,7 +146,7 @@ def test_stricter_threshold_repicks_survivors_on_every_path(real_run, tmp_path):
     from pipelines.tools import run_export, run_tune
 
     strict = "filters.nsfw.max_prob=0.1"
-    source = pl.read_parquet(real_run / "manifest.parquet")
+    source = read_manifest(real_run)
     report, _ = run_tune(real_run, [strict])
     target, summary = run_export(real_run, [strict], "strict-nsfw", None)
     exported = set(pl.read_parquet(target / "manifest.parquet").filter(pl.col(col.KEEP))[col.SAMPLE_ID])

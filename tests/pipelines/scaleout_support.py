@@ -12,6 +12,7 @@ from typing import Callable
 
 import polars as pl
 
+from manifests.reexport import read_manifest
 from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.shards import iter_tar
@@ -70,7 +71,7 @@ def crash(proc: subprocess.Popen) -> None:
 def check_complete_run(root: Path, input_rows: int) -> pl.DataFrame:
     """Every input row in the manifest exactly once; the shards hold exactly the kept rows, each once."""
     layout = RunLayout.at(root)
-    manifest = pl.read_parquet(layout.manifest)
+    manifest = read_manifest(layout.root)
     assert manifest.height == input_rows
     assert manifest[col.SAMPLE_ID].n_unique() == input_rows
     assert sorted(manifest[col.SOURCE_ROW].to_list()) == list(range(input_rows))

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import webdataset as wds
 
+from manifests.reexport import read_manifest
 from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.shards import write_tar
@@ -42,7 +43,7 @@ def _shard_samples(layout: RunLayout) -> list[dict]:
 
 def test_every_input_row_is_in_the_manifest_exactly_once(url_run):
     layout, inputs, _ = url_run
-    manifest = pl.read_parquet(layout.manifest)
+    manifest = read_manifest(layout.root)
     assert manifest.height == inputs.height
     assert manifest[col.SAMPLE_ID].n_unique() == manifest.height
     assert Counter(manifest[col.URL].to_list()) == Counter(inputs["url"].to_list())
@@ -52,7 +53,7 @@ def test_every_input_row_is_in_the_manifest_exactly_once(url_run):
 
 def test_failures_are_rows_with_status_and_error(url_run):
     layout, inputs, _ = url_run
-    manifest = pl.read_parquet(layout.manifest).with_columns(pl.Series("kind", inputs["kind"]))
+    manifest = read_manifest(layout.root).with_columns(pl.Series("kind", inputs["kind"]))
     by_kind = {r["kind"]: r for r in manifest.to_dicts()}
     assert by_kind["not_found"][col.STATUS] == col.Status.FAILED_TO_DOWNLOAD
     assert by_kind["not_found"][col.HTTP_STATUS] == 404
@@ -68,7 +69,7 @@ def test_failures_are_rows_with_status_and_error(url_run):
 
 def test_successes_record_sizes_hash_and_staged_location(url_run):
     layout, _, _ = url_run
-    ok = pl.read_parquet(layout.manifest).filter(pl.col(col.STATUS) == col.Status.SUCCESS)
+    ok = read_manifest(layout.root).filter(pl.col(col.STATUS) == col.Status.SUCCESS)
     assert ok.height > 0
     for name in (col.SHA256, col.SHARD, col.MEMBER, col.ORIGINAL_WIDTH, col.MIME_TYPE):
         assert ok[name].null_count() == 0, name
@@ -77,7 +78,7 @@ def test_successes_record_sizes_hash_and_staged_location(url_run):
 
 def test_shards_hold_exactly_the_kept_rows(url_run):
     layout, _, _ = url_run
-    manifest = pl.read_parquet(layout.manifest)
+    manifest = read_manifest(layout.root)
     kept = manifest.filter(pl.col(col.KEEP)).sort(col.SAMPLE_ID)
     samples = _shard_samples(layout)
     assert [s["__key__"] for s in samples] == kept[col.SAMPLE_ID].to_list()
@@ -92,7 +93,7 @@ def test_ray_data_reads_the_shards_back(url_run):
     import ray
 
     layout, _, _ = url_run
-    kept = pl.read_parquet(layout.manifest).filter(pl.col(col.KEEP))
+    kept = read_manifest(layout.root).filter(pl.col(col.KEEP))
     ds = ray.data.read_webdataset([str(p) for p in sorted(layout.shards_dir.glob("*.tar"))], decoder=None)
     rows = ds.take_all()
     assert sorted(r["__key__"] for r in rows) == sorted(kept[col.SAMPLE_ID].to_list())
@@ -105,7 +106,7 @@ def test_per_shard_parquet_stats_and_sizes_match_the_tars(url_run):
     import stat
 
     layout, _, _ = url_run
-    manifest = pl.read_parquet(layout.manifest)
+    manifest = read_manifest(layout.root)
     sizes = json.loads((layout.shards_dir / "sizes.json").read_text())
     tars = sorted(layout.shards_dir.glob("*.tar"))
     assert sorted(sizes) == [t.name for t in tars] and sum(sizes.values()) == manifest[col.KEEP].sum()
@@ -118,7 +119,7 @@ def test_per_shard_parquet_stats_and_sizes_match_the_tars(url_run):
     assert located[col.EXPORT_SHARD].null_count() == 0 and manifest.filter(~pl.col(col.KEEP))[col.EXPORT_SHARD].null_count() == manifest.height - located.height
     mask = os.umask(0o022)
     os.umask(mask)
-    for path in [layout.manifest, layout.run_json, *tars, *layout.staged_dir.iterdir()]:
+    for path in [*layout.manifest_files(), layout.run_json, *tars, *layout.staged_dir.iterdir()]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask & ~0o111, path  # not mkstemp's 0600
 
 
@@ -128,7 +129,7 @@ def test_training_loaders_read_the_shards(url_run, tmp_path):
     import torch
 
     layout, _, _ = url_run
-    kept = sorted(pl.read_parquet(layout.manifest).filter(pl.col(col.KEEP))[col.SAMPLE_ID].to_list())
+    kept = sorted(read_manifest(layout.root).filter(pl.col(col.KEEP))[col.SAMPLE_ID].to_list())
     urls = [str(p) for p in sorted(layout.shards_dir.glob("*.tar"))]
     pipeline = wds.WebDataset(urls, shardshuffle=False).decode("pil").to_tuple("__key__", "jpg", "txt")
     loaded = list(torch.utils.data.DataLoader(pipeline, num_workers=2, batch_size=None))
@@ -143,7 +144,7 @@ def test_training_loaders_read_the_shards(url_run, tmp_path):
 def test_run_json_counts_equal_the_manifest(url_run):
     layout, _, stats = url_run
     info = json.loads(layout.run_json.read_text())
-    manifest = pl.read_parquet(layout.manifest)
+    manifest = read_manifest(layout.root)
     assert info["counts"] == stats
     assert info["counts"]["rows"] == manifest.height
     assert info["counts"]["kept"] == manifest[col.KEEP].sum()
@@ -161,7 +162,7 @@ def test_rerun_resumes_and_changes_only_the_decision(url_run, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in layout.staged_dir.iterdir()}
     stats = run(config)  # the loopback server is gone: ingest must be skipped, not redone
     assert {p: p.stat().st_mtime_ns for p in layout.staged_dir.iterdir()} == before
-    manifest = pl.read_parquet(layout.manifest)
+    manifest = read_manifest(layout.root)
     assert stats["kept"] == manifest[col.KEEP].sum()
     ok = manifest.filter(pl.col(col.STATUS) == col.Status.SUCCESS)
     small = ok.filter(pl.min_horizontal(col.ORIGINAL_WIDTH, col.ORIGINAL_HEIGHT) < 400)
@@ -190,7 +191,7 @@ def test_ingest_from_img2dataset_shards_keeps_their_keys(ray_session, tmp_path):
     config = build_config({"output_dir": str(tmp_path / "run"), "input": {"kind": "webdataset",
                                                                            "path": str(tmp_path / "wds")}})
     run(config)
-    manifest = pl.read_parquet(RunLayout.at(tmp_path / "run").manifest).sort(col.SAMPLE_ID)
+    manifest = read_manifest(tmp_path / "run").sort(col.SAMPLE_ID)
     assert list(zip(manifest[col.SAMPLE_ID], manifest[col.CAPTION])) == expected
     assert manifest[col.URL].to_list()[0] == "http://example.invalid/" + sorted(load_photos())[0] + ".jpg"
     assert (manifest[col.STATUS] == col.Status.SUCCESS).all()
@@ -206,7 +207,7 @@ def test_ingest_from_a_folder_with_sidecar_captions(ray_session, tmp_path):
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     config = build_config({"output_dir": str(tmp_path / "run"), "input": {"kind": "folder", "path": str(folder)}})
     stats = run(config)
-    manifest = pl.read_parquet(RunLayout.at(tmp_path / "run").manifest)
+    manifest = read_manifest(tmp_path / "run")
     assert manifest.height == 5
     assert stats["status"] == {col.Status.SUCCESS: 4, col.Status.FAILED_TO_DECODE: 1}
     captions = {r[col.URL].rsplit("/", 1)[1]: r[col.CAPTION] for r in manifest.to_dicts()}

@@ -102,9 +102,10 @@ def test_url_list_and_run_directory_on_s3(tmp_path: Path, ray_session, s3) -> No
 
 def _check_remote(s3, input_rows: int, kept: int) -> None:
     root = f"{BUCKET}/runs/demo"
-    for name in ("config.yaml", "run.json", "ingest/_DONE", "export/_DONE", "decide/manifest.parquet"):
+    for name in ("config.yaml", "run.json", "ingest/_DONE", "export/_DONE", "decide/counts.json"):
         assert s3.exists(f"{root}/{name}"), name
-    manifest = pl.read_parquet(io.BytesIO(s3.cat(f"{root}/manifest.parquet")))
+    parts = sorted(s3.glob(f"{root}/manifest/*.parquet"))
+    manifest = pl.concat([pl.read_parquet(io.BytesIO(s3.cat(p))) for p in parts])
     assert manifest.height == input_rows and manifest[col.SAMPLE_ID].n_unique() == input_rows
     kept_ids = set(manifest.filter(pl.col(col.KEEP))[col.SAMPLE_ID].to_list())
     assert len(kept_ids) == kept
