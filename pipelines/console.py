@@ -109,10 +109,10 @@ def native_stderr(run_root: Path | None, verbose: bool = False) -> Iterator[None
 
     Ray's C++ core worker in the driver writes every ERROR line to fd 2 as well as to its session log;
     Ray's settings can send all its lines there (``RAY_LOG_TO_STDERR``) or drop the errors from its log
-    as well (``RAY_BACKEND_LOG_LEVEL``), but not move them to a file. So fd 2 becomes a pipe to a small process (``_tee``) that
-    copies each line to the log file and shows on the console all but ``KNOWN_NOISE``: an unknown
-    error or a fatal check still shows, and a separate process still drains the pipe when this one
-    aborts. Python's stderr (bars, warnings, tracebacks) keeps writing to the console. ``-v`` changes
+    as well (``RAY_BACKEND_LOG_LEVEL``), but not move them to a file. So fd 2 becomes a pipe to a small
+    process (``_tee``) that copies each line to the log file and shows on the console all but
+    ``KNOWN_NOISE``: an unknown error or a fatal check still shows, and a separate process still
+    drains the pipe when this one aborts. Python's stderr (bars, warnings, tracebacks) keeps writing to the console. ``-v`` changes
     nothing; Ray is started before this, so a Ray that fails to start shows its lines as it prints them.
     """
     if verbose or run_root is None:
