@@ -104,9 +104,11 @@ def run_command(args: argparse.Namespace, verbose: bool) -> None:
     console.setup(run.layout.root, verbose)
     init_ray(config.ray, args.address, log_to_driver=verbose)
     if args.command == "run":
-        runner.run_all(run, redo=tuple(args.redo))
+        with console.native_stderr(run.layout.root, verbose):
+            runner.run_all(run, redo=tuple(args.redo))
         return
-    result = runner.run_phase(run, args.command)
+    with console.native_stderr(run.layout.root, verbose):
+        result = runner.run_phase(run, args.command)
     if args.command == "export":
         print(runner.report.summary_table(runner.finish(run), run.layout.root))
     else:

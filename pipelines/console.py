@@ -2,15 +2,20 @@
 
 Ray Data logs every plan, operator and scheduler event to the console (about 300 lines for the demo),
 and Ray forwards every worker's output. By default both go to ``RUN/logs/thresher.log`` instead
-(Ray's own session logs stay under its temp dir); ``-v`` puts them back on the console.
+(Ray's own session logs stay under its temp dir); ``-v`` puts them back on the console. So do the
+lines Ray's C++ core worker writes to this process's stderr, less those known to be noise.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 from tqdm import tqdm
 
@@ -87,3 +92,99 @@ def phase(name: str, func: Callable[..., dict], *args: Any, **kwargs: Any) -> di
         result = func(*args, **kwargs)
         bar.update(1)
     return result
+
+
+# Lines of Ray's C++ core worker that say nothing about the run: they go to the log file only.
+KNOWN_NOISE = (
+    # Ray Data keeps each actor pool's map transformer in the object store, and Ray warns once per pool
+    # that such an actor's restart could fail (ray-project/ray#53727); our constructor arguments are plain.
+    b"has constructor arguments in the object store and max_restarts > 0",
+)
+_DRAIN_S = 10.0  # how long the end of a run waits for the last native lines to reach the file
+
+
+@contextmanager
+def native_stderr(run_root: Path | None, verbose: bool = False) -> Iterator[None]:
+    """While Ray works, send what native code writes to this process's fd 2 to ``RUN/logs/thresher.log``.
+
+    Ray's C++ core worker in the driver writes every ERROR line to fd 2 as well as to its session log;
+    Ray's settings can send all its lines there (``RAY_LOG_TO_STDERR``) or drop the errors from its log
+    as well (``RAY_BACKEND_LOG_LEVEL``), but not move them to a file. So fd 2 becomes a pipe to a small
+    process (``_tee``) that copies each line to the log file and shows on the console all but
+    ``KNOWN_NOISE``: an unknown error or a fatal check still shows, and a separate process still
+    drains the pipe when this one aborts. Python's stderr (bars, warnings, tracebacks) keeps writing to the console. ``-v`` changes
+    nothing; Ray is started before this, so a Ray that fails to start shows its lines as it prints them.
+    """
+    if verbose or run_root is None:
+        yield
+        return
+    path = Path(run_root) / LOG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    tee = subprocess.Popen([sys.executable, __file__, str(path)], stdin=subprocess.PIPE)
+    assert tee.stdin is not None
+    console_fd = os.dup(2)
+    os.dup2(tee.stdin.fileno(), 2)
+    tee.stdin.close()  # fd 2 is now this process's only end of the pipe: restoring it ends the tee
+    python_stderr = None
+    try:
+        python_stderr = _python_stderr_to(console_fd)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(console_fd, 2)
+        os.close(console_fd)
+        if python_stderr is not None:
+            original, copy = python_stderr
+            _point_stderr(copy, original)
+            copy.close()
+        try:
+            tee.wait(timeout=_DRAIN_S)
+        except subprocess.TimeoutExpired:  # a child of ours still holds the pipe; the tee ends with it
+            logging.getLogger(__name__).warning("native log lines still pending after %.0f s: %s", _DRAIN_S, path)
+
+
+def _python_stderr_to(console_fd: int) -> tuple[IO[str], IO[str]] | None:
+    """Point ``sys.stderr`` (and the log handlers that write to it) at a copy of the console; returns the
+    stream it replaced and the copy, or None where ``sys.stderr`` is not fd 2 (pytest's capture, a file)."""
+    try:
+        if sys.stderr.fileno() != 2:
+            return None
+    except (AttributeError, OSError, ValueError):
+        return None
+    original = sys.stderr
+    copy = os.fdopen(os.dup(console_fd), "w", buffering=1, encoding=original.encoding, errors=original.errors)
+    _point_stderr(original, copy)
+    return original, copy
+
+
+def _point_stderr(old: IO[str], new: IO[str]) -> None:
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
+    for handler in (h for logger in loggers for h in logger.handlers):
+        if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+            try:
+                handler.setStream(new)
+            except AttributeError:  # its stream is sys.stderr read at each write (logging.lastResort)
+                pass
+    sys.stderr = new
+
+
+def _tee(source: IO[bytes], log: IO[bytes], console: IO[bytes], noise: tuple[bytes, ...] = KNOWN_NOISE) -> None:
+    """Copy each line of ``source`` to ``log``, and to ``console`` too unless it contains known noise."""
+    show = True
+    for line in iter(source.readline, b""):
+        log.write(line)
+        log.flush()
+        if show and not any(pattern in line for pattern in noise):
+            try:
+                console.write(line)
+                console.flush()
+            except OSError:  # the console went away (a closed pipe): keep filling the log
+                show = False
+
+
+if __name__ == "__main__":  # the tee of ``native_stderr``, run as ``python console.py LOG``
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the driver; this drains its last lines
+    with open(sys.argv[1], "ab") as log_file:
+        _tee(sys.stdin.buffer, log_file, sys.stderr.buffer)

@@ -134,7 +134,8 @@ def run_demo(out: str, samples: int = 300, verbose: bool = False) -> dict:
             print(f"skipped {reason}")
         console.setup(out_dir / "run", verbose)
         init_ray(config.ray, log_to_driver=verbose)
-        stats = run(config)
+        with console.native_stderr(out_dir / "run", verbose):
+            stats = run(config)
     print(f"\nDemo done: {len(rows)} URLs from {len(files)} served files.")
     print(f"  shards:   {out_dir / 'run' / 'shards'}")
     print(f"  manifest: {out_dir / 'run' / 'manifest'}/ (one Parquet part per ingest unit)")

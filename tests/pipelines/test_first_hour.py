@@ -146,3 +146,4 @@ def test_the_demo_prints_under_60_lines_and_logs_the_rest(tmp_path):
     assert "Thresher run:" in out.stdout.decode() and "Traceback" not in printed
     log = (tmp_path / "demo" / "run" / "logs" / "thresher.log").read_text()
     assert "ray.data" in log  # Ray Data's plan and operator lines went to the file
+    assert "ray/issues/53727" in log and "53727" not in printed  # the C++ core worker's noise too
