@@ -86,9 +86,10 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
         _require(col.PIXEL_HASH, layout.score_files())
     stats = {}
     try:
+        scored = bool(layout.score_files())  # none when no image was staged (every download failed)
         for name in detectors:
             start = time.perf_counter()
-            pairs = FINDERS.get(name, one_process_finder(name))(plan)
+            pairs = FINDERS.get(name, one_process_finder(name))(plan) if scored or name == "sha256" else 0
             stats[name] = {"pairs": pairs, "wall_s": round(time.perf_counter() - start, 3)}
         start = time.perf_counter()
         clusters = recluster_partitioned(config, layout, tasks, keep_work=True)
@@ -102,7 +103,7 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
 # --- pair finders: each writes dedup/pairs/<detector>-NNNNN.parquet and returns its pair count ----
 
 def _require(key: str, files: list[Path]) -> None:
-    if key not in _columns(files):
+    if files and key not in _columns(files):  # no score file: no image was staged, nothing to pair
         raise RuntimeError(f"the score phase wrote no {key!r} column: re-run the score phase with its "
                            f"dedup stage enabled (run the phases in order: score, then dedup)")
 
@@ -213,7 +214,8 @@ def _eligible_files(layout: RunLayout) -> list[Path]:
 
 def _shuffled_bytes(work: Path) -> dict[str, int]:
     """Bytes of Parquet left in each shuffle directory (what a cluster moves between tasks)."""
-    return {d.name: sum(f.stat().st_size for f in d.rglob("*.parquet")) for d in sorted(work.iterdir()) if d.is_dir()}
+    dirs = sorted(d for d in work.iterdir() if d.is_dir()) if work.exists() else []
+    return {d.name: sum(f.stat().st_size for f in d.rglob("*.parquet")) for d in dirs}
 
 
 def _columns(files: list[Path]) -> set[str]:

@@ -174,3 +174,15 @@ def test_a_missing_score_column_fails_before_any_work(tmp_path):
     with pytest.raises(RuntimeError, match="pixel_hash"):
         run_partitioned(config(1), layout)
     assert not layout.pairs_files() and not (layout.root / "dedup" / "work").exists()
+
+
+def test_a_run_where_nothing_was_scored_dedups_to_nothing(tmp_path):
+    """Every download failed: the score phase wrote no file, so there is nothing to pair (not an error)."""
+    layout = generated_run(tmp_path, 2)
+    for f in layout.score_files():
+        f.unlink()
+    for f in layout.staged_row_files():
+        pl.read_parquet(f).with_columns(pl.lit("failed_to_download").alias(col.STATUS)).write_parquet(f)
+    found = run_partitioned(DedupConfig.model_validate({**DETECTORS, "partitions": {"buckets": 2}}), layout)
+    assert sum(p["pairs"] for p in found["pairs"].values()) == 0
+    assert pl.read_parquet(layout.duplicates_files()).height == 0
