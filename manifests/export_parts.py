@@ -8,18 +8,23 @@ Memory per task: one unit's rows.
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
 from manifests import schema as col
-from manifests.export import ExportShard, shard_name
+from manifests.export import ExportConfig, ExportShard, shard_name, write_export_shard
 from manifests.io import atomic_path, write_parquet
 from manifests.layout import RunLayout
 from manifests.parts import conform, file_schemas
 from manifests.shardplan import ShardRange
+
+Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]  # dedup.partitioned's executor: Ray or a loop
 
 
 def captions_schema(layout: RunLayout) -> pl.Schema:
@@ -69,6 +74,27 @@ def write_manifest_part(root: str, unit: str, spans: list[tuple[int, int, int]],
         shard[inside] = f"shards/{shard_name(index)}"
     write_parquet(_located(rows, pl.lit(pl.Series(shard.tolist(), dtype=pl.String))).to_arrow(), Path(out) / f"part-{unit}.parquet")
     return rows.height
+
+
+def export_shard(root: str, images: str, index: int, ranges: list[ShardRange], captions: pl.Schema, out: str,
+                 config: ExportConfig) -> dict:
+    """Task: one training shard from its ranges of ``root``'s decided parts and ``images``' staged tars."""
+    return write_export_shard(range_shard(root, index, ranges, captions), Path(images), Path(out), config)
+
+
+def write_manifest(layout: RunLayout, units: list[str], spans: dict[str, list[tuple[int, int, int]]],
+                   captions: pl.Schema, tasks: Tasks, one_file: bool) -> int:
+    """manifest/part-UNIT.parquet for every unit, by ``tasks``, swapped in whole; manifest.parquet too when
+    ``one_file``. Returns the rows written."""
+    tmp = layout.root / f".manifest.{uuid.uuid4().hex}.tmp"
+    rows = sum(tasks(write_manifest_part, [(str(layout.root), u, spans.get(u, []), captions, str(tmp)) for u in units]))
+    shutil.rmtree(layout.manifest_dir, ignore_errors=True)
+    if units:
+        tmp.rename(layout.manifest_dir)
+    layout.manifest.unlink(missing_ok=True)
+    if one_file and units:
+        write_one_file(layout.manifest_files(), layout.manifest)
+    return rows
 
 
 def write_one_file(parts: list[Path], path: Path) -> int:

@@ -6,13 +6,16 @@ the run named ``<RUN>-<NAME>``::
     RUN-NAME/
       config.yaml        the source run's config with the overrides applied
       export.json        source run, overrides, counts
-      manifest.parquet   every row of the source manifest with the new keep / reject_reasons
+      manifest/          every row of the source manifest with the new keep / reject_reasons and export
+                         location, one part per part of the source (``manifest.parquet`` too with
+                         export.manifest_file)
       shards/NNNNN.tar   training shards of the newly kept rows, from the source run's staged images
                          (with NNNNN.parquet, NNNNN_stats.json and sizes.json, as a run's export)
 
 Its ``staged_shard`` / ``staged_member`` columns still name the source run's staged images (``export.json``
 records where that is), so query, tune, plots and audit work on an export as on a run. It is
-written under a temporary name and renamed whole, so a crash leaves no half export.
+written under a temporary name and renamed whole, so a crash leaves no half export. The decision and
+the writing are ``pipelines.reexport``'s, part by part.
 """
 
 from __future__ import annotations
@@ -60,28 +63,12 @@ def scan_manifest(layout: RunLayout) -> pl.LazyFrame:
     return pl.scan_parquet([str(f) for f in manifest_files(layout)])
 
 
-def write_reexport(decided: pl.DataFrame, source_root: Path, target: Path, config: ExportConfig,
-                   config_yaml: str, record: dict) -> dict:
-    """Write shards of the kept rows of ``decided`` and the manifest itself to ``target`` (must not exist)."""
+def check_target(source_root: Path, target: Path) -> None:
+    """An export never writes into its source run and never overwrites an earlier export."""
     if target.resolve().is_relative_to(source_root.resolve()):
         raise ValueError(f"{target} is inside the source run {source_root}, which an export never writes into")
     if target.exists():
         raise FileExistsError(f"{target} exists already; pick another --name (exports are never overwritten)")
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    layout = RunLayout.at(tmp)
-    try:
-        layout.shards_dir.mkdir(parents=True)
-        shards = plan_shards(decided.filter(pl.col(col.KEEP)), config.shard_size, config.min_shards)
-        written = [write_export_shard(shard, source_root, layout.shards_dir, config) for shard in shards]
-        write_sizes(layout.shards_dir, written)
-        write_parquet(with_export_locations(decided, shards).to_arrow(), layout.manifest)
-        layout.config.write_text(config_yaml)
-        summary = {"rows": decided.height, "kept": sum(w["samples"] for w in written), "shards": len(written)}
-        write_json({**record, **summary, "source_run": str(source_root.resolve())}, tmp / RECORD)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return summary
 
 
 def read_manifest(run: Path) -> pl.DataFrame:

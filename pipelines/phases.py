@@ -19,8 +19,8 @@ from crawl.sources import Unit, plan_units
 from dedup import run as dedup_run
 from filters.decide import decide as apply_decision
 from manifests import schema as col
-from manifests.export import shard_sizes, write_export_shard, write_sizes
-from manifests.export_parts import captions_schema, range_shard, write_manifest_part, write_one_file
+from manifests.export import shard_sizes, write_sizes
+from manifests.export_parts import captions_schema, export_shard, write_manifest
 from manifests.layout import RunLayout
 from manifests.shardplan import ShardRange, plan_sizes, spans_by_partition
 from pipelines import decide_tasks, dedup_tasks, score_units
@@ -197,12 +197,11 @@ def caption(run: Run) -> dict:
 
 class ExportWorker:
     def __init__(self, config: RunConfig, root: str, out_dir: str, captions: pl.Schema) -> None:
-        self.config, self.root, self.out_dir, self.captions = config.export, root, Path(out_dir), captions
+        self.config, self.root, self.out_dir, self.captions = config.export, root, out_dir, captions
 
     def __call__(self, row: dict) -> dict:
         ranges = [ShardRange(*r) for r in zip(row["partitions"], row["starts"], row["stops"])]
-        shard = range_shard(self.root, row["index"], ranges, self.captions)
-        return write_export_shard(shard, Path(self.root), self.out_dir, self.config)
+        return export_shard(self.root, self.root, row["index"], ranges, self.captions, self.out_dir, self.config)
 
 
 def export(run: Run) -> dict:
@@ -230,21 +229,6 @@ def export(run: Run) -> dict:
     write_sizes(tmp, sorted(written, key=lambda w: w["shard"]))
     shutil.rmtree(layout.shards_dir, ignore_errors=True)
     tmp.rename(layout.shards_dir)
-    rows = _write_manifest(config, layout, spans_by_partition(plan), captions)
+    rows = write_manifest(layout, sorted(kept), spans_by_partition(plan), captions, dedup_tasks.RayTasks(),
+                          config.export.manifest_file)
     return {"shards": len(plan), "kept": sum(sizes), "rows": rows}
-
-
-def _write_manifest(config: RunConfig, layout: RunLayout, spans: dict[str, list[tuple[int, int, int]]],
-                    captions: pl.Schema) -> int:
-    """manifest/part-UNIT.parquet by tasks, swapped in whole; manifest.parquet too when asked."""
-    tmp = layout.root / f".manifest.{uuid.uuid4().hex}.tmp"
-    unit_names = sorted(decide_tasks.kept_counts(layout))  # every unit the decision wrote a part for
-    rows = sum(dedup_tasks.RayTasks()(write_manifest_part, [(str(layout.root), u, spans.get(u, []), captions, str(tmp))
-                                                            for u in unit_names]))
-    shutil.rmtree(layout.manifest_dir, ignore_errors=True)
-    if unit_names:
-        tmp.rename(layout.manifest_dir)
-    layout.manifest.unlink(missing_ok=True)
-    if config.export.manifest_file and unit_names:
-        write_one_file(layout.manifest_files(), layout.manifest)
-    return rows

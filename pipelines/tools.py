@@ -22,6 +22,7 @@ from manifests.plots import Threshold
 from manifests.schema import Status
 from pipelines.config import RunConfig, dump_config, load_config
 from pipelines import decision
+from pipelines.reexport import write_reexport
 
 
 def _threshold(rule: ThresholdRule) -> Threshold:
@@ -98,15 +99,11 @@ def default_export_name(overrides: list[str]) -> str:
 
 
 def run_export(run: Path, overrides: list[str], name: str | None, out: Path | None) -> tuple[Path, dict]:
-    frame, config = manifest(run, overrides, redecide=True)
     name = name or default_export_name(overrides)
     target = out or reexport.export_dir(run.resolve(), name)
-    decided = frame.collect()  # already in memory
-    config = config.model_copy(update={"output_dir": str(target)})
+    config = load_config(run, overrides).model_copy(update={"output_dir": str(target)})
     record = {"name": name, "overrides": list(overrides)}
-    summary = reexport.write_reexport(decided, reexport.images_root(run), target, config.export,
-                                      dump_config(config), record)
-    return target, summary
+    return target, write_reexport(run, config, target, record, dump_config(config))
 
 
 def run_audit(run: Path, overrides: list[str], reason: str | None, limit: int, out: Path | None) -> Path:

@@ -15,6 +15,7 @@ from filters.decide import decide
 from manifests import audit
 from manifests import plots
 from manifests import schema as col
+from manifests.reexport import read_manifest
 from manifests.plots import Threshold
 from manifests.schema import Reason, Status
 from pipelines.cli import main
@@ -33,7 +34,8 @@ def audit_run(real_run, tmp_path_factory):
     """The real run's staged images, its manifest given seeded scores and re-decided with score thresholds."""
     root = tmp_path_factory.mktemp("audit") / "run"
     shutil.copytree(real_run, root)
-    manifest = pl.read_parquet(root / "manifest.parquet")
+    manifest = read_manifest(root)
+    shutil.rmtree(root / "manifest")  # re-decided below into one file: the one-file layout, as a small run may have
     rng = np.random.default_rng(7)
     n = manifest.height
     ok = (manifest[col.STATUS] == Status.SUCCESS).to_numpy()

@@ -91,6 +91,6 @@ def test_a_manifest_without_compliance_columns_gets_a_card(synthetic_run: Path, 
     assert capsys.readouterr().out.split() == [str(synthetic_run.parent / "card" / n)
                                                for n in ("DATASET_CARD.md", "dataset_card.json")]
     card = json.loads((synthetic_run.parent / "card" / "dataset_card.json").read_text())
-    manifest = pl.read_parquet(synthetic_run / "manifest.parquet")
+    manifest = read_manifest(synthetic_run)
     assert card["1_general_information"]["rows"] == manifest.height
     assert card["3_data_processing"]["3.3_other"]["licences_and_provenance"] == {"available": False}

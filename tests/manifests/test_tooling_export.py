@@ -82,7 +82,7 @@ def test_reexport_writes_exactly_the_new_kept_rows(real_run, capsys):
         assert sample["txt"].decode() == row[col.CAPTION]
         assert json.loads(sample["json"])[col.SAMPLE_ID] == row[col.SAMPLE_ID]
 
-    manifest = pl.read_parquet(target / "manifest.parquet")
+    manifest = read_manifest(target)
     assert manifest.columns == source.columns and manifest.height == source.height
     assert set(manifest.filter(pl.col(col.KEEP))[col.SAMPLE_ID]) == want
     record = json.loads((target / "export.json").read_text())
@@ -149,14 +149,14 @@ def test_stricter_threshold_repicks_survivors_on_every_path(real_run, tmp_path):
     source = read_manifest(real_run)
     report, _ = run_tune(real_run, [strict])
     target, summary = run_export(real_run, [strict], "strict-nsfw", None)
-    exported = set(pl.read_parquet(target / "manifest.parquet").filter(pl.col(col.KEEP))[col.SAMPLE_ID])
+    exported = set(read_manifest(target).filter(pl.col(col.KEEP))[col.SAMPLE_ID])
     copy = tmp_path / "run"
     shutil.copytree(real_run, copy)
     config = load_config(copy, [strict, f"output_dir={copy}"])
     kept = {}
     for redo in ((), ("dedup",)):
         run(config, redo=redo)
-        kept[redo] = set(pl.read_parquet(copy / "manifest.parquet").filter(pl.col(col.KEEP))[col.SAMPLE_ID])
+        kept[redo] = set(read_manifest(copy).filter(pl.col(col.KEEP))[col.SAMPLE_ID])
     old_way = decide(source.lazy(), config.filters).collect()[col.KEEP].sum()  # re-applied stored duplicates
     print(f"kept: source {source[col.KEEP].sum()}, old re-apply {old_way}, tune {report.kept_after}, "
           f"re-export {summary['kept']}, rerun {len(kept[()])}, redo dedup {len(kept[('dedup',)])}")

@@ -10,6 +10,7 @@ from PIL import Image
 
 from manifests import plots
 from manifests import schema as col
+from manifests.reexport import read_manifest
 from manifests.plots import Threshold
 from pipelines.cli import main
 
@@ -27,7 +28,7 @@ def test_cli_writes_every_score_histogram(synthetic_run, tmp_path, capsys):
 
 
 def test_histogram_draws_threshold_and_colours(synthetic_run):
-    values = pl.read_parquet(synthetic_run / "manifest.parquet", columns=[col.CLIP_SCORE, col.KEEP])
+    values = read_manifest(synthetic_run).select(col.CLIP_SCORE, col.KEEP)
     line = Threshold(col.CLIP_SCORE, 0.3, "min clip_score_low")
     other = Threshold(col.NSFW_PROB, 0.5, "max nsfw")
     ax = plots.histogram_figure(values, col.CLIP_SCORE, [line, other]).axes[0]

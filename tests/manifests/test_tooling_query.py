@@ -8,23 +8,26 @@ import polars as pl
 import pytest
 
 from manifests import query
+from manifests.layout import RunLayout
+from manifests.reexport import read_manifest
 from manifests import schema as col
 from pipelines.cli import main
 
 
 def test_group_by_matches_polars(synthetic_run):
-    manifest = synthetic_run / "manifest.parquet"
+    manifest = RunLayout.at(synthetic_run).manifest_files()
+    assert len(manifest) == 3
     got = pl.from_arrow(query.query(manifest, "SELECT status, keep, count(*) AS n FROM manifest GROUP BY ALL"))
-    frame = pl.read_parquet(manifest)
+    frame = read_manifest(synthetic_run)
     expected = Counter(zip(frame[col.STATUS].to_list(), frame[col.KEEP].to_list()))
     assert {(s, k): n for s, k, n in got.iter_rows()} == dict(expected)
     assert sum(expected.values()) == 20_000
 
 
 def test_unnest_reasons_matches_python(synthetic_run):
-    manifest = synthetic_run / "manifest.parquet"
+    manifest = RunLayout.at(synthetic_run).manifest_files()
     got = query.query(manifest, "SELECT unnest(reject_reasons) AS r, count(*) AS n FROM manifest GROUP BY r")
-    expected = Counter(r for reasons in pl.read_parquet(manifest)[col.REJECT_REASONS].to_list() for r in reasons)
+    expected = Counter(r for reasons in read_manifest(synthetic_run)[col.REJECT_REASONS].to_list() for r in reasons)
     assert dict(zip(got["r"].to_pylist(), got["n"].to_pylist())) == dict(expected)
 
 
@@ -35,7 +38,7 @@ def test_cli_writes_result(synthetic_run, tmp_path, capsys, suffix):
     assert main(["query", str(synthetic_run), sql, "--out", str(out)]) == 0
     assert "100 rows written" in capsys.readouterr().out
     back = pl.read_csv(out) if suffix == ".csv" else pl.read_parquet(out)
-    expected = pl.read_parquet(synthetic_run / "manifest.parquet").filter(~pl.col(col.KEEP)).sort(col.SAMPLE_ID)
+    expected = read_manifest(synthetic_run).filter(~pl.col(col.KEEP)).sort(col.SAMPLE_ID)
     assert back[col.SAMPLE_ID].cast(pl.String).str.zfill(9).to_list() == expected[col.SAMPLE_ID][:100].to_list()
     if suffix == ".csv":  # nested lists become JSON text
         assert back[col.REJECT_REASONS][0].startswith("[")

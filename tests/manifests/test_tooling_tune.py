@@ -14,6 +14,7 @@ from tooling_support import REPO, ClipSection, NsfwSection, ScoreFilters
 from filters.config import RulesConfig
 from filters.decide import decide, reason_exprs
 from manifests import schema as col
+from manifests.reexport import read_manifest
 from manifests.schema import Reason, Status
 from manifests.synthetic import chunk
 from manifests.tune import retune
@@ -61,7 +62,7 @@ def test_rules_overrides_match_python(synthetic_run):
     overrides = ["filters.rules.min_image_side=100", "filters.rules.min_caption_words=4",
                  "filters.rules.max_aspect_ratio=2.0"]
     report, text = run_tune(synthetic_run, overrides)
-    rows = pl.read_parquet(synthetic_run / "manifest.parquet").to_dicts()
+    rows = read_manifest(synthetic_run).to_dicts()
     rules = RulesConfig(min_image_side=100, min_caption_words=4, max_aspect_ratio=2.0)
     assert report.as_dict() == expected_report(rows, [python_reasons(r, rules) for r in rows])
     assert report.newly_kept > 0 and report.newly_rejected > 0  # the overrides loosen one rule, tighten two
@@ -78,9 +79,9 @@ def test_no_override_changes_nothing(synthetic_run):
 def test_score_thresholds_match_python(synthetic_run):
     """filters.clip / filters.nsfw do not exist on main yet: a test-local FiltersConfig stands in for them."""
     config = ScoreFilters(clip=ClipSection(min_score=0.3), nsfw=NsfwSection(max_prob=0.2))
-    manifest = pl.scan_parquet(synthetic_run / "manifest.parquet")
+    manifest = read_manifest(synthetic_run).lazy()
     report = retune(manifest, reason_exprs(config, set(manifest.collect_schema().names())))
-    rows = pl.read_parquet(synthetic_run / "manifest.parquet").to_dicts()
+    rows = read_manifest(synthetic_run).to_dicts()
     after = [python_reasons(r, RulesConfig(), clip_min=0.3, nsfw_max=0.2) for r in rows]
     assert report.as_dict() == expected_report(rows, after)
     decided = decide(manifest, config).collect()  # tune counts decide's own reason expressions, without the lists
@@ -109,8 +110,8 @@ def test_tune_needs_only_the_manifest(synthetic_run, tmp_path):
     """The manifest and config alone, in a bare directory: no staged image, no model, nothing imported for one."""
     bare = tmp_path / "bare"
     bare.mkdir()
-    for name in ("manifest.parquet", "config.yaml"):
-        shutil.copy(synthetic_run / name, bare / name)
+    shutil.copytree(synthetic_run / "manifest", bare / "manifest")
+    shutil.copy(synthetic_run / "config.yaml", bare / "config.yaml")
     before = sorted(p.name for p in bare.iterdir())
     done = subprocess.run([sys.executable, "-c", CHILD, str(bare)], capture_output=True, text=True, timeout=120,
                           cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, check=False)

@@ -7,12 +7,14 @@ import hashlib
 from functools import partial
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
 from filters.config import AestheticConfig, ClipScorerConfig, FiltersConfig, NsfwConfig
 from filters.decide import decide
 from manifests import schema as col
+from manifests.layout import RunLayout
 from manifests.synthetic import write_manifest
 from pipelines.config import build_config, dump_config
 
@@ -40,11 +42,18 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory) -> Path:
-    """A run directory holding only a decided 20,000-row synthetic manifest (with score columns) and its config."""
+    """A run directory holding only a decided 20,000-row synthetic manifest (with score columns), as three part
+    files in manifest/ like a run's, and its config."""
     root = tmp_path_factory.mktemp("synthetic") / "run"
     config = build_config(run_config(root))
-    write_manifest(root / "manifest.parquet", 20_000, partial(decide, config=config.filters), seed=1,
-                   chunk_rows=7_000)
+    whole = root / "whole.parquet"
+    write_manifest(whole, 20_000, partial(decide, config=config.filters), seed=1, chunk_rows=7_000)
+    rows = pl.read_parquet(whole)
+    for part, start in enumerate(range(0, rows.height, 7_000)):
+        layout = RunLayout.at(root)
+        layout.manifest_dir.mkdir(exist_ok=True)
+        rows.slice(start, 7_000).write_parquet(layout.manifest_part(f"{part:05d}"))
+    whole.unlink()
     (root / "config.yaml").write_text(dump_config(config))
     return root
 
