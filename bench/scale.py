@@ -4,8 +4,9 @@
 
 A generated run (dedup/scalegen.py: exact groups, caption signatures with planted near-duplicates,
 pHash codes with planted neighbours, scores) is written by Ray tasks, then timed step by step:
-the partitioned dedup (dedup.partitioned on Ray tasks), the decision per unit and the shard plan from
-per-unit counts. A sampler thread reads the RSS of the driver and of every process under it (Ray
+the partitioned dedup (dedup.partitioned on Ray tasks), the decision per unit with the dedup's rules
+(survivors read as dedup wrote them), the decision under a changed rule (survivors re-picked by tasks,
+what a rerun with a new threshold does), the shard plan from per-unit counts and the manifest parts. A sampler thread reads the RSS of the driver and of every process under it (Ray
 workers, raylet, GCS) every 0.2 s; the table shows the largest process per step. --reference also
 runs the one-process dedup (dedup.run.run_dedup) in a child process, for its time, peak RSS and
 recall. Recall: the fraction of planted (copy, source) pairs whose two samples share a cluster.
@@ -137,10 +138,13 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    from filters.config import FiltersConfig
-    from pipelines.decide_tasks import decide_partitioned, plan_export
-    from pipelines.dedup_tasks import ray_tasks
     from dedup.partitioned import run_partitioned
+    from manifests.export import shard_sizes
+    from manifests.export_parts import write_manifest
+    from manifests.shardplan import plan_sizes, spans_by_partition
+    from pipelines.config import RunConfig
+    from pipelines.decide_tasks import decide_partitioned, kept_counts, record_rules
+    from pipelines.dedup_tasks import ray_tasks
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     repo = str(Path(__file__).resolve().parent.parent)
@@ -167,9 +171,18 @@ def main() -> None:
     step("generate", lambda: generate(layout, args.rows, args.rows_per_file, ray_tasks))
     ray.shutdown()  # fresh workers: the global steps' peaks must not include the generator's heap
     start_ray()
+    run = RunConfig.model_validate({"input": {"path": "generated"}, "output_dir": str(root),
+                                    "dedup": cfg.model_dump(mode="json")})
+    stricter = run.model_copy(update={"filters": run.filters.model_validate(
+        {"aesthetic": {"enabled": True, "min_score": 5.0}})})
     stats = step("dedup", lambda: run_partitioned(cfg, layout, None, tasks=ray_tasks))
-    kept = step("decide", lambda: decide_partitioned(FiltersConfig(), layout, ray_tasks))
-    shards = step("export_plan", lambda: plan_export(kept, 10_000))
+    record_rules(run, layout)  # as the dedup phase does: decide with the same rules reads its survivors
+    step("decide", lambda: decide_partitioned(run, layout, ray_tasks))
+    repicked = step("decide_newrule", lambda: decide_partitioned(stricter, layout, ray_tasks))
+    kept = kept_counts(layout)
+    shards = step("export_plan", lambda: plan_sizes(kept, shard_sizes(sum(kept.values()), 10_000, 8)))
+    step("manifest", lambda: write_manifest(layout, sorted(kept), spans_by_partition(shards), pl.Schema(), ray_tasks,
+                                            False))
     sampler.mark("done")
     time.sleep(0.5)
     sampler.stop_flag.set()
@@ -180,7 +193,8 @@ def main() -> None:
               "wall_s": {k: round(v, 2) for k, v in times.items()},
               "largest_process_mib": {k: {"process": sampler.largest(k)[0], "rss_mib": round(sampler.largest(k)[1], 1)}
                                       for k in times},
-              "dedup": stats, "kept": sum(kept.values()), "shards": len(shards)}
+              "dedup": stats, "kept": sum(kept.values()), "shards": len(shards),
+              "decide_newrule": {k: v for k, v in repicked.items() if not isinstance(v, dict)}}
     steps = [k for k in times if k != "generate"]
     result["peak_rss_mib_global_steps"] = max(result["largest_process_mib"][k]["rss_mib"] for k in steps)
     result["recall_partitioned"] = recall(layout.duplicates_files(), args.rows)
