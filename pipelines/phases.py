@@ -153,7 +153,8 @@ def dedup(run: Run) -> dict:
 
 def decide(run: Run) -> dict:
     """Survivors for this config's rules, then keep / reject_reasons per ingest unit (decide/parts/)."""
-    return decide_tasks.decide_partitioned(run.local, run.layout, dedup_tasks.RayTasks())
+    tasks = dedup_tasks.RayTasks()
+    return {**decide_tasks.decide_partitioned(run.local, run.layout, tasks), "task_nodes": sorted(tasks.nodes)}
 
 
 # --- caption ------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from manifests.plots import Threshold
 from manifests.schema import Status
 from pipelines.config import RunConfig, dump_config, load_config
 from pipelines import decision
-from pipelines.reexport import write_reexport
 
 
 def _threshold(rule: ThresholdRule) -> Threshold:
@@ -99,6 +98,8 @@ def default_export_name(overrides: list[str]) -> str:
 
 
 def run_export(run: Path, overrides: list[str], name: str | None, out: Path | None) -> tuple[Path, dict]:
+    from pipelines.reexport import write_reexport  # the partitioned survivors' tasks: tune must not import them
+
     name = name or default_export_name(overrides)
     target = out or reexport.export_dir(run.resolve(), name)
     config = load_config(run, overrides).model_copy(update={"output_dir": str(target)})

@@ -104,7 +104,9 @@ def test_demo_corpus_runs_on_a_two_node_cluster(namespaces, tmp_path: Path) -> N
     assert nodes["nodes"][nodes["driver"]] == HEAD_IP
     stage_nodes = {p.read_text() for p in (work / "stage_nodes").glob("*.node")}
     assert stage_nodes and {nodes["nodes"][n] for n in stage_nodes} == {WORKER_IP}
-    dedup_nodes = json.loads(RunLayout.at(work / "run").run_json.read_text())["phases"]["dedup"]["task_nodes"]
-    assert {nodes["nodes"][n] for n in dedup_nodes} == {HEAD_IP, WORKER_IP}, "dedup tasks did not use both nodes"
+    phases = json.loads(RunLayout.at(work / "run").run_json.read_text())["phases"]
+    for phase in ("dedup", "decide"):
+        used = {nodes["nodes"][n] for n in phases[phase]["task_nodes"]}
+        assert used == {HEAD_IP, WORKER_IP}, f"{phase} tasks did not use both nodes"
     manifest = check_complete_run(RunLayout.at(work / "run").root, len(build_corpus(0)[1]))
     assert manifest.filter(pl.col("status") == "success")["pixel_hash"].null_count() == 0
