@@ -194,6 +194,7 @@ def main() -> None:
     if args.reference:
         ref = result["reference"]
         print(f"{'one-process':<12}{ref['wall_s']:>10.1f}{ref['peak_rss_mib']:>14.0f}  child process (dedup only)")
+    print("shuffle part files left at the end of dedup:", sum(stats.get("shuffled_files", {}).values()))
     print("recall partitioned:", result["recall_partitioned"])
     if args.reference:
         print("recall one-process:", result["recall_reference"])

@@ -94,10 +94,10 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
         start = time.perf_counter()
         clusters = recluster_partitioned(config, layout, tasks, keep_work=True)
         clusters["clusters_wall_s"] = round(time.perf_counter() - start, 3)
-        shuffled = _shuffled_bytes(plan.work)
+        shuffled, files = _shuffled_bytes(plan.work), _shuffled_files(plan.work)
     finally:
         shutil.rmtree(plan.work, ignore_errors=True)
-    return {"detectors": detectors, "pairs": stats, **clusters, "shuffled_bytes": shuffled}
+    return {"detectors": detectors, "pairs": stats, **clusters, "shuffled_bytes": shuffled, "shuffled_files": files}
 
 
 # --- pair finders: each writes dedup/pairs/<detector>-NNNNN.parquet and returns its pair count ----
@@ -216,6 +216,12 @@ def _shuffled_bytes(work: Path) -> dict[str, int]:
     """Bytes of Parquet left in each shuffle directory (what a cluster moves between tasks)."""
     dirs = sorted(d for d in work.iterdir() if d.is_dir()) if work.exists() else []
     return {d.name: sum(f.stat().st_size for f in d.rglob("*.parquet")) for d in dirs}
+
+
+def _shuffled_files(work: Path) -> dict[str, int]:
+    """Part files left in each shuffle directory: a filesystem's (or object store's) cost of a shuffle."""
+    dirs = sorted(d for d in work.iterdir() if d.is_dir()) if work.exists() else []
+    return {d.name: sum(1 for _ in d.rglob("*.parquet")) for d in dirs}
 
 
 def _columns(files: list[Path]) -> set[str]:
