@@ -138,7 +138,9 @@ def main() -> None:
 
     import ray
     from filters.config import FiltersConfig
-    from pipelines.decide_tasks import decide_partitioned, plan_export
+    from manifests.shardplan import plan_ranges
+    from pipelines.config import RunConfig
+    from pipelines.decide_tasks import decide_partitioned, kept_counts, record_rules
     from pipelines.dedup_tasks import ray_tasks
     from dedup.partitioned import run_partitioned
 
@@ -167,9 +169,12 @@ def main() -> None:
     step("generate", lambda: generate(layout, args.rows, args.rows_per_file, ray_tasks))
     ray.shutdown()  # fresh workers: the global steps' peaks must not include the generator's heap
     start_ray()
+    run_cfg = RunConfig(output_dir=str(root), input={"path": "generated"}, filters=FiltersConfig(), dedup=cfg)
     stats = step("dedup", lambda: run_partitioned(cfg, layout, None, tasks=ray_tasks))
-    kept = step("decide", lambda: decide_partitioned(FiltersConfig(), layout, ray_tasks))
-    shards = step("export_plan", lambda: plan_export(kept, 10_000))
+    record_rules(run_cfg, layout)  # as the dedup phase does: decide keeps these survivors
+    step("decide", lambda: decide_partitioned(run_cfg, layout, ray_tasks))
+    kept = kept_counts(layout)
+    shards = step("export_plan", lambda: plan_ranges(kept, 10_000))
     sampler.mark("done")
     time.sleep(0.5)
     sampler.stop_flag.set()
