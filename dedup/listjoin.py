@@ -51,10 +51,15 @@ def read_descriptors(source: Path, column: str) -> pl.DataFrame:
     return pl.scan_parquet(source).select(col.SAMPLE_ID, column).drop_nulls().collect()
 
 
-def sample_descriptors(source: Path, column: str, rate: float, seed: int) -> tuple[int, pl.DataFrame]:
-    """Task: (non-null count, a Bernoulli(rate) sample) of one file's ``column``."""
-    frame = read_descriptors(source, column)
-    return frame.height, frame.filter(np.random.default_rng(seed).random(frame.height) < rate)
+def sample_descriptors(sources: list[Path], column: str, rate: float, seed: int) -> tuple[int, pl.DataFrame]:
+    """Task: (non-null count, a Bernoulli(rate) sample) of a batch of files' ``column``, one file at a
+    time; file k of the batch draws with ``seed + k``, so the sample does not depend on the batching."""
+    count, samples = 0, []
+    for k, source in enumerate(sources):
+        frame = read_descriptors(source, column)
+        count += frame.height
+        samples.append(frame.filter(np.random.default_rng(seed + k).random(frame.height) < rate))
+    return count, concat(samples)
 
 
 def exact_pairs(detector: str, config: DedupConfig, files: list[Path], out: Path) -> int:

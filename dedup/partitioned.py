@@ -149,9 +149,10 @@ def minhash_pairs(plan: Plan) -> int:
 
 def _sample(plan: Plan, column: str, size: int) -> tuple[int, pl.DataFrame]:
     files = plan.layout.score_files()
-    rate = min(1.0, size / max(1, shuffle.parquet_rows(files)))
-    seed = plan.config.search.seed
-    found = plan.each(listjoin.sample_descriptors, [(f, column, rate, seed + i) for i, f in enumerate(files)])
+    rate = min(1.0, size / max(1, sum(plan.file_rows(f) for f in files)))
+    batches = plan.batches(files, KEY_BYTES)
+    firsts = np.cumsum([plan.config.search.seed] + [len(b) for b in batches])  # file i draws with seed + i
+    found = plan.each(listjoin.sample_descriptors, [(b, column, rate, int(s)) for b, s in zip(batches, firsts)])
     frames = [s for _, s in found if s.height]
     return sum(c for c, _ in found), (pl.concat(frames) if frames else pl.DataFrame())
 
