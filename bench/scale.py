@@ -1,6 +1,6 @@
 """The global steps at scale on the local Ray: dedup -> decide -> export planning, from the score files on.
 
-    PYTHONPATH=. python bench/scale.py --rows 1000000 [--reference] [--rows-per-file 100000]
+    PYTHONPATH=. python bench/scale.py --rows 1000000 [--reference] [--rows-per-file 100000] [--map-mib 128]
 
 A generated run (dedup/scalegen.py: exact groups, caption signatures with planted near-duplicates,
 pHash codes with planted neighbours, scores) is written by Ray tasks, then timed step by step:
@@ -84,7 +84,8 @@ def _role(proc: psutil.Process) -> str:
 def config(args) -> DedupConfig:
     return DedupConfig.model_validate({
         "exact": {"enabled": True}, "minhash": {"enabled": True}, "phash": {"enabled": True},
-        "search": {"nprobe": args.nprobe}, "partitions": {"bytes_per_bucket": args.bucket_mib * MIB}})
+        "search": {"nprobe": args.nprobe},
+        "partitions": {"bytes_per_bucket": args.bucket_mib * MIB, "bytes_per_map_task": args.map_mib * MIB}})
 
 
 def generate(layout: RunLayout, rows: int, per_file: int, tasks) -> int:
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rows-per-file", type=int, default=100_000, help="rows per ingest unit / score file")
     parser.add_argument("--bucket-mib", type=int, default=128, help="dedup.partitions.bytes_per_bucket in MiB")
+    parser.add_argument("--map-mib", type=int, default=128, help="dedup.partitions.bytes_per_map_task in MiB")
     parser.add_argument("--nprobe", type=int, default=8)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--reference", action="store_true", help="also run the one-process dedup (child process)")
@@ -188,7 +190,7 @@ def main() -> None:
     sampler.stop_flag.set()
     ray.shutdown()
 
-    result = {"rows": args.rows, "rows_per_file": args.rows_per_file, "bucket_mib": args.bucket_mib,
+    result = {"rows": args.rows, "rows_per_file": args.rows_per_file, "bucket_mib": args.bucket_mib, "map_mib": args.map_mib,
               "nprobe": args.nprobe, "cpus": args.cpus, "load_avg_1m": os.getloadavg()[0],
               "wall_s": {k: round(v, 2) for k, v in times.items()},
               "largest_process_mib": {k: {"process": sampler.largest(k)[0], "rss_mib": round(sampler.largest(k)[1], 1)}
@@ -208,6 +210,7 @@ def main() -> None:
     if args.reference:
         ref = result["reference"]
         print(f"{'one-process':<12}{ref['wall_s']:>10.1f}{ref['peak_rss_mib']:>14.0f}  child process (dedup only)")
+    print("shuffle part files left at the end of dedup:", sum(stats.get("shuffled_files", {}).values()))
     print("recall partitioned:", result["recall_partitioned"])
     if args.reference:
         print("recall one-process:", result["recall_reference"])

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from dedup.cluster import SAMPLE_A, SAMPLE_B, _threshold_edges
-from dedup.shuffle import bucket_dir, scan_bucket, write_buckets, write_scratch
+from dedup.shuffle import bucket_dir, concat, scan_bucket, write_buckets, write_scratch
 from manifests import schema as col
 
 EDGE_SCHEMA = {"u": pl.String, "v": pl.String}
@@ -28,11 +28,13 @@ LABEL_SCHEMA = {col.SAMPLE_ID: pl.String, col.CLUSTER_ID: pl.String}
 _FINGERPRINT_SEED = 0xC0FFEE
 
 
-def seed_edges(pair_file: Path, thresholds: dict[str, float], buckets: int, edges_out: Path,
+def seed_edges(pair_files: list[Path], thresholds: dict[str, float], buckets: int, edges_out: Path,
                pairs_out: Path, part: str) -> int:
-    """Map task: the counted pairs of one pair file (similarity >= the detector's threshold) -> edges
-    in both directions bucketed by their first node, and the pairs bucketed by sample_a."""
-    counted = _threshold_edges(pl.read_parquet(pair_file), thresholds)
+    """Map task: the counted pairs of a batch of pair files (similarity >= the detector's threshold) ->
+    edges in both directions bucketed by their first node, and the pairs bucketed by sample_a."""
+    counted = concat(_threshold_edges(pl.read_parquet(f), thresholds) for f in pair_files)
+    if counted.is_empty():
+        return 0
     both = pl.concat([counted.select(pl.col(SAMPLE_A).alias("u"), pl.col(SAMPLE_B).alias("v")),
                       counted.select(pl.col(SAMPLE_B).alias("u"), pl.col(SAMPLE_A).alias("v"))])
     write_buckets(both, pl.col("u"), buckets, edges_out, part)

@@ -240,13 +240,18 @@ class PartitionsConfig(StrictModel):
 
     Every shuffle (exact keys, LSH band keys, signatures, IVF lists, graph edges, clusters) gets
     ceil(rows x row size / bytes_per_bucket) buckets, so a task's memory follows ``bytes_per_bucket``
-    (a task peaks at a few times its bucket's bytes), not the run.
+    (a task peaks at a few times its bucket's bytes), not the run. Its map side reads the input files
+    in consecutive batches of about ``bytes_per_map_task`` (rows from the Parquet footers x row size),
+    one task per batch, so a shuffle writes batches x buckets files, not input files x buckets.
     """
 
     enabled: bool = Field(True, description="run dedup as partitioned tasks on the cluster; false: in one "
                                             "process (the reference implementation, for small runs and tests)")
     bytes_per_bucket: int = Field(128 << 20, ge=1, description="shuffled bytes per bucket (one task's input)")
     buckets: int | None = Field(None, ge=1, description="a fixed bucket count for every shuffle (tests)")
+    bytes_per_map_task: int = Field(128 << 20, ge=1, description="in-memory bytes of input rows one map task "
+                                    "of a shuffle reads (input files batched up to it; a file larger than it "
+                                    "is a task of its own): fewer, larger map tasks write fewer shuffle files")
 
 
 class DedupConfig(StrictModel):

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from dedup.cluster import PAIRS_SCHEMA, SAMPLE_A, cluster
 from dedup.components import LABEL_SCHEMA
-from dedup.shuffle import scan_bucket, write_buckets
+from dedup.shuffle import concat, scan_bucket, write_buckets
 from manifests import schema as col
 from manifests.schema import Status
 from manifests.io import write_parquet
@@ -26,12 +26,18 @@ RESOLUTION_SOURCE, ELIGIBLE_SOURCE, SCORES_SOURCE = "rows", "eligible", "scores"
 UNIT = "unit"  # the ingest unit (staged file stem) a sample came from
 
 
-def shuffle_scores(source: Path, kind: str, columns: list[str], buckets: int, out: Path, part: str) -> int:
-    """Map task: sample_id + the keep-policy ``columns`` this file has, bucketed by sample_id.
+def shuffle_scores(sources: list[Path], kind: str, columns: list[str], buckets: int, out: Path, part: str) -> int:
+    """Map task: sample_id + the keep-policy ``columns`` each file of a batch has, bucketed by sample_id
+    (a column one file of the batch lacks is null in its rows, as the reader of a bucket takes it).
 
     ``kind`` rows: staged ingest rows (successes, resolution = width x height, and ``unit``, the file's
     name, so each duplicates row can be sent back to its sample's unit); eligible, scores: as written.
     """
+    frame = concat(_score_rows(source, kind, columns) for source in sources)
+    return write_buckets(frame, pl.col(col.SAMPLE_ID), buckets, out / kind, part)
+
+
+def _score_rows(source: Path, kind: str, columns: list[str]) -> pl.DataFrame:
     frame = pl.scan_parquet(source)
     if kind == RESOLUTION_SOURCE:
         frame = frame.filter(pl.col(col.STATUS) == Status.SUCCESS).select(
@@ -40,7 +46,7 @@ def shuffle_scores(source: Path, kind: str, columns: list[str], buckets: int, ou
     else:
         present = set(pq.ParquetFile(source).schema_arrow.names)
         frame = frame.select(col.SAMPLE_ID, *[c for c in columns if c in present])
-    return write_buckets(frame.collect(engine="streaming"), pl.col(col.SAMPLE_ID), buckets, out / kind, part)
+    return frame.collect(engine="streaming")
 
 
 def route_pairs(pairs: Path, labels: Path, bucket: int, groups: int, out: Path) -> int:

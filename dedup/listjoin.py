@@ -3,7 +3,7 @@
 The same candidates as ``dedup.search`` / ``dedup.ivfjoin`` find in one process, cut by IVF list:
 
 1. the driver trains the quantizer (binary for pHash, spherical k-means for SSCD) on a sample;
-2. a task per score file assigns its descriptors to their ``nprobe`` nearest lists: a row is a
+2. a task per batch of score files assigns its descriptors to their ``nprobe`` nearest lists: a row is a
    *member* of the first and a *prober* of the others (a pHash's mirrored code probes too), and
    writes (list, sample_id, descriptor, member) bucketed by list;
 3. a task per bucket of lists joins each list: pHash by a FAISS Hamming range search of the list's
@@ -33,7 +33,7 @@ from dedup.config import DedupConfig, PHashConfig, SearchConfig, SscdConfig
 from dedup.detectors import phash_pairs, sscd_pairs
 from dedup.ivfjoin import _ListJoin, keep_best, nearest_lists, train_centroids
 from dedup.phash import split_codes
-from dedup.shuffle import scan_bucket, write_buckets, write_pairs
+from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from manifests import schema as col
 
 LIST_SCHEMA = {"list": pl.Int64, col.SAMPLE_ID: pl.String, "vector": pl.Binary, "member": pl.Boolean}
@@ -51,10 +51,15 @@ def read_descriptors(source: Path, column: str) -> pl.DataFrame:
     return pl.scan_parquet(source).select(col.SAMPLE_ID, column).drop_nulls().collect()
 
 
-def sample_descriptors(source: Path, column: str, rate: float, seed: int) -> tuple[int, pl.DataFrame]:
-    """Task: (non-null count, a Bernoulli(rate) sample) of one file's ``column``."""
-    frame = read_descriptors(source, column)
-    return frame.height, frame.filter(np.random.default_rng(seed).random(frame.height) < rate)
+def sample_descriptors(sources: list[Path], column: str, rate: float, seed: int) -> tuple[int, pl.DataFrame]:
+    """Task: (non-null count, a Bernoulli(rate) sample) of a batch of files' ``column``, one file at a
+    time; file k of the batch draws with ``seed + k``, so the sample does not depend on the batching."""
+    count, samples = 0, []
+    for k, source in enumerate(sources):
+        frame = read_descriptors(source, column)
+        count += frame.height
+        samples.append(frame.filter(np.random.default_rng(seed + k).random(frame.height) < rate))
+    return count, concat(samples)
 
 
 def exact_pairs(detector: str, config: DedupConfig, files: list[Path], out: Path) -> int:
@@ -92,7 +97,7 @@ def list_shape(n: int, config: SearchConfig, binary: bool) -> tuple[int, int]:
     return nlist, min(config.nprobe, nlist)
 
 
-# --- assignment: one task per score file --------------------------------------------------------
+# --- assignment: one task per batch of score files ----------------------------------------------
 
 def _probe_rows(ids: pl.Series, vectors: np.ndarray, probes: np.ndarray, members: bool) -> pl.DataFrame:
     n, nprobe = probes.shape
@@ -106,28 +111,39 @@ def _probe_rows(ids: pl.Series, vectors: np.ndarray, probes: np.ndarray, members
                         schema=LIST_SCHEMA)
 
 
-def assign_phash(source: Path, config: PHashConfig, centroids: np.ndarray, nprobe: int,
+def assign_phash(sources: list[Path], config: PHashConfig, centroids: np.ndarray, nprobe: int,
                  buckets: int, out: Path, part: str) -> int:
-    frame = read_descriptors(source, col.PHASH)
-    if frame.is_empty():
-        return 0
-    codes, mirrored = phash_codes(frame[col.PHASH], config.bits // 8)
     quantizer = faiss.IndexBinaryFlat(centroids.shape[1] * 8)
     quantizer.add(np.ascontiguousarray(centroids))
+    rows = concat(_phash_probes(source, config, quantizer, nprobe) for source in sources)
+    return write_buckets(rows, pl.col("list"), buckets, out, part)
+
+
+def _phash_probes(source: Path, config: PHashConfig, quantizer: faiss.IndexBinaryFlat, nprobe: int) -> pl.DataFrame:
+    frame = read_descriptors(source, col.PHASH)
+    if frame.is_empty():
+        return pl.DataFrame()
+    codes, mirrored = phash_codes(frame[col.PHASH], config.bits // 8)
     rows = [_probe_rows(frame[col.SAMPLE_ID], codes, quantizer.search(codes, nprobe)[1], True)]
     if mirrored is not None:
         rows.append(_probe_rows(frame[col.SAMPLE_ID], mirrored, quantizer.search(mirrored, nprobe)[1], False))
-    return write_buckets(pl.concat(rows), pl.col("list"), buckets, out, part)
+    return pl.concat(rows)
 
 
-def assign_sscd(source: Path, config: SscdConfig, search: SearchConfig, centroids: np.ndarray, nprobe: int,
+def assign_sscd(sources: list[Path], config: SscdConfig, search: SearchConfig, centroids: np.ndarray, nprobe: int,
                 buckets: int, out: Path, part: str) -> int:
+    rows = concat(_sscd_probes(source, config, search, centroids, nprobe) for source in sources)
+    return write_buckets(rows, pl.col("list"), buckets, out, part)
+
+
+def _sscd_probes(source: Path, config: SscdConfig, search: SearchConfig, centroids: np.ndarray,
+                 nprobe: int) -> pl.DataFrame:
     frame = read_descriptors(source, col.SSCD_EMBEDDING)
     if frame.is_empty():
-        return 0
+        return pl.DataFrame()
     vectors = binary_matrix(frame[col.SSCD_EMBEDDING].to_arrow(), np.float32, config.dims)
     probes = nearest_lists(vectors, centroids, nprobe, search.query_batch)
-    return write_buckets(_probe_rows(frame[col.SAMPLE_ID], vectors, probes, True), pl.col("list"), buckets, out, part)
+    return _probe_rows(frame[col.SAMPLE_ID], vectors, probes, True)
 
 
 # --- the per-list joins: one task per bucket of lists -------------------------------------------

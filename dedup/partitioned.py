@@ -3,7 +3,8 @@
 The driver only plans: it sizes each shuffle from Parquet footers and task results, trains IVF
 quantizers on a sample, and hands lists of independent task arguments to ``tasks`` (a Ray map in
 ``pipelines.dedup_tasks``, a plain loop in tests). Every task reads and writes its own bucket files,
-so memory per process follows ``dedup.partitions.bytes_per_bucket``, never the run. The result equals
+so memory per process follows ``dedup.partitions.bytes_per_bucket``, never the run; a shuffle's map
+tasks each read a batch of input files of about ``bytes_per_map_task`` (``Plan.batches``). The result equals
 ``dedup.run.run_dedup`` (the one-process reference): same pairs, clusters and survivors.
 """
 
@@ -48,12 +49,26 @@ class Plan:
     def __init__(self, config: DedupConfig, layout: RunLayout, tasks: Tasks, work: Path | None = None) -> None:
         self.config, self.layout, self.tasks = config, layout, tasks
         self.work = work or layout.root / "dedup" / "work"
-        self.rows = shuffle.parquet_rows(layout.staged_row_files())
+        self.footer_rows: dict[Path, int] = {}  # input file -> rows, read once from its footer
+        self.rows = sum(self.file_rows(f) for f in layout.staged_row_files())
         self.cc_buckets = 1  # set by components() from the pair count
 
     def buckets(self, rows: int, row_bytes: int) -> int:
         p = self.config.partitions
         return shuffle.bucket_count(rows, row_bytes, p.bytes_per_bucket, p.buckets)
+
+    def file_rows(self, path: Path) -> int:
+        if path not in self.footer_rows:
+            self.footer_rows[path] = shuffle.parquet_rows([path])
+        return self.footer_rows[path]
+
+    def batches(self, files: list[Path], row_bytes: int) -> list[list[Path]]:
+        """``files`` cut into consecutive batches of about ``bytes_per_map_task`` (footer rows x
+        ``row_bytes``, what a map task holds per input row): one map task each, so a shuffle writes
+        batches x buckets files, not files x buckets."""
+        sizes = [self.file_rows(f) * row_bytes for f in files]
+        budget = self.config.partitions.bytes_per_map_task
+        return [[files[i] for i in batch] for batch in shuffle.plan_batches(sizes, budget)]
 
     def fresh(self, name: str) -> Path:
         path = self.work / name
@@ -94,10 +109,10 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
         start = time.perf_counter()
         clusters = recluster_partitioned(config, layout, tasks, keep_work=True)
         clusters["clusters_wall_s"] = round(time.perf_counter() - start, 3)
-        shuffled = _shuffled_bytes(plan.work)
+        shuffled, files = _shuffled_bytes(plan.work), _shuffled_files(plan.work)
     finally:
         shutil.rmtree(plan.work, ignore_errors=True)
-    return {"detectors": detectors, "pairs": stats, **clusters, "shuffled_bytes": shuffled}
+    return {"detectors": detectors, "pairs": stats, **clusters, "shuffled_bytes": shuffled, "shuffled_files": files}
 
 
 # --- pair finders: each writes dedup/pairs/<detector>-NNNNN.parquet and returns its pair count ----
@@ -111,7 +126,8 @@ def _require(key: str, files: list[Path]) -> None:
 def exact_pairs(plan: Plan, key: str, detector: str, files: list[Path], only_success: bool) -> int:
     _require(key, files)
     keyed, buckets = plan.fresh(f"keys-{detector}"), plan.buckets(plan.rows, KEY_BYTES)
-    plan.each(shuffle.shuffle_keys, [(f, key, only_success, buckets, keyed, f"{i:05d}") for i, f in enumerate(files)])
+    plan.each(shuffle.shuffle_keys, [(batch, key, only_success, buckets, keyed, f"{i:05d}")
+                                      for i, batch in enumerate(plan.batches(files, KEY_BYTES))])
     return sum(plan.each(shuffle.group_exact, [(keyed, b, detector, plan.layout.pairs_dir) for b in range(buckets)]))
 
 
@@ -122,8 +138,9 @@ def minhash_pairs(plan: Plan) -> int:
     # a signature bucket holds the signatures and, in the join, the candidates carrying one
     sig_buckets = plan.buckets(plan.rows, 2 * (4 * config.num_perm + ID_BYTES))
     bands_dir, sigs, cand, half = (plan.fresh(n) for n in ("bands", "signatures", "candidates", "half"))
-    plan.each(shuffle.shuffle_bands, [(f, config, band_buckets, sig_buckets, bands_dir, sigs, f"{i:05d}")
-                                      for i, f in enumerate(files)])
+    row_bytes = bands * KEY_BYTES + 4 * config.num_perm + ID_BYTES  # its band rows and its signature
+    plan.each(shuffle.shuffle_bands, [(batch, config, band_buckets, sig_buckets, bands_dir, sigs, f"{i:05d}")
+                                      for i, batch in enumerate(plan.batches(files, row_bytes))])
     plan.each(shuffle.group_bands, [(bands_dir, b, config.max_bucket, sig_buckets, cand) for b in range(band_buckets)])
     plan.each(shuffle.attach_first, [(cand, sigs, b, sig_buckets, half) for b in range(sig_buckets)])
     return sum(plan.each(shuffle.verify_second, [(half, sigs, b, config, plan.layout.pairs_dir)
@@ -132,9 +149,10 @@ def minhash_pairs(plan: Plan) -> int:
 
 def _sample(plan: Plan, column: str, size: int) -> tuple[int, pl.DataFrame]:
     files = plan.layout.score_files()
-    rate = min(1.0, size / max(1, shuffle.parquet_rows(files)))
-    seed = plan.config.search.seed
-    found = plan.each(listjoin.sample_descriptors, [(f, column, rate, seed + i) for i, f in enumerate(files)])
+    rate = min(1.0, size / max(1, sum(plan.file_rows(f) for f in files)))
+    batches = plan.batches(files, KEY_BYTES)
+    firsts = np.cumsum([plan.config.search.seed] + [len(b) for b in batches])  # file i draws with seed + i
+    found = plan.each(listjoin.sample_descriptors, [(b, column, rate, int(s)) for b, s in zip(batches, firsts)])
     frames = [s for _, s in found if s.height]
     return sum(c for c, _ in found), (pl.concat(frames) if frames else pl.DataFrame())
 
@@ -151,8 +169,9 @@ def phash_pairs(plan: Plan) -> int:
     lists, raw = plan.fresh("phash-lists"), plan.fresh("phash-raw")
     list_buckets = plan.buckets(count * copies, KEY_BYTES + config.bits // 8)
     raw_buckets = plan.buckets(count, KEY_BYTES)
-    plan.each(listjoin.assign_phash, [(f, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
-                                      for i, f in enumerate(files)])
+    row_bytes = copies * (KEY_BYTES + config.bits // 8)
+    plan.each(listjoin.assign_phash, [(batch, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
+                                      for i, batch in enumerate(plan.batches(files, row_bytes))])
     max_distance = math.floor((1.0 - config.stored_from) * config.bits + 1e-9)
     plan.each(listjoin.join_phash_lists, [(lists, b, max_distance, config.bits, raw_buckets, raw)
                                           for b in range(list_buckets)])
@@ -171,8 +190,9 @@ def sscd_pairs(plan: Plan) -> int:
     lists, raw, capped = plan.fresh("sscd-lists"), plan.fresh("sscd-raw"), plan.fresh("sscd-capped")
     list_buckets = plan.buckets(count * nprobe, KEY_BYTES + 4 * config.dims)
     raw_buckets = plan.buckets(count * search.k, KEY_BYTES)
-    plan.each(listjoin.assign_sscd, [(f, config, search, centroids, nprobe, list_buckets, lists, f"{i:05d}")
-                                     for i, f in enumerate(files)])
+    row_bytes = (nprobe + 1) * (KEY_BYTES + 4 * config.dims)  # its vector, and a copy per probed list
+    plan.each(listjoin.assign_sscd, [(batch, config, search, centroids, nprobe, list_buckets, lists, f"{i:05d}")
+                                     for i, batch in enumerate(plan.batches(files, row_bytes))])
     plan.each(listjoin.join_sscd_lists, [(lists, b, config.stored_from, config.dims, search.k, raw_buckets, raw)
                                          for b in range(list_buckets)])
     plan.each(listjoin.cap_queries, [(raw, b, search.k, raw_buckets, capped) for b in range(raw_buckets)])
@@ -218,6 +238,12 @@ def _shuffled_bytes(work: Path) -> dict[str, int]:
     return {d.name: sum(f.stat().st_size for f in d.rglob("*.parquet")) for d in dirs}
 
 
+def _shuffled_files(work: Path) -> dict[str, int]:
+    """Part files left in each shuffle directory: a filesystem's (or object store's) cost of a shuffle."""
+    dirs = sorted(d for d in work.iterdir() if d.is_dir()) if work.exists() else []
+    return {d.name: sum(1 for _ in d.rglob("*.parquet")) for d in dirs}
+
+
 def _columns(files: list[Path]) -> set[str]:
     return {name for f in files for name in pq.ParquetFile(f).schema_arrow.names}
 
@@ -258,8 +284,9 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks, into: Survi
     sources = {grouping.RESOLUTION_SOURCE: layout.staged_row_files(),
                grouping.ELIGIBLE_SOURCE: eligible,
                grouping.SCORES_SOURCE: layout.score_files()}
-    plan.each(grouping.shuffle_scores, [(f, kind, list(columns[kind]), buckets, scores, f"{i:05d}")
-                                         for kind in columns for i, f in enumerate(sources[kind])])
+    plan.each(grouping.shuffle_scores, [(batch, kind, list(columns[kind]), buckets, scores, f"{i:05d}")
+                                         for kind in columns
+                                         for i, batch in enumerate(plan.batches(sources[kind], KEY_BYTES))])
     members, routed = plan.fresh("members"), plan.fresh("group-pairs")
     plan.each(grouping.route_members, [(labels, scores, b, columns, groups, members) for b in range(plan.cc_buckets)])
     plan.each(grouping.route_pairs, [(plan.work / "pairs-by-a", labels, b, groups, routed)
@@ -274,10 +301,10 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks, into: Survi
 def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int, int]:
     """Labels (sample_id -> cluster_id) of every sample in a counted pair, bucketed by sample_id;
     their count; the number of large-star/small-star rounds it took."""
-    plan.cc_buckets = buckets = plan.buckets(2 * shuffle.parquet_rows(pair_files), KEY_BYTES)
+    plan.cc_buckets = buckets = plan.buckets(2 * sum(plan.file_rows(f) for f in pair_files), KEY_BYTES)
     edges, by_a = plan.fresh("edges-0"), plan.fresh("pairs-by-a")
-    plan.each(cc.seed_edges, [(f, plan.config.thresholds(), buckets, edges, by_a, f"{i:05d}")
-                              for i, f in enumerate(pair_files)])
+    plan.each(cc.seed_edges, [(batch, plan.config.thresholds(), buckets, edges, by_a, f"{i:05d}")
+                              for i, batch in enumerate(plan.batches(pair_files, 3 * KEY_BYTES))])
     previous, step = None, 0
     while True:
         large = plan.fresh(f"edges-{step + 1}")

@@ -2,7 +2,9 @@
 caption-LSH groupings that run one bucket at a time. Pure: files in, files out, no Ray.
 
 A shuffle directory holds ``NNNNN/<part>.parquet``: bucket NNNNN, one file per producing task, so
-producers never share a file and a retried task rewrites its own file. Every row whose key hashes to
+producers never share a file and a retried task rewrites its own file. A map task reads a batch of
+input files (``plan_batches``: consecutive files up to a byte budget), so a shuffle writes
+batches x buckets files however small the input files are. Every row whose key hashes to
 bucket b is in some ``b/*.parquet``, so a consumer of bucket b sees every row that must meet there
 and its memory is bounded by one bucket, never by the run.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Iterable, Sequence
 
 import numpy as np
 import polars as pl
@@ -81,20 +84,44 @@ def parquet_rows(files: list[Path]) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
+def plan_batches(sizes: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices of consecutive items, grouped so that each group's sizes sum to at most ``budget``; an
+    item larger than ``budget`` is a group of its own. Order kept: every index once, ascending."""
+    batches: list[list[int]] = []
+    total = budget + 1  # the first item opens a group
+    for i, size in enumerate(sizes):
+        if total + size > budget:
+            batches.append([])
+            total = 0
+        batches[-1].append(i)
+        total += size
+    return batches
+
+
+def concat(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """One map task's rows from each file of its batch; a column a file lacks is null in its rows."""
+    present = [f for f in frames if not f.is_empty()]
+    return pl.concat(present, how="diagonal_relaxed") if present else pl.DataFrame()
+
+
 # --- exact groups: sha256 / pixel_hash ---------------------------------------------------------
 
 KEYED_SCHEMA = {col.SAMPLE_ID: pl.String, "key": pl.String}
 
 
-def shuffle_keys(source: Path, key: str, only_success: bool, buckets: int, out: Path, part: str) -> int:
-    """Map task: (sample_id, key) of one input file's non-null keys -> buckets by key."""
+def shuffle_keys(sources: list[Path], key: str, only_success: bool, buckets: int, out: Path, part: str) -> int:
+    """Map task: (sample_id, key) of a batch of input files' non-null keys -> buckets by key."""
+    frame = concat(_keys(source, key, only_success) for source in sources)
+    return write_buckets(frame, pl.col("key"), buckets, out, part)
+
+
+def _keys(source: Path, key: str, only_success: bool) -> pl.DataFrame:
     if key not in pq.ParquetFile(source).schema_arrow.names:
-        return 0
+        return pl.DataFrame()
     frame = pl.scan_parquet(source)
     if only_success:
         frame = frame.filter(pl.col(col.STATUS) == Status.SUCCESS)
-    frame = frame.select(col.SAMPLE_ID, pl.col(key).alias("key")).drop_nulls().collect(engine="streaming")
-    return write_buckets(frame, pl.col("key"), buckets, out, part)
+    return frame.select(col.SAMPLE_ID, pl.col(key).alias("key")).drop_nulls().collect(engine="streaming")
 
 
 def group_exact(source: Path, bucket: int, detector: str, out: Path) -> int:
@@ -117,17 +144,14 @@ SIGNATURE_SCHEMA = {col.SAMPLE_ID: pl.String, SIGNATURE: pl.Binary}
 CANDIDATE_SCHEMA = {"a": pl.String, "b": pl.String}
 
 
-def shuffle_bands(source: Path, config: MinHashConfig, band_buckets: int, sig_buckets: int,
+def shuffle_bands(sources: list[Path], config: MinHashConfig, band_buckets: int, sig_buckets: int,
                   bands_out: Path, sigs_out: Path, part: str) -> int:
-    """Map task: one score file's signatures -> band keys bucketed by (band, key), and the signatures
-    themselves bucketed by sample_id (read back only by the verification of pairs that need them)."""
-    if col.CAPTION_MINHASH not in pq.ParquetFile(source).schema_arrow.names:
-        return 0
-    bands, rows = band_shape(config.num_perm, config.stored_from, config.bands, config.false_negative_weight)
-    sigs = (pl.scan_parquet(source).select(col.SAMPLE_ID, pl.col(col.CAPTION_MINHASH).alias(SIGNATURE))
-            .drop_nulls().collect())
+    """Map task: a batch of score files' signatures -> band keys bucketed by (band, key), and the
+    signatures themselves bucketed by sample_id (read back only by the verification of pairs that need them)."""
+    sigs = concat(_signatures(source) for source in sources)
     if sigs.is_empty():
         return 0
+    bands, rows = band_shape(config.num_perm, config.stored_from, config.bands, config.false_negative_weight)
     keys = band_keys(binary_matrix(sigs[SIGNATURE].to_arrow(), np.uint32, config.num_perm), bands, rows)
     frame = pl.DataFrame({"idx": np.repeat(sigs[col.SAMPLE_ID].to_numpy(), bands),
                           "band": np.tile(np.arange(bands, dtype=np.int16), sigs.height),
@@ -136,6 +160,13 @@ def shuffle_bands(source: Path, config: MinHashConfig, band_buckets: int, sig_bu
     write_buckets(frame, pl.struct("band", "key"), band_buckets, bands_out, part)
     write_buckets(sigs, pl.col(col.SAMPLE_ID), sig_buckets, sigs_out, part)
     return sigs.height
+
+
+def _signatures(source: Path) -> pl.DataFrame:
+    if col.CAPTION_MINHASH not in pq.ParquetFile(source).schema_arrow.names:
+        return pl.DataFrame()
+    return (pl.scan_parquet(source).select(col.SAMPLE_ID, pl.col(col.CAPTION_MINHASH).alias(SIGNATURE))
+            .drop_nulls().collect())
 
 
 def group_bands(source: Path, bucket: int, max_bucket: int, sig_buckets: int, out: Path) -> int:
