@@ -13,16 +13,12 @@ Nothing here imports Ray: ``tasks`` is a Ray map in the phases and a plain loop 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from dedup.cluster import DETECTOR
-from dedup.partitioned import Survivors, Tasks, eligible_dir, recluster_partitioned
+from dedup.partitioned import Tasks, eligible_dir
 from dedup.survivors import ELIGIBLE
 from filters.config import FiltersConfig
 from filters.decide import decide as apply_decision
@@ -31,8 +27,8 @@ from manifests.io import read_json, read_parquet_files, write_json, write_parque
 from manifests.layout import RunLayout
 from manifests.parts import conform_file, unified
 from manifests.schema import INGEST_SCHEMA
-from pipelines import decision
 from pipelines.config import RunConfig
+from pipelines.repick import Duplicates, by_tasks, in_one_process, join_duplicates, rules_digest
 
 
 # --- assembling rows: ingest rows + scores + duplicates ------------------------------------------
@@ -44,58 +40,29 @@ def scores_frame(files: list[Path]) -> pl.LazyFrame | None:
     return scores.select([c for c in scores.collect_schema().names() if c not in col.ARTEFACT_COLUMNS])
 
 
-def with_duplicates(frame: pl.LazyFrame, files: list[Path]) -> pl.LazyFrame:
-    """``frame`` left-joined with duplicates rows (``dedup.cluster.DUPLICATES_SCHEMA``) under the manifest's names."""
-    if not files:
-        return frame
-    dups = pl.scan_parquet([str(p) for p in files])
-    detector = [pl.col(DETECTOR).alias(col.DUP_DETECTOR)] if DETECTOR in dups.collect_schema().names() else []
-    return frame.join(dups.select(col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
-                                  pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY), *detector),
-                      on=col.SAMPLE_ID, how="left")
-
-
 def assemble(layout: RunLayout, duplicates: list[Path] | None = None) -> pl.LazyFrame:
     """Every ingest row left-joined with its scores (and ``duplicates``): the whole run, lazily."""
     frame = pl.from_arrow(read_parquet_files(layout.staged_row_files(), INGEST_SCHEMA)).lazy()
     scores = scores_frame(layout.score_files())
     if scores is not None:
         frame = frame.join(scores, on=col.SAMPLE_ID, how="left")
-    return with_duplicates(frame, duplicates or [])
+    return join_duplicates(frame, duplicates)
 
 
-def unit_frame(layout: RunLayout, unit: str, duplicates: list[Path]) -> pl.LazyFrame:
+def unit_frame(layout: RunLayout, unit: str, duplicates: list[Path] | None) -> pl.LazyFrame:
     """One unit's ingest rows left-joined with its scores and ``duplicates``."""
     frame = pl.from_arrow(read_parquet_files([layout.staged_dir / f"{unit}.parquet"], INGEST_SCHEMA)).lazy()
     own = layout.scores_dir / f"{unit}.parquet"  # the score phase names a unit's file after its tar
     scores = scores_frame([own] if own.exists() else layout.score_files())  # else: any layout, read with a join
     if scores is not None:
         frame = frame.join(scores, on=col.SAMPLE_ID, how="left")
-    return with_duplicates(frame, duplicates)
+    return join_duplicates(frame, duplicates)
 
 
 # --- which survivors ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Duplicates:
-    """Where each unit's duplicates rows are: ``parts/UNIT/*.parquet``, or one ``table`` for all units."""
-    parts: Path | None = None
-    table: Path | None = None
-
-    def files(self, unit: str) -> list[Path]:
-        if self.parts is not None:
-            return sorted((self.parts / unit).glob("*.parquet"))
-        return [self.table] if self.table is not None and self.table.exists() else []
-
-
 def rules_record(layout: RunLayout) -> Path:
     return layout.root / "dedup" / "rules.json"
-
-
-def rules_digest(config: RunConfig) -> str:
-    """What the survivors depend on: every filter rule and the dedup settings."""
-    rules = {"filters": config.filters.model_dump(mode="json"), "dedup": config.dedup.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
 
 
 def record_rules(config: RunConfig, layout: RunLayout) -> None:
@@ -103,11 +70,13 @@ def record_rules(config: RunConfig, layout: RunLayout) -> None:
     write_json({"rules": rules_digest(config)}, rules_record(layout))
 
 
-def as_dedup_wrote(layout: RunLayout) -> Duplicates:
-    return Duplicates(table=layout.duplicates) if layout.duplicates.exists() else Duplicates(parts=layout.duplicates_dir)
+def as_dedup_wrote(layout: RunLayout) -> Duplicates | None:
+    if layout.duplicates.exists():
+        return Duplicates(table=layout.duplicates)
+    return Duplicates(parts=layout.duplicates_dir) if layout.duplicates_dir.exists() else None
 
 
-def current_survivors(config: RunConfig, layout: RunLayout, tasks: Tasks) -> tuple[Duplicates, dict]:
+def current_survivors(config: RunConfig, layout: RunLayout, tasks: Tasks) -> tuple[Duplicates | None, dict]:
     """The duplicates rows under ``config``'s rules, and how they were had."""
     shutil.rmtree(layout.decided_duplicates_dir, ignore_errors=True)
     table = layout.root / "decide" / "duplicates.parquet"
@@ -117,17 +86,15 @@ def current_survivors(config: RunConfig, layout: RunLayout, tasks: Tasks) -> tup
     if read_json(rules_record(layout)).get("rules") == rules_digest(config):
         return as_dedup_wrote(layout), {"survivors": "as the dedup phase picked them (same rules)"}
     if layout.pairs.exists():  # the one-process dedup: a run small enough for one process, by choice
-        found = decision.current_duplicates(assemble(layout), layout, config)
-        write_parquet(found.to_arrow(), table)
-        return Duplicates(table=table), {"survivors": "re-picked in one process"}
-    eligible = layout.root / "decide" / "eligible"
-    shutil.rmtree(eligible, ignore_errors=True)
-    tasks(eligible_unit, [(str(layout.root), u, config.filters, str(eligible)) for u in units(layout)])
-    into = Survivors(layout.decided_duplicates_dir, layout.root / "decide" / "work",
-                     sorted(eligible.glob("*.parquet")))
-    stats = recluster_partitioned(config.dedup, layout, tasks, into=into)
-    shutil.rmtree(eligible, ignore_errors=True)
-    return Duplicates(parts=layout.decided_duplicates_dir), {"survivors": "re-picked by tasks", **stats}
+        return in_one_process(assemble(layout), config, layout, table), {"survivors": "re-picked in one process"}
+    work = layout.root / "decide"
+    args = [(str(layout.root), u, config.filters, str(work / "eligible")) for u in units(layout)]
+    try:
+        found = by_tasks(config, layout, args, eligible_unit, work, tasks)
+    finally:
+        shutil.rmtree(work / "eligible", ignore_errors=True)
+        shutil.rmtree(work / "shuffle", ignore_errors=True)
+    return found, {"survivors": "re-picked by tasks"}
 
 
 # --- tasks ----------------------------------------------------------------------------------------
@@ -139,16 +106,17 @@ def units(layout: RunLayout) -> list[str]:
 def eligible_unit(root: str, unit: str, filters: FiltersConfig, out: str | None = None) -> int:
     """Task: which of one unit's rows pass every rule but dedup -> OUT/UNIT.parquet (default dedup/eligible/)."""
     layout = RunLayout.at(root)
-    frame = (apply_decision(unit_frame(layout, unit, []), filters)
+    frame = (apply_decision(unit_frame(layout, unit, None), filters)
              .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE)).collect())
     write_parquet(frame.to_arrow(), (Path(out) if out else eligible_dir(layout)) / f"{unit}.parquet")
     return frame.height
 
 
-def decide_unit(root: str, unit: str, filters: FiltersConfig, duplicates: Duplicates) -> tuple[str, int, int, pl.Schema]:
+def decide_unit(root: str, unit: str, filters: FiltersConfig, duplicates: Duplicates | None) -> tuple[str, int, int, pl.Schema]:
     """Task: one unit's manifest part; returns (unit, rows, kept, the part's schema)."""
     layout = RunLayout.at(root)
-    manifest = apply_decision(unit_frame(layout, unit, duplicates.files(unit)), filters).sort(col.SAMPLE_ID).collect()
+    files = None if duplicates is None else duplicates.files(unit)
+    manifest = apply_decision(unit_frame(layout, unit, files), filters).sort(col.SAMPLE_ID).collect()
     write_parquet(manifest.to_arrow(), layout.decided_part(unit))
     return unit, manifest.height, int(manifest[col.KEEP].sum()), manifest.schema
 

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import polars as pl
 
-from dedup.partitioned import Survivors, local_tasks, recluster_partitioned
-from dedup.survivors import DUP_COLUMNS, ELIGIBLE
+from dedup.partitioned import local_tasks
 from filters.config import FiltersConfig
-from filters.decide import decide, passes_rules
+from filters.decide import decide
 from manifests import reexport as target_dir
 from manifests import schema as col
 from manifests.export import shard_sizes, write_sizes
@@ -32,58 +31,16 @@ from manifests.io import write_json, write_parquet
 from manifests.layout import RunLayout
 from manifests.parts import conform_file, unified
 from manifests.shardplan import plan_sizes, spans_by_partition
-from pipelines import decision
-from pipelines.config import RunConfig, load_config
-from pipelines.decide_tasks import Duplicates, rules_digest, with_duplicates
-
-EXPORT_COLUMNS = (col.EXPORT_SHARD, col.EXPORT_MEMBER)
-
-
-def _bare(part: Path, duplicates: bool = True) -> pl.LazyFrame:
-    """A manifest part without its export location and (``duplicates``) its duplicate columns."""
-    frame = pl.scan_parquet(part)
-    names = frame.collect_schema().names()
-    return frame.drop([c for c in (*(DUP_COLUMNS if duplicates else ()), *EXPORT_COLUMNS) if c in names])
-
-
-def eligible_part(part: str, filters: FiltersConfig, out: str) -> int:
-    """Task: which rows of one manifest part pass every rule but dedup -> OUT/UNIT.parquet."""
-    frame = passes_rules(_bare(Path(part)), filters).select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE)).collect()
-    write_parquet(frame.to_arrow(), Path(out) / f"{RunLayout.unit_of(Path(part))}.parquet")
-    return frame.height
-
+from pipelines import repick
+from pipelines.config import RunConfig
 
 def decide_part(part: str, root: str, filters: FiltersConfig, duplicates: list[Path] | None) -> tuple[str, int, int, pl.Schema]:
     """Task: one manifest part decided again (``duplicates`` None: its own duplicate columns stand)."""
-    decided = decide(with_duplicates(_bare(Path(part), duplicates is not None), duplicates or []), filters).sort(col.SAMPLE_ID).collect()
+    frame = repick.join_duplicates(repick.bare(Path(part), duplicates is not None), duplicates)
+    decided = decide(frame, filters).sort(col.SAMPLE_ID).collect()
     unit = RunLayout.unit_of(Path(part))
     write_parquet(decided.to_arrow(), RunLayout.at(root).decided_part(unit))
     return unit, decided.height, int(decided[col.KEEP].sum()), decided.schema
-
-
-def survivors(run: Path, parts: list[Path], config: RunConfig, work: Path) -> tuple[Duplicates | None, str]:
-    """Where each part's duplicates rows are under ``config``; None: the manifest's own columns stand."""
-    pairs = decision.pairs_layout(run)
-    if not pairs.pairs_files():
-        return None, "no stored pairs"
-    if rules_digest(config) == rules_digest(load_config(run)):
-        return None, "as the run picked them (same rules)"
-    if pairs.pairs.exists():  # the one-process dedup's pairs
-        found = decision.current_duplicates(pl.scan_parquet([str(p) for p in parts]), pairs, config)
-        write_parquet(found.to_arrow(), work / "duplicates.parquet")
-        return Duplicates(table=work / "duplicates.parquet"), "re-picked in one process"
-    local_tasks(eligible_part, [(str(p), config.filters, str(work / "eligible")) for p in parts])
-    into = Survivors(work / "duplicates", work / "shuffle", sorted((work / "eligible").glob("*.parquet")))
-    recluster_partitioned(config.dedup, pairs, local_tasks, into=into)
-    return Duplicates(parts=work / "duplicates"), "re-picked by tasks"
-
-
-def _duplicates_of(found: Duplicates | None, part: Path, one_file: bool) -> list[Path] | None:
-    if found is None:
-        return None
-    if one_file and found.parts is not None:  # one manifest file: every unit's duplicates
-        return sorted(found.parts.rglob("*.parquet"))
-    return found.files(RunLayout.unit_of(part))
 
 
 def write_reexport(run: Path, config: RunConfig, target: Path, record: dict, config_yaml: str) -> dict:
@@ -94,9 +51,8 @@ def write_reexport(run: Path, config: RunConfig, target: Path, record: dict, con
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     out = RunLayout.at(tmp)
     try:
-        found, how = survivors(run, parts, config, tmp / "work")
-        one_file = not parts[0].name.startswith("part-")  # manifest.parquet: not split by unit
-        decided = local_tasks(decide_part, [(str(p), str(tmp), config.filters, _duplicates_of(found, p, one_file))
+        found, how = repick.for_manifest(run, parts, config, tmp / "work", local_tasks)
+        decided = local_tasks(decide_part, [(str(p), str(tmp), config.filters, repick.part_duplicates(found, p, parts))
                                             for p in parts])
         schema = unified([s for *_, s in decided])
         local_tasks(conform_file, [(str(out.decided_part(u)), schema) for u, _, _, s in decided if s != schema])

@@ -7,13 +7,15 @@ no Ray is started. ``--set`` overrides apply to the run's resolved config (RUN/c
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import polars as pl
 
 from filters.config import ThresholdRule, threshold_rules
-from filters.decide import reason_exprs
+from filters.decide import decide, reason_exprs
 from manifests import audit, card, plots, query, reexport, tune
 from manifests.io import atomic_path, read_json, write_json
 from manifests.layout import RunLayout
@@ -21,7 +23,7 @@ from manifests import schema as col
 from manifests.plots import Threshold
 from manifests.schema import Status
 from pipelines.config import RunConfig, dump_config, load_config
-from pipelines import decision
+from pipelines import decision, repick
 
 
 def _threshold(rule: ThresholdRule) -> Threshold:
@@ -35,15 +37,16 @@ def thresholds(config: RunConfig) -> list[Threshold]:
     return [_threshold(r) for r in threshold_rules(config.filters)]
 
 
-def manifest(run: Path, overrides: list[str], redecide: bool = False) -> tuple[pl.LazyFrame, RunConfig]:
-    """The run's manifest, lazily; re-decided (once, in memory, survivors re-picked from the stored
-    pairs) when asked or when there are overrides."""
+@contextmanager
+def manifest(run: Path, overrides: list[str]) -> Iterator[tuple[pl.LazyFrame, RunConfig]]:
+    """The run's manifest, lazily over its parts; with overrides, re-decided under them (survivors
+    re-picked from the stored pairs, ``pipelines.repick``), still lazily, valid inside the block."""
     config = load_config(run, overrides)
-    frame = reexport.scan_manifest(RunLayout.at(run))
-    if overrides or redecide:
-        names = frame.collect_schema().names()
-        frame = decision.redecide(frame, decision.pairs_layout(run), config).select(names).collect().lazy()
-    return frame, config
+    if not overrides:
+        yield reexport.scan_manifest(RunLayout.at(run)), config
+        return
+    with repick.current_manifest(run, config, repick.in_process) as frame:
+        yield decide(frame, config.filters), config
 
 
 def run_query(run: Path, sql: str, out: Path | None, max_rows: int) -> str:
@@ -58,8 +61,8 @@ def run_tune(run: Path, overrides: list[str]) -> tuple[tune.TuneReport, str]:
     config = load_config(run, overrides)
     source = reexport.scan_manifest(RunLayout.at(run))
     pairs = decision.pairs_layout(run)
-    frame = decision.with_current_duplicates(source, pairs, config)  # survivors re-picked under the new rules
-    report = tune.retune(frame, reason_exprs(config.filters, set(frame.collect_schema().names())))
+    with repick.current_manifest(run, config, repick.in_process) as frame:  # survivors under the new rules
+        report = tune.retune(frame, reason_exprs(config.filters, set(frame.collect_schema().names())))
     heading = f"Tuning {run} with " + (" ".join(f"--set {o}" for o in overrides) or "its own thresholds")
     notes = decision.override_notes(overrides, config, load_config(run), set(source.collect_schema().names()), pairs)
     text = "\n".join([heading, *[f"note: {n}" for n in notes], "", tune.format_report(report)])
@@ -67,9 +70,9 @@ def run_tune(run: Path, overrides: list[str]) -> tuple[tune.TuneReport, str]:
 
 
 def run_plots(run: Path, overrides: list[str], out: Path | None) -> list[Path]:
-    frame, config = manifest(run, overrides)
     out = out or RunLayout.at(run).root / "reports" / "plots"
-    return plots.write_plots(frame, thresholds(config), out) + semantic_eps_plot(run, frame, config, out)
+    with manifest(run, overrides) as (frame, config):
+        return plots.write_plots(frame, thresholds(config), out) + semantic_eps_plot(run, frame, config, out)
 
 
 def semantic_eps_plot(run: Path, frame: pl.LazyFrame, config: RunConfig, out: Path) -> list[Path]:
@@ -108,8 +111,8 @@ def run_export(run: Path, overrides: list[str], name: str | None, out: Path | No
 
 
 def run_audit(run: Path, overrides: list[str], reason: str | None, limit: int, out: Path | None) -> Path:
-    frame, config = manifest(run, overrides)
-    html = audit.report(frame, thresholds(config), reexport.images_root(run), reason, limit, str(run))
+    with manifest(run, overrides) as (frame, config):
+        html = audit.report(frame, thresholds(config), reexport.images_root(run), reason, limit, str(run))
     path = out or RunLayout.at(run).root / "reports" / "audit.html"
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
