@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
-import polars as pl
 import pyarrow as pa
 from pydantic import Field
 
@@ -65,31 +64,6 @@ def shard_sizes(rows: int, shard_size: int, min_shards: int = 1) -> list[int]:
         return [min(shard_size, rows - start) for start in range(0, rows, shard_size)]
     count = min(min_shards, rows)
     return [rows // count + (1 if i < rows % count else 0) for i in range(count)]
-
-
-def plan_shards(kept: pl.DataFrame, shard_size: int, min_shards: int = 1) -> list[ExportShard]:
-    """Split kept rows (any order) into shards in sample_id order; each row gets its export location."""
-    ordered = kept.sort(col.SAMPLE_ID).drop([c for c in (col.EXPORT_SHARD, col.EXPORT_MEMBER) if c in kept.columns])
-    rows, schema = ordered.to_dicts(), ordered.to_arrow().schema
-    schema = schema.append(pa.field(col.EXPORT_SHARD, pa.string())).append(pa.field(col.EXPORT_MEMBER, pa.string()))
-    shards, start = [], 0
-    for index, size in enumerate(shard_sizes(len(rows), shard_size, min_shards)):
-        chunk = rows[start:start + size]
-        for row in chunk:
-            row[col.EXPORT_SHARD] = f"shards/{shard_name(index)}"
-            row[col.EXPORT_MEMBER] = f"{row[col.SAMPLE_ID]}.{row[col.MEMBER].rpartition('.')[2]}"
-        shards.append(ExportShard(index, chunk, schema))
-        start += size
-    return shards
-
-
-def with_export_locations(manifest: pl.DataFrame, shards: list[ExportShard]) -> pl.DataFrame:
-    """The manifest with ``export_shard`` / ``export_member`` of each exported row (null for the others)."""
-    located = pl.DataFrame([{col.SAMPLE_ID: r[col.SAMPLE_ID], col.EXPORT_SHARD: r[col.EXPORT_SHARD],
-                             col.EXPORT_MEMBER: r[col.EXPORT_MEMBER]} for s in shards for r in s.rows],
-                           schema={col.SAMPLE_ID: pl.String, col.EXPORT_SHARD: pl.String, col.EXPORT_MEMBER: pl.String})
-    stale = [c for c in (col.EXPORT_SHARD, col.EXPORT_MEMBER) if c in manifest.columns]
-    return manifest.drop(stale).join(located, on=col.SAMPLE_ID, how="left", maintain_order="left")
 
 
 def shard_name(index: int) -> str:

@@ -21,15 +21,11 @@ the writing are ``pipelines.reexport``'s, part by part.
 from __future__ import annotations
 
 import re
-import shutil
-import uuid
 from pathlib import Path
 
 import polars as pl
 
-from manifests import schema as col
-from manifests.export import ExportConfig, plan_shards, with_export_locations, write_export_shard, write_sizes
-from manifests.io import read_json, write_json, write_parquet
+from manifests.io import read_json
 from manifests.layout import RunLayout
 
 RECORD = "export.json"

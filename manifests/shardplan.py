@@ -2,8 +2,8 @@
 
 A shard is a list of (partition, start, stop) ranges over the kept rows of each partition in
 sample_id order, partitions in name order: with unit-prefixed sample_ids (``crawl.sources.sample_key``)
-that is the global sample_id order ``manifests.export.plan_shards`` uses, so the shards hold the same
-samples (an img2dataset input keeps its own keys: shards then follow unit order, then key order).
+that is the global sample_id order (an img2dataset input keeps its own keys: shards then follow unit
+order, then key order). Shard sizes are ``manifests.export.shard_sizes``'.
 Each export task reads only the partitions of its ranges; each partition's manifest task gets only
 its own spans.
 """

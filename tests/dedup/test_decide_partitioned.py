@@ -1,6 +1,6 @@
 """The decision per ingest unit equals the decision of the whole assembled run: with the dedup phase's
 rules (its survivors read as written) and with changed rules (survivors re-picked by tasks, against the
-one-process re-pick); shards planned from per-unit kept counts hold the samples plan_shards gives."""
+one-process re-pick); shards planned from per-unit kept counts hold the kept rows in sample_id order."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dedup.partitioned import local_tasks, run_partitioned
 from dedup.run import run_dedup
 from filters.decide import decide as apply_decision
 from manifests import schema as col
-from manifests.export import plan_shards, shard_sizes
+from manifests.export import shard_sizes
 from manifests.shardplan import plan_sizes
 from pipelines.config import RunConfig
 from pipelines.decide_tasks import assemble, decide_partitioned, kept_counts, record_rules
@@ -42,14 +42,14 @@ def test_decide_per_unit_equals_decide_of_the_whole_run(tmp_path, units):
     assert parts.select(whole.columns).equals(whole)
     assert len(layout.decided_files()) == units
 
+    # Shards planned from the per-unit counts hold the kept rows in sample_id order, in shard_sizes' sizes.
     kept = kept_counts(layout)
-    shards = plan_sizes(kept, shard_sizes(sum(kept.values()), 250, 8))
-    reference = plan_shards(whole.filter(pl.col(col.KEEP)), 250, 8)
-    assert len(shards) == len(reference)
+    sizes = shard_sizes(sum(kept.values()), 250, 8)
+    shards = plan_sizes(kept, sizes)
     by_unit = {u: pl.read_parquet(layout.decided_part(u)).filter(pl.col(col.KEEP))[col.SAMPLE_ID] for u in kept}
-    for ranges, shard in zip(shards, reference):
-        ids = [i for r in ranges for i in by_unit[r.partition][r.start:r.stop].to_list()]
-        assert ids == [row[col.SAMPLE_ID] for row in shard.rows]
+    planned = [[i for r in ranges for i in by_unit[r.partition][r.start:r.stop].to_list()] for ranges in shards]
+    assert [len(ids) for ids in planned] == sizes
+    assert [i for ids in planned for i in ids] == whole.filter(pl.col(col.KEEP))[col.SAMPLE_ID].to_list()
 
 
 @pytest.mark.parametrize("units", [1, 3])

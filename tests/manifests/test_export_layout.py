@@ -13,9 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from manifests import schema as col
-from manifests.export import (ExportConfig, plan_shards, shard_sizes, with_export_locations, write_export_shard,
-                              write_sizes)
-from manifests.io import write_json
+from manifests.export import ExportConfig, shard_sizes, write_sizes
+from manifests.export_parts import export_shard, write_manifest_part
+from manifests.io import write_json, write_parquet
+from manifests.layout import RunLayout
+from manifests.shardplan import plan_sizes, spans_by_partition
 from manifests.shards import iter_tar, write_tar
 
 
@@ -34,28 +36,37 @@ def test_min_shards_defaults_to_eight():
     assert ExportConfig().min_shards == 8 and len(shard_sizes(20, 10_000, ExportConfig().min_shards)) == 8
 
 
-def _run(tmp_path, n=5):
-    ids = [f"0000{i}" for i in range(n)]
-    write_tar(tmp_path / "ingest/staged/00000.tar", [(i, {"jpg": f"img{i}".encode(), "txt": b"t"}) for i in ids])
-    return pl.DataFrame({col.SAMPLE_ID: ids, col.URL: [f"http://x.invalid/{i}" for i in ids],
-                         col.CAPTION: [f"caption {i}" for i in ids], col.KEEP: [True] * n,
-                         col.SHARD: ["ingest/staged/00000.tar"] * n, col.MEMBER: [f"{i}.jpg" for i in ids],
-                         col.REJECT_REASONS: [[] for _ in ids], col.EXIF: ['{"Image Make": "X"}'] * n})
+def _run(tmp_path, keep=(True,) * 5) -> RunLayout:
+    """A run with one staged tar and its decided part (unit 00000)."""
+    layout = RunLayout.at(tmp_path)
+    ids = [f"0000{i}" for i in range(len(keep))]
+    write_tar(layout.staged_tar(0), [(i, {"jpg": f"img{i}".encode(), "txt": b"t"}) for i in ids])
+    decided = pl.DataFrame({col.SAMPLE_ID: ids, col.URL: [f"http://x.invalid/{i}" for i in ids],
+                            col.CAPTION: [f"caption {i}" for i in ids], col.KEEP: list(keep),
+                            col.SHARD: ["ingest/staged/00000.tar"] * len(ids), col.MEMBER: [f"{i}.jpg" for i in ids],
+                            col.REJECT_REASONS: [[] for _ in ids], col.EXIF: ['{"Image Make": "X"}'] * len(ids)})
+    write_parquet(decided.to_arrow(), layout.decided_part("00000"))
+    return layout
+
+
+def _plan(kept: int, shard_size: int, min_shards: int) -> list:
+    return plan_sizes({"00000": kept}, shard_sizes(kept, shard_size, min_shards))
 
 
 def test_each_shard_has_its_parquet_stats_and_sizes(tmp_path):
     old = os.umask(0o022)
     try:
-        manifest = _run(tmp_path)
-        shards = plan_shards(manifest, shard_size=2, min_shards=1)
+        layout = _run(tmp_path)
+        plan = _plan(5, shard_size=2, min_shards=1)
         out = tmp_path / "shards"
-        written = [write_export_shard(s, tmp_path, out, ExportConfig()) for s in shards]
+        written = [export_shard(str(tmp_path), str(tmp_path), i, r, pl.Schema(), str(out), ExportConfig())
+                   for i, r in enumerate(plan)]
         write_sizes(out, written)
     finally:
         os.umask(old)
     assert json.loads((out / "sizes.json").read_text()) == {"00000.tar": 2, "00001.tar": 2, "00002.tar": 1}
-    for shard in shards:
-        name = f"{shard.index:05d}"
+    for index in range(len(plan)):
+        name = f"{index:05d}"
         members = [key for key, _ in iter_tar(out / f"{name}.tar")]
         table = pq.read_table(out / f"{name}.parquet")
         assert table.column("key").to_pylist() == members == table.column(col.SAMPLE_ID).to_pylist()
@@ -68,16 +79,22 @@ def test_each_shard_has_its_parquet_stats_and_sizes(tmp_path):
     assert meta[col.EXPORT_MEMBER] == "00000.jpg" and sample["jpg"] == b"img00000"
     for path in out.iterdir():  # created with the process umask, not mkstemp's 0600
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert layout.decided_files()
 
 
 def test_manifest_gains_export_locations(tmp_path):
-    manifest = _run(tmp_path).with_columns(pl.Series(col.KEEP, [True, False, True, True, False]))
-    shards = plan_shards(manifest.filter(pl.col(col.KEEP)), shard_size=10, min_shards=8)
-    assert [len(s.rows) for s in shards] == [1, 1, 1]  # three kept rows: one shard each, not eight
-    located = with_export_locations(manifest, shards)
+    layout = _run(tmp_path, keep=(True, False, True, True, False))
+    plan = _plan(3, shard_size=10, min_shards=8)
+    assert [sum(r.stop - r.start for r in ranges) for ranges in plan] == [1, 1, 1]  # one shard each, not eight
+    spans = spans_by_partition(plan)["00000"]
+    write_manifest_part(str(tmp_path), "00000", spans, pl.Schema(), str(layout.manifest_dir))
+    located = pl.read_parquet(layout.manifest_part("00000"))
     assert located[col.EXPORT_SHARD].to_list() == ["shards/00000.tar", None, "shards/00001.tar", "shards/00002.tar", None]
-    assert located[col.EXPORT_MEMBER].to_list()[0] == "00000.jpg"
-    assert with_export_locations(located, shards).columns == located.columns  # a re-export replaces them
+    assert located[col.EXPORT_MEMBER].to_list() == ["00000.jpg", None, "00002.jpg", "00003.jpg", None]
+    # A part that already has locations (a re-export's source) gets them replaced, not doubled.
+    write_parquet(located.to_arrow(), layout.decided_part("00000"))
+    write_manifest_part(str(tmp_path), "00000", spans, pl.Schema(), str(layout.manifest_dir))
+    assert pl.read_parquet(layout.manifest_part("00000")).columns == located.columns
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077])
