@@ -23,6 +23,7 @@ from manifests.schema import Status
 from manifests.io import write_parquet
 
 RESOLUTION_SOURCE, ELIGIBLE_SOURCE, SCORES_SOURCE = "rows", "eligible", "scores"
+CENTROIDS_SOURCE = "centroids"  # the semantic finder's centroid_distance (keep: least_prototypical)
 UNIT = "unit"  # the ingest unit (staged file stem) a sample came from
 
 
@@ -30,7 +31,8 @@ def shuffle_scores(source: Path, kind: str, columns: list[str], buckets: int, ou
     """Map task: sample_id + the keep-policy ``columns`` this file has, bucketed by sample_id.
 
     ``kind`` rows: staged ingest rows (successes, resolution = width x height, and ``unit``, the file's
-    name, so each duplicates row can be sent back to its sample's unit); eligible, scores: as written.
+    name, so each duplicates row can be sent back to its sample's unit); eligible, scores, centroids:
+    as written.
     """
     frame = pl.scan_parquet(source)
     if kind == RESOLUTION_SOURCE:
