@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from dedup import components as cc
 from dedup import groups as grouping
-from dedup import listjoin, semjoin, shuffle
+from dedup import listjoin, pdqjoin, semjoin, shuffle
 from dedup.cluster import DUPLICATES_SCHEMA
 from dedup.config import DedupConfig
 from dedup.lsh import band_shape
@@ -181,8 +181,9 @@ def sscd_pairs(plan: Plan) -> int:
 
 
 def one_process_finder(name: str) -> Callable[[Plan], int]:
-    """A detector with no partitioned finder yet (pdq and pdq_verified, semantic): its one-process finder,
-    its pairs written as one part file. Correct, but its memory follows the run, not a bucket."""
+    """A detector's one-process finder, its pairs written as one part file: correct, but its memory follows
+    the run, not a bucket. Only PDQ with geometric verification (``dedup.pdq.verify.enabled``: pdq and
+    pdq_verified pairs, found in one pass that reads the candidates' ORB keypoints) still runs this way."""
     def find(plan: Plan) -> int:
         if name == "pdq_verified":  # found with pdq, in the same pass
             return 0
@@ -199,6 +200,7 @@ FINDERS: dict[str, Callable[[Plan], int]] = {
     "phash": phash_pairs,
     "sscd": sscd_pairs,
     "semantic": lambda p: semjoin.semantic_pairs(p, centroid_dir(p.layout)),
+    "pdq": lambda p: one_process_finder("pdq")(p) if p.config.pdq.verify.enabled else pdqjoin.pdq_pairs(p),
 }
 
 

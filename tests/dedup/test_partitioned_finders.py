@@ -92,3 +92,71 @@ def test_least_prototypical_ranks_by_the_partitioned_centroid_distances(tmp_path
     _, policy, _ = semantic_reference["policy"]
     kept = duplicates.filter(pl.col(col.DUPLICATE_OF).is_null())[col.SAMPLE_ID]
     assert set(kept) != set(policy.filter(pl.col(col.DUPLICATE_OF).is_null())[col.SAMPLE_ID])
+
+
+# --- PDQ -------------------------------------------------------------------------------------------
+
+def pdq_columns(index: np.ndarray) -> pl.DataFrame:
+    """pdq_codes (8 dihedral + 2 crop codes, default config layout) and pdq_quality. A copy (scalegen's
+    phash sources) re-encodes its source (every code 0-40 bits off), is a rotation/flip of it (its full
+    code is one of the source's other dihedral variants) or a crop (its full code is the source's 0.8
+    crop); a low-quality full region (every 40th row) and low-quality crops only match through other
+    regions; every 97th row has no codes (it did not decode)."""
+    src = sources(index, "phash")
+    rows, quality = [], []
+    for i, s in zip(index.tolist(), src.tolist()):
+        rng = np.random.default_rng(3 * 10**7 + i)
+        codes = np.random.default_rng(4 * 10**7 + s).integers(0, 256, (10, 32), dtype=np.uint8)
+        if s != i:
+            edit = i % 3
+            if edit == 1:
+                codes[:8] = np.roll(codes[:8], 1 + i % 7, axis=0)
+            elif edit == 2:
+                codes[0] = codes[8]
+            flips = rng.integers(0, 41)
+            for c in range(10):
+                bits = rng.choice(256, size=flips, replace=False)
+                np.bitwise_xor.at(codes[c], bits // 8, (1 << (bits % 8)).astype(np.uint8))
+        crop_quality = rng.integers(30, 101, 2).astype(np.uint8)
+        rows.append(None if i % 97 == 5 else crop_quality.tobytes() + codes.tobytes())
+        quality.append(None if i % 97 == 5 else (30 if i % 40 == 3 else 100))
+    return pl.DataFrame({col.PDQ_CODES: pl.Series(rows, dtype=pl.Binary),
+                         col.PDQ_QUALITY: pl.Series(quality, dtype=pl.Int32)})
+
+
+def pdq_config(buckets: int, **search) -> DedupConfig:
+    return DedupConfig.model_validate({"exact": {"enabled": True}, "pdq": {"enabled": True},
+                                       "partitions": {"buckets": buckets}, "search": {"use_gpu": False, **search}})
+
+
+@pytest.fixture(scope="module")
+def pdq_reference(tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
+    layout = generated_run(tmp_path_factory.mktemp("pdq"), 1, pdq_columns)
+    run_dedup(pdq_config(1), layout)
+    return outputs(layout)
+
+
+@pytest.mark.parametrize("parts", [1, 7])
+def test_partitioned_pdq_equals_one_process_below_exact_max(tmp_path, pdq_reference, parts):
+    layout = generated_run(tmp_path, parts, pdq_columns)
+    run_partitioned(pdq_config(parts), layout)
+    pairs, duplicates = outputs(layout)
+    want_pairs, want_duplicates = pdq_reference
+    assert want_pairs.filter(pl.col("detector") == "pdq").height > 30
+    assert pairs.equals(want_pairs)
+    assert duplicates.equals(want_duplicates)
+
+
+def test_pdq_lists_probing_every_list_equal_the_exact_search(tmp_path, pdq_reference):
+    """Beyond exact_max the lists run as tasks; probing every list is exhaustive, so pairs and survivors
+    must be the exact search's. Probing 2 of 16 lists finds nearly all of them and nothing else."""
+    layout = generated_run(tmp_path, 3, pdq_columns)
+    run_partitioned(pdq_config(3, exact_max=100, nlist=8, nprobe=8), layout)
+    assert outputs(layout)[0].equals(pdq_reference[0])
+    assert outputs(layout)[1].equals(pdq_reference[1])
+    run_partitioned(pdq_config(3, exact_max=100, nlist=16, nprobe=2), layout)
+    exact = pdq_reference[0].filter(pl.col("detector") == "pdq")
+    found = outputs(layout)[0].filter(pl.col("detector") == "pdq")
+    both = found.join(exact, on=["sample_a", "sample_b"], suffix="_exact")
+    assert both.height == found.height >= 0.9 * exact.height  # IVF recall; no pair outside the radius
+    assert (both["similarity"] == both["similarity_exact"]).all()
