@@ -181,9 +181,9 @@ def sscd_pairs(plan: Plan) -> int:
 
 
 def one_process_finder(name: str) -> Callable[[Plan], int]:
-    """A detector's one-process finder, its pairs written as one part file: correct, but its memory follows
-    the run, not a bucket. Only PDQ with geometric verification (``dedup.pdq.verify.enabled``: pdq and
-    pdq_verified pairs, found in one pass that reads the candidates' ORB keypoints) still runs this way."""
+    """A detector with no partitioned finder (none today: every detector of ``dedup.config.DETECTORS`` has
+    one in ``FINDERS``): its one-process finder, its pairs written as one part file. Correct, but its memory
+    follows the run, not a bucket; the fallback for a detector added without a partitioned finder."""
     def find(plan: Plan) -> int:
         if name == "pdq_verified":  # found with pdq, in the same pass
             return 0
@@ -200,7 +200,8 @@ FINDERS: dict[str, Callable[[Plan], int]] = {
     "phash": phash_pairs,
     "sscd": sscd_pairs,
     "semantic": lambda p: semjoin.semantic_pairs(p, centroid_dir(p.layout)),
-    "pdq": lambda p: one_process_finder("pdq")(p) if p.config.pdq.verify.enabled else pdqjoin.pdq_pairs(p),
+    "pdq": pdqjoin.pdq_pairs,
+    "pdq_verified": lambda p: 0,  # found with pdq, in the same pass
 }
 
 

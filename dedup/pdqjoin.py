@@ -16,8 +16,8 @@ exactly up to ``search.exact_max`` indexed codes and through ``IndexBinaryIVF`` 
    per bucket of ``sample_a`` (``listjoin.merge_pairs``).
 
 Below ``exact_max`` indexed codes one task runs the one-process detector itself: identical pairs.
-Geometric verification (``verify.enabled``, pairs ``pdq_verified``) needs every candidate's ORB
-keypoints and still runs in one process (``partitioned.one_process_finder``).
+With geometric verification (``verify.enabled``) the lists are searched out to ``verify.max_distance``
+and the hits go on to ``dedup.pdqverify`` (far hits capped per query code, ORB + RANSAC per bucket).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from dedup import listjoin
+from dedup import listjoin, pdqverify
 from dedup.artefacts import SampleIndex, binary_matrix
 from dedup.config import PdqConfig, SearchConfig
 from dedup.detectors import pdq_pairs as one_process_pdq_pairs
@@ -60,10 +60,14 @@ def pdq_pairs(plan: Plan) -> int:
     queries = count // codes_per_row * (1 + len(config.regions)) * nprobe
     lists, raw = plan.fresh("pdq-lists"), plan.fresh("pdq-raw")
     list_buckets = plan.buckets(count + queries, ROW_BYTES + CODE_BYTES)
-    raw_buckets = plan.buckets(count, ROW_BYTES)
+    near, verify = near_distance(config), config.verify.enabled
+    radius = max(near, config.verify.max_distance) if verify else near
+    raw_buckets = plan.buckets(queries * (search.k if verify else 1), ROW_BYTES)
     plan.each(assign_codes, [(f, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
                              for i, f in enumerate(files)])
-    plan.each(join_lists, [(lists, b, near_distance(config), raw_buckets, raw) for b in range(list_buckets)])
+    plan.each(join_lists, [(lists, b, radius, raw_buckets, raw, verify) for b in range(list_buckets)])
+    if verify:
+        return pdqverify.verified_pairs(plan, raw, raw_buckets, near)
     return sum(plan.each(listjoin.merge_pairs, [(raw, b, "pdq", plan.layout.pairs_dir)
                                                 for b in range(raw_buckets)]))
 
@@ -111,6 +115,7 @@ def assign_codes(source: Path, config: PdqConfig, centroids: np.ndarray, nprobe:
     if not len(ids):
         return 0
     owner = np.broadcast_to(np.arange(len(ids))[:, None], indexed.shape)
+    slot = np.broadcast_to(np.arange(indexed.shape[1], dtype=np.int16)[None, :], indexed.shape)
     quantizer = faiss.IndexBinaryFlat(BITS)
     quantizer.add(np.ascontiguousarray(centroids))
     rows = []
@@ -118,13 +123,16 @@ def assign_codes(source: Path, config: PdqConfig, centroids: np.ndarray, nprobe:
         found = np.ascontiguousarray(codes[mask])
         if len(found):
             lists = quantizer.search(found, probes)[1]
-            rows.append(listjoin._probe_rows(ids.gather(owner[mask]), found, lists, member))
+            probed = listjoin._probe_rows(ids.gather(owner[mask]), found, lists, member)
+            rows.append(probed.with_columns(pl.Series("slot", np.repeat(slot[mask], probes), pl.Int16)))
     return write_buckets(pl.concat(rows), pl.col("list"), buckets, out, part) if rows else 0
 
 
-def join_lists(source: Path, bucket: int, max_distance: int, raw_buckets: int, out: Path) -> int:
+def join_lists(source: Path, bucket: int, max_distance: int, raw_buckets: int, out: Path,
+               hits: bool = False) -> int:
     """Task: each list's probers range-searched among its members (Hamming <= ``max_distance``); hits
-    between two codes of one image dropped; ordered pairs sent on to the bucket of their smaller id."""
+    between two codes of one image dropped; ordered pairs sent on to the bucket of their smaller id
+    (``hits``: every hit with its query code and distance, to the bucket of the querying sample)."""
     found = []
     for members, probers in listjoin._lists(source, bucket):
         if members.is_empty() or probers.is_empty():
@@ -134,7 +142,14 @@ def join_lists(source: Path, bucket: int, max_distance: int, raw_buckets: int, o
         lims, dist, hit = index.range_search(binary_matrix(probers["vector"].to_arrow(), np.uint8, CODE_BYTES),
                                              max_distance + 1)  # faiss returns distances strictly below
         q = np.repeat(np.arange(probers.height), np.diff(lims.astype(np.int64)))
-        found.append(pl.DataFrame({"a": probers[col.SAMPLE_ID].gather(q), "b": members[col.SAMPLE_ID].gather(hit),
-                                   listjoin.SIMILARITY: (1.0 - dist.astype(np.float32) / BITS)},
-                                  schema=listjoin.RAW_SCHEMA))
+        a, b = probers[col.SAMPLE_ID].gather(q), members[col.SAMPLE_ID].gather(hit)
+        if hits:
+            found.append(pl.DataFrame({"a": a, "b": b, "slot": probers["slot"].gather(q), "distance": dist},
+                                      schema=pdqverify.HIT_SCHEMA).filter(pl.col("a") != pl.col("b")))
+        else:
+            found.append(pl.DataFrame({"a": a, "b": b, listjoin.SIMILARITY: (1.0 - dist.astype(np.float32) / BITS)},
+                                      schema=listjoin.RAW_SCHEMA))
+    if hits:
+        frame = pl.concat(found) if found else pl.DataFrame(schema=pdqverify.HIT_SCHEMA)
+        return write_buckets(frame, pl.col("a"), raw_buckets, out, f"{bucket:05d}")
     return listjoin._write_raw(found, raw_buckets, out, f"{bucket:05d}", by="lo")

@@ -160,3 +160,49 @@ def test_pdq_lists_probing_every_list_equal_the_exact_search(tmp_path, pdq_refer
     both = found.join(exact, on=["sample_a", "sample_b"], suffix="_exact")
     assert both.height == found.height >= 0.9 * exact.height  # IVF recall; no pair outside the radius
     assert (both["similarity"] == both["similarity_exact"]).all()
+
+
+@pytest.fixture(scope="module")
+def pdq_scored(near_dup_set) -> dict[str, dict]:
+    """sample_id -> pdq_codes, pdq_quality, orb_features of the generated near-duplicate photos."""
+    from dedup.config import PdqConfig
+    from dedup.pdq import PdqHasher
+
+    ids = np.array([i.sample_id for i in near_dup_set], dtype=object)
+    batch = PdqHasher(PdqConfig(enabled=True, verify={"enabled": True}))(
+        {col.SAMPLE_ID: ids, col.IMAGE: np.array([i.data for i in near_dup_set], dtype=object)})
+    return {c: dict(zip(ids, batch[c])) for c in (col.PDQ_CODES, col.PDQ_QUALITY, col.ORB_FEATURES)}
+
+
+def verified_run(root, items, scored: dict[str, dict], config: DedupConfig, shards: int) -> RunLayout:
+    """The generated near-duplicate photos (``near_dup_set``) as a run, with PDQ codes and ORB keypoints."""
+    from tests.dedup.runs import write_run
+
+    layout = write_run(root, items, config, shards, seed=1)
+    for path in layout.score_files():
+        frame = pl.read_parquet(path)
+        added = {c: pl.Series(c, [scored[c][s] for s in frame[col.SAMPLE_ID]], dtype=t) for c, t in
+                 ((col.PDQ_CODES, pl.Binary), (col.PDQ_QUALITY, pl.Int16), (col.ORB_FEATURES, pl.Binary))}
+        frame.with_columns(**added).write_parquet(path)
+    return layout
+
+
+@pytest.mark.parametrize("verify_all", [False, True])
+def test_partitioned_pdq_verification_equals_one_process(tmp_path, near_dup_set, pdq_scored, verify_all):
+    """ORB + RANSAC over the candidates' keypoints joined per bucket, far hits capped at k = 2 per query
+    code: the pdq and pdq_verified pairs (and survivors) of the lists probing every list equal the
+    one-process exact search's."""
+    def config(parts: int, **search) -> DedupConfig:
+        return DedupConfig.model_validate({
+            "exact": {"enabled": True}, "partitions": {"buckets": parts},
+            "search": {"use_gpu": False, "k": 2, **search},
+            "pdq": {"enabled": True, "verify": {"enabled": True, "verify_all": verify_all}}})
+
+    layout = verified_run(tmp_path / "one", near_dup_set, pdq_scored, config(1), 1)
+    run_dedup(config(1), layout)
+    want = outputs(layout)
+    assert want[0].filter(pl.col("detector") == "pdq_verified").height > 5
+    layout = verified_run(tmp_path / "parts", near_dup_set, pdq_scored, config(1), 3)
+    run_partitioned(config(3, exact_max=50, nlist=4, nprobe=4), layout)
+    assert outputs(layout)[0].equals(want[0])
+    assert outputs(layout)[1].equals(want[1])
