@@ -12,6 +12,8 @@ from dedup.config import DedupConfig
 from dedup.partitioned import run_partitioned
 from dedup.run import centroid_dir, centroid_path, run_dedup
 from dedup.scalegen import sources, write_part
+from dedup.semantic import CENTROID_DISTANCE
+from dedup.survivors import with_centroid_distance
 from manifests import schema as col
 from manifests.layout import RunLayout
 
@@ -92,6 +94,11 @@ def test_least_prototypical_ranks_by_the_partitioned_centroid_distances(tmp_path
     _, policy, _ = semantic_reference["policy"]
     kept = duplicates.filter(pl.col(col.DUPLICATE_OF).is_null())[col.SAMPLE_ID]
     assert set(kept) != set(policy.filter(pl.col(col.DUPLICATE_OF).is_null())[col.SAMPLE_ID])
+    # decide, tune and re-export rank by the part files too (they pass the one-process file's path)
+    frame = pl.LazyFrame({col.SAMPLE_ID: ["00000000007", "00000000008"]})
+    config = semantic_config(3, "least_prototypical")
+    ranked = with_centroid_distance(frame, centroid_path(layout), config).collect()
+    assert ranked[CENTROID_DISTANCE].null_count() == 1  # row 7 has no embedding; row 8 has its distance
 
 
 # --- PDQ -------------------------------------------------------------------------------------------
