@@ -62,7 +62,7 @@ def pdq_pairs(plan: Plan) -> int:
     list_buckets = plan.buckets(count + queries, ROW_BYTES + CODE_BYTES)
     near, verify = near_distance(config), config.verify.enabled
     radius = max(near, config.verify.max_distance) if verify else near
-    raw_buckets = plan.buckets(queries * (search.k if verify else 1), ROW_BYTES)
+    raw_buckets = plan.buckets(count * (search.k if verify else 1), ROW_BYTES)  # hits: ~pairs, or k per query
     plan.each(assign_codes, [(f, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
                              for i, f in enumerate(files)])
     plan.each(join_lists, [(lists, b, radius, raw_buckets, raw, verify) for b in range(list_buckets)])
