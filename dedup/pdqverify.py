@@ -123,7 +123,8 @@ def verify_second(half: Path, keypoints: Path, bucket: int, config: VerifyConfig
     passed = [pair_inliers(a, b, config) >= config.min_inliers for a, b in zip(frame["orb_a"], frame["orb_b"])]
     frame = frame.filter(pl.Series(passed, dtype=pl.Boolean)).drop("orb_a", "orb_b")
     near_pairs, far_pairs = frame.filter(is_near(near)), frame.filter(~is_near(near))
-    return (write_pairs(_named(near_pairs, "pdq"), out / f"pdq-checked-{bucket:05d}.parquet")
+    # near pairs reach here only with verify_all, when split_near writes no pdq part of its own
+    return (write_pairs(_named(near_pairs, "pdq"), out / f"pdq-{bucket:05d}.parquet")
             + write_pairs(_named(far_pairs, "pdq_verified"), out / f"pdq_verified-{bucket:05d}.parquet"))
 
 
