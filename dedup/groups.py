@@ -23,6 +23,7 @@ from manifests.schema import Status
 from manifests.io import write_parquet
 
 RESOLUTION_SOURCE, ELIGIBLE_SOURCE, SCORES_SOURCE = "rows", "eligible", "scores"
+CENTROIDS_SOURCE = "centroids"  # the semantic finder's centroid_distance (keep: least_prototypical)
 UNIT = "unit"  # the ingest unit (staged file stem) a sample came from
 
 
@@ -31,7 +32,8 @@ def shuffle_scores(sources: list[Path], kind: str, columns: list[str], buckets: 
     (a column one file of the batch lacks is null in its rows, as the reader of a bucket takes it).
 
     ``kind`` rows: staged ingest rows (successes, resolution = width x height, and ``unit``, the file's
-    name, so each duplicates row can be sent back to its sample's unit); eligible, scores: as written.
+    name, so each duplicates row can be sent back to its sample's unit); eligible, scores, centroids:
+    as written.
     """
     frame = concat(_score_rows(source, kind, columns) for source in sources)
     return write_buckets(frame, pl.col(col.SAMPLE_ID), buckets, out / kind, part)

@@ -23,12 +23,12 @@ import pyarrow.parquet as pq
 
 from dedup import components as cc
 from dedup import groups as grouping
-from dedup import listjoin, shuffle
+from dedup import listjoin, pdqjoin, semjoin, shuffle
 from dedup.cluster import DUPLICATES_SCHEMA
 from dedup.config import DedupConfig
 from dedup.lsh import band_shape
-from dedup.run import eligible_path, find_pairs, staged_rows
-from dedup.survivors import ELIGIBLE, keep_order
+from dedup.run import centroid_dir, centroid_path, eligible_path, find_pairs, staged_rows
+from dedup.survivors import ELIGIBLE, centroid_files, keep_order
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
@@ -86,9 +86,9 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
     The keep policy ranks first the rows that pass every other rule: ``eligible`` as one frame, or,
     when None, the per-unit files of ``eligible_dir`` if any (written by ``pipelines.decide_tasks``).
     """
-    for path in (layout.pairs_dir, layout.duplicates_dir):
+    for path in (layout.pairs_dir, layout.duplicates_dir, centroid_dir(layout)):
         shutil.rmtree(path, ignore_errors=True)
-    for path in (layout.pairs, layout.duplicates, eligible_path(layout)):
+    for path in (layout.pairs, layout.duplicates, eligible_path(layout), centroid_path(layout)):
         path.unlink(missing_ok=True)  # a one-process run's outputs must not shadow these
     detectors = config.enabled_detectors()
     if not detectors:
@@ -201,8 +201,9 @@ def sscd_pairs(plan: Plan) -> int:
 
 
 def one_process_finder(name: str) -> Callable[[Plan], int]:
-    """A detector with no partitioned finder yet (pdq and pdq_verified, semantic): its one-process finder,
-    its pairs written as one part file. Correct, but its memory follows the run, not a bucket."""
+    """A detector with no partitioned finder (none today: every detector of ``dedup.config.DETECTORS`` has
+    one in ``FINDERS``): its one-process finder, its pairs written as one part file. Correct, but its memory
+    follows the run, not a bucket; the fallback for a detector added without a partitioned finder."""
     def find(plan: Plan) -> int:
         if name == "pdq_verified":  # found with pdq, in the same pass
             return 0
@@ -218,6 +219,9 @@ FINDERS: dict[str, Callable[[Plan], int]] = {
     "minhash": minhash_pairs,
     "phash": phash_pairs,
     "sscd": sscd_pairs,
+    "semantic": lambda p: semjoin.semantic_pairs(p, centroid_dir(p.layout)),
+    "pdq": pdqjoin.pdq_pairs,
+    "pdq_verified": lambda p: 0,  # found with pdq, in the same pass
 }
 
 
@@ -283,7 +287,8 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks, into: Survi
     buckets, groups = plan.buckets(plan.rows, KEY_BYTES), plan.buckets(n_labels, 2 * KEY_BYTES)
     sources = {grouping.RESOLUTION_SOURCE: layout.staged_row_files(),
                grouping.ELIGIBLE_SOURCE: eligible,
-               grouping.SCORES_SOURCE: layout.score_files()}
+               grouping.SCORES_SOURCE: layout.score_files(),
+               grouping.CENTROIDS_SOURCE: centroid_files(centroid_path(layout))}
     plan.each(grouping.shuffle_scores, [(batch, kind, list(columns[kind]), buckets, scores, f"{i:05d}")
                                          for kind in columns
                                          for i, batch in enumerate(plan.batches(sources[kind], KEY_BYTES))])
@@ -334,6 +339,8 @@ def _score_columns(layout: RunLayout, order: tuple[str, ...], eligible: list[Pat
         types.update({c: schema[c] for c in order if c in schema and c not in col.ARTEFACT_COLUMNS})
     if types:
         out[grouping.SCORES_SOURCE] = {c: types[c] for c in order if c in types}
+    if col.CENTROID_DISTANCE in order and centroid_files(centroid_path(layout)):
+        out[grouping.CENTROIDS_SOURCE] = {col.CENTROID_DISTANCE: pl.Float32}
     return out
 
 

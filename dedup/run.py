@@ -13,7 +13,7 @@ from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR
 from dedup.config import DedupConfig
 from dedup.detectors import caption_pairs, equal_key_pairs, pdq_pairs, phash_pairs, sscd_pairs
 from dedup.semantic import CENTROID_DISTANCE, semantic_pairs
-from dedup.survivors import CENTROIDS_FILE, ELIGIBLE, keep_order
+from dedup.survivors import CENTROIDS_DIR, CENTROIDS_FILE, ELIGIBLE, keep_order
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
@@ -39,6 +39,11 @@ def eligible_path(layout: RunLayout) -> Path:
 def centroid_path(layout: RunLayout) -> Path:
     """sample_id + centroid_distance from the semantic detector's k-means (the least_prototypical keep)."""
     return layout.pairs.with_name(CENTROIDS_FILE)
+
+
+def centroid_dir(layout: RunLayout) -> Path:
+    """The same as part files (one per score file), written by the partitioned semantic finder."""
+    return layout.pairs.with_name(CENTROIDS_DIR)
 
 
 def semantic_finder(config: DedupConfig, layout: RunLayout, files: list[Path], index: SampleIndex,
@@ -106,6 +111,7 @@ def run_dedup(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | N
     layout.duplicates.unlink(missing_ok=True)
     eligible_path(layout).unlink(missing_ok=True)
     centroid_path(layout).unlink(missing_ok=True)
+    shutil.rmtree(centroid_dir(layout), ignore_errors=True)  # a partitioned run's must not shadow this run's
     detectors = config.enabled_detectors()
     if not detectors:
         return {"detectors": []}

@@ -23,6 +23,7 @@ import pyarrow as pa
 from dedup.artefacts import SampleIndex, iter_column
 from dedup.cluster import group_rows
 from dedup.config import SemanticConfig
+from dedup.shuffle import parquet_rows
 from manifests import schema as col
 
 CENTROID_DISTANCE = col.CENTROID_DISTANCE
@@ -64,10 +65,16 @@ def train_centroids(sample: np.ndarray, k: int, config: SemanticConfig) -> np.nd
 
 
 def assign(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(nearest centroid, cosine to it) of each unit row."""
-    sims = vectors @ centroids.T
-    labels = sims.argmax(axis=1)
-    return labels.astype(np.int64), sims[np.arange(len(vectors)), labels]
+    """(nearest centroid, cosine to it) of each unit row, ``_BLOCK`` rows at a time (memory: a block x k).
+    In float64, then rounded: a float32 product's last bit follows the batch's shape in BLAS, and a row's
+    distance must not depend on the file or batch it sits in."""
+    labels, best = np.empty(len(vectors), np.int64), np.empty(len(vectors), np.float32)
+    centres = centroids.T.astype(np.float64)
+    for start in range(0, len(vectors), _BLOCK):
+        sims = vectors[start:start + _BLOCK].astype(np.float64) @ centres
+        labels[start:start + _BLOCK] = top = sims.argmax(axis=1)
+        best[start:start + _BLOCK] = sims[np.arange(len(sims)), top]
+    return labels, best
 
 
 def kmeans_labels(vectors: np.ndarray, k: int, config: SemanticConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +113,15 @@ def within_cluster_pairs(vectors: np.ndarray, labels: np.ndarray, threshold: flo
     return lo, hi, s.astype(np.float32)
 
 
+def bucket_pairs(stored: np.ndarray, labels: np.ndarray,
+                 config: SemanticConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``within_cluster_pairs`` of a bucket's rows (float16 as spilled, in sample_id order) at ``stored_from``."""
+    vectors = stored.astype(np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # float16 storage rounds
+    a, b, sim = within_cluster_pairs(vectors, labels, config.stored_from - 1e-6, config.max_neighbours)
+    return a, b, np.minimum(sim, 1.0)
+
+
 def _top_per_row(rows: np.ndarray, sims: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` largest ``sims`` of each row value."""
     order = np.lexsort((-sims, rows))
@@ -113,19 +129,35 @@ def _top_per_row(rows: np.ndarray, sims: np.ndarray, k: int) -> np.ndarray:
     return order[np.arange(len(order)) - first < k]
 
 
-def _embedded(files: list[Path], index: SampleIndex) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(positions, unit vectors) of the rows with an embedding, one record batch at a time."""
+def embedded(files: list[Path]) -> Iterator[tuple[pl.Series, np.ndarray]]:
+    """(sample_ids, unit vectors) of the rows with an embedding, one record batch at a time."""
     for ids, values in iter_column(files, col.CLIP_EMBEDDING):
         vectors, ok = unit_vectors(embedding_rows(values))
-        yield index.positions(ids)[ok], vectors
+        yield ids.filter(pl.Series(ok)), vectors
+
+
+def in_sample(ids: pl.Series, share: float, seed: int) -> np.ndarray:
+    """Whether each sample is in the k-means training sample: a seeded hash of its sample_id below ``share``,
+    so the sample depends on neither the files the rows sit in nor their order (a task per file draws it)."""
+    return ((ids.hash(seed=seed).to_numpy() >> np.uint64(11)) / float(1 << 53)) < share
+
+
+def sample_share(rows: int, config: SemanticConfig) -> float:
+    """The share of rows drawn to train on: about ``train_sample`` of ``rows`` (the score files' row count)."""
+    return min(1.0, config.train_sample / max(rows, 1))
 
 
 def training_sample(files: list[Path], index: SampleIndex, config: SemanticConfig) -> np.ndarray:
-    """About ``train_sample`` unit rows drawn evenly from every file (seeded), read a batch at a time."""
-    rng = np.random.default_rng(config.seed)
-    share = min(1.0, config.train_sample / max(len(index), 1))
-    parts = [vectors[rng.random(len(vectors)) < share] for _, vectors in _embedded(files, index)]
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    """About ``train_sample`` unit rows (``in_sample``), in sample_id order, read a batch at a time."""
+    share = sample_share(parquet_rows(files), config)
+    positions, parts = [], []
+    for ids, vectors in embedded(files):
+        drawn = in_sample(ids, share, config.seed)
+        positions.append(index.positions(ids.filter(pl.Series(drawn))))
+        parts.append(vectors[drawn])
+    if not parts:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(parts)[np.argsort(np.concatenate(positions), kind="stable")]
 
 
 def bucket_rows(files: list[Path], index: SampleIndex, centroids: np.ndarray, work: Path,
@@ -134,7 +166,8 @@ def bucket_rows(files: list[Path], index: SampleIndex, centroids: np.ndarray, wo
     centroid distance. A bucket holds whole clusters, so clusters are searched one bucket in memory at a time."""
     work.mkdir(parents=True, exist_ok=True)
     ids, distances = [], []
-    for part, (pos, vectors) in enumerate(_embedded(files, index)):
+    for part, (sample_ids, vectors) in enumerate(embedded(files)):
+        pos = index.positions(sample_ids)
         labels, sims = assign(vectors, centroids)
         for b in np.unique(labels % buckets):
             mine = labels % buckets == b
@@ -163,7 +196,7 @@ def semantic_pairs(config: SemanticConfig, files: list[Path], index: SampleIndex
         empty = pl.DataFrame(schema={col.SAMPLE_ID: pl.String, CENTROID_DISTANCE: pl.Float32})
         return named_pairs(index, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32),
                            "semantic"), empty
-    k = cluster_count(len(index), config)
+    k = cluster_count(parquet_rows(files), config)
     centroids = train_centroids(sample, min(k, len(sample)), config)
     buckets = max(1, math.ceil(len(index) / config.bucket_rows))
     parts, distances = bucket_rows(files, index, centroids, work, buckets)
@@ -173,12 +206,12 @@ def semantic_pairs(config: SemanticConfig, files: list[Path], index: SampleIndex
         if not loaded:
             continue
         pos = np.concatenate([z["pos"] for z in loaded])
-        vectors = np.concatenate([z["vectors"] for z in loaded]).astype(np.float32)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # float16 storage rounds
-        a, b_, sim = within_cluster_pairs(vectors, np.concatenate([z["labels"] for z in loaded]),
-                                          config.stored_from - 1e-6, config.max_neighbours)
+        order = np.argsort(pos, kind="stable")  # a cluster's rows in sample_id order, whatever the files
+        pos = pos[order]
+        a, b_, sim = bucket_pairs(np.concatenate([z["vectors"] for z in loaded])[order],
+                                  np.concatenate([z["labels"] for z in loaded])[order], config)
         lo, hi = np.minimum(pos[a], pos[b_]), np.maximum(pos[a], pos[b_])
-        found.append(named_pairs(index, lo, hi, np.minimum(sim, 1.0), "semantic"))
+        found.append(named_pairs(index, lo, hi, sim, "semantic"))
     empty_pairs = named_pairs(index, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32), "semantic")
     return pl.concat([empty_pairs, *found]), distances
 

@@ -20,6 +20,7 @@ from manifests import schema as col
 
 ELIGIBLE = "eligible"  # passes every rule but dedup
 CENTROIDS_FILE = "semantic_centroids.parquet"  # beside dedup/pairs.parquet: sample_id, centroid_distance
+CENTROIDS_DIR = "semantic_centroids"  # the partitioned run's part files of the same, one per score file
 DUP_COLUMNS = (col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND, col.DUP_SIMILARITY, col.DUP_DETECTOR)
 # frame without duplicate columns -> sample_id + ``keep``, as the decision would set it.
 Eligibility = Callable[[pl.LazyFrame], pl.LazyFrame]
@@ -68,11 +69,21 @@ def keep_order(config: DedupConfig) -> tuple[str, ...]:
     return (ELIGIBLE, *semantic, *config.keep.order)
 
 
+def centroid_files(centroids: Path) -> list[Path]:
+    """The semantic centroid distances as either dedup path wrote them: ``centroids`` (the one-process
+    file, ``dedup/semantic_centroids.parquet``), else the part files of ``dedup/semantic_centroids/``."""
+    if centroids.exists():
+        return [centroids]
+    return sorted(centroids.with_name(CENTROIDS_DIR).glob("*.parquet"))
+
+
 def with_centroid_distance(frame: pl.LazyFrame, centroids: Path, config: DedupConfig) -> pl.LazyFrame:
     """``frame`` with the semantic detector's ``centroid_distance`` joined in when the keep order ranks by it."""
-    if col.CENTROID_DISTANCE not in keep_order(config) or not centroids.exists():
+    files = centroid_files(centroids)
+    if col.CENTROID_DISTANCE not in keep_order(config) or not files:
         return frame
-    return frame.join(pl.scan_parquet(centroids), on=col.SAMPLE_ID, how="left", maintain_order="left")
+    return frame.join(pl.scan_parquet([str(f) for f in files]), on=col.SAMPLE_ID, how="left",
+                      maintain_order="left")
 
 
 def duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame, config: DedupConfig, eligibility: Eligibility) -> pl.DataFrame:

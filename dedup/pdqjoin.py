@@ -1,0 +1,155 @@
+"""PDQ near-duplicates as partitioned work: binary IVF lists over the region codes as shuffle buckets.
+Pure: no Ray.
+
+``dedup.detectors.pdq_pairs`` indexes every usable region code of every image (the full region's 8
+flips/rot90s, the centre crops) and queries it with each image's un-rotated full code and crop codes,
+exactly up to ``search.exact_max`` indexed codes and through ``IndexBinaryIVF`` beyond. Cut by list:
+
+1. a task per score file counts its usable indexed codes and draws a sample of them; the driver
+   trains the binary quantizer (as ``IndexBinaryIVF.train`` does) on the sample;
+2. a task per score file assigns each indexed code to its nearest list (a *member*) and each query
+   code to its ``nprobe`` nearest lists (a *prober*), written (list, sample_id, code, member)
+   bucketed by list: an IVF search's candidates, list by list;
+3. a task per bucket of lists range-searches each list's probers among its members (Hamming radius);
+   two codes of one image are no pair;
+4. pairs found by several codes, from both sides or in several lists keep their best match, merged
+   per bucket of ``sample_a`` (``listjoin.merge_pairs``).
+
+Below ``exact_max`` indexed codes one task runs the one-process detector itself: identical pairs.
+With geometric verification (``verify.enabled``) the lists are searched out to ``verify.max_distance``
+and the hits go on to ``dedup.pdqverify`` (far hits capped per query code, ORB + RANSAC per bucket).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import faiss
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from dedup import listjoin, pdqverify
+from dedup.artefacts import SampleIndex, binary_matrix
+from dedup.config import PdqConfig, SearchConfig
+from dedup.detectors import pdq_pairs as one_process_pdq_pairs
+from dedup.pdq import CODE_BYTES, row_width, unpack_rows, variants
+from dedup.shuffle import parquet_rows, write_buckets, write_pairs
+from manifests import schema as col
+
+if TYPE_CHECKING:
+    from dedup.partitioned import Plan
+
+BITS = 8 * CODE_BYTES
+ROW_BYTES = 64  # a shuffled code row beside its 32 bytes: sample_id, list, flag
+
+
+def pdq_pairs(plan: Plan) -> int:
+    """Driver: pdq pairs to ``dedup/pairs/pdq-NNNNN.parquet``; returns their count."""
+    config, search, files = plan.config.pdq, plan.config.search, plan.layout.score_files()
+    codes_per_row = variants(config) + len(config.regions)
+    rate = min(1.0, search.train_sample / max(1, parquet_rows(files) * codes_per_row))
+    found = plan.each(sample_codes, [(f, config, rate, search.seed + i) for i, f in enumerate(files)])
+    count = sum(n for n, _ in found)
+    if count <= search.exact_max:  # the one-process exact search, in one task: identical pairs
+        return sum(plan.each(exact_pairs, [(config, search, files, plan.layout.pairs_dir)]))
+    nlist, nprobe = listjoin.list_shape(count, search, binary=True)
+    centroids = listjoin.binary_lists(np.concatenate([s for _, s in found]), nlist, search.seed)
+    queries = count // codes_per_row * (1 + len(config.regions)) * nprobe
+    lists, raw = plan.fresh("pdq-lists"), plan.fresh("pdq-raw")
+    list_buckets = plan.buckets(count + queries, ROW_BYTES + CODE_BYTES)
+    near, verify = near_distance(config), config.verify.enabled
+    radius = max(near, config.verify.max_distance) if verify else near
+    raw_buckets = plan.buckets(count * (search.k if verify else 1), ROW_BYTES)  # hits: ~pairs, or k per query
+    plan.each(assign_codes, [(f, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
+                             for i, f in enumerate(files)])
+    plan.each(join_lists, [(lists, b, radius, raw_buckets, raw, verify) for b in range(list_buckets)])
+    if verify:
+        return pdqverify.verified_pairs(plan, raw, raw_buckets, near)
+    return sum(plan.each(listjoin.merge_pairs, [(raw, b, "pdq", plan.layout.pairs_dir)
+                                                for b in range(raw_buckets)]))
+
+
+def near_distance(config: PdqConfig) -> int:
+    """The Hamming radius of the stored pairs (as the one-process detector computes it)."""
+    return math.floor((1.0 - config.stored_from) * BITS + 1e-9)
+
+
+def read_codes(source: Path, config: PdqConfig) -> tuple[pl.Series, np.ndarray, np.ndarray, np.ndarray]:
+    """(sample_ids, codes (n, V + R, 32), indexed (n, V + R), queried (n, V + R)) of one score file: a code
+    is indexed when its region's quality reaches ``min_quality``, queried when indexed and not a rotation."""
+    names = pq.ParquetFile(source).schema_arrow.names
+    if col.PDQ_CODES not in names:
+        empty = np.empty((0, variants(config) + len(config.regions)), bool)
+        return pl.Series(col.SAMPLE_ID, [], pl.String), np.empty((0, *empty.shape[1:], CODE_BYTES), np.uint8), \
+            empty, empty
+    frame = pl.read_parquet(source, columns=[col.SAMPLE_ID, col.PDQ_CODES, col.PDQ_QUALITY]).drop_nulls(col.PDQ_CODES)
+    rows = binary_matrix(frame[col.PDQ_CODES].to_arrow(), np.uint8, row_width(config))
+    codes, quality = unpack_rows(rows, frame[col.PDQ_QUALITY].cast(pl.Int64).to_numpy(), config)
+    indexed = quality >= config.min_quality
+    queried = indexed.copy()
+    queried[:, 1:variants(config)] = False  # rotated copies of the full region are matched in the index only
+    return frame[col.SAMPLE_ID], codes, indexed, queried
+
+
+def sample_codes(source: Path, config: PdqConfig, rate: float, seed: int) -> tuple[int, np.ndarray]:
+    """Task: (indexed codes in the file, a Bernoulli(rate) sample of them (m, 32))."""
+    _, codes, indexed, _ = read_codes(source, config)
+    usable = codes[indexed]
+    return len(usable), usable[np.random.default_rng(seed).random(len(usable)) < rate]
+
+
+def exact_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], out: Path) -> int:
+    """Task: the one-process detector on every code (at most ``search.exact_max`` indexed ones)."""
+    ids = pl.concat([pl.read_parquet(f, columns=[col.SAMPLE_ID])[col.SAMPLE_ID] for f in files])
+    return write_pairs(one_process_pdq_pairs(config, search, files, SampleIndex.of(ids)), out / "pdq-00000.parquet")
+
+
+def assign_codes(source: Path, config: PdqConfig, centroids: np.ndarray, nprobe: int, buckets: int,
+                 out: Path, part: str) -> int:
+    """Task: indexed codes -> (their nearest list, member), query codes -> (each of ``nprobe`` lists, prober),
+    bucketed by list. Returns the rows written."""
+    ids, codes, indexed, queried = read_codes(source, config)
+    if not len(ids):
+        return 0
+    owner = np.broadcast_to(np.arange(len(ids))[:, None], indexed.shape)
+    slot = np.broadcast_to(np.arange(indexed.shape[1], dtype=np.int16)[None, :], indexed.shape)
+    quantizer = faiss.IndexBinaryFlat(BITS)
+    quantizer.add(np.ascontiguousarray(centroids))
+    rows = []
+    for mask, probes, member in ((indexed, 1, True), (queried, nprobe, False)):
+        found = np.ascontiguousarray(codes[mask])
+        if len(found):
+            lists = quantizer.search(found, probes)[1]
+            probed = listjoin._probe_rows(ids.gather(owner[mask]), found, lists, member)
+            rows.append(probed.with_columns(pl.Series("slot", np.repeat(slot[mask], probes), pl.Int16)))
+    return write_buckets(pl.concat(rows), pl.col("list"), buckets, out, part) if rows else 0
+
+
+def join_lists(source: Path, bucket: int, max_distance: int, raw_buckets: int, out: Path,
+               hits: bool = False) -> int:
+    """Task: each list's probers range-searched among its members (Hamming <= ``max_distance``); hits
+    between two codes of one image dropped; ordered pairs sent on to the bucket of their smaller id
+    (``hits``: every hit with its query code and distance, to the bucket of the querying sample)."""
+    found = []
+    for members, probers in listjoin._lists(source, bucket):
+        if members.is_empty() or probers.is_empty():
+            continue
+        index = faiss.IndexBinaryFlat(BITS)
+        index.add(binary_matrix(members["vector"].to_arrow(), np.uint8, CODE_BYTES))
+        lims, dist, hit = index.range_search(binary_matrix(probers["vector"].to_arrow(), np.uint8, CODE_BYTES),
+                                             max_distance + 1)  # faiss returns distances strictly below
+        q = np.repeat(np.arange(probers.height), np.diff(lims.astype(np.int64)))
+        a, b = probers[col.SAMPLE_ID].gather(q), members[col.SAMPLE_ID].gather(hit)
+        if hits:
+            found.append(pl.DataFrame({"a": a, "b": b, "slot": probers["slot"].gather(q), "distance": dist},
+                                      schema=pdqverify.HIT_SCHEMA).filter(pl.col("a") != pl.col("b")))
+        else:
+            found.append(pl.DataFrame({"a": a, "b": b, listjoin.SIMILARITY: (1.0 - dist.astype(np.float32) / BITS)},
+                                      schema=listjoin.RAW_SCHEMA))
+    if hits:
+        frame = pl.concat(found) if found else pl.DataFrame(schema=pdqverify.HIT_SCHEMA)
+        return write_buckets(frame, pl.col("a"), raw_buckets, out, f"{bucket:05d}")
+    return listjoin._write_raw(found, raw_buckets, out, f"{bucket:05d}", by="lo")
