@@ -252,6 +252,10 @@ class PartitionsConfig(StrictModel):
     bytes_per_map_task: int = Field(128 << 20, ge=1, description="in-memory bytes of input rows one map task "
                                     "of a shuffle reads (input files batched up to it; a file larger than it "
                                     "is a task of its own): fewer, larger map tasks write fewer shuffle files")
+    join_gpus: float = Field(0.0, ge=0, description="GPUs each SSCD IVF list-join task holds (0: CPU, numpy); "
+                             "> 0 runs its block products with torch on that GPU, so a cluster with GPU nodes "
+                             "joins lists there (0.25: four join tasks share a GPU); checked before the phase "
+                             "starts")
 
 
 class DedupConfig(StrictModel):

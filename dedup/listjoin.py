@@ -176,18 +176,29 @@ def join_phash_lists(source: Path, bucket: int, max_distance: int, bits: int, ra
 
 
 def join_sscd_lists(source: Path, bucket: int, threshold: float, dims: int, k: int, raw_buckets: int,
-                    out: Path) -> int:
-    """ivfjoin's list join (members with each other, then with the probers), k best per query per list."""
+                    out: Path, device: str | None = None) -> int:
+    """ivfjoin's list join (members with each other, then with the probers), k best per query per list;
+    ``device`` (``cuda``, ``cpu``): the block products in torch on it (``dedup.gpujoin``), else numpy."""
+    join = _device_join(device)
     found = []
     for members, probers in _lists(source, bucket):
         if members.is_empty():
             continue
         rows = pl.concat([members, probers])
         vectors = binary_matrix(rows["vector"].to_arrow(), np.float32, dims)
-        a, b, s = _ListJoin(vectors, threshold, k)((np.arange(members.height), np.arange(members.height, rows.height)))
+        a, b, s = join(vectors, np.arange(members.height), np.arange(members.height, rows.height), threshold, k)
         ids = rows[col.SAMPLE_ID]
         found.append(pl.DataFrame({"a": ids.gather(a), "b": ids.gather(b), SIMILARITY: s}, schema=RAW_SCHEMA))
     return _write_raw(found, raw_buckets, out, f"{bucket:05d}", by="a")
+
+
+def _device_join(device: str | None):
+    if device is None:
+        return lambda vectors, members, probers, threshold, k: _ListJoin(vectors, threshold, k)((members, probers))
+    from dedup import gpujoin  # torch: only in a task that asked for a device
+
+    on = gpujoin.device_for(device)
+    return lambda vectors, members, probers, threshold, k: gpujoin.list_join(vectors, members, probers, threshold, k, on)
 
 
 def _write_raw(found: list[pl.DataFrame], buckets: int, out: Path, part: str, by: str) -> int:

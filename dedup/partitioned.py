@@ -35,11 +35,11 @@ from manifests.layout import RunLayout
 
 ID_BYTES = 24  # a sample_id string in Arrow: offsets + ~12 characters
 KEY_BYTES = 64  # a narrow shuffled row (ids, a key, a list, a similarity), with hash-table overhead
-Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]
+Tasks = Callable[..., list[Any]]  # (fn, args, num_gpus=0.0) -> results in the order of args
 
 
-def local_tasks(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
-    """Run each task in this process, in order: the reference executor (tests, tiny runs)."""
+def local_tasks(fn: Callable[..., Any], args: list[tuple], num_gpus: float = 0.0) -> list[Any]:
+    """Run each task in this process, in order: the reference executor (tests, tiny runs, the tools)."""
     return [fn(*a) for a in args]
 
 
@@ -75,8 +75,11 @@ class Plan:
         shutil.rmtree(path, ignore_errors=True)
         return path
 
-    def each(self, fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
-        return self.tasks(fn, args) if args else []
+    def each(self, fn: Callable[..., Any], args: list[tuple], gpus: float = 0.0) -> list[Any]:
+        """``fn(*a)`` for every ``a`` by the executor; ``gpus``: GPUs each task holds (Ray places it on a GPU node)."""
+        if not args:
+            return []
+        return self.tasks(fn, args, num_gpus=gpus) if gpus else self.tasks(fn, args)
 
 
 def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None,
@@ -193,8 +196,9 @@ def sscd_pairs(plan: Plan) -> int:
     row_bytes = (nprobe + 1) * (KEY_BYTES + 4 * config.dims)  # its vector, and a copy per probed list
     plan.each(listjoin.assign_sscd, [(batch, config, search, centroids, nprobe, list_buckets, lists, f"{i:05d}")
                                      for i, batch in enumerate(plan.batches(files, row_bytes))])
-    plan.each(listjoin.join_sscd_lists, [(lists, b, config.stored_from, config.dims, search.k, raw_buckets, raw)
-                                         for b in range(list_buckets)])
+    gpus = plan.config.partitions.join_gpus
+    plan.each(listjoin.join_sscd_lists, [(lists, b, config.stored_from, config.dims, search.k, raw_buckets, raw,
+                                          "cuda" if gpus else None) for b in range(list_buckets)], gpus=gpus)
     plan.each(listjoin.cap_queries, [(raw, b, search.k, raw_buckets, capped) for b in range(raw_buckets)])
     return sum(plan.each(listjoin.merge_pairs, [(capped, b, "sscd", plan.layout.pairs_dir)
                                                 for b in range(raw_buckets)]))

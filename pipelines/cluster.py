@@ -47,6 +47,15 @@ def stage_pools(specs) -> list[Pool]:
     return pools + [Pool(READER, StageResources(num_cpus=READ_NUM_CPUS))] if pools else []
 
 
+def dedup_pools(config: RunConfig) -> list[Pool]:
+    """The dedup phase's GPU list-join tasks, when asked for: a GPU request no node can meet would wait forever."""
+    dedup = config.dedup
+    gpus = dedup.partitions.join_gpus
+    if not (gpus and dedup.partitions.enabled and "sscd" in dedup.enabled_detectors()):
+        return []
+    return [Pool("dedup.partitions.join_gpus", StageResources(num_cpus=1, num_gpus=gpus))]
+
+
 def pool_args(res: StageResources, cap: int | None = None) -> dict:
     """Keyword arguments of ``Dataset.map`` / ``map_batches`` for an actor pool of ``res``."""
     import ray.data

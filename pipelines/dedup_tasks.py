@@ -35,15 +35,15 @@ class RayTasks:
     def __init__(self) -> None:
         self.nodes: set[str] = set()
 
-    def __call__(self, fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
-        remote = ray.remote(num_cpus=TASK_CPUS, max_retries=3, scheduling_strategy="SPREAD")(_located)
+    def __call__(self, fn: Callable[..., Any], args: list[tuple], num_gpus: float = 0.0) -> list[Any]:
+        remote = ray.remote(num_cpus=TASK_CPUS, num_gpus=num_gpus, max_retries=3, scheduling_strategy="SPREAD")(_located)
         found = ray.get([remote.remote(fn, *a) for a in args])
         self.nodes.update(node for node, _ in found)
         return [result for _, result in found]
 
 
-def ray_tasks(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
-    return RayTasks()(fn, args)
+def ray_tasks(fn: Callable[..., Any], args: list[tuple], num_gpus: float = 0.0) -> list[Any]:
+    return RayTasks()(fn, args, num_gpus)
 
 
 def run(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None) -> dict:

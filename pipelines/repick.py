@@ -35,7 +35,7 @@ from pipelines.config import RunConfig, load_config
 Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 
 
-def in_process(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
+def in_process(fn: Callable[..., Any], args: list[tuple], num_gpus: float = 0.0) -> list[Any]:
     """The tools' executor: each task in this process, one after another (memory: one task's)."""
     return [fn(*a) for a in args]
 

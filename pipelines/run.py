@@ -28,7 +28,7 @@ from manifests import storage
 from manifests.io import update_run_json, write_json
 from manifests.layout import RunLayout
 from pipelines import console, cpufit, cluster, report
-from pipelines.cluster import Pool, decode_pool, stage_pools
+from pipelines.cluster import Pool, decode_pool, dedup_pools, stage_pools
 from pipelines.config import ConfigError, ResourcesConfig, RunConfig, dump_config
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _no_pools(run: Run) -> list[Pool]:
 PHASES = (
     Phase("ingest", True, lambda r: [Pool("resources.ingest", r.config.resources.ingest)]),
     Phase("score", True, lambda r: stage_pools(r.score_specs) + decode_pool(r.config, r.score_specs)),
-    Phase("dedup", True, _no_pools),
+    Phase("dedup", True, lambda r: dedup_pools(r.config)),
     Phase("decide", False, _no_pools),
     Phase("caption", True, lambda r: stage_pools(r.caption_specs)),
     Phase("export", False, lambda r: [Pool("resources.export", r.config.resources.export)]),
