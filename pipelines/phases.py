@@ -159,18 +159,21 @@ def decide(run: Run) -> dict:
 
 # --- caption ------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=8)
-def _kept_ids(part: str) -> frozenset[str]:
+@functools.lru_cache(maxsize=8)  # a reader task's batches come from one or two tars at a time
+def _kept_ids(part: str) -> np.ndarray:
     kept = pl.read_parquet(part, columns=[col.SAMPLE_ID, col.KEEP]).filter(pl.col(col.KEEP))
-    return frozenset(kept[col.SAMPLE_ID].to_list())
+    return kept[col.SAMPLE_ID].to_numpy().astype(str)
 
 
 def _kept_only(batch: dict[str, np.ndarray], root: str) -> dict[str, np.ndarray]:
     """The batch's kept rows, each unit's kept ids read from its own decided part; adds ``unit``."""
     layout = RunLayout.at(root)
     unit = np.array([Path(p).stem for p in batch[score_units.PATH]], dtype=object)
-    mask = np.array([sid in _kept_ids(str(layout.decided_part(u))) for sid, u in zip(batch[col.SAMPLE_ID], unit)],
-                    dtype=bool)
+    ids = batch[col.SAMPLE_ID].astype(str)
+    mask = np.zeros(len(unit), dtype=bool)
+    for name in set(unit):
+        rows = unit == name
+        mask[rows] = np.isin(ids[rows], _kept_ids(str(layout.decided_part(name))))
     return {UNIT: unit[mask], **{name: values[mask] for name, values in batch.items()}}
 
 
