@@ -52,6 +52,8 @@ class Plan:
         self.footer_rows: dict[Path, int] = {}  # input file -> rows, read once from its footer
         self.rows = sum(self.file_rows(f) for f in layout.staged_row_files())
         self.cc_buckets = 1  # set by components() from the pair count
+        self.shuffles: list[Path] = []  # every directory fresh() handed out
+        self.written: dict[str, int] = {}  # shuffle directory name -> part files its step wrote
 
     def buckets(self, rows: int, row_bytes: int) -> int:
         p = self.config.partitions
@@ -73,10 +75,20 @@ class Plan:
     def fresh(self, name: str) -> Path:
         path = self.work / name
         shutil.rmtree(path, ignore_errors=True)
+        self.shuffles.append(path)
         return path
 
     def each(self, fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
-        return self.tasks(fn, args) if args else []
+        out = self.tasks(fn, args) if args else []
+        self._count_written()
+        return out
+
+    def _count_written(self) -> None:
+        """Part files in each shuffle directory after a step, before a later step deletes it (the
+        component rounds do): what the run wrote, a file system's or object store's cost."""
+        for path in self.shuffles:
+            if path.exists():
+                self.written[path.name] = max(self.written.get(path.name, 0), sum(1 for _ in path.rglob("*.parquet")))
 
 
 def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None,
@@ -112,7 +124,8 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
         shuffled, files = _shuffled_bytes(plan.work), _shuffled_files(plan.work)
     finally:
         shutil.rmtree(plan.work, ignore_errors=True)
-    return {"detectors": detectors, "pairs": stats, **clusters, "shuffled_bytes": shuffled, "shuffled_files": files}
+    return {"detectors": detectors, "pairs": stats, **clusters, "shuffled_bytes": shuffled, "shuffled_files": files,
+            "shuffle_files_written": {**plan.written, **clusters.pop("shuffle_files_written")}}
 
 
 # --- pair finders: each writes dedup/pairs/<detector>-NNNNN.parquet and returns its pair count ----
@@ -295,7 +308,7 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks, into: Survi
                                               into.out) for g in range(groups)])
     if not any(into.out.rglob("*.parquet")):  # readers always find the table and its columns
         write_parquet(pl.DataFrame(schema=DUPLICATES_SCHEMA).to_arrow(), into.out / "_" / "part-00000.parquet")
-    return {**_summary(found), "component_rounds": rounds}
+    return {**_summary(found), "component_rounds": rounds, "shuffle_files_written": plan.written}
 
 
 def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int, int]:
