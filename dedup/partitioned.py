@@ -293,7 +293,8 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks, into: Survi
     order = keep_order(config)
     eligible = _eligible_files(layout) if into.eligible is None else into.eligible
     scores, columns = plan.fresh("keys"), _score_columns(layout, order, eligible)
-    buckets, groups = plan.buckets(plan.rows, KEY_BYTES), plan.buckets(n_labels, 2 * KEY_BYTES)
+    # scores are joined to labels bucket by bucket: the same count (components() sizes it for both)
+    buckets, groups = plan.cc_buckets, plan.buckets(n_labels, 2 * KEY_BYTES)
     sources = {grouping.RESOLUTION_SOURCE: layout.staged_row_files(),
                grouping.ELIGIBLE_SOURCE: eligible,
                grouping.SCORES_SOURCE: layout.score_files()}
@@ -314,7 +315,8 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks, into: Survi
 def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int, int]:
     """Labels (sample_id -> cluster_id) of every sample in a counted pair, bucketed by sample_id;
     their count; the number of large-star/small-star rounds it took."""
-    plan.cc_buckets = buckets = plan.buckets(2 * sum(plan.file_rows(f) for f in pair_files), KEY_BYTES)
+    by_edges = plan.buckets(2 * sum(plan.file_rows(f) for f in pair_files), KEY_BYTES)
+    plan.cc_buckets = buckets = max(by_edges, plan.buckets(plan.rows, KEY_BYTES))  # labels meet every row's scores
     edges, by_a = plan.fresh("edges-0"), plan.fresh("pairs-by-a")
     plan.each(cc.seed_edges, [(batch, plan.config.thresholds(), buckets, edges, by_a, f"{i:05d}")
                               for i, batch in enumerate(plan.batches(pair_files, 3 * KEY_BYTES))])
