@@ -211,6 +211,7 @@ def main() -> None:
         ref = result["reference"]
         print(f"{'one-process':<12}{ref['wall_s']:>10.1f}{ref['peak_rss_mib']:>14.0f}  child process (dedup only)")
     print("shuffle part files left at the end of dedup:", sum(stats.get("shuffled_files", {}).values()))
+    print("shuffle part files written by dedup (all steps):", sum(stats.get("shuffle_files_written", {}).values()))
     print("recall partitioned:", result["recall_partitioned"])
     if args.reference:
         print("recall one-process:", result["recall_reference"])

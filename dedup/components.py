@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from dedup.cluster import SAMPLE_A, SAMPLE_B, _threshold_edges
-from dedup.shuffle import bucket_dir, concat, scan_bucket, write_buckets, write_scratch
+from dedup.shuffle import concat, scan_bucket, write_bucket, write_buckets
 from manifests import schema as col
 
 EDGE_SCHEMA = {"u": pl.String, "v": pl.String}
@@ -89,8 +89,7 @@ def labels(source: Path, bucket: int, out: Path) -> int:
     frame = smallest.select(pl.col("u").alias(col.SAMPLE_ID),
                             pl.when(pl.col("v") < pl.col("u")).then(pl.col("v")).otherwise(pl.col("u"))
                             .alias(col.CLUSTER_ID))
-    write_scratch(frame, bucket_dir(out, bucket) / "labels.parquet")
-    return frame.height
+    return write_bucket(frame, bucket, out, f"{bucket:05d}")  # a node's label stays in its node's bucket
 
 
 def converged(previous: list[tuple[int, int]] | None, current: list[tuple[int, int]]) -> bool:

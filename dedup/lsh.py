@@ -67,7 +67,7 @@ def band_frame(positions: np.ndarray, keys: np.ndarray) -> pl.DataFrame:
     })
 
 
-def candidate_pairs(band_files: list[Path], max_bucket: int) -> pl.LazyFrame:
+def candidate_pairs(band_files: list[Path] | pl.LazyFrame, max_bucket: int) -> pl.LazyFrame:
     """Unique (a, b), a < b, sharing a band key.
 
     A bucket of up to ``max_bucket`` members pairs them all. A larger one (boilerplate captions) is
@@ -77,8 +77,10 @@ def candidate_pairs(band_files: list[Path], max_bucket: int) -> pl.LazyFrame:
     bucket's first ``max_bucket`` leaders. Candidates grow with members + leaders x max_bucket, not
     members squared. What is not paired: two distinct, similar signatures that are both beyond the
     first ``max_bucket`` distinct ones of a bucket, and whose only links are to those first ones.
+    ``band_files``: files of band rows, or the rows themselves (one bucket of a shuffle).
     """
-    buckets = (pl.scan_parquet([str(f) for f in band_files])
+    bands = band_files if isinstance(band_files, pl.LazyFrame) else pl.scan_parquet([str(f) for f in band_files])
+    buckets = (bands
                .group_by("band", "key").agg(pl.col("idx").sort(), pl.col("sig").sort_by("idx"))
                .filter(pl.col("idx").list.len() > 1))
     small = (buckets.filter(pl.col("idx").list.len() <= max_bucket)

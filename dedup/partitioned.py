@@ -52,6 +52,8 @@ class Plan:
         self.footer_rows: dict[Path, int] = {}  # input file -> rows, read once from its footer
         self.rows = sum(self.file_rows(f) for f in layout.staged_row_files())
         self.cc_buckets = 1  # set by components() from the pair count
+        self.shuffles: list[Path] = []  # every directory fresh() handed out
+        self.written: dict[str, int] = {}  # shuffle directory name -> part files its step wrote
 
     def buckets(self, rows: int, row_bytes: int) -> int:
         p = self.config.partitions
@@ -73,13 +75,24 @@ class Plan:
     def fresh(self, name: str) -> Path:
         path = self.work / name
         shutil.rmtree(path, ignore_errors=True)
+        self.shuffles.append(path)
         return path
 
     def each(self, fn: Callable[..., Any], args: list[tuple], gpus: float = 0.0) -> list[Any]:
         """``fn(*a)`` for every ``a`` by the executor; ``gpus``: GPUs each task holds (Ray places it on a GPU node)."""
         if not args:
-            return []
-        return self.tasks(fn, args, num_gpus=gpus) if gpus else self.tasks(fn, args)
+            out: list[Any] = []
+        else:
+            out = self.tasks(fn, args, num_gpus=gpus) if gpus else self.tasks(fn, args)
+        self._count_written()
+        return out
+
+    def _count_written(self) -> None:
+        """Part files in each shuffle directory after a step, before a later step deletes it (the
+        component rounds do): what the run wrote, a file system's or object store's cost."""
+        for path in self.shuffles:
+            if path.exists():
+                self.written[path.name] = max(self.written.get(path.name, 0), sum(1 for _ in path.rglob("*.parquet")))
 
 
 def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None,
@@ -115,7 +128,8 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
         shuffled, files = _shuffled_bytes(plan.work), _shuffled_files(plan.work)
     finally:
         shutil.rmtree(plan.work, ignore_errors=True)
-    return {"detectors": detectors, "pairs": stats, **clusters, "shuffled_bytes": shuffled, "shuffled_files": files}
+    return {"detectors": detectors, "pairs": stats, **clusters, "shuffled_bytes": shuffled, "shuffled_files": files,
+            "shuffle_files_written": {**plan.written, **clusters.pop("shuffle_files_written")}}
 
 
 # --- pair finders: each writes dedup/pairs/<detector>-NNNNN.parquet and returns its pair count ----
@@ -288,7 +302,8 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks, into: Survi
     order = keep_order(config)
     eligible = _eligible_files(layout) if into.eligible is None else into.eligible
     scores, columns = plan.fresh("keys"), _score_columns(layout, order, eligible)
-    buckets, groups = plan.buckets(plan.rows, KEY_BYTES), plan.buckets(n_labels, 2 * KEY_BYTES)
+    # scores are joined to labels bucket by bucket: the same count (components() sizes it for both)
+    buckets, groups = plan.cc_buckets, plan.buckets(n_labels, 2 * KEY_BYTES)
     sources = {grouping.RESOLUTION_SOURCE: layout.staged_row_files(),
                grouping.ELIGIBLE_SOURCE: eligible,
                grouping.SCORES_SOURCE: layout.score_files(),
@@ -304,13 +319,14 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks, into: Survi
                                               into.out) for g in range(groups)])
     if not any(into.out.rglob("*.parquet")):  # readers always find the table and its columns
         write_parquet(pl.DataFrame(schema=DUPLICATES_SCHEMA).to_arrow(), into.out / "_" / "part-00000.parquet")
-    return {**_summary(found), "component_rounds": rounds}
+    return {**_summary(found), "component_rounds": rounds, "shuffle_files_written": plan.written}
 
 
 def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int, int]:
     """Labels (sample_id -> cluster_id) of every sample in a counted pair, bucketed by sample_id;
     their count; the number of large-star/small-star rounds it took."""
-    plan.cc_buckets = buckets = plan.buckets(2 * sum(plan.file_rows(f) for f in pair_files), KEY_BYTES)
+    by_edges = plan.buckets(2 * sum(plan.file_rows(f) for f in pair_files), KEY_BYTES)
+    plan.cc_buckets = buckets = max(by_edges, plan.buckets(plan.rows, KEY_BYTES))  # labels meet every row's scores
     edges, by_a = plan.fresh("edges-0"), plan.fresh("pairs-by-a")
     plan.each(cc.seed_edges, [(batch, plan.config.thresholds(), buckets, edges, by_a, f"{i:05d}")
                               for i, batch in enumerate(plan.batches(pair_files, 3 * KEY_BYTES))])

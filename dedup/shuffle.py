@@ -1,20 +1,28 @@
-"""Hash-partitioned shuffles on disk: a frame split by a key into bucket files, and the exact-key and
+"""Hash-partitioned shuffles on disk: a frame split by a key into buckets, and the exact-key and
 caption-LSH groupings that run one bucket at a time. Pure: files in, files out, no Ray.
 
-A shuffle directory holds ``NNNNN/<part>.parquet``: bucket NNNNN, one file per producing task, so
-producers never share a file and a retried task rewrites its own file. A map task reads a batch of
-input files (``plan_batches``: consecutive files up to a byte budget), so a shuffle writes
-batches x buckets files however small the input files are. Every row whose key hashes to
-bucket b is in some ``b/*.parquet``, so a consumer of bucket b sees every row that must meet there
-and its memory is bounded by one bucket, never by the run.
+A shuffle directory holds ``<part>.parquet``: ONE file per producing task (Spark's sort-based shuffle
+layout), so a shuffle writes as many files as it has tasks, never tasks x buckets, and a retried task
+rewrites its own file. The task sorts its rows by bucket and writes each non-empty bucket as its own
+row group(s), with a ``_bucket`` column whose row-group statistics (min = max = the bucket) say which
+bucket a row group holds. A consumer of bucket b scans every part file with ``_bucket == b``: Polars
+reads the footers and skips every other row group by those statistics, so it reads only bucket b's
+bytes, and its memory is bounded by one bucket, never by the run. (A footer key-value index read with
+``ParquetFile.read_row_groups`` reads the same bytes, but eagerly, one file at a time, and was slower in a
+micro-benchmark: 39 ms vs 24 ms a bucket of 40 parts x 300 buckets.)
+
+A map task reads a batch of input files (``plan_batches``: consecutive files up to a byte budget).
+Within a bucket, rows keep the order of part names, then of their task's input, as a directory of
+per-bucket files read in name order gave them.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -31,6 +39,7 @@ from manifests.schema import Status
 from manifests.io import write_parquet
 
 _SEED = 0x5EED_13  # one seed for every bucket hash of a run: producers and consumers must agree
+BUCKET = "_bucket"  # the bucket of a part file's row group (its statistics: min = max = the bucket)
 SIGNATURE = "signature"
 
 
@@ -44,39 +53,76 @@ def bucket_of(expr: pl.Expr, buckets: int) -> pl.Expr:
     return (expr.hash(seed=_SEED) % buckets).cast(pl.UInt32)
 
 
-def bucket_dir(root: Path, bucket: int) -> Path:
-    return root / f"{bucket:05d}"
-
-
 def write_buckets(frame: pl.DataFrame, by: pl.Expr, buckets: int, root: Path, part: str) -> int:
-    """Write ``frame``'s rows into ``root/<bucket>/<part>.parquet`` by ``bucket_of(by)``; returns rows written."""
+    """Write ``frame``'s rows by ``bucket_of(by)`` into one file ``root/<part>.parquet``, a bucket per
+    row group (or several, past a row group's size); returns rows written. Nothing when ``frame`` is empty."""
     if frame.is_empty():
         return 0
-    keyed = frame.with_columns(bucket_of(by, buckets).alias("_bucket"))
-    for (bucket,), rows in keyed.partition_by("_bucket", as_dict=True).items():
-        write_scratch(rows.drop("_bucket"), bucket_dir(root, int(bucket)) / f"{part}.parquet")
+    keyed = frame.with_columns(bucket_of(by, buckets).alias(BUCKET)).sort(BUCKET, maintain_order=True)
+    _write_grouped(keyed, root / f"{part}.parquet")
     return frame.height
 
 
+def write_bucket(frame: pl.DataFrame, bucket: int, root: Path, part: str) -> int:
+    """A reduce task's rows that all belong to ``bucket`` (still keyed as its input was): one part file."""
+    if frame.is_empty():
+        return 0
+    _write_grouped(frame.with_columns(pl.lit(bucket, dtype=pl.UInt32).alias(BUCKET)), root / f"{part}.parquet")
+    return frame.height
+
+
+def _write_grouped(keyed: pl.DataFrame, path: Path) -> None:
+    """Rows sorted by ``_bucket`` -> one row group per run of a bucket. Statistics only for ``_bucket``:
+    readers prune by them; min/max of ids and blobs would only grow the footer every reader opens."""
+    table = keyed.to_arrow()
+    runs = keyed[BUCKET].rle().struct.field("len").to_list()
+    with _scratch(path) as tmp, pq.ParquetWriter(tmp, table.schema, compression="lz4",
+                                                 write_statistics=[BUCKET]) as writer:
+        offset = 0
+        for rows in runs:
+            writer.write_table(table.slice(offset, rows), row_group_size=rows)
+            offset += rows
+
+
 def write_scratch(frame: pl.DataFrame, path: Path) -> None:
-    """A shuffle file: renamed into place whole, but not fsynced (thousands per step; a lost machine's
-    files are rewritten by the retried task, and the work directory never outlives the phase)."""
+    """A scratch file of a shuffle directory, written whole (see ``_scratch``)."""
+    with _scratch(path) as tmp:
+        frame.write_parquet(tmp, compression="lz4")
+
+
+@contextmanager
+def _scratch(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path``, renamed into place once written whole, but not fsynced (a
+    file per task and step; a lost machine's files are rewritten by the retried task, and the work
+    directory never outlives the phase)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.write_parquet(tmp, compression="lz4")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
+def part_files(root: Path) -> list[str]:
+    """A shuffle's part files, in name order (the order a bucket's rows are read in)."""
+    return sorted(str(p) for p in root.glob("*.parquet"))
+
+
 def scan_bucket(root: Path, bucket: int, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
-    """Every part of one bucket; an empty frame of ``schema`` when no producer wrote to it."""
-    files = sorted(str(p) for p in bucket_dir(root, bucket).glob("*.parquet"))
-    return pl.scan_parquet(files) if files else pl.LazyFrame(schema=schema)
+    """One bucket's rows from every part file, other buckets' row groups skipped by their statistics;
+    an empty frame of ``schema`` when no producer wrote a file (the file's columns when one did)."""
+    files = part_files(root)
+    if not files:
+        return pl.LazyFrame(schema=schema)
+    return pl.scan_parquet(files).filter(pl.col(BUCKET) == bucket).drop(BUCKET)
 
 
 def scan_parts(root: Path, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
-    """Every part file under ``root`` (any depth), as one lazy frame."""
+    """Every part file under ``root`` (any depth), every bucket, as one lazy frame."""
     files = sorted(str(p) for p in root.rglob("*.parquet"))
-    return pl.scan_parquet(files) if files else pl.LazyFrame(schema=schema)
+    return pl.scan_parquet(files).select(pl.exclude(BUCKET)) if files else pl.LazyFrame(schema=schema)
 
 
 def parquet_rows(files: list[Path]) -> int:
@@ -171,10 +217,7 @@ def _signatures(source: Path) -> pl.DataFrame:
 
 def group_bands(source: Path, bucket: int, max_bucket: int, sig_buckets: int, out: Path) -> int:
     """Reduce task: the band buckets' candidate pairs (a < b), sent on to the signature bucket of ``a``."""
-    files = sorted(bucket_dir(source, bucket).glob("*.parquet"))
-    if not files:
-        return 0
-    pairs = candidate_pairs(files, max_bucket).collect(engine="streaming")
+    pairs = candidate_pairs(scan_bucket(source, bucket, BAND_SCHEMA), max_bucket).collect(engine="streaming")
     return write_buckets(pairs, pl.col("a"), sig_buckets, out, f"{bucket:05d}")
 
 

@@ -1,4 +1,4 @@
-"""A shuffle's map side reads batches of input files: fewer map tasks and shuffle files, the same result."""
+"""A shuffle's map side reads batches of input files: fewer map tasks and shuffle files (one a task), same result."""
 
 from __future__ import annotations
 
@@ -42,9 +42,13 @@ def test_batched_map_tasks_write_fewer_files_and_find_the_same_duplicates(tmp_pa
     assert pairs_one.height > 200 and set(pairs_one["detector"]) == {"sha256", "pixel_hash", "minhash", "phash"}
     assert pairs.equals(pairs_one)
     assert duplicates.equals(duplicates_one)
-    files_one, files = one["shuffled_files"], batched["shuffled_files"]
-    assert files_one["keys-sha256"] == files_one["bands"] == FILES * BUCKETS
-    assert files["keys-sha256"] == 1 * BUCKETS  # 250 x 64 B a file: all 12 in one map task
-    assert files["bands"] == 6 * BUCKETS  # 250 x (14 bands x 64 B + a 512 B signature): 2 files a task
+    files_one, files = one["shuffle_files_written"], batched["shuffle_files_written"]
+    assert files_one["keys-sha256"] == files_one["bands"] == FILES  # a shuffle file per map task, not per bucket too
+    assert files["keys-sha256"] == 1  # 250 x 64 B a file: all 12 in one map task
+    assert files["bands"] == 6  # 250 x (14 bands x 64 B + a 512 B signature): 2 files a task
     for name in ("signatures", "phash-lists", "keys", "pairs-by-a"):
         assert files[name] < files_one[name], name
+    reduced = [n for n in files if n in ("candidates", "half", "phash-raw", "labels", "members", "group-pairs")
+               or n.startswith("edges-") and n != "edges-0"]
+    assert len(reduced) >= 9 and all(files[n] <= BUCKETS for n in reduced)  # one per reduce task, never buckets^2
+    assert one["shuffled_files"]["bands"] == FILES  # what is left at the end counts the same files

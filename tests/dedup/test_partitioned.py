@@ -64,6 +64,18 @@ def test_partitioned_equals_one_process(tmp_path, reference, parts, mode):
     assert stats["duplicates"] == want_duplicates[col.DUPLICATE_OF].is_not_null().sum()
 
 
+def test_buckets_sized_by_bytes_equal_one_process(tmp_path, reference):
+    """No fixed bucket count: each shuffle sizes its own (3000 rows but ~100 clustered pairs at 20 kB a
+    bucket), and the keep policy still sees every clustered sample's scores."""
+    layout = generated_run(tmp_path, 3)
+    sized = DedupConfig.model_validate({**DETECTORS, "partitions": {"bytes_per_bucket": 20_000}})
+    run_partitioned(sized, layout, eligible())
+    pairs, duplicates = outputs(layout)
+    want_pairs, want_duplicates = reference["greedy"]
+    assert pairs.equals(want_pairs)
+    assert duplicates.equals(want_duplicates)
+
+
 @pytest.mark.parametrize("buckets", [1, 4])
 def test_components_equal_union_find_on_chains_and_stars(tmp_path, buckets):
     from dedup import components as cc
