@@ -1,9 +1,10 @@
 """Check the input before any work starts: one clear line naming the file, the column or the line.
 
 Reads only the head of the input (a Parquet footer, a CSV header and first block, the first JSON
-lines), so it costs milliseconds on a list of any size. Errors later in a file are still reported
-by the planner: a malformed JSON line becomes a row with status ``invalid_input_row``, a broken CSV
-row an ``InputError`` naming the file.
+lines), so it costs milliseconds on a list of any size. Bad rows anywhere become rows with status
+``invalid_input_row`` naming their line (a malformed JSON line, a CSV row with the wrong number of
+fields); a CSV broken past repair later in the file (an unterminated quote) is an ``InputError``
+naming the file, raised by the planner.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from crawl.config import InputConfig
-from crawl.readers import InputError, detect_format, one_line
+from crawl.readers import InputError, csv_parse_options, detect_format, one_line
 
 HEAD_BYTES = 1 << 20
 
@@ -77,10 +78,9 @@ def _parquet_columns(path: Path) -> set[str]:
 
 
 def _csv_columns(path: Path) -> set[str]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
+    try:  # a row with the wrong number of fields is not an error here: it becomes an invalid_input_row row
         reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=HEAD_BYTES),
-                                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                                parse_options=csv_parse_options(path, lambda row: None),
                                 convert_options=pacsv.ConvertOptions(auto_dict_encode=False, strings_can_be_null=True))
         names = set(reader.schema.names)
         first = next((b for b in reader if b.num_rows), None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -45,6 +45,8 @@ def read_batches(path: Path, fmt: str, columns: list[str]) -> Iterator[pa.Table]
         yield from _txt_tables(path, columns[0])
     elif fmt == "jsonl":
         yield from _jsonl_tables(path, columns)
+    elif fmt == "csv":
+        yield from _csv_tables(path, columns)
     else:
         first = 0
         for batch in _columnar_batches(path, fmt, columns):
@@ -60,18 +62,57 @@ def _with_position(table: pa.Table, first: int) -> pa.Table:
 
 def _columnar_batches(path: Path, fmt: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
     try:
-        if fmt == "parquet":
-            yield from pq.ParquetFile(path).iter_batches(batch_size=65_536, columns=columns)
-            return
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        yield from pacsv.open_csv(
-            path,
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(include_columns=columns,
-                                                 column_types={c: pa.string() for c in columns}),
-        )
+        yield from pq.ParquetFile(path).iter_batches(batch_size=65_536, columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"input.path: {path}: cannot read it as {fmt}: {one_line(exc)}") from None
+
+
+def csv_parse_options(path: Path, on_invalid: Callable[[Any], None]) -> pacsv.ParseOptions:
+    """``on_invalid(row)`` sees each row with the wrong number of fields, which is then skipped; a row that
+    spans lines or holds an odd number of quotes is a quote left open (it swallowed the lines after it, or
+    runs to the end of the file): that stays a parse error."""
+    def handler(row: Any) -> str:
+        if "\n" in row.text or row.text.count('"') % 2:
+            return "error"
+        on_invalid(row)
+        return "skip"
+
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    return pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=handler)
+
+
+def _csv_tables(path: Path, columns: list[str]) -> Iterator[pa.Table]:
+    """CSV batches; a row with the wrong number of fields becomes an ``invalid_input_row`` row (its error names
+    its line) numbered after the valid rows of the block it was found in, so one bad row never stops a run."""
+    bad: list[str] = []
+
+    def invalid(row: Any) -> None:
+        bad.append(f"{path.name} line {row.number}: {row.actual_columns} fields where the header has "
+                   f"{row.expected_columns}: {row.text[:120]}")
+
+    first = 0
+    try:  # use_threads=False: the handler then knows each bad row's line number
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+                                parse_options=csv_parse_options(path, invalid),
+                                convert_options=pacsv.ConvertOptions(include_columns=columns,
+                                                                     column_types={c: pa.string() for c in columns}))
+        for batch in reader:
+            table = _with_position(pa.Table.from_batches([batch]), first)
+            first += batch.num_rows
+            errors, first = _invalid_rows(bad, columns, first), first + len(bad)
+            bad.clear()
+            yield pa.concat_tables([table, errors]) if errors.num_rows else table
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"input.path: {path}: cannot read it as csv: {one_line(exc)}") from None
+    if bad:  # found while reading past the last batch
+        yield _invalid_rows(bad, columns, first)
+
+
+def _invalid_rows(errors: list[str], columns: list[str], first: int) -> pa.Table:
+    n = len(errors)
+    return pa.table({**{c: pa.nulls(n, pa.string()) for c in columns},
+                     col.SOURCE_ROW: pa.array(range(first, first + n), pa.int64()),
+                     INPUT_ERROR: pa.array(errors, pa.string())})
 
 
 def one_line(exc: BaseException) -> str:

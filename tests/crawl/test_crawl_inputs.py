@@ -18,7 +18,7 @@ from crawl.image import stage_image
 from crawl.img2dataset import shard_rows
 from crawl.ingest import ingest_unit
 from crawl.inputcheck import check_input
-from crawl.readers import INPUT_ERROR, InputError, _jsonl_tables
+from crawl.readers import INPUT_ERROR, InputError, _jsonl_tables, read_batches
 from crawl.sources import plan_units
 from manifests import schema as col
 from manifests.layout import RunLayout
@@ -63,6 +63,19 @@ def test_jsonl_line_numbers_are_counted_across_blocks(tmp_path):
     assert [r[col.SOURCE_ROW] for r in rows] == [i for i in range(50) if i != 20]
     assert [r[col.SOURCE_ROW] for r in rows if r[INPUT_ERROR]] == [37]
     assert "line 38" in next(r[INPUT_ERROR] for r in rows if r[INPUT_ERROR])
+
+
+def test_a_csv_row_with_the_wrong_field_count_is_an_invalid_row_not_an_abort(tmp_path):
+    """Deep in the file (past the first block the input check reads): the run goes on, the row is kept."""
+    rows = [f"http://x.invalid/{i}.jpg,caption {i}" for i in range(30_000)]
+    rows[25_000] = "http://x.invalid/bad.jpg,a caption,an extra field"
+    (tmp_path / "in.csv").write_text("url,caption\n" + "\n".join(rows) + "\n")
+    check_input(InputConfig(path=str(tmp_path / "in.csv")))
+    got = pa.concat_tables(read_batches(tmp_path / "in.csv", "csv", ["url", "caption"])).to_pylist()
+    assert len(got) == 30_000 and sorted(r[col.SOURCE_ROW] for r in got) == list(range(30_000))
+    bad = [r for r in got if r[INPUT_ERROR]]
+    assert len(bad) == 1 and "in.csv line 25002: 3 fields where the header has 2" in bad[0][INPUT_ERROR]
+    assert bad[0]["url"] is None
 
 
 def test_extra_columns_are_carried_from_parquet_and_csv(tmp_path):
