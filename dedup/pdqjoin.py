@@ -5,11 +5,12 @@ Pure: no Ray.
 flips/rot90s, the centre crops) and queries it with each image's un-rotated full code and crop codes,
 exactly up to ``search.exact_max`` indexed codes and through ``IndexBinaryIVF`` beyond. Cut by list:
 
-1. a task per score file counts its usable indexed codes and draws a sample of them; the driver
-   trains the binary quantizer (as ``IndexBinaryIVF.train`` does) on the sample;
-2. a task per score file assigns each indexed code to its nearest list (a *member*) and each query
-   code to its ``nprobe`` nearest lists (a *prober*), written (list, sample_id, code, member)
-   bucketed by list: an IVF search's candidates, list by list;
+1. a task per batch of score files (``Plan.batches``) counts its usable indexed codes and draws a
+   sample of them, score file i with ``search.seed + i`` whatever the batching; the driver trains the
+   binary quantizer (as ``IndexBinaryIVF.train`` does) on the sample;
+2. a task per batch of score files assigns each indexed code to its nearest list (a *member*) and
+   each query code to its ``nprobe`` nearest lists (a *prober*), written (list, sample_id, code,
+   member) bucketed by list: an IVF search's candidates, list by list;
 3. a task per bucket of lists range-searches each list's probers among its members (Hamming radius);
    two codes of one image are no pair;
 4. pairs found by several codes, from both sides or in several lists keep their best match, merged
@@ -36,7 +37,7 @@ from dedup.artefacts import SampleIndex, binary_matrix
 from dedup.config import PdqConfig, SearchConfig
 from dedup.detectors import pdq_pairs as one_process_pdq_pairs
 from dedup.pdq import CODE_BYTES, row_width, unpack_rows, variants
-from dedup.shuffle import parquet_rows, write_buckets, write_pairs
+from dedup.shuffle import concat, write_buckets, write_pairs
 from manifests import schema as col
 
 if TYPE_CHECKING:
@@ -49,22 +50,25 @@ ROW_BYTES = 64  # a shuffled code row beside its 32 bytes: sample_id, list, flag
 def pdq_pairs(plan: Plan) -> int:
     """Driver: pdq pairs to ``dedup/pairs/pdq-NNNNN.parquet``; returns their count."""
     config, search, files = plan.config.pdq, plan.config.search, plan.layout.score_files()
-    codes_per_row = variants(config) + len(config.regions)
-    rate = min(1.0, search.train_sample / max(1, parquet_rows(files) * codes_per_row))
-    found = plan.each(sample_codes, [(f, config, rate, search.seed + i) for i, f in enumerate(files)])
+    codes_per_row, queried_per_row = variants(config) + len(config.regions), 1 + len(config.regions)
+    rate = min(1.0, search.train_sample / max(1, sum(plan.file_rows(f) for f in files) * codes_per_row))
+    batches = plan.batches(files, ROW_BYTES + 2 * codes_per_row * CODE_BYTES)  # stored and unpacked codes
+    firsts = np.cumsum([search.seed] + [len(b) for b in batches])  # file i draws with seed + i
+    found = plan.each(sample_codes, [(b, config, rate, int(s)) for b, s in zip(batches, firsts)])
     count = sum(n for n, _ in found)
     if count <= search.exact_max:  # the one-process exact search, in one task: identical pairs
         return sum(plan.each(exact_pairs, [(config, search, files, plan.layout.pairs_dir)]))
     nlist, nprobe = listjoin.list_shape(count, search, binary=True)
     centroids = listjoin.binary_lists(np.concatenate([s for _, s in found]), nlist, search.seed)
-    queries = count // codes_per_row * (1 + len(config.regions)) * nprobe
+    queries = count // codes_per_row * queried_per_row * nprobe
     lists, raw = plan.fresh("pdq-lists"), plan.fresh("pdq-raw")
     list_buckets = plan.buckets(count + queries, ROW_BYTES + CODE_BYTES)
     near, verify = near_distance(config), config.verify.enabled
     radius = max(near, config.verify.max_distance) if verify else near
     raw_buckets = plan.buckets(count * (search.k if verify else 1), ROW_BYTES)  # hits: ~pairs, or k per query
-    plan.each(assign_codes, [(f, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
-                             for i, f in enumerate(files)])
+    row_bytes = (codes_per_row + queried_per_row * nprobe) * (ROW_BYTES + CODE_BYTES)  # members and probes
+    plan.each(assign_codes, [(batch, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
+                             for i, batch in enumerate(plan.batches(files, row_bytes))])
     plan.each(join_lists, [(lists, b, radius, raw_buckets, raw, verify) for b in range(list_buckets)])
     if verify:
         return pdqverify.verified_pairs(plan, raw, raw_buckets, near)
@@ -94,11 +98,16 @@ def read_codes(source: Path, config: PdqConfig) -> tuple[pl.Series, np.ndarray, 
     return frame[col.SAMPLE_ID], codes, indexed, queried
 
 
-def sample_codes(source: Path, config: PdqConfig, rate: float, seed: int) -> tuple[int, np.ndarray]:
-    """Task: (indexed codes in the file, a Bernoulli(rate) sample of them (m, 32))."""
-    _, codes, indexed, _ = read_codes(source, config)
-    usable = codes[indexed]
-    return len(usable), usable[np.random.default_rng(seed).random(len(usable)) < rate]
+def sample_codes(sources: list[Path], config: PdqConfig, rate: float, seed: int) -> tuple[int, np.ndarray]:
+    """Task: (indexed codes in a batch of files, a Bernoulli(rate) sample of them (m, 32)); file k of the
+    batch draws with ``seed + k``, so the sample does not depend on the batching."""
+    count, samples = 0, [np.empty((0, CODE_BYTES), np.uint8)]
+    for k, source in enumerate(sources):
+        _, codes, indexed, _ = read_codes(source, config)
+        usable = codes[indexed]
+        count += len(usable)
+        samples.append(usable[np.random.default_rng(seed + k).random(len(usable)) < rate])
+    return count, np.concatenate(samples)
 
 
 def exact_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], out: Path) -> int:
@@ -107,17 +116,21 @@ def exact_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], out:
     return write_pairs(one_process_pdq_pairs(config, search, files, SampleIndex.of(ids)), out / "pdq-00000.parquet")
 
 
-def assign_codes(source: Path, config: PdqConfig, centroids: np.ndarray, nprobe: int, buckets: int,
+def assign_codes(sources: list[Path], config: PdqConfig, centroids: np.ndarray, nprobe: int, buckets: int,
                  out: Path, part: str) -> int:
-    """Task: indexed codes -> (their nearest list, member), query codes -> (each of ``nprobe`` lists, prober),
-    bucketed by list. Returns the rows written."""
-    ids, codes, indexed, queried = read_codes(source, config)
-    if not len(ids):
-        return 0
-    owner = np.broadcast_to(np.arange(len(ids))[:, None], indexed.shape)
-    slot = np.broadcast_to(np.arange(indexed.shape[1], dtype=np.int16)[None, :], indexed.shape)
+    """Task: a batch of files' indexed codes -> (their nearest list, member), query codes -> (each of
+    ``nprobe`` lists, prober), bucketed by list. Returns the rows written."""
     quantizer = faiss.IndexBinaryFlat(BITS)
     quantizer.add(np.ascontiguousarray(centroids))
+    rows = concat(_probes(source, config, quantizer, nprobe) for source in sources)
+    return write_buckets(rows, pl.col("list"), buckets, out, part)
+
+
+def _probes(source: Path, config: PdqConfig, quantizer: faiss.IndexBinaryFlat, nprobe: int) -> pl.DataFrame:
+    """One file's member and prober rows (``listjoin.LIST_SCHEMA`` + the code's ``slot``)."""
+    ids, codes, indexed, queried = read_codes(source, config)
+    owner = np.broadcast_to(np.arange(len(ids))[:, None], indexed.shape)
+    slot = np.broadcast_to(np.arange(indexed.shape[1], dtype=np.int16)[None, :], indexed.shape)
     rows = []
     for mask, probes, member in ((indexed, 1, True), (queried, nprobe, False)):
         found = np.ascontiguousarray(codes[mask])
@@ -125,7 +138,7 @@ def assign_codes(source: Path, config: PdqConfig, centroids: np.ndarray, nprobe:
             lists = quantizer.search(found, probes)[1]
             probed = listjoin._probe_rows(ids.gather(owner[mask]), found, lists, member)
             rows.append(probed.with_columns(pl.Series("slot", np.repeat(slot[mask], probes), pl.Int16)))
-    return write_buckets(pl.concat(rows), pl.col("list"), buckets, out, part) if rows else 0
+    return concat(rows)
 
 
 def join_lists(source: Path, bucket: int, max_distance: int, raw_buckets: int, out: Path,

@@ -8,9 +8,9 @@ With ``dedup.pdq.verify`` the list joins of ``dedup.pdqjoin`` search out to ``ve
    (hits bucketed by the query's sample, so all of one query code's lists meet in one task);
 2. a pair keeps its best match (merged per bucket of ``sample_a``); pairs within the threshold count
    as ``pdq`` (unless ``verify_all``), the others go on to verification, bucketed by ``sample_a``;
-3. the ORB keypoints are shuffled by sample_id; a join task adds ``sample_a``'s, a second adds
-   ``sample_b``'s and runs ORB + RANSAC (``verify.pair_inliers``): a verified pair beyond the threshold
-   is ``pdq_verified``, within it (``verify_all``) ``pdq``.
+3. the ORB keypoints are shuffled by sample_id (a map task per batch of score files); a join task
+   adds ``sample_a``'s, a second adds ``sample_b``'s and runs ORB + RANSAC (``verify.pair_inliers``):
+   a verified pair beyond the threshold is ``pdq_verified``, within it (``verify_all``) ``pdq``.
 
 Memory per task: one bucket of hits, of pairs, or of keypoints and the candidates that need them.
 """
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
 from dedup.config import VerifyConfig
-from dedup.shuffle import parquet_rows, scan_bucket, write_buckets, write_pairs
+from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from dedup.verify import pair_inliers
 from manifests import schema as col
 
@@ -48,11 +48,12 @@ def verified_pairs(plan: Plan, hits: Path, hit_buckets: int, near: int) -> int:
     capped, check, keypoints, half = (plan.fresh(n) for n in ("pdq-capped", "pdq-check", "pdq-orb", "pdq-half"))
     plan.each(cap_far, [(hits, b, near, search.k, hit_buckets, capped) for b in range(hit_buckets)])
     # a keypoint bucket holds the keypoints and, in the joins, the candidates carrying one set
-    orb_bytes = 2 * 2 * config.verify.features * 48
-    buckets = plan.buckets(parquet_rows(files), ROW_BYTES + orb_bytes)
+    orb_bytes = 2 * config.verify.features * 48  # one orb_features value: the image's and its mirror's
+    buckets = plan.buckets(sum(plan.file_rows(f) for f in files), ROW_BYTES + 2 * orb_bytes)
     found = sum(plan.each(split_near, [(capped, b, near, config.verify.verify_all, buckets, check, pairs_dir)
                                        for b in range(hit_buckets)]))
-    plan.each(shuffle_features, [(f, buckets, keypoints, f"{i:05d}") for i, f in enumerate(files)])
+    plan.each(shuffle_features, [(batch, buckets, keypoints, f"{i:05d}")
+                                 for i, batch in enumerate(plan.batches(files, ROW_BYTES + orb_bytes))])
     plan.each(attach_first, [(check, keypoints, b, buckets, half) for b in range(buckets)])
     return found + sum(plan.each(verify_second, [(half, keypoints, b, config.verify, near, pairs_dir)
                                                  for b in range(buckets)]))
@@ -92,12 +93,16 @@ def split_near(source: Path, bucket: int, near: int, verify_all: bool, buckets: 
     return write_pairs(_named(counted, "pdq"), out / f"pdq-{bucket:05d}.parquet")
 
 
-def shuffle_features(source: Path, buckets: int, out: Path, part: str) -> int:
-    """Map task: one score file's ORB keypoints, bucketed by sample_id."""
-    if col.ORB_FEATURES not in pq.ParquetFile(source).schema_arrow.names:
-        return 0
-    frame = pl.read_parquet(source, columns=[col.SAMPLE_ID, col.ORB_FEATURES]).drop_nulls()
+def shuffle_features(sources: list[Path], buckets: int, out: Path, part: str) -> int:
+    """Map task: a batch of score files' ORB keypoints, bucketed by sample_id."""
+    frame = concat(_features(source) for source in sources)
     return write_buckets(frame, pl.col(col.SAMPLE_ID), buckets, out, part)
+
+
+def _features(source: Path) -> pl.DataFrame:
+    if col.ORB_FEATURES not in pq.ParquetFile(source).schema_arrow.names:
+        return pl.DataFrame()
+    return pl.read_parquet(source, columns=[col.SAMPLE_ID, col.ORB_FEATURES]).drop_nulls()
 
 
 def _joined(candidates: pl.LazyFrame, keypoints: Path, bucket: int, on: str, name: str) -> pl.DataFrame:

@@ -2,21 +2,24 @@
 
 The same pairs as ``dedup.semantic.semantic_pairs`` finds in one process, cut by cluster:
 
-1. a task per score file draws its rows of the training sample (``semantic.in_sample``: a hash of the
-   sample_id, so the sample does not depend on the files); the driver orders the sample by sample_id
-   and trains the spherical k-means on it, as the one-process path does;
-2. a task per score file assigns its rows to their nearest centroid, writes (cluster, sample_id,
-   float16 vector) bucketed by cluster, and its rows' ``centroid_distance`` as one part file of
-   ``dedup/semantic_centroids/`` (read by the ``least_prototypical`` keep policy);
+1. a task per batch of score files (``Plan.batches``) draws its rows of the training sample
+   (``semantic.in_sample``: a hash of the sample_id, so the sample depends on neither the files nor
+   the batching); the driver orders the sample by sample_id and trains the spherical k-means on it,
+   as the one-process path does;
+2. a task per batch of score files assigns its rows to their nearest centroid, writes (cluster,
+   sample_id, float16 vector) bucketed by cluster, and its rows' ``centroid_distance`` as one part
+   file of ``dedup/semantic_centroids/`` (read by the ``least_prototypical`` keep policy);
 3. a task per bucket of whole clusters runs the exact within-cluster search of ``semantic.bucket_pairs``
    on its rows in sample_id order, and writes its pairs.
 
-Memory per task: one score file's batch, then one bucket of clusters (``partitions.bytes_per_bucket``);
+Memory per task: one record batch and the drawn rows (sampling), one batch of score files of about
+``partitions.bytes_per_map_task`` (assignment), then one bucket of clusters (``partitions.bytes_per_bucket``);
 a single cluster larger than a bucket still lands whole in one task, as it does in one process.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,13 +27,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dedup.artefacts import binary_matrix
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
 from dedup.config import SemanticConfig
 from dedup.semantic import (CENTROID_DISTANCE, assign, bucket_pairs, cluster_count, embedded, in_sample,
                             sample_share, train_centroids)
-from dedup.shuffle import parquet_rows, scan_bucket, write_buckets, write_pairs
+from dedup.shuffle import scan_bucket, write_buckets, write_pairs
 from manifests import schema as col
 from manifests.io import write_parquet
 
@@ -46,24 +50,39 @@ def semantic_pairs(plan: Plan, centroids_dir: Path) -> int:
     """Driver: sample, train, assign, join; pairs to ``dedup/pairs/semantic-NNNNN.parquet`` and centroid
     distances to ``centroids_dir``. Returns the pair count."""
     config, files = plan.config.semantic, plan.layout.score_files()
-    rows = parquet_rows(files)
-    drawn = plan.each(sample_embeddings, [(f, sample_share(rows, config), config.seed) for f in files])
+    rows = sum(plan.file_rows(f) for f in files)  # footers read once per plan
+    drawn = plan.each(sample_embeddings, [(batch, sample_share(rows, config), config.seed)
+                                          for batch in plan.batches(files, ROW_BYTES + stored_bytes(files))])
     centroids = train(drawn, rows, config)
     shutil.rmtree(centroids_dir, ignore_errors=True)
     if centroids is None:
         return 0
     dims = centroids.shape[1]
-    clusters, buckets = plan.fresh("semantic-clusters"), plan.buckets(rows, ROW_BYTES + 2 * dims)
-    plan.each(assign_clusters, [(f, centroids, buckets, clusters, centroids_dir, f"{i:05d}")
-                                for i, f in enumerate(files)])
+    row_bytes = ROW_BYTES + 2 * dims  # a row as shuffled: ids and its float16 vector
+    clusters, buckets = plan.fresh("semantic-clusters"), plan.buckets(rows, row_bytes)
+    plan.each(assign_clusters, [(batch, centroids, buckets, clusters, centroids_dir, f"{i:05d}")
+                                for i, batch in enumerate(plan.batches(files, row_bytes))])
     return sum(plan.each(join_clusters, [(clusters, b, dims, config, plan.layout.pairs_dir)
                                          for b in range(buckets)]))
 
 
-def sample_embeddings(source: Path, share: float, seed: int) -> tuple[pl.Series, np.ndarray]:
-    """Task: (sample_ids, unit vectors) of one score file's rows in the training sample."""
+def stored_bytes(files: list[Path]) -> int:
+    """Bytes per row of ``clip_embedding`` as the first score file holding it stores them (uncompressed,
+    from its footer): what a sampling task reads per input row. 0 when no file has the column."""
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        chunks = [meta.row_group(g).column(c) for g in range(meta.num_row_groups) for c in range(meta.num_columns)]
+        size = sum(c.total_uncompressed_size for c in chunks if c.path_in_schema.split(".")[0] == col.CLIP_EMBEDDING)
+        if size:
+            return math.ceil(size / max(1, meta.num_rows))
+    return 0
+
+
+def sample_embeddings(sources: list[Path], share: float, seed: int) -> tuple[pl.Series, np.ndarray]:
+    """Task: (sample_ids, unit vectors) of a batch of score files' rows in the training sample, read one
+    record batch at a time (the draw is per sample_id, so it does not depend on the batch)."""
     ids, parts = [], []
-    for sample_ids, vectors in embedded([source]):
+    for sample_ids, vectors in embedded(sources):
         drawn = in_sample(sample_ids, share, seed)
         ids.append(sample_ids.filter(pl.Series(drawn)))
         parts.append(vectors[drawn])
@@ -83,12 +102,12 @@ def train(drawn: list[tuple[pl.Series, np.ndarray]], rows: int, config: Semantic
     return train_centroids(sample, min(cluster_count(rows, config), len(sample)), config)
 
 
-def assign_clusters(source: Path, centroids: np.ndarray, buckets: int, out: Path, centroids_dir: Path,
+def assign_clusters(sources: list[Path], centroids: np.ndarray, buckets: int, out: Path, centroids_dir: Path,
                     part: str) -> int:
-    """Task: one score file's rows -> (cluster, sample_id, float16 vector) bucketed by cluster, and their
-    centroid distances as ``centroids_dir/<part>.parquet``. Returns the rows assigned."""
+    """Task: a batch of score files' rows -> (cluster, sample_id, float16 vector) bucketed by cluster, and
+    their centroid distances as ``centroids_dir/<part>.parquet``. Returns the rows assigned."""
     frames, distances = [], []
-    for ids, vectors in embedded([source]):
+    for ids, vectors in embedded(sources):
         labels, sims = assign(vectors, centroids)
         frames.append(pl.DataFrame({"cluster": labels, col.SAMPLE_ID: ids, "vector": _blobs(vectors)},
                                    schema=CLUSTER_SCHEMA))

@@ -177,6 +177,11 @@ class RunLayout:
     #   dedup/duplicates/UNIT/part-GGGGG.parquet  the duplicates rows of unit UNIT's samples (UNIT: the
     #                                          staged file's stem) found by cluster group GGGGG (a hash
     #                                          bucket of cluster_id); each clustered sample once
+    #   dedup/semantic_centroids/<part>.parquet  sample_id, centroid_distance (to its k-means centroid)
+    #                                          of the rows one semantic assignment task read (<part>: its
+    #                                          batch of score files); each embedded sample once; read by
+    #                                          keep: least_prototypical (the one-process run writes
+    #                                          dedup/semantic_centroids.parquet instead)
     #   dedup/work/                            shuffle buckets between steps, NNNNN/<task>.parquet;
     #                                          removed when the phase ends
     # Readers take every part as one dataset: pl.scan_parquet("dedup/duplicates/**/*.parquet");

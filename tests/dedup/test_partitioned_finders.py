@@ -3,13 +3,15 @@ whatever the number of score files and buckets: same pairs, same centroid distan
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
 
 from dedup.config import DedupConfig
-from dedup.partitioned import run_partitioned
+from dedup.partitioned import local_tasks, run_partitioned
 from dedup.run import centroid_dir, centroid_path, run_dedup
 from dedup.scalegen import sources, write_part
 from dedup.semantic import CENTROID_DISTANCE
@@ -213,3 +215,41 @@ def test_partitioned_pdq_verification_equals_one_process(tmp_path, near_dup_set,
     run_partitioned(config(3, exact_max=50, nlist=4, nprobe=4), layout)
     assert outputs(layout)[0].equals(want[0])
     assert outputs(layout)[1].equals(want[1])
+
+
+# --- map tasks read batches of score files ---------------------------------------------------------
+
+def test_batched_map_tasks_find_the_same_semantic_and_pdq_pairs(tmp_path):
+    """6 score files: one map task per file (a budget of 1 byte) vs batches of several files. The PDQ
+    lists run as tasks probing 2 of 16 lists, so its pairs follow the trained quantizer: the training
+    samples of both finders must not change with the batching, nor the pairs, distances and survivors."""
+    files = 6
+    layout = generated_run(tmp_path, files, lambda i: pl.concat([embeddings(i), pdq_columns(i)], how="horizontal"))
+
+    def run(budget: int) -> tuple[Counter, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        config = DedupConfig.model_validate({
+            "exact": {"enabled": True}, "keep": {"mode": "greedy"},
+            "partitions": {"buckets": 3, "bytes_per_map_task": budget},
+            "search": {"use_gpu": False, "exact_max": 100, "nlist": 16, "nprobe": 2, "train_sample": 3000},
+            "pdq": {"enabled": True},
+            "semantic": {"enabled": True, "keep": "least_prototypical", "rows_per_cluster": 100,
+                         "train_sample": 900}})
+        calls: Counter = Counter()
+
+        def tasks(fn, args):
+            calls[fn.__name__] += len(args)
+            return local_tasks(fn, args)
+
+        run_partitioned(config, layout, tasks=tasks)
+        distances = pl.read_parquet(sorted(centroid_dir(layout).glob("*.parquet"))).sort(col.SAMPLE_ID)
+        return calls, *outputs(layout), distances
+
+    one, *want = run(1)
+    batched, *got = run(1_500_000)  # 400 rows a file: pdq assignment ~0.6 MB a file, sampling ~0.3 MB
+    assert {"semantic", "pdq"} <= set(want[0]["detector"])
+    for table, expected in zip(got, want):
+        assert table.equals(expected)
+    mapped = ("sample_embeddings", "assign_clusters", "sample_codes", "assign_codes")
+    assert [one[name] for name in mapped] == [files] * 4
+    assert all(batched[name] < files for name in mapped), batched
+    assert batched["assign_codes"] > 1  # several batches, not one task for the run
