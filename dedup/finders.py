@@ -1,0 +1,141 @@
+"""The partitioned pair finders: one per detector, each writes dedup/pairs/<detector>-NNNNN.parquet.
+
+Each finder gets the run's ``dedup.partitioned.Plan`` (bucket sizing, batches of input files, the
+executor) and returns its pair count. Exact keys and LSH band keys are shuffles grouped per bucket
+(``dedup.shuffle``); pHash and SSCD are IVF lists as buckets (``dedup.listjoin``, on a GPU with
+``dedup.partitions.join_gpus``); semantic and PDQ live in ``dedup.semjoin`` / ``dedup.pdqjoin``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from dedup import listjoin, pdqjoin, semjoin, shuffle
+from dedup.lsh import band_shape
+from dedup.run import centroid_dir, find_pairs, staged_rows
+from manifests import schema as col
+
+if TYPE_CHECKING:
+    from dedup.partitioned import Plan
+
+ID_BYTES = 24  # a sample_id string in Arrow: offsets + ~12 characters
+KEY_BYTES = 64  # a narrow shuffled row (ids, a key, a list, a similarity), with hash-table overhead
+
+
+def columns(files: list[Path]) -> set[str]:
+    return {name for f in files for name in pq.ParquetFile(f).schema_arrow.names}
+
+
+def require(key: str, files: list[Path]) -> None:
+    if files and key not in columns(files):  # no score file: no image was staged, nothing to pair
+        raise RuntimeError(f"the score phase wrote no {key!r} column: re-run the score phase with its "
+                           f"dedup stage enabled (run the phases in order: score, then dedup)")
+
+
+def exact_pairs(plan: Plan, key: str, detector: str, files: list[Path], only_success: bool) -> int:
+    require(key, files)
+    keyed, buckets = plan.fresh(f"keys-{detector}"), plan.buckets(plan.rows, KEY_BYTES)
+    plan.each(shuffle.shuffle_keys, [(batch, key, only_success, buckets, keyed, f"{i:05d}")
+                                      for i, batch in enumerate(plan.batches(files, KEY_BYTES))])
+    return sum(plan.each(shuffle.group_exact, [(keyed, b, detector, plan.layout.pairs_dir) for b in range(buckets)]))
+
+
+def minhash_pairs(plan: Plan) -> int:
+    config, files = plan.config.minhash, plan.layout.score_files()
+    bands, _ = band_shape(config.num_perm, config.stored_from, config.bands, config.false_negative_weight)
+    band_buckets = plan.buckets(plan.rows * bands, KEY_BYTES)
+    # a signature bucket holds the signatures and, in the join, the candidates carrying one
+    sig_buckets = plan.buckets(plan.rows, 2 * (4 * config.num_perm + ID_BYTES))
+    bands_dir, sigs, cand, half = (plan.fresh(n) for n in ("bands", "signatures", "candidates", "half"))
+    row_bytes = bands * KEY_BYTES + 4 * config.num_perm + ID_BYTES  # its band rows and its signature
+    plan.each(shuffle.shuffle_bands, [(batch, config, band_buckets, sig_buckets, bands_dir, sigs, f"{i:05d}")
+                                      for i, batch in enumerate(plan.batches(files, row_bytes))])
+    plan.each(shuffle.group_bands, [(bands_dir, b, config.max_bucket, sig_buckets, cand) for b in range(band_buckets)])
+    plan.each(shuffle.attach_first, [(cand, sigs, b, sig_buckets, half) for b in range(sig_buckets)])
+    return sum(plan.each(shuffle.verify_second, [(half, sigs, b, config, plan.layout.pairs_dir)
+                                                 for b in range(sig_buckets)]))
+
+
+def _sample(plan: Plan, column: str, size: int) -> tuple[int, pl.DataFrame]:
+    files = plan.layout.score_files()
+    rate = min(1.0, size / max(1, sum(plan.file_rows(f) for f in files)))
+    batches = plan.batches(files, KEY_BYTES)
+    firsts = np.cumsum([plan.config.search.seed] + [len(b) for b in batches])  # file i draws with seed + i
+    found = plan.each(listjoin.sample_descriptors, [(b, column, rate, int(s)) for b, s in zip(batches, firsts)])
+    frames = [s for _, s in found if s.height]
+    return sum(c for c, _ in found), (pl.concat(frames) if frames else pl.DataFrame())
+
+
+def phash_pairs(plan: Plan) -> int:
+    config, search, files = plan.config.phash, plan.config.search, plan.layout.score_files()
+    count, sample = _sample(plan, col.PHASH, search.train_sample)
+    if count <= search.exact_max:  # the one-process exact search, in one task: identical pairs
+        return sum(plan.each(listjoin.exact_pairs, [("phash", plan.config, files, plan.layout.pairs_dir)]))
+    nlist, nprobe = listjoin.list_shape(count, search, binary=True)
+    codes, _ = listjoin.phash_codes(sample[col.PHASH], config.bits // 8)
+    centroids = listjoin.binary_lists(codes, nlist, search.seed)
+    copies = nprobe * (2 if config.mirror else 1)
+    lists, raw = plan.fresh("phash-lists"), plan.fresh("phash-raw")
+    list_buckets = plan.buckets(count * copies, KEY_BYTES + config.bits // 8)
+    raw_buckets = plan.buckets(count, KEY_BYTES)
+    row_bytes = copies * (KEY_BYTES + config.bits // 8)
+    plan.each(listjoin.assign_phash, [(batch, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
+                                      for i, batch in enumerate(plan.batches(files, row_bytes))])
+    max_distance = math.floor((1.0 - config.stored_from) * config.bits + 1e-9)
+    plan.each(listjoin.join_phash_lists, [(lists, b, max_distance, config.bits, raw_buckets, raw)
+                                          for b in range(list_buckets)])
+    return sum(plan.each(listjoin.merge_pairs, [(raw, b, "phash", plan.layout.pairs_dir) for b in range(raw_buckets)]))
+
+
+def sscd_pairs(plan: Plan) -> int:
+    config, search, files = plan.config.sscd, plan.config.search, plan.layout.score_files()
+    count, _ = _sample(plan, col.SSCD_EMBEDDING, 0)
+    if count <= search.exact_max:
+        return sum(plan.each(listjoin.exact_pairs, [("sscd", plan.config, files, plan.layout.pairs_dir)]))
+    nlist, nprobe = listjoin.list_shape(count, search, binary=False)
+    _, sample = _sample(plan, col.SSCD_EMBEDDING, nlist * search.train_per_list)
+    vectors = listjoin.binary_matrix(sample[col.SSCD_EMBEDDING].to_arrow(), np.float32, config.dims)
+    centroids = listjoin.float_lists(vectors, nlist, search)
+    lists, raw, capped = plan.fresh("sscd-lists"), plan.fresh("sscd-raw"), plan.fresh("sscd-capped")
+    list_buckets = plan.buckets(count * nprobe, KEY_BYTES + 4 * config.dims)
+    raw_buckets = plan.buckets(count * search.k, KEY_BYTES)
+    row_bytes = (nprobe + 1) * (KEY_BYTES + 4 * config.dims)  # its vector, and a copy per probed list
+    plan.each(listjoin.assign_sscd, [(batch, config, search, centroids, nprobe, list_buckets, lists, f"{i:05d}")
+                                     for i, batch in enumerate(plan.batches(files, row_bytes))])
+    gpus = plan.config.partitions.join_gpus
+    plan.each(listjoin.join_sscd_lists, [(lists, b, config.stored_from, config.dims, search.k, raw_buckets, raw,
+                                          "cuda" if gpus else None) for b in range(list_buckets)], gpus=gpus)
+    plan.each(listjoin.cap_queries, [(raw, b, search.k, raw_buckets, capped) for b in range(raw_buckets)])
+    return sum(plan.each(listjoin.merge_pairs, [(capped, b, "sscd", plan.layout.pairs_dir)
+                                                for b in range(raw_buckets)]))
+
+
+def one_process_finder(name: str) -> Callable[[Plan], int]:
+    """A detector with no partitioned finder (none today: every detector of ``dedup.config.DETECTORS`` has
+    one in ``FINDERS``): its one-process finder, its pairs written as one part file. Correct, but its memory
+    follows the run, not a bucket; the fallback for a detector added without a partitioned finder."""
+    def find(plan: Plan) -> int:
+        if name == "pdq_verified":  # found with pdq, in the same pass
+            return 0
+        rows = staged_rows(plan.layout)
+        pairs, _ = find_pairs(plan.config, plan.layout, rows, plan.fresh(f"one-{name}"), names=(name,))
+        return shuffle.write_pairs(pairs, plan.layout.pairs_dir / f"{name}-00000.parquet")
+    return find
+
+
+FINDERS: dict[str, Callable[[Plan], int]] = {
+    "sha256": lambda p: exact_pairs(p, col.SHA256, "sha256", p.layout.staged_row_files(), True),
+    "pixel_hash": lambda p: exact_pairs(p, col.PIXEL_HASH, "pixel_hash", p.layout.score_files(), False),
+    "minhash": minhash_pairs,
+    "phash": phash_pairs,
+    "sscd": sscd_pairs,
+    "semantic": lambda p: semjoin.semantic_pairs(p, centroid_dir(p.layout)),
+    "pdq": pdqjoin.pdq_pairs,
+    "pdq_verified": lambda p: 0,  # found with pdq, in the same pass
+}
