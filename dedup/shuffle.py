@@ -144,7 +144,7 @@ def stored_bytes(root: Path) -> int:
 def scan_bucket(root: Path, bucket: int, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
     """One bucket's rows from every part: 16 bytes of each index, then exactly the bucket's byte range
     of its data file; an empty frame of ``schema`` when no part holds a row of it."""
-    frames = []
+    tables = []
     for index in part_files(root):
         with open(index, "rb") as f:
             f.seek(bucket * _OFFSET.size)
@@ -153,35 +153,36 @@ def scan_bucket(root: Path, bucket: int, schema: dict[str, pl.DataType]) -> pl.L
             continue
         start, end = _RANGE.unpack(pair)
         if end > start:
-            frames.append(_read_stream(index.with_suffix(DATA), start, end))
-    return _concat(frames, schema)
+            tables.append(_read_stream(index.with_suffix(DATA), start, end))
+    return _concat(tables, schema)
 
 
 def scan_parts(root: Path, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
     """Every part under ``root`` (any depth), every bucket, as one lazy frame."""
-    frames = []
+    tables = []
     for index in sorted(root.rglob(f"*{INDEX}")):
         offsets = np.frombuffer(index.read_bytes(), dtype="<i8")
         starts = np.unique(offsets)  # each non-empty bucket's stream starts at a distinct offset
-        frames += [_read_stream(index.with_suffix(DATA), int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
-    return _concat(frames, schema)
+        tables += [_read_stream(index.with_suffix(DATA), int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+    return _concat(tables, schema)
 
 
-def _read_stream(path: Path, start: int, end: int) -> pl.DataFrame:
+def _read_stream(path: Path, start: int, end: int) -> pa.Table:
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
     if len(data) != end - start:
         raise ValueError(f"{path}: its index says bytes {start}..{end}, the file ends at {start + len(data)}; "
                          "the shuffle's task must be rerun")
-    return pl.from_arrow(ipc.open_stream(pa.py_buffer(data)).read_all())
+    return ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
-def _concat(frames: list[pl.DataFrame], schema: dict[str, pl.DataType]) -> pl.LazyFrame:
-    """Parts in order; a column one part lacks or holds only nulls of is promoted as Parquet scans did."""
-    if not frames:
+def _concat(tables: list[pa.Table], schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+    """Parts in order, as one frame (one conversion: a bucket of many small parts is dominated by it);
+    a column one part lacks or holds only nulls of is promoted as Parquet scans did."""
+    if not tables:
         return pl.LazyFrame(schema=schema)
-    return pl.concat(frames, how="diagonal_relaxed", rechunk=False).lazy()
+    return pl.from_arrow(pa.concat_tables(tables, promote_options="permissive")).lazy()
 
 
 def parquet_rows(files: list[Path]) -> int:
