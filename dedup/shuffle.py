@@ -44,9 +44,10 @@ _SEED = 0x5EED_13  # one seed for every bucket hash of a run: producers and cons
 BUCKET = "_bucket"  # a task's rows tagged with their bucket while it sorts them (never written)
 SIGNATURE = "signature"
 DATA, INDEX = ".arrows", ".index"  # a task's bucket streams, and its (buckets + 1) int64 offsets into them
-# lz4, as Spark's shuffle default: bench/shuffle_read.py read a bucket 1.3-2x faster and wrote 1.5-3x
-# faster than with zstd; zstd wrote 0.5-0.8x the bytes (random ids), the choice for a network-bound cluster.
-IPC_OPTIONS = ipc.IpcWriteOptions(compression="lz4")
+# zstd (level 1), not lz4 (Spark's default): bench/shuffle_read.py wrote 0.51-0.56x lz4's bytes at
+# 5k-40k rows a stream and read a bucket as fast (0.95-1.0x, 40 producers x 40 buckets); bench/scale.py
+# shuffled 0.73x the bytes at 1M rows. Only tiny streams (10 rows: 4,000 buckets) write 1.7x slower.
+IPC_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
 _OFFSET = struct.Struct("<q")
 _RANGE = struct.Struct("<qq")
 
