@@ -84,11 +84,11 @@ class Plan:
         return out
 
     def _count_written(self) -> None:
-        """Part files in each shuffle directory after a step, before a later step deletes it (the
+        """Data files in each shuffle directory after a step, before a later step deletes it (the
         component rounds do): what the run wrote, a file system's or object store's cost."""
         for path in self.shuffles:
             if path.exists():
-                self.written[path.name] = max(self.written.get(path.name, 0), sum(1 for _ in path.rglob("*.parquet")))
+                self.written[path.name] = max(self.written.get(path.name, 0), len(shuffle.data_files(path)))
 
 
 def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None,
@@ -140,15 +140,15 @@ def _eligible_files(layout: RunLayout) -> list[Path]:
 
 
 def _shuffled_bytes(work: Path) -> dict[str, int]:
-    """Bytes of Parquet left in each shuffle directory (what a cluster moves between tasks)."""
+    """Bytes of data files left in each shuffle directory (what a cluster moves between tasks)."""
     dirs = sorted(d for d in work.iterdir() if d.is_dir()) if work.exists() else []
-    return {d.name: sum(f.stat().st_size for f in d.rglob("*.parquet")) for d in dirs}
+    return {d.name: shuffle.stored_bytes(d) for d in dirs}
 
 
 def _shuffled_files(work: Path) -> dict[str, int]:
-    """Part files left in each shuffle directory: a filesystem's (or object store's) cost of a shuffle."""
+    """Data files left in each shuffle directory: a filesystem's (or object store's) cost of a shuffle."""
     dirs = sorted(d for d in work.iterdir() if d.is_dir()) if work.exists() else []
-    return {d.name: sum(1 for _ in d.rglob("*.parquet")) for d in dirs}
+    return {d.name: len(shuffle.data_files(d)) for d in dirs}
 
 
 # --- clusters and survivors -----------------------------------------------------------------------

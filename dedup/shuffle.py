@@ -1,31 +1,33 @@
 """Hash-partitioned shuffles on disk: a frame split by a key into buckets, and the exact-key and
 caption-LSH groupings that run one bucket at a time. Pure: files in, files out, no Ray.
 
-A shuffle directory holds ``<part>.parquet``: ONE file per producing task (Spark's sort-based shuffle
-layout), so a shuffle writes as many files as it has tasks, never tasks x buckets, and a retried task
-rewrites its own file. The task sorts its rows by bucket and writes each non-empty bucket as its own
-row group(s), with a ``_bucket`` column whose row-group statistics (min = max = the bucket) say which
-bucket a row group holds. A consumer of bucket b scans every part file with ``_bucket == b``: Polars
-reads the footers and skips every other row group by those statistics, so it reads only bucket b's
-bytes, and its memory is bounded by one bucket, never by the run. (A footer key-value index read with
-``ParquetFile.read_row_groups`` reads the same bytes, but eagerly, one file at a time, and was slower in a
-micro-benchmark: 39 ms vs 24 ms a bucket of 40 parts x 300 buckets.)
+A shuffle directory holds, per producing task, Spark's sort-shuffle pair (``IndexShuffleBlockResolver``):
+``<part>.arrows``, the task's rows sorted by bucket as consecutive Arrow IPC streams, one per non-empty
+bucket in bucket order, and ``<part>.index``, little-endian int64 byte offsets, one more than buckets:
+bucket b is bytes ``[off[b], off[b+1])`` of the data file (equal offsets: empty). So a shuffle writes two
+files per task, never tasks x buckets, and a reducer of bucket b reads 16 bytes of each task's index
+and then exactly bucket b's bytes: its cost is independent of the bucket count (a Parquet footer per
+task lists every bucket, ~280 B each, and every reducer parsed every footer: 1.7 GB per reducer at
+2,500 tasks x 2,500 buckets). Its memory is bounded by one bucket, never by the run.
 
-A map task reads a batch of input files (``plan_batches``: consecutive files up to a byte budget).
-Within a bucket, rows keep the order of part names, then of their task's input, as a directory of
-per-bucket files read in name order gave them.
+The index is the commit: a data file without its index is ignored. A map task reads a batch of input
+files (``plan_batches``: consecutive files up to a byte budget). Within a bucket, rows keep the order of
+part names, then of their task's input, as a directory of per-bucket files read in name order gave them.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from dedup.artefacts import binary_matrix
@@ -39,8 +41,15 @@ from manifests.schema import Status
 from manifests.io import write_parquet
 
 _SEED = 0x5EED_13  # one seed for every bucket hash of a run: producers and consumers must agree
-BUCKET = "_bucket"  # the bucket of a part file's row group (its statistics: min = max = the bucket)
+BUCKET = "_bucket"  # a task's rows tagged with their bucket while it sorts them (never written)
 SIGNATURE = "signature"
+DATA, INDEX = ".arrows", ".index"  # a task's bucket streams, and its (buckets + 1) int64 offsets into them
+# zstd (level 1), not lz4 (Spark's default): bench/shuffle_read.py wrote 0.51-0.56x lz4's bytes at
+# 5k-40k rows a stream and read a bucket as fast (0.95-1.0x, 40 producers x 40 buckets); bench/scale.py
+# shuffled 0.73x the bytes at 1M rows. Only tiny streams (10 rows: 4,000 buckets) write 1.7x slower.
+IPC_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
+_OFFSET = struct.Struct("<q")
+_RANGE = struct.Struct("<qq")
 
 
 def bucket_count(rows: int, row_bytes: int, bytes_per_bucket: int, override: int | None = None) -> int:
@@ -54,34 +63,47 @@ def bucket_of(expr: pl.Expr, buckets: int) -> pl.Expr:
 
 
 def write_buckets(frame: pl.DataFrame, by: pl.Expr, buckets: int, root: Path, part: str) -> int:
-    """Write ``frame``'s rows by ``bucket_of(by)`` into one file ``root/<part>.parquet``, a bucket per
-    row group (or several, past a row group's size); returns rows written. Nothing when ``frame`` is empty."""
+    """Write ``frame``'s rows by ``bucket_of(by)`` as ``root/<part>.arrows`` + ``root/<part>.index``, a
+    stream per non-empty bucket; returns rows written. Nothing when ``frame`` is empty."""
     if frame.is_empty():
         return 0
     keyed = frame.with_columns(bucket_of(by, buckets).alias(BUCKET)).sort(BUCKET, maintain_order=True)
-    _write_grouped(keyed, root / f"{part}.parquet")
+    runs = keyed[BUCKET].rle()
+    _write_indexed(keyed.drop(BUCKET), runs.struct.field("value").to_list(), runs.struct.field("len").to_list(),
+                   buckets, root, part)
     return frame.height
 
 
 def write_bucket(frame: pl.DataFrame, bucket: int, root: Path, part: str) -> int:
-    """A reduce task's rows that all belong to ``bucket`` (still keyed as its input was): one part file."""
+    """A reduce task's rows that all belong to ``bucket`` (still keyed as its input was): one part. Its
+    index stops after ``bucket``: a reader of a later bucket finds no offsets there, so nothing."""
     if frame.is_empty():
         return 0
-    _write_grouped(frame.with_columns(pl.lit(bucket, dtype=pl.UInt32).alias(BUCKET)), root / f"{part}.parquet")
+    _write_indexed(frame, [bucket], [frame.height], bucket + 1, root, part)
     return frame.height
 
 
-def _write_grouped(keyed: pl.DataFrame, path: Path) -> None:
-    """Rows sorted by ``_bucket`` -> one row group per run of a bucket. Statistics only for ``_bucket``:
-    readers prune by them; min/max of ids and blobs would only grow the footer every reader opens."""
-    table = keyed.to_arrow()
-    runs = keyed[BUCKET].rle().struct.field("len").to_list()
-    with _scratch(path) as tmp, pq.ParquetWriter(tmp, table.schema, compression="lz4",
-                                                 write_statistics=[BUCKET]) as writer:
-        offset = 0
-        for rows in runs:
-            writer.write_table(table.slice(offset, rows), row_group_size=rows)
-            offset += rows
+def _write_indexed(frame: pl.DataFrame, buckets_present: list[int], lengths: list[int], buckets: int,
+                   root: Path, part: str) -> None:
+    """Rows sorted by bucket (a run of ``lengths[i]`` rows for ``buckets_present[i]``) -> one IPC stream
+    per run, then the offsets of every bucket."""
+    table = frame.to_arrow()
+    ends = np.zeros(buckets + 1, dtype="<i8")  # ends[b + 1]: where bucket b's stream ends
+    index = root / f"{part}{INDEX}"
+    index.unlink(missing_ok=True)  # a retried task: its old index must not point into its new data
+    with _scratch(root / f"{part}{DATA}") as tmp, open(tmp, "wb") as sink:
+        start = 0
+        for bucket, rows in zip(buckets_present, lengths):
+            with ipc.new_stream(sink, table.schema, options=IPC_OPTIONS) as stream:
+                stream.write_table(table.slice(start, rows))
+            start += rows
+            ends[bucket + 1] = sink.tell()
+    offsets = np.maximum.accumulate(ends)  # an empty bucket starts and ends where the one before it ended
+    # Renamed last: the index commits the part. No fsync either (see ``_scratch``): an OS crash could
+    # keep the renamed index and lose data bytes, but it loses the node's tasks and their work directory
+    # with it, and a range past the data's end fails loudly in ``_read_stream``, never reads wrong rows.
+    with _scratch(index) as tmp:
+        tmp.write_bytes(offsets.tobytes())
 
 
 def write_scratch(frame: pl.DataFrame, path: Path) -> None:
@@ -92,9 +114,10 @@ def write_scratch(frame: pl.DataFrame, path: Path) -> None:
 
 @contextmanager
 def _scratch(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path``, renamed into place once written whole, but not fsynced (a
-    file per task and step; a lost machine's files are rewritten by the retried task, and the work
-    directory never outlives the phase)."""
+    """A temporary name beside ``path``, renamed into place once written whole, but not fsynced: a
+    shuffle file lives for one step of one phase, a lost machine's files are rewritten by the retried
+    task (Ray re-runs it), and an fsync per file would cost a disk flush per task and step for a
+    crash that loses the work directory anyway. The rename alone keeps readers from half-written files."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -105,24 +128,66 @@ def _scratch(path: Path) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
-def part_files(root: Path) -> list[str]:
-    """A shuffle's part files, in name order (the order a bucket's rows are read in)."""
-    return sorted(str(p) for p in root.glob("*.parquet"))
+def part_files(root: Path) -> list[Path]:
+    """A shuffle's committed parts (their index files), in name order (the order a bucket's rows are read in)."""
+    return sorted(root.glob(f"*{INDEX}"))
+
+
+def data_files(root: Path) -> list[Path]:
+    """Every data file under ``root`` (any depth): committed shuffle parts, and Parquet files (scratch
+    and reduce outputs). A shuffle's cost on a file system or object store, for counting."""
+    parts = [p for p in root.rglob(f"*{DATA}") if p.with_suffix(INDEX).exists()]
+    return sorted(parts + list(root.rglob("*.parquet")))
+
+
+def stored_bytes(root: Path) -> int:
+    """Bytes of ``data_files(root)``, each part's index included."""
+    return sum(f.stat().st_size + (f.with_suffix(INDEX).stat().st_size if f.suffix == DATA else 0)
+               for f in data_files(root))
 
 
 def scan_bucket(root: Path, bucket: int, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
-    """One bucket's rows from every part file, other buckets' row groups skipped by their statistics;
-    an empty frame of ``schema`` when no producer wrote a file (the file's columns when one did)."""
-    files = part_files(root)
-    if not files:
-        return pl.LazyFrame(schema=schema)
-    return pl.scan_parquet(files).filter(pl.col(BUCKET) == bucket).drop(BUCKET)
+    """One bucket's rows from every part: 16 bytes of each index, then exactly the bucket's byte range
+    of its data file; an empty frame of ``schema`` when no part holds a row of it."""
+    tables = []
+    for index in part_files(root):
+        with open(index, "rb") as f:
+            f.seek(bucket * _OFFSET.size)
+            pair = f.read(_RANGE.size)
+        if len(pair) < _RANGE.size:  # past the index's buckets (``write_bucket``): nothing of this bucket
+            continue
+        start, end = _RANGE.unpack(pair)
+        if end > start:
+            tables.append(_read_stream(index.with_suffix(DATA), start, end))
+    return _concat(tables, schema)
 
 
 def scan_parts(root: Path, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
-    """Every part file under ``root`` (any depth), every bucket, as one lazy frame."""
-    files = sorted(str(p) for p in root.rglob("*.parquet"))
-    return pl.scan_parquet(files).select(pl.exclude(BUCKET)) if files else pl.LazyFrame(schema=schema)
+    """Every part under ``root`` (any depth), every bucket, as one lazy frame."""
+    tables = []
+    for index in sorted(root.rglob(f"*{INDEX}")):
+        offsets = np.frombuffer(index.read_bytes(), dtype="<i8")
+        starts = np.unique(offsets)  # each non-empty bucket's stream starts at a distinct offset
+        tables += [_read_stream(index.with_suffix(DATA), int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+    return _concat(tables, schema)
+
+
+def _read_stream(path: Path, start: int, end: int) -> pa.Table:
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    if len(data) != end - start:
+        raise ValueError(f"{path}: its index says bytes {start}..{end}, the file ends at {start + len(data)}; "
+                         "the shuffle's task must be rerun")
+    return ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+def _concat(tables: list[pa.Table], schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+    """Parts in order, as one frame (one conversion: a bucket of many small parts is dominated by it);
+    a column one part lacks or holds only nulls of is promoted as Parquet scans did."""
+    if not tables:
+        return pl.LazyFrame(schema=schema)
+    return pl.from_arrow(pa.concat_tables(tables, promote_options="permissive")).lazy()
 
 
 def parquet_rows(files: list[Path]) -> int:
