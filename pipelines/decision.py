@@ -1,7 +1,8 @@
-"""The decision with dedup's survivors re-picked: one path for the decide phase, tune, and re-export.
+"""Survivors re-picked in one process from a one-process dedup's pairs file, and the notes tune prints.
 
 A new threshold changes which rows pass the other rules, so the survivors of the duplicate
-clusters are picked again from the run's stored pairs (``dedup.survivors``) before deciding.
+clusters are picked again from the run's stored pairs (``dedup.survivors``) before deciding;
+``pipelines.repick`` decides where (here, or by tasks over partitioned pairs).
 """
 
 from __future__ import annotations
@@ -13,23 +14,14 @@ import polars as pl
 
 from dedup import survivors
 from filters.config import FiltersConfig, threshold_rules
-from filters.decide import decide, passes_rules
+from filters.decide import passes_rules
 from manifests import reexport
-from manifests import schema as col
 from manifests.layout import RunLayout
 from pipelines.config import RunConfig
 
 def pairs_layout(run: Path) -> RunLayout:
     """The layout of the run that holds ``run``'s stored pairs (a re-export's source run)."""
     return RunLayout.at(reexport.images_root(run))
-
-
-def with_current_duplicates(frame: pl.LazyFrame, pairs: RunLayout, config: RunConfig) -> pl.LazyFrame:
-    """``frame`` with its duplicate columns redone from ``pairs``' stored pairs (either layout) under ``config``."""
-    ranked = survivors.with_centroid_distance(frame, pairs.pairs.with_name(survivors.CENTROIDS_FILE), config.dedup)
-    out = survivors.with_duplicates(ranked, survivors.stored_pairs(pairs.pairs_files(), config.dedup), config.dedup,
-                                    partial(passes_rules, config=config.filters))
-    return out if ranked is frame else out.drop(col.CENTROID_DISTANCE)
 
 
 def current_duplicates(frame: pl.LazyFrame, pairs: RunLayout, config: RunConfig) -> pl.DataFrame | None:
@@ -40,11 +32,6 @@ def current_duplicates(frame: pl.LazyFrame, pairs: RunLayout, config: RunConfig)
         return None
     ranked = survivors.with_centroid_distance(frame, pairs.pairs.with_name(survivors.CENTROIDS_FILE), config.dedup)
     return survivors.duplicates(ranked, stored, config.dedup, partial(passes_rules, config=config.filters))
-
-
-def redecide(frame: pl.LazyFrame, pairs: RunLayout, config: RunConfig) -> pl.LazyFrame:
-    """keep / reject_reasons of ``frame`` under ``config``, survivors re-picked first."""
-    return decide(with_current_duplicates(frame, pairs, config), config.filters)
 
 
 def override_notes(overrides: list[str], config: RunConfig, ran: RunConfig, columns: set[str],

@@ -15,13 +15,22 @@ from manifests.export import shard_sizes
 from manifests.shardplan import plan_sizes
 from pipelines.config import RunConfig
 from pipelines.decide_tasks import assemble, decide_partitioned, kept_counts, record_rules
-from pipelines.decision import redecide
+from pipelines.decision import current_duplicates
+from pipelines.repick import join_duplicates
 from tests.dedup.test_partitioned import DETECTORS, generated_run
 
 
 def run_config(units: int, **filters) -> RunConfig:
     return RunConfig.model_validate({"input": {"path": "x.parquet"}, "output_dir": "out", "filters": filters,
                                      "dedup": {**DETECTORS, "partitions": {"buckets": units}}})
+
+
+def redecide(frame: pl.LazyFrame, layout, config: RunConfig) -> pl.LazyFrame:
+    """The whole-run reference: survivors re-picked in one process from all stored pairs, then decided."""
+    stored = current_duplicates(frame, layout, config)
+    dups = layout.root / "reference-duplicates.parquet"
+    stored.write_parquet(dups)
+    return apply_decision(join_duplicates(frame, [dups]), config.filters)
 
 
 def decided(layout) -> pl.DataFrame:
