@@ -1,10 +1,12 @@
 """Survivors for a decision: manifest rows + stored pairs -> the duplicate columns, with no descriptor.
 
 A cluster's survivor is picked among the rows that pass every other rule. So whenever a rule
-changes (the decide phase of a rerun, ``thresher tune``, ``thresher export RUN --set``), the
-clusters are redone from ``dedup/pairs.parquet`` with the new eligibility; re-applying the stored
-duplicate columns instead would lose a whole cluster whenever the new rule rejects its survivor.
-``with_duplicates`` is that one step, shared by every path; the decision itself is passed in.
+changes (the decide phase of a rerun, ``thresher tune``, ``thresher reexport RUN --set``), the
+clusters are redone from the stored pairs with the new eligibility; re-applying the stored duplicate
+columns instead would lose a whole cluster whenever the new rule rejects its survivor. ``duplicates``
+is that step in one process (a one-process dedup's ``dedup/pairs.parquet``; ``with_duplicates`` joins
+its result back); partitioned pairs go through ``dedup.partitioned.recluster_partitioned`` instead,
+with the same ``cluster()`` per group (``pipelines.repick`` picks the path).
 """
 
 from __future__ import annotations
