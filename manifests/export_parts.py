@@ -38,9 +38,10 @@ def unit_rows(layout: RunLayout, unit: str, captions: pl.Schema) -> pl.DataFrame
     """One unit's decided rows with their recaptions, in sample_id order."""
     rows = pl.read_parquet(layout.decided_part(unit))
     if len(captions) > 1:
-        files = layout.unit_captions(unit)
-        found = pl.read_parquet(files, hive_partitioning=False) if files else pl.DataFrame()
-        rows = rows.join(conform(found, captions), on=col.SAMPLE_ID, how="left", maintain_order="left")
+        # Each file to the unified schema first: a caption column one block wrote all null has type null there.
+        found = [conform(pl.read_parquet(f, hive_partitioning=False), captions) for f in layout.unit_captions(unit)]
+        rows = rows.join(pl.concat(found) if found else conform(pl.DataFrame(), captions), on=col.SAMPLE_ID,
+                         how="left", maintain_order="left")
     return rows.sort(col.SAMPLE_ID)
 
 

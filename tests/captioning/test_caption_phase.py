@@ -55,7 +55,8 @@ def test_caption_phase_recaptions_kept_rows_only_on_actor_pools(ray_session, tmp
     run = prepare(config)
 
     run_phase(run, "caption")
-    captions = pl.read_parquet(sorted(layout.captions_dir.rglob("*.parquet")), hive_partitioning=False)
+    captions = pl.concat([pl.read_parquet(f, hive_partitioning=False) for f in sorted(layout.captions_dir.rglob("*.parquet"))],
+                         how="diagonal_relaxed")  # a block whose captions were all null wrote type null
     kept = [f"{i:09d}" for i, k in enumerate(KEEP) if k]
     assert sorted(captions[col.SAMPLE_ID].to_list()) == kept
     assert {col.CAPTION_BLIP2, col.CAPTION_LLAVA, col.CAPTION_STATUS} <= set(captions.columns)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from manifests import schema as col
 from manifests.export import ExportConfig, shard_sizes, write_sizes
-from manifests.export_parts import export_shard, write_manifest_part
+from manifests.export_parts import captions_schema, export_shard, unit_rows, write_manifest_part
 from manifests.io import write_json, write_parquet
 from manifests.layout import RunLayout
 from manifests.shardplan import plan_sizes, spans_by_partition
@@ -108,3 +108,17 @@ def test_atomic_writes_follow_the_umask(tmp_path, mask):
         os.umask(old)
         io._umask.cache_clear()
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o666 & ~mask
+
+
+def test_caption_files_of_one_unit_with_a_null_typed_column_are_read_together(tmp_path):
+    """A caption block whose captions were all null wrote its column with type null; the unit's rows still
+    read, each file brought to the schema unified from every caption file's footer."""
+    layout = _run(tmp_path, keep=(True, True, False, True, True))
+    where = layout.captions_dir / "unit=00000"
+    where.mkdir(parents=True)
+    pl.DataFrame({col.SAMPLE_ID: ["00000"], col.CAPTION_LLAVA: [None]}).write_parquet(where / "a.parquet")
+    pl.DataFrame({col.SAMPLE_ID: ["00001"], col.CAPTION_LLAVA: ["a dog"]}).write_parquet(where / "b.parquet")
+    captions = captions_schema(layout)
+    assert captions[col.CAPTION_LLAVA] == pl.String
+    rows = unit_rows(layout, "00000", captions)
+    assert rows[col.CAPTION_LLAVA].to_list() == [None, "a dog", None, None, None]
