@@ -116,9 +116,20 @@ def decide_unit(root: str, unit: str, filters: FiltersConfig, duplicates: Duplic
     """Task: one unit's manifest part; returns (unit, rows, kept, the part's schema)."""
     layout = RunLayout.at(root)
     files = None if duplicates is None else duplicates.files(unit)
-    manifest = apply_decision(unit_frame(layout, unit, files), filters).sort(col.SAMPLE_ID).collect()
+    return write_decided(layout, unit, unit_frame(layout, unit, files), filters)
+
+
+def write_decided(layout: RunLayout, unit: str, frame: pl.LazyFrame, filters: FiltersConfig) -> tuple[str, int, int, pl.Schema]:
+    """``frame`` decided -> decide/parts/part-UNIT.parquet; returns (unit, rows, kept, the part's schema)."""
+    manifest = apply_decision(frame, filters).sort(col.SAMPLE_ID).collect()
     write_parquet(manifest.to_arrow(), layout.decided_part(unit))
     return unit, manifest.height, int(manifest[col.KEEP].sum()), manifest.schema
+
+
+def one_schema(layout: RunLayout, found: list[tuple[str, int, int, pl.Schema]], tasks: Tasks) -> None:
+    """Rewrite the decided parts whose schema differs from the one unified from every part's."""
+    schema = unified([s for *_, s in found])
+    tasks(conform_file, [(str(layout.decided_part(u)), schema) for u, _, _, s in found if s != schema])
 
 
 def decide_partitioned(config: RunConfig, layout: RunLayout, tasks: Tasks) -> dict:
@@ -127,8 +138,7 @@ def decide_partitioned(config: RunConfig, layout: RunLayout, tasks: Tasks) -> di
     layout.decided.unlink(missing_ok=True)  # an older run's one-file decision must not shadow the parts
     duplicates, how = current_survivors(config, layout, tasks)
     found = tasks(decide_unit, [(str(layout.root), u, config.filters, duplicates) for u in units(layout)])
-    schema = unified([s for *_, s in found])
-    tasks(conform_file, [(str(layout.decided_part(u)), schema) for u, _, _, s in found if s != schema])
+    one_schema(layout, found, tasks)
     write_json({u: [rows, kept] for u, rows, kept, _ in found}, layout.decided_counts)
     return {"rows": sum(f[1] for f in found), "kept": sum(f[2] for f in found), **how}
 

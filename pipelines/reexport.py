@@ -22,25 +22,20 @@ import polars as pl
 
 from dedup.partitioned import local_tasks
 from filters.config import FiltersConfig
-from filters.decide import decide
 from manifests import reexport as target_dir
-from manifests import schema as col
 from manifests.export import shard_sizes, write_sizes
 from manifests.export_parts import export_shard, write_manifest
-from manifests.io import write_json, write_parquet
+from manifests.io import write_json
 from manifests.layout import RunLayout
-from manifests.parts import conform_file, unified
 from manifests.shardplan import plan_sizes, spans_by_partition
 from pipelines import repick
 from pipelines.config import RunConfig
+from pipelines.decide_tasks import one_schema, write_decided
 
 def decide_part(part: str, root: str, filters: FiltersConfig, duplicates: list[Path] | None) -> tuple[str, int, int, pl.Schema]:
     """Task: one manifest part decided again (``duplicates`` None: its own duplicate columns stand)."""
     frame = repick.join_duplicates(repick.bare(Path(part), duplicates is not None), duplicates)
-    decided = decide(frame, filters).sort(col.SAMPLE_ID).collect()
-    unit = RunLayout.unit_of(Path(part))
-    write_parquet(decided.to_arrow(), RunLayout.at(root).decided_part(unit))
-    return unit, decided.height, int(decided[col.KEEP].sum()), decided.schema
+    return write_decided(RunLayout.at(root), RunLayout.unit_of(Path(part)), frame, filters)
 
 
 def write_reexport(run: Path, config: RunConfig, target: Path, record: dict, config_yaml: str) -> dict:
@@ -54,8 +49,7 @@ def write_reexport(run: Path, config: RunConfig, target: Path, record: dict, con
         found, how = repick.for_manifest(run, parts, config, tmp / "work", local_tasks)
         decided = local_tasks(decide_part, [(str(p), str(tmp), config.filters, repick.part_duplicates(found, p, parts))
                                             for p in parts])
-        schema = unified([s for *_, s in decided])
-        local_tasks(conform_file, [(str(out.decided_part(u)), schema) for u, _, _, s in decided if s != schema])
+        one_schema(out, decided, local_tasks)
         kept = {unit: k for unit, _, k, _ in decided}
         sizes = shard_sizes(sum(kept.values()), config.export.shard_size, config.export.min_shards)
         plan = plan_sizes(kept, sizes)
