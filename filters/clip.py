@@ -8,6 +8,7 @@ forward pass; ``ClipScorer`` is the stage, which records rows it could not score
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,8 @@ class ClipModel:
     embed_dim: int
     mean: Any = None  # (1, 3, 1, 1) float32 tensor on device
     std: Any = None
-    encode_image: Callable[[Any], Any] | None = None  # network.encode_image, compiled when asked
+    forward: Callable[[Any, Any], tuple[Any, Any]] | None = None  # embed() bound to this model, maybe compiled
+    padded: bool = False  # batches padded to fastpath.bucket sizes (compiled or fp8)
 
 
 def write_architecture(folder: Path, name: str, architecture: dict = TINY_ARCHITECTURE) -> Path:
@@ -90,11 +92,12 @@ def pick_device(device: str) -> Any:
 
 
 def autocast_dtype(precision: str, device: Any) -> Any:
+    """The autocast dtype of ``precision``; fp8 runs the blocks' linears in e4m3 and the rest in bf16."""
     import torch
 
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}[precision]
 
 
 def preprocess_cfg(config: ClipScorerConfig) -> dict:
@@ -146,21 +149,50 @@ def load(config: ClipScorerConfig) -> ClipModel:
     network.eval()
     built = dict(network.visual.preprocess_cfg)
     check_plan(built, needs(config)[0])
-    if device.type == "cuda":
-        network = network.to(memory_format=torch.channels_last)
+    accelerate(network, config.precision, device)
     tokenizer = open_clip.get_tokenizer(config.model, cache_dir=config.cache_dir)
     mean, std = (torch.tensor(built[k], dtype=torch.float32, device=device).view(1, 3, 1, 1) for k in ("mean", "std"))
-    encode = torch.compile(network.encode_image) if config.compile else network.encode_image
-    return ClipModel(network, preprocess, tokenizer, device, autocast_dtype(config.precision, device),
-                     embed_dim(config), mean, std, encode)
+    dtype = autocast_dtype(config.precision, device)
+    forward = functools.partial(embed, network, mean, std, dtype)
+    if config.compile:
+        forward = torch.compile(forward, dynamic=False)
+    return ClipModel(network, preprocess, tokenizer, device, dtype, embed_dim(config), mean, std, forward,
+                     padded=config.compile or config.precision == "fp8")
 
 
-def _autocast(model: ClipModel) -> contextlib.AbstractContextManager:
+def accelerate(network: Any, precision: str, device: Any) -> None:
+    """The inference rewrites of ``filters.fastpath`` on a loaded network: SDPA self-attention on CUDA (and
+    under fp8, which needs its projections as linears), e4m3 linears under fp8, channels-last on CUDA."""
     import torch
 
-    if model.autocast_dtype is None:
+    from filters import fastpath
+
+    if precision == "fp8" and not fastpath.float8_supported(device):
+        raise RuntimeError(f"filters.clip.precision fp8 needs a GPU of compute capability 8.9 or newer (H100, "
+                           f"H200, L40S, RTX 4090); {torch.cuda.get_device_name(device)} has "
+                           f"{torch.cuda.get_device_capability(device)}: set filters.clip.precision: bf16")
+    if device.type == "cuda" or precision == "fp8":
+        fastpath.self_attention(network)
+    if precision == "fp8":
+        fastpath.float8(network)
+    if device.type == "cuda":
+        network.to(memory_format=torch.channels_last)
+
+
+def _autocast(device: Any, dtype: Any) -> contextlib.AbstractContextManager:
+    import torch
+
+    if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=model.device.type, dtype=model.autocast_dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def embed(network: Any, mean: Any, std: Any, dtype: Any, pixels: Any, tokens: Any) -> tuple[Any, Any]:
+    """(image embeddings, text embeddings) of uint8 pixels (N, H, W, 3) and tokens (N, L) on the model's
+    device: normalisation and both towers, the function ``filters.clip.compile`` compiles whole."""
+    x = normalise(pixels, mean, std)
+    with _autocast(pixels.device, dtype):
+        return network.encode_image(x), network.encode_text(tokens)
 
 
 def score(model: ClipModel, pixels: Any, tokens: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -171,15 +203,17 @@ def score(model: ClipModel, pixels: Any, tokens: Any) -> tuple[np.ndarray, np.nd
     import torch
     import torch.nn.functional as F
 
+    from filters.fastpath import bucket, padded
+
     with torch.inference_mode():
-        x = normalise(to_device(pixels, model.device), model.mean, model.std)
-        tokens = to_device(tokens, model.device)
-        with _autocast(model):
-            image_emb = model.encode_image(x)
-            text_emb = model.network.encode_text(tokens)
+        pixels, tokens = to_device(pixels, model.device), to_device(tokens, model.device)
+        rows = len(pixels)
+        if model.padded:  # a compiled forward meets a few shapes; e4m3 matmuls want rows in multiples of 16
+            pixels, tokens = padded(pixels, bucket(rows)), padded(tokens, bucket(rows))
+        image_emb, text_emb = model.forward(pixels, tokens)
         # Normalise in fp32: under autocast the projections come out in bf16/fp16.
-        image_emb = F.normalize(image_emb.float(), dim=-1)
-        text_emb = F.normalize(text_emb.float(), dim=-1)
+        image_emb = F.normalize(image_emb[:rows].float(), dim=-1)
+        text_emb = F.normalize(text_emb[:rows].float(), dim=-1)
         cosine = (image_emb * text_emb).sum(dim=-1)
         return cosine.cpu().numpy(), image_emb.cpu().numpy()
 
