@@ -193,7 +193,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="with --gpu: timed seconds per configuration")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=None, help="decode processes (default: CPUs - 2)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the CLIP image tower")
+    parser.add_argument("--compile", action="store_true", help="with --gpu: torch.compile the CLIP forward")
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp8"],
+                        help="with --gpu: filters.clip.precision of the end-to-end rows")
+    parser.add_argument("--sweep", action="store_true",
+                        help="with --gpu: the model alone under bf16/fp8, eager/compiled, with score changes")
+    parser.add_argument("--profile", action="store_true", help="with --gpu: the kernels of a ViT-L/14 batch")
     parser.add_argument("--feeders", type=int, default=2, help="threads calling the stages, as actors per GPU")
     args = parser.parse_args()
     if args.gpu:

@@ -14,15 +14,18 @@ dense bf16 peak (datasheet for H100/H200/A100, else the measured matmul peak; bo
 
 from __future__ import annotations
 
+import argparse
 import collections
 import concurrent.futures as cf
+import contextlib
+import functools
 import multiprocessing
 import os
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -63,41 +66,58 @@ def read_batches(tars: list[Path], batch_size: int) -> Iterator[dict[str, np.nda
                     rows = []
 
 
-def prefetched(pool: cf.Executor, batches: Iterator[dict], plan: DecodePlan, depth: int) -> Iterator[dict]:
-    """Decoded batches in order, ``depth`` of them decoding ahead in the pool while the GPU works."""
-    queue: collections.deque = collections.deque(pool.submit(decode_batch, next(batches), plan) for _ in range(depth))
+def prefetched(submit: Callable[[dict], cf.Future], batches: Iterator[dict], depth: int) -> Iterator[dict]:
+    """Decoded batches in order, ``depth`` of them decoding ahead while the GPU works."""
+    queue: collections.deque = collections.deque(submit(next(batches)) for _ in range(depth))
     while True:
         done = queue.popleft().result()
-        queue.append(pool.submit(decode_batch, next(batches), plan))
+        queue.append(submit(next(batches)))
         yield done
 
 
-def run_pipeline(stages: list, pool: cf.Executor, tars: list[Path], plan: DecodePlan, args: Any) -> float:
+def run_pipeline(stages: list, pool: cf.Executor, tars: list[Path], plan: DecodePlan, args: Any,
+                 shm: bool = False) -> float:
     """End-to-end images/s of ``stages`` over the staged tars for ``args.seconds`` after a warm-up, fed by
     ``args.feeders`` threads (as Ray runs several actors per GPU with ``num_gpus: 0.5``: one's host-side
-    work overlaps another's forward pass)."""
-    feed = prefetched(pool, read_batches(tars, args.batch_size), plan, depth=2 * args.workers)
+    work overlaps another's forward pass). ``shm``: decoded arrays come back through shared memory
+    (``bench.shm_feed``, as Ray's object store hands blocks over), not pickled through the pool's pipe."""
+    from bench.shm_feed import Ring, slot_bytes
+
+    batches, depth = read_batches(tars, args.batch_size), 2 * args.workers
+    ring = Ring(depth + args.feeders + 1, slot_bytes(decode_batch(next(batches), plan))) if shm else None
+    submit = (functools.partial(ring.submit, pool, plan=plan) if ring
+              else lambda batch: pool.submit(decode_batch, batch, plan))
+    release = ring.release if ring else (lambda batch: None)
+    feed = prefetched(submit, batches, depth)
     lock = threading.Lock()
 
-    def next_batch() -> dict:
+    def step() -> int:
         with lock:
-            return next(feed)
+            batch = next(feed)
+        out = run_stages(stages, batch)
+        release(out)
+        return len(out[col.SAMPLE_ID])
 
-    for _ in range(3):
-        run_stages(stages, next_batch())
-    start = time.perf_counter()
+    try:
+        for _ in range(3):
+            step()
+        start = time.perf_counter()
 
-    def feeder() -> int:
-        images = 0
-        while time.perf_counter() - start < args.seconds:
-            images += len(run_stages(stages, next_batch())[col.SAMPLE_ID])
-        return images
+        def feeder() -> int:
+            images = 0
+            while time.perf_counter() - start < args.seconds:
+                images += step()
+            return images
 
-    with cf.ThreadPoolExecutor(args.feeders + 1) as feeders:
-        util = feeders.submit(nvml_utilisation, start, args.seconds, args.device)
-        images = sum(f.result() for f in [feeders.submit(feeder) for _ in range(args.feeders)])
-        rate = images / (time.perf_counter() - start)
-        UTILISATION.append(util.result())
+        with cf.ThreadPoolExecutor(args.feeders + 1) as feeders:
+            util = feeders.submit(nvml_utilisation, start, args.seconds, args.device)
+            images = sum(f.result() for f in [feeders.submit(feeder) for _ in range(args.feeders)])
+            rate = images / (time.perf_counter() - start)
+            UTILISATION.append(util.result())
+    finally:
+        del feed  # the decodes still in flight finish into slots nobody reads
+        if ring:
+            ring.close()
     return rate
 
 
@@ -133,28 +153,114 @@ def synchronize(device: Any) -> None:
         torch.cuda.synchronize()
 
 
-def model_alone(clip: Any, heads: list, batch_size: int, seconds: float) -> tuple[float, float]:
-    """(images/s, FLOP per image) of CLIP (+ heads) on device-resident uint8 pixels and tokens."""
+def device_inputs(clip: Any, batch_size: int) -> tuple[Any, Any]:
+    """Seeded uint8 pixels and caption tokens (an end-of-text token at 20) on the model's device."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w, _ = clip.pixels_need.shape()
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (batch_size, h, w, 3), dtype=torch.uint8, generator=generator)
+    tokens = torch.randint(1, 49406, (batch_size, 77), dtype=torch.int64, generator=generator)
+    tokens[:, 20] = 49407
+    return pixels.to(clip.model.device), tokens.to(clip.model.device)
+
+
+def alone_step(clip: Any, heads: list, batch_size: int) -> Callable[[], None]:
+    """One batch of CLIP (+ heads) on device-resident inputs: the model alone, no decode, no copies in."""
+    import torch
 
     from filters.clip import score
 
-    model = clip.model
-    h, w, _ = clip.pixels_need.shape()
-    pixels = torch.randint(0, 256, (batch_size, h, w, 3), dtype=torch.uint8, device=model.device)
-    tokens = torch.randint(0, 49408, (batch_size, 77), dtype=torch.int64, device=model.device)
+    pixels, tokens = device_inputs(clip, batch_size)
 
     def step() -> None:
-        _, emb = score(model, pixels, tokens)
+        _, emb = score(clip.model, pixels, tokens)
         with torch.inference_mode():
             for head in heads:
-                head.module(torch.from_numpy(emb).to(model.device))
+                head.module(torch.from_numpy(emb).to(clip.model.device))
 
+    return step
+
+
+def model_alone(clip: Any, heads: list, batch_size: int, seconds: float) -> tuple[float, float]:
+    """(images/s, FLOP per image) of CLIP (+ heads) on device-resident uint8 pixels and tokens."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = alone_step(clip, heads, batch_size)
+    step()  # a compiled forward compiles here, not under the counter
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops() / batch_size
-    return timed(step, batch_size, seconds, model.device), flops
+    return timed(step, batch_size, seconds, clip.model.device), flops
+
+
+SWEEP = [("bf16", False), ("bf16", True), ("fp8", False), ("fp8", True)]  # (precision, torch.compile)
+
+
+def sweep_rows(args: Any, folder: Path, peak: float | None) -> list[dict]:
+    """The model alone (CLIP + heads) under each ``SWEEP`` setting, with the largest change of a score
+    against fp32 on the same random weights and inputs. (Random weights: a trained checkpoint's
+    activations are not these, so the score change there is to be measured on it.)"""
+    import torch
+
+    from filters import fastpath
+    from filters.clip import score
+
+    rows = []
+    for model, head, nsfw in (("ViT-L-14", "v2", "clip_l14"), ("ViT-B-32", "v1_b32", "clip_b32")):
+        width = 768 if "L" in model else 512
+        name, arch = (f"tiny-{model}", {**TINY_CLIP, "embed_dim": width}) if args.tiny else (model, None)
+        reference = None
+        for precision, compiled in [("fp32", False), *SWEEP]:
+            if precision == "fp8" and not fastpath.float8_supported(torch.device(args.device)):
+                continue
+            variant = argparse.Namespace(**{**vars(args), "precision": precision, "compile": compiled})
+            stages = clip_stages(name, arch, head, nsfw, variant, folder)
+            with no_tf32():
+                scores = score(stages[0].model, *device_inputs(stages[0], args.batch_size))[0]
+            if reference is None:
+                reference = scores
+                continue
+            alone, flops = model_alone(stages[0], stages[1:], args.batch_size, args.seconds / 2)
+            rows.append({"model": model, "precision": precision, "compiled": compiled, "images_per_s": alone,
+                         "gflop_per_image": flops / 1e9, "mfu": alone * flops / peak if peak else None,
+                         "max_score_change_vs_fp32": float(np.abs(scores - reference).max())})
+            del stages
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return rows
+
+
+@contextlib.contextmanager
+def no_tf32() -> Iterator[None]:
+    """fp32 as fp32 for the reference scores (cuDNN convolutions default to TF32)."""
+    import torch
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def profile_table(args: Any, folder: Path) -> str:
+    """The kernels one ViT-L/14 (+ heads) model-alone batch spends its device time in, under the run's
+    precision and compile settings: where the time goes that MFU does not explain."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    name, arch = ("tiny-ViT-L-14", {**TINY_CLIP, "embed_dim": 768}) if args.tiny else ("ViT-L-14", None)
+    stages = clip_stages(name, arch, "v2", "clip_l14", args, folder)
+    step = alone_step(stages[0], stages[1:], args.batch_size)
+    for _ in range(3):
+        step()
+    cuda = torch.device(args.device).type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(3):
+            step()
+        synchronize(torch.device(args.device))
+    return prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=30)
 
 
 def timed(step: Any, batch_size: int, seconds: float, device: Any) -> float:
@@ -200,7 +306,7 @@ def clip_stages(model: str, arch: dict | None, head: str, nsfw: str, args: Any, 
 
     arch_file = str(write_architecture(folder, model, arch)) if arch else None
     clip = ClipScorer(ClipScorerConfig(enabled=True, model=model, pretrained=None, architecture_file=arch_file,
-                                       device=args.device, compile=args.compile))
+                                       device=args.device, compile=args.compile, precision=args.precision))
     torch.save(aesthetic_head(head).state_dict(), folder / f"{head}.pth")
     torch.save(nsfw_head(nsfw).state_dict(), folder / f"{nsfw}.pth")
     return [clip, AestheticScorer(AestheticConfig(enabled=True, head=head, weights=str(folder / f"{head}.pth"),
@@ -214,8 +320,10 @@ def clip_rows(pools: dict[str, cf.Executor], tars: list[Path], args: Any, folder
     """ViT-L/14 with the CPU decode in processes and in threads, and with the GPU decode; ViT-B/32."""
     from filters.clip import ClipScorer
 
-    variants = [("ViT-L-14", "v2", "clip_l14", [("cpu", "processes"), ("cpu", "threads"), ("gpu", "processes")]),
-                ("ViT-B-32", "v1_b32", "clip_b32", [("cpu", "processes"), ("gpu", "processes")])]
+    variants = [("ViT-L-14", "v2", "clip_l14", [("cpu", "processes"), ("cpu", "processes (shm)"), ("cpu", "threads"),
+                                                 ("gpu", "processes")]),
+                ("ViT-B-32", "v1_b32", "clip_b32", [("cpu", "processes"), ("cpu", "processes (shm)"),
+                                                    ("gpu", "processes")])]
     rows = []
     for model, head, nsfw, runs in variants:
         width = 768 if "L" in model else 512
@@ -224,8 +332,13 @@ def clip_rows(pools: dict[str, cf.Executor], tars: list[Path], args: Any, folder
         alone, flops = model_alone(stages[0], stages[1:], args.batch_size, args.seconds / 2)
         for decode, pool in runs:
             plan = plan_decode([ClipScorer.needs(stages[0].config)], device=decode)
-            rate = run_pipeline(stages, pools[pool], tars, plan, args)
-            rows.append(row(f"{model} + heads {head}, {nsfw}; {decode} decode ({pool})", rate, alone, flops, peak))
+            try:
+                rate = run_pipeline(stages, pools[pool.split()[0]], tars, plan, args, shm="shm" in pool)
+            except OSError as error:  # no room in /dev/shm for the ring: say so, keep the other rows
+                print(f"skipped {model} {decode} decode ({pool}): {error}")
+                continue
+            rows.append(row(f"{model} + heads {head}, {nsfw}; {args.precision}{' compiled' if args.compile else ''}; "
+                            f"{decode} decode ({pool})", rate, alone, flops, peak))
         del stages
     return rows
 
@@ -245,8 +358,13 @@ def sscd_row(pool: cf.Executor, tars: list[Path], args: Any, peak: float | None)
         stage.embed(pixels)
     flops = counter.get_total_flops() / args.batch_size
     alone = timed(lambda: stage.embed(pixels), args.batch_size, args.seconds / 2, torch.device(stage.device))
-    rate = run_pipeline([stage], pool, tars, plan_decode([SscdEmbedder.needs(stage.config)]), args)
-    return row(f"SSCD ResNet-50 ({size} px short side); cpu decode (processes)", rate, alone, flops, peak)
+    plan = plan_decode([SscdEmbedder.needs(stage.config)])
+    try:
+        rate, how = run_pipeline([stage], pool, tars, plan, args, shm=True), "processes (shm)"
+    except OSError as error:  # no room in /dev/shm: the pipe hand-over
+        print(f"SSCD through the pool's pipe: {error}")
+        rate, how = run_pipeline([stage], pool, tars, plan, args), "processes"
+    return row(f"SSCD ResNet-50 ({size} px short side); cpu decode ({how})", rate, alone, flops, peak)
 
 
 def row(name: str, rate: float, alone: float, flops: float, peak: float | None) -> dict:
@@ -272,10 +390,13 @@ def gpu_report(args: Any) -> dict:
             pools = {"processes": processes, "threads": threads}
             rows = clip_rows(pools, tars, args, folder, sheet or measured)
             rows.append(sscd_row(processes, tars, args, sheet or measured))
+        sweep = sweep_rows(args, folder, sheet or measured) if args.sweep else []
+        profile = profile_table(args, folder) if args.profile else None
     return {"device": name, "peak_bf16_datasheet_tflops": sheet and sheet / 1e12,
             "peak_bf16_measured_tflops": measured and measured / 1e12, "decode_workers": args.workers,
             "batch_size": args.batch_size, "feeders": args.feeders, "seconds": args.seconds,
-            "compile": args.compile, "tiny": args.tiny, "rows": rows}
+            "precision": args.precision, "compile": args.compile, "tiny": args.tiny, "rows": rows,
+            "sweep": sweep, "profile": profile}
 
 
 def print_gpu(r: dict) -> None:
@@ -283,14 +404,24 @@ def print_gpu(r: dict) -> None:
     print(f"device {r['device']}; bf16 peak: datasheet {r['peak_bf16_datasheet_tflops']} TFLOP/s, measured "
           f"{r['peak_bf16_measured_tflops'] and round(r['peak_bf16_measured_tflops'])} TFLOP/s; "
           f"{r['decode_workers']} decode workers, batch {r['batch_size']}, {r['feeders']} feeder threads")
-    print(f"{'configuration':62} {'img/s':>7} {'model alone':>11} {'GPU busy':>8} {'NVML':>5} {'GFLOP/img':>9} "
+    print(f"{'configuration':80} {'img/s':>7} {'model alone':>11} {'GPU busy':>8} {'NVML':>5} {'GFLOP/img':>9} "
           f"{'MFU':>6}")
     for x in r["rows"]:
         mfu = f"{x['mfu']:.1%}" if x["mfu"] is not None else "-"
         nvml = f"{x['nvml_utilisation']:.0%}" if x["nvml_utilisation"] is not None else "-"
-        print(f"{x['config']:62} {x['images_per_s']:7.0f} {x['model_alone_images_per_s']:11.0f} "
+        print(f"{x['config']:80} {x['images_per_s']:7.0f} {x['model_alone_images_per_s']:11.0f} "
               f"{x['gpu_busy_fraction']:8.1%} {nvml:>5} {x['gflop_per_image']:9.1f} {mfu:>6}")
     print("GPU busy: end-to-end img/s over the model alone on device-resident inputs; NVML: the driver's share "
           "of time a kernel ran")
     if peak:
         print(f"(MFU against {peak:.0f} TFLOP/s)")
+    if r["sweep"]:
+        print(f"\nmodel alone (CLIP + heads, batch {r['batch_size']}, device-resident inputs)")
+        print(f"{'model':10} {'precision':9} {'compiled':8} {'img/s':>7} {'MFU':>6} {'max |score change| vs fp32':>27}")
+        for x in r["sweep"]:
+            mfu = f"{x['mfu']:.1%}" if x["mfu"] is not None else "-"
+            print(f"{x['model']:10} {x['precision']:9} {str(x['compiled']):8} {x['images_per_s']:7.0f} {mfu:>6} "
+                  f"{x['max_score_change_vs_fp32']:27.4f}")
+        print("(random weights: the score change of a trained checkpoint is to be measured on it)")
+    if r["profile"]:
+        print("\nViT-L/14 model alone, where the device time goes:\n" + r["profile"])
