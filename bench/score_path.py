@@ -135,8 +135,10 @@ def cpu_report(n: int) -> dict:
     needs = stage_needs()
     plan_all, plan_clip = plan_decode(list(needs.values())), plan_decode([needs["clip"]])
     images = [decode_rgb(b) for b in blobs]
+    plan_resize = plan_decode([needs["clip"]], resize="gpu")
     new = {"decode stage, every pixel stage": cpu_ms(lambda: decode_batch(dict(batch), plan_all), n),
            "decode stage, CLIP only": cpu_ms(lambda: decode_batch(dict(batch), plan_clip), n),
+           "decode stage, CLIP only, resize on the GPU": cpu_ms(lambda: decode_batch(dict(batch), plan_resize), n),
            "  decode (PIL, RGB)": cpu_ms(lambda: [decode_rgb(b) for b in blobs], n)}
     for need in plan_all.needs:
         if hasattr(need, "from_image"):
@@ -151,6 +153,7 @@ def cpu_report(n: int) -> dict:
     decodes = {"new": count_decodes(lambda: decode_batch(dict(batch), plan_all), n),
                "old": count_decodes(lambda: [fn() for fn in old_paths(blobs, captions).values()], n)}
     cores = {"clip_new": new["decode stage, CLIP only"] * TARGET / 1000, "clip_old": old["clip"] * TARGET / 1000,
+             "clip_resize_on_gpu": new["decode stage, CLIP only, resize on the GPU"] * TARGET / 1000,
              "all_new": new_all * TARGET / 1000, "all_old": old_all * TARGET / 1000}
     return {"images": n, "new_ms": new, "stage_own_ms": own, "old_ms": old, "old_all_ms": old_all,
             "new_all_ms": new_all, "decodes_per_sample": decodes, "cores_per_gpu_at_3000": cores,
@@ -170,8 +173,9 @@ def print_cpu(r: dict) -> None:
     print(f"\nall pixel stages: old {r['old_all_ms']:.3f} ms/img, new {r['new_all_ms']:.3f} ms/img "
           f"(old/new {r['all_ratio_old_over_new']:.2f}x); CLIP path old/new {r['clip_ratio_old_over_new']:.2f}x")
     print(f"decodes per sample: old {d['old']:.2f}, new {d['new']:.2f}")
-    print(f"CPU cores per GPU to feed {TARGET:.0f} img/s: CLIP path {c['clip_new']:.1f} (old {c['clip_old']:.1f}), "
-          f"every pixel stage {c['all_new']:.1f} (old {c['all_old']:.1f})")
+    print(f"CPU cores per GPU to feed {TARGET:.0f} img/s: CLIP path {c['clip_new']:.1f} (old {c['clip_old']:.1f}; "
+          f"resize on the GPU {c['clip_resize_on_gpu']:.1f}), every pixel stage {c['all_new']:.1f} "
+          f"(old {c['all_old']:.1f})")
 
 
 def write(name: str, payload: dict) -> Path:

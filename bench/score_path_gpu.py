@@ -1,8 +1,9 @@
 """``bench/score_path.py --gpu``: the score phase's own code on one GPU, without Ray.
 
 Staged tars (written with ``manifests.shards.write_tar``, read back with ``iter_tar``) -> the shared decode
-stage (``manifests.decode.decode_batch``) in a pool of CPU processes that prefetch batches ahead of the GPU
-(or threads: Pillow releases the GIL) -> the stage callables the Ray actors run (``ClipScorer``,
+stage (``manifests.decode.decode_batch``) in a pool of CPU processes that prefetch batches ahead of the GPU,
+handed over through shared memory as Ray's object store does (``bench/shm_feed.py``; the pool's pipe as a
+baseline) -> the stage callables the Ray actors run (``ClipScorer``,
 ``AestheticScorer``, ``ClipNsfwScorer``, ``SscdEmbedder``), with random weights built from the real configs (throughput does not depend on weight
 values; the heads' random state dicts go through the same ``load_state`` seam as the published files).
 
@@ -317,13 +318,13 @@ def clip_stages(model: str, arch: dict | None, head: str, nsfw: str, args: Any, 
 
 def clip_rows(pools: dict[str, cf.Executor], tars: list[Path], args: Any, folder: Path,
               peak: float | None) -> list[dict]:
-    """ViT-L/14 with the CPU decode in processes and in threads, and with the GPU decode; ViT-B/32."""
+    """ViT-L/14 and ViT-B/32: the CPU decode handed over through the pool's pipe and through shared memory,
+    the CPU decode with the resize on the GPU, and the GPU decode (nvJPEG)."""
     from filters.clip import ClipScorer
 
-    variants = [("ViT-L-14", "v2", "clip_l14", [("cpu", "processes"), ("cpu", "processes (shm)"), ("cpu", "threads"),
-                                                 ("gpu", "processes")]),
-                ("ViT-B-32", "v1_b32", "clip_b32", [("cpu", "processes"), ("cpu", "processes (shm)"),
-                                                    ("gpu", "processes")])]
+    runs = [("cpu", "processes"), ("cpu", "processes (shm)"), ("cpu, gpu resize", "processes (shm)"),
+            ("gpu", "processes")]
+    variants = [("ViT-L-14", "v2", "clip_l14", runs), ("ViT-B-32", "v1_b32", "clip_b32", runs)]
     rows = []
     for model, head, nsfw, runs in variants:
         width = 768 if "L" in model else 512
@@ -331,7 +332,8 @@ def clip_rows(pools: dict[str, cf.Executor], tars: list[Path], args: Any, folder
         stages = clip_stages(name, arch, head, nsfw, args, folder)
         alone, flops = model_alone(stages[0], stages[1:], args.batch_size, args.seconds / 2)
         for decode, pool in runs:
-            plan = plan_decode([ClipScorer.needs(stages[0].config)], device=decode)
+            plan = plan_decode([ClipScorer.needs(stages[0].config)], device=decode.split(",")[0],
+                               resize="gpu" if "gpu" in decode else "cpu")
             try:
                 rate = run_pipeline(stages, pools[pool.split()[0]], tars, plan, args, shm="shm" in pool)
             except OSError as error:  # no room in /dev/shm for the ring: say so, keep the other rows
@@ -385,9 +387,8 @@ def gpu_report(args: Any) -> dict:
         folder = Path(tmp)
         tars = write_staged_tars(folder, 64 if args.tiny else 4096)
         context = multiprocessing.get_context("spawn")  # the parent holds CUDA: never fork it
-        with cf.ProcessPoolExecutor(args.workers, mp_context=context) as processes, \
-                cf.ThreadPoolExecutor(args.workers) as threads:  # Pillow releases the GIL to decode and resize
-            pools = {"processes": processes, "threads": threads}
+        with cf.ProcessPoolExecutor(args.workers, mp_context=context) as processes:
+            pools = {"processes": processes}
             rows = clip_rows(pools, tars, args, folder, sheet or measured)
             rows.append(sscd_row(processes, tars, args, sheet or measured))
         sweep = sweep_rows(args, folder, sheet or measured) if args.sweep else []

@@ -26,6 +26,7 @@ class DecodePlan:
     needs: tuple[Need, ...]
     on_device: tuple[PixelNeed, ...] = ()
     keep_image: bool = False
+    device_decodes: bool = True  # on_device needs: the device decodes JPEGs too (else it resizes CPU-decoded RGB)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -33,13 +34,16 @@ class DecodePlan:
 
 
 def plan_decode(stage_needs: list[tuple[Need, ...]], reads_image: bool = False,
-                device: DecodeDevice = "cpu") -> DecodePlan | None:
-    """One plan for all stages; None when no stage needs anything prepared."""
+                device: DecodeDevice = "cpu", resize: DecodeDevice = "cpu") -> DecodePlan | None:
+    """One plan for all stages; None when no stage needs anything prepared. ``device: gpu``: the needs that
+    can be made on the model's device are decoded and resized there; ``resize: gpu``: decoded here, resized
+    and cropped there."""
     needs = tuple(dict.fromkeys(n for declared in stage_needs for n in declared))
     if not needs:
         return None
-    on_device = tuple(n for n in needs if device == "gpu" and isinstance(n, PixelNeed) and n.device_decodable)
-    return DecodePlan(needs, on_device, reads_image)
+    gpu = "gpu" in (device, resize)
+    on_device = tuple(n for n in needs if gpu and isinstance(n, PixelNeed) and n.device_decodable)
+    return DecodePlan(needs, on_device, reads_image, device_decodes=device == "gpu")
 
 
 def check_needs(name: str, needs: tuple) -> list[str]:
@@ -56,7 +60,7 @@ def check_needs(name: str, needs: tuple) -> list[str]:
 def decode_batch(batch: dict[str, np.ndarray], plan: DecodePlan) -> dict[str, np.ndarray]:
     """One decode task: every row decoded once, every planned need made, the encoded bytes dropped unless a
     stage reads them (model actors get ready arrays, never JPEG bytes)."""
-    out = prepare(batch, plan.needs, plan.on_device)
+    out = prepare(batch, plan.needs, plan.on_device, plan.device_decodes)
     if not plan.keep_image:
         out.pop(col.IMAGE, None)
     return out

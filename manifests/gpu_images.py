@@ -4,8 +4,9 @@ CPU mode: the decode stage made the need for every row; this puts the decoded ro
 GPU mode (``decode.device: gpu``): the decode stage passes a JPEG row's bytes in column ``JPEG`` instead,
 and they are decoded here in one batched ``torchvision.io.decode_jpeg(device=...)`` call (nvJPEG on CUDA)
 and resized on the device by the need's ``on_device``. Rows that are not JPEG, or that nvJPEG refuses
-(CMYK, arithmetic coding), were or are made on the CPU. torch is imported inside the functions: this
-module is loaded by actors only.
+(CMYK, arithmetic coding), were or are made on the CPU. Resize mode (``decode.resize: gpu``): the decode
+stage decoded every row and passes its RGB image in column ``RGB``; the need is resized here. torch is
+imported inside the functions: this module is loaded by actors only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from manifests.images import DECODED, JPEG, PixelNeed, decode_rgb, log_decode, stacked
+from manifests.images import DECODED, JPEG, RGB, PixelNeed, decode_rgb, log_decode, stacked
 
 
 def decode_jpegs(blobs: list[bytes], device: Any) -> list[Any | None]:
@@ -41,6 +42,8 @@ def device_pixels(batch: dict[str, np.ndarray], need: PixelNeed, device: Any) ->
     """(the need's arrays of the rows that decoded, stacked; their mask). A host array in CPU mode, a device
     tensor (N, H, W, 3) uint8 when some rows were decoded on ``device``."""
     ok = np.array(batch[DECODED], dtype=bool)
+    if RGB in batch:
+        return resized_on_device(need, batch[RGB], ok, device), ok
     jpeg = [v if isinstance(v, bytes) and v else None for v in batch.get(JPEG, ())]  # b"": made on the CPU
     if not any(v is not None for v in jpeg):
         values = batch[need.column]
@@ -56,6 +59,26 @@ def device_pixels(batch: dict[str, np.ndarray], need: PixelNeed, device: Any) ->
     if not out:
         return torch.zeros((0, *need.shape()), dtype=torch.uint8, device=device), ok
     return torch.cat([out[i] for i in sorted(out)]), ok
+
+
+def resized_on_device(need: PixelNeed, rgb: np.ndarray, ok: np.ndarray, device: Any) -> Any:
+    """The need of the decoded rows (``ok``) as one (n, h, w, 3) uint8 tensor on ``device``, made from their
+    RGB images by the need's ``on_device``: one call for a batch of one size, one per size otherwise."""
+    import torch
+
+    if rgb.dtype != object:  # (N, H, W, 3): one size (every row decoded, as the decode stage makes it)
+        return need.on_device(to_device(rgb if ok.all() else rgb[ok], device).permute(0, 3, 1, 2))
+    rows = np.flatnonzero(ok)
+    if not len(rows):
+        return torch.zeros((0, *need.shape()), dtype=torch.uint8, device=device)
+    by_shape: dict[tuple, list[int]] = {}
+    for i in rows:
+        by_shape.setdefault(rgb[i].shape, []).append(int(i))
+    made, order = [], []
+    for members in by_shape.values():
+        made.append(need.on_device(to_device(np.stack([rgb[i] for i in members]), device).permute(0, 3, 1, 2)))
+        order.extend(members)
+    return torch.cat(made)[torch.from_numpy(np.argsort(order)).to(device)]
 
 
 def made_on_device(need: PixelNeed, blobs: list[bytes], device: Any) -> list[Any | None]:

@@ -33,6 +33,9 @@ DECODE_LOG_ENV = "THRESHER_DECODE_LOG"
 
 # Column of a GPU-mode prepared batch: the encoded bytes of rows left to the device decoder, else b"".
 JPEG = "_jpeg"
+# Column of a resize-on-device batch: each row's decoded RGB image, (N, H, W, 3) uint8 when every row decoded
+# to one size, else an object array with a 0x0x3 image where a row did not decode.
+RGB = "_rgb"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
@@ -176,24 +179,35 @@ def stack(arrays: list[np.ndarray], shape: tuple[int, ...] | None) -> np.ndarray
     return out
 
 
+def rgb_column(images: list[Image.Image | None]) -> np.ndarray:
+    """Decoded images as column ``RGB``: one (N, H, W, 3) array when all decoded to one size (the usual
+    staged batch: no per-row objects to move), else an object array with 0x0x3 where a row failed."""
+    arrays = [np.asarray(img) if img is not None else np.zeros((0, 0, 3), np.uint8) for img in images]
+    if arrays and len({a.shape for a in arrays}) == 1 and arrays[0].size:
+        return np.stack(arrays)
+    return stack(arrays, None)
+
+
 def is_jpeg(data: bytes | None) -> bool:
     return bool(data) and bytes(data[:3]) == JPEG_MAGIC
 
 
-def prepare(batch: dict[str, np.ndarray], needs: tuple[Need, ...],
-            on_device: tuple[PixelNeed, ...] = ()) -> dict[str, np.ndarray]:
+def prepare(batch: dict[str, np.ndarray], needs: tuple[Need, ...], on_device: tuple[PixelNeed, ...] = (),
+            device_decodes: bool = True) -> dict[str, np.ndarray]:
     """``batch`` plus one column per need and ``DECODED``: each row's image is decoded once, whatever the needs.
 
     Pixel needs of a row that does not decode hold the need's placeholder; the stages mark that row NaN/null.
-    ``on_device`` (GPU decode mode): those needs of JPEG rows are left to the model's device; their bytes go
-    in column ``JPEG``, and a row is decoded here only when another need or a non-JPEG format asks for it.
+    ``on_device``: those needs are left to the model's device. With ``device_decodes`` (GPU decode mode) the
+    bytes of JPEG rows go in column ``JPEG``, and a row is decoded here only when another need or a non-JPEG
+    format asks for it; without (resize on the device), every row is decoded here and its RGB image goes in
+    column ``RGB``, for the device to resize and crop.
     """
     out = dict(batch)
     pixel = [n for n in needs if isinstance(n, PixelNeed)]
     if pixel:
         blobs = batch[col.IMAGE]
-        to_device = np.array([bool(on_device) and is_jpeg(b) for b in blobs], dtype=bool)
-        cpu_for_all = any(n not in on_device for n in pixel)
+        to_device = np.array([bool(on_device) and (is_jpeg(b) or not device_decodes) for b in blobs], dtype=bool)
+        cpu_for_all = any(n not in on_device for n in pixel) or not device_decodes
         images = [decode_rgb(b) if cpu_for_all or not dev else None for b, dev in zip(blobs, to_device)]
         out[DECODED] = np.array([img is not None for img in images], dtype=bool)
         regions = _content_regions(batch, images) if any(n.content for n in pixel) else images
@@ -206,8 +220,10 @@ def prepare(batch: dict[str, np.ndarray], needs: tuple[Need, ...],
             else:
                 arrays = [need.from_image(img) if img is not None else need.placeholder() for img in source]
                 out[need.column] = stack(arrays, need.shape())
-        if on_device:  # b"" rather than None: an all-null column would come back from Arrow as float NaN
+        if on_device and device_decodes:  # b"", not None: an all-null column comes back from Arrow as NaN
             out[JPEG] = stack([bytes(b) if dev else b"" for b, dev in zip(blobs, to_device)], None)
+        elif on_device:
+            out[RGB] = rgb_column(images)
     for need in needs:
         if isinstance(need, TextNeed):
             out[need.column] = need.from_captions(["" if c is None else str(c) for c in batch[col.CAPTION]])

@@ -30,7 +30,7 @@ def plan(config: RunConfig, specs: list) -> DecodePlan | None:
     if problems:
         raise ConfigError("the decode stage cannot be planned:\n  " + "\n  ".join(problems))
     reads_image = any(col.IMAGE in spec.reads for spec in specs)
-    return plan_decode([stage_needs(s) for s in specs], reads_image, config.decode.device)
+    return plan_decode([stage_needs(s) for s in specs], reads_image, config.decode.device, config.decode.resize)
 
 
 def decode_resources(config: RunConfig) -> StageResources:

@@ -12,8 +12,10 @@ def _rows(staged: dict) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_gpu_decode_mode_survives_ray_data_blocks(ray_session, staged, tiny_clip):
-    """Ragged need columns, the JPEG column's nulls and its bytes go through Ray Data's blocks and back."""
+@pytest.mark.parametrize("mode", [{"device": "gpu"}, {"resize": "gpu"}])
+def test_gpu_decode_mode_survives_ray_data_blocks(ray_session, staged, tiny_clip, mode):
+    """Ragged need columns, the JPEG column's nulls and its bytes (GPU decode), the RGB images of every size
+    (resize on the GPU) go through Ray Data's blocks and back."""
     import numpy as np
     import ray
 
@@ -22,9 +24,9 @@ def test_gpu_decode_mode_survives_ray_data_blocks(ray_session, staged, tiny_clip
     from manifests.decode import decode_batch, plan_decode
 
     clip = tiny_clip.model_copy(update={"device": "cpu"})
-    plan_gpu = plan_decode([ClipScorer.needs(clip)], device="gpu")
+    plan_gpu = plan_decode([ClipScorer.needs(clip)], **mode)
     rows = _rows(staged)
-    ds = ray.data.from_items(rows).map_batches(decode_batch, fn_args=(plan_gpu,), batch_format="numpy")
+    ds = ray.data.from_items(rows).map_batches(decode_batch, fn_args=(plan_gpu,), batch_format="numpy", batch_size=3)
     out = ds.map_batches(ClipScorer, fn_constructor_args=(clip,), batch_format="numpy", num_cpus=0.25,
                          compute=ray.data.ActorPoolStrategy(size=1)).take_all()
     scores = {r[col.SAMPLE_ID]: r[col.CLIP_SCORE] for r in out}

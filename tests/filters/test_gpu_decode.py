@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from filters.clip import ClipScorer
+from filters.config import ClipScorerConfig
 from manifests import schema as col
 from manifests.decode import decode_batch, plan_decode
-from manifests.images import JPEG, decode_rgb
+from manifests.images import DECODED, JPEG, RGB, decode_rgb
 
 
 def _clip_in_gpu_mode(staged: dict, config) -> tuple[dict, dict]:
@@ -70,3 +71,45 @@ def test_a_corrupt_jpeg_in_a_gpu_batch_loses_only_its_row(staged, tiny_clip):
     blobs[1] = blobs[1][: len(blobs[1]) // 3]
     decoded = decode_jpegs(blobs, torch.device("cuda"))
     assert decoded[0] is not None and decoded[2] is not None
+
+
+def _resize_mode(rows: dict, config) -> dict:
+    return decode_batch(dict(rows), plan_decode([ClipScorer.needs(config)], resize="gpu"))
+
+
+@pytest.mark.parametrize("which", ["mixed", "one size"])  # an object RGB column / one (N, H, W, 3) array
+def test_resize_mode_decodes_on_the_cpu_and_resizes_on_the_device(staged, tiny_clip, which):
+    config = tiny_clip.model_copy(update={"device": "cpu"})
+    rows = staged
+    if which == "one size":  # the staged photos keep their aspect: repeat one that fills the square
+        square = next(i for i, b in enumerate(staged[col.IMAGE][:-2]) if decode_rgb(b).size == (256, 256))
+        rows = {k: v[[square] * 3] for k, v in staged.items()}
+    prepared = _resize_mode(rows, config)
+    assert JPEG not in prepared and col.IMAGE not in prepared
+    assert (prepared[RGB].dtype == object) == (which == "mixed")
+    cpu = decode_batch(dict(rows), plan_decode([ClipScorer.needs(config)]))
+    stage = ClipScorer(config)
+    resized, reference = stage(prepared)[col.CLIP_SCORE], stage(cpu)[col.CLIP_SCORE]
+    np.testing.assert_allclose(resized, reference, atol=2e-2)  # NaN where both failed
+    assert np.isnan(resized).sum() == (which == "mixed")
+
+
+def test_resize_on_the_device_is_within_rounding_of_open_clips_pil_resize(staged, tiny_clip):
+    from manifests.gpu_images import resized_on_device
+
+    for model in (tiny_clip, ClipScorerConfig(model="ViT-L-14")):  # 64 px and 224 px crops of 256 px images
+        need = ClipScorer.needs(model)[0]
+        prepared = _resize_mode(staged, model)
+        on_device = resized_on_device(need, prepared[RGB], prepared[DECODED], torch.device("cpu")).numpy()
+        on_cpu = np.stack([need.from_image(decode_rgb(b)) for b in staged[col.IMAGE][:-1]])
+        diff = np.abs(on_device.astype(int) - on_cpu.astype(int))
+        assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 2, (model.model, diff.mean(), diff.max())
+
+
+@pytest.mark.gpu
+def test_resize_mode_on_cuda_matches_the_cpu_decode(staged, tiny_clip):
+    config = tiny_clip.model_copy(update={"device": "cuda", "precision": "fp32"})
+    stage = ClipScorer(config)
+    resized = stage(_resize_mode(staged, config))[col.CLIP_SCORE]
+    reference = stage(decode_batch(dict(staged), plan_decode([ClipScorer.needs(config)])))[col.CLIP_SCORE]
+    np.testing.assert_allclose(resized, reference, atol=2e-2)

@@ -39,6 +39,15 @@ def test_one_plan_makes_every_distinct_need_and_drops_the_bytes() -> None:
 def test_gpu_decode_leaves_only_the_clip_crop_to_the_device() -> None:
     gpu = config(decode={"device": "gpu"})
     assert [type(n) for n in plan(gpu, score_stages(gpu)).on_device] == [ClipPixels]
+    assert plan(gpu, score_stages(gpu)).device_decodes
+
+
+def test_gpu_resize_decodes_on_the_cpu_and_leaves_the_clip_crop_to_the_device() -> None:
+    resize = config(decode={"resize": "gpu"})
+    decode = plan(resize, score_stages(resize))
+    assert [type(n) for n in decode.on_device] == [ClipPixels] and not decode.device_decodes
+    with pytest.raises(Exception, match="resize"):
+        config(decode={"resize": "tpu"})
 
 
 def test_a_need_no_decode_can_make_fails_at_build_time() -> None:
