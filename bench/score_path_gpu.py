@@ -155,14 +155,18 @@ def synchronize(device: Any) -> None:
 
 
 def device_inputs(clip: Any, batch_size: int) -> tuple[Any, Any]:
-    """Seeded uint8 pixels and caption tokens (an end-of-text token at 20) on the model's device."""
+    """Seeded uint8 pixels and caption tokens on the model's device. Caption lengths (to the end-of-text
+    token) are uniform over 6-77 tokens, longer than most alt-texts: the text tower's length groups
+    (``filters.clip.length_groups``) save less here than on crawled captions."""
     import torch
 
     h, w, _ = clip.pixels_need.shape()
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (batch_size, h, w, 3), dtype=torch.uint8, generator=generator)
     tokens = torch.randint(1, 49406, (batch_size, 77), dtype=torch.int64, generator=generator)
-    tokens[:, 20] = 49407
+    ends = torch.randint(5, 77, (batch_size,), generator=generator)
+    tokens[torch.arange(77) > ends[:, None]] = 0
+    tokens[torch.arange(batch_size), ends] = 49407
     return pixels.to(clip.model.device), tokens.to(clip.model.device)
 
 

@@ -45,8 +45,10 @@ class ClipModel:
     embed_dim: int
     mean: Any = None  # (1, 3, 1, 1) float32 tensor on device
     std: Any = None
-    forward: Callable[[Any, Any], tuple[Any, Any]] | None = None  # embed() bound to this model, maybe compiled
-    padded: bool = False  # batches padded to fastpath.bucket sizes (compiled or fp8)
+    image: Callable[[Any], Any] | None = None  # image_embeddings bound to this model, compiled when asked
+    text: Callable[[Any], Any] | None = None  # text_embeddings bound to this model, compiled when asked
+    padded: bool = False  # image batches padded to fastpath.bucket sizes (compiled: few shapes)
+    cuts_text: bool = False  # the text tower may run on tokens cut after each caption's end (cut_text)
 
 
 def write_architecture(folder: Path, name: str, architecture: dict = TINY_ARCHITECTURE) -> Path:
@@ -153,11 +155,12 @@ def load(config: ClipScorerConfig) -> ClipModel:
     tokenizer = open_clip.get_tokenizer(config.model, cache_dir=config.cache_dir)
     mean, std = (torch.tensor(built[k], dtype=torch.float32, device=device).view(1, 3, 1, 1) for k in ("mean", "std"))
     dtype = autocast_dtype(config.precision, device)
-    forward = functools.partial(embed, network, mean, std, dtype)
-    if config.compile:
-        forward = torch.compile(forward, dynamic=False)
-    return ClipModel(network, preprocess, tokenizer, device, dtype, embed_dim(config), mean, std, forward,
-                     padded=config.compile or config.precision == "fp8")
+    image = functools.partial(image_embeddings, network, mean, std, dtype)
+    text = functools.partial(text_embeddings, network, dtype)
+    if config.compile:  # images padded to a few batch sizes; texts vary in length too: automatic dynamic shapes
+        image, text = torch.compile(image, dynamic=False), torch.compile(text)
+    return ClipModel(network, preprocess, tokenizer, device, dtype, embed_dim(config), mean, std, image, text,
+                     padded=config.compile, cuts_text=cut_text(network))
 
 
 def accelerate(network: Any, precision: str, device: Any) -> None:
@@ -187,18 +190,61 @@ def _autocast(device: Any, dtype: Any) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def embed(network: Any, mean: Any, std: Any, dtype: Any, pixels: Any, tokens: Any) -> tuple[Any, Any]:
-    """(image embeddings, text embeddings) of uint8 pixels (N, H, W, 3) and tokens (N, L) on the model's
-    device: normalisation and both towers, the function ``filters.clip.compile`` compiles whole."""
-    x = normalise(pixels, mean, std)
+def image_embeddings(network: Any, mean: Any, std: Any, dtype: Any, pixels: Any) -> Any:
+    """Image embeddings of uint8 pixels (N, H, W, 3) on the model's device: normalisation and the tower."""
     with _autocast(pixels.device, dtype):
-        return network.encode_image(x), network.encode_text(tokens)
+        return network.encode_image(normalise(pixels, mean, std))
+
+
+def cut_text(network: Any) -> bool:
+    """Whether the text tower may run on tokens cut after each caption's end: open_clip's CLIP with a causal
+    mask and argmax pooling (the end-of-text token has the largest id) reads the output at the end token
+    only, and under the causal mask no position after it reaches that output."""
+    import open_clip
+
+    return (type(network) is open_clip.CLIP and getattr(network, "text_pool_type", None) == "argmax"
+            and getattr(network, "attn_mask", None) is not None)
+
+
+def text_embeddings(network: Any, dtype: Any, tokens: Any) -> Any:
+    """Text embeddings of tokens (N, L) on the model's device; ``L`` may be shorter than the context when
+    ``cut_text(network)``: ``CLIP.encode_text`` with the positional embedding and the causal mask cut to
+    ``L`` (tested equal to open_clip's on the full context)."""
+    import torch
+    from torch import nn
+
+    with _autocast(tokens.device, dtype):
+        length = tokens.shape[1]
+        if length == network.positional_embedding.shape[0]:
+            return network.encode_text(tokens)
+        cast = network.transformer.get_cast_dtype()
+        x = network.token_embedding(tokens).to(cast) + network.positional_embedding[:length].to(cast)
+        x = network.ln_final(network.transformer(x, attn_mask=network.attn_mask[:length, :length]))
+        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        projection = network.text_projection
+        return projection(x) if isinstance(projection, nn.Linear) else x @ projection
+
+
+TEXT_STEP = 16  # caption lengths are rounded up to multiples of this: few shapes, little waste
+
+
+def length_groups(tokens: np.ndarray, cut: bool) -> list[tuple[int, np.ndarray]]:
+    """(length, rows) groups: each row with the tokens up to its end-of-text token, rounded up to
+    ``TEXT_STEP`` (the whole context when the tower cannot be cut)."""
+    context = tokens.shape[1]
+    if not cut or not len(tokens):
+        return [(context, np.arange(len(tokens)))]
+    ends = tokens.argmax(axis=1) + 1
+    lengths = np.minimum(-(-ends // TEXT_STEP) * TEXT_STEP, context)
+    return [(int(n), np.flatnonzero(lengths == n)) for n in np.unique(lengths)]
 
 
 def score(model: ClipModel, pixels: Any, tokens: Any) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarity of each image with its caption, and the L2-normalised image embeddings (float32).
 
     ``pixels``: (N, H, W, 3) uint8 (``ClipPixels``), host array or device tensor; ``tokens``: (N, L) int64.
+    The text tower runs once per caption-length group (``length_groups``): a short caption does not pay
+    for the 77-token context.
     """
     import torch
     import torch.nn.functional as F
@@ -206,14 +252,16 @@ def score(model: ClipModel, pixels: Any, tokens: Any) -> tuple[np.ndarray, np.nd
     from filters.fastpath import bucket, padded
 
     with torch.inference_mode():
+        host_tokens = tokens.cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
         pixels, tokens = to_device(pixels, model.device), to_device(tokens, model.device)
         rows = len(pixels)
-        if model.padded:  # a compiled forward meets a few shapes; e4m3 matmuls want rows in multiples of 16
-            pixels, tokens = padded(pixels, bucket(rows)), padded(tokens, bucket(rows))
-        image_emb, text_emb = model.forward(pixels, tokens)
-        # Normalise in fp32: under autocast the projections come out in bf16/fp16.
-        image_emb = F.normalize(image_emb[:rows].float(), dim=-1)
-        text_emb = F.normalize(text_emb[:rows].float(), dim=-1)
+        if model.padded:  # a compiled image tower meets a few batch sizes
+            pixels = padded(pixels, bucket(rows))
+        image_emb = F.normalize(model.image(pixels)[:rows].float(), dim=-1)  # fp32: autocast gives bf16
+        text_emb = torch.empty_like(image_emb)
+        for length, members in length_groups(host_tokens, model.cuts_text):
+            index = torch.from_numpy(members).to(model.device)
+            text_emb[index] = F.normalize(model.text(tokens[index, :length]).float(), dim=-1)
         cosine = (image_emb * text_emb).sum(dim=-1)
         return cosine.cpu().numpy(), image_emb.cpu().numpy()
 

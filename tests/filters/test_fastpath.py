@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from filters import fastpath
-from filters.clip import ClipScorer, load, score
+from filters.clip import ClipScorer, cut_text, length_groups, load, score
 from manifests import schema as col
 
 
@@ -144,3 +144,28 @@ def test_gpu_float8_linear_matches_the_cpu_arithmetic():
         cpu = fastpath.Float8Linear(linear)(x).float()
         cuda = fastpath.Float8Linear(linear.cuda())(x.cuda()).float().cpu()
     torch.testing.assert_close(cuda, cpu, atol=0.02, rtol=1e-2)
+
+
+def test_length_groups_round_each_caption_up_to_its_end():
+    text = np.zeros((4, 77), dtype=np.int64)
+    for row, end in enumerate((3, 15, 40, 76)):  # end: the end-of-text token's position
+        text[row, 1:end] = 500
+        text[row, end] = 49407
+    assert [(n, list(rows)) for n, rows in length_groups(text, cut=True)] == [(16, [0, 1]), (48, [2]), (77, [3])]
+    assert [(n, list(rows)) for n, rows in length_groups(text, cut=False)] == [(77, [0, 1, 2, 3])]
+
+
+def test_cut_text_tower_equals_open_clips_full_context(tiny_clip):
+    """Captions of every length (one filling the context) scored by length group equal open_clip's
+    encode_text on the 77-token context: nothing after the end-of-text token reaches the pooled output."""
+    model = load(tiny_clip)
+    assert cut_text(model.network) and model.cuts_text
+    captions = ["a", "a red bicycle leaning on a wall", "word " * 30, "many words " * 60, ""]
+    tokens = model.tokenizer(captions)
+    groups = length_groups(tokens.numpy(), cut=True)
+    assert len(groups) > 2 and groups[-1][0] == 77
+    pixels = np.zeros((len(captions), 64, 64, 3), dtype=np.uint8)
+    cosine, image = score(model, pixels, tokens)
+    with torch.inference_mode():
+        text = torch.nn.functional.normalize(model.network.encode_text(tokens), dim=-1)
+    np.testing.assert_allclose(cosine, (torch.from_numpy(image) * text).sum(-1).numpy(), atol=1e-6)
