@@ -171,8 +171,8 @@ def accelerate(network: Any, precision: str, device: Any) -> None:
     from filters import fastpath
 
     if precision == "fp8" and not fastpath.float8_supported(device):
-        raise RuntimeError(f"filters.clip.precision fp8 needs a GPU of compute capability 8.9 or newer (H100, "
-                           f"H200, L40S, RTX 4090); {torch.cuda.get_device_name(device)} has "
+        raise RuntimeError(f"filters.clip.precision fp8 needs a GPU of compute capability 9.0 or newer (H100, "
+                           f"H200, B200); {torch.cuda.get_device_name(device)} has "
                            f"{torch.cuda.get_device_capability(device)}: set filters.clip.precision: bf16")
     if device.type == "cuda" or precision == "fp8":
         fastpath.self_attention(network)

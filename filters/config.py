@@ -81,8 +81,8 @@ class ClipScorerConfig(StrictModel):
                                           "building; its file stem is the model name")
     precision: Literal["auto", "fp32", "bf16", "fp16", "fp8"] = Field(
         "auto", description="autocast dtype on GPU; auto: bf16 on CUDA, fp32 on CPU; fp8: the transformer "
-                            "blocks' linears in float8 e4m3 (per-row scales; compute capability 8.9+: H100, "
-                            "H200, L40S), the rest bf16 - scores move by about 1e-2, see filters/fastpath.py")
+                            "blocks' linears in float8 e4m3 (per-row scales; compute capability 9.0+: H100, "
+                            "H200, B200), the rest bf16 - scores move by about 1e-2, see filters/fastpath.py")
     device: Device = Field("auto", description="where the model runs; auto: cuda when available, else cpu")
     seed: int = Field(0, description="seeds random weights so every actor builds the same model")
     cache_dir: str | None = Field(None, description="open_clip/Hugging Face download cache; None: their defaults")
