@@ -198,12 +198,14 @@ def prepare(batch: dict[str, np.ndarray], needs: tuple[Need, ...], on_device: tu
 
     Pixel needs of a row that does not decode hold the need's placeholder; the stages mark that row NaN/null.
     ``on_device``: those needs are left to the model's device. With ``device_decodes`` (GPU decode mode) the
-    bytes of JPEG rows go in column ``JPEG``, and a row is decoded here only when another need or a non-JPEG
-    format asks for it; without (resize on the device), every row is decoded here and its RGB image goes in
-    column ``RGB``, for the device to resize and crop.
+    bytes of JPEG rows go in column ``JPEG`` and only non-JPEG rows are decoded here; without it (resize on
+    the device), or when another need makes the CPU decode every row anyway, each row's RGB image goes in
+    column ``RGB`` for the device to resize and crop. Either way each image is decoded once.
     """
     out = dict(batch)
     pixel = [n for n in needs if isinstance(n, PixelNeed)]
+    if any(n not in on_device for n in pixel):  # the CPU decodes every row anyway: hand the device its
+        device_decodes = False                  # pixels to resize, not the JPEG to decode a second time
     if pixel:
         blobs = batch[col.IMAGE]
         to_device = np.array([bool(on_device) and (is_jpeg(b) or not device_decodes) for b in blobs], dtype=bool)

@@ -113,3 +113,19 @@ def test_resize_mode_on_cuda_matches_the_cpu_decode(staged, tiny_clip):
     resized = stage(_resize_mode(staged, config))[col.CLIP_SCORE]
     reference = stage(decode_batch(dict(staged), plan_decode([ClipScorer.needs(config)])))[col.CLIP_SCORE]
     np.testing.assert_allclose(resized, reference, atol=2e-2)
+
+
+def test_gpu_mode_with_a_cpu_need_decodes_each_image_once(staged, tiny_clip, tmp_path, monkeypatch):
+    """A hash or OCR need makes the CPU decode every row: the device then gets the decoded pixels to resize,
+    not the JPEG to decode again."""
+    from manifests.images import DECODE_LOG_ENV, RgbArray
+
+    config = tiny_clip.model_copy(update={"device": "cpu"})
+    monkeypatch.setenv(DECODE_LOG_ENV, str(tmp_path))
+    prepared = decode_batch(dict(staged), plan_decode([ClipScorer.needs(config), (RgbArray(),)], device="gpu"))
+    scores = ClipScorer(config)(prepared)[col.CLIP_SCORE]
+    assert JPEG not in prepared and RGB in prepared
+    decodes = [line for f in tmp_path.glob("*.log") for line in f.read_text().split()]
+    assert len(decodes) == len(staged[col.IMAGE]) and len(set(decodes)) == len(decodes)
+    reference = ClipScorer(config)(decode_batch(dict(staged), plan_decode([ClipScorer.needs(config)])))
+    np.testing.assert_allclose(scores, reference[col.CLIP_SCORE], atol=2e-2)
