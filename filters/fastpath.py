@@ -68,11 +68,14 @@ def convertible(mha: nn.MultiheadAttention) -> bool:
 
 
 def self_attention(network: nn.Module) -> int:
-    """Replace every convertible ``nn.MultiheadAttention`` held as ``.attn`` of a block; returns how many."""
-    blocks = [m for m in network.modules() if isinstance(getattr(m, "attn", None), nn.MultiheadAttention)]
+    """Replace the convertible ``nn.MultiheadAttention`` of every open_clip ``ResidualAttentionBlock`` (the
+    self-attention blocks of both towers; attentional poolers attend across and keep theirs)."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    blocks = [m for m in network.modules() if isinstance(m, ResidualAttentionBlock)]
     converted = 0
     for block in blocks:
-        if convertible(block.attn):
+        if isinstance(block.attn, nn.MultiheadAttention) and convertible(block.attn):
             block.attn = SelfAttention(block.attn)
             converted += 1
     return converted
@@ -122,7 +125,9 @@ def float8(network: nn.Module) -> int:
     """Replace every ``nn.Linear`` inside the transformer blocks (attention and MLP) by a ``Float8Linear``;
     returns how many. Run ``self_attention`` first, or MHA's packed projections stay in bf16."""
     converted = 0
-    for block in [m for m in network.modules() if hasattr(m, "mlp") and hasattr(m, "attn")]:
+    from open_clip.transformer import ResidualAttentionBlock
+
+    for block in [m for m in network.modules() if isinstance(m, ResidualAttentionBlock)]:
         for parent in [block, *block.modules()]:
             for name, child in list(parent.named_children()):
                 if type(child) is nn.Linear:  # MHA's out_proj (a Linear subclass) is not called as a module
