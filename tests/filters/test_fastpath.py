@@ -15,6 +15,12 @@ from filters.clip import ClipScorer, cut_text, length_groups, load, score
 from manifests import schema as col
 
 
+@pytest.fixture(scope="module")
+def cpu_clip(tiny_clip):
+    """The tiny CLIP on the CPU in fp32 (on a GPU machine ``auto`` would pick CUDA and bf16)."""
+    return tiny_clip.model_copy(update={"device": "cpu", "precision": "fp32"})
+
+
 def tokens(rows: int, seed: int = 0) -> torch.Tensor:
     t = torch.randint(1, 49406, (rows, 77), generator=torch.Generator().manual_seed(seed))
     t[:, 12] = 49407  # the end-of-text token the text tower pools at
@@ -44,8 +50,8 @@ def test_self_attention_refuses_cross_attention():
         attention(x, x.clone(), x)
 
 
-def test_rewritten_clip_equals_open_clip_in_fp32(tiny_clip):
-    network = load(tiny_clip).network
+def test_rewritten_clip_equals_open_clip_in_fp32(cpu_clip):
+    network = load(cpu_clip).network
     reference = copy.deepcopy(network)
     layers = len(network.visual.transformer.resblocks) + len(network.transformer.resblocks)
     assert fastpath.self_attention(network) == layers
@@ -76,8 +82,8 @@ def test_float8_linear_is_the_e4m3_product(rows):
     assert (y.float() - exact).abs().max() < 0.1 * exact.abs().max()  # and near the fp32 product
 
 
-def test_float8_keeps_open_clips_cast_dtype(tiny_clip):
-    network = load(tiny_clip).network
+def test_float8_keeps_open_clips_cast_dtype(cpu_clip):
+    network = load(cpu_clip).network
     fastpath.self_attention(network)
     per_block = 4  # qkv, out, c_fc, c_proj
     assert fastpath.float8(network) == per_block * (len(network.visual.transformer.resblocks)
@@ -89,10 +95,10 @@ def test_bucket_sizes():
     assert [fastpath.bucket(n) for n in (1, 16, 17, 200, 256, 257)] == [16, 16, 32, 256, 256, 512]
 
 
-def test_padded_batches_score_like_unpadded(tiny_clip):
+def test_padded_batches_score_like_unpadded(cpu_clip):
     rng = np.random.default_rng(0)
     pixels, text = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8), tokens(5).numpy()
-    model = load(tiny_clip)
+    model = load(cpu_clip)
     plain = score(model, pixels, text)
     model.padded = True  # 5 rows run as 16
     padded = score(model, pixels, text)
@@ -101,10 +107,10 @@ def test_padded_batches_score_like_unpadded(tiny_clip):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_fp8_scores_stay_near_fp32(tiny_clip, photos, make_batch):
+def test_fp8_scores_stay_near_fp32(cpu_clip, photos, make_batch):
     batch = make_batch(list(photos.values()))
-    fp32 = ClipScorer(tiny_clip)(dict(batch))
-    fp8 = ClipScorer(tiny_clip.model_copy(update={"precision": "fp8"}))
+    fp32 = ClipScorer(cpu_clip)(dict(batch))
+    fp8 = ClipScorer(cpu_clip.model_copy(update={"precision": "fp8"}))
     assert any(isinstance(m, fastpath.Float8Linear) for m in fp8.model.network.modules())
     out = fp8(dict(batch))
     np.testing.assert_allclose(out[col.CLIP_SCORE], fp32[col.CLIP_SCORE], atol=0.05)
@@ -112,11 +118,11 @@ def test_fp8_scores_stay_near_fp32(tiny_clip, photos, make_batch):
     assert (a * b).sum(axis=1).min() > 0.99
 
 
-def test_compiled_forward_equals_eager(tiny_clip):
+def test_compiled_forward_equals_eager(cpu_clip):
     rng = np.random.default_rng(1)
     pixels, text = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8), tokens(3).numpy()
-    eager = score(load(tiny_clip), pixels, text)
-    compiled = score(load(tiny_clip.model_copy(update={"compile": True})), pixels, text)
+    eager = score(load(cpu_clip), pixels, text)
+    compiled = score(load(cpu_clip.model_copy(update={"compile": True})), pixels, text)
     for a, b in zip(eager, compiled):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -155,10 +161,10 @@ def test_length_groups_round_each_caption_up_to_its_end():
     assert [(n, list(rows)) for n, rows in length_groups(text, cut=False)] == [(77, [0, 1, 2, 3])]
 
 
-def test_cut_text_tower_equals_open_clips_full_context(tiny_clip):
+def test_cut_text_tower_equals_open_clips_full_context(cpu_clip):
     """Captions of every length (one filling the context) scored by length group equal open_clip's
     encode_text on the 77-token context: nothing after the end-of-text token reaches the pooled output."""
-    model = load(tiny_clip)
+    model = load(cpu_clip)
     assert cut_text(model.network) and model.cuts_text
     captions = ["a", "a red bicycle leaning on a wall", "word " * 30, "many words " * 60, ""]
     tokens = model.tokenizer(captions)
