@@ -182,13 +182,14 @@ def print_cpu(r: dict) -> None:
           f"resize on the GPU {c['clip_resize_on_gpu_at_10000']:.1f}")
 
 
-def write(name: str, payload: dict) -> Path:
+def write(name: str, payload: dict, quiet: bool = False) -> Path:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / name
     payload |= {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "machine": platform.platform(),
                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out.write_text(json.dumps(payload, indent=2, default=str))
-    print(f"\nwritten {out}")
+    if not quiet:
+        print(f"\nwritten {out}")
     return out
 
 
@@ -210,11 +211,9 @@ def main() -> None:
     parser.add_argument("--feeders", type=int, default=2, help="threads calling the stages, as actors per GPU")
     args = parser.parse_args()
     if args.gpu:
-        from bench.score_path_gpu import gpu_report, print_gpu
+        from bench.score_path_gpu import gpu_report
 
-        report = gpu_report(args)
-        print_gpu(report)
-        write("score_path_gpu.json", report)
+        write("score_path_gpu.json", gpu_report(args))
         return
     report = cpu_report(args.images)
     print_cpu(report)

@@ -202,7 +202,7 @@ def model_alone(clip: Any, heads: list, batch_size: int, seconds: float) -> tupl
 SWEEP = [("bf16", False), ("bf16", True), ("fp8", False), ("fp8", True)]  # (precision, torch.compile)
 
 
-def sweep_rows(args: Any, folder: Path, peak: float | None) -> list[dict]:
+def sweep_rows(args: Any, folder: Path, peak: float | None, emit: Callable[[str, dict], None]) -> None:
     """The model alone (CLIP + heads) under each ``SWEEP`` setting, with the largest change of a score
     against fp32 on the same random weights and inputs. (Random weights: a trained checkpoint's
     activations are not these, so the score change there is to be measured on it.)"""
@@ -211,7 +211,6 @@ def sweep_rows(args: Any, folder: Path, peak: float | None) -> list[dict]:
     from filters import fastpath
     from filters.clip import score
 
-    rows = []
     for model, head, nsfw in (("ViT-L-14", "v2", "clip_l14"), ("ViT-B-32", "v1_b32", "clip_b32")):
         width = 768 if "L" in model else 512
         name, arch = (f"tiny-{model}", {**TINY_CLIP, "embed_dim": width}) if args.tiny else (model, None)
@@ -227,13 +226,12 @@ def sweep_rows(args: Any, folder: Path, peak: float | None) -> list[dict]:
                 reference = scores
                 continue
             alone, flops = model_alone(stages[0], stages[1:], args.batch_size, args.seconds / 2)
-            rows.append({"model": model, "precision": precision, "compiled": compiled, "images_per_s": alone,
-                         "gflop_per_image": flops / 1e9, "mfu": alone * flops / peak if peak else None,
-                         "max_score_change_vs_fp32": float(np.abs(scores - reference).max())})
+            emit("sweep", {"model": model, "precision": precision, "compiled": compiled, "images_per_s": alone,
+                           "gflop_per_image": flops / 1e9, "mfu": alone * flops / peak if peak else None,
+                           "max_score_change_vs_fp32": float(np.abs(scores - reference).max())})
             del stages
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-    return rows
 
 
 @contextlib.contextmanager
@@ -320,8 +318,8 @@ def clip_stages(model: str, arch: dict | None, head: str, nsfw: str, args: Any, 
                                       device=args.device))]
 
 
-def clip_rows(pools: dict[str, cf.Executor], tars: list[Path], args: Any, folder: Path,
-              peak: float | None) -> list[dict]:
+def clip_rows(pools: dict[str, cf.Executor], tars: list[Path], args: Any, folder: Path, peak: float | None,
+              emit: Callable[[str, dict], None]) -> None:
     """ViT-L/14 and ViT-B/32: the CPU decode handed over through the pool's pipe and through shared memory,
     the CPU decode with the resize on the GPU, and the GPU decode (nvJPEG)."""
     from filters.clip import ClipScorer
@@ -329,7 +327,6 @@ def clip_rows(pools: dict[str, cf.Executor], tars: list[Path], args: Any, folder
     runs = [("cpu", "processes"), ("cpu", "processes (shm)"), ("cpu, gpu resize", "processes (shm)"),
             ("gpu", "processes")]
     variants = [("ViT-L-14", "v2", "clip_l14", runs), ("ViT-B-32", "v1_b32", "clip_b32", runs)]
-    rows = []
     for model, head, nsfw, runs in variants:
         width = 768 if "L" in model else 512
         name, arch = (f"tiny-{model}", {**TINY_CLIP, "embed_dim": width}) if args.tiny else (model, None)
@@ -343,10 +340,9 @@ def clip_rows(pools: dict[str, cf.Executor], tars: list[Path], args: Any, folder
             except OSError as error:  # no room in /dev/shm for the ring: say so, keep the other rows
                 print(f"skipped {model} {decode} decode ({pool}): {error}")
                 continue
-            rows.append(row(f"{model} + heads {head}, {nsfw}; {args.precision}{' compiled' if args.compile else ''}; "
-                            f"{decode} decode ({pool})", rate, alone, flops, peak))
+            emit("rows", row(f"{model} + heads {head}, {nsfw}; {args.precision}{' compiled' if args.compile else ''}; "
+                             f"{decode} decode ({pool})", rate, alone, flops, peak))
         del stages
-    return rows
 
 
 def sscd_row(pool: cf.Executor, tars: list[Path], args: Any, peak: float | None) -> dict:
@@ -380,53 +376,72 @@ def row(name: str, rate: float, alone: float, flops: float, peak: float | None) 
 
 
 def gpu_report(args: Any) -> dict:
+    """Every row is saved (``score_path_gpu.json``) and printed as it lands: a run cut short by a time limit
+    keeps what it measured."""
     import torch
+
+    from bench.score_path import write
 
     device = torch.device(args.device)
     args.workers = args.workers or max(1, (os.cpu_count() or 2) - 2)
     if args.tiny:
         args.batch_size, args.seconds = min(args.batch_size, 16), min(args.seconds, 1.0)
     sheet, measured, name = peak_flops(device)
+    report = {"device": name, "peak_bf16_datasheet_tflops": sheet and sheet / 1e12,
+              "peak_bf16_measured_tflops": measured and measured / 1e12, "decode_workers": args.workers,
+              "batch_size": args.batch_size, "feeders": args.feeders, "seconds": args.seconds,
+              "precision": args.precision, "compile": args.compile, "tiny": args.tiny, "rows": [], "sweep": [],
+              "profile": None}
+    print_header(report)
+
+    def emit(key: str, item: Any) -> None:
+        report[key] = [*report[key], item] if isinstance(report[key], list) else item
+        write("score_path_gpu.json", report, quiet=True)
+        print_item(key, item, report)
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         tars = write_staged_tars(folder, 64 if args.tiny else 4096)
         context = multiprocessing.get_context("spawn")  # the parent holds CUDA: never fork it
         with cf.ProcessPoolExecutor(args.workers, mp_context=context) as processes:
-            pools = {"processes": processes}
-            rows = clip_rows(pools, tars, args, folder, sheet or measured)
-            rows.append(sscd_row(processes, tars, args, sheet or measured))
-        sweep = sweep_rows(args, folder, sheet or measured) if args.sweep else []
-        profile = profile_table(args, folder) if args.profile else None
-    return {"device": name, "peak_bf16_datasheet_tflops": sheet and sheet / 1e12,
-            "peak_bf16_measured_tflops": measured and measured / 1e12, "decode_workers": args.workers,
-            "batch_size": args.batch_size, "feeders": args.feeders, "seconds": args.seconds,
-            "precision": args.precision, "compile": args.compile, "tiny": args.tiny, "rows": rows,
-            "sweep": sweep, "profile": profile}
+            clip_rows({"processes": processes}, tars, args, folder, sheet or measured, emit)
+            emit("rows", sscd_row(processes, tars, args, sheet or measured))
+        if args.sweep:
+            sweep_rows(args, folder, sheet or measured, emit)
+        if args.profile:
+            emit("profile", profile_table(args, folder))
+    return report
 
 
-def print_gpu(r: dict) -> None:
-    peak = r["peak_bf16_datasheet_tflops"] or r["peak_bf16_measured_tflops"]
+def peak_of(r: dict) -> float | None:
+    return r["peak_bf16_datasheet_tflops"] or r["peak_bf16_measured_tflops"]
+
+
+def print_header(r: dict) -> None:
     print(f"device {r['device']}; bf16 peak: datasheet {r['peak_bf16_datasheet_tflops']} TFLOP/s, measured "
           f"{r['peak_bf16_measured_tflops'] and round(r['peak_bf16_measured_tflops'])} TFLOP/s; "
-          f"{r['decode_workers']} decode workers, batch {r['batch_size']}, {r['feeders']} feeder threads")
+          f"{r['decode_workers']} decode workers, batch {r['batch_size']}, {r['feeders']} feeder threads"
+          + (f" (MFU against {peak_of(r):.0f} TFLOP/s)" if peak_of(r) else ""))
+    print("GPU busy: end-to-end img/s over the model alone on device-resident inputs; NVML: the driver's share "
+          "of time a kernel ran")
     print(f"{'configuration':80} {'img/s':>7} {'model alone':>11} {'GPU busy':>8} {'NVML':>5} {'GFLOP/img':>9} "
           f"{'MFU':>6}")
-    for x in r["rows"]:
-        mfu = f"{x['mfu']:.1%}" if x["mfu"] is not None else "-"
+
+
+def print_item(key: str, x: Any, r: dict) -> None:
+    """One row of the end-to-end table or of the sweep (its header before its first row), or the profile."""
+    if key == "profile":
+        print("\nViT-L/14 model alone, where the device time goes:\n" + x)
+        return
+    mfu = f"{x['mfu']:.1%}" if x["mfu"] is not None else "-"
+    if key == "rows":
         nvml = f"{x['nvml_utilisation']:.0%}" if x["nvml_utilisation"] is not None else "-"
         print(f"{x['config']:80} {x['images_per_s']:7.0f} {x['model_alone_images_per_s']:11.0f} "
               f"{x['gpu_busy_fraction']:8.1%} {nvml:>5} {x['gflop_per_image']:9.1f} {mfu:>6}")
-    print("GPU busy: end-to-end img/s over the model alone on device-resident inputs; NVML: the driver's share "
-          "of time a kernel ran")
-    if peak:
-        print(f"(MFU against {peak:.0f} TFLOP/s)")
-    if r["sweep"]:
-        print(f"\nmodel alone (CLIP + heads, batch {r['batch_size']}, device-resident inputs)")
+        return
+    if len(r["sweep"]) == 1:
+        print(f"\nmodel alone (CLIP + heads, batch {r['batch_size']}, device-resident inputs; random weights: a "
+              f"trained checkpoint's score change is to be measured on it)")
         print(f"{'model':10} {'precision':9} {'compiled':8} {'img/s':>7} {'MFU':>6} {'max |score change| vs fp32':>27}")
-        for x in r["sweep"]:
-            mfu = f"{x['mfu']:.1%}" if x["mfu"] is not None else "-"
-            print(f"{x['model']:10} {x['precision']:9} {str(x['compiled']):8} {x['images_per_s']:7.0f} {mfu:>6} "
-                  f"{x['max_score_change_vs_fp32']:27.4f}")
-        print("(random weights: the score change of a trained checkpoint is to be measured on it)")
-    if r["profile"]:
-        print("\nViT-L/14 model alone, where the device time goes:\n" + r["profile"])
+    print(f"{x['model']:10} {x['precision']:9} {str(x['compiled']):8} {x['images_per_s']:7.0f} {mfu:>6} "
+          f"{x['max_score_change_vs_fp32']:27.4f}")

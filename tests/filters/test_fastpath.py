@@ -131,8 +131,7 @@ def test_compiled_forward_equals_eager(cpu_clip):
 def test_gpu_fp8_and_compiled_bf16_match_fp32(tiny_clip, photos, make_batch):
     batch = make_batch(list(photos.values()))
     fp32 = ClipScorer(tiny_clip.model_copy(update={"device": "cpu"}))(dict(batch))
-    for update in ({"precision": "fp8"}, {"precision": "bf16", "compile": True},
-                   {"precision": "fp8", "compile": True}):
+    for update in ({"precision": "fp8"}, {"precision": "bf16", "compile": True}):
         if update["precision"] == "fp8" and not fastpath.float8_supported(torch.device("cuda")):
             continue
         out = ClipScorer(tiny_clip.model_copy(update={"device": "cuda", **update}))(dict(batch))
