@@ -113,3 +113,26 @@ def test_pixel_descriptors_are_written_for_every_scored_row(scored_run):
     table = pl.read_parquet(layout.score_files())
     for name in (col.PIXEL_HASH, col.PHASH, col.SSCD_EMBEDDING):
         assert table[name].null_count() == 0, name
+
+
+def test_resize_on_the_device_through_the_score_phase(scored_run, decode_log, tmp_path):
+    """``decode.resize: gpu`` through the real phase: the decode tasks only decode (still once per image),
+    the CLIP actor resizes, and the scores stay within rounding of the CPU resize's."""
+    config, layout = scored_run
+    shutil.copytree(layout.root, tmp_path / "run", ignore=shutil.ignore_patterns("score"))  # ingested, unscored
+    resized = build_config(config.model_dump(mode="json") | {"output_dir": str(tmp_path / "run"),
+                                                             "decode": {"resize": "gpu"}})
+    for log in decode_log.glob("*.log"):
+        log.unlink()
+    run_phase(prepare(resized), "score")
+    decodes = collections.Counter(line for f in decode_log.glob("*.log") for line in f.read_text().split())
+    assert decodes and set(decodes.values()) == {1}
+    before = dict(pl.read_parquet(layout.score_files()).select(col.SAMPLE_ID, col.CLIP_SCORE).iter_rows())
+    after = pl.read_parquet(RunLayout.at(tmp_path / "run").score_files()).select(col.SAMPLE_ID, col.CLIP_SCORE)
+    assert after.height == len(before)
+    changed = 0
+    for sample_id, value in after.iter_rows():
+        assert (value is None) == (before[sample_id] is None)
+        assert value is None or value == pytest.approx(before[sample_id], abs=2e-2)
+        changed += value is not None and value != before[sample_id]
+    assert changed  # the device's resize really ran: it differs from PIL's by rounding
