@@ -124,9 +124,9 @@ class Float8Linear(nn.Module):
 def float8(network: nn.Module) -> int:
     """Replace every ``nn.Linear`` inside the transformer blocks (attention and MLP) by a ``Float8Linear``;
     returns how many. Run ``self_attention`` first, or MHA's packed projections stay in bf16."""
-    converted = 0
     from open_clip.transformer import ResidualAttentionBlock
 
+    converted = 0
     for block in [m for m in network.modules() if isinstance(m, ResidualAttentionBlock)]:
         for parent in [block, *block.modules()]:
             for name, child in list(parent.named_children()):

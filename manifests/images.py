@@ -204,13 +204,13 @@ def prepare(batch: dict[str, np.ndarray], needs: tuple[Need, ...], on_device: tu
     """
     out = dict(batch)
     pixel = [n for n in needs if isinstance(n, PixelNeed)]
-    if any(n not in on_device for n in pixel):  # the CPU decodes every row anyway: hand the device its
-        device_decodes = False                  # pixels to resize, not the JPEG to decode a second time
+    # A need made on the CPU decodes every row here anyway: the device then gets the pixels to resize, not
+    # the JPEG to decode a second time.
+    device_decodes = device_decodes and all(n in on_device for n in pixel)
     if pixel:
         blobs = batch[col.IMAGE]
         to_device = np.array([bool(on_device) and (is_jpeg(b) or not device_decodes) for b in blobs], dtype=bool)
-        cpu_for_all = any(n not in on_device for n in pixel) or not device_decodes
-        images = [decode_rgb(b) if cpu_for_all or not dev else None for b, dev in zip(blobs, to_device)]
+        images = [None if device_decodes and dev else decode_rgb(b) for b, dev in zip(blobs, to_device)]
         out[DECODED] = np.array([img is not None for img in images], dtype=bool)
         regions = _content_regions(batch, images) if any(n.content for n in pixel) else images
         for need in pixel:
