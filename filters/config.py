@@ -88,7 +88,7 @@ class ClipScorerConfig(StrictModel):
     cache_dir: str | None = Field(None, description="open_clip/Hugging Face download cache; None: their defaults")
     min_score: float | None = Field(0.28, ge=-1, le=1, description="reject below this cosine; None: no rule")
     compile: bool = Field(False, description="torch.compile the whole forward (normalisation and both towers); "
-                                             "batches are padded to powers of two so few shapes compile; slow "
+                                             "image batches are padded to powers of two so few shapes compile; slow "
                                              "first batches")
 
 
