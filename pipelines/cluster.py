@@ -132,9 +132,28 @@ def decode_pool(config: RunConfig, specs) -> list[Pool]:
     return [Pool(f"resources.stages.{DECODE}", res)]
 
 
+# GPUs Ray names (its ``accelerator_type:`` resources) that have no row-scaled e4m3 matmuls: fp8 fails there.
+PRE_HOPPER = {"V100", "P100", "P4", "T4", "K80", "M60", "A10", "A10G", "A16", "A40", "A100", "A100-40G",
+              "A100-80G", "L4", "L40S", "RTX", "Turing", "Ampere"}
+
+
+def check_fp8(config: RunConfig, nodes: list[dict[str, float]]) -> None:
+    """``filters.clip.precision: fp8`` on a cluster whose GPUs Ray names are all older than Hopper fails here,
+    before any work, rather than when the first CLIP actor loads (unknown names pass: the actor checks)."""
+    clip = config.filters.clip
+    if not (clip.enabled and clip.precision == "fp8" and clip.device != "cpu"):
+        return
+    kinds = {key.split(":", 1)[1] for node in nodes for key in node if key.startswith("accelerator_type:")}
+    if kinds and kinds <= PRE_HOPPER:
+        raise ConfigError(f"filters.clip.precision: fp8 needs GPUs of compute capability 9.0 or newer (H100, H200, "
+                          f"B200); this cluster has {', '.join(sorted(kinds))}: set filters.clip.precision: bf16")
+
+
 def check_cluster(phase_pools: dict[str, list[Pool]], config: RunConfig) -> None:
     """Check the pools of every phase in ``phase_pools`` (phase name -> its pools) against the connected cluster."""
     nodes = cluster_nodes()
+    if "score" in phase_pools:
+        check_fp8(config, nodes)
     for phase, pools in phase_pools.items():
         if not pools:
             continue

@@ -63,3 +63,20 @@ def test_pool_args_use_an_actor_pool_from_one_actor() -> None:
     assert args["num_gpus"] == 1 and args["resources"] == {"gpu_node": 1}
     assert "concurrency" not in args
     assert pool_args(StageResources(concurrency=8), cap=3)["compute"].max_size == 3
+
+
+def test_fp8_on_gpus_older_than_hopper_fails_before_any_work() -> None:
+    from pipelines.cluster import check_fp8
+    from pipelines.config import RunConfig
+
+    def config(**clip) -> RunConfig:
+        return RunConfig.model_validate({"input": {"kind": "url_list", "path": "x.parquet"}, "output_dir": "/tmp/x",
+                                         "filters": {"clip": {"enabled": True, "precision": "fp8", **clip}}})
+
+    a100 = [{"CPU": 8.0, "GPU": 1.0, "accelerator_type:A100": 1.0}]
+    with pytest.raises(ConfigError, match="filters.clip.precision: fp8 .* A100"):
+        check_fp8(config(), a100)
+    check_fp8(config(), a100 + [{"GPU": 8.0, "accelerator_type:H100": 1.0}])  # a Hopper node exists
+    check_fp8(config(), [{"GPU": 1.0, "accelerator_type:X900": 1.0}])  # unknown: the actor checks
+    check_fp8(config(device="cpu"), a100)
+    check_fp8(config(precision="bf16"), a100)
