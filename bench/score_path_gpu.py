@@ -19,7 +19,6 @@ import argparse
 import collections
 import concurrent.futures as cf
 import contextlib
-import functools
 import multiprocessing
 import os
 import tempfile
@@ -38,6 +37,14 @@ DATASHEET_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L40S": 36
 TINY_CLIP = {"embed_dim": 768, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32,
                                               "patch_size": 16},
              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+def architecture(model: str, tiny: bool) -> tuple[str, dict | None]:
+    """(open_clip model name, config to register or None): ``model`` itself, or with ``tiny`` a two-layer
+    stand-in of its embedding width (the LAION heads read 768-d for L/14, 512-d for B/32)."""
+    if not tiny:
+        return model, None
+    return f"tiny-{model}", {**TINY_CLIP, "embed_dim": 768 if "L" in model else 512}
 
 
 def write_staged_tars(folder: Path, n: int, per_tar: int = 1024) -> list[Path]:
@@ -82,12 +89,12 @@ def run_pipeline(stages: list, pool: cf.Executor, tars: list[Path], plan: Decode
     ``args.feeders`` threads (as Ray runs several actors per GPU with ``num_gpus: 0.5``: one's host-side
     work overlaps another's forward pass). ``shm``: decoded arrays come back through shared memory
     (``bench.shm_feed``, as Ray's object store hands blocks over), not pickled through the pool's pipe."""
-    from bench.shm_feed import Ring, slot_bytes
+    from bench.shm_feed import Ring, decode_into, slot_bytes
 
     batches, depth = read_batches(tars, args.batch_size), 2 * args.workers
     ring = Ring(depth + args.feeders + 1, slot_bytes(decode_batch(next(batches), plan))) if shm else None
-    submit = (functools.partial(ring.submit, pool, plan=plan) if ring
-              else lambda batch: pool.submit(decode_batch, batch, plan))
+    submit = ((lambda batch: ring.submit(pool, decode_into, batch, plan)) if ring
+              else (lambda batch: pool.submit(decode_batch, batch, plan)))
     release = ring.release if ring else (lambda batch: None)
     feed = prefetched(submit, batches, depth)
     lock = threading.Lock()
@@ -116,7 +123,7 @@ def run_pipeline(stages: list, pool: cf.Executor, tars: list[Path], plan: Decode
             rate = images / (time.perf_counter() - start)
             UTILISATION.append(util.result())
     finally:
-        del feed  # the decodes still in flight finish into slots nobody reads
+        feed.close()  # the decodes still in flight finish into slots nobody reads
         if ring:
             ring.close()
     return rate
@@ -212,8 +219,7 @@ def sweep_rows(args: Any, folder: Path, peak: float | None, emit: Callable[[str,
     from filters.clip import score
 
     for model, head, nsfw in (("ViT-L-14", "v2", "clip_l14"), ("ViT-B-32", "v1_b32", "clip_b32")):
-        width = 768 if "L" in model else 512
-        name, arch = (f"tiny-{model}", {**TINY_CLIP, "embed_dim": width}) if args.tiny else (model, None)
+        name, arch = architecture(model, args.tiny)
         reference = None
         for precision, compiled in [("fp32", False), *SWEEP]:
             if precision == "fp8" and not fastpath.float8_supported(torch.device(args.device)):
@@ -253,7 +259,7 @@ def profile_table(args: Any, folder: Path) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    name, arch = ("tiny-ViT-L-14", {**TINY_CLIP, "embed_dim": 768}) if args.tiny else ("ViT-L-14", None)
+    name, arch = architecture("ViT-L-14", args.tiny)
     stages = clip_stages(name, arch, "v2", "clip_l14", args, folder)
     step = alone_step(stages[0], stages[1:], args.batch_size)
     for _ in range(3):
@@ -328,8 +334,7 @@ def clip_rows(pools: dict[str, cf.Executor], tars: list[Path], args: Any, folder
             ("gpu", "processes")]
     variants = [("ViT-L-14", "v2", "clip_l14", runs), ("ViT-B-32", "v1_b32", "clip_b32", runs)]
     for model, head, nsfw, runs in variants:
-        width = 768 if "L" in model else 512
-        name, arch = (f"tiny-{model}", {**TINY_CLIP, "embed_dim": width}) if args.tiny else (model, None)
+        name, arch = architecture(model, args.tiny)
         stages = clip_stages(name, arch, head, nsfw, args, folder)
         alone, flops = model_alone(stages[0], stages[1:], args.batch_size, args.seconds / 2)
         for decode, pool in runs:

@@ -17,7 +17,7 @@ import os
 import queue
 import shutil
 from multiprocessing import shared_memory
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -40,17 +40,25 @@ def attach(name: str) -> shared_memory.SharedMemory:
     return _ATTACHED[name]
 
 
-def decode_into(batch: dict[str, np.ndarray], plan: DecodePlan, name: str) -> tuple[dict, dict]:
-    """One decode task writing its fixed-dtype arrays into block ``name``: (the other columns, where each
-    array lies as key -> (offset, shape, dtype))."""
-    out = decode_batch(batch, plan)
+def aligned(nbytes: int) -> int:
+    return -(-nbytes // ALIGN) * ALIGN
+
+
+def written(out: dict[str, Any], name: str) -> tuple[dict, dict]:
+    """``out``'s fixed-dtype arrays written into block ``name``: (the other columns, where each array lies
+    as key -> (offset, shape, dtype)). What every task a ``Ring`` runs returns."""
     block, offset, layout = attach(name), 0, {}
     for key, value in out.items():
         if isinstance(value, np.ndarray) and value.dtype != object and offset + value.nbytes <= block.size:
             np.ndarray(value.shape, value.dtype, buffer=block.buf, offset=offset)[...] = value
             layout[key] = (offset, value.shape, value.dtype.str)
-            offset += -(-value.nbytes // ALIGN) * ALIGN
+            offset += aligned(value.nbytes)
     return {k: v for k, v in out.items() if k not in layout}, layout
+
+
+def decode_into(batch: dict[str, np.ndarray], plan: DecodePlan, name: str) -> tuple[dict, dict]:
+    """One decode task, its arrays written into block ``name``."""
+    return written(decode_batch(batch, plan), name)
 
 
 class Ring:
@@ -71,8 +79,9 @@ class Ring:
         for slot in range(slots):
             self.free.put(slot)
 
-    def submit(self, pool: cf.Executor, batch: dict, plan: DecodePlan) -> cf.Future:
-        """A future of the decoded batch, its arrays views of a slot (``SLOT`` names it for ``release``)."""
+    def submit(self, pool: cf.Executor, task: Callable[..., tuple[dict, dict]], *args: Any) -> cf.Future:
+        """A future of ``task(*args, block name)``'s batch (``decode_into``: a decoded batch), its arrays views
+        of a slot (``SLOT`` names it for ``release``)."""
         slot = self.free.get()
         done: cf.Future = cf.Future()
 
@@ -90,7 +99,7 @@ class Ring:
 
         self.inflight.add(done)  # done is set inside ``mapped``, after the views are made
         done.add_done_callback(self.inflight.discard)
-        pool.submit(decode_into, batch, plan, self.blocks[slot].name).add_done_callback(mapped)
+        pool.submit(task, *args, self.blocks[slot].name).add_done_callback(mapped)
         return done
 
     def release(self, batch: dict) -> None:
@@ -111,7 +120,7 @@ class Ring:
 def slot_bytes(sample: dict[str, Any]) -> int:
     """A slot that holds one decoded batch like ``sample`` (each array aligned)."""
     sizes = [v.nbytes for v in sample.values() if isinstance(v, np.ndarray) and v.dtype != object]
-    return sum(-(-n // ALIGN) * ALIGN for n in sizes) + ALIGN
+    return sum(aligned(n) for n in sizes) + ALIGN
 
 
 def _made(rows: int) -> np.ndarray:
@@ -119,15 +128,14 @@ def _made(rows: int) -> np.ndarray:
 
 
 def _made_into(rows: int, name: str) -> tuple[dict, dict]:
-    array, block = _made(rows), attach(name)
-    np.ndarray(array.shape, array.dtype, buffer=block.buf)[...] = array
-    return {}, {"pixels": (0, array.shape, array.dtype.str)}
+    return written({"pixels": _made(rows)}, name)
 
 
 def transport_ceiling(rows: int = 256, batches: int = 60, workers: int = 2) -> dict[str, float]:
     """Images/s one consumer receives decoded batches at, pickled through the pool's pipe vs through shared
     memory, the decode itself left out (producers hand over a ready array); the consumer copies each batch
     once, as ``to_device`` stages it into pinned memory."""
+    import collections
     import multiprocessing
     import time
 
@@ -139,21 +147,17 @@ def transport_ceiling(rows: int = 256, batches: int = 60, workers: int = 2) -> d
         for future in [pool.submit(_made, rows) for _ in range(batches)]:
             staging[...] = future.result()
         rates["pipe"] = rows * batches / (time.perf_counter() - start)
-        ring = Ring(workers * 2, rows * 224 * 224 * 3 + ALIGN)
-        start, pending = time.perf_counter(), []
-        for _ in range(batches):
-            slot = ring.free.get() if len(pending) < 2 * workers else None
-            if slot is None:
-                batch_slot, future = pending.pop(0)
-                rest, layout = future.result()
-                offset, shape, dtype = layout["pixels"]
-                staging[...] = np.ndarray(shape, np.dtype(dtype), buffer=ring.blocks[batch_slot].buf, offset=offset)
-                ring.free.put(batch_slot)
-                slot = ring.free.get()
-            pending.append((slot, pool.submit(_made_into, rows, ring.blocks[slot].name)))
-        for batch_slot, future in pending:
-            offset, shape, dtype = future.result()[1]["pixels"]
-            staging[...] = np.ndarray(shape, np.dtype(dtype), buffer=ring.blocks[batch_slot].buf, offset=offset)
+        ring = Ring(2 * workers, aligned(staging.nbytes))
+        start, submitted = time.perf_counter(), 2 * workers
+        pending = collections.deque(ring.submit(pool, _made_into, rows) for _ in range(submitted))
+        while pending:
+            batch = pending.popleft().result()
+            staging[...] = batch["pixels"]
+            ring.release(batch)
+            del batch
+            if submitted < batches:
+                pending.append(ring.submit(pool, _made_into, rows))
+                submitted += 1
         rates["shm"] = rows * batches / (time.perf_counter() - start)
         ring.close()
     return rates

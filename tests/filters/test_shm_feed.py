@@ -7,7 +7,7 @@ import multiprocessing
 
 import numpy as np
 
-from bench.shm_feed import SLOT, Ring, slot_bytes
+from bench.shm_feed import SLOT, Ring, decode_into, slot_bytes
 from filters.clip import needs
 from filters.config import ClipScorerConfig
 from manifests.decode import decode_batch, plan_decode
@@ -21,7 +21,7 @@ def test_ring_hands_over_the_decoded_batch(photos, make_batch):
     try:
         with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             for batch, want in zip(batches, expected):
-                got = ring.submit(pool, batch, plan).result()
+                got = ring.submit(pool, decode_into, batch, plan).result()
                 assert set(got) == set(want) | {SLOT}
                 for key, value in want.items():
                     same = np.array_equal(got[key], value) if value.dtype != object else list(got[key]) == list(value)
