@@ -147,8 +147,9 @@ def main() -> None:
     from pipelines.config import RunConfig
     from pipelines.decide_tasks import decide_partitioned, kept_counts, record_rules
     from pipelines.dedup_tasks import ray_tasks
+    from pipelines.runtime import bind_to_loopback
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    bind_to_loopback()
     repo = str(Path(__file__).resolve().parent.parent)
 
     def start_ray() -> None:

@@ -47,7 +47,9 @@ def ray_session(decode_log):
     """One single-node Ray for the whole test session, bound to 127.0.0.1 only."""
     import ray
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from pipelines.runtime import bind_to_loopback
+
+    bind_to_loopback()
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "THRESHER_DECODE_LOG": str(decode_log)}})
