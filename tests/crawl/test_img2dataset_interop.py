@@ -30,7 +30,7 @@ from manifests.shards import iter_tar
 from pipelines.config import build_config
 from pipelines.corpus import load_photos
 from pipelines.demo import serve_files
-from pipelines.run import run
+from pipelines.run import prepare, run, run_phase
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +84,10 @@ def i2d_run(ray_session, tmp_path_factory):
                         "--thread_count", "4", "--number_sample_per_shard", "4", "--retries", "0",
                         "--enable_wandb", "False", "--distributor", "multiprocessing"],
                        check=True, capture_output=True, env=env, timeout=300)
+        ours = build_config({"output_dir": str(out / "ours"), "crawl": {"image_size": 256, "resize_mode": "border"},
+                             "input": {"path": str(out / "urls.parquet"), "url_col": "url",
+                                       "caption_col": "caption", "rows_per_shard": 4}})
+        run_phase(prepare(ours), "ingest")  # the same URL list through our crawl, same rows per shard
     config = build_config({"output_dir": str(out / "run"),
                            "input": {"kind": "webdataset", "path": str(out / "i2d"), "extra_cols": ["license"]},
                            "crawl": {"image_size": 256, "resize_mode": "border"}})
@@ -132,3 +136,12 @@ def test_exported_samples_are_img2dataset_bytes_with_license_in_json(i2d_run):
         meta = json.loads(members["json"])
         assert meta["key"] == key and meta["license"] == by_url[meta[col.URL]]["license"]
         assert meta[col.SHA256] == by_url[meta[col.URL]]["sha256"] and "ThresherCam" in meta[col.EXIF]
+
+
+def test_a_url_list_crawled_by_both_tools_gets_the_same_keys(i2d_run):
+    out, _, by_url = i2d_run
+    theirs = _i2d_rows(out)
+    ours = pl.concat([pl.read_parquet(p) for p in RunLayout.at(out / "ours").staged_row_files()])
+    assert ours.height == theirs.height == len(by_url)
+    assert dict(zip(ours[col.URL].to_list(), ours[col.SAMPLE_ID].to_list())) == \
+        dict(zip(theirs["url"].to_list(), theirs["key"].to_list()))
