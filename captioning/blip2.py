@@ -38,7 +38,7 @@ class Blip2Captioner:
     caption_status. An undecodable image, an empty or a repetitive output gets a status and no caption."""
 
     reads = (col.IMAGE,)
-    writes = (col.CAPTION_BLIP2, col.CAPTION_BLIP2_SHORT, col.CAPTION_STATUS)
+    writes = (col.CAPTION_BLIP2, col.CAPTION_BLIP2_SHORT, col.CAPTION_STATUS, *col.CAPTION_TOKENS["blip2"])
 
     def __init__(self, config: Blip2CaptionerConfig) -> None:
         self.config = config

@@ -48,6 +48,10 @@ class CaptionerConfig(StrictModel):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="auto: bfloat16 on a GPU that supports it, else float16; float32 on CPU")
 
+    def instruction(self) -> str:
+        """The instruction of the long caption (a preset's text, for captioners that have presets)."""
+        return self.prompt
+
 
 class Blip2CaptionerConfig(CaptionerConfig):
     """BLIP-2 continues the prompt; an empty prompt gives its plain caption."""
@@ -69,10 +73,54 @@ class LlavaCaptionerConfig(CaptionerConfig):
     short_prompt: str | None = Field(None, description=SHORT_PROMPT_DOC)
 
 
+# Instructions for chat models (Qwen-VL, LLaVA-OneVision), each the kind of caption a training set wants.
+PROMPT_PRESETS = {
+    "alt_text": "Write one short sentence of alt-text for this image, under 20 words. Say only what is visible.",
+    "dense": "Describe this image in detail in one paragraph: the main subject, what it is doing, the setting, "
+             "colours and lighting, any visible text (quoted), and the kind of picture (photo, drawing, render).",
+    "rewrite": "The original alt-text of this image is: \"" + CAPTION_PLACEHOLDER + "\". Write one sentence that "
+               "describes the image, keeping names and facts from the alt-text that the image agrees with.",
+}
+
+
+class QwenVlCaptionerConfig(CaptionerConfig):
+    """A Qwen-VL-class chat model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; the checkpoint's config picks the class)
+    through its chat template. ``preset`` picks the instruction; ``custom`` uses ``prompt``. The image is
+    resized so its pixel count lies within [min_pixels, max_pixels], which bounds its visual tokens (one per
+    28x28 pixels on Qwen2/2.5-VL, 32x32 on Qwen3-VL), so a 4 MP image cannot fill the context."""
+
+    model: str = Field("Qwen/Qwen2.5-VL-7B-Instruct", description=MODEL_DOC)
+    revision: str = Field("cc594898137f460bfe9f0759e9844b3ce807cfb5", description=REVISION_DOC)
+    preset: Literal["alt_text", "dense", "rewrite", "custom"] = Field(
+        "alt_text", description="alt_text: one short sentence; dense: a detailed paragraph; rewrite: improve the "
+                                "original alt-text (quoted in the prompt); custom: the prompt field as written")
+    prompt: str = Field("", description=PROMPT_DOC + "; used only with preset: custom")
+    generation: GenerationConfig = Field(GenerationConfig(max_new_tokens=64), description=GENERATION_DOC)
+    short_prompt: str | None = Field(None, description=SHORT_PROMPT_DOC)
+    min_pixels: int = Field(64 * 28 * 28, ge=28 * 28, description="smallest image area fed to the model, in pixels")
+    max_pixels: int = Field(512 * 28 * 28, ge=28 * 28, description="largest image area fed to the model, in pixels "
+                                                                     "(512 visual tokens on Qwen2.5-VL)")
+
+    @model_validator(mode="after")
+    def _instruction(self) -> QwenVlCaptionerConfig:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) exceeds max_pixels ({self.max_pixels})")
+        if self.preset == "custom" and not self.prompt.strip():
+            raise ValueError("preset: custom needs a prompt")
+        if self.preset != "custom" and self.prompt and self.prompt != PROMPT_PRESETS[self.preset]:
+            raise ValueError(f"prompt is set but preset is {self.preset!r}: set preset: custom to use your prompt")
+        return self
+
+    def instruction(self) -> str:
+        return self.prompt if self.preset == "custom" else PROMPT_PRESETS[self.preset]
+
+
 class CaptionConfig(StrictModel):
-    """Recaptioners run on kept rows only, BLIP-2 first. None is enabled by default."""
+    """Recaptioners run on kept rows only, in this order. None is enabled by default."""
 
     blip2: Blip2CaptionerConfig = Field(
         Blip2CaptionerConfig(), description="BLIP-2: writes caption_blip2 (and caption_blip2_short)")
     llava: LlavaCaptionerConfig = Field(
         LlavaCaptionerConfig(), description="LLaVA: writes caption_llava (and caption_llava_short)")
+    qwen_vl: QwenVlCaptionerConfig = Field(
+        QwenVlCaptionerConfig(), description="Qwen-VL: writes caption_qwen_vl (and caption_qwen_vl_short)")

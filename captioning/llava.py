@@ -33,7 +33,7 @@ class LlavaCaptioner:
     caption_status. An undecodable image, an empty or a repetitive output gets a status and no caption."""
 
     reads = (col.IMAGE,)
-    writes = (col.CAPTION_LLAVA, col.CAPTION_LLAVA_SHORT, col.CAPTION_STATUS)
+    writes = (col.CAPTION_LLAVA, col.CAPTION_LLAVA_SHORT, col.CAPTION_STATUS, *col.CAPTION_TOKENS["llava"])
 
     def __init__(self, config: LlavaCaptionerConfig) -> None:
         self.config = config

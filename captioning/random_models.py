@@ -1,4 +1,4 @@
-"""Randomly initialised BLIP-2 and LLaVA, tiny or at their published sizes, saved where ``load_vlm`` reads.
+"""Randomly initialised BLIP-2, LLaVA and Qwen-VL (2.5 and 3), tiny or at their published sizes, saved where ``load_vlm`` reads.
 
 Tests and the CPU benchmark use the tiny ones (no weights can be downloaded here); the GPU benchmark
 uses the real-size architectures, whose cost does not depend on the weight values. The tokenizer is a
@@ -109,9 +109,88 @@ def build_llava(real_size: bool = False) -> tuple[Any, Any]:
     return LlavaForConditionalGeneration(config).eval(), processor
 
 
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|image_pad|>", "<|video_pad|>", "<unk>"]
+QWEN_TEMPLATE = (  # Qwen-VL's chat format, images as <|vision_start|><|image_pad|><|vision_end|>
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def qwen_tokenizer() -> Any:
+    """A word-level tokenizer with Qwen-VL's special tokens (no <s>; <|im_end|> ends an answer)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(CORPUS + ["user assistant system"], trainers.WordLevelTrainer(special_tokens=QWEN_SPECIALS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>", padding_side="left",
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                              "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"})
+
+
+def _qwen_ids(tokenizer: Any) -> dict[str, int]:
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    return ids
+
+
+def _qwen_text(tokenizer: Any, real_size: bool, mrope: list[int], **extra: Any) -> dict:
+    ids = dict(bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if real_size:  # Qwen/Qwen2.5-VL-7B-Instruct's language model
+        return dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                    num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}, **ids)
+    return dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}, **ids, **extra)
+
+
+def build_qwen2_5_vl(real_size: bool = False) -> tuple[Any, Any]:
+    """(model, processor) of a random Qwen2.5-VL in float32 on CPU (real size: Qwen2.5-VL-7B-Instruct)."""
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
+    tokenizer = qwen_tokenizer()
+    vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                  fullatt_block_indexes=[7, 15, 23, 31], window_size=112) if real_size else \
+        dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
+             fullatt_block_indexes=[1], window_size=56)
+    config = Qwen2_5_VLConfig(vision_config=dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, **vision),
+                              text_config=_qwen_text(tokenizer, real_size, [2, 2, 4]), **_qwen_ids(tokenizer))
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer,
+                                    video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
+    return Qwen2_5_VLForConditionalGeneration(config).eval(), processor
+
+
+def build_qwen3_vl(real_size: bool = False) -> tuple[Any, Any]:
+    """(model, processor) of a tiny random Qwen3-VL (16 px patches, deepstack features) in float32 on CPU."""
+    from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
+                              Qwen3VLProcessor, Qwen3VLVideoProcessor)
+
+    if real_size:
+        raise ValueError("only a tiny Qwen3-VL is built here; the GPU bench sizes Qwen2.5-VL-7B")
+    tokenizer = qwen_tokenizer()
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=16,
+                  spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[1])
+    config = Qwen3VLConfig(vision_config=vision, text_config=_qwen_text(tokenizer, False, [2, 3, 3], head_dim=16),
+                           **_qwen_ids(tokenizer))
+    processor = Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(patch_size=16), tokenizer=tokenizer,
+                                 video_processor=Qwen3VLVideoProcessor(), chat_template=QWEN_TEMPLATE)
+    return Qwen3VLForConditionalGeneration(config).eval(), processor
+
+
+BUILDERS = {"blip2": build_blip2, "llava": build_llava, "qwen2_5_vl": build_qwen2_5_vl, "qwen3_vl": build_qwen3_vl}
+
+
 def save_random(kind: str, out: Path, real_size: bool = False) -> Path:
-    """Build a random ``kind`` ("blip2" or "llava") and save it as a model directory ``load_vlm`` accepts."""
-    model, processor = {"blip2": build_blip2, "llava": build_llava}[kind](real_size)
+    """Build a random ``kind`` (a BUILDERS key) and save it as a model directory ``load_vlm`` accepts."""
+    model, processor = BUILDERS[kind](real_size)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)

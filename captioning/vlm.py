@@ -52,19 +52,63 @@ def decode_images(blobs: np.ndarray) -> list[Image.Image | None]:
     return [decode_rgb(blob) for blob in blobs]
 
 
-def generate_ids(vlm: Vlm, images: list[Image.Image], prompts: list[str], gen: GenerationConfig) -> Any:
-    """Token ids generated after each prompt, shape (batch, new tokens); greedy unless num_beams > 1."""
-    import torch
-
+def model_inputs(vlm: Vlm, images: list[Image.Image], prompts: list[str]) -> Any:
+    """The processor's batch on the model's device, pixel values in the model's dtype; prompts left-padded."""
     inputs = vlm.processor(images=images, text=prompts, padding=True, return_tensors="pt").to(vlm.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(vlm.dtype)
-    tokenizer = vlm.processor.tokenizer
+    return inputs
+
+
+def generate_from(vlm: Vlm, inputs: Any, gen: GenerationConfig) -> Any:
+    """Token ids generated after each prompt of ``inputs``, shape (batch, new tokens)."""
+    import torch
+
     with torch.inference_mode():
         out = vlm.model.generate(**inputs, max_new_tokens=gen.max_new_tokens, min_new_tokens=gen.min_new_tokens,
-                                 num_beams=gen.num_beams, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+                                 num_beams=gen.num_beams, do_sample=False,
+                                 pad_token_id=vlm.processor.tokenizer.pad_token_id)
     return out[:, inputs["input_ids"].shape[1]:]
 
 
-def generate_texts(vlm: Vlm, images: list[Image.Image], prompts: list[str], gen: GenerationConfig) -> list[str]:
-    ids = generate_ids(vlm, images, prompts, gen)
-    return vlm.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+def generate_ids(vlm: Vlm, images: list[Image.Image], prompts: list[str], gen: GenerationConfig) -> Any:
+    """Token ids generated after each prompt, shape (batch, new tokens); greedy unless num_beams > 1."""
+    return generate_from(vlm, model_inputs(vlm, images, prompts), gen)
+
+
+@dataclass
+class Generated:
+    """One batch's answers with what a caption record keeps of each: token counts and whether it was cut."""
+
+    texts: list[str]
+    prompt_tokens: list[int]  # the prompt as the model saw it, image tokens included
+    output_tokens: list[int]  # up to and including the end-of-text token
+    truncated: list[bool]  # stopped at max_new_tokens without an end-of-text token
+
+
+def end_token_ids(vlm: Vlm) -> set[int]:
+    """Every id that ends generation: the tokenizer's and the checkpoint's generation config's."""
+    ids = {vlm.processor.tokenizer.eos_token_id}
+    configured = getattr(vlm.model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return {i for i in ids if i is not None}
+
+
+def output_lengths(ids: Any, ends: set[int]) -> tuple[list[int], list[bool]]:
+    """(tokens up to and including the first end token, no end token) per row of generated ``ids``; a row
+    that ended before the batch's longest is padded after its end token, so only rows with none were cut."""
+    lengths, cut = [], []
+    for row in ids.tolist():
+        stop = next((i for i, t in enumerate(row) if t in ends), None)
+        lengths.append(len(row) if stop is None else stop + 1)
+        cut.append(stop is None)
+    return lengths, cut
+
+
+def generate(vlm: Vlm, images: list[Image.Image], prompts: list[str], gen: GenerationConfig) -> Generated:
+    """Generate for a batch; the texts are decoded without special tokens."""
+    inputs = model_inputs(vlm, images, prompts)
+    prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+    ids = generate_from(vlm, inputs, gen)
+    tokenizer = vlm.processor.tokenizer
+    lengths, cut = output_lengths(ids, end_token_ids(vlm))
+    return Generated(tokenizer.batch_decode(ids, skip_special_tokens=True), prompt_tokens, lengths, cut)

@@ -51,7 +51,7 @@ def resolve_weights(config: CaptionerConfig) -> Path:
 
 def enabled_captioners(config: CaptionConfig) -> dict[str, CaptionerConfig]:
     """Enabled captioner configs by stage name, in run order."""
-    candidates = {"blip2": config.blip2, "llava": config.llava}
+    candidates = {"blip2": config.blip2, "llava": config.llava, "qwen_vl": config.qwen_vl}
     return {name: c for name, c in candidates.items() if c.enabled}
 
 

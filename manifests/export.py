@@ -33,8 +33,8 @@ SIZES = "sizes.json"
 
 class ExportConfig(StrictModel):
     shard_size: int = Field(10_000, ge=1, description="samples per training shard")
-    caption_source: Literal["caption", "caption_blip2", "caption_llava", "caption_blip2_short",
-                            "caption_llava_short"] = Field(
+    caption_source: Literal["caption", "caption_blip2", "caption_llava", "caption_qwen_vl", "caption_blip2_short",
+                            "caption_llava_short", "caption_qwen_vl_short"] = Field(
         "caption", description="the column written to {key}.txt; a row without it falls back to the original "
                                "(the original and every recaption are in {key}.json either way)"
     )

@@ -105,7 +105,13 @@ CAPTION_BLIP2 = "caption_blip2"
 CAPTION_LLAVA = "caption_llava"
 CAPTION_BLIP2_SHORT = "caption_blip2_short"  # optional second, short recaption
 CAPTION_LLAVA_SHORT = "caption_llava_short"
+CAPTION_QWEN_VL = "caption_qwen_vl"
+CAPTION_QWEN_VL_SHORT = "caption_qwen_vl_short"
 CAPTION_STATUS = "caption_status"
+# Per captioner, the record of its (long) caption: the prompt's tokens as the model saw them (image tokens
+# included) and the tokens it generated; model, revision and prompt preset are the run's, in run.json.
+CAPTION_TOKENS = {name: (f"caption_{name}_prompt_tokens", f"caption_{name}_output_tokens")
+                  for name in ("blip2", "llava", "qwen_vl")}
 
 # Carried from an img2dataset-style input: its EXIF as img2dataset writes it (a JSON object string).
 EXIF = "exif"
@@ -327,8 +333,10 @@ CAPTION_FIELDS = [
     pa.field(CAPTION_LLAVA, pa.string()),
     pa.field(CAPTION_BLIP2_SHORT, pa.string()),
     pa.field(CAPTION_LLAVA_SHORT, pa.string()),
+    pa.field(CAPTION_QWEN_VL, pa.string()),
+    pa.field(CAPTION_QWEN_VL_SHORT, pa.string()),
     pa.field(CAPTION_STATUS, pa.string()),
-]
+] + [pa.field(name, pa.int32()) for pair in CAPTION_TOKENS.values() for name in pair]
 
 EXPORT_FIELDS = [
     pa.field(EXPORT_SHARD, pa.string()),

@@ -56,7 +56,7 @@ def _captioner_weights(caption, all_known: bool) -> list:
     from filters.weights import Weights
 
     rows = []
-    for name in ("blip2", "llava"):
+    for name in type(caption).model_fields:  # every captioner section
         captioner = getattr(caption, name)
         if all_known or captioner.enabled:
             present, where = weights_location(captioner)

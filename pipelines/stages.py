@@ -7,6 +7,7 @@ from typing import Any, Callable, Literal
 
 from captioning.blip2 import Blip2Captioner
 from captioning.llava import LlavaCaptioner
+from captioning.qwen_vl import QwenVlCaptioner
 from dedup.minhash import CaptionMinHasher
 from dedup.pdq import PdqHasher
 from dedup.phash import PerceptualHasher
@@ -86,6 +87,8 @@ STAGES = (
     Stage("pdq", "score", lambda c: c.dedup.pdq, _detector_on("pdq"), lambda s: PdqHasher),
     Stage("blip2", "caption", lambda c: c.caption.blip2, lambda c: c.caption.blip2.enabled, lambda s: Blip2Captioner),
     Stage("llava", "caption", lambda c: c.caption.llava, lambda c: c.caption.llava.enabled, lambda s: LlavaCaptioner),
+    Stage("qwen_vl", "caption", lambda c: c.caption.qwen_vl, lambda c: c.caption.qwen_vl.enabled,
+          lambda s: QwenVlCaptioner),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 

@@ -1,4 +1,4 @@
-"""Tiny random BLIP-2 and LLaVA saved once per session, and encoded photos from scikit-image."""
+"""Tiny random BLIP-2, LLaVA and Qwen-VL (2.5 and 3) saved once per session, and encoded photos from scikit-image."""
 
 from __future__ import annotations
 
@@ -34,3 +34,13 @@ def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_random("llava", tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_5_vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_random("qwen2_5_vl", tmp_path_factory.mktemp("tiny-qwen2_5_vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_random("qwen3_vl", tmp_path_factory.mktemp("tiny-qwen3_vl"))

@@ -67,3 +67,27 @@ def test_fill_prompt_quotes_the_original_caption_cut_to_length() -> None:
     assert fill_prompt("no placeholder", "x", 5) == "no placeholder"
     assert fill_prompt("Alt-text: {caption}. Describe it.", " a  long\ncaption ", 6) == "Alt-text: a long. Describe it."
     assert fill_prompt("Alt-text: {caption}.", None, 10) == "Alt-text: ."
+
+
+@pytest.mark.parametrize("raw", ["I'm sorry, but I can't help with identifying people in images.",
+                                 "I cannot describe this image.", "As an AI, I am not able to see images.",
+                                 "Sorry, I can't assist with that.", "Unfortunately, I am unable to view it."])
+def test_refusals_get_a_status_and_no_caption(raw: str) -> None:
+    assert clean_caption(raw, "Describe this image in one detailed sentence.") == (None, CaptionStatus.REFUSED)
+
+
+def test_an_answer_that_only_restates_the_prompt_is_empty() -> None:
+    prompt = "Describe this image in one detailed sentence."
+    assert clean_caption("this image, in one detailed sentence", prompt) == (None, CaptionStatus.EMPTY)
+    assert clean_caption("a sign that reads I'm sorry on a shop window", prompt)[1] == CaptionStatus.OK
+
+
+def test_a_caption_cut_at_the_token_limit_is_kept_and_flagged() -> None:
+    assert clean_caption("a red bicycle leaning against a", PROMPT, truncated=True) == \
+        ("a red bicycle leaning against a", CaptionStatus.TRUNCATED)
+    assert clean_caption("dog dog dog dog dog", PROMPT, truncated=True) == (None, CaptionStatus.DEGENERATE)
+
+
+def test_the_prompt_echo_is_stripped_on_a_word_boundary_only() -> None:
+    assert strip_echo("ASSISTANT said hello", "a") == "ASSISTANT said hello"
+    assert strip_echo("a photo of a dog", "a photo of") == "a dog"

@@ -84,6 +84,6 @@ def test_stage_names_are_exactly_the_stages_a_full_config_builds():
                                                           "watermark")},
         "dedup": {"exact": {"enabled": True}, "phash": {"enabled": True}, "minhash": {"enabled": True},
                   "sscd": {"enabled": True, "random_init": True}, "pdq": {"enabled": True}},
-        "caption": {"blip2": {"enabled": True}, "llava": {"enabled": True}}})
+        "caption": {"blip2": {"enabled": True}, "llava": {"enabled": True}, "qwen_vl": {"enabled": True}}})
     built = [spec.name for spec in score_stages(everything) + caption_stages(everything)]
     assert sorted(built) == sorted(STAGE_NAMES) and len(set(built)) == len(built)
