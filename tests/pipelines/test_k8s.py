@@ -1,5 +1,8 @@
 """k8s/: every manifest, base and rendered overlays, against the KubeRay CRD schemas, and consistent with the config.
 
+The trees are rendered by the real kustomize (``kubectl kustomize``): its strategic merge knows no merge keys
+for a custom resource's lists, so an overlay that looks right can drop most of a worker group.
+
 Consistency: one image everywhere, the one the Dockerfile builds; the Ray version the Dockerfile pins;
 the RayJob's config path mounted from the ConfigMap on the head; the run's staging dir on the volume
 every pod shares; and the cluster at its autoscaling bounds can place every pool of the config
@@ -8,16 +11,19 @@ every pod shares; and the cluster at its autoscaling bounds can place every pool
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-from kustomize import load_docs, render
 from manifests.config import StrictModel
 from pipelines.cluster import Pool, check_pools, stage_pools
 from pipelines.config import RunConfig, build_config
@@ -26,7 +32,40 @@ from pipelines.stages import check_resources, score_stages
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 TREES = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
+OVERLAYS = ["dev", "prod"]
 CONFIG_KEY = "thresher.yaml"
+
+
+def _kustomize() -> list[str] | None:
+    """The kubectl that the test extra installs beside this Python, else a kubectl or kustomize on PATH."""
+    pinned = Path(sys.executable).parent / "kubectl"
+    if pinned.is_file():
+        return [str(pinned), "kustomize"]
+    if kubectl := shutil.which("kubectl"):
+        return [kubectl, "kustomize"]
+    if kustomize := shutil.which("kustomize"):
+        return [kustomize, "build"]
+    return None
+
+
+@functools.cache
+def _build(folder: Path) -> str:
+    command = _kustomize()
+    if command is None:
+        pytest.skip("neither kubectl nor kustomize is installed (`make install` puts kubectl in .venv/bin)")
+    done = subprocess.run([*command, str(folder)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{' '.join(command)} {folder} failed:\n{done.stderr}"
+    return done.stdout
+
+
+def load_docs(text: str) -> list[dict]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRD schemas are 13k lines each
+    return [d for d in yaml.load_all(text, Loader=loader) if d]
+
+
+def render(folder: Path) -> list[dict]:
+    """The resources ``kubectl apply -k folder`` would send, freshly parsed (tests may change them)."""
+    return load_docs(_build(folder))
 
 
 def _strict(schema):
@@ -48,7 +87,7 @@ def crd_schemas(shared: Path) -> dict[str, jsonschema.Draft7Validator]:
         pytest.skip(f"{folder} is absent")
     schemas = {}
     for path in folder.glob("*.yaml"):
-        for crd in load_docs(path):
+        for crd in load_docs(path.read_text()):
             for version in crd["spec"]["versions"]:
                 key = f"{crd['spec']['group']}/{version['name']}:{crd['spec']['names']['kind']}"
                 schemas[key] = jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
@@ -169,7 +208,7 @@ def _diff(a, b, path: str = "") -> list[str]:
 RESOURCE_PATH = re.compile(r"/(replicas|minReplicas|maxReplicas|resources(/.*)?|rayStartParams/resources)$")
 
 
-@pytest.mark.parametrize("tree", ["dev", "prod"])
+@pytest.mark.parametrize("tree", OVERLAYS)
 def test_overlays_change_resources_only(tree: str) -> None:
     base, overlay = _by_kind(render(TREES["base"])), _by_kind(render(TREES[tree]))
     changed = _diff(base["RayCluster"], overlay["RayCluster"]) + _diff(base["RayJob"], overlay["RayJob"])
@@ -179,6 +218,31 @@ def test_overlays_change_resources_only(tree: str) -> None:
     assert {k for k in base_config.keys() | overlay_config.keys()
             if base_config.get(k) != overlay_config.get(k)} == {"resources"}
     assert isinstance(_config(overlay).resources, StrictModel)
+
+
+def _groups(cluster: dict) -> dict[str, dict]:
+    return {"head": cluster["spec"]["headGroupSpec"]} | {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
+
+
+@pytest.mark.parametrize("tree", OVERLAYS)
+def test_every_group_of_an_overlay_keeps_the_base_pod_but_its_resources(tree: str) -> None:
+    """A patch that replaces a list whole leaves groups that pass the schema and run no Ray: named fields here."""
+    base, overlay = (_groups(_by_kind(render(TREES[t]))["RayCluster"]) for t in ("base", tree))
+    assert list(overlay) == list(base), f"{tree}: groups {list(overlay)}, base has {list(base)}"
+    lost = []
+    for name, group in overlay.items():
+        want_pod, pod = base[name]["template"]["spec"], group["template"]["spec"]
+        assert len(pod["containers"]) == len(want_pod["containers"]), f"{tree}/{name}: containers"
+        for want, got in zip(want_pod["containers"], pod["containers"]):
+            lost += [f"{name}: {want['name']}.{key}" for key in ("name", "image", "env", "envFrom", "volumeMounts",
+                                                                 "ports") if got.get(key) != want.get(key)]
+            assert got["resources"]["limits"], f"{tree}/{name}: container {want['name']} has no limits"
+        lost += [f"{name}: pod {key}" for key in want_pod.keys() - {"containers"} if pod.get(key) != want_pod[key]]
+        want_params, params = base[name]["rayStartParams"], group.get("rayStartParams", {})
+        lost += [f"{name}: rayStartParams.{key}" for key in want_params.keys() | params.keys()
+                 if key not in params or key not in want_params
+                 or (key != "resources" and params[key] != want_params[key])]
+    assert not lost, f"{tree} differs from base beyond resources: {', '.join(sorted(lost))}"
 
 
 def test_an_unknown_field_fails_the_schema_check(crd_schemas) -> None:
