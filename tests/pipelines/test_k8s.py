@@ -1,7 +1,6 @@
 """k8s/: every manifest, base and rendered overlays, against the KubeRay CRD schemas, and consistent with the config.
 
-The trees are rendered by the real kustomize (``kubectl kustomize``): its strategic merge knows no merge keys
-for a custom resource's lists, so an overlay that looks right can drop most of a worker group.
+Rendered by the real kustomize (k8s_render.py): an overlay must keep every group's pod but its resources.
 
 Consistency: one image everywhere, the one the Dockerfile builds; the Ray version the Dockerfile pins;
 the RayJob's config path mounted from the ConfigMap on the head; the run's staging dir on the volume
@@ -11,14 +10,9 @@ every pod shares; and the cluster at its autoscaling bounds can place every pool
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
 import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -26,49 +20,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from k8s_render import OVERLAYS, REPO, TREES, by_kind, groups, load_docs, render
 from manifests.config import StrictModel
 from pipelines.cluster import Pool, check_pools, stage_pools
 from pipelines.config import RunConfig, build_config
 from pipelines.stages import check_resources, score_stages
 
-REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "k8s"
-TREES = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
-OVERLAYS = ["dev", "prod"]
 CONFIG_KEY = "thresher.yaml"
 KUBERNETES = "1.30"  # the oldest Kubernetes the built-in kinds are checked against
-
-
-def _kustomize() -> list[str] | None:
-    """The kubectl that the test extra installs beside this Python, else a kubectl or kustomize on PATH."""
-    pinned = Path(sys.executable).parent / "kubectl"
-    if pinned.is_file():
-        return [str(pinned), "kustomize"]
-    if kubectl := shutil.which("kubectl"):
-        return [kubectl, "kustomize"]
-    if kustomize := shutil.which("kustomize"):
-        return [kustomize, "build"]
-    return None
-
-
-@functools.cache
-def _build(folder: Path) -> str:
-    command = _kustomize()
-    if command is None:
-        pytest.skip("neither kubectl nor kustomize is installed (`make install` puts kubectl in .venv/bin)")
-    done = subprocess.run([*command, str(folder)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"{' '.join(command)} {folder} failed:\n{done.stderr}"
-    return done.stdout
-
-
-def load_docs(text: str) -> list[dict]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRD schemas are 13k lines each
-    return [d for d in yaml.load_all(text, Loader=loader) if d]
-
-
-def render(folder: Path) -> list[dict]:
-    """The resources ``kubectl apply -k folder`` would send, freshly parsed (tests may change them)."""
-    return load_docs(_build(folder))
 
 
 def _strict(schema):
@@ -95,14 +54,6 @@ def crd_schemas(shared: Path) -> dict[str, jsonschema.Draft7Validator]:
                 key = f"{crd['spec']['group']}/{version['name']}:{crd['spec']['names']['kind']}"
                 schemas[key] = jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
     return schemas
-
-
-def _by_kind(docs: list[dict]) -> dict[str, dict]:
-    kinds = {}
-    for doc in docs:
-        assert doc["kind"] not in kinds, f"two {doc['kind']} resources"
-        kinds[doc["kind"]] = doc
-    return kinds
 
 
 def _config(docs: dict[str, dict]) -> RunConfig:
@@ -146,7 +97,7 @@ def test_manifests_match_the_kuberay_schemas(tree: str, crd_schemas) -> None:
 
 @pytest.mark.parametrize("tree", TREES)
 def test_config_in_the_configmap_is_valid(tree: str) -> None:
-    config = _config(_by_kind(render(TREES[tree])))
+    config = _config(by_kind(render(TREES[tree])))
     check_resources(config)
 
 
@@ -154,7 +105,7 @@ def test_one_image_the_dockerfile_builds_with_the_pinned_ray() -> None:
     version = re.search(r'^version = "(.+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
     dockerfile = (REPO / "Dockerfile").read_text()
     for tree in TREES.values():
-        docs = _by_kind(render(tree))
+        docs = by_kind(render(tree))
         cluster, job = docs["RayCluster"], docs["RayJob"]
         images = {c["image"] for pod in _pods(cluster) for c in pod["containers"]}
         images |= {c["image"] for c in job["spec"]["submitterPodTemplate"]["spec"]["containers"]}
@@ -165,7 +116,7 @@ def test_one_image_the_dockerfile_builds_with_the_pinned_ray() -> None:
 
 @pytest.mark.parametrize("tree", TREES)
 def test_job_reads_the_mounted_config_and_pods_share_the_run_dir(tree: str) -> None:
-    docs = _by_kind(render(TREES[tree]))
+    docs = by_kind(render(TREES[tree]))
     cluster, job, configmap = docs["RayCluster"], docs["RayJob"], docs["ConfigMap"]
     assert job["spec"]["clusterSelector"]["ray.io/cluster"] == cluster["metadata"]["name"]
     argv = shlex.split(job["spec"]["entrypoint"])
@@ -187,7 +138,7 @@ def test_job_reads_the_mounted_config_and_pods_share_the_run_dir(tree: str) -> N
 
 @pytest.mark.parametrize("tree", TREES)
 def test_cluster_at_its_bounds_fits_every_pool_of_the_config(tree: str) -> None:
-    docs = _by_kind(render(TREES[tree]))
+    docs = by_kind(render(TREES[tree]))
     cluster, config = docs["RayCluster"], _config(docs)
     head = {"CPU": _quantity(cluster["spec"]["headGroupSpec"]["rayStartParams"].get("num-cpus", 1))}
     nodes = [head] + [_pod_resources(g) for g in cluster["spec"]["workerGroupSpecs"]
@@ -217,7 +168,7 @@ RESOURCE_PATH = re.compile(r"/(replicas|minReplicas|maxReplicas|resources(/.*)?|
 
 @pytest.mark.parametrize("tree", OVERLAYS)
 def test_overlays_change_resources_only(tree: str) -> None:
-    base, overlay = _by_kind(render(TREES["base"])), _by_kind(render(TREES[tree]))
+    base, overlay = by_kind(render(TREES["base"])), by_kind(render(TREES[tree]))
     changed = _diff(base["RayCluster"], overlay["RayCluster"]) + _diff(base["RayJob"], overlay["RayJob"])
     assert changed and all(RESOURCE_PATH.search(p) for p in changed), changed
     base_config = yaml.safe_load(base["ConfigMap"]["data"][CONFIG_KEY])
@@ -227,14 +178,10 @@ def test_overlays_change_resources_only(tree: str) -> None:
     assert isinstance(_config(overlay).resources, StrictModel)
 
 
-def _groups(cluster: dict) -> dict[str, dict]:
-    return {"head": cluster["spec"]["headGroupSpec"]} | {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
-
-
 @pytest.mark.parametrize("tree", OVERLAYS)
 def test_every_group_of_an_overlay_keeps_the_base_pod_but_its_resources(tree: str) -> None:
     """A patch that replaces a list whole leaves groups that pass the schema and run no Ray: named fields here."""
-    base, overlay = (_groups(_by_kind(render(TREES[t]))["RayCluster"]) for t in ("base", tree))
+    base, overlay = (groups(by_kind(render(TREES[t]))["RayCluster"]) for t in ("base", tree))
     assert list(overlay) == list(base), f"{tree}: groups {list(overlay)}, base has {list(base)}"
     lost = []
     for name, group in overlay.items():
@@ -253,7 +200,7 @@ def test_every_group_of_an_overlay_keeps_the_base_pod_but_its_resources(tree: st
 
 
 def test_an_unknown_field_fails_the_schema_check(crd_schemas) -> None:
-    docs = _by_kind(render(TREES["base"]))
+    docs = by_kind(render(TREES["base"]))
     cluster = docs["RayCluster"]
     cluster["spec"]["workerGroupSpecs"][0]["maxReplica"] = 3  # typo of maxReplicas
     with pytest.raises(jsonschema.ValidationError, match="maxReplica"):
@@ -262,109 +209,3 @@ def test_an_unknown_field_fails_the_schema_check(crd_schemas) -> None:
     policy["spec"]["ingress"][0]["form"] = policy["spec"]["ingress"][0].pop("from")  # typo of from
     with pytest.raises(kubernetes_validate.ValidationError, match="form"):
         kubernetes_validate.validate(policy, KUBERNETES, strict=True)
-
-
-AUTH_SECRET_KEY = "auth_token"  # the key KubeRay and the README's `kubectl create secret` line use
-
-
-def _containers(docs: dict[str, dict]) -> dict[str, dict]:
-    """Every container that runs Ray or talks to it: each group's, and the RayJob submitter's."""
-    out = {f"{name}/{c['name']}": c for name, group in _groups(docs["RayCluster"]).items()
-           for c in group["template"]["spec"]["containers"]}
-    out |= {f"job/{c['name']}": c for c in docs["RayJob"]["spec"]["submitterPodTemplate"]["spec"]["containers"]}
-    return out
-
-
-@pytest.mark.parametrize("tree", TREES)
-def test_ray_demands_a_token_from_a_secret_on_every_pod(tree: str) -> None:
-    docs = _by_kind(render(TREES[tree]))
-    auth = docs["RayCluster"]["spec"]["authOptions"]
-    assert auth["mode"] == "token"
-    secret = auth["secretName"]
-    for name, container in _containers(docs).items():
-        env = {e["name"]: e for e in container.get("env", [])}
-        assert env.get("RAY_AUTH_MODE") == {"name": "RAY_AUTH_MODE", "value": "token"}, name
-        token = env.get("RAY_AUTH_TOKEN", {})
-        assert "value" not in token and token.get("valueFrom") == \
-            {"secretKeyRef": {"name": secret, "key": AUTH_SECRET_KEY}}, f"{name}: {token}"
-    assert "Secret" not in docs, "the token Secret is made at deploy time, never committed"
-    deploy = (REPO / "README.md").read_text().split("## Deploy on Kubernetes")[1].split("\n## ")[0]
-    assert f"kubectl create secret generic {secret}" in deploy and f"--from-literal={AUTH_SECRET_KEY}=" in deploy
-
-
-def test_ray_reads_the_token_the_manifests_pass(tmp_path: Path) -> None:
-    """The installed Ray turns token auth on from exactly the variables the manifests set (no cluster needed)."""
-    env = {e["name"]: e.get("value") for e in _containers(_by_kind(render(TREES["base"])))["head/ray-head"]["env"]}
-    probe = ("from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode\n"
-             "print(get_authentication_mode() == AuthenticationMode.TOKEN, "
-             "AuthenticationTokenLoader.instance().get_raw_token())")
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(tmp_path)}
-    for token_env, want in (({"RAY_AUTH_MODE": env["RAY_AUTH_MODE"], "RAY_AUTH_TOKEN": "s3cr3t-from-the-secret"},
-                             "True s3cr3t-from-the-secret"), ({}, "False")):
-        done = subprocess.run([sys.executable, "-c", probe], env=clean | token_env, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.split("\n")[0].startswith(want), (token_env, done.stdout)
-
-
-def _selects(selector: dict, labels: dict[str, str]) -> bool:
-    """A Kubernetes label selector (matchLabels and matchExpressions) against one object's labels."""
-    ops = {"In": lambda k, vs: labels.get(k) in vs, "NotIn": lambda k, vs: labels.get(k) not in vs,
-           "Exists": lambda k, vs: k in labels, "DoesNotExist": lambda k, vs: k not in labels}
-    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()) and \
-        all(ops[e["operator"]](e["key"], e.get("values", [])) for e in selector.get("matchExpressions", []))
-
-
-def _admits(policy: dict, pod: dict[str, str], port: int, namespace: dict[str, str] | None = None) -> bool:
-    """Whether ``policy`` lets a pod with labels ``pod`` (in the policy's namespace when ``namespace`` is None)
-    open ``port``. A rule without ``from`` admits everyone; an ipBlock peer is taken to admit anyone."""
-    for rule in policy["spec"].get("ingress", []):
-        ports = [p["port"] for p in rule.get("ports", [])]
-        if ports and port not in ports:
-            continue
-        if "from" not in rule:
-            return True
-        for peer in rule["from"]:
-            if "ipBlock" in peer:
-                return True
-            ns_ok = _selects(peer["namespaceSelector"], namespace or {}) if "namespaceSelector" in peer \
-                else namespace is None
-            if ns_ok and _selects(peer.get("podSelector", {}), pod):
-                return True
-    return False
-
-
-def _ray_pod_labels(cluster: dict) -> dict[str, dict[str, str]]:
-    """The labels of each group's pods: the template's plus those KubeRay sets and lets no template override
-    (ray-operator/controllers/ray/common/pod.go, labelPod)."""
-    out = {}
-    for name, group in _groups(cluster).items():
-        kuberay = {"ray.io/cluster": cluster["metadata"]["name"], "ray.io/group": group.get("groupName", "headgroup"),
-                   "ray.io/node-type": "head" if name == "head" else "worker"}
-        out[name] = group["template"].get("metadata", {}).get("labels", {}) | kuberay
-    return out
-
-
-RAY_PORTS = [6379, 8265, 10001, 8080, 52365, 10002, 19999, 40123]  # fixed ones, the worker range, a picked one
-
-
-@pytest.mark.parametrize("tree", TREES)
-def test_network_policy_admits_the_ray_pods_and_keeps_others_to_the_dashboard(tree: str) -> None:
-    docs = _by_kind(render(TREES[tree]))
-    policy, ray_pods = docs["NetworkPolicy"], _ray_pod_labels(docs["RayCluster"])
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
-    for name, labels in ray_pods.items():
-        assert _selects(policy["spec"]["podSelector"], labels), f"the policy does not cover the {name} pods"
-        for port in RAY_PORTS:
-            assert all(_admits(policy, other, port) for other in ray_pods.values()), f"{name} pods: port {port}"
-    submitter = docs["RayJob"]["spec"]["submitterPodTemplate"]["metadata"]["labels"]
-    operator = {"app.kubernetes.io/name": "kuberay-operator", "app.kubernetes.io/component": "kuberay-operator"}
-    elsewhere = {"kubernetes.io/metadata.name": "ray-system"}
-    assert _admits(policy, submitter, 8265) and _admits(policy, operator, 8265, elsewhere)
-    strangers = [({}, None), ({"app.kubernetes.io/name": "thresher"}, None), ({"app": "web"}, elsewhere),
-                 (ray_pods["head"], elsewhere)]  # the last: another namespace's Ray cluster of the same name
-    for port in RAY_PORTS:
-        if port != 8265:
-            assert not _admits(policy, submitter, port) and not _admits(policy, operator, port, elsewhere), port
-        for labels, namespace in strangers:
-            assert not _admits(policy, labels, port, namespace), (labels, namespace, port)
