@@ -1,5 +1,7 @@
 """k8s/: every manifest, base and rendered overlays, against the KubeRay CRD schemas, and consistent with the config.
 
+Rendered by the real kustomize (k8s_render.py): an overlay must keep every group's pod but its resources.
+
 Consistency: one image everywhere, the one the Dockerfile builds; the Ray version the Dockerfile pins;
 the RayJob's config path mounted from the ConfigMap on the head; the run's staging dir on the volume
 every pod shares; and the cluster at its autoscaling bounds can place every pool of the config
@@ -14,19 +16,18 @@ import shlex
 from pathlib import Path
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
-from kustomize import load_docs, render
+from k8s_render import OVERLAYS, REPO, TREES, by_kind, groups, load_docs, render
 from manifests.config import StrictModel
 from pipelines.cluster import Pool, check_pools, stage_pools
 from pipelines.config import RunConfig, build_config
 from pipelines.stages import check_resources, score_stages
 
-REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "k8s"
-TREES = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
 CONFIG_KEY = "thresher.yaml"
+KUBERNETES = "1.30"  # the oldest Kubernetes the built-in kinds are checked against
 
 
 def _strict(schema):
@@ -48,19 +49,11 @@ def crd_schemas(shared: Path) -> dict[str, jsonschema.Draft7Validator]:
         pytest.skip(f"{folder} is absent")
     schemas = {}
     for path in folder.glob("*.yaml"):
-        for crd in load_docs(path):
+        for crd in load_docs(path.read_text()):
             for version in crd["spec"]["versions"]:
                 key = f"{crd['spec']['group']}/{version['name']}:{crd['spec']['names']['kind']}"
                 schemas[key] = jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
     return schemas
-
-
-def _by_kind(docs: list[dict]) -> dict[str, dict]:
-    kinds = {}
-    for doc in docs:
-        assert doc["kind"] not in kinds, f"two {doc['kind']} resources"
-        kinds[doc["kind"]] = doc
-    return kinds
 
 
 def _config(docs: dict[str, dict]) -> RunConfig:
@@ -90,17 +83,21 @@ def _pods(cluster: dict) -> list[dict]:
 
 @pytest.mark.parametrize("tree", TREES)
 def test_manifests_match_the_kuberay_schemas(tree: str, crd_schemas) -> None:
+    """The custom resources against KubeRay's CRDs, the built-in kinds against Kubernetes' own schemas (strict)."""
     docs = render(TREES[tree])
-    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "PersistentVolumeClaim", "RayCluster", "RayJob"]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "NetworkPolicy", "PersistentVolumeClaim",
+                                               "RayCluster", "RayJob"]
     for doc in docs:
         if doc["apiVersion"].startswith("ray.io/"):
             crd_schemas[f"{doc['apiVersion']}:{doc['kind']}"].validate(doc)
+        else:
+            kubernetes_validate.validate(doc, KUBERNETES, strict=True)
         assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "thresher"
 
 
 @pytest.mark.parametrize("tree", TREES)
 def test_config_in_the_configmap_is_valid(tree: str) -> None:
-    config = _config(_by_kind(render(TREES[tree])))
+    config = _config(by_kind(render(TREES[tree])))
     check_resources(config)
 
 
@@ -108,7 +105,7 @@ def test_one_image_the_dockerfile_builds_with_the_pinned_ray() -> None:
     version = re.search(r'^version = "(.+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
     dockerfile = (REPO / "Dockerfile").read_text()
     for tree in TREES.values():
-        docs = _by_kind(render(tree))
+        docs = by_kind(render(tree))
         cluster, job = docs["RayCluster"], docs["RayJob"]
         images = {c["image"] for pod in _pods(cluster) for c in pod["containers"]}
         images |= {c["image"] for c in job["spec"]["submitterPodTemplate"]["spec"]["containers"]}
@@ -119,7 +116,7 @@ def test_one_image_the_dockerfile_builds_with_the_pinned_ray() -> None:
 
 @pytest.mark.parametrize("tree", TREES)
 def test_job_reads_the_mounted_config_and_pods_share_the_run_dir(tree: str) -> None:
-    docs = _by_kind(render(TREES[tree]))
+    docs = by_kind(render(TREES[tree]))
     cluster, job, configmap = docs["RayCluster"], docs["RayJob"], docs["ConfigMap"]
     assert job["spec"]["clusterSelector"]["ray.io/cluster"] == cluster["metadata"]["name"]
     argv = shlex.split(job["spec"]["entrypoint"])
@@ -141,7 +138,7 @@ def test_job_reads_the_mounted_config_and_pods_share_the_run_dir(tree: str) -> N
 
 @pytest.mark.parametrize("tree", TREES)
 def test_cluster_at_its_bounds_fits_every_pool_of_the_config(tree: str) -> None:
-    docs = _by_kind(render(TREES[tree]))
+    docs = by_kind(render(TREES[tree]))
     cluster, config = docs["RayCluster"], _config(docs)
     head = {"CPU": _quantity(cluster["spec"]["headGroupSpec"]["rayStartParams"].get("num-cpus", 1))}
     nodes = [head] + [_pod_resources(g) for g in cluster["spec"]["workerGroupSpecs"]
@@ -169,9 +166,9 @@ def _diff(a, b, path: str = "") -> list[str]:
 RESOURCE_PATH = re.compile(r"/(replicas|minReplicas|maxReplicas|resources(/.*)?|rayStartParams/resources)$")
 
 
-@pytest.mark.parametrize("tree", ["dev", "prod"])
+@pytest.mark.parametrize("tree", OVERLAYS)
 def test_overlays_change_resources_only(tree: str) -> None:
-    base, overlay = _by_kind(render(TREES["base"])), _by_kind(render(TREES[tree]))
+    base, overlay = by_kind(render(TREES["base"])), by_kind(render(TREES[tree]))
     changed = _diff(base["RayCluster"], overlay["RayCluster"]) + _diff(base["RayJob"], overlay["RayJob"])
     assert changed and all(RESOURCE_PATH.search(p) for p in changed), changed
     base_config = yaml.safe_load(base["ConfigMap"]["data"][CONFIG_KEY])
@@ -181,8 +178,34 @@ def test_overlays_change_resources_only(tree: str) -> None:
     assert isinstance(_config(overlay).resources, StrictModel)
 
 
+@pytest.mark.parametrize("tree", OVERLAYS)
+def test_every_group_of_an_overlay_keeps_the_base_pod_but_its_resources(tree: str) -> None:
+    """A patch that replaces a list whole leaves groups that pass the schema and run no Ray: named fields here."""
+    base, overlay = (groups(by_kind(render(TREES[t]))["RayCluster"]) for t in ("base", tree))
+    assert list(overlay) == list(base), f"{tree}: groups {list(overlay)}, base has {list(base)}"
+    lost = []
+    for name, group in overlay.items():
+        want_pod, pod = base[name]["template"]["spec"], group["template"]["spec"]
+        assert len(pod["containers"]) == len(want_pod["containers"]), f"{tree}/{name}: containers"
+        for want, got in zip(want_pod["containers"], pod["containers"]):
+            lost += [f"{name}: {want['name']}.{key}" for key in ("name", "image", "env", "envFrom", "volumeMounts",
+                                                                 "ports") if got.get(key) != want.get(key)]
+            assert got["resources"]["limits"], f"{tree}/{name}: container {want['name']} has no limits"
+        lost += [f"{name}: pod {key}" for key in want_pod.keys() - {"containers"} if pod.get(key) != want_pod[key]]
+        want_params, params = base[name]["rayStartParams"], group.get("rayStartParams", {})
+        lost += [f"{name}: rayStartParams.{key}" for key in want_params.keys() | params.keys()
+                 if key not in params or key not in want_params
+                 or (key != "resources" and params[key] != want_params[key])]
+    assert not lost, f"{tree} differs from base beyond resources: {', '.join(sorted(lost))}"
+
+
 def test_an_unknown_field_fails_the_schema_check(crd_schemas) -> None:
-    cluster = _by_kind(render(TREES["base"]))["RayCluster"]
+    docs = by_kind(render(TREES["base"]))
+    cluster = docs["RayCluster"]
     cluster["spec"]["workerGroupSpecs"][0]["maxReplica"] = 3  # typo of maxReplicas
     with pytest.raises(jsonschema.ValidationError, match="maxReplica"):
         crd_schemas["ray.io/v1:RayCluster"].validate(cluster)
+    policy = docs["NetworkPolicy"]
+    policy["spec"]["ingress"][0]["form"] = policy["spec"]["ingress"][0].pop("from")  # typo of from
+    with pytest.raises(kubernetes_validate.ValidationError, match="form"):
+        kubernetes_validate.validate(policy, KUBERNETES, strict=True)
