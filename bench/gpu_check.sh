@@ -14,6 +14,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import torch, torchvision, open_clip, pydantic; print('torch', torch.__version__, 'torchvision', \
 torchvision.__version__, 'open_clip', open_clip.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/device.txt"
 nproc | sed 's/^/cpus /' | tee -a "$OUT/device.txt"
+if [ "${1:-}" = "captions" ]; then  # issue 27's rows alone, in one short device call: bash bench/gpu_check.sh captions
+  timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/captioning 2>&1 | tee "$OUT/caption_tests.log"
+  timeout 400 python3 bench/captioning.py --device cuda --batch-sizes 1 16 64 --images 64 --max-new-tokens 64 \
+    --out "$OUT/captioning.json" 2>&1 | tee "$OUT/captioning.log"
+  exit 0
+fi
 timeout 130 python3 -m pytest -q -p no:cacheprovider -m gpu tests/filters/test_gpu_decode.py \
   tests/filters/test_clip_scorer.py tests/filters/test_fastpath.py 2>&1 | tee "$OUT/gpu_tests.log"
 timeout 20 python3 bench/shm_feed.py 2>&1 | tee "$OUT/transport.log"
