@@ -10,7 +10,10 @@ from pipelines import console
 from pipelines.config import ConfigError, load_config
 from pipelines.configdoc import add_config_command, config_command
 from pipelines.run import PHASE_NAMES
+from pipelines.runlock import RunLocked
 from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
+
+LOCKED_EXIT = 75  # EX_TEMPFAIL: another driver holds the run directory; try again when it ends
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, InputError) as exc:
         print(f"thresher: {exc}", file=sys.stderr)
         return 2
+    except RunLocked as exc:
+        print(f"thresher: {exc}", file=sys.stderr)
+        return LOCKED_EXIT
     except (FileExistsError, ValueError) as exc:
         if not is_tool(args):
             raise

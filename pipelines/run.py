@@ -27,7 +27,7 @@ from filters.weights import FilterSetupError, check_filters
 from manifests import storage
 from manifests.io import update_run_json, write_json
 from manifests.layout import RunLayout
-from pipelines import console, cpufit, cluster, report
+from pipelines import console, cpufit, cluster, report, runlock
 from pipelines.cluster import Pool, decode_pool, dedup_pools, stage_pools
 from pipelines.config import ConfigError, ResourcesConfig, RunConfig, dump_config
 
@@ -129,6 +129,7 @@ def prepare(config: RunConfig, retry_failed: bool = False) -> Run:
     if storage.is_uri(config.output_dir):
         storage.pull(config.output_dir, layout.root)
     layout.root.mkdir(parents=True, exist_ok=True)
+    runlock.acquire(layout.root)  # before the first write: a second driver on this directory stops here
     layout.config.write_text(dump_config(config))
     update_run_json(layout.run_json, config=config.model_dump(mode="json"), versions=report.versions(),
                     git_revision=report.git_revision())

@@ -42,6 +42,15 @@ def decode_log(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("decode_log")
 
 
+@pytest.fixture(autouse=True)
+def _release_run_locks():
+    """A test's runs hold their directories' locks until the process exits; one pytest process runs many."""
+    yield
+    from pipelines.runlock import release_all
+
+    release_all()
+
+
 @pytest.fixture(scope="session")
 def ray_session(decode_log):
     """One single-node Ray for the whole test session, bound to 127.0.0.1 only."""
