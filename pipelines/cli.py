@@ -10,6 +10,7 @@ from pipelines import console
 from pipelines.config import ConfigError, load_config
 from pipelines.configdoc import add_config_command, config_command
 from pipelines.run import PHASE_NAMES
+from pipelines.preempt import Preempted, stop_on_sigterm
 from pipelines.runlock import RunLocked
 from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
 
@@ -107,10 +108,10 @@ def run_command(args: argparse.Namespace, verbose: bool) -> None:
     console.setup(run.layout.root, verbose)
     init_ray(config.ray, args.address, log_to_driver=verbose)
     if args.command == "run":
-        with console.native_stderr(run.layout.root, verbose):
+        with console.native_stderr(run.layout.root, verbose), stop_on_sigterm():  # after Ray's own handler
             runner.run_all(run, redo=tuple(args.redo))
         return
-    with console.native_stderr(run.layout.root, verbose):
+    with console.native_stderr(run.layout.root, verbose), stop_on_sigterm():
         result = runner.run_phase(run, args.command)
     if args.command == "export":
         print(runner.report.summary_table(runner.finish(run), run.layout.root))
@@ -140,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     except RunLocked as exc:
         print(f"thresher: {exc}", file=sys.stderr)
         return LOCKED_EXIT
+    except Preempted as exc:
+        print(f"thresher: stopped by {exc} before the end; committed units are kept: rerun the same command "
+              f"to resume", file=sys.stderr)
+        return exc.exit_code
     except (FileExistsError, ValueError) as exc:
         if not is_tool(args):
             raise
