@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 from crawl.readers import InputError
 from pipelines import console
 from pipelines.config import ConfigError, load_config
 from pipelines.configdoc import add_config_command, config_command
 from pipelines.run import PHASE_NAMES
+from pipelines import diskspace
+from pipelines.diskspace import DiskFull
 from pipelines.preempt import Preempted, stop_on_sigterm
 from pipelines.runlock import RunLocked
 from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
 
 LOCKED_EXIT = 75  # EX_TEMPFAIL: another driver holds the run directory; try again when it ends
+DISK_FULL_EXIT = 74  # EX_IOERR: the output volume is full; rerun after freeing space
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +103,14 @@ def models_command(action: str, config_path: str | None, overrides: list[str]) -
     return 0 if all(w.present for w in listed) else 1
 
 
+@contextmanager
+def guarded(layout: RunLayout, verbose: bool) -> Iterator[None]:
+    """The work of a started run: Ray's native stderr to the log, SIGTERM as Preempted (entered after
+    ``ray.init``, whose handler it replaces), a full volume as DiskFull."""
+    with console.native_stderr(layout.root, verbose), stop_on_sigterm(), diskspace.reported(layout):
+        yield
+
+
 def run_command(args: argparse.Namespace, verbose: bool) -> None:
     """``thresher run`` or one phase: prepare the run once, route the logs, start or join Ray, then work."""
     from pipelines import run as runner
@@ -108,10 +121,10 @@ def run_command(args: argparse.Namespace, verbose: bool) -> None:
     console.setup(run.layout.root, verbose)
     init_ray(config.ray, args.address, log_to_driver=verbose)
     if args.command == "run":
-        with console.native_stderr(run.layout.root, verbose), stop_on_sigterm():  # after Ray's own handler
+        with guarded(run.layout, verbose):
             runner.run_all(run, redo=tuple(args.redo))
         return
-    with console.native_stderr(run.layout.root, verbose), stop_on_sigterm():
+    with guarded(run.layout, verbose):
         result = runner.run_phase(run, args.command)
     if args.command == "export":
         print(runner.report.summary_table(runner.finish(run), run.layout.root))
@@ -141,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunLocked as exc:
         print(f"thresher: {exc}", file=sys.stderr)
         return LOCKED_EXIT
+    except DiskFull as exc:
+        print(f"thresher: {exc}", file=sys.stderr)
+        return DISK_FULL_EXIT
     except Preempted as exc:
         print(f"thresher: stopped by {exc} before the end; committed units are kept: rerun the same command "
               f"to resume", file=sys.stderr)
