@@ -74,7 +74,8 @@ def _is_loopback(ip: str) -> bool:
 def test_a_local_run_listens_on_loopback_only_from_a_clean_shell(tmp_path, origin):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "run"),
-                                      "input": {"path": str(origin), "rows_per_shard": 4}, "ray": {"num_cpus": 2}}))
+                                      "input": {"path": str(origin), "rows_per_shard": 4}, "ray": {"num_cpus": 2},
+                                      "crawl": {"allow_private_addresses": True}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # as a user's shell would be
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.Popen([sys.executable, "-m", "pipelines", "run", str(config)], env=env,

@@ -58,7 +58,7 @@ def config(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({
         "output_dir": str(tmp_path / "run"), "ray": {"num_cpus": 2},
-        "input": {"path": str(urls), "rows_per_shard": 4},
+        "input": {"path": str(urls), "rows_per_shard": 4}, "crawl": {"allow_private_addresses": True},
         "resources": {"ingest": {"concurrency": 1, "num_cpus": 1}}}))
     yield path
     server.shutdown()
