@@ -2,16 +2,18 @@
 
 The architecture is SSCD's ``Model("CV_RESNET50", 512, 3.0)``: ClassyVision's ResNet-50 trunk, GeM
 pooling (p=3), a 2048->512 linear layer and L2 normalisation. Module names follow ClassyVision's
-(``backbone.initial_block._module``, ``backbone.blocks.S.B._module.convolutional_block``,
-``embeddings.1``) so the official weights load as a plain state dict; the official TorchScript file
-loads as is. Nothing here imports torch at module import: the stage loads it inside its actor.
+(``backbone.initial_block._module``, ``backbone.blocks.S.blockS-B.convolutional_block``, ``embeddings.1``;
+tests/dedup/test_sscd.py compares them with ClassyVision's own model) so the official ``.classy.pt``
+weights load as a plain state dict, as SSCD's README loads them; ClassyVision's pre-0.2 block names
+(``blocks.S.B._module``) are renamed as ClassyVision renames them. The official TorchScript file loads as is. Nothing here imports torch at module import: the stage loads it inside its actor.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import zipfile
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ def build_model(config: SscdConfig) -> Any:
     from torch import nn
     from torch.nn import functional as F
 
-    class Named(nn.Module):  # ClassyVision wraps every block as ``_module``
+    class Named(nn.Module):  # ClassyVision's initial block keeps its layers as ``_module``
         def __init__(self, module: nn.Module) -> None:
             super().__init__()
             self._module = module
@@ -77,9 +79,9 @@ def build_model(config: SscdConfig) -> Any:
                 nn.MaxPool2d(3, stride=2, padding=1)))
             outs = [p * 2 ** i * 4 for i in range(4)]
             ins = [p] + outs[:-1]
-            self.blocks = nn.Sequential(*[
-                nn.Sequential(*[Named(Bottleneck(ins[s] if b == 0 else outs[s], outs[s], 2 if s and b == 0 else 1))
-                                for b in range(n)]) for s, n in enumerate(config.layers)])
+            self.blocks = nn.Sequential(*[nn.Sequential(OrderedDict(
+                (f"block{s}-{b}", Bottleneck(ins[s] if b == 0 else outs[s], outs[s], 2 if s and b == 0 else 1))
+                for b in range(n))) for s, n in enumerate(config.layers)])
             self.out_planes = outs[-1]
 
         def forward(self, x):
@@ -106,6 +108,15 @@ def is_torchscript(path: Path) -> bool:
         return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
 
 
+# ClassyVision's ResNeXt before its state version 0.2 (its own _convert_model_state makes the same change)
+OLD_BLOCK = re.compile(r"blocks\.(\d+)\.(\d+)\._module\.")
+
+
+def renamed(key: str) -> str:
+    """A state-dict key in ClassyVision's current block names."""
+    return OLD_BLOCK.sub(lambda m: f"blocks.{m[1]}.block{m[1]}-{m[2]}.", key)
+
+
 def load(config: SscdConfig, device: str = "cpu") -> Any:
     """The model in eval mode: the TorchScript file, a state dict in our (official) layout, or random weights."""
     import torch
@@ -117,7 +128,7 @@ def load(config: SscdConfig, device: str = "cpu") -> Any:
     else:
         state = torch.load(config.checkpoint, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+        state = {renamed(k.removeprefix("module.")): v for k, v in state.items()}
         model = build_model(config)
         model.load_state_dict(state, strict=True)
     return model.to(device).eval()

@@ -28,19 +28,27 @@ def photos() -> list[bytes]:
 
 @pytest.fixture(scope="session")
 def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random("blip2", tmp_path_factory.mktemp("tiny-blip2"))
+    return _seeded("blip2", tmp_path_factory.mktemp("tiny-blip2"))
 
 
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random("llava", tmp_path_factory.mktemp("tiny-llava"))
+    return _seeded("llava", tmp_path_factory.mktemp("tiny-llava"))
+
+
+def _seeded(kind: str, out: Path) -> Path:
+    """The same random weights every session, so what the tiny models write (text, not a loop) is fixed."""
+    import torch
+
+    torch.manual_seed(0)
+    return save_random(kind, out)
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen2_5_vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random("qwen2_5_vl", tmp_path_factory.mktemp("tiny-qwen2_5_vl"))
+    return _seeded("qwen2_5_vl", tmp_path_factory.mktemp("tiny-qwen2_5_vl"))
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen3_vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random("qwen3_vl", tmp_path_factory.mktemp("tiny-qwen3_vl"))
+    return _seeded("qwen3_vl", tmp_path_factory.mktemp("tiny-qwen3_vl"))

@@ -88,6 +88,17 @@ def test_the_stage_writes_one_caption_or_one_status_per_row_and_leaves_the_origi
             assert written is None or written.strip() == written and written
 
 
+def test_every_photo_gets_a_recaption_of_text(backend: tuple, photos: list) -> None:
+    """The tiny models' six tokens on these photos are neither empty nor a loop: a captioner that wrote
+    None (or an empty string) for a decodable photo fails here, not only a status check."""
+    name, config, _, _, stage_cls = backend
+    config = config.model_copy(update={"generation": GenerationConfig(max_new_tokens=6)})
+    out = stage_cls(config)(_batch(photos, ["alt"] * len(photos)))
+    assert out[col.CAPTION_STATUS].tolist() == [CaptionStatus.OK] * len(photos)
+    for caption in out[stage_cls.writes[0]]:
+        assert isinstance(caption, str) and caption.strip() and caption != "alt", (name, caption)
+
+
 def test_a_stage_keeps_the_status_an_earlier_captioner_wrote(tiny_llava: Path, photos: list) -> None:
     batch = _batch(photos[:1], ["alt"])
     batch[col.CAPTION_STATUS] = np.array(["blip2:degenerate"], dtype=object)

@@ -3,8 +3,14 @@ and list files are checked (file and line named) before any work starts."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +18,7 @@ import pdqhash
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from crawl_support import fast_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,6 +35,8 @@ from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.schema import Status
 from pipelines.corpus import jpeg, load_photos
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def edited(data: bytes) -> bytes:
@@ -51,9 +60,7 @@ def photo_paths(served: dict[str, bytes]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def served() -> dict[str, bytes]:
-    photos = sorted(load_photos().items())
-    if len(photos) < 6:
-        pytest.skip("needs six bundled photos")
+    photos = sorted(load_photos().items())  # at least eight, or load_photos raises
     files = {f"/img/{name}.jpg": jpeg(img) for name, (img, _) in photos[:6]}
     files["/img/bomb.png"] = bomb_png()  # listed by digest: must be blocked without a decode
     return files
@@ -118,6 +125,51 @@ def test_blocked_bytes_are_written_nowhere(blocked_run: dict) -> None:
         content = path.read_bytes()
         for needle in needles:
             assert needle[:4096] not in content, path
+
+
+def logged_forms(data: bytes) -> list[bytes]:
+    """Stretches of ``data`` that no other image shares (a JPEG's from its scan data on, past the tables every
+    PIL JPEG repeats), from its start, middle and end, as a log would carry them: raw, as Python's repr, as
+    hex and as base64 (offsets a multiple of 3, so each is a substring of the whole's encoding)."""
+    scan = data.find(b"\xff\xda")
+    first = scan + 16 if scan > 0 else 40
+    forms = []
+    for offset in (first, (first + len(data)) // 2, len(data) - 80):
+        chunk = data[offset // 3 * 3:][:63]
+        forms += [chunk, repr(chunk)[2:-1].encode(), chunk.hex().encode(), base64.b64encode(chunk)]
+    return forms
+
+
+@pytest.mark.slow
+def test_blocked_bytes_are_never_logged(served: dict[str, bytes], blocked_run: dict, tmp_path: Path) -> None:
+    """``thresher ingest`` as a user runs it (its own local Ray, bound to loopback): neither the run's log,
+    RUN/logs/thresher.log, nor any log of that Ray session holds the blocked bytes or what staging makes."""
+    ray_dir = Path(tempfile.mkdtemp(prefix="tr", dir="/tmp"))  # short: Ray's socket paths live under it
+    try:
+        with Site(SiteSpec(images=served)) as site:
+            urls = [site.url(p) for p in sorted(served)]
+            pq.write_table(pa.table({"url": urls, "caption": ["photo"] * len(urls)}), tmp_path / "in.parquet")
+            config = {"output_dir": str(tmp_path / "run"), "input": {"path": str(tmp_path / "in.parquet")},
+                      "crawl": blocked_run["config"].model_dump(mode="json"), "ray": {"num_cpus": 2}}
+            (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+            done = subprocess.run([sys.executable, "-m", "pipelines", "ingest", str(tmp_path / "config.yaml")],
+                                  cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "RAY_TMPDIR": str(ray_dir)},
+                                  capture_output=True, timeout=600)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        rows = pq.read_table(RunLayout.at(tmp_path / "run").staged_rows(0)).column(col.STATUS).to_pylist()
+        assert rows.count(Status.BLOCKED_HASH_MATCH) == len(blocked_run["blocked"])
+        log = tmp_path / "run" / "logs" / "thresher.log"
+        session = [p for p in ray_dir.rglob("*") if p.is_file() and "logs" in p.parts]
+        assert log.is_file() and any(p.name.startswith("worker-") for p in session)  # the logs were written
+        needles = [form for data in blocked_run["blocked"].values() for form in logged_forms(data)]
+        for data in blocked_run["blocked"].values():
+            staged = stage_image(data, blocked_run["config"]).data
+            needles += logged_forms(staged) if staged else []
+        for path in [log, *session]:
+            content = path.read_bytes()
+            assert not any(needle in content for needle in needles), path
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def test_an_unrelated_image_is_not_a_pdq_match(served: dict[str, bytes]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -16,59 +17,75 @@ from manifests import schema as col
 TINY = dict(enabled=True, random_init=True, layers=(1, 1, 1, 1), init_planes=8, dims=16, image_size=64)
 
 
-def official_layout() -> dict[str, tuple[int, ...]]:
-    """Key -> shape of SSCD's Model("CV_RESNET50", 512, 3.0), written out from ClassyVision's ResNeXt."""
-    shapes: dict[str, tuple[int, ...]] = {}
+def reference_model() -> torch.nn.Module:
+    """SSCD's ``Model("CV_RESNET50", 512, 3.0)`` (sscd/models/model.py) built from the reference library:
+    ClassyVision's ResNet-50 as ``backbone``, ``embeddings`` = [GeM(p=3), Linear(2048, 512), L2 norm].
+    Only the trunk carries the layout question; the head is parameter-free but for its linear layer."""
+    from classy_vision.models import build_model as classy_build  # a test dependency (pyproject: test)
+    from torch import nn
 
-    def bn(prefix: str, c: int) -> None:
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{prefix}.{name}"] = (c,)
-        shapes[f"{prefix}.num_batches_tracked"] = ()
+    class GeM(nn.Module):
+        def forward(self, x):
+            return x.clamp(min=1e-6).pow(3.0).mean(dim=(2, 3)).pow(1 / 3.0)
 
-    shapes["backbone.initial_block._module.0.weight"] = (64, 3, 7, 7)
-    bn("backbone.initial_block._module.1", 64)
-    cin = 64
-    for stage, blocks in enumerate((3, 4, 6, 3)):
-        cout, mid = 256 * 2 ** stage, 64 * 2 ** stage
-        for block in range(blocks):
-            p = f"backbone.blocks.{stage}.{block}._module"
-            shapes[f"{p}.convolutional_block.0.weight"] = (mid, cin, 1, 1)
-            bn(f"{p}.convolutional_block.1", mid)
-            shapes[f"{p}.convolutional_block.3.weight"] = (mid, mid, 3, 3)
-            bn(f"{p}.convolutional_block.4", mid)
-            shapes[f"{p}.convolutional_block.6.weight"] = (cout, mid, 1, 1)
-            bn(f"{p}.bn", cout)
-            if block == 0:
-                shapes[f"{p}.downsample.0.weight"] = (cout, cin, 1, 1)
-                bn(f"{p}.downsample.1", cout)
-            cin = cout
-    shapes["embeddings.1.weight"] = (512, 2048)
-    shapes["embeddings.1.bias"] = (512,)
-    return shapes
+    class Normalised(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.normalize(x)
+
+    model = nn.Module()
+    model.backbone = classy_build({"name": "resnet50"}).classy_model
+    model.embeddings = nn.Sequential(GeM(), nn.Linear(2048, 512), Normalised())
+    model.forward = lambda x: model.embeddings(model.backbone(x))
+    return model
 
 
-def test_official_state_dict_layout_loads(tmp_path):
-    layout = official_layout()
+def randomised(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state with every tensor random (He-scaled convolutions, BN statistics near 1), so a
+    weight loaded into the wrong place changes the output."""
     generator = torch.Generator().manual_seed(1)
+    state = {}
+    for key, value in model.state_dict().items():
+        if value.dim() > 1:
+            state[key] = torch.randn(value.shape, generator=generator) * (2.0 / np.prod(value.shape[1:])) ** 0.5
+        elif key.endswith(("running_var", "weight")):
+            state[key] = 0.5 + 0.5 * torch.rand(value.shape, generator=generator)
+        elif value.is_floating_point():
+            state[key] = 0.1 * torch.randn(value.shape, generator=generator)
+        else:
+            state[key] = value
+    model.load_state_dict(state)
+    return state
 
-    def tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
-        if not shape:
-            return torch.tensor(0)
-        if len(shape) > 1:  # He-initialised so 50 random layers neither vanish nor overflow
-            return torch.randn(shape, generator=generator) * (2.0 / np.prod(shape[1:])) ** 0.5
-        if key.endswith(("running_var", "weight")):
-            return 0.5 + 0.5 * torch.rand(shape, generator=generator)
-        return 0.1 * torch.randn(shape, generator=generator)
 
-    state = {k: tensor(k, s) for k, s in layout.items()}
-    path = tmp_path / "sscd_disc_mixup.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+def layout(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def test_the_layout_is_classy_visions_resnet50():
+    ours = build_model(SscdConfig(enabled=True, random_init=True)).state_dict()
+    assert list(layout(ours).items()) == list(layout(reference_model().state_dict()).items())
+
+
+@pytest.mark.parametrize("form", ["state dict", "module-prefixed", "pre-0.2 block names"])
+def test_reference_weights_load_and_embed_as_the_reference(tmp_path, form):
+    """The weights of ClassyVision's model, saved as SSCD's README loads them (a plain state dict), as a
+    DataParallel ``module.`` dict, or in ClassyVision's old block names: our model embeds as it does."""
+    reference = reference_model().eval()
+    state = randomised(reference)
+    if form == "module-prefixed":
+        state = {"state_dict": {f"module.{k}": v for k, v in state.items()}}
+    elif form == "pre-0.2 block names":
+        state = {re.sub(r"blocks\.(\d+)\.block\d+-(\d+)\.", r"blocks.\1.\2._module.", k): v for k, v in state.items()}
+        assert any("._module.convolutional_block" in k for k in state)
+    path = tmp_path / "sscd_disc_mixup.classy.pt"
+    torch.save(state, path)
     model = load(SscdConfig(enabled=True, checkpoint=str(path)))
-    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == layout
-    assert torch.equal(model.state_dict()["embeddings.1.weight"], state["embeddings.1.weight"])
+    x = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
-        out = model(torch.rand(1, 3, 96, 128))
-    assert out.shape == (1, 512) and torch.allclose(out.norm(dim=1), torch.ones(1), atol=1e-5)
+        expected, actual = reference(x), model(x)
+    assert actual.shape == (2, 512)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+    assert (expected[0] - expected[1]).abs().max() > 100 * 1e-5  # two inputs differ far beyond the tolerance
 
 
 def test_torchscript_file_loads_through_the_same_seam(tmp_path):

@@ -80,6 +80,16 @@ def _jpeg(img: Image.Image, side: int = 256) -> bytes:
 
 
 @pytest.fixture(scope="session")
+def staged_photos() -> dict[int, list[Image.Image]]:
+    """Every bundled photo as ingest stages it, a JPEG of long side 128 and 256 px, decoded: what the
+    resize parity figures are measured on."""
+    from pipelines.corpus import load_photos
+
+    photos = [img for img, _ in load_photos().values()]
+    return {side: [Image.open(io.BytesIO(_jpeg(img, side))).convert("RGB") for img in photos] for side in (128, 256)}
+
+
+@pytest.fixture(scope="session")
 def staged() -> dict[str, np.ndarray]:
     """Six demo photos as staged JPEGs (256 px), one PNG and a row that does not decode, as a score batch."""
     from pipelines.corpus import load_photos

@@ -13,6 +13,20 @@ from torch import nn
 from filters import fastpath
 from filters.clip import ClipScorer, cut_text, length_groups, load, score
 from manifests import schema as col
+from parity import assert_same_embeddings
+
+# README: fp8 moves scores by about 1e-2 (the tiny CLIP on the bundled photos: 1.6e-2 on average, 2.7e-2 at
+# most, on the CPU's arithmetic that the e4m3 kernels are tested equal to); its embeddings stay within
+# 4e-4 of fp32 in cosine, 1e-2 per component, where a wrong crop moves them by 1.5e-2 and 6e-2.
+FP8_COSINE, FP8_ERROR = 0.999, 0.02
+
+
+def assert_fp8_figures(fp8: dict, fp32: dict) -> None:
+    """fp8's scores moved by about 1e-2 (within a factor of 3 on average), its embeddings near fp32's."""
+    shift = np.abs(fp8[col.CLIP_SCORE] - fp32[col.CLIP_SCORE])
+    assert 3e-3 < shift.mean() < 3e-2 and shift.max() < 5e-2, (shift.mean(), shift.max())
+    emb = [x[col.CLIP_EMBEDDING].astype(np.float32) for x in (fp8, fp32)]
+    assert_same_embeddings(*emb, min_cosine=FP8_COSINE, max_error=FP8_ERROR)
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +126,7 @@ def test_fp8_scores_stay_near_fp32(cpu_clip, photos, make_batch):
     fp32 = ClipScorer(cpu_clip)(dict(batch))
     fp8 = ClipScorer(cpu_clip.model_copy(update={"precision": "fp8"}))
     assert any(isinstance(m, fastpath.Float8Linear) for m in fp8.model.network.modules())
-    out = fp8(dict(batch))
-    np.testing.assert_allclose(out[col.CLIP_SCORE], fp32[col.CLIP_SCORE], atol=0.05)
-    a, b = (x[col.CLIP_EMBEDDING].astype(np.float32) for x in (out, fp32))
-    assert (a * b).sum(axis=1).min() > 0.99
+    assert_fp8_figures(fp8(dict(batch)), fp32)
 
 
 def test_compiled_forward_equals_eager(cpu_clip):
@@ -128,14 +139,20 @@ def test_compiled_forward_equals_eager(cpu_clip):
 
 
 @pytest.mark.gpu
-def test_gpu_fp8_and_compiled_bf16_match_fp32(tiny_clip, photos, make_batch):
+@pytest.mark.parametrize("update", [{"precision": "fp8"}, {"precision": "bf16", "compile": True}])
+def test_gpu_fp8_and_compiled_bf16_match_fp32(cpu_clip, photos, make_batch, update):
+    """On the GPU, against fp32 on the CPU: fp8 moves scores by the README's 1e-2 and
+    keeps the embeddings' cosine; compiled bf16 moves neither more than bf16 rounding (3e-3 on the CPU)."""
+    if update["precision"] == "fp8" and not fastpath.float8_supported(torch.device("cuda")):
+        pytest.skip("e4m3 matmuls scaled by row need compute capability 9.0+")
     batch = make_batch(list(photos.values()))
-    fp32 = ClipScorer(tiny_clip.model_copy(update={"device": "cpu"}))(dict(batch))
-    for update in ({"precision": "fp8"}, {"precision": "bf16", "compile": True}):
-        if update["precision"] == "fp8" and not fastpath.float8_supported(torch.device("cuda")):
-            continue
-        out = ClipScorer(tiny_clip.model_copy(update={"device": "cuda", **update}))(dict(batch))
-        np.testing.assert_allclose(out[col.CLIP_SCORE], fp32[col.CLIP_SCORE], atol=0.05, err_msg=str(update))
+    fp32 = ClipScorer(cpu_clip)(dict(batch))
+    out = ClipScorer(cpu_clip.model_copy(update={"device": "cuda", **update}))(dict(batch))
+    if update["precision"] == "fp8":
+        assert_fp8_figures(out, fp32)
+    else:
+        np.testing.assert_allclose(out[col.CLIP_SCORE], fp32[col.CLIP_SCORE], atol=1e-2)
+        assert_same_embeddings(out[col.CLIP_EMBEDDING].astype(np.float32), fp32[col.CLIP_EMBEDDING].astype(np.float32))
 
 
 @pytest.mark.gpu

@@ -20,7 +20,8 @@ from filters.watermark import WatermarkScorer, load_watermark, preprocess, water
 from manifests import schema as col
 from manifests.schema import Reason
 
-# LAION's head (example_use.py): Linear(1536, 625), ReLU, Dropout, Linear(625, 256), ReLU, Linear(256, 2).
+# LAION's head (example_use.py): Linear(1536, 625), ReLU, Dropout, Linear(625, 256), ReLU, Linear(256, 2);
+# checked against the published file by test_real_file_has_our_layout where ../shared has it.
 HEAD_SHAPES = {"classifier.0.weight": (625, 1536), "classifier.0.bias": (625,), "classifier.3.weight": (256, 625),
                "classifier.3.bias": (256,), "classifier.5.weight": (2, 256), "classifier.5.bias": (2,)}
 
@@ -34,8 +35,8 @@ def state() -> dict[str, torch.Tensor]:
 def test_layout_is_efficientnet_b3_with_laions_head(state):
     import timm
 
-    backbone = {k: tuple(v.shape) for k, v in timm.create_model("efficientnet_b3", num_classes=2).state_dict().items()
-                if not k.startswith("classifier.")}
+    laions = timm.create_model("efficientnet_b3a", num_classes=2)  # the name LAION's example_use.py builds
+    backbone = {k: tuple(v.shape) for k, v in laions.state_dict().items() if not k.startswith("classifier.")}
     ours = {k: tuple(v.shape) for k, v in state.items()}
     assert ours == {**backbone, **HEAD_SHAPES}
     assert ours["conv_head.weight"] == (1536, 384, 1, 1)  # B3's 1536 features feed the head
@@ -53,10 +54,15 @@ def test_published_layout_loads_strictly_through_the_seam(state, tmp_path):
         load_watermark(WatermarkConfig(enabled=True, weights=str(path), device="cpu"))
 
 
-def test_real_file_loads_when_present(checkpoints):
+def test_real_file_has_our_layout(checkpoints, state):
+    """The published file, where ../shared/checkpoints has it: every key and shape ours (the head's too,
+    which HEAD_SHAPES writes out from LAION's example), and it loads strictly through the seam."""
     path = checkpoints / models.WATERMARK_FILE[0]
     if not path.is_file():
         pytest.skip(f"{path} is absent")
+    real = {k: tuple(v.shape) for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
+    assert real == {k: tuple(v.shape) for k, v in state.items()}
+    assert {k: v for k, v in real.items() if k.startswith("classifier.")} == HEAD_SHAPES
     load_watermark(WatermarkConfig(enabled=True, weights=str(path), device="cpu"))
 
 

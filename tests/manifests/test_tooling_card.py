@@ -76,10 +76,7 @@ def test_markdown_follows_the_template(carded: dict) -> None:
 
 def test_blocked_bytes_are_nowhere_in_the_run(real_run: Path, carded: dict) -> None:
     """Neither the listed file nor what staging would have made of it is in any file the run wrote."""
-    served = (real_run.parent / "blocked.jpg")
-    if not served.exists():
-        pytest.skip("fixture did not keep the blocked bytes")
-    data = served.read_bytes()
+    data = (real_run.parent / "blocked.jpg").read_bytes()  # kept by the fixture (tooling_support.compliance_rows)
     staged = stage_image(data, CrawlConfig(image_size=256, resize_mode="border")).data
     for path in (p for p in real_run.rglob("*") if p.is_file()):
         content = path.read_bytes()
