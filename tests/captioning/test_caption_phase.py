@@ -60,7 +60,8 @@ def test_caption_phase_recaptions_kept_rows_only_on_actor_pools(ray_session, tmp
     kept = [f"{i:09d}" for i, k in enumerate(KEEP) if k]
     assert sorted(captions[col.SAMPLE_ID].to_list()) == kept
     assert {col.CAPTION_BLIP2, col.CAPTION_LLAVA, col.CAPTION_STATUS} <= set(captions.columns)
-    assert captions[col.CAPTION_STATUS].to_list() == ["ok"] * len(kept)  # six tokens of the tiny models: text
+    for status in captions[col.CAPTION_STATUS].to_list():  # six tokens of the tiny models: text, maybe cut there
+        assert status == "ok" or all(p.endswith(":truncated") for p in status.split(";")), status
     for column in (col.CAPTION_BLIP2, col.CAPTION_LLAVA):
         assert all(isinstance(c, str) and c.strip() for c in captions[column].to_list()), column
     stages = read_json(layout.run_json)["phases"]["caption"]["stages"]

@@ -94,7 +94,8 @@ def test_every_photo_gets_a_recaption_of_text(backend: tuple, photos: list) -> N
     name, config, _, _, stage_cls = backend
     config = config.model_copy(update={"generation": GenerationConfig(max_new_tokens=6)})
     out = stage_cls(config)(_batch(photos, ["alt"] * len(photos)))
-    assert out[col.CAPTION_STATUS].tolist() == [CaptionStatus.OK] * len(photos)
+    for status in out[col.CAPTION_STATUS].tolist():  # six tokens may stop before the end token: cut, kept
+        assert status in (CaptionStatus.OK, f"{name}:{CaptionStatus.TRUNCATED}"), status
     for caption in out[stage_cls.writes[0]]:
         assert isinstance(caption, str) and caption.strip() and caption != "alt", (name, caption)
 
