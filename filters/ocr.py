@@ -103,16 +103,16 @@ def read_images(engine: Any, rgb: list[np.ndarray], config: OcrConfig) -> list[t
     """(text_area_frac, recognised text) of each RGB image; lines below ``min_text_score`` are dropped."""
     bgr = [np.ascontiguousarray(img[:, :, ::-1]) for img in rgb]
     boxes = detect(engine, bgr, config.det_max_side)
-    crops, owner = [], []
-    for i, (img, found) in enumerate(zip(bgr, boxes)):
-        if found:
-            crops += engine.get_crop_img_list(img, found)
-            owner += [i] * len(found)
-    lines, _ = engine.text_rec(crops) if crops else ([], 0.0)
     kept: list[list[tuple[np.ndarray, str]]] = [[] for _ in bgr]
-    for i, box, (text, score) in zip(owner, [b for f in boxes for b in f], lines):
-        if score >= config.min_text_score and text.strip():
-            kept[i].append((box, text.strip()))
+    for i, (img, found) in enumerate(zip(bgr, boxes)):
+        if not found:
+            continue
+        # One image's lines at a time: the recogniser pads a batch of crops to its widest, which changes what
+        # it reads, so crops of other images in the batch made an image's text depend on its batch.
+        lines, _ = engine.text_rec(engine.get_crop_img_list(img, found))
+        for box, (text, score) in zip(found, lines):
+            if score >= config.min_text_score and text.strip():
+                kept[i].append((box, text.strip()))
     return [(text_area_frac([b for b, _ in k], *img.shape[:2]), " ".join(t for _, t in k)) for img, k in zip(bgr, kept)]
 
 

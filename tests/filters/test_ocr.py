@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from filters.config import FiltersConfig, OcrConfig
 from filters.decide import threshold_rules
@@ -47,6 +47,20 @@ def test_banner_words_are_read_on_demo_photos_and_plain_photos_have_none(scorer)
         assert {"summer", "sale", "today"} <= set(words(text.replace("SALE", " SALE ").replace("TODAY", " TODAY")))
     assert (out[col.TEXT_AREA_FRAC][4:] > 0.03).all() and (out[col.TEXT_AREA_FRAC][4:] < 0.3).all()
     assert (out[col.CAPTION_TEXT_OVERLAP][4:] == 1.0).all()
+
+
+def test_an_images_text_does_not_depend_on_its_batch(scorer):
+    """The recogniser pads a batch of line crops to the widest; an image's text must not change with the other
+    images in its batch (a rerun after a crash, or another batch_size, batches them differently)."""
+    photos = load_photos()
+    page = photos["page"][0]
+    images = [staged(ImageOps.mirror(page)), staged(page.rotate(3, resample=Image.Resampling.BICUBIC)),
+              staged(page), staged(with_banner(photos["camera"][0], "BEST PRICE GUARANTEED"))]
+    together = run(scorer, images, ["a scanned page"] * len(images))
+    for i, image in enumerate(images):
+        alone = run(scorer, [image], ["a scanned page"])
+        assert alone[col.OCR_TEXT][0] == together[col.OCR_TEXT][i]
+        assert alone[col.TEXT_AREA_FRAC][0] == together[col.TEXT_AREA_FRAC][i]
 
 
 @pytest.mark.parametrize("size", [14, 24, 48])

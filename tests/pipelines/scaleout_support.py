@@ -53,19 +53,46 @@ def wait_until(check: Callable[[], bool], proc: subprocess.Popen, timeout_s: flo
         time.sleep(0.1)
 
 
-def crash(proc: subprocess.Popen) -> None:
-    """kill -9 the driver, then the local Ray it started (what a lost machine or pod looks like)."""
+def processes_named(procs: list, name: str) -> list:
+    """The processes among ``procs`` whose command line holds ``name`` (Ray titles an actor's process after it)."""
+    import psutil
+
+    found = []
+    for proc in procs:
+        try:
+            if name in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:  # exited while we looked
+            continue
+    return found
+
+
+def descendants(proc: subprocess.Popen) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def crash(proc: subprocess.Popen) -> set[int]:
+    """kill -9 the driver, then the local Ray it started (what a lost machine or pod looks like); returns the
+    ids of the Ray processes that were alive and were killed."""
     import psutil
 
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.kill()
     proc.wait()
+    killed = set()
     for child in children:
         try:
             child.kill()
+            killed.add(child.pid)
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(children, timeout=20)
+    return killed
 
 
 def check_complete_run(root: Path, input_rows: int) -> pl.DataFrame:

@@ -2,7 +2,9 @@
 
 Ray refuses a multi-node cluster on loopback, so each node gets its own namespace with an address in
 a private /24 that exists only between them; nothing leaves the namespaces. The second node carries
-a custom resource standing in for a GPU node, and the score stage asks for it, so it must run there.
+a custom resource standing in for a GPU node, and the open_nsfw stage asks for it, so it must run there.
+The score stages are the ones ``thresher run`` builds from the config (driver.py): decode, open_nsfw, OCR,
+lingua and pHash, real and offline.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from scaleout_support import check_complete_run, start_driver, node_env
+from driver import NSFW_ACTOR, corpus
+from scaleout_support import check_complete_run, node_env, processes_named, start_driver
+from manifests import schema as col
 from manifests.layout import RunLayout
-from pipelines.corpus import build_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +83,28 @@ def _ray_start(ns: str, env: dict, *args: str) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+def _wait_watching(driver: subprocess.Popen, namespaces: tuple[str, ...], name: str,
+                   timeout_s: float = 400) -> dict[str, set[int]]:
+    """Wait for ``driver``, noting in which namespace (node) a process titled ``name`` runs meanwhile."""
+    import psutil
+
+    seen: dict[str, set[int]] = {ns: set() for ns in namespaces}
+    deadline = time.monotonic() + timeout_s
+    while driver.poll() is None and time.monotonic() < deadline:
+        for ns in namespaces:
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            procs = []
+            for pid in pids:
+                try:
+                    procs.append(psutil.Process(int(pid)))
+                except psutil.NoSuchProcess:
+                    continue
+            seen[ns].update(p.pid for p in processes_named(procs, name))
+        time.sleep(0.3)
+    assert driver.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, "the run failed; see its driver log"
+    return seen
+
+
 def test_demo_corpus_runs_on_a_two_node_cluster(namespaces, tmp_path: Path) -> None:
     head, worker, temp_dir = namespaces
     # Token auth with a token of this test only: independent of ~/.ray, and the cluster is not open.
@@ -94,19 +120,20 @@ def test_demo_corpus_runs_on_a_two_node_cluster(namespaces, tmp_path: Path) -> N
     work = tmp_path / "work"
     submit = ("ip", "netns", "exec", head, RAY, "job", "submit", f"--address=http://{HEAD_IP}:{DASHBOARD_PORT}", "--")
     driver = start_driver(work, 18610, "--host", HEAD_IP,
-                          "--set", "resources.stages.pixel_hash.resources={gpu_node: 1}",
+                          "--set", "resources.stages.nsfw.resources={gpu_node: 1}",
                           "--set", "resources.ingest.concurrency=3", prefix=submit, env=env)
-    assert driver.wait(timeout=300) == 0, sorted(work.glob("driver-*.log"))
+    actors = _wait_watching(driver, (head, worker), NSFW_ACTOR)
     assert "raysubmit_" in next(work.glob("driver-*.log")).read_text(), "the run did not go through the job server"
 
     nodes = json.loads((work / "nodes.json").read_text())
     assert sorted(nodes["nodes"].values()) == [HEAD_IP, WORKER_IP]
     assert nodes["nodes"][nodes["driver"]] == HEAD_IP
-    stage_nodes = {p.read_text() for p in (work / "stage_nodes").glob("*.node")}
-    assert stage_nodes and {nodes["nodes"][n] for n in stage_nodes} == {WORKER_IP}
+    assert actors[worker] and not actors[head], "the open_nsfw actors must run on the node with gpu_node only"
     phases = json.loads(RunLayout.at(work / "run").run_json.read_text())["phases"]
     for phase in ("dedup", "decide"):
         used = {nodes["nodes"][n] for n in phases[phase]["task_nodes"]}
         assert used == {HEAD_IP, WORKER_IP}, f"{phase} tasks did not use both nodes"
-    manifest = check_complete_run(RunLayout.at(work / "run").root, len(build_corpus(0)[1]))
-    assert manifest.filter(pl.col("status") == "success")["pixel_hash"].null_count() == 0
+    manifest = check_complete_run(RunLayout.at(work / "run").root, len(corpus()[1]))
+    scored = manifest.filter(pl.col(col.STATUS) == "success")
+    for name in (col.NSFW_PROB, col.TEXT_AREA_FRAC, col.OCR_TEXT, col.CAPTION_LANG, col.PHASH):
+        assert scored[name].null_count() == 0, name
