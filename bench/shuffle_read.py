@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.machine import figure_record, write_figure  # noqa: E402
 from dedup import shuffle as new  # noqa: E402
 
 OLD_COMMIT = "d6268ac"  # the Parquet row-group layout
@@ -86,7 +88,9 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=10)
     parser.add_argument("--grid", default="40x40x40000,40x400x40000,40x4000x40000,400x400x10000",
                         help="producers x buckets x rows per producer, comma separated")
+    parser.add_argument("--figure", action="store_true", help="also write bench/figures/shuffle_read.json")
     args = parser.parse_args()
+    loads = [os.getloadavg()[0]]
     layouts = []
     with tempfile.TemporaryDirectory(prefix="shuffle-read-") as tmp:
         old = old_module(Path(tmp))
@@ -111,11 +115,15 @@ def main() -> None:
                       f"rows/bucket {r['rows_per_bucket']:.0f}", flush=True)
             results += cell_results
             layouts.append(cell)
+            loads.append(os.getloadavg()[0])
     out = REPO / "bench" / "results" / "shuffle-read.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"grid": layouts, "reads": args.reads, "old_commit": OLD_COMMIT,
-                               "results": results}, indent=1))
+    record = {"grid": layouts, "reads": args.reads, "old_commit": OLD_COMMIT, "results": results}
+    out.write_text(json.dumps(record, indent=1))
     print(f"wrote {out}")
+    if args.figure:
+        command = " ".join(["PYTHONPATH=. python bench/shuffle_read.py", *sys.argv[1:]])
+        print("written", write_figure("shuffle_read", {**figure_record(command, loads), **record}))
 
 
 if __name__ == "__main__":
