@@ -24,7 +24,6 @@ from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from manifests import schema as col
@@ -135,7 +134,10 @@ class _Position:
         breaks = _breaks(batch)
         numbers, events = self._numbers(n, skipped)
         before = np.concatenate([[0], np.cumsum(breaks)])  # breaks in this batch's valid records before each
-        line = lambda number: number + self.inner_lines + int(before[np.searchsorted(numbers, number)])  # noqa: E731
+
+        def line(number: int) -> int:
+            return number + self.inner_lines + int(before[np.searchsorted(numbers, number)])
+
         for number in sorted(skipped.runaway.keys() & set(events)):
             raise OpenQuote(f"input.path: {self.path} line {line(number)}: a quote opened in this row "
                             f"{skipped.runaway[number]}; {FIX}")
@@ -182,25 +184,39 @@ class _Position:
     def _rows(self, batch: pa.Table, numbers: np.ndarray, columns: list[str]) -> pa.Table:
         """The valid records as rows; a blank line is a record of empty fields to Arrow (so is a line of
         delimiters only, which holds nothing either): both are skipped, as is the sentinel's own line."""
-        table = pa.table({**{c: batch.column(c) for c in columns},
-                          col.SOURCE_ROW: pa.array(numbers - 2, pa.int64()),
-                          "input_error": pa.nulls(batch.num_rows, pa.string())})
+        table = pa.Table.from_arrays([*(batch.column(c) for c in columns), _int64(numbers - 2),
+                                      pa.nulls(batch.num_rows, pa.string())],
+                                     names=[*columns, col.SOURCE_ROW, "input_error"])
         blank = _empty(batch.column(0))
         for column in batch.columns[1:]:
             if not blank.any():
                 break
             blank &= _empty(column)
-        if len(self.names) == 1:
-            blank |= pc.equal(batch.column(0), SENTINEL).to_numpy(zero_copy_only=False)
-        return table.filter(pa.array(~blank)) if blank.any() else table
+        if len(self.names) == 1 and batch.num_rows and batch.column(0)[-1].as_py() == SENTINEL:
+            blank[-1] = True  # the sentinel's line: the last record of the file
+        return table.take(_int64(np.flatnonzero(~blank))) if blank.any() else table
+
+
+def _int64(values: np.ndarray) -> pa.Array:
+    """Without pa.array(numpy), which imports pandas (2 s) to ask whether it was given a pandas type."""
+    values = np.ascontiguousarray(values, np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 def _breaks(batch: pa.Table) -> np.ndarray:
-    """Line breaks inside each record's values (a column whose text holds none costs one memchr-like scan)."""
-    total = np.zeros(batch.num_rows, dtype=np.int64)
+    """Line breaks inside each record's values, from the string buffers (numpy; pyarrow.compute would import
+    pandas): the positions of each newline byte, placed between the value offsets."""
+    total = np.zeros(batch.num_rows, np.int64)
     for column in batch.columns:
-        if any(np.any(np.frombuffer(chunk.buffers()[2] or b"", np.uint8) == 10) for chunk in column.chunks):
-            total += pc.count_substring(column, "\n").fill_null(0).to_numpy(zero_copy_only=False)
+        start = 0
+        for chunk in column.chunks:
+            offsets = np.frombuffer(chunk.buffers()[1], np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
+            data = np.frombuffer(chunk.buffers()[2] or b"", np.uint8)[offsets[0]:offsets[-1]]
+            newlines = np.flatnonzero(data == 10) + offsets[0]
+            if newlines.size:
+                rows = np.searchsorted(offsets, newlines, side="right") - 1
+                total[start:start + len(chunk)] += np.bincount(rows, minlength=len(chunk))
+            start += len(chunk)
     return total
 
 
@@ -212,6 +228,7 @@ def _empty(column: pa.ChunkedArray) -> np.ndarray:
 
 def _bad_rows(bad: list[tuple[int, str]], columns: list[str]) -> pa.Table:
     n = len(bad)
-    return pa.table({**{c: pa.nulls(n, pa.string()) for c in columns},
-                     col.SOURCE_ROW: pa.array([number - 2 for number, _ in bad], pa.int64()),
-                     "input_error": pa.array([message for _, message in bad], pa.string())})
+    return pa.Table.from_arrays([*(pa.nulls(n, pa.string()) for _ in columns),
+                                 pa.array([number - 2 for number, _ in bad], pa.int64()),
+                                 pa.array([message for _, message in bad], pa.string())],
+                                names=[*columns, col.SOURCE_ROW, "input_error"])

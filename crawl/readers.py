@@ -1,9 +1,10 @@
 """URL list files -> record batches of the wanted columns, each row with its real position in the file.
 
-Every batch carries ``source_row`` (the 0-based data row; for JSON lines and ``.txt`` lists, the 0-based
-line, so it names the line a user opens in an editor) and ``input_error`` (null, or why that line could
-not be read). A malformed JSON line becomes one such row instead of failing the whole input. Memory is
-bounded by one block, never by the file.
+Every batch carries ``source_row`` (the 0-based data row; for CSV the 0-based record after the header,
+a blank line counted; for JSON lines and ``.txt`` lists, the 0-based line, so it names the line a user
+opens in an editor) and ``input_error`` (null, or why that line could not be read). A malformed JSON line
+or a CSV row with the wrong number of fields becomes one such row instead of failing the whole input; a
+CSV quote left open fails it (``crawl/csvlist.py``). Memory is bounded by one block, never by the file.
 """
 
 from __future__ import annotations
