@@ -30,6 +30,7 @@ from manifests import schema as col
 
 # Appended after the last byte: a quote still open at the end of the file swallows it, so it shows in a value.
 SENTINEL = "\x00thresher: end of input\x00"
+INPUT_ERROR = "input_error"  # null, or why the row could not be read (every format names it so)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+\Z")
 FIX = "close the quote, or double a quote that is part of the text (\"\"), or remove it"
 
@@ -186,7 +187,7 @@ class _Position:
         delimiters only, which holds nothing either): both are skipped, as is the sentinel's own line."""
         table = pa.Table.from_arrays([*(batch.column(c) for c in columns), _int64(numbers - 2),
                                       pa.nulls(batch.num_rows, pa.string())],
-                                     names=[*columns, col.SOURCE_ROW, "input_error"])
+                                     names=[*columns, col.SOURCE_ROW, INPUT_ERROR])
         blank = _empty(batch.column(0))
         for column in batch.columns[1:]:
             if not blank.any():
@@ -231,4 +232,4 @@ def _bad_rows(bad: list[tuple[int, str]], columns: list[str]) -> pa.Table:
     return pa.Table.from_arrays([*(pa.nulls(n, pa.string()) for _ in columns),
                                  pa.array([number - 2 for number, _ in bad], pa.int64()),
                                  pa.array([message for _, message in bad], pa.string())],
-                                names=[*columns, col.SOURCE_ROW, "input_error"])
+                                names=[*columns, col.SOURCE_ROW, INPUT_ERROR])

@@ -17,10 +17,9 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from crawl.csvlist import OpenQuote, csv_tables
+from crawl.csvlist import INPUT_ERROR, OpenQuote, csv_tables
 from manifests import schema as col
 
-INPUT_ERROR = "input_error"
 BLOCK_BYTES = 8 << 20
 FORMATS = {"parquet": (".parquet",), "csv": (".csv", ".tsv"), "jsonl": (".jsonl", ".json"), "txt": (".txt",)}
 
