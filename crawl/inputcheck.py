@@ -1,10 +1,10 @@
 """Check the input before any work starts: one clear line naming the file, the column or the line.
 
-Reads only the head of the input (a Parquet footer, a CSV header and first block, the first JSON
-lines), so it costs milliseconds on a list of any size. Bad rows anywhere become rows with status
-``invalid_input_row`` naming their line (a malformed JSON line, a CSV row with the wrong number of
-fields); a CSV broken past repair later in the file (an unterminated quote) is an ``InputError``
-naming the file, raised by the planner.
+Reads the head of the input (a Parquet footer, a CSV header and first block, the first JSON lines),
+so it costs milliseconds on a list of any size, except a CSV or TSV that holds a quote character: that
+one is read to the end, so that a quote left open (which would merge the rows after it into one value)
+fails here, naming its line, before Ray starts. Other bad rows anywhere become rows with status
+``invalid_input_row`` naming their line (a malformed JSON line, a CSV row with the wrong number of fields).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from crawl.config import InputConfig
-from crawl.readers import InputError, csv_parse_options, detect_format, one_line
+from crawl.csvlist import header
+from crawl.readers import InputError, detect_format, one_line, read_batches
 
 HEAD_BYTES = 1 << 20
 
@@ -52,6 +52,8 @@ def _check_list(path: Path, config: InputConfig) -> None:
         if column not in names:
             raise InputError(f"input.{field}: {path} has no column {column!r} (it has {', '.join(sorted(names))}); "
                              f"set input.{field}")
+    if fmt == "csv":
+        _check_csv_rows(path, config.url_col)
 
 
 def _wanted_columns(config: InputConfig, fmt: str) -> list[tuple[str, str]]:
@@ -78,17 +80,30 @@ def _parquet_columns(path: Path) -> set[str]:
 
 
 def _csv_columns(path: Path) -> set[str]:
-    try:  # a row with the wrong number of fields is not an error here: it becomes an invalid_input_row row
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=HEAD_BYTES),
-                                parse_options=csv_parse_options(path, lambda row: None),
-                                convert_options=pacsv.ConvertOptions(auto_dict_encode=False, strings_can_be_null=True))
-        names = set(reader.schema.names)
-        first = next((b for b in reader if b.num_rows), None)
+    try:
+        return set(header(path))
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"input.path: {path} does not parse as CSV: {one_line(exc)}") from None
-    if first is None:
+
+
+def _check_csv_rows(path: Path, url_col: str) -> None:
+    """A list with no quote character cannot leave one open: its first block tells whether it has rows. One
+    with quotes is read to the end here, so a quote left open fails before any work (the cost of one more
+    read of the file, ``crawl/csvlist.py`` says how it is judged)."""
+    tables = (t for t in read_batches(path, "csv", [url_col]) if t.num_rows)
+    if next(tables, None) is None:
         raise _no_rows(path, " (a header only)")
-    return names
+    if _has_quote(path):
+        for _ in tables:
+            pass
+
+
+def _has_quote(path: Path) -> bool:
+    with path.open("rb") as f:
+        while chunk := f.read(8 << 20):
+            if b'"' in chunk:
+                return True
+    return False
 
 
 def _head_lines(path: Path) -> list[tuple[int, bytes]]:

@@ -1,25 +1,25 @@
 """URL list files -> record batches of the wanted columns, each row with its real position in the file.
 
-Every batch carries ``source_row`` (the 0-based data row; for JSON lines and ``.txt`` lists, the 0-based
-line, so it names the line a user opens in an editor) and ``input_error`` (null, or why that line could
-not be read). A malformed JSON line becomes one such row instead of failing the whole input. Memory is
-bounded by one block, never by the file.
+Every batch carries ``source_row`` (the 0-based data row; for CSV the 0-based record after the header,
+a blank line counted; for JSON lines and ``.txt`` lists, the 0-based line, so it names the line a user
+opens in an editor) and ``input_error`` (null, or why that line could not be read). A malformed JSON line
+or a CSV row with the wrong number of fields becomes one such row instead of failing the whole input; a
+CSV quote left open fails it (``crawl/csvlist.py``). Memory is bounded by one block, never by the file.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from crawl.csvlist import INPUT_ERROR, OpenQuote, csv_tables
 from manifests import schema as col
 
-INPUT_ERROR = "input_error"
 BLOCK_BYTES = 8 << 20
 FORMATS = {"parquet": (".parquet",), "csv": (".csv", ".tsv"), "jsonl": (".jsonl", ".json"), "txt": (".txt",)}
 
@@ -67,52 +67,15 @@ def _columnar_batches(path: Path, fmt: str, columns: list[str]) -> Iterator[pa.R
         raise InputError(f"input.path: {path}: cannot read it as {fmt}: {one_line(exc)}") from None
 
 
-def csv_parse_options(path: Path, on_invalid: Callable[[Any], None]) -> pacsv.ParseOptions:
-    """``on_invalid(row)`` sees each row with the wrong number of fields, which is then skipped; a row that
-    spans lines or holds an odd number of quotes is a quote left open (it swallowed the lines after it, or
-    runs to the end of the file): that stays a parse error."""
-    def handler(row: Any) -> str:
-        if "\n" in row.text or row.text.count('"') % 2:
-            return "error"
-        on_invalid(row)
-        return "skip"
-
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    return pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=handler)
-
-
 def _csv_tables(path: Path, columns: list[str]) -> Iterator[pa.Table]:
-    """CSV batches; a row with the wrong number of fields becomes an ``invalid_input_row`` row (its error names
-    its line) numbered after the valid rows of the block it was found in, so one bad row never stops a run."""
-    bad: list[str] = []
-
-    def invalid(row: Any) -> None:
-        bad.append(f"{path.name} line {row.number}: {row.actual_columns} fields where the header has "
-                   f"{row.expected_columns}: {row.text[:120]}")
-
-    first = 0
-    try:  # use_threads=False: the handler then knows each bad row's line number
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
-                                parse_options=csv_parse_options(path, invalid),
-                                convert_options=pacsv.ConvertOptions(include_columns=columns,
-                                                                     column_types={c: pa.string() for c in columns}))
-        for batch in reader:
-            table = _with_position(pa.Table.from_batches([batch]), first)
-            first += batch.num_rows
-            errors, first = _invalid_rows(bad, columns, first), first + len(bad)
-            bad.clear()
-            yield pa.concat_tables([table, errors]) if errors.num_rows else table
+    """CSV/TSV batches (``crawl/csvlist.py``): a row with the wrong number of fields becomes an
+    ``invalid_input_row`` row naming its line; a quote left open is an ``InputError`` naming its line."""
+    try:
+        yield from csv_tables(path, columns)
+    except OpenQuote as exc:
+        raise InputError(str(exc)) from None
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"input.path: {path}: cannot read it as csv: {one_line(exc)}") from None
-    if bad:  # found while reading past the last batch
-        yield _invalid_rows(bad, columns, first)
-
-
-def _invalid_rows(errors: list[str], columns: list[str], first: int) -> pa.Table:
-    n = len(errors)
-    return pa.table({**{c: pa.nulls(n, pa.string()) for c in columns},
-                     col.SOURCE_ROW: pa.array(range(first, first + n), pa.int64()),
-                     INPUT_ERROR: pa.array(errors, pa.string())})
 
 
 def one_line(exc: BaseException) -> str:

@@ -18,7 +18,10 @@ from typing import Any
 
 import polars as pl
 
+from pydantic import Field
+
 from manifests import schema as col
+from manifests.config import StrictModel
 from manifests.schema import Status
 
 TEMPLATE = ("EU AI Office, Template for the Public Summary of Training Content for general-purpose AI models "
@@ -27,6 +30,12 @@ TOP_SHARE = 0.10  # the template lists the top 10% of domain names by size of co
 MARKDOWN_DOMAINS = 100  # rows of the domain table in the Markdown; the JSON has the whole list
 TO_FILL = "to be completed by the model provider"
 _HOST = r"^[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^@/?#]*@)?(\[[^\]]+\]|[^/:?#]+)"
+
+
+class CardConfig(StrictModel):
+    license_columns: tuple[str, ...] = Field(
+        ("license",), description="input extra_cols that hold a licence, matched in any case (license, LICENSE, "
+                                  "License); counted beside license_url, the licence an image's own metadata declares")
 
 
 def _counts(frame: pl.LazyFrame, column: str, where: pl.Expr | None = None) -> dict[str, int]:
@@ -99,22 +108,42 @@ def opt_outs(frame: pl.LazyFrame, names: set[str]) -> dict:
             "tdm_policies": _counts(frame, col.TDM_POLICY) if col.TDM_POLICY in names else {}}
 
 
-def provenance(frame: pl.LazyFrame, names: set[str]) -> dict:
-    """Licence and provenance columns, over kept rows (what goes into training) and over all successes."""
+def licence_columns(names: set[str], wanted: tuple[str, ...]) -> list[str]:
+    """The input's extra columns that carry a licence: named as one of ``wanted``, in any case."""
+    folded = [w.casefold() for w in wanted]
+    found = [n for n in names if n.casefold() in folded and n not in col.KNOWN_COLUMNS]
+    return sorted(found, key=lambda n: (folded.index(n.casefold()), n))
+
+
+def provenance(frame: pl.LazyFrame, names: set[str], config: CardConfig = CardConfig()) -> dict:
+    """Licence and provenance columns, over kept rows (what goes into training) and over all successes.
+    A row is licensed when its image declares a licence (``license_url``) or a licence column the input
+    carried (``card.license_columns``) holds a value."""
     kept, ok = pl.col(col.KEEP), pl.col(col.STATUS) == Status.SUCCESS
-    if not _has(names, col.LICENSE, col.C2PA_PRESENT, col.AI_GENERATED_DECLARED):
+    carried = licence_columns(names, config.license_columns)
+    if not (_has(names, col.LICENSE, col.C2PA_PRESENT, col.AI_GENERATED_DECLARED) or carried):
         return {"available": False}
+    given = [_text(c).is_not_null() for c in [col.LICENSE, *carried]]
     sums = frame.select(
         *(pl.col(c).is_not_null().filter(kept).sum().alias(f"kept_with_{c}")
           for c in (col.LICENSE, col.COPYRIGHT, col.ATTRIBUTION)),
+        pl.any_horizontal(given).filter(kept).sum().alias("kept_with_license"),
         pl.col(col.C2PA_PRESENT).fill_null(False).filter(kept).sum().alias("kept_with_c2pa"),
         pl.col(col.AI_GENERATED_DECLARED).fill_null(False).filter(kept).sum().alias("kept_ai_generated_declared"),
         pl.col(col.AI_GENERATED_DECLARED).fill_null(False).filter(ok).sum().alias("downloaded_ai_generated_declared"),
     ).collect().row(0, named=True)
     return {"available": True, **{k: int(v or 0) for k, v in sums.items()},
+            "license_columns": [col.LICENSE, *carried],
             "kept_licenses": _counts(frame, col.LICENSE, kept),
+            "kept_licenses_carried": {c: _counts(frame.with_columns(_text(c)), c, kept) for c in carried},
             "kept_c2pa_claim_generators": _counts(frame, col.C2PA_CLAIM_GENERATOR, kept),
             "kept_digital_source_types": _counts(frame, col.DIGITAL_SOURCE_TYPE, kept)}
+
+
+def _text(column: str) -> pl.Expr:
+    """A licence cell as text, null when empty (a CSV's empty cell is "")."""
+    text = pl.col(column).cast(pl.String).str.strip_chars()
+    return pl.when(text == "").then(None).otherwise(text).alias(column)
 
 
 def synthetic(licences: dict) -> dict:
@@ -143,7 +172,7 @@ def with_contract_columns(frame: pl.LazyFrame) -> pl.LazyFrame:
                               if name not in names)
 
 
-def build_card(frame: pl.LazyFrame, info: dict, run: str | None = None) -> dict:
+def build_card(frame: pl.LazyFrame, info: dict, run: str | None = None, settings: CardConfig = CardConfig()) -> dict:
     """The card as data: every figure comes from ``frame`` (the manifest) or ``info`` (run.json)."""
     names = set(frame.collect_schema().names())  # before the nulls: a missing column is reported as unavailable
     frame = with_contract_columns(frame)
@@ -152,7 +181,7 @@ def build_card(frame: pl.LazyFrame, info: dict, run: str | None = None) -> dict:
     blocks = _counts(frame, col.BLOCKLIST) if col.BLOCKLIST in names else {}
     nsfw = (config.get("filters") or {}).get("nsfw") or {}
     processing = filters_and_models(frame, info)
-    licences = provenance(frame, names)
+    licences = provenance(frame, names, settings)
     return {
         "template": TEMPLATE, "run": run or config.get("output_dir"),
         "1_general_information": general(frame, info),
@@ -257,6 +286,8 @@ def _md_processing(proc: dict) -> list[str]:
             "Licences and provenance of kept rows:", "",
             *_table(("figure", "rows"), [(k, v) for k, v in lic.items() if isinstance(v, int) and not isinstance(v, bool)]),
             "Licence URLs:", "", *_mapping(lic.get("kept_licenses", {})),
+            *[line for column, values in lic.get("kept_licenses_carried", {}).items()
+              for line in [f"Licences in the input's `{column}` column:", "", *_mapping(values)]],
             "C2PA claim generators:", "", *_mapping(lic.get("kept_c2pa_claim_generators", {})),
             "Models:", "", *_table(("stage", "class", "model"), [
                 (k, v.get("class"), _settings(v.get("config") or {}, MODEL_KEYS)) for k, v in other["models"].items()]),

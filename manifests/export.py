@@ -1,9 +1,10 @@
 """Kept manifest rows + staged images -> WebDataset training shards, laid out as img2dataset lays them out.
 
 Each training sample is ``{key}.{jpg|png|webp}`` (the staged bytes as they are), ``{key}.txt`` (the
-chosen caption) and ``{key}.json`` (``key`` and every manifest column of the row: url, caption, sizes,
-sha256, exif, scores, reasons). Beside each ``NNNNN.tar`` lie ``NNNNN.parquet`` (the rows of that shard,
-img2dataset's per-shard table) and ``NNNNN_stats.json`` (img2dataset's counts), and ``sizes.json``
+chosen caption) and ``{key}.json`` (``key`` and every contract column and extra column of the row: url,
+caption, sizes, sha256, exif, scores, reasons, the error column named ``error_message`` as img2dataset
+names it). Beside each ``NNNNN.tar`` lie ``NNNNN.parquet`` (the rows of that shard, img2dataset's
+per-shard table, with the same columns) and ``NNNNN_stats.json`` (img2dataset's counts), and ``sizes.json``
 (shard -> samples) lets open_clip-style loaders count samples without ``--train-num-samples``.
 Shards hold ``shard_size`` samples in sample_id order, so the same manifest always gives the same
 shards; a run whose kept rows fill fewer than ``min_shards`` is split evenly over ``min_shards``, so a
@@ -28,6 +29,7 @@ from manifests.io import write_json, write_parquet
 from manifests.shards import Sample, iter_tar, write_tar
 
 KEY = "key"  # img2dataset's name for the sample key, in {key}.json and the per-shard Parquet
+ERROR_MESSAGE = "error_message"  # img2dataset's name for the manifest's ``error``, in the same two places
 SIZES = "sizes.json"
 
 
@@ -94,16 +96,39 @@ def _staged_images(run_root: Path, rows: list[dict]) -> dict[str, bytes]:
     return images
 
 
-def _samples(shard: ExportShard, images: dict[str, bytes], caption_source: str) -> Iterator[Sample]:
-    for row in shard.rows:
+def shard_table(shard: ExportShard) -> pa.Table:
+    """img2dataset's per-shard table: ``key`` first, then every contract column in its contract type (the
+    ones this run lacks as nulls, so two runs' tables share one schema), then the input's extra columns;
+    the error column is ``error_message``, as img2dataset and the tools written for it name it."""
+    table = col.conform(pa.Table.from_pylist(shard.rows, schema=shard.schema))
+    table = table.rename_columns([ERROR_MESSAGE if n == col.ERROR else n for n in table.column_names])
+    return table.add_column(0, KEY, table.column(col.SAMPLE_ID))
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return any(test(kind) for test in (pa.types.is_string, pa.types.is_large_string, pa.types.is_timestamp,
+                                       pa.types.is_date, getattr(pa.types, "is_string_view", lambda _: False)))
+
+
+def sample_json(table: pa.Table) -> Iterator[bytes]:
+    """Each row of a shard table as ``{key}.json``: every column, always, and a text column's null written
+    as "" so its JSON type is a string in every sample. Hugging Face ``datasets`` infers the types of the
+    whole dataset from the first samples of the first shard: a value null there and text later (a licence
+    found in shard 3) fails the load, and a key absent there is dropped everywhere without a word. Numbers
+    and booleans keep null (JSON has no typed null): on kept rows they are null only where their stage did
+    not run, for the whole run."""
+    text = [f.name for f in table.schema if _is_text(f.type)]
+    for row in table.to_pylist():
+        row.update({name: "" for name in text if row[name] is None})
+        yield json.dumps(row, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")
+
+
+def _samples(shard: ExportShard, table: pa.Table, images: dict[str, bytes], caption_source: str) -> Iterator[Sample]:
+    for row, meta in zip(shard.rows, sample_json(table)):
         member = row[col.MEMBER]
         ext = member.rpartition(".")[2]
-        yield row[col.SAMPLE_ID], {
-            ext: images[member],
-            "txt": caption_text(row, caption_source).encode("utf-8"),
-            "json": json.dumps({KEY: row[col.SAMPLE_ID], **row}, ensure_ascii=False, sort_keys=True,
-                               default=str).encode("utf-8"),
-        }
+        yield row[col.SAMPLE_ID], {ext: images[member], "txt": caption_text(row, caption_source).encode("utf-8"),
+                                   "json": meta}
 
 
 def write_export_shard(shard: ExportShard, run_root: Path, out_dir: Path, config: ExportConfig) -> dict:
@@ -114,9 +139,9 @@ def write_export_shard(shard: ExportShard, run_root: Path, out_dir: Path, config
     if missing:
         raise FileNotFoundError(f"staged images missing from the run (was it modified?): {missing[:5]}")
     name = shard_name(shard.index)
-    count = write_tar(out_dir / name, _samples(shard, images, config.caption_source))
-    table = pa.Table.from_pylist(shard.rows, schema=shard.schema)
-    write_parquet(table.add_column(0, KEY, table.column(col.SAMPLE_ID)), out_dir / name.replace(".tar", ".parquet"))
+    table = shard_table(shard)
+    count = write_tar(out_dir / name, _samples(shard, table, images, config.caption_source))
+    write_parquet(table, out_dir / name.replace(".tar", ".parquet"))
     write_json(shard_stats(count, start), out_dir / name.replace(".tar", "_stats.json"))
     return {"shard": name, "samples": count}
 

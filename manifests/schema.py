@@ -167,8 +167,8 @@ class Status:
       or SHA-256 of the bytes, or a PDQ hash within the list's Hamming radius. ``blocklist`` and
       ``blocklist_digest`` say which; the bytes are dropped in memory and never written anywhere.
     - ``invalid_input_row``: the input line itself could not be read (a malformed JSON line, a CSV row with
-      the wrong number of fields); ``error`` names the 1-based line and the parse error. ``source_row`` is
-      a JSON line's 0-based line; a bad CSV row is numbered after the good rows of its read block.
+      the wrong number of fields); ``error`` names the 1-based physical line and the parse error.
+      ``source_row`` is a JSON line's 0-based line, a CSV row's 0-based record after the header.
     - ``failed_to_resize``: carried from an img2dataset input whose own resize failed for the row.
       (img2dataset's ``failed_to_download`` rows are carried as ``failed_to_download``.)
     """

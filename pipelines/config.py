@@ -15,6 +15,7 @@ from captioning.config import CaptionConfig
 from crawl.config import CrawlConfig, InputConfig
 from dedup.config import DedupConfig
 from filters.config import FiltersConfig
+from manifests.card import CardConfig
 from manifests.config import StrictModel
 from manifests.export import ExportConfig
 
@@ -84,6 +85,7 @@ class RunConfig(StrictModel):
         ResourcesConfig(), description="CPUs, GPUs, actors and batch size per stage; never changes a result")
     ray: RayConfig = Field(RayConfig(), description="which Ray cluster runs the pipeline")
     decode: DecodeConfig = Field(DecodeConfig(), description="where images are decoded for the score stages")
+    card: CardConfig = Field(CardConfig(), description="thresher card: which input columns hold licences")
 
     @model_validator(mode="after")
     def _semantic_needs_clip(self):

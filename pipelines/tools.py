@@ -119,11 +119,13 @@ def run_audit(run: Path, overrides: list[str], reason: str | None, limit: int, o
     return path
 
 
-def run_card(run: Path, out: Path | None) -> tuple[Path, Path]:
-    """RUN/reports/DATASET_CARD.md and dataset_card.json, from the manifest and run.json alone."""
+def run_card(run: Path, out: Path | None, overrides: list[str] = ()) -> tuple[Path, Path]:
+    """RUN/reports/DATASET_CARD.md and dataset_card.json, from the manifest and run.json alone (``--set
+    card.license_columns=[...]`` names the input's licence columns)."""
     layout = RunLayout.at(run)
     info = read_json(layout.run_json)
-    built = card.build_card(reexport.scan_manifest(layout), info, str(run))
+    config = load_config(run, overrides).card
+    built = card.build_card(reexport.scan_manifest(layout), info, str(run), config)
     folder = out or layout.root / "reports"
     json_path, md_path = folder / "dataset_card.json", folder / "DATASET_CARD.md"
     write_json(built, json_path)

@@ -40,7 +40,7 @@ def add_tool_commands(sub, export: argparse.ArgumentParser) -> None:
     audit.add_argument("--limit", type=int, default=24, help="samples shown per reason and per threshold")
     audit.add_argument("--out", type=Path, help="the HTML file (default RUN/reports/audit.html)")
     card = sub.add_parser("card", help="DATASET_CARD.md + JSON after the EU training-content summary template")
-    _run_args(card, overrides=False)
+    _run_args(card)
     card.add_argument("--out", type=Path, help="folder for the card (default RUN/reports)")
     reexport = sub.add_parser("reexport", help="new shards and manifest with new thresholds, beside the run")
     _run_args(reexport)
@@ -67,7 +67,7 @@ def run_tool(args: argparse.Namespace) -> None:
     elif args.command == "audit":
         print(tools.run_audit(args.run, args.overrides, args.reason, args.limit, args.out))
     elif args.command == "card":
-        print("\n".join(str(p) for p in tools.run_card(args.run, args.out)))
+        print("\n".join(str(p) for p in tools.run_card(args.run, args.out, args.overrides)))
     else:
         if args.command == "export":
             print(EXPORT_DEPRECATION, file=sys.stderr)

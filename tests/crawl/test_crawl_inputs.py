@@ -115,7 +115,7 @@ def test_folder_input_sniffs_bytes_and_counts_what_it_skips(tmp_path, caplog):
     (lambda p: p.write_bytes(b""), r"is empty \(0 bytes\)"),
     (lambda p: p.write_text("url,caption\n"), r"has no rows \(a header only\)"),
     (lambda p: p.write_text("link,caption\nhttp://x.invalid/a.jpg,hi\n"), "input.url_col: "),
-    (lambda p: p.write_text('url,caption\n"unterminated,x\n'), "does not parse as CSV"),
+    (lambda p: p.write_text('url,caption\n"unterminated,x\n'), "line 2: a quote opened in this row is never closed"),
 ])
 def test_bad_csv_inputs_fail_with_one_line(tmp_path, setup, message):
     path = tmp_path / "in.csv"

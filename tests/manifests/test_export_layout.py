@@ -42,7 +42,8 @@ def _run(tmp_path, keep=(True,) * 5) -> RunLayout:
     ids = [f"0000{i}" for i in range(len(keep))]
     write_tar(layout.staged_tar(0), [(i, {"jpg": f"img{i}".encode(), "txt": b"t"}) for i in ids])
     decided = pl.DataFrame({col.SAMPLE_ID: ids, col.URL: [f"http://x.invalid/{i}" for i in ids],
-                            col.CAPTION: [f"caption {i}" for i in ids], col.KEEP: list(keep),
+                            col.CAPTION: [f"caption {i}" for i in ids], col.STATUS: [col.Status.SUCCESS] * len(ids),
+                            col.KEEP: list(keep),
                             col.SHARD: ["ingest/staged/00000.tar"] * len(ids), col.MEMBER: [f"{i}.jpg" for i in ids],
                             col.REJECT_REASONS: [[] for _ in ids], col.EXIF: ['{"Image Make": "X"}'] * len(ids)})
     write_parquet(decided.to_arrow(), layout.decided_part("00000"))

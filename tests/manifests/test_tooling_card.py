@@ -4,6 +4,7 @@ image's bytes are nowhere in that run; a manifest without the compliance columns
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -91,3 +92,25 @@ def test_a_manifest_without_compliance_columns_gets_a_card(synthetic_run: Path, 
     manifest = read_manifest(synthetic_run)
     assert card["1_general_information"]["rows"] == manifest.height
     assert card["3_data_processing"]["3.3_other"]["licences_and_provenance"] == {"available": False}
+
+
+@pytest.mark.parametrize("column, overrides", [("LICENSE", []), ("license", []),
+                                               ("rights", ["--set", "card.license_columns=[rights]"])])
+def test_licence_columns_the_input_carried_are_counted(synthetic_run: Path, tmp_path, capsys, column, overrides):
+    """img2dataset lists carry LICENSE or license as an extra column; others name theirs in card.license_columns."""
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    values = ["cc-by", "cc0", "", None]
+    for part in sorted((run / "manifest").glob("*.parquet")):
+        rows = pl.read_parquet(part)
+        rows.with_columns(pl.Series(column, [values[i % 4] for i in range(rows.height)], pl.String)).write_parquet(part)
+    assert main(["card", str(run), "--out", str(tmp_path / "card"), *overrides]) == 0
+    capsys.readouterr()
+    lic = json.loads((tmp_path / "card" / "dataset_card.json").read_text())["3_data_processing"]["3.3_other"][
+        "licences_and_provenance"]
+    kept = read_manifest(run).filter(pl.col(col.KEEP))
+    given = kept.filter(pl.col(column).is_in(["cc-by", "cc0"]))
+    assert lic["available"] and lic["license_columns"] == [col.LICENSE, column]
+    assert lic["kept_with_license"] == given.height > 0
+    assert lic["kept_licenses_carried"] == {column: dict(Counter(given[column]).most_common())}
+    assert f"Licences in the input's `{column}` column:" in (tmp_path / "card" / "DATASET_CARD.md").read_text()

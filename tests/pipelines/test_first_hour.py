@@ -28,7 +28,15 @@ def _config(tmp_path, **input_fields) -> str:
     return str(path)
 
 
+def _stray_quote(rows: int = 200, at: int = 10) -> bytes:
+    """The issue's list: row 11 (1-based) opens a quote it never closes."""
+    lines = [f"http://x.invalid/{i}.jpg,a caption for image {i}" for i in range(rows)]
+    lines[at] = f'http://x.invalid/{at}.jpg,"a caption that opens a quote'
+    return ("url,caption\n" + "\n".join(lines) + "\n").encode()
+
+
 @pytest.mark.parametrize("make, extra, message", [
+    (_stray_quote(), {}, "line 12: a quote opened in this row is never closed"),
     (None, {}, "does not exist"),
     (b"", {}, "is empty (0 bytes)"),
     (b"url,caption\n", {}, "has no rows (a header only)"),
