@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from crawl.readers import InputError
+from manifests import storage
 from pipelines import console
 from pipelines.config import ConfigError, load_config
 from pipelines.configdoc import add_config_command, config_command
@@ -94,15 +99,36 @@ def models_command(action: str, config_path: str | None, overrides: list[str]) -
     return 0 if all(w.present for w in listed) else 1
 
 
+def start_ray(run, address: str | None, verbose: bool, fresh: bool) -> None:
+    """Start or join Ray with its native lines in the run's log; when it fails, a run directory this command
+    created goes again (its log kept beside, in the temp dir) and the error is one line."""
+    from pipelines.runtime import RayStartError, init_ray
+
+    root = run.layout.root
+    try:
+        with console.native_stderr(root, verbose, show=False):
+            init_ray(run.config.ray, address, log_to_driver=verbose)
+    except RayStartError as exc:
+        if not fresh:
+            raise
+        console.setup(None, verbose)  # closes the log file
+        log = root / console.LOG_FILE
+        kept = Path(tempfile.gettempdir()) / f"thresher-ray-start-{os.getpid()}.log"
+        if log.exists():
+            shutil.move(log, kept)
+        shutil.rmtree(root, ignore_errors=True)
+        raise RayStartError(f"{exc} (thresher's log: {kept}; no run directory was left)") from exc
+
+
 def run_command(args: argparse.Namespace, verbose: bool) -> None:
     """``thresher run`` or one phase: prepare the run once, route the logs, start or join Ray, then work."""
     from pipelines import run as runner
-    from pipelines.runtime import init_ray
 
     config = load_config(args.config, args.overrides)
+    fresh = not storage.is_uri(config.output_dir) and not Path(config.output_dir).exists()
     run = runner.prepare(config, retry_failed=getattr(args, "retry_failed", False))
     console.setup(run.layout.root, verbose)
-    init_ray(config.ray, args.address, log_to_driver=verbose)
+    start_ray(run, args.address, verbose, fresh)
     if args.command == "run":
         with console.native_stderr(run.layout.root, verbose):
             runner.run_all(run, redo=tuple(args.redo))
@@ -134,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, InputError) as exc:
         print(f"thresher: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        runtime = sys.modules.get("pipelines.runtime")  # imported (with Ray) by the commands that start Ray only
+        if runtime is None or not isinstance(exc, runtime.RayStartError):
+            raise
+        print(f"thresher: {exc}", file=sys.stderr)
+        return 1
     except (FileExistsError, ValueError) as exc:
         if not is_tool(args):
             raise

@@ -120,9 +120,24 @@ def local_config(config: RunConfig) -> RunConfig:
     return config.model_copy(update=update)
 
 
+def check_output_dir(output_dir: str) -> None:
+    """A local output_dir (or a folder above it) that is a file fails here, in one line, before anything is written."""
+    if storage.is_uri(output_dir):
+        return
+    root = Path(output_dir).expanduser()
+    for path in (root, *root.parents):
+        if path.exists() and not path.is_dir():
+            what = "is" if path == root else f"is inside {path}, which is"
+            raise ConfigError(f"output_dir: {root} {what} a file, not a folder; set output_dir to a new folder or "
+                              f"an existing run directory (--set output_dir=PATH)")
+        if path.exists():
+            return
+
+
 def prepare(config: RunConfig, retry_failed: bool = False) -> Run:
     """Validate, and set up the local run directory; a URI one is first downloaded to resume from it."""
     score_specs, caption_specs = validate(config)
+    check_output_dir(config.output_dir)
     local = local_config(config)
     check_input(local.input)  # before the run directory exists, so a bad input leaves none behind
     layout = RunLayout.at(local.output_dir)

@@ -53,6 +53,49 @@ def test_the_exit_code_is_2_from_the_command_line(tmp_path):
     assert out.stderr.strip().splitlines()[-1].startswith("thresher: input.path: ")
 
 
+@pytest.mark.parametrize("text, where, message", [
+    ("output_dir: run\ninput:\n\tpath: urls.csv\n", ":3:1: ", "a tab character; YAML indents with spaces only"),
+    ("output_dir: run\ninput: {path: urls.csv\n", ":3:1: ", "YAML syntax error (expected ',' or '}'"),
+    ("output_dir: run\ninput:\n  path: urls.csv\n kind: url_list\n", ":4:2: ", "YAML syntax error"),
+])
+def test_a_yaml_syntax_error_is_one_line_naming_file_line_and_column(tmp_path, capsys, text, where, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    code = main(["run", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"thresher: {path}{where}") and message in err
+
+
+def test_an_output_dir_that_is_a_file_is_one_line_before_anything_is_written(tmp_path, capsys):
+    (tmp_path / "urls.csv").write_bytes(b"url,caption\nhttp://x.invalid/a.jpg,a cat\n")
+    taken = tmp_path / "run"
+    taken.write_text("not a folder")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"output_dir": str(taken), "input": {"path": str(tmp_path / "urls.csv")}}))
+    for output_dir in (taken, taken / "inner"):
+        code = main(["ingest", str(config), "--set", f"output_dir={output_dir}"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"output_dir: {output_dir} " in err and "a file, not a folder" in err
+    assert taken.read_text() == "not a folder"
+
+
+@pytest.mark.slow
+def test_a_ray_that_cannot_start_is_one_line_with_a_retry_hint_and_leaves_no_run_directory(tmp_path):
+    """A GCS that never comes up (an unknown storage backend makes gcs_server exit at once) is what
+    ``ray.init`` reports when another Ray is starting beside it: RuntimeError after its retries."""
+    (tmp_path / "urls.csv").write_bytes(b"url,caption\nhttp://x.invalid/a.jpg,a cat\n")
+    env = {**os.environ, "PYTHONPATH": REPO, "RAY_gcs_storage": "bogus", "RAY_gcs_server_port_wait_time_s": "3"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-m", "pipelines", "run", _config(tmp_path, path=str(tmp_path / "urls.csv"))],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("thresher: the local Ray did not start ("), out.stderr
+    assert "retry in a minute" in out.stderr and "no run directory was left" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("full", [False, True])
 def test_config_command_prints_a_config_that_validates_as_it_is(full, capsys):
     assert main(["config"] + (["--full"] if full else [])) == 0
