@@ -138,7 +138,8 @@ def run_command(args: argparse.Namespace, verbose: bool) -> None:
     if args.command == "export":
         print(runner.report.summary_table(runner.finish(run), run.layout.root))
     else:
-        print(f"{args.command}: {result}")
+        later = PHASE_NAMES[PHASE_NAMES.index(args.command) + 1]
+        print(runner.report.phase_table(args.command, result, run.layout, later))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,12 +83,15 @@ def _route_ray_data(handlers: list[logging.Handler], verbose: bool) -> None:
 OWN_BARS = ("ingest", "score", "export")  # phases that draw a bar of their units or shards themselves
 
 
-def phase(name: str, func: Callable[..., dict], *args: Any, **kwargs: Any) -> dict:
-    """Run one phase; one that draws no bar of its own (dedup, decide, caption) gets a one-step bar, so the
-    console shows one line per phase."""
+def phase(name: str, func: Callable[..., dict], *args: Any, idle: str | None = None, **kwargs: Any) -> dict:
+    """Run one phase; one that draws no bar of its own (dedup, decide, caption) gets a one-step bar with its
+    time, so the console shows one line per phase; one with nothing to do (``idle`` says why) gets that line."""
+    if idle is not None:
+        print(f"{name}: nothing to do ({idle})")
+        return func(*args, **kwargs)
     if name in OWN_BARS:
         return func(*args, **kwargs)
-    with tqdm(total=1, desc=name, unit="phase") as bar:
+    with tqdm(total=1, desc=name, bar_format="{l_bar}{bar}| [{elapsed}]") as bar:
         result = func(*args, **kwargs)
         bar.update(1)
     return result

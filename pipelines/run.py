@@ -55,6 +55,7 @@ class Phase:
     name: str  # also the name of the function in pipelines.phases that runs it
     resumable: bool  # skipped by ``run_all`` when done; decide and export are cheap and always redone
     pools: Callable[[Run], list[Pool]]  # the actor pools it starts, for the cluster check
+    idle: Callable[[Run], str | None] = lambda run: None  # why the phase has nothing to do (it draws no bar then)
 
     def __call__(self, run: Run) -> dict:
         # Imported here so that the CLI, which lists the phases, and the manifest tools never load Ray or stages.
@@ -70,9 +71,11 @@ def _no_pools(run: Run) -> list[Pool]:
 PHASES = (
     Phase("ingest", True, lambda r: [Pool("resources.ingest", r.config.resources.ingest)]),
     Phase("score", True, lambda r: stage_pools(r.score_specs) + decode_pool(r.config, r.score_specs)),
-    Phase("dedup", True, lambda r: dedup_pools(r.config)),
+    Phase("dedup", True, lambda r: dedup_pools(r.config),
+          lambda r: None if r.config.dedup.enabled_detectors() else "no duplicate detector enabled"),
     Phase("decide", False, _no_pools),
-    Phase("caption", True, lambda r: stage_pools(r.caption_specs)),
+    Phase("caption", True, lambda r: stage_pools(r.caption_specs),
+          lambda r: None if r.caption_specs else "no captioner enabled"),
     Phase("export", False, lambda r: [Pool("resources.export", r.config.resources.export)]),
 )
 PHASE_NAMES = tuple(p.name for p in PHASES)
@@ -200,7 +203,7 @@ def run_phase(run: Run, name: str) -> dict:
         layout.done_marker(later).unlink(missing_ok=True)
     layout.phase_dir(name).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = console.phase(name, current, run)
+    result = console.phase(name, current, run, idle=current.idle(run))
     result["wall_s"] = round(time.perf_counter() - start, 3)
     write_json(result, layout.done_marker(name))
     update_run_json(layout.run_json, phases={name: result})

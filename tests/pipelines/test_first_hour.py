@@ -190,3 +190,44 @@ def test_the_demo_prints_under_60_lines_and_logs_the_rest(tmp_path):
     log = (tmp_path / "demo" / "run" / "logs" / "thresher.log").read_text()
     assert "ray.data" in log  # Ray Data's plan and operator lines went to the file
     assert "ray/issues/53727" in log and "53727" not in printed  # the C++ core worker's noise too
+
+
+@pytest.mark.slow
+def test_the_commands_tune_suggests_make_its_overrides_act(ray_session, tmp_path, capsys):
+    """A run without the nsfw stage and the exact detector: tune notes both, and each command it names,
+    run as printed, makes the override act (the note is gone, the column and the pairs are there)."""
+    import polars as pl
+
+    from manifests.layout import RunLayout
+    from pipelines.corpus import build_corpus
+    from pipelines.demo import serve_files, write_url_list
+    from pipelines.run import run
+    from pipelines.tools import run_tune
+
+    files, rows = build_corpus(samples=40, seed=3)
+    with serve_files(files) as base_url:
+        data = {"output_dir": str(tmp_path / "run"),
+                "input": {"kind": "url_list", "path": str(write_url_list(rows, base_url, tmp_path / "urls.parquet"))},
+                "crawl": {"allow_private_addresses": True, "retries": 1, "image_size": 128},
+                "resources": {"ingest": {"concurrency": 1}, "export": {"concurrency": 1}}}
+        run(build_config(data))
+    root = tmp_path / "run"
+    overrides = ["dedup.exact.enabled=true", "filters.nsfw.max_prob=0.5"]
+    notes = [line for line in run_tune(root, overrides)[1].splitlines() if line.startswith("note: ")]
+    assert len(notes) == 2 and all(n.endswith(", then tune again") for n in notes), notes
+    for note in notes:
+        command = note.split(": ")[-1].removesuffix(", then tune again").split()
+        assert command[:3] == ["thresher", "run", str(root)]
+        assert main(command[1:]) == 0
+    capsys.readouterr()
+    text = run_tune(root, overrides)[1]
+    assert "note:" not in text, text
+    assert col_present(root, "nsfw_prob")
+    scored = pl.scan_parquet([str(f) for f in RunLayout.at(root).score_files()]).collect_schema().names()
+    assert "pixel_hash" in scored and load_config(root).dedup.exact.enabled  # the exact detector's input, and it ran
+
+
+def col_present(root, column: str) -> bool:
+    import polars as pl
+
+    return column in pl.scan_parquet(str(root / "manifest" / "*.parquet")).collect_schema().names()
