@@ -17,6 +17,7 @@ from dedup.config import DETECTORS
 from filters.config import FiltersConfig, threshold_rules
 from filters.decide import passes_rules
 from manifests import reexport
+from manifests.io import read_json
 from manifests import schema as col
 from manifests.layout import RunLayout
 from pipelines.config import RunConfig
@@ -46,9 +47,9 @@ def override_notes(overrides: list[str], config: RunConfig, ran: RunConfig, colu
     """Why an override changes nothing or less than asked, each with the command that would make it act: its
     stage never ran (no score column), its detector never ran, its threshold is below the pairs the run stored,
     or it is no part of the decision (``ran``: the run's config; ``pairs``: the run that holds the stored pairs)."""
-    has_pairs = bool(pairs.pairs_files())
+    has_pairs, found_by = bool(pairs.pairs_files()), detectors_run(pairs, ran)
     notes = []
-    if not has_pairs and set(ran.dedup.thresholds()) - survivors.switched_off(ran.dedup):  # a detector ran
+    if not has_pairs and found_by:
         notes.append(f"no {pairs.pairs} (nor {pairs.pairs_dir}): duplicates are re-applied as the manifest holds them, survivors not re-picked")
     for override in overrides:
         keys = override.partition("=")[0].strip().split(".")
@@ -57,7 +58,7 @@ def override_notes(overrides: list[str], config: RunConfig, ran: RunConfig, colu
         elif len(keys) == 3 and keys[0] == "filters":
             notes += _filter_note(override, config.filters, keys[1], columns, pairs.root)
         elif len(keys) == 3 and keys[0] == "dedup" and keys[1] in DEDUP_SECTIONS:
-            notes += _dedup_note(override, keys[1], keys[2], config, ran, pairs.root)
+            notes += _dedup_note(override, keys[1], keys[2], config, ran, found_by, pairs.root)
     return notes
 
 
@@ -100,13 +101,22 @@ DEDUP_SECTIONS = {"exact": ("sha256", "pixel_hash"), "minhash": ("minhash",), "p
                   "sscd": ("sscd",), "pdq": ("pdq", "pdq_verified"), "semantic": ("semantic",)}
 
 
-def _dedup_note(override: str, name: str, field: str, config: RunConfig, ran: RunConfig, run: Path) -> list[str]:
+def detectors_run(pairs: RunLayout, ran: RunConfig) -> set[str]:
+    """The detectors whose pairs the run stored: as its last dedup phase recorded them in run.json. Not the
+    run's config.yaml, which the last command wrote: ``thresher score RUN --set dedup.X.enabled=true`` enables
+    X there before any dedup phase ran it."""
+    recorded = read_json(pairs.run_json).get("phases", {}).get("dedup", {}) if pairs.run_json.exists() else {}
+    return set(recorded["detectors"]) if "detectors" in recorded else set(ran.dedup.enabled_detectors())
+
+
+def _dedup_note(override: str, name: str, field: str, config: RunConfig, ran: RunConfig, found_by: set[str],
+                run: Path) -> list[str]:
     if _switches_off(override):
         return []
     section = getattr(config.dedup, name)
     switched_on = config.dedup.model_copy(update={name: section.model_copy(update={"enabled": True})})
     would = [d for d in DETECTORS if d.name in DEDUP_SECTIONS[name] and d.enabled(switched_on)]
-    new = [d for d in would if not d.enabled(ran.dedup)]
+    new = [d for d in would if d.name not in found_by]
     if new:  # a detector that ran but left no pairs file has the note of override_notes
         sets = list(dict.fromkeys([f"dedup.{name}.enabled=true", override]))
         redo = "score" if any(d.stage for d in new) else "dedup"

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from manifests.schema import Status
 
 REPORT_S = 0.5  # how often a task sends its counts, and the driver redraws the bar
+READ_TIMEOUT_S = 10.0  # a counter that does not answer (a cluster going down) skips a redraw, never hangs the run
 
 
 @ray.remote(num_cpus=0)
@@ -60,7 +61,10 @@ def row_bar(desc: str, total: int | None) -> Iterator[ray.actor.ActorHandle]:
     stop = threading.Event()
     with tqdm(total=total, desc=desc, unit="row") as bar:
         def draw() -> None:
-            done, failed = ray.get(counter.read.remote())
+            try:
+                done, failed = ray.get(counter.read.remote(), timeout=READ_TIMEOUT_S)
+            except ray.exceptions.RayError:  # a timeout or a lost actor: a bar never fails a run
+                return
             bar.n = done
             bar.set_postfix_str(f"failed {failed}", refresh=False)
             bar.refresh()

@@ -179,3 +179,17 @@ def test_tune_notes_every_switch_that_cannot_act_on_this_run(tmp_path):
     assert "caption is no part of the decision" in blip and "--set caption.blip2.enabled=true --redo caption" in blip
     assert "export is no part of the decision, so tune ignores it" in export
     assert notes("filters.nsfw.enabled=false", "dedup.minhash.enabled=false") == []
+
+
+def test_a_detector_the_config_names_but_no_dedup_phase_ran_is_noted(tmp_path):
+    """``thresher score RUN --set dedup.exact.enabled=true`` writes exact into config.yaml before any dedup
+    phase ran it: run.json's record of the dedup phase says which detectors stored pairs."""
+    from manifests.io import write_json
+    from pipelines.tools import run_tune
+
+    run = _bare_run(tmp_path, dedup={"exact": {"enabled": True}})
+    write_json({"phases": {"dedup": {"detectors": []}}}, run / "run.json")
+    text = run_tune(run, ["dedup.exact.enabled=true"])[1]
+    assert "note: --set dedup.exact.enabled=true: the exact detector never ran" in text
+    write_json({"phases": {"dedup": {"detectors": ["sha256", "pixel_hash"]}}}, run / "run.json")
+    assert "note:" not in run_tune(run, ["dedup.exact.enabled=true"])[1]
