@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crawl.readers import InputError
 from manifests import storage
@@ -16,6 +17,9 @@ from pipelines.config import ConfigError, load_config
 from pipelines.configdoc import add_config_command, config_command
 from pipelines.run import PHASE_NAMES
 from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
+
+if TYPE_CHECKING:
+    from pipelines.run import Run
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +103,7 @@ def models_command(action: str, config_path: str | None, overrides: list[str]) -
     return 0 if all(w.present for w in listed) else 1
 
 
-def start_ray(run, address: str | None, verbose: bool, fresh: bool) -> None:
+def start_ray(run: "Run", address: str | None, verbose: bool, fresh: bool) -> None:
     """Start or join Ray with its native lines in the run's log; when it fails, a run directory this command
     created goes again (its log kept beside, in the temp dir) and the error is one line."""
     from pipelines.runtime import RayStartError, init_ray

@@ -65,7 +65,7 @@ def row_bar(desc: str, total: int | None) -> Iterator[ray.actor.ActorHandle]:
                 done, failed = ray.get(counter.read.remote(), timeout=READ_TIMEOUT_S)
             except ray.exceptions.RayError:  # a timeout or a lost actor: a bar never fails a run
                 return
-            bar.n = done
+            bar.n = done if bar.total is None else min(done, bar.total)  # a restarted task counts again
             bar.set_postfix_str(f"failed {failed}", refresh=False)
             bar.refresh()
 
