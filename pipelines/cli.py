@@ -103,7 +103,7 @@ def models_command(action: str, config_path: str | None, overrides: list[str]) -
     return 0 if all(w.present for w in listed) else 1
 
 
-def start_ray(run: "Run", address: str | None, verbose: bool, fresh: bool) -> None:
+def start_ray(run: Run, address: str | None, verbose: bool, fresh: bool) -> None:
     """Start or join Ray with its native lines in the run's log; when it fails, a run directory this command
     created goes again (its log kept beside, in the temp dir) and the error is one line."""
     from pipelines.runtime import RayStartError, init_ray
