@@ -39,10 +39,19 @@ def init_ray(config: RayConfig, address: str | None = None, log_to_driver: bool 
         bind_to_loopback()
         ray.init(num_cpus=config.num_cpus, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=log_to_driver)
-    except (ConnectionError, RuntimeError) as exc:  # what ray.init raises when GCS cannot start or be reached
+    except Exception as exc:
+        if not is_start_failure(exc):
+            raise
         ray.shutdown()
         raise RayStartError(start_failure(exc, target)) from exc
     check_loopback(ray.util.get_node_ip_address())
+
+
+def is_start_failure(exc: Exception) -> bool:
+    """What ``ray.init`` raises when its node does not come up: RuntimeError ("Failed to start GCS", a port
+    file never written), ConnectionError (no cluster at the address), or a bare Exception ("The current node
+    timed out during startup" on an overloaded machine). A subclass of Exception (TypeError, ...) is a bug."""
+    return isinstance(exc, (ConnectionError, RuntimeError)) or type(exc) is Exception
 
 
 def start_failure(exc: BaseException, target: str | None) -> str:

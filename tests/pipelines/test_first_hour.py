@@ -96,6 +96,22 @@ def test_a_ray_that_cannot_start_is_one_line_with_a_retry_hint_and_leaves_no_run
     assert not (tmp_path / "run").exists()
 
 
+def test_every_way_ray_init_reports_a_node_that_did_not_start_is_one_line():
+    from pipelines.runtime import is_start_failure, start_failure
+
+    overloaded = Exception("The current node timed out during startup. This could happen because some of the "
+                           "raylet failed to startup or the GCS has become overloaded.\n")  # ray/_private/node.py
+    gcs = RuntimeError("Failed to start GCS.  Last 1 lines of error files:\n[E] boom\n.Please check "
+                       "/tmp/ray/session_2026-01-01_00-00-00_1_2/logs/gcs_server.out for details.")
+    for exc in (overloaded, gcs, ConnectionError("Could not find any running Ray instance.")):
+        assert is_start_failure(exc)
+        line = start_failure(exc, None)
+        assert "\n" not in line and "retry in a minute" in line and str(exc).splitlines()[0] in line
+    assert "/tmp/ray/session_2026-01-01_00-00-00_1_2/logs" in start_failure(gcs, None)
+    assert "could not join the Ray cluster at ray://x:10001" in start_failure(gcs, "ray://x:10001")
+    assert not is_start_failure(TypeError("a bug")) and not is_start_failure(KeyError("a bug"))
+
+
 @pytest.mark.parametrize("full", [False, True])
 def test_config_command_prints_a_config_that_validates_as_it_is(full, capsys):
     assert main(["config"] + (["--full"] if full else [])) == 0
