@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 import pyarrow as pa
@@ -39,6 +40,7 @@ CONTENT_COLUMNS = (col.CONTENT_LEFT, col.CONTENT_TOP, col.CONTENT_WIDTH, col.CON
 BOX_MEMBER = "box"  # staged tar member "{key}.box": the content box as "left,top,width,height"
 
 Outcome = tuple[dict, tuple[str, dict[str, bytes]] | None]  # (manifest row, staged sample or None)
+OnRow = Callable[[str], None]  # told each row's status as soon as it is final: the driver's progress in rows
 
 
 @lru_cache(maxsize=4)
@@ -66,18 +68,26 @@ def read_file_uri(uri: str) -> Fetched:
         return Fetched(Status.FAILED_TO_DOWNLOAD, f"{type(exc).__name__}: {exc}", attempts=1)
 
 
-def _unit_outcomes(unit: Unit, crawl: CrawlConfig, fetcher: Fetcher | None) -> list[Outcome]:
+def reported(result: Outcome, on_row: OnRow | None) -> Outcome:
+    if on_row is not None:
+        on_row(result[0][col.STATUS])
+    return result
+
+
+def _unit_outcomes(unit: Unit, crawl: CrawlConfig, fetcher: Fetcher | None, on_row: OnRow | None) -> list[Outcome]:
     """One outcome per input row of the unit, in input order."""
     if unit.kind == "webdataset":
-        return [carry(outcome(row, fetched, crawl), carried)
+        return [reported(carry(outcome(row, fetched, crawl), carried), on_row)
                 for row, fetched, carried in shard_rows(Path(unit.path), unit.extra_cols)]
     rows = pq.read_table(unit.path).to_pylist()
     valid = [i for i, row in enumerate(rows) if not row.get(INPUT_ERROR)]
     results = [invalid_row(row) for row in rows]
+    for i in sorted(set(range(len(rows))) - set(valid)):
+        reported(results[i], on_row)
     if unit.kind == "url_list":
-        fetched = asyncio.run(crawl_rows([rows[i] for i in valid], fetcher or worker_fetcher(crawl), crawl))
+        fetched = asyncio.run(crawl_rows([rows[i] for i in valid], fetcher or worker_fetcher(crawl), crawl, on_row))
     else:
-        fetched = [outcome(rows[i], read_file_uri(rows[i][col.URL]), crawl) for i in valid]
+        fetched = [reported(outcome(rows[i], read_file_uri(rows[i][col.URL]), crawl), on_row) for i in valid]
     for i, result in zip(valid, fetched):
         results[i] = result
     return results
@@ -104,7 +114,8 @@ def ingest_schema(unit: Unit) -> pa.Schema:
     return pa.schema(list(INGEST_SCHEMA) + [f for f in extra if f.name not in INGEST_SCHEMA.names])
 
 
-async def crawl_rows(rows: list[dict], fetcher: Fetcher, crawl: CrawlConfig) -> list[Outcome]:
+async def crawl_rows(rows: list[dict], fetcher: Fetcher, crawl: CrawlConfig,
+                     on_row: OnRow | None = None) -> list[Outcome]:
     """Fetch and stage every row, at most ``crawl.concurrency`` in flight (fetching or decoding).
 
     The gate covers decoding too, so downloaded bytes waiting for a decode thread are bounded by it.
@@ -121,6 +132,7 @@ async def crawl_rows(rows: list[dict], fetcher: Fetcher, crawl: CrawlConfig) -> 
             fetched_at = datetime.now(timezone.utc)
             results[i] = await loop.run_in_executor(pool, outcome, rows[i], fetched, crawl)
             results[i][0][col.FETCHED_AT] = fetched_at
+            reported(results[i], on_row)
         finally:
             gate.release()
 
@@ -133,11 +145,12 @@ async def crawl_rows(rows: list[dict], fetcher: Fetcher, crawl: CrawlConfig) -> 
     return results  # type: ignore[return-value]  # every slot is filled once gather returns
 
 
-def ingest_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout, fetcher: Fetcher | None = None) -> dict:
+def ingest_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout, fetcher: Fetcher | None = None,
+                on_row: OnRow | None = None) -> dict:
     """Stage one unit; returns {"unit": index, "rows": n, "status": {status: count}}."""
     tar_path, rows_path = layout.staged_tar(unit.index), layout.staged_rows(unit.index)
     shard = layout.relative(tar_path)
-    outcomes = _unit_outcomes(unit, crawl, fetcher)
+    outcomes = _unit_outcomes(unit, crawl, fetcher, on_row)
     records = [record for record, _ in outcomes]
     for record, sample in outcomes:
         if sample is not None:
@@ -195,13 +208,14 @@ def units_to_retry(units: list[Unit], layout: RunLayout) -> list[Unit]:
     return [u for u in units if needs(u)]
 
 
-def _refetch(unit: Unit, rows: list[dict], crawl: CrawlConfig) -> list[Outcome]:
+def _refetch(unit: Unit, rows: list[dict], crawl: CrawlConfig, on_row: OnRow | None) -> list[Outcome]:
     if unit.kind == "url_list":
-        return asyncio.run(crawl_rows(rows, worker_fetcher(crawl), crawl))
-    return [outcome(row, read_file_uri(row[col.URL]), crawl) for row in rows]
+        return asyncio.run(crawl_rows(rows, worker_fetcher(crawl), crawl, on_row))
+    return [reported(outcome(row, read_file_uri(row[col.URL]), crawl), on_row) for row in rows]
 
 
-def retry_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout) -> dict:
+def retry_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout, fetcher: Fetcher | None = None,
+               on_row: OnRow | None = None) -> dict:
     """Refetch the unit's retryable rows and rewrite its tar and Parquet atomically, Parquet last.
 
     The new tar keeps exactly the samples of rows that were successes plus the new successes, so a
@@ -209,12 +223,12 @@ def retry_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout) -> dict:
     """
     tar_path, rows_path = layout.staged_tar(unit.index), layout.staged_rows(unit.index)
     if not rows_path.exists():
-        return ingest_unit(unit, crawl, layout)
+        return ingest_unit(unit, crawl, layout, fetcher, on_row)
     staged = pq.read_table(rows_path)
     records = staged.to_pylist()
     retry = [i for i, r in enumerate(records) if r[col.STATUS] in Status.RETRYABLE and unit.kind != "webdataset"]
     identity = [n for n in staged.column_names if n in IDENTITY or n not in INGEST_SCHEMA.names]  # extras too
-    outcomes = _refetch(unit, [{k: records[i][k] for k in identity} for i in retry], crawl)
+    outcomes = _refetch(unit, [{k: records[i][k] for k in identity} for i in retry], crawl, on_row)
     members = _staged_members(tar_path, {r[col.SAMPLE_ID] for r in records if r[col.STATUS] == Status.SUCCESS})
     for i, (record, sample) in zip(retry, outcomes):
         record[col.ATTEMPTS] = (records[i][col.ATTEMPTS] or 0) + (record[col.ATTEMPTS] or 0)

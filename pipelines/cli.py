@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from crawl.readers import InputError
-from pipelines import console
+from manifests import storage
+from manifests.layout import RunLayout
+from pipelines import console, diskspace
 from pipelines.config import ConfigError, load_config
 from pipelines.configdoc import add_config_command, config_command
 from pipelines.run import PHASE_NAMES
-from pipelines import diskspace
 from pipelines.diskspace import DiskFull
 from pipelines.preempt import Preempted, stop_on_sigterm
 from pipelines.runlock import RunLocked
@@ -20,6 +25,9 @@ from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
 
 LOCKED_EXIT = 75  # EX_TEMPFAIL: another driver holds the run directory; try again when it ends
 DISK_FULL_EXIT = 74  # EX_IOERR: the output volume is full; rerun after freeing space
+
+if TYPE_CHECKING:
+    from pipelines.run import Run
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -111,15 +119,36 @@ def guarded(layout: RunLayout, verbose: bool) -> Iterator[None]:
         yield
 
 
+def start_ray(run: Run, address: str | None, verbose: bool, fresh: bool) -> None:
+    """Start or join Ray with its native lines in the run's log; when it fails, a run directory this command
+    created goes again (its log kept beside, in the temp dir) and the error is one line."""
+    from pipelines.runtime import RayStartError, init_ray
+
+    root = run.layout.root
+    try:
+        with console.native_stderr(root, verbose, show=False):
+            init_ray(run.config.ray, address, log_to_driver=verbose)
+    except RayStartError as exc:
+        if not fresh:
+            raise
+        console.setup(None, verbose)  # closes the log file
+        log = root / console.LOG_FILE
+        kept = Path(tempfile.gettempdir()) / f"thresher-ray-start-{os.getpid()}.log"
+        if log.exists():
+            shutil.move(log, kept)
+        shutil.rmtree(root, ignore_errors=True)
+        raise RayStartError(f"{exc} (thresher's log: {kept}; no run directory was left)") from exc
+
+
 def run_command(args: argparse.Namespace, verbose: bool) -> None:
     """``thresher run`` or one phase: prepare the run once, route the logs, start or join Ray, then work."""
     from pipelines import run as runner
-    from pipelines.runtime import init_ray
 
     config = load_config(args.config, args.overrides)
+    fresh = not storage.is_uri(config.output_dir) and not Path(config.output_dir).exists()
     run = runner.prepare(config, retry_failed=getattr(args, "retry_failed", False))
     console.setup(run.layout.root, verbose)
-    init_ray(config.ray, args.address, log_to_driver=verbose)
+    start_ray(run, args.address, verbose, fresh)
     if args.command == "run":
         with guarded(run.layout, verbose):
             runner.run_all(run, redo=tuple(args.redo))
@@ -129,7 +158,8 @@ def run_command(args: argparse.Namespace, verbose: bool) -> None:
     if args.command == "export":
         print(runner.report.summary_table(runner.finish(run), run.layout.root))
     else:
-        print(f"{args.command}: {result}")
+        later = PHASE_NAMES[PHASE_NAMES.index(args.command) + 1]
+        print(runner.report.phase_table(args.command, result, run.layout, later))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"thresher: stopped by {exc} before the end; committed units are kept: rerun the same command "
               f"to resume", file=sys.stderr)
         return exc.exit_code
+    except RuntimeError as exc:
+        runtime = sys.modules.get("pipelines.runtime")  # imported (with Ray) by the commands that start Ray only
+        if runtime is None or not isinstance(exc, runtime.RayStartError):
+            raise
+        print(f"thresher: {exc}", file=sys.stderr)
+        return 1
     except (FileExistsError, ValueError) as exc:
         if not is_tool(args):
             raise

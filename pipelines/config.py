@@ -111,7 +111,11 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {override!r}: {key!r} is a value, not a section")
         node = child
-    node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML ({_problem(exc)}); quote it, "
+                          f"e.g. --set '{path.strip()}=\"...\"'") from None
 
 
 def _describe(error: ValidationError) -> str:
@@ -142,10 +146,30 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         path = path / "config.yaml"
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return build_config(data, overrides)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document at ``path``; a syntax error is one line naming the file, line and column, and the fix."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        if "'\\t'" in str(getattr(exc, "problem", "")):
+            raise ConfigError(f"{where}: a tab character; YAML indents with spaces only: replace the tabs with "
+                              f"spaces") from None
+        raise ConfigError(f"{where}: YAML syntax error ({_problem(exc)}); fix that line, or start from the "
+                          f"output of `thresher config`") from None
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    return " ".join(str(getattr(exc, "problem", None) or exc).split())
 
 
 def dump_config(config: RunConfig) -> str:

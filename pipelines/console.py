@@ -83,12 +83,15 @@ def _route_ray_data(handlers: list[logging.Handler], verbose: bool) -> None:
 OWN_BARS = ("ingest", "score", "export")  # phases that draw a bar of their units or shards themselves
 
 
-def phase(name: str, func: Callable[..., dict], *args: Any, **kwargs: Any) -> dict:
-    """Run one phase; one that draws no bar of its own (dedup, decide, caption) gets a one-step bar, so the
-    console shows one line per phase."""
+def phase(name: str, func: Callable[..., dict], *args: Any, idle: str | None = None, **kwargs: Any) -> dict:
+    """Run one phase; one that draws no bar of its own (dedup, decide, caption) gets a one-step bar with its
+    time, so the console shows one line per phase; one with nothing to do (``idle`` says why) gets that line."""
+    if idle is not None:
+        print(f"{name}: nothing to do ({idle})")
+        return func(*args, **kwargs)
     if name in OWN_BARS:
         return func(*args, **kwargs)
-    with tqdm(total=1, desc=name, unit="phase") as bar:
+    with tqdm(total=1, desc=name, bar_format="{l_bar}{bar}| [{elapsed}]") as bar:
         result = func(*args, **kwargs)
         bar.update(1)
     return result
@@ -100,11 +103,12 @@ KNOWN_NOISE = (
     # that such an actor's restart could fail (ray-project/ray#53727); our constructor arguments are plain.
     b"has constructor arguments in the object store and max_restarts > 0",
 )
+_QUIET = "--quiet"  # the tee's flag: every line to the log file, none to the console
 _DRAIN_S = 10.0  # how long the end of a run waits for the last native lines to reach the file
 
 
 @contextmanager
-def native_stderr(run_root: Path | None, verbose: bool = False) -> Iterator[None]:
+def native_stderr(run_root: Path | None, verbose: bool = False, show: bool = True) -> Iterator[None]:
     """While Ray works, send what native code writes to this process's fd 2 to ``RUN/logs/thresher.log``.
 
     Ray's C++ core worker in the driver writes every ERROR line to fd 2 as well as to its session log;
@@ -113,7 +117,8 @@ def native_stderr(run_root: Path | None, verbose: bool = False) -> Iterator[None
     process (``_tee``) that copies each line to the log file and shows on the console all but
     ``KNOWN_NOISE``: an unknown error or a fatal check still shows, and a separate process still
     drains the pipe when this one aborts. Python's stderr (bars, warnings, tracebacks) keeps writing to the console. ``-v`` changes
-    nothing; Ray is started before this, so a Ray that fails to start shows its lines as it prints them.
+    nothing. ``show=False`` keeps every native line off the console: while Ray starts, a failure is an
+    exception that says it in one line, and the lines it printed while retrying stay in the file.
     """
     if verbose or run_root is None:
         yield
@@ -121,7 +126,7 @@ def native_stderr(run_root: Path | None, verbose: bool = False) -> Iterator[None
     path = Path(run_root) / LOG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
-    tee = subprocess.Popen([sys.executable, __file__, str(path)], stdin=subprocess.PIPE)
+    tee = subprocess.Popen([sys.executable, __file__, str(path), *([] if show else [_QUIET])], stdin=subprocess.PIPE)
     assert tee.stdin is not None
     console_fd = os.dup(2)
     os.dup2(tee.stdin.fileno(), 2)
@@ -170,9 +175,10 @@ def _point_stderr(old: IO[str], new: IO[str]) -> None:
     sys.stderr = new
 
 
-def _tee(source: IO[bytes], log: IO[bytes], console: IO[bytes], noise: tuple[bytes, ...] = KNOWN_NOISE) -> None:
-    """Copy each line of ``source`` to ``log``, and to ``console`` too unless it contains known noise."""
-    show = True
+def _tee(source: IO[bytes], log: IO[bytes], console: IO[bytes] | None,
+         noise: tuple[bytes, ...] = KNOWN_NOISE) -> None:
+    """Copy each line of ``source`` to ``log``, and to ``console`` too (if any) unless it contains known noise."""
+    show = console is not None
     for line in iter(source.readline, b""):
         log.write(line)
         log.flush()
@@ -187,4 +193,4 @@ def _tee(source: IO[bytes], log: IO[bytes], console: IO[bytes], noise: tuple[byt
 if __name__ == "__main__":  # the tee of ``native_stderr``, run as ``python console.py LOG``
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the driver; this drains its last lines
     with open(sys.argv[1], "ab") as log_file:
-        _tee(sys.stdin.buffer, log_file, sys.stderr.buffer)
+        _tee(sys.stdin.buffer, log_file, None if _QUIET in sys.argv[2:] else sys.stderr.buffer)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
@@ -23,7 +24,7 @@ from manifests.export import shard_sizes, write_sizes
 from manifests.export_parts import captions_schema, export_shard, write_manifest
 from manifests.layout import RunLayout
 from manifests.shardplan import ShardRange, plan_sizes, spans_by_partition
-from pipelines import decide_tasks, dedup_tasks, score_units
+from pipelines import decide_tasks, dedup_tasks, progress, score_units
 from pipelines.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
 from pipelines.decode import add_decode
@@ -39,15 +40,28 @@ UNIT = "unit"  # the ingest unit of a caption row: its hive partition under capt
 # --- ingest -------------------------------------------------------------------------------------
 
 class IngestWorker:
-    """Ray actor: stages one work unit per call (its own aiohttp session and DNS cache)."""
+    """Ray actor: stages one work unit per call (its own aiohttp session and DNS cache), telling ``counter``
+    (a ``progress.RowCounter``) its rows as they finish."""
 
-    def __init__(self, config: RunConfig, root: str, retry_failed: bool = False) -> None:
+    def __init__(self, config: RunConfig, root: str, retry_failed: bool = False,
+                 counter: ray.actor.ActorHandle | None = None) -> None:
         self.crawl, self.layout = config.crawl, RunLayout.at(root)
         self.stage = retry_unit if retry_failed else ingest_unit
+        self.reporter = progress.RowReporter(counter)
 
     def __call__(self, row: dict) -> dict:
-        summary = self.stage(Unit(**row["unit"]), self.crawl, self.layout)
+        try:
+            summary = self.stage(Unit(**row["unit"]), self.crawl, self.layout, on_row=self.reporter)
+        finally:
+            self.reporter.flush()
         return {"unit": summary["unit"], "rows": summary["rows"]}
+
+
+def unit_rows(units: list[Unit]) -> int | None:
+    """Input rows of the units, from their Parquet footers; None when a unit is an input tar (not counted)."""
+    if any(u.kind == "webdataset" for u in units):
+        return None
+    return sum(pq.ParquetFile(u.path).metadata.num_rows for u in units)
 
 
 def ingest(run: Run) -> dict:
@@ -62,12 +76,12 @@ def ingest(run: Run) -> dict:
         pending = [u for u in units if not layout.staged_rows(u.index).exists()]
     res = config.resources.ingest
     if pending:
-        ds = ray.data.from_items([{"unit": asdict(u)} for u in pending], override_num_blocks=len(pending))
-        ds = ds.map(IngestWorker, fn_constructor_args=(config, str(layout.root), retry_failed),
-                    **pool_args(res, cap=len(pending)))
-        with tqdm(total=len(pending), desc="ingest", unit="unit") as bar:
+        with progress.row_bar("ingest", None if retry_failed else unit_rows(pending)) as counter:
+            ds = ray.data.from_items([{"unit": asdict(u)} for u in pending], override_num_blocks=len(pending))
+            ds = ds.map(IngestWorker, fn_constructor_args=(config, str(layout.root), retry_failed, counter),
+                        **pool_args(res, cap=len(pending)))
             for _ in ds.iter_rows():
-                bar.update(1)
+                pass
     return {"units": len(units), "units_run": len(pending)}
 
 
@@ -123,11 +137,10 @@ def score(run: Run) -> dict:
         written = [c for spec in specs for c in spec.writes]
         out = run_stages(add_decode(ds, config, specs), specs)  # decode once, then the model stages
         out = out.select_columns([col.SAMPLE_ID, score_units.PATH, *written])
-        with tqdm(total=len(pending), desc="score", unit="unit") as bar:
+        with tqdm(total=sum(len(ids) for ids in pending.values()), desc="score", unit="row") as bar:
             for batch in out.iter_batches(batch_format="pyarrow", batch_size=None):
-                before = len(collector.committed)
                 collector.add(batch)
-                bar.update(len(collector.committed) - before)
+                bar.update(min(batch.num_rows, bar.total - bar.n))  # a retried task's rows count once
     return {"stages": {s.name: s.describe() for s in specs}, "units_run": collector.finish()}
 
 

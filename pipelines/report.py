@@ -8,8 +8,10 @@ from importlib import metadata
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from manifests import schema as col
+from manifests.layout import RunLayout
 
 PACKAGES = ("thresher", "ray", "pyarrow", "polars", "torch", "torchvision", "open_clip_torch", "transformers",
             "onnxruntime", "faiss-cpu", "datasketch", "webdataset", "pillow", "aiohttp")
@@ -60,14 +62,71 @@ def blocklist_counts(manifest: pl.LazyFrame) -> dict[str, int]:
     return dict(found.iter_rows())
 
 
-def summary_table(stats: dict, root: Path) -> str:
-    lines = [f"Thresher run: {root}", "",
-             f"  {'input rows':<36}{stats['rows']:>10}",
-             f"  {'kept':<36}{stats['kept']:>10}",
-             f"  {'rejected':<36}{stats['rejected']:>10}", "", "  ingest status"]
+def _row(label: str, value: object) -> str:
+    return f"  {label:<36}{value!s:>10}"
+
+
+def count_lines(stats: dict) -> list[str]:
+    """Rows, kept, rejected, per status and per reject reason: the body of the run's summary."""
+    lines = [_row("input rows", stats["rows"]), _row("kept", stats["kept"]), _row("rejected", stats["rejected"]),
+             "", "  ingest status"]
     lines += [f"    {k:<34}{v:>10}" for k, v in stats["status"].items()]
     lines += ["", "  reject reasons (a row may have several)"]
     lines += [f"    {k:<34}{v:>10}" for k, v in stats["reject_reasons"].items()] or ["    (none)"]
+    return lines
+
+
+def summary_table(stats: dict, root: Path) -> str:
+    lines = [f"Thresher run: {root}", "", *count_lines(stats)]
     lines += ["", f"  shards    {root / 'shards'}", f"  manifest  {root / 'manifest'}/",
               f"  run.json  {root / 'run.json'}"]
     return "\n".join(lines)
+
+
+def phase_table(name: str, result: dict, layout: RunLayout, next_phase: str | None) -> str:
+    """What ``thresher PHASE`` prints after one phase: the same kind of table as the run's, from its files."""
+    lines = [f"Thresher {name}: {layout.root}", "", *_PHASE_LINES[name](result, layout), "",
+             _row("wall time (s)", f"{result.get('wall_s', 0):.1f}")]
+    if next_phase is not None:
+        lines.append(f"  next      thresher {next_phase} {layout.root}, or thresher run {layout.root} for every phase left")
+    lines.append(f"  run.json  {layout.run_json}")
+    return "\n".join(lines)
+
+
+def _file_rows(files: list[Path]) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def _ingest_lines(result: dict, layout: RunLayout) -> list[str]:
+    files = layout.staged_row_files()
+    status = {} if not files else dict(sorted(
+        pl.scan_parquet([str(f) for f in files]).group_by(col.STATUS).len().collect(engine="streaming").iter_rows()))
+    lines = [_row("input rows", sum(status.values())), _row("units staged now", f"{result['units_run']} of {result['units']}"),
+             "", "  ingest status"]
+    return lines + [f"    {k:<34}{v:>10}" for k, v in status.items()]
+
+
+def _stage_lines(result: dict, files: list[Path], label: str) -> list[str]:
+    return [_row("stages", ", ".join(result.get("stages", {})) or "(none enabled)"), _row(label, _file_rows(files))]
+
+
+def _dedup_lines(result: dict, layout: RunLayout) -> list[str]:
+    pairs = result.get("pairs", {})
+    lines = [_row("detectors", ", ".join(result.get("detectors", [])) or "(none enabled)")]
+    lines += [_row(f"  {name} pairs", found.get("pairs", 0)) for name, found in pairs.items() if isinstance(found, dict)]
+    return lines + [_row("duplicates (rows not kept)", result.get("duplicates", 0))]
+
+
+def _decide_lines(result: dict, layout: RunLayout) -> list[str]:
+    return count_lines(counts(pl.scan_parquet([str(f) for f in layout.decided_files()])))
+
+
+_PHASE_LINES = {
+    "ingest": _ingest_lines,
+    "score": lambda result, layout: _stage_lines(result, layout.score_files(), "rows scored"),
+    "dedup": _dedup_lines,
+    "decide": _decide_lines,
+    "caption": lambda result, layout: _stage_lines(
+        result, sorted(layout.captions_dir.rglob("*.parquet")) if layout.captions_dir.exists() else [],
+        "rows captioned"),
+}

@@ -55,6 +55,7 @@ class Phase:
     name: str  # also the name of the function in pipelines.phases that runs it
     resumable: bool  # skipped by ``run_all`` when done; decide and export are cheap and always redone
     pools: Callable[[Run], list[Pool]]  # the actor pools it starts, for the cluster check
+    idle: Callable[[Run], str | None] = lambda run: None  # why the phase has nothing to do (it draws no bar then)
 
     def __call__(self, run: Run) -> dict:
         # Imported here so that the CLI, which lists the phases, and the manifest tools never load Ray or stages.
@@ -70,9 +71,11 @@ def _no_pools(run: Run) -> list[Pool]:
 PHASES = (
     Phase("ingest", True, lambda r: [Pool("resources.ingest", r.config.resources.ingest)]),
     Phase("score", True, lambda r: stage_pools(r.score_specs) + decode_pool(r.config, r.score_specs)),
-    Phase("dedup", True, lambda r: dedup_pools(r.config)),
+    Phase("dedup", True, lambda r: dedup_pools(r.config),
+          lambda r: None if r.config.dedup.enabled_detectors() else "no duplicate detector enabled"),
     Phase("decide", False, _no_pools),
-    Phase("caption", True, lambda r: stage_pools(r.caption_specs)),
+    Phase("caption", True, lambda r: stage_pools(r.caption_specs),
+          lambda r: None if r.caption_specs else "no captioner enabled"),
     Phase("export", False, lambda r: [Pool("resources.export", r.config.resources.export)]),
 )
 PHASE_NAMES = tuple(p.name for p in PHASES)
@@ -120,9 +123,24 @@ def local_config(config: RunConfig) -> RunConfig:
     return config.model_copy(update=update)
 
 
+def check_output_dir(output_dir: str) -> None:
+    """A local output_dir (or a folder above it) that is a file fails here, in one line, before anything is written."""
+    if storage.is_uri(output_dir):
+        return
+    root = Path(output_dir).expanduser()
+    for path in (root, *root.parents):
+        if path.exists() and not path.is_dir():
+            what = "is" if path == root else f"is inside {path}, which is"
+            raise ConfigError(f"output_dir: {root} {what} a file, not a folder; set output_dir to a new folder or "
+                              f"an existing run directory (--set output_dir=PATH)")
+        if path.exists():
+            return
+
+
 def prepare(config: RunConfig, retry_failed: bool = False) -> Run:
     """Validate, and set up the local run directory; a URI one is first downloaded to resume from it."""
     score_specs, caption_specs = validate(config)
+    check_output_dir(config.output_dir)
     local = local_config(config)
     check_input(local.input)  # before the run directory exists, so a bad input leaves none behind
     layout = RunLayout.at(local.output_dir)
@@ -186,7 +204,7 @@ def run_phase(run: Run, name: str) -> dict:
         layout.done_marker(later).unlink(missing_ok=True)
     layout.phase_dir(name).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = console.phase(name, current, run)
+    result = console.phase(name, current, run, idle=current.idle(run))
     result["wall_s"] = round(time.perf_counter() - start, 3)
     write_json(result, layout.done_marker(name))
     update_run_json(layout.run_json, phases={name: result})

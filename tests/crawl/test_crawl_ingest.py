@@ -27,9 +27,11 @@ def test_every_row_lands_once_with_its_columns(server, tmp_path: Path) -> None:
     pq.write_table(pa.table({"url": urls, "caption": [f"c{i}" for i in range(len(urls))]}), tmp_path / "in.parquet")
     units = plan_units(InputConfig(path=str(tmp_path / "in.parquet"), rows_per_shard=4), tmp_path / "units")
     layout = RunLayout.at(str(tmp_path / "run"))
+    told: list[str] = []  # each row's status as it is decided: what the driver's progress in rows counts
     for unit in units:
-        ingest_unit(unit, fast_config(), layout)
+        ingest_unit(unit, fast_config(), layout, on_row=told.append)
     rows = pa.concat_tables([pq.read_table(layout.staged_rows(u.index)) for u in units]).to_pylist()
+    assert sorted(told) == sorted(r[col.STATUS] for r in rows)
     assert [r[col.SOURCE_ROW] for r in rows] == list(range(len(urls)))
     assert [r[col.STATUS] for r in rows] == [
         Status.SUCCESS, Status.FAILED_TO_DOWNLOAD, Status.NOT_AN_IMAGE, Status.FAILED_TO_DECODE,
@@ -52,11 +54,12 @@ def test_webdataset_and_folder_inputs(tmp_path: Path) -> None:
     (folder / "b.jpg").write_bytes(b"not really a jpeg")
     units = plan_units(InputConfig(kind="folder", path=str(folder)), tmp_path / "units")
     layout = RunLayout.at(str(tmp_path / "run"))
-    summary = ingest_unit(units[0], fast_config(), layout)
-    assert summary["status"] == {Status.SUCCESS: 1, Status.NOT_AN_IMAGE: 1}
+    told: list[str] = []
+    summary = ingest_unit(units[0], fast_config(), layout, on_row=told.append)
+    assert summary["status"] == {Status.SUCCESS: 1, Status.NOT_AN_IMAGE: 1} and len(told) == 2
     tar_unit = plan_units(InputConfig(kind="webdataset", path=str(layout.staged_tar(0))), tmp_path / "u2")[0]
-    summary = ingest_unit(tar_unit, fast_config(), RunLayout.at(str(tmp_path / "run2")))
-    assert summary["status"] == {Status.SUCCESS: 1}
+    summary = ingest_unit(tar_unit, fast_config(), RunLayout.at(str(tmp_path / "run2")), on_row=told.append)
+    assert summary["status"] == {Status.SUCCESS: 1} and told[2:] == [Status.SUCCESS]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])

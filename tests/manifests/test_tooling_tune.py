@@ -122,28 +122,74 @@ def test_tune_needs_only_the_manifest(synthetic_run, tmp_path):
     assert sorted(p.name for p in bare.iterdir()) == before  # and it wrote nothing
 
 
-def test_tune_says_when_an_override_cannot_act(tmp_path):
-    """A stage that never ran, a section left off, a detector that stored no pairs, a threshold below the
-    stored pairs: each is named, instead of a silent +0."""
+def _bare_run(tmp_path, **sections):
+    """A run directory with a decided manifest without score columns, its config and an empty pairs file."""
     from dedup.cluster import PAIRS_SCHEMA
     from manifests.layout import RunLayout
     from pipelines.config import build_config, dump_config
-    from pipelines.tools import run_tune
     from tooling_support import run_config
 
     run = tmp_path / "run"
-    config = build_config(run_config(run, dedup={"phash": {"enabled": True}}))
+    config = build_config(run_config(run, **sections))
     decide(chunk(0, 500, seed=2, scores=False).lazy(), config.filters).collect().write_parquet(
         (run.mkdir() or run) / "manifest.parquet")
     (run / "config.yaml").write_text(dump_config(config))
     pairs = RunLayout.at(run).pairs
     pairs.parent.mkdir()
     pl.DataFrame(schema=PAIRS_SCHEMA).write_parquet(pairs)
+    return run
+
+
+def test_tune_says_when_an_override_cannot_act(tmp_path):
+    """A stage that never ran, a detector that never ran, a threshold below the stored pairs: each is named,
+    with the command that would make it act, instead of a silent +0."""
+    from pipelines.tools import run_tune
+
+    run = _bare_run(tmp_path, dedup={"phash": {"enabled": True}})
     _, text = run_tune(run, ["filters.nsfw.enabled=true", "filters.nsfw.max_prob=0.1", "filters.clip.min_score=0.3",
                              "dedup.phash.threshold=0.7", "dedup.sscd.threshold=0.9"])
     assert "no nsfw_prob column, so the nsfw stage never ran" in text
-    assert "filters.clip is not enabled" in text
-    assert "pairs between 0.7 and 0.84375 are not found" in text and "store_threshold=0.7 --redo dedup" in text
-    assert "the sscd detector stored no pairs" in text
-    _, plain = run_tune(run, ["filters.rules.min_image_side=300"])
+    assert (f"thresher run {run} --set filters.nsfw.enabled=true --set filters.nsfw.max_prob=0.1 --redo score, "
+            f"then tune again") in text
+    # clip is off and never ran: "add --set filters.clip.enabled=true" would only say it never ran
+    assert "filters.clip is not enabled" not in text
+    assert f"--set filters.clip.enabled=true --set filters.clip.min_score=0.3 --redo score" in text
+    assert "pairs between 0.7 and 0.84375 are not found" in text
+    assert "--set dedup.phash.store_threshold=0.7 --set dedup.phash.threshold=0.7 --redo dedup" in text
+    assert "the sscd detector never ran" in text
+    _, plain = run_tune(run, ["filters.rules.min_image_side=300", "dedup.phash.enabled=false"])
     assert "note:" not in plain
+
+
+def test_tune_notes_every_switch_that_cannot_act_on_this_run(tmp_path):
+    from pipelines.tools import run_tune
+
+    run = _bare_run(tmp_path)
+    notes = lambda *sets: [line for line in run_tune(run, list(sets))[1].splitlines() if line.startswith("note:")]
+    # exact never ran: its pixel hashes come from a score stage, so the score phase runs again
+    exact, = notes("dedup.exact.enabled=true")
+    assert "the exact detector never ran" in exact
+    assert exact.endswith(f"thresher run {run} --set dedup.exact.enabled=true --redo score, then tune again")
+    # sha256 alone comes from ingest: the dedup phase is enough
+    sha, = notes("dedup.exact.enabled=true", "dedup.exact.pixels=false")[:1]
+    assert sha.endswith("--set dedup.exact.enabled=true --redo dedup, then tune again")
+    minhash, = notes("dedup.minhash.enabled=true")
+    assert "--redo score" in minhash
+    blip, export = notes("caption.blip2.enabled=true", "export.shard_size=10")
+    assert "caption is no part of the decision" in blip and "--set caption.blip2.enabled=true --redo caption" in blip
+    assert "export is no part of the decision, so tune ignores it" in export
+    assert notes("filters.nsfw.enabled=false", "dedup.minhash.enabled=false") == []
+
+
+def test_a_detector_the_config_names_but_no_dedup_phase_ran_is_noted(tmp_path):
+    """``thresher score RUN --set dedup.exact.enabled=true`` writes exact into config.yaml before any dedup
+    phase ran it: run.json's record of the dedup phase says which detectors stored pairs."""
+    from manifests.io import write_json
+    from pipelines.tools import run_tune
+
+    run = _bare_run(tmp_path, dedup={"exact": {"enabled": True}})
+    write_json({"phases": {"dedup": {"detectors": []}}}, run / "run.json")
+    text = run_tune(run, ["dedup.exact.enabled=true"])[1]
+    assert "note: --set dedup.exact.enabled=true: the exact detector never ran" in text
+    write_json({"phases": {"dedup": {"detectors": ["sha256", "pixel_hash"]}}}, run / "run.json")
+    assert "note:" not in run_tune(run, ["dedup.exact.enabled=true"])[1]

@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 from pipelines import console
 
@@ -43,3 +46,84 @@ def test_a_driver_that_aborts_still_shows_and_logs_its_last_native_lines(tmp_pat
                          timeout=60)
     assert out.returncode != 0 and b"Check failed: boom\n*** StackTrace ***" in out.stderr
     assert b"Check failed: boom" in (tmp_path / console.LOG_FILE).read_bytes()
+
+
+def test_a_phase_with_nothing_to_do_says_so_and_draws_no_bar(tmp_path, capsys):
+    from manifests.layout import RunLayout
+    from pipelines.config import build_config
+    from pipelines.run import Run, phase
+
+    assert console.phase("dedup", dict, idle="no duplicate detector enabled") == {}
+    out, err = capsys.readouterr()
+    assert out == "dedup: nothing to do (no duplicate detector enabled)\n" and err == ""
+    console.phase("decide", dict)
+    err = capsys.readouterr().err
+    assert "decide: 100%" in err and "phase/s" not in err and "s/phase" not in err  # its time, not a rate
+    config = build_config({"output_dir": str(tmp_path), "input": {"path": "x.parquet"}})
+    run = Run(config, config, RunLayout.at(tmp_path), (), ())
+    assert phase("dedup").idle(run) == "no duplicate detector enabled"
+    assert phase("caption").idle(run) == "no captioner enabled" and phase("decide").idle(run) is None
+    on = build_config({"output_dir": str(tmp_path), "input": {"path": "x.parquet"}, "dedup": {"exact": {"enabled": True}}})
+    assert phase("dedup").idle(Run(on, on, RunLayout.at(tmp_path), (), ())) is None
+
+
+@pytest.mark.slow
+def test_row_progress_moves_while_a_unit_is_still_working(ray_session, tmp_path, capsys):
+    """Tasks report rows as they finish: the driver sees them before the task (a whole unit) returns."""
+    import ray
+
+    from manifests.schema import Status
+    from pipelines.progress import RowReporter, row_bar
+
+    gate = tmp_path / "gate"
+
+    def unit(counter) -> None:  # defined here: pickled by value for the worker
+        report = RowReporter(counter)
+        for status in (Status.SUCCESS, Status.FAILED_TO_DOWNLOAD, Status.SUCCESS):
+            report(status)
+        report.flush()
+        while not gate.exists():
+            time.sleep(0.05)
+
+    with row_bar("ingest", 3) as counter:
+        task = ray.remote(unit).remote(counter)
+        deadline = time.monotonic() + 120
+        while ray.get(counter.read.remote()) != (3, 1):
+            assert time.monotonic() < deadline, "the rows never reached the driver"
+            time.sleep(0.1)
+        assert not ray.wait([task], timeout=0)[0]  # the unit is still working
+        gate.touch()
+        ray.get(task)
+    err = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    assert "3/3" in err[-1] and ("row/s" in err[-1] or "s/row" in err[-1]) and "failed 1" in err[-1], err[-1]
+
+
+@pytest.mark.slow
+def test_single_phase_commands_count_rows_and_print_a_summary(ray_session, tmp_path, capsys):
+    """thresher ingest: a bar in rows with failures, then a table (not a dict); thresher run: a phase with
+    nothing to do says so in one line and draws no bar."""
+    import yaml
+
+    from pipelines.cli import main
+    from pipelines.corpus import build_corpus
+    from pipelines.demo import serve_files, write_url_list
+
+    files, rows = build_corpus(samples=30, seed=5)
+    config = tmp_path / "config.yaml"
+    with serve_files(files) as base_url:
+        url_list = write_url_list(rows, base_url, tmp_path / "urls.parquet")
+        config.write_text(yaml.safe_dump({
+            "output_dir": str(tmp_path / "run"), "input": {"kind": "url_list", "path": str(url_list)},
+            "crawl": {"allow_private_addresses": True, "retries": 0, "image_size": 128},
+            "resources": {"ingest": {"concurrency": 1}, "export": {"concurrency": 1}}}))
+        assert main(["ingest", str(config)]) == 0
+    out, err = capsys.readouterr()
+    bar = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"{len(rows)}/{len(rows)}" in bar and ("row/s" in bar or "s/row" in bar) and "failed " in bar, err
+    assert out.startswith(f"Thresher ingest: {tmp_path / 'run'}") and "input rows" in out and "{'" not in out, out
+    assert f"next      thresher score {tmp_path / 'run'}" in out
+    assert main(["run", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert "dedup: nothing to do (no duplicate detector enabled)" in out and "caption: nothing to do" in out
+    assert "dedup:" not in err and "caption:" not in err and "decide: 100%" in err
+    assert "Thresher run:" in out

@@ -61,6 +61,65 @@ def test_the_exit_code_is_2_from_the_command_line(tmp_path):
     assert out.stderr.strip().splitlines()[-1].startswith("thresher: input.path: ")
 
 
+@pytest.mark.parametrize("text, where, message", [
+    ("output_dir: run\ninput:\n\tpath: urls.csv\n", ":3:1: ", "a tab character; YAML indents with spaces only"),
+    ("output_dir: run\ninput: {path: urls.csv\n", ":3:1: ", "YAML syntax error (expected ',' or '}'"),
+    ("output_dir: run\ninput:\n  path: urls.csv\n kind: url_list\n", ":4:2: ", "YAML syntax error"),
+])
+def test_a_yaml_syntax_error_is_one_line_naming_file_line_and_column(tmp_path, capsys, text, where, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    code = main(["run", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"thresher: {path}{where}") and message in err
+
+
+def test_an_output_dir_that_is_a_file_is_one_line_before_anything_is_written(tmp_path, capsys):
+    (tmp_path / "urls.csv").write_bytes(b"url,caption\nhttp://x.invalid/a.jpg,a cat\n")
+    taken = tmp_path / "run"
+    taken.write_text("not a folder")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"output_dir": str(taken), "input": {"path": str(tmp_path / "urls.csv")}}))
+    for output_dir in (taken, taken / "inner"):
+        code = main(["ingest", str(config), "--set", f"output_dir={output_dir}"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"output_dir: {output_dir} " in err and "a file, not a folder" in err
+    assert taken.read_text() == "not a folder"
+
+
+@pytest.mark.slow
+def test_a_ray_that_cannot_start_is_one_line_with_a_retry_hint_and_leaves_no_run_directory(tmp_path):
+    """A GCS that never comes up (an unknown storage backend makes gcs_server exit at once) is what
+    ``ray.init`` reports when another Ray is starting beside it: RuntimeError after its retries."""
+    (tmp_path / "urls.csv").write_bytes(b"url,caption\nhttp://x.invalid/a.jpg,a cat\n")
+    env = {**os.environ, "PYTHONPATH": REPO, "RAY_gcs_storage": "bogus", "RAY_gcs_server_port_wait_time_s": "3"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-m", "pipelines", "run", _config(tmp_path, path=str(tmp_path / "urls.csv"))],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("thresher: the local Ray did not start ("), out.stderr
+    assert "retry in a minute" in out.stderr and "no run directory was left" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_way_ray_init_reports_a_node_that_did_not_start_is_one_line():
+    from pipelines.runtime import is_start_failure, start_failure
+
+    overloaded = Exception("The current node timed out during startup. This could happen because some of the "
+                           "raylet failed to startup or the GCS has become overloaded.\n")  # ray/_private/node.py
+    gcs = RuntimeError("Failed to start GCS.  Last 1 lines of error files:\n[E] boom\n.Please check "
+                       "/tmp/ray/session_2026-01-01_00-00-00_1_2/logs/gcs_server.out for details.")
+    for exc in (overloaded, gcs, ConnectionError("Could not find any running Ray instance.")):
+        assert is_start_failure(exc)
+        line = start_failure(exc, None)
+        assert "\n" not in line and "retry in a minute" in line and str(exc).splitlines()[0] in line
+    assert "/tmp/ray/session_2026-01-01_00-00-00_1_2/logs" in start_failure(gcs, None)
+    assert "could not join the Ray cluster at ray://x:10001" in start_failure(gcs, "ray://x:10001")
+    assert not is_start_failure(TypeError("a bug")) and not is_start_failure(KeyError("a bug"))
+
+
 @pytest.mark.parametrize("full", [False, True])
 def test_config_command_prints_a_config_that_validates_as_it_is(full, capsys):
     assert main(["config"] + (["--full"] if full else [])) == 0
@@ -155,3 +214,44 @@ def test_the_demo_prints_under_60_lines_and_logs_the_rest(tmp_path):
     log = (tmp_path / "demo" / "run" / "logs" / "thresher.log").read_text()
     assert "ray.data" in log  # Ray Data's plan and operator lines went to the file
     assert "ray/issues/53727" in log and "53727" not in printed  # the C++ core worker's noise too
+
+
+@pytest.mark.slow
+def test_the_commands_tune_suggests_make_its_overrides_act(ray_session, tmp_path, capsys):
+    """A run without the nsfw stage and the exact detector: tune notes both, and each command it names,
+    run as printed, makes the override act (the note is gone, the column and the pairs are there)."""
+    import polars as pl
+
+    from manifests.layout import RunLayout
+    from pipelines.corpus import build_corpus
+    from pipelines.demo import serve_files, write_url_list
+    from pipelines.run import run
+    from pipelines.tools import run_tune
+
+    files, rows = build_corpus(samples=40, seed=3)
+    with serve_files(files) as base_url:
+        data = {"output_dir": str(tmp_path / "run"),
+                "input": {"kind": "url_list", "path": str(write_url_list(rows, base_url, tmp_path / "urls.parquet"))},
+                "crawl": {"allow_private_addresses": True, "retries": 1, "image_size": 128},
+                "resources": {"ingest": {"concurrency": 1}, "export": {"concurrency": 1}}}
+        run(build_config(data))
+    root = tmp_path / "run"
+    overrides = ["dedup.exact.enabled=true", "filters.nsfw.max_prob=0.5"]
+    notes = [line for line in run_tune(root, overrides)[1].splitlines() if line.startswith("note: ")]
+    assert len(notes) == 2 and all(n.endswith(", then tune again") for n in notes), notes
+    for note in notes:
+        command = note.split(": ")[-1].removesuffix(", then tune again").split()
+        assert command[:3] == ["thresher", "run", str(root)]
+        assert main(command[1:]) == 0
+    capsys.readouterr()
+    text = run_tune(root, overrides)[1]
+    assert "note:" not in text, text
+    assert col_present(root, "nsfw_prob")
+    scored = pl.scan_parquet([str(f) for f in RunLayout.at(root).score_files()]).collect_schema().names()
+    assert "pixel_hash" in scored and load_config(root).dedup.exact.enabled  # the exact detector's input, and it ran
+
+
+def col_present(root, column: str) -> bool:
+    import polars as pl
+
+    return column in pl.scan_parquet(str(root / "manifest" / "*.parquet")).collect_schema().names()
