@@ -116,7 +116,7 @@ def score(run: Run) -> dict:
         shutil.rmtree(layout.scores_dir, ignore_errors=True)
         return {"stages": {}, "units_run": 0}
     digest = score_units.stages_digest(specs)
-    pending = score_units.pending_units(layout, digest)
+    pending = score_units.pending_units(layout, score_units.accepted_digests(specs))
     ds = staged_dataset(layout, [layout.staged_dir / f"{name}.tar" for name in sorted(pending)]) if pending else None
     collector = score_units.UnitCollector(layout, pending, digest)
     if ds is not None:
