@@ -5,7 +5,8 @@ the clustering keeps those at or above its ``threshold``: so a threshold can be 
 down to ``store_threshold``, by re-clustering ``dedup/pairs.parquet`` without recomputing descriptors.
 
 Defaults:
-- exact: sha256 of the original bytes, and sha256 of the decoded pixels at ``canonical_size`` squared.
+- exact (the one detector on by default): sha256 of the original bytes, and sha256 of the decoded pixels at
+  ``canonical_size`` squared.
 - minhash: 128 permutations (datasketch's default), word 3-grams of the normalised caption, Jaccard 0.8
   (the usual near-duplicate point for short texts); captions of fewer than 4 words carry too little
   text to call two samples duplicates ("image", "click here") and get no signature. Shingles are hashed
@@ -58,7 +59,8 @@ class _Detector(StrictModel):
 
 
 class ExactConfig(StrictModel):
-    enabled: bool = Field(False, description="find exact duplicates (by sha256 and/or pixels, below)")
+    enabled: bool = Field(True, description="find exact duplicates (by sha256 and/or pixels, below): on by default, "
+                                            "so no two kept samples share bytes or pixels")
     sha256: bool = Field(True, description="identical original bytes (ingest's sha256 column)",
                          json_schema_extra=FINDS)
     pixels: bool = Field(True, description="identical decoded pixels at canonical_size (the pixel_hash stage)")
