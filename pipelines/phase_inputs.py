@@ -94,10 +94,10 @@ def stamp(run: Run, phase: str, result: dict, before: str | None, fresh: bool = 
     """``result`` with the phase's inputs and the name of its output (``before``: the name its last run
     gave it; ``fresh``: a new name, so every phase after it runs again), as its ``_DONE`` marker records them."""
     found = inputs(run, phase)
-    if phase == "ingest":
+    extra = {"stored_from": run.local.dedup.stored_from()} if phase == "dedup" else {}
+    if phase == "ingest":  # what the network gave: a new name whenever something was staged
         staged = fresh or before is None or result.get("units_run", 1) > 0
         output = uuid.uuid4().hex[:16] if staged else before
-    extra = {"stored_from": run.local.dedup.stored_from()} if phase == "dedup" else {}
-    if phase != "ingest":
+    else:
         output = digest([found, extra, uuid.uuid4().hex if fresh else ""])
     return {**result, **extra, "inputs": found, "output": output}
