@@ -102,6 +102,9 @@ def run_command(args: argparse.Namespace, verbose: bool) -> None:
     config = load_config(args.config, args.overrides)
     run = runner.prepare(config, retry_failed=getattr(args, "retry_failed", False))
     console.setup(run.layout.root, verbose)
+    if args.command == "run" and runner.nothing_to_do(run, tuple(args.redo)):
+        runner.run_all(run)  # every phase done already with its inputs: no Ray to start
+        return
     init_ray(config.ray, args.address, log_to_driver=verbose)
     if args.command == "run":
         with console.native_stderr(run.layout.root, verbose):

@@ -205,12 +205,18 @@ def finish(run: Run, **extra) -> dict:
     return stats
 
 
+def nothing_to_do(run: Run, redo: tuple[str, ...] = ()) -> bool:
+    """Whether every phase is done with the inputs it would have now (no Ray needed to rerun the run)."""
+    return not redo and all(phase_inputs.is_current(run, name) for name in PHASE_NAMES)
+
+
 def run_all(run: Run, redo: tuple[str, ...] = ()) -> dict:
     """All phases in order, skipping those done with the inputs they would have now; ``redo`` phases start
-    over from nothing, and the phases after them run again."""
-    run = fit_local_cluster(run)
-    layout = run.layout
-    check_cluster(run, PHASE_NAMES)
+    over from nothing, and the phases after them run again. With nothing to do, Ray is never asked."""
+    layout, idle = run.layout, nothing_to_do(run, redo)
+    if not idle:
+        run = fit_local_cluster(run)
+        check_cluster(run, PHASE_NAMES)
     start = time.perf_counter()
     for current in PHASES:
         name = current.name

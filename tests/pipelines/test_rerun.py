@@ -52,7 +52,9 @@ def finished(ray_session, tmp_path_factory) -> RunLayout:
 def test_a_finished_run_rerun_unchanged_does_nothing(finished: RunLayout, capsys) -> None:
     shards, manifest, markers = _files(finished.shards_dir), _files(finished.manifest_dir), _markers(finished)
     capsys.readouterr()
-    runner.run_all(runner.prepare(load_config(finished.root)))
+    run = runner.prepare(load_config(finished.root))
+    assert runner.nothing_to_do(run)  # the CLI then starts no Ray at all
+    runner.run_all(run)
     printed = capsys.readouterr().out
     assert [name for name in runner.PHASE_NAMES if f"{name}: done already" not in printed] == []
     assert _files(finished.shards_dir) == shards and _files(finished.manifest_dir) == manifest
