@@ -5,7 +5,8 @@ the clustering keeps those at or above its ``threshold``: so a threshold can be 
 down to ``store_threshold``, by re-clustering ``dedup/pairs.parquet`` without recomputing descriptors.
 
 Defaults:
-- exact: sha256 of the original bytes, and sha256 of the decoded pixels at ``canonical_size`` squared.
+- exact (the one detector on by default): sha256 of the original bytes, and sha256 of the decoded pixels at
+  ``canonical_size`` squared.
 - minhash: 128 permutations (datasketch's default), word 3-grams of the normalised caption, Jaccard 0.8
   (the usual near-duplicate point for short texts); captions of fewer than 4 words carry too little
   text to call two samples duplicates ("image", "click here") and get no signature. Shingles are hashed
@@ -32,15 +33,19 @@ from typing import Callable, Literal
 from pydantic import Field, model_validator
 
 from manifests import schema as col
-from manifests.config import StrictModel
+from manifests.config import DECIDES, FINDS, SCORES, StrictModel
 from manifests.schema import DupKind
 
 
 class _Detector(StrictModel):
     enabled: bool = Field(False, description="run this detector: its duplicate pairs feed dedup's clusters")
-    threshold: float = Field(0.8, ge=0, le=1, description="pairs at or above this similarity are duplicates")
+    # Clustering re-applies both to the stored pairs; the dedup phase is done again only when a new
+    # config needs pairs below those it stored (``stored_from``), see pipelines/phase_inputs.py.
+    threshold: float = Field(0.8, ge=0, le=1, description="pairs at or above this similarity are duplicates",
+                             json_schema_extra=DECIDES)
     store_threshold: float | None = Field(
-        None, ge=0, le=1, description="pairs at or above this are stored for later re-clustering; default threshold")
+        None, ge=0, le=1, description="pairs at or above this are stored for later re-clustering; default threshold",
+        json_schema_extra=DECIDES)
 
     @property
     def stored_from(self) -> float:
@@ -54,30 +59,37 @@ class _Detector(StrictModel):
 
 
 class ExactConfig(StrictModel):
-    enabled: bool = Field(False, description="find exact duplicates (by sha256 and/or pixels, below)")
-    sha256: bool = Field(True, description="identical original bytes (ingest's sha256 column)")
+    enabled: bool = Field(True, description="find exact duplicates (by sha256 and/or pixels, below): on by default, "
+                                            "so no two kept samples share bytes or pixels")
+    sha256: bool = Field(True, description="identical original bytes (ingest's sha256 column)",
+                         json_schema_extra=FINDS)
     pixels: bool = Field(True, description="identical decoded pixels at canonical_size (the pixel_hash stage)")
     canonical_size: int = Field(
-        64, ge=8, le=1024, description="side in pixels of the square the content region is resized to for pixels")
+        64, ge=8, le=1024, description="side in pixels of the square the content region is resized to for pixels",
+        json_schema_extra=SCORES)
 
 
 class MinHashConfig(_Detector):
     """Caption near-duplicates: MinHash (datasketch's affine32 scheme) + LSH banding + verification."""
 
-    threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity of shingle sets")
+    threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity of shingle sets",
+                             json_schema_extra=DECIDES)
     num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations (signature length)")
     ngram: int = Field(3, ge=1, le=16, description="word n-gram shingles of the normalised caption")
-    min_words: int = Field(4, ge=1, description="shorter captions get no signature")
+    min_words: int = Field(4, ge=1, description="shorter captions get no signature", json_schema_extra=SCORES)
     seed: int = Field(1, description="datasketch MinHash seed: picks the permutations")
     hashfunc: Literal["poly64", "sha1"] = Field(
         "poly64", description="shingle hash. poly64: a vectorised polynomial hash of the shingle's bytes "
                               "(dedup.shingles.hash32; equal to datasketch MinHash(hashfunc=hash32)); sha1: "
                               "datasketch's default hashfunc, bit-identical to MinHash().update(shingle.encode()), "
                               "several times slower. Changing it changes every signature")
-    bands: int | None = Field(None, ge=1, description="LSH bands; default: datasketch's optimum for threshold")
-    false_negative_weight: float = Field(0.9, gt=0, lt=1, description="weight of misses vs candidates in that optimum")
+    bands: int | None = Field(None, ge=1, description="LSH bands; default: datasketch's optimum for threshold",
+                              json_schema_extra=FINDS)
+    false_negative_weight: float = Field(0.9, gt=0, lt=1, description="weight of misses vs candidates in that optimum",
+                                         json_schema_extra=FINDS)
     max_bucket: int = Field(64, ge=2, description="a bucket larger than this pairs identical signatures with their "
-                                                  "first and distinct ones with its first max_bucket distinct ones")
+                                                  "first and distinct ones with its first max_bucket distinct ones",
+                            json_schema_extra=FINDS)
 
 
 class PHashConfig(_Detector):
@@ -86,28 +98,31 @@ class PHashConfig(_Detector):
     bits: Literal[64, 256] = Field(64, description="pHash length in bits (an 8x8 or 16x16 DCT hash)")
     mirror: bool = Field(True, description="also hash the mirrored image, so left-right flips match")
     min_quality: int = Field(50, ge=0, le=100, description="gradient quality (PDQ's measure, 0-100) below which an "
-                                                          "image gets no pHash: flat and smooth images all hash alike")
-    threshold: float = Field(0.84375, gt=0, le=1, description="1 - hamming/bits; 0.84375 = distance 10 of 64")
+                                                          "image gets no pHash: flat and smooth images all hash alike",
+                             json_schema_extra=SCORES)
+    threshold: float = Field(0.84375, gt=0, le=1, description="1 - hamming/bits; 0.84375 = distance 10 of 64",
+                             json_schema_extra=DECIDES)
 
 
 class SscdConfig(_Detector):
     """Image near-duplicates by SSCD descriptors (sscd_disc_mixup: ResNet-50, GeM, 512-d, L2-normalised)."""
 
-    threshold: float = Field(0.75, gt=-1, le=1, description="cosine similarity")
+    threshold: float = Field(0.75, gt=-1, le=1, description="cosine similarity", json_schema_extra=DECIDES)
     checkpoint: str | None = Field(None, description="official TorchScript file or a state dict (.pt/.pth)")
     random_init: bool = Field(False, description="no checkpoint: random weights (tests and benchmarks only)")
     layers: tuple[int, int, int, int] = Field(
         (3, 4, 6, 3), description="ResNet blocks per stage (ResNet-50); must match the checkpoint")
     init_planes: int = Field(64, ge=1, description="ResNet width of the first stage; must match the checkpoint")
     dims: int = Field(512, ge=1, description="descriptor dimensions; must match the checkpoint")
-    pool_param: float = Field(3.0, gt=0, description="GeM pooling exponent p")
+    pool_param: float = Field(3.0, gt=0, description="GeM pooling exponent p", json_schema_extra=SCORES)
     image_size: int = Field(288, ge=16, description="the short side is resized to this")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where the model runs; auto: cuda when available, else cpu")
     max_blank_similarity: float = Field(
         0.9, gt=-1, le=1, description="a pair is refused when both descriptors have at least this cosine with the "
                                       "descriptor of a blank image (white, black or grey): near-blank images carry "
-                                      "too little to match on (SSCD's authors normalise by a background set)")
+                                      "too little to match on (SSCD's authors normalise by a background set)",
+        json_schema_extra=FINDS)
 
     @model_validator(mode="after")
     def _weights(self):
@@ -150,9 +165,10 @@ class SemanticConfig(StrictModel):
     """
 
     enabled: bool = Field(False, description="run SemDeDup on clip_embedding (needs filters.clip.enabled)")
-    eps: float = Field(0.03, ge=0, lt=1, description="pairs at cosine >= 1 - eps are duplicates")
+    eps: float = Field(0.03, ge=0, lt=1, description="pairs at cosine >= 1 - eps are duplicates",
+                       json_schema_extra=DECIDES)
     store_eps: float | None = Field(0.1, ge=0, lt=1, description="pairs down to cosine 1 - store_eps are stored "
-                                    "for re-clustering with a larger eps; None: eps")
+                                    "for re-clustering with a larger eps; None: eps", json_schema_extra=DECIDES)
     clusters: int | None = Field(None, ge=1, description="k-means clusters; default: rows / rows_per_cluster")
     rows_per_cluster: int = Field(5_000, ge=1, description="the default k's target cluster size (SemDeDup: ~9k)")
     iterations: int = Field(20, ge=1, description="k-means iterations")
@@ -161,7 +177,8 @@ class SemanticConfig(StrictModel):
     bucket_rows: int = Field(500_000, ge=1, description="rows per bucket of whole clusters searched in memory "
                                                       "(float16 spill files under dedup/work)")
     keep: Literal["policy", "least_prototypical"] = Field(
-        "policy", description="policy: dedup.keep.order; least_prototypical: farthest from the centroid first")
+        "policy", description="policy: dedup.keep.order; least_prototypical: farthest from the centroid first",
+        json_schema_extra=DECIDES)
     seed: int = Field(0, description="seeds the k-means sample and initialisation, so a run repeats exactly")
 
     @property
@@ -198,16 +215,22 @@ class VerifyConfig(StrictModel):
 
     enabled: bool = Field(False, description="verify PDQ pairs with ORB + RANSAC, counting pairs out to max_distance")
     features: int = Field(300, ge=16, le=5000, description="ORB keypoints per image (content region)")
-    ratio: float = Field(0.8, gt=0, lt=1, description="Lowe's ratio test on the two nearest descriptors")
+    ratio: float = Field(0.8, gt=0, lt=1, description="Lowe's ratio test on the two nearest descriptors",
+                         json_schema_extra=FINDS)
     min_inliers: int = Field(12, ge=4, description="RANSAC homography inliers for a pair to pass: distinct "
-                                                   "photos reach 10, words sharing a logo mark 14-31, copies 20-300")
-    reprojection_px: float = Field(5.0, gt=0, description="RANSAC inlier distance, in content pixels")
+                                                   "photos reach 10, words sharing a logo mark 14-31, copies 20-300",
+                             json_schema_extra=FINDS)
+    reprojection_px: float = Field(5.0, gt=0, description="RANSAC inlier distance, in content pixels",
+                                   json_schema_extra=FINDS)
     max_distance: int = Field(80, ge=0, le=128, description="PDQ Hamming distance up to which verified pairs "
                                                             "count; each query code keeps its search.k closest "
-                                                            "candidates beyond the PDQ threshold")
+                                                            "candidates beyond the PDQ threshold",
+                              json_schema_extra=FINDS)
     cache_samples: int = Field(50_000, ge=2, description="keypoint sets held at once (about 24 KB each); more "
-                                                         "candidates are verified in several passes")
-    verify_all: bool = Field(False, description="verify the pairs within the PDQ threshold too")
+                                                         "candidates are verified in several passes",
+                               json_schema_extra=FINDS)
+    verify_all: bool = Field(False, description="verify the pairs within the PDQ threshold too",
+                             json_schema_extra=FINDS)
 
 
 class PdqConfig(_Detector):
@@ -222,9 +245,12 @@ class PdqConfig(_Detector):
     """
 
     threshold: float = Field(0.87890625, gt=0, le=1, description="1 - hamming/256; 0.8789 = distance 31, "
-                                                                 "PDQ's reference match distance")
-    min_quality: int = Field(50, ge=0, le=100, description="PDQ quality below which a region gets no pairs")
-    regions: tuple[float, ...] = Field((0.8, 0.64), description="centre crops (fraction of each side) indexed too")
+                                                                 "PDQ's reference match distance",
+                             json_schema_extra=DECIDES)
+    min_quality: int = Field(50, ge=0, le=100, description="PDQ quality below which a region gets no pairs",
+                             json_schema_extra=FINDS)
+    regions: tuple[float, ...] = Field((0.8, 0.64), description="centre crops (fraction of each side) indexed too",
+                                       json_schema_extra=SCORES)
     dihedral: bool = Field(True, description="index the 8 flips/rot90s of the full region")
     verify: VerifyConfig = Field(VerifyConfig(), description="the pdq_verified detector")
 
@@ -264,7 +290,8 @@ class DedupConfig(StrictModel):
     phash: PHashConfig = Field(PHashConfig(), description="the phash detector: image pairs")
     sscd: SscdConfig = Field(SscdConfig(), description="the sscd detector: image pairs (needs a checkpoint)")
     search: SearchConfig = Field(SearchConfig(), description="how sscd, phash and pdq search for pairs")
-    keep: KeepConfig = Field(KeepConfig(), description="which sample of a duplicate cluster survives")
+    keep: KeepConfig = Field(KeepConfig(), description="which sample of a duplicate cluster survives",
+                             json_schema_extra=DECIDES)
     pdq: PdqConfig = Field(PdqConfig(), description="the pdq detector: image pairs")
     semantic: SemanticConfig = Field(SemanticConfig(), description="the semantic detector (needs filters.clip)")
     partitions: PartitionsConfig = Field(PartitionsConfig(), description="how the dedup phase is cut into "
@@ -276,6 +303,12 @@ class DedupConfig(StrictModel):
     def thresholds(self) -> dict[str, float]:
         """Decision threshold per detector, as ``cluster()`` takes them."""
         return {d.name: d.threshold(self) for d in DETECTORS}
+
+    def stored_from(self) -> dict[str, float]:
+        """Per enabled detector with a threshold of its own, the lowest similarity of the pairs it stores."""
+        sections = {"minhash": self.minhash, "phash": self.phash, "sscd": self.sscd, "pdq": self.pdq,
+                    "semantic": self.semantic}
+        return {name: sections[name].stored_from for name in self.enabled_detectors() if name in sections}
 
 
 @dataclass(frozen=True)

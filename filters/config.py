@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from manifests import schema as col
-from manifests.config import StrictModel
+from manifests.config import DECIDES, SCORES, StrictModel
 from manifests.schema import Reason
 
 if TYPE_CHECKING:
@@ -48,18 +48,23 @@ class RulesConfig(StrictModel):
     """DataComp's basic rules; they need no model. Sizes are of the original image."""
 
     min_caption_words: int = Field(
-        2, ge=0, description="reject caption_too_short below this many words (rows with no caption source are exempt)")
+        2, ge=0, description="reject caption_too_short below this many words (rows with no caption source are exempt)",
+        json_schema_extra=DECIDES)
     min_caption_chars: int = Field(
-        5, ge=0, description="reject caption_too_short below this many characters, after trimming whitespace")
+        5, ge=0, description="reject caption_too_short below this many characters, after trimming whitespace",
+        json_schema_extra=DECIDES)
     min_image_side: int = Field(
-        200, ge=0, description="reject image_too_small when the shorter side is below this many pixels")
+        200, ge=0, description="reject image_too_small when the shorter side is below this many pixels",
+        json_schema_extra=DECIDES)
     max_aspect_ratio: float = Field(
-        3.0, gt=0, description="reject aspect_ratio when the longer side exceeds this many times the shorter")
+        3.0, gt=0, description="reject aspect_ratio when the longer side exceeds this many times the shorter",
+        json_schema_extra=DECIDES)
     drop_ai_generated: bool = Field(
-        False, description="reject rows whose file declares generative-AI origin (IPTC DigitalSourceType, C2PA)")
+        False, description="reject rows whose file declares generative-AI origin (IPTC DigitalSourceType, C2PA)",
+        json_schema_extra=DECIDES)
     languages: list[Annotated[str, Field(pattern=ISO_639_1)]] | None = Field(
         None, description="keep captions in these ISO 639-1 languages (e.g. [en]); needs filters.language.enabled; "
-                          "None: no language rule")
+                          "None: no language rule", json_schema_extra=DECIDES)
 
     @field_validator("languages")
     @classmethod
@@ -86,7 +91,8 @@ class ClipScorerConfig(StrictModel):
     device: Device = Field("auto", description="where the model runs; auto: cuda when available, else cpu")
     seed: int = Field(0, description="seeds random weights so every actor builds the same model")
     cache_dir: str | None = Field(None, description="open_clip/Hugging Face download cache; None: their defaults")
-    min_score: float | None = Field(0.28, ge=-1, le=1, description="reject below this cosine; None: no rule")
+    min_score: float | None = Field(0.28, ge=-1, le=1, description="reject below this cosine; None: no rule",
+                                    json_schema_extra=DECIDES)
     compile: bool = Field(False, description="torch.compile the whole forward (normalisation and both towers); "
                                              "image batches are padded to powers of two so few shapes compile; slow "
                                              "first batches")
@@ -109,7 +115,8 @@ class AestheticConfig(WeightsFileConfig):
 
     head: Literal["v2", "v1_l14", "v1_b32"] = Field(
         "v2", description="which LAION predictor; v2 and v1_l14 need filters.clip.model ViT-L-14, v1_b32 ViT-B-32")
-    min_score: float | None = Field(None, description="reject below this score; None: score only")
+    min_score: float | None = Field(None, description="reject below this score; None: score only",
+                                    json_schema_extra=DECIDES)
 
 
 
@@ -122,7 +129,8 @@ class NsfwConfig(WeightsFileConfig):
         "open_nsfw", description="open_nsfw: on pixels, no CLIP needed; clip_l14 / clip_b32: LAION's head on "
                                  "filters.clip's ViT-L-14 / ViT-B-32 embedding")
     intra_op_threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per actor")
-    max_prob: float | None = Field(0.5, ge=0, le=1, description="reject at or above this; None: no rule")
+    max_prob: float | None = Field(0.5, ge=0, le=1, description="reject at or above this; None: no rule",
+                                   json_schema_extra=DECIDES)
 
 
 
@@ -155,14 +163,17 @@ class OcrConfig(StrictModel):
     device: Device = Field("auto", description="where ONNX Runtime runs; auto: cuda when available, else cpu")
     det_max_side: int = Field(960, ge=32, description="images are shrunk so the longer side is at most this "
                               "for detection (never enlarged)")
-    min_text_score: float = Field(0.5, ge=0, le=1, description="recognised lines below this confidence are ignored")
-    max_text_chars: int = Field(300, ge=0, description="ocr_text is truncated to this many characters")
+    min_text_score: float = Field(0.5, ge=0, le=1, description="recognised lines below this confidence are ignored",
+                                   json_schema_extra=SCORES)
+    max_text_chars: int = Field(300, ge=0, description="ocr_text is truncated to this many characters",
+                                json_schema_extra=SCORES)
     intra_op_threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per actor")
     max_text_area_frac: float | None = Field(0.3, ge=0, le=1, description="reject text_dominated at or above "
-                                             "this share of the image covered by text; None: no rule")
+                                             "this share of the image covered by text; None: no rule",
+                                             json_schema_extra=DECIDES)
     max_caption_text_overlap: float | None = Field(
         0.6, ge=0, le=1, description="reject caption_reads_image at or above this share of caption words read "
-                                     "in the image; None: no rule")
+                                     "in the image; None: no rule", json_schema_extra=DECIDES)
 
 
 
@@ -173,10 +184,12 @@ class QualityConfig(StrictModel):
 
     enabled: bool = Field(False, description="measure blur_var, qr_codes and grey_entropy")
     size: int = Field(256, ge=32, description="the longer side is resized to this before measuring blur and entropy")
-    min_blur_var: float | None = Field(None, ge=0, description="reject blurry below this Laplacian variance")
-    reject_qr: bool = Field(False, description="reject qr_code when a QR code is found")
+    min_blur_var: float | None = Field(None, ge=0, description="reject blurry below this Laplacian variance",
+                                        json_schema_extra=DECIDES)
+    reject_qr: bool = Field(False, description="reject qr_code when a QR code is found", json_schema_extra=DECIDES)
     min_grey_entropy: float | None = Field(None, ge=0, le=8, description="reject uniform_image below this "
-                                           "entropy of the 256-bin grey histogram (a flat colour is 0)")
+                                           "entropy of the 256-bin grey histogram (a flat colour is 0)",
+                                            json_schema_extra=DECIDES)
 
 
 
@@ -187,7 +200,8 @@ class WatermarkConfig(WeightsFileConfig):
 
     batch_size: int = Field(32, ge=1, description="images per forward pass")
     random_init: bool = Field(False, description="random weights instead of the file (tests and benchmarks only)")
-    max_prob: float | None = Field(0.8, ge=0, le=1, description="reject at or above this; None: no rule")
+    max_prob: float | None = Field(0.8, ge=0, le=1, description="reject at or above this; None: no rule",
+                                   json_schema_extra=DECIDES)
 
 
 

@@ -17,7 +17,8 @@
       decide/counts.json          UNIT -> [rows, kept] (what export plans shards from)
       decide/duplicates/UNIT/*.parquet  survivors re-picked under this decision's rules, when they differ
                                   from the dedup phase's (else decide reads dedup/duplicates/)
-      caption/captions/unit=UNIT/*.parquet  recaptions of the kept rows of unit UNIT
+      caption/captions/unit=UNIT/*.parquet  recaptions of the kept rows of unit UNIT (a rerun adds files for
+                                  newly kept rows; caption/stages.json: the captioners they were made by)
       manifest/part-UNIT.parquet  the final manifest (decide + captions + export location), one part per
                                   ingest unit; read it as one dataset: pl.scan_parquet("RUN/manifest/*.parquet"),
                                   DuckDB read_parquet('RUN/manifest/*.parquet')
@@ -33,8 +34,9 @@
     RUN-NAME/                     ``thresher reexport RUN --name NAME``: a re-export beside the run, which it
                                   never writes into (see manifests/reexport.py)
 
-A phase is complete when its ``_DONE`` marker exists; outputs are written under a temporary name
-and renamed, so a crash never leaves a half-written file under a final name.
+A phase is complete when its ``_DONE`` marker exists; the marker records what its output depends on
+(``pipelines/phase_inputs.py``), so a rerun redoes a phase only when that changed. Outputs are written
+under a temporary name and renamed, so a crash never leaves a half-written file under a final name.
 """
 
 from __future__ import annotations

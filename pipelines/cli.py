@@ -148,6 +148,9 @@ def run_command(args: argparse.Namespace, verbose: bool) -> None:
     fresh = not storage.is_uri(config.output_dir) and not Path(config.output_dir).exists()
     run = runner.prepare(config, retry_failed=getattr(args, "retry_failed", False))
     console.setup(run.layout.root, verbose)
+    if args.command == "run" and runner.nothing_to_do(run, tuple(args.redo)):
+        runner.run_all(run)  # every phase done already with its inputs: no Ray to start
+        return
     start_ray(run, args.address, verbose, fresh)
     if args.command == "run":
         with guarded(run.layout, verbose):

@@ -140,15 +140,19 @@ def build_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Load a YAML config, or the resolved config of an existing run directory."""
+    """Load a YAML config, or the resolved config of an existing run directory: a run directory's config
+    works on that directory, wherever it was moved or copied (its ``output_dir`` is replaced by it)."""
     path = Path(path)
-    if path.is_dir():
+    run_dir = path if path.is_dir() else None
+    if run_dir is not None:
         path = path / "config.yaml"
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    if run_dir is not None and not any(o.partition("=")[0].strip() == "output_dir" for o in overrides):
+        data = at_run_dir(data, run_dir)
     return build_config(data, overrides)
 
 
@@ -170,6 +174,24 @@ def read_yaml(path: Path) -> Any:
 
 def _problem(exc: yaml.YAMLError) -> str:
     return " ".join(str(getattr(exc, "problem", None) or exc).split())
+
+
+def at_run_dir(data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """``data`` with ``output_dir`` set to ``run_dir``, unless it names a URI (``run_dir`` is then its staging copy)."""
+    recorded = str(data.get("output_dir") or "")
+    if "://" in recorded and not recorded.startswith("file://"):
+        return data
+    return {**data, "output_dir": str(run_dir.resolve())}
+
+
+def absolute_paths(config: RunConfig) -> RunConfig:
+    """``output_dir`` and a local ``input.path`` as absolute paths, so the config.yaml a run records works from
+    any working directory."""
+    def absolute(path: str) -> str:
+        return path if "://" in path else str(Path(path).resolve())
+
+    return config.model_copy(update={"output_dir": absolute(config.output_dir), "input": config.input.model_copy(
+        update={"path": absolute(config.input.path)})})
 
 
 def dump_config(config: RunConfig) -> str:

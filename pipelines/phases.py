@@ -22,6 +22,7 @@ from filters.decide import decide as apply_decision
 from manifests import schema as col
 from manifests.export import shard_sizes, write_sizes
 from manifests.export_parts import captions_schema, export_shard, write_manifest
+from manifests.io import read_json, write_json, write_parquet
 from manifests.layout import RunLayout
 from manifests.shardplan import ShardRange, plan_sizes, spans_by_partition
 from pipelines import decide_tasks, dedup_tasks, progress, score_units
@@ -130,7 +131,7 @@ def score(run: Run) -> dict:
         shutil.rmtree(layout.scores_dir, ignore_errors=True)
         return {"stages": {}, "units_run": 0}
     digest = score_units.stages_digest(specs)
-    pending = score_units.pending_units(layout, digest)
+    pending = score_units.pending_units(layout, score_units.accepted_digests(specs))
     ds = staged_dataset(layout, [layout.staged_dir / f"{name}.tar" for name in sorted(pending)]) if pending else None
     collector = score_units.UnitCollector(layout, pending, digest)
     if ds is not None:
@@ -171,43 +172,95 @@ def decide(run: Run) -> dict:
 
 
 # --- caption ------------------------------------------------------------------------------------
+# Captions are per kept row: a rerun under new thresholds keeps every caption of a row still kept,
+# drops those of rows no longer kept and captions only the newly kept rows (all again when the caption
+# stages changed). caption/.todo.*.tmp/UNIT.parquet lists, for one run of the phase, the ids to caption.
 
 @functools.lru_cache(maxsize=8)  # a reader task's batches come from one or two tars at a time
-def _kept_ids(part: str) -> np.ndarray:
-    kept = pl.read_parquet(part, columns=[col.SAMPLE_ID, col.KEEP]).filter(pl.col(col.KEEP))
-    return kept[col.SAMPLE_ID].to_numpy().astype(str)
+def _wanted_ids(path: str) -> np.ndarray:
+    return pl.read_parquet(path, columns=[col.SAMPLE_ID])[col.SAMPLE_ID].to_numpy().astype(str)
 
 
-def _kept_only(batch: dict[str, np.ndarray], root: str) -> dict[str, np.ndarray]:
-    """The batch's kept rows, each unit's kept ids read from its own decided part; adds ``unit``."""
-    layout = RunLayout.at(root)
+def _kept_only(batch: dict[str, np.ndarray], todo: str) -> dict[str, np.ndarray]:
+    """The batch's rows still to caption, each unit's ids read from its own todo file; adds ``unit``."""
     unit = np.array([Path(p).stem for p in batch[score_units.PATH]], dtype=object)
     ids = batch[col.SAMPLE_ID].astype(str)
     mask = np.zeros(len(unit), dtype=bool)
     for name in set(unit):
         rows = unit == name
-        mask[rows] = np.isin(ids[rows], _kept_ids(str(layout.decided_part(name))))
+        mask[rows] = np.isin(ids[rows], _wanted_ids(str(Path(todo) / f"{name}.parquet")))
     return {UNIT: unit[mask], **{name: values[mask] for name, values in batch.items()}}
 
 
-def kept_dataset(layout: RunLayout) -> ray.data.Dataset | None:
-    """Staged images of kept rows only, reading only the staged tars of units that kept a row."""
-    tars = [layout.staged_dir / f"{u}.tar" for u, kept in decide_tasks.kept_counts(layout).items() if kept]
-    ds = staged_dataset(layout, tars) if tars else None
-    return None if ds is None else ds.map_batches(_kept_only, fn_args=(str(layout.root),), batch_format="numpy")
+def kept_dataset(layout: RunLayout, todo: Path, units: list[str]) -> ray.data.Dataset | None:
+    """Staged images of the rows listed in ``todo``/UNIT.parquet, reading only the staged tars of ``units``."""
+    ds = staged_dataset(layout, [layout.staged_dir / f"{u}.tar" for u in units]) if units else None
+    return None if ds is None else ds.map_batches(_kept_only, fn_args=(str(todo),), batch_format="numpy")
+
+
+def _captioned_ids(files: list[Path]) -> set[str]:
+    return set(pl.scan_parquet([str(f) for f in files], hive_partitioning=False).select(col.SAMPLE_ID)
+               .collect()[col.SAMPLE_ID].to_list()) if files else set()
+
+
+def caption_todo(layout: RunLayout, todo: Path) -> list[str]:
+    """Per unit, drop the captions of rows no longer kept and write the kept ids without one to
+    ``todo``/UNIT.parquet; returns the units with rows to caption."""
+    kept = decide_tasks.kept_counts(layout)
+    for folder in layout.captions_dir.glob("unit=*"):
+        if folder.name.removeprefix("unit=") not in kept:
+            shutil.rmtree(folder)
+    pending = []
+    for unit, count in kept.items():
+        files = layout.unit_captions(unit)
+        ids = set(pl.read_parquet(layout.decided_part(unit), columns=[col.SAMPLE_ID, col.KEEP])
+                  .filter(pl.col(col.KEEP))[col.SAMPLE_ID].to_list()) if count else set()
+        if _captioned_ids(files) - ids:
+            for f in files:
+                still = pl.read_parquet(f, hive_partitioning=False).filter(pl.col(col.SAMPLE_ID).is_in(sorted(ids)))
+                if still.height:
+                    write_parquet(still.to_arrow(), f)
+                else:
+                    f.unlink()
+        missing = sorted(ids - _captioned_ids(layout.unit_captions(unit)))
+        if missing:
+            write_parquet(pl.DataFrame({col.SAMPLE_ID: missing}).to_arrow(), todo / f"{unit}.parquet")
+            pending.append(unit)
+    return pending
+
+
+def _merge_captions(new: Path, captions_dir: Path) -> None:
+    """Move each unit's new caption files beside its existing ones (a unique name each)."""
+    for path in sorted(new.glob("unit=*/*.parquet")):
+        target = captions_dir / path.parent.name / f"{uuid.uuid4().hex}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
 
 
 def caption(run: Run) -> dict:
-    """Recaptions of the kept rows, written per unit: caption/captions/unit=UNIT/."""
+    """Recaptions of the kept rows without one, written per unit: caption/captions/unit=UNIT/."""
     layout, specs = run.layout, list(run.caption_specs)
-    shutil.rmtree(layout.captions_dir, ignore_errors=True)
     layout.captions.unlink(missing_ok=True)
-    ds = kept_dataset(layout) if specs else None
+    stamp, digest = layout.root / "caption" / "stages.json", score_units.stages_digest(specs)
+    if not specs or not stamp.exists() or read_json(stamp).get("stages") != digest:
+        shutil.rmtree(layout.captions_dir, ignore_errors=True)  # other captioners: every caption again
+    for leftover in (layout.root / "caption").glob(".*.tmp"):  # a killed caption phase's
+        shutil.rmtree(leftover)
+    # A name of its own per run: reader workers outlive a run and cache the lists they read by path.
+    todo = layout.root / "caption" / f".todo.{uuid.uuid4().hex}.tmp"
+    units = caption_todo(layout, todo) if specs else []
+    rows = pl.scan_parquet(str(todo / "*.parquet")).select(pl.len()).collect().item() if units else 0
+    ds = kept_dataset(layout, todo, units)
     if ds is not None:
         written = list(dict.fromkeys(c for spec in specs for c in spec.writes))  # caption_status is shared
-        _write_dataset(run_stages(ds, specs).select_columns([col.SAMPLE_ID, UNIT, *written]), layout.captions_dir,
+        new = layout.root / "caption" / f".new.{uuid.uuid4().hex}.tmp"
+        _write_dataset(run_stages(ds, specs).select_columns([col.SAMPLE_ID, UNIT, *written]), new,
                        partition_cols=[UNIT])
-    return {"stages": {s.name: s.describe() for s in specs}}
+        _merge_captions(new, layout.captions_dir)
+        shutil.rmtree(new)
+    shutil.rmtree(todo, ignore_errors=True)
+    write_json({"stages": digest}, stamp)
+    return {"stages": {s.name: s.describe() for s in specs}, "rows_captioned": rows}
 
 
 # --- export -------------------------------------------------------------------------------------

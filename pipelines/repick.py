@@ -77,6 +77,16 @@ def rules_digest(config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
 
 
+def decided_rules(run: Path) -> str:
+    """The rules digest ``run``'s manifest was decided under: its decide phase's record, else (a re-export, an
+    older run) its config's. Not simply config.yaml's: ``thresher score RUN --set ...`` records a config
+    that no decision has applied yet."""
+    from pipelines.phase_inputs import marker
+
+    found = marker(RunLayout.at(run), "decide") or {}
+    return found.get("inputs", {}).get("config") or rules_digest(load_config(run))
+
+
 def by_tasks(config: RunConfig, pairs: RunLayout, eligibility: list[tuple], eligible_fn: Callable[..., int],
              work: Path, tasks: Tasks) -> Duplicates:
     """Survivors re-picked from ``pairs``' partitioned pairs: ``eligible_fn(*args)`` per part writes
@@ -116,7 +126,7 @@ def for_manifest(run: Path, parts: list[Path], config: RunConfig, work: Path, ta
     pairs = decision.pairs_layout(run)
     if not pairs.pairs_files():
         return None, "no stored pairs"
-    if rules_digest(config) == rules_digest(load_config(run)):
+    if rules_digest(config) == decided_rules(run):
         return None, "as the run picked them (same rules)"
     if pairs.pairs.exists():
         return in_one_process(pl.scan_parquet([str(p) for p in parts]), config, pairs, work / "duplicates.parquet"), \

@@ -3,9 +3,9 @@
 ``prepare(config)`` validates the config once and returns a ``Run``: the config, its local copy, the
 run directory and the model stages, built and checked once. ``PHASES`` is the one list of phases; the
 CLI, the cluster check and the resume logic read it. Each phase leaves its files and a ``_DONE``
-marker under the run directory. ``run_all`` resumes: it skips the expensive phases that are already
-done and always redoes the cheap decision and export, so a changed threshold takes effect without
-touching a model. Running a phase invalidates the phases after it.
+marker under the run directory, naming what its output depends on (``pipelines.phase_inputs``).
+``run_all`` resumes: it skips every phase whose inputs are unchanged, so a rerun of a finished run
+does nothing, and a changed threshold redoes the decision and export without touching a model.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from filters.weights import FilterSetupError, check_filters
 from manifests import storage
 from manifests.io import update_run_json, write_json
 from manifests.layout import RunLayout
-from pipelines import console, cpufit, cluster, report, runlock
+from pipelines import console, cpufit, cluster, phase_inputs, report, runlock
 from pipelines.cluster import Pool, decode_pool, dedup_pools, stage_pools
-from pipelines.config import ConfigError, ResourcesConfig, RunConfig, dump_config
+from pipelines.config import ConfigError, ResourcesConfig, RunConfig, absolute_paths, dump_config
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ class Run:
 @dataclass(frozen=True)
 class Phase:
     name: str  # also the name of the function in pipelines.phases that runs it
-    resumable: bool  # skipped by ``run_all`` when done; decide and export are cheap and always redone
     pools: Callable[[Run], list[Pool]]  # the actor pools it starts, for the cluster check
     idle: Callable[[Run], str | None] = lambda run: None  # why the phase has nothing to do (it draws no bar then)
 
@@ -69,14 +68,14 @@ def _no_pools(run: Run) -> list[Pool]:
 
 
 PHASES = (
-    Phase("ingest", True, lambda r: [Pool("resources.ingest", r.config.resources.ingest)]),
-    Phase("score", True, lambda r: stage_pools(r.score_specs) + decode_pool(r.config, r.score_specs)),
-    Phase("dedup", True, lambda r: dedup_pools(r.config),
+    Phase("ingest", lambda r: [Pool("resources.ingest", r.config.resources.ingest)]),
+    Phase("score", lambda r: stage_pools(r.score_specs) + decode_pool(r.config, r.score_specs)),
+    Phase("dedup", lambda r: dedup_pools(r.config),
           lambda r: None if r.config.dedup.enabled_detectors() else "no duplicate detector enabled"),
-    Phase("decide", False, _no_pools),
-    Phase("caption", True, lambda r: stage_pools(r.caption_specs),
+    Phase("decide", _no_pools),
+    Phase("caption", lambda r: stage_pools(r.caption_specs),
           lambda r: None if r.caption_specs else "no captioner enabled"),
-    Phase("export", False, lambda r: [Pool("resources.export", r.config.resources.export)]),
+    Phase("export", lambda r: [Pool("resources.export", r.config.resources.export)]),
 )
 PHASE_NAMES = tuple(p.name for p in PHASES)
 
@@ -140,10 +139,12 @@ def check_output_dir(output_dir: str) -> None:
 def prepare(config: RunConfig, retry_failed: bool = False) -> Run:
     """Validate, and set up the local run directory; a URI one is first downloaded to resume from it."""
     score_specs, caption_specs = validate(config)
+    config = absolute_paths(config)
     check_output_dir(config.output_dir)
     local = local_config(config)
-    check_input(local.input)  # before the run directory exists, so a bad input leaves none behind
     layout = RunLayout.at(local.output_dir)
+    if retry_failed or not layout.is_done("ingest"):  # once staged, the input is read again only by a retry
+        check_input(local.input)  # before the run directory exists, so a bad input leaves none behind
     if storage.is_uri(config.output_dir):
         storage.pull(config.output_dir, layout.root)
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -195,17 +196,20 @@ def with_resources(run: Run, resources: ResourcesConfig) -> Run:
                                score_specs=respec(run.score_specs), caption_specs=respec(run.caption_specs))
 
 
-def run_phase(run: Run, name: str) -> dict:
-    """Run one phase, after checking that its pools fit the cluster; marks it done and syncs."""
+def run_phase(run: Run, name: str, fresh: bool = False) -> dict:
+    """Run one phase, after checking that its pools fit the cluster; marks it done with what its output
+    depends on (``fresh``: under a new name, so that every phase after it runs again) and syncs. A phase
+    after it stays done if this phase's output is named as before (``pipelines.phase_inputs``)."""
     run = fit_local_cluster(run)
     current, layout = phase(name), run.layout
     check_cluster(run, (name,))
-    for later in PHASE_NAMES[PHASE_NAMES.index(name):]:
-        layout.done_marker(later).unlink(missing_ok=True)
+    before = phase_inputs.output_of(layout, name)
+    layout.done_marker(name).unlink(missing_ok=True)
     layout.phase_dir(name).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = console.phase(name, current, run, idle=current.idle(run))
     result["wall_s"] = round(time.perf_counter() - start, 3)
+    result = phase_inputs.stamp(run, name, result, before, fresh)
     write_json(result, layout.done_marker(name))
     update_run_json(layout.run_json, phases={name: result})
     sync(run)
@@ -220,20 +224,27 @@ def finish(run: Run, **extra) -> dict:
     return stats
 
 
+def nothing_to_do(run: Run, redo: tuple[str, ...] = ()) -> bool:
+    """Whether every phase is done with the inputs it would have now (no Ray needed to rerun the run)."""
+    return not redo and all(phase_inputs.is_current(run, name) for name in PHASE_NAMES)
+
+
 def run_all(run: Run, redo: tuple[str, ...] = ()) -> dict:
-    """All phases in order, skipping finished resumable ones; ``redo`` phases start over from nothing."""
-    run = fit_local_cluster(run)
-    layout = run.layout
-    check_cluster(run, PHASE_NAMES)
+    """All phases in order, skipping those done with the inputs they would have now; ``redo`` phases start
+    over from nothing, and the phases after them run again. With nothing to do, Ray is never asked."""
+    layout, idle = run.layout, nothing_to_do(run, redo)
+    if not idle:
+        run = fit_local_cluster(run)
+        check_cluster(run, PHASE_NAMES)
     start = time.perf_counter()
     for current in PHASES:
         name = current.name
-        if current.resumable and layout.is_done(name) and name not in redo:
+        if name not in redo and phase_inputs.is_current(run, name):
             print(f"{name}: done already, skipped ({json.loads(layout.done_marker(name).read_text())['wall_s']} s)")
             continue
         if name in redo:
             shutil.rmtree(layout.phase_dir(name), ignore_errors=True)
-        run_phase(run, name)
+        run_phase(run, name, fresh=name in redo)
     stats = finish(run, wall_s=round(time.perf_counter() - start, 3))
     print(report.summary_table(stats, layout.root))
     return stats

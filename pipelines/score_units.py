@@ -29,9 +29,17 @@ DIGEST_KEY = b"thresher.stages"
 
 
 def stages_digest(specs: list) -> str:
-    """Changes whenever a stage, its model or its settings change (resources excluded: they never change results)."""
+    """Changes whenever a stage, its model or a setting that changes its output changes; thresholds and
+    resources are left out (they never change a score)."""
     described = json.dumps([s.describe() for s in specs], sort_keys=True, default=str)
     return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+def accepted_digests(specs: list) -> set[str]:
+    """The digest score files are stamped with now, and the one runs made before thresholds were left out
+    stamped them with under the same config (so such a run is not re-scored for the change)."""
+    whole = json.dumps([s.describe_whole() for s in specs], sort_keys=True, default=str)
+    return {stages_digest(specs), hashlib.sha256(whole.encode()).hexdigest()[:16]}
 
 
 def unit_name(tar: str) -> str:
@@ -55,22 +63,23 @@ def unit_file(layout: RunLayout, name: str) -> Path:
     return layout.scores_dir / f"{name}.parquet"
 
 
-def is_scored(path: Path, ids: set[str], digest: str) -> bool:
+def is_scored(path: Path, ids: set[str], digests: set[str]) -> bool:
     if not path.exists():
         return False
     meta = pq.read_schema(path).metadata or {}
-    if meta.get(DIGEST_KEY, b"").decode() != digest:
+    if meta.get(DIGEST_KEY, b"").decode() not in digests:
         return False
     return set(pq.read_table(path, columns=[col.SAMPLE_ID]).column(0).to_pylist()) == ids
 
 
-def pending_units(layout: RunLayout, digest: str) -> dict[str, set[str]]:
-    """Units still to score; deletes score files of units that no longer exist or are stale."""
+def pending_units(layout: RunLayout, digests: set[str]) -> dict[str, set[str]]:
+    """Units still to score (no file, other samples, or a digest not in ``digests``); deletes score files of
+    units that no longer exist."""
     expected = expected_units(layout)
     for path in layout.score_files():
         if path.stem not in expected:
             path.unlink()
-    return {name: ids for name, ids in expected.items() if not is_scored(unit_file(layout, name), ids, digest)}
+    return {name: ids for name, ids in expected.items() if not is_scored(unit_file(layout, name), ids, digests)}
 
 
 class UnitCollector:

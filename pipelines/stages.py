@@ -21,6 +21,7 @@ from filters.ocr import OcrScorer
 from filters.quality import QualityScorer
 from filters.watermark import WatermarkScorer
 from manifests import schema as col
+from manifests.config import stage_inputs
 from pipelines.config import ConfigError, RunConfig, StageResources
 
 # Columns every score batch starts with (see phases.staged_dataset).
@@ -46,7 +47,13 @@ class StageSpec:
         return tuple(self.cls.writes)
 
     def describe(self) -> dict:
-        """What run.json records of the stage: its class and its config (model ids and revisions included)."""
+        """What the stage's output depends on, as run.json records it and score files are stamped with: its
+        class and the part of its config that changes what it writes (model ids and revisions included;
+        thresholds and dedup-phase settings left out: ``manifests.config.stage_inputs``)."""
+        return {"class": f"{self.cls.__module__}.{self.cls.__qualname__}", "config": stage_inputs(self.config)}
+
+    def describe_whole(self) -> dict:
+        """``describe()`` as it was before thresholds were left out (score files stamped by older runs)."""
         return {"class": f"{self.cls.__module__}.{self.cls.__qualname__}", "config": self.config.model_dump(mode="json")}
 
 

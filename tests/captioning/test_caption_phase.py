@@ -81,3 +81,23 @@ def test_caption_phase_recaptions_kept_rows_only_on_actor_pools(ray_session, tmp
             assert row[col.CAPTION_LLAVA] == by_id[key][col.CAPTION_LLAVA]
             assert by_id[key][col.CAPTION_BLIP2]  # kept: the recaption, not the alt text as a fallback
             assert files["txt"].decode() == by_id[key][col.CAPTION_BLIP2]
+
+
+def test_a_rerun_captions_only_newly_kept_rows_and_drops_the_unkept(tmp_path: Path, photos: list) -> None:
+    """New thresholds changed the kept set: captions of rows still kept stay, only new ones are made."""
+    from pipelines.phases import caption_todo
+
+    layout = _staged_run(tmp_path / "run", photos)
+    ids = [f"{i:09d}" for i in range(5)]
+    old = layout.captions_dir / "unit=00000" / "old.parquet"  # captioned under the last decision: rows 0 and 1
+    old.parent.mkdir(parents=True)
+    write_parquet(pl.DataFrame({col.SAMPLE_ID: ids[:2], col.CAPTION_BLIP2: ["zero", "one"]}).to_arrow(), old)
+    gone = layout.captions_dir / "unit=00009" / "x.parquet"  # a unit that no longer exists
+    gone.parent.mkdir(parents=True)
+    write_parquet(pl.DataFrame({col.SAMPLE_ID: ["x"], col.CAPTION_BLIP2: ["x"]}).to_arrow(), gone)
+
+    todo = tmp_path / "todo"
+    assert caption_todo(layout, todo) == ["00000"]  # KEEP: rows 0, 2, 3; row 1 no longer kept
+    assert pl.read_parquet(todo / "00000.parquet")[col.SAMPLE_ID].to_list() == ids[2:4]
+    assert pl.read_parquet(old).rows() == [(ids[0], "zero")]
+    assert not gone.parent.exists()

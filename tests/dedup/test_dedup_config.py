@@ -33,5 +33,5 @@ def test_score_stages_follow_enabled_detectors():
 
 def test_nothing_enabled_writes_nothing(tmp_path):
     layout = RunLayout.at(tmp_path)
-    assert run_dedup(DedupConfig(), layout) == {"detectors": []}
+    assert run_dedup(DedupConfig(exact={"enabled": False}), layout) == {"detectors": []}
     assert not layout.pairs.exists() and not layout.duplicates.exists()

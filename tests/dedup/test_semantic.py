@@ -187,7 +187,7 @@ def test_dedup_phase_writes_semantic_pairs_and_keeps_by_policy(tmp_path, keep):
                             col.ORIGINAL_HEIGHT: pa.array([100] * len(ids), pa.int32())}), layout.staged_rows(0))
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float16).ravel()), DIM)
     write_parquet(pa.table({col.SAMPLE_ID: ids, col.CLIP_EMBEDDING: column}), layout.scores_dir / "000.parquet")
-    config = DedupConfig(semantic=SemanticConfig(enabled=True, keep=keep))
+    config = DedupConfig(exact={"enabled": False}, semantic=SemanticConfig(enabled=True, keep=keep))  # semantic alone
     stats = run_dedup(config, layout)
     assert stats["detectors"] == ["semantic"] and stats["by_kind"] == {"semantic": 20}
     dups = pl.read_parquet(layout.duplicates)

@@ -64,7 +64,27 @@ def test_dumped_config_loads_back_identically(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(dump_config(config))
     assert load_config(path) == config
-    assert load_config(tmp_path) == config  # a run directory loads its config.yaml
+    # A run directory loads its config.yaml, which works on that directory wherever it now is.
+    assert load_config(tmp_path) == config.model_copy(update={"output_dir": str(tmp_path.resolve())})
+
+
+def test_a_moved_run_directory_works_on_itself_from_any_working_directory(tmp_path, monkeypatch):
+    from pipelines.config import absolute_paths
+
+    (tmp_path / "orig").mkdir()
+    monkeypatch.chdir(tmp_path / "orig")
+    recorded = absolute_paths(build_config({"output_dir": "run", "input": {"path": "urls.txt"}}))
+    assert recorded.output_dir == str(tmp_path / "orig" / "run")  # what prepare() writes to config.yaml
+    assert recorded.input.path == str(tmp_path / "orig" / "urls.txt")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "config.yaml").write_text(dump_config(recorded))
+    monkeypatch.chdir(tmp_path)
+    assert load_config(copy).output_dir == str(copy)
+    assert load_config("copy").output_dir == str(copy)
+    assert load_config(copy, ["output_dir=elsewhere"]).output_dir == "elsewhere"
+    (copy / "config.yaml").write_text(dump_config(recorded.model_copy(update={"output_dir": "s3://b/run"})))
+    assert load_config(copy).output_dir == "s3://b/run"  # copy is then the URI's staging copy
 
 
 def test_top_level_must_be_a_mapping(tmp_path):

@@ -88,6 +88,7 @@ def test_the_cluster_check_counts_the_decode_tasks() -> None:
 def test_fractional_gpus_share_one_gpu_beside_the_decode() -> None:
     shared = RunConfig.model_validate({
         "input": EVERYTHING["input"], "output_dir": "/tmp/unused", "filters": {"clip": {"enabled": True}},
+        "dedup": {"exact": {"enabled": False}},  # CLIP alone (exact dedup is on by default)
         "resources": {"stages": {"clip": {"num_gpus": 0.5, "num_cpus": 1, "concurrency": 2},
                                  "decode": {"num_cpus": 2, "concurrency": 8}}}})
     pools = score_pools(shared)

@@ -31,7 +31,7 @@ def test_units_commit_when_complete_and_resume_skips_them(tmp_path: Path) -> Non
     layout = RunLayout.at(tmp_path)
     _stage_unit(layout, 0, ["a", "b", "c"], failed=["x"])
     _stage_unit(layout, 1, ["d", "e"])
-    pending = score_units.pending_units(layout, "v1")
+    pending = score_units.pending_units(layout, {"v1"})
     assert pending == {"00000": {"a", "b", "c"}, "00001": {"d", "e"}}
 
     collector = score_units.UnitCollector(layout, pending, "v1")
@@ -42,10 +42,10 @@ def test_units_commit_when_complete_and_resume_skips_them(tmp_path: Path) -> Non
         collector.finish()  # the run died before unit 0 was complete: nothing of it is written
     assert [p.name for p in layout.score_files()] == ["00001.parquet"]
 
-    assert score_units.pending_units(layout, "v1") == {"00000": {"a", "b", "c"}}
-    assert set(score_units.pending_units(layout, "v2")) == {"00000", "00001"}  # other stages: all again
+    assert score_units.pending_units(layout, {"v1"}) == {"00000": {"a", "b", "c"}}
+    assert set(score_units.pending_units(layout, {"v2"})) == {"00000", "00001"}  # other stages: all again
     _stage_unit(layout, 1, ["d", "e", "f"])  # restaged by --retry-failed: one more sample
-    assert set(score_units.pending_units(layout, "v1")) == {"00000", "00001"}
+    assert set(score_units.pending_units(layout, {"v1"})) == {"00000", "00001"}
 
 
 def test_push_mirrors_with_commit_files_last_and_pull_restores(tmp_path: Path, monkeypatch) -> None:
