@@ -50,10 +50,10 @@ async def guard(request: web.Request, handler):
         raise response
     try:
         response = await handler(request)
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        response = web.json_response({"error": str(exc)}, status=400)
     except OutsideRun as exc:
         response = web.json_response({"error": str(exc)}, status=403)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        response = web.json_response({"error": str(exc)}, status=400)
     response.headers.update({"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                              "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
     return response
