@@ -104,6 +104,10 @@ async def thumb(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="image/jpeg")
 
 
+async def no_icon(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 async def labels(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(request.app[REVIEW].labels))
 
@@ -114,6 +118,7 @@ def build_app(review: Review, token: str) -> web.Application:
     app.router.add_get("/", page)
     app.router.add_get("/static/review.js", page)
     app.router.add_get("/static/review.css", page)
+    app.router.add_get("/favicon.ico", no_icon)
     app.router.add_get("/api/meta", meta)
     app.router.add_get("/api/thumb/{row:\\d+}", thumb)
     app.router.add_get("/api/labels", labels)

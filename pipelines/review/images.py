@@ -65,6 +65,13 @@ class StagedImages:
         self._thumbs: _Lru = _Lru(THUMBS_KEPT)
         self._lock = threading.Lock()
 
+    def inside(self, shard: str) -> bool:
+        try:
+            contained(self.root, shard)
+        except OutsideRun:
+            return False
+        return True
+
     def _index(self, tar: Path) -> dict[str, tuple[int, int]]:
         with self._lock:
             if tar in self._members:

@@ -47,6 +47,11 @@ class ManifestRows:
         names = self.db.execute(f"SELECT * FROM {self.source} LIMIT 0", {"files": self.files}).description
         self.columns = [d[0] for d in names if d[0] not in ("filename", "file_row_number")]
 
+    def sql(self, query: str, params: dict) -> list[tuple]:
+        """One query on its own cursor: requests run in threads, and a DuckDB connection serves one at a time."""
+        with self.db.cursor() as cursor:
+            return cursor.execute(query, params).fetchall()
+
     @property
     def files(self) -> list[str]:
         return [str(p) for p in self.parts]
@@ -79,18 +84,17 @@ class ManifestRows:
     def browse(self, query: Query) -> tuple[int, pl.DataFrame]:
         """(rows matching, the page's rows with their ``row`` index)."""
         where, params = self._where(query)
-        total = self.db.execute(f"SELECT count(*) FROM {self.source} WHERE {where}", params).fetchone()[0]
+        total = self.sql(f"SELECT count(*) FROM {self.source} WHERE {where}", params)[0][0]
         params["offset"] = max(query.page, 0) * PAGE
-        found = self.db.execute(f"SELECT filename, file_row_number FROM {self.source} WHERE {where} "
-                                f"LIMIT {PAGE} OFFSET $offset", params).fetchall()
+        found = self.sql(f"SELECT filename, file_row_number FROM {self.source} WHERE {where} "
+                         f"LIMIT {PAGE} OFFSET $offset", params)
         return total, self.rows_at([self.offset_of[f] + int(r) for f, r in found])
 
     def index_of(self, sample_ids: list[str]) -> dict[str, int]:
         if not sample_ids:
             return {}
-        found = self.db.execute(f'SELECT "{col.SAMPLE_ID}", filename, file_row_number FROM {self.source} '
-                                f'WHERE "{col.SAMPLE_ID}" IN (SELECT unnest($ids))',
-                                {"files": self.files, "ids": sample_ids}).fetchall()
+        found = self.sql(f'SELECT "{col.SAMPLE_ID}", filename, file_row_number FROM {self.source} '
+                         f'WHERE "{col.SAMPLE_ID}" IN (SELECT unnest($ids))', {"files": self.files, "ids": sample_ids})
         return {s: self.offset_of[f] + int(r) for s, f, r in found}
 
     def locate(self, index: int) -> tuple[int, int]:

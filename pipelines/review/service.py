@@ -58,8 +58,8 @@ class Review:
         return self.live.decide(sl.overrides(self.sliders, setting))
 
     def meta(self) -> dict:
-        statuses = self.rows.db.execute(f'SELECT DISTINCT "{col.STATUS}" FROM {self.rows.source} ORDER BY 1',
-                                        {"files": self.rows.files}).fetchall()
+        statuses = self.rows.sql(f'SELECT DISTINCT "{col.STATUS}" FROM {self.rows.source} ORDER BY 1',
+                                 {"files": self.rows.files})
         return {"run": str(self.run), "rows": len(self.live.before), "who": self.who,
                 "sliders": [sl.as_json(s) for s in self.sliders], "histograms": self.histograms,
                 "reasons": sorted(self.live.reasons_before), "statuses": [s[0] for s in statuses],
@@ -96,7 +96,8 @@ class Review:
               stratum: str | None) -> dict:
         index = row[INDEX]
         shard, member = row.get(col.SHARD), row.get(col.MEMBER)
-        if shard and member:
+        image = bool(shard and member) and self.images.inside(shard)
+        if image:
             self.locations[index] = (shard, member)
         reasons = list(stored.get(col.REJECT_REASONS) or [])
         return {"row": index, "sample_id": row[col.SAMPLE_ID], "caption": row.get(col.CAPTION),
@@ -105,7 +106,7 @@ class Review:
                 "pending_keep": None if decision is None else bool(decision.keep[index]),
                 "scores": {c: _plain(row.get(c)) for c in self.scores},
                 "blur": Reason.NSFW in reasons or Reason.NSFW in (pending or []),
-                "image": bool(shard and member), "duplicate_of": row.get(col.DUPLICATE_OF), "stratum": stratum}
+                "image": image, "duplicate_of": row.get(col.DUPLICATE_OF), "stratum": stratum}
 
     def sample(self, index: int, setting: dict) -> dict:
         decision = self.decision(setting)

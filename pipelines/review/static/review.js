@@ -39,10 +39,10 @@ function fmt(v) {
 // --- sliders and histograms -----------------------------------------------------------------
 function histogram(slider) {
   const h = S.meta.histograms[slider.key];
+  if (!h) return null;  // a rule without a score column (image side, caption length, dedup)
   const ns = 'http://www.w3.org/2000/svg';
   const svg = document.createElementNS(ns, 'svg');
   svg.setAttribute('viewBox', '0 0 270 42');
-  if (!h) return svg;
   const top = Math.max(1, ...h.counts);
   const w = 270 / h.counts.length;
   h.counts.forEach((n, i) => {
@@ -228,8 +228,11 @@ function browseQuery() {
           kept: kept === '' ? null : kept === 'true', ranges, page: S.page};
 }
 
+let browsing = 0;
 async function browse() {
+  const mine = ++browsing;  // a slower, older search must not overwrite a newer one
   const data = await api('/api/browse', {query: browseQuery(), setting: S.setting});
+  if (mine !== browsing) return;
   const first = data.page * 60;
   $('browse-info').textContent = `${fmt(data.total)} rows · showing ${fmt(Math.min(first + 1, data.total))}–` +
     `${fmt(Math.min(first + 60, data.total))}`;
