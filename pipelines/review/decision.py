@@ -31,8 +31,18 @@ from pipelines import repick
 from pipelines.config import RunConfig, load_config
 
 REASON = "reason"
+ROW = "_review_row"
 DUP_COLUMNS = {col.DUPLICATE_OF, col.DUP_KIND, col.CLUSTER_ID, col.DUP_SIMILARITY, col.DUP_DETECTOR}
 SURVIVOR_SETS = 4  # re-picked survivors kept per rules digest (each a temporary directory)
+
+
+def in_order(frame: pl.LazyFrame, *exprs: pl.Expr) -> pl.DataFrame:
+    """``exprs`` over ``frame`` in the manifest's row order. Results of separate queries are combined row by
+    row here, and polars may drop the order of a union (the per-part frames) for a select whose output it
+    judges order-free -- observed for a lone elementwise expression over the re-picked parts. A row index
+    makes the order observable; sorting by it is a no-op check when the order held."""
+    rows = frame.with_row_index(ROW).select(ROW, *exprs).collect()
+    return (rows if rows[ROW].is_sorted() else rows.sort(ROW)).drop(ROW)
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,7 @@ class LiveDecision:
         self.sizes = [pq.read_metadata(p).num_rows for p in self.parts]
         stored = pl.scan_parquet([str(p) for p in self.parts])
         self.columns = set(stored.collect_schema().names())
-        self.before = stored.select(col.KEEP).collect().to_series()
+        self.before = in_order(stored, pl.col(col.KEEP)).to_series()
         self.reasons_before = reason_counts(stored)
         self._rules: dict[tuple[str, str], RuleResult] = {}
         self._survivors: OrderedDict[str, tuple[repick.Duplicates | None, tempfile.TemporaryDirectory | None]] = \
@@ -101,7 +111,7 @@ class LiveDecision:
         reads_dups = bool(DUP_COLUMNS & set(expr.meta.root_names()))
         key = (digest if reads_dups else "", expr.meta.serialize(format="json"))
         if key not in self._rules:
-            values = frame.select(expr.alias(REASON)).collect().to_series()
+            values = in_order(frame, expr.alias(REASON)).to_series()
             counts = values.drop_nulls().value_counts()
             self._rules[key] = RuleResult(values.is_not_null(), dict(counts.iter_rows()))
         return self._rules[key]

@@ -19,7 +19,7 @@ from manifests import schema as col
 from manifests.schema import Reason, Status
 from pipelines.review import labels as lab
 from pipelines.review import sliders as sl
-from pipelines.review.decision import Decision, LiveDecision
+from pipelines.review.decision import Decision, LiveDecision, in_order
 from pipelines.review.images import StagedImages
 from pipelines.review.rows import INDEX, ManifestRows, Query
 
@@ -148,11 +148,10 @@ class Review:
             raise ValueError(f"{key!r} has no score column to sort by")
         decision = self.decision(setting)
         value = float(setting.get(key, slider.value))
-        scores = pl.scan_parquet([str(p) for p in self.live.parts]).select(
-            pl.col(slider.column).fill_nan(None).cast(pl.Float64)).collect().to_series()
-        ok = (pl.scan_parquet([str(p) for p in self.live.parts]).select(pl.col(col.STATUS) == Status.SUCCESS)
-              .collect().to_series())
-        frame = pl.DataFrame({"s": scores, "ok": ok}).with_row_index("i").filter(pl.col("ok") & pl.col("s").is_not_null())
+        frame = in_order(pl.scan_parquet([str(p) for p in self.live.parts]),
+                         pl.col(slider.column).fill_nan(None).cast(pl.Float64).alias("s"),
+                         (pl.col(col.STATUS) == Status.SUCCESS).alias("ok"))
+        frame = frame.with_row_index("i").filter(pl.col("ok") & pl.col("s").is_not_null())
         below = frame.filter(pl.col("s") < value).top_k(n, by="s")["i"].to_list()
         above = frame.filter(pl.col("s") >= value).bottom_k(n, by="s")["i"].to_list()
         return {"value": value, "below": self.cards(below, decision), "above": self.cards(above, decision)}
@@ -169,9 +168,9 @@ class Review:
         slider = next((s for s in self.sliders if s.reason == rule and s.column), None)
         scores = None
         if slider is not None:
-            scores = (pl.scan_parquet([str(p) for p in self.live.parts])
-                      .select(pl.col(slider.column).fill_nan(None).cast(pl.Float64).fill_null(float("nan")))
-                      .collect().to_series().to_numpy())
+            scores = in_order(pl.scan_parquet([str(p) for p in self.live.parts]),
+                              pl.col(slider.column).fill_nan(None).cast(pl.Float64).fill_null(float("nan"))
+                              ).to_series().to_numpy()
         return rejected, kept, lab.bands(scores, rejected | kept)
 
     def queue(self, setting: dict, rule: str, side: str, n: int, seed: int) -> dict:

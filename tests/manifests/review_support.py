@@ -81,8 +81,10 @@ def _manifest(rng: np.random.Generator) -> pl.DataFrame:
     })
 
 
-def make_run(root: Path) -> Path:
-    config = build_config(run_config(root, filters=FILTERS))
+def make_run(root: Path, pairs: bool = False) -> Path:
+    """The run; with ``pairs``, phash on and a stored one-process pairs file (survivors get re-picked)."""
+    sections = {"filters": FILTERS, **({"dedup": {"phash": {"enabled": True}}} if pairs else {})}
+    config = build_config(run_config(root, **sections))
     layout = RunLayout.at(root)
     layout.staged_dir.mkdir(parents=True)
     rows = decide(_manifest(np.random.default_rng(3)), config.filters).collect()
@@ -95,6 +97,15 @@ def make_run(root: Path) -> Path:
     rows.slice(0, ROWS // 2).write_parquet(layout.manifest_part("00000"))
     rows.slice(ROWS // 2).write_parquet(layout.manifest_part("00001"))
     (root / "config.yaml").write_text(dump_config(config))
+    if pairs:
+        layout.pairs.parent.mkdir(parents=True)
+        ids = rows[col.SAMPLE_ID]
+        links = [(SURVIVOR_ROW, DUP_ROW, 0.96), (20, 21, 0.9), (40, 42, 0.97), (41, 43, 0.99), (44, 45, 0.92)]
+        pl.DataFrame({"sample_a": [ids[a] for a, _, _ in links], "sample_b": [ids[b] for _, b, _ in links],
+                      "detector": ["phash"] * len(links), "dup_kind": [DupKind.IMAGE] * len(links),
+                      "similarity": [s for _, _, s in links]},
+                     schema={"sample_a": pl.String, "sample_b": pl.String, "detector": pl.String,
+                             "dup_kind": pl.String, "similarity": pl.Float32}).write_parquet(layout.pairs)
     return root
 
 

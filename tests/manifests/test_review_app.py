@@ -171,3 +171,21 @@ def test_export_snippet_and_command(served, review_run):
     assert body["overrides"] == ["filters.nsfw.max_prob=0.3"]  # the clip value is the run's own
     assert "nsfw:\n    max_prob: 0.3" in body["snippet"]
     assert body["command"] == f"thresher reexport {review_run} --set filters.nsfw.max_prob=0.3"
+
+
+def test_counts_equal_tune_when_survivors_are_re_picked(tmp_path):
+    """Each rule is its own query over the re-picked parts; their rows must line up (polars may drop the
+    order of a union for a lone elementwise select, which once rejected the wrong rows here)."""
+    from review_support import make_run
+    from pipelines.review.service import Review
+
+    run = make_run(tmp_path / "run", pairs=True)
+    review = Review(run, "tester")
+    assert "dedup.phash.threshold" in {s.key for s in review.sliders}
+    try:
+        for setting in [{}, {"filters.nsfw.max_prob": 0.3}, {"filters.rules.min_image_side": 300},
+                        {"dedup.phash.threshold": 0.95}, {"dedup.phash.threshold": 0.95, "filters.clip.min_score": 0.3}]:
+            shown = review.counts(setting)
+            assert shown["report"] == run_tune(run, shown["overrides"])[0].as_dict(), setting
+    finally:
+        review.live.close()
