@@ -32,6 +32,7 @@ from pipelines.config import RunConfig, load_config
 
 REASON = "reason"
 ROW = "_review_row"
+STORED = "stored"  # the survivors key of the manifest's own duplicate columns
 DUP_COLUMNS = {col.DUPLICATE_OF, col.DUP_KIND, col.CLUSTER_ID, col.DUP_SIMILARITY, col.DUP_DETECTOR}
 SURVIVOR_SETS = 4  # re-picked survivors kept per rules digest (each a temporary directory)
 
@@ -77,16 +78,23 @@ class LiveDecision:
         self.parts = reexport.manifest_files(RunLayout.at(run))
         self.sizes = [pq.read_metadata(p).num_rows for p in self.parts]
         stored = pl.scan_parquet([str(p) for p in self.parts])
-        self.columns = set(stored.collect_schema().names())
+        self.stored, self.schema = stored, stored.collect_schema()
+        self.columns = set(self.schema.names())
+        self._held: dict[str, pl.Series] = {}
         self.before = in_order(stored, pl.col(col.KEEP)).to_series()
         self.reasons_before = reason_counts(stored)
         self._rules: dict[tuple[str, str], RuleResult] = {}
         self._survivors: OrderedDict[str, tuple[repick.Duplicates | None, tempfile.TemporaryDirectory | None]] = \
             OrderedDict()
+        self._frames: dict[str, tuple[pl.LazyFrame, list[pl.LazyFrame], set[str]]] = {}
+        self._configs: dict[tuple[str, ...], RunConfig] = {}
         self._lock = threading.Lock()
 
     def config(self, overrides: list[str]) -> RunConfig:
-        return load_config(self.run, overrides)
+        key = tuple(overrides)
+        if key not in self._configs:  # read and validated once per setting (a few ms each, every request)
+            self._configs[key] = load_config(self.run, overrides)
+        return self._configs[key]
 
     def survivors(self, config: RunConfig) -> tuple[str, repick.Duplicates | None]:
         """The duplicates rows under ``config``'s rules, re-picked once per rules digest (as tune does)."""
@@ -96,22 +104,44 @@ class LiveDecision:
             found, _ = repick.for_manifest(self.run, self.parts, config, Path(work.name), repick.in_process)
             self._survivors[digest] = (found, work)
             while len(self._survivors) > SURVIVOR_SETS:
-                _, (_, old) = self._survivors.popitem(last=False)
+                gone, (_, old) = self._survivors.popitem(last=False)
+                self._frames.pop(gone, None)
                 if old is not None:
                     old.cleanup()
         self._survivors.move_to_end(digest)
-        return digest, self._survivors[digest][0]
+        found = self._survivors[digest][0]
+        return (STORED if found is None else digest), found
 
     def frame(self, config: RunConfig) -> tuple[str, pl.LazyFrame, list[pl.LazyFrame]]:
-        """The manifest under ``config``'s survivors: whole, and per part (for reading a few rows)."""
+        """The manifest under ``config``'s survivors: whole, and per part (for reading a few rows). Built
+        once per survivors set: planning a scan of a thousand parts costs most of a second."""
         digest, found = self.survivors(config)
-        return digest, repick.joined(found, self.parts), repick.part_frames(found, self.parts)
+        if digest not in self._frames:
+            whole = repick.joined(found, self.parts)
+            self._frames[digest] = (whole, repick.part_frames(found, self.parts), set(whole.collect_schema().names()))
+        whole, parts, _ = self._frames[digest]
+        return digest, whole, parts
+
+    def _column(self, name: str) -> pl.Series:
+        """A column the rules read, held once: numbers as stored, the status as a categorical."""
+        if name not in self._held:
+            column = pl.col(name).cast(pl.Categorical) if name == col.STATUS else pl.col(name)
+            self._held[name] = in_order(self.stored, column).to_series()
+        return self._held[name]
+
+    def _evaluate(self, frame: pl.LazyFrame, expr: pl.Expr, roots: list[str]) -> pl.Series:
+        """The rule over held columns when it reads only numbers and the status (a slider move: one
+        comparison in memory, not a read of every part), else over the parts."""
+        if roots and all(r == col.STATUS or self.schema.get(r, pl.String).is_numeric() for r in roots):
+            return pl.DataFrame([self._column(r) for r in dict.fromkeys(roots)]).select(expr.alias(REASON)).to_series()
+        return in_order(frame, expr.alias(REASON)).to_series()
 
     def _rule(self, frame: pl.LazyFrame, expr: pl.Expr, digest: str) -> RuleResult:
-        reads_dups = bool(DUP_COLUMNS & set(expr.meta.root_names()))
+        roots = expr.meta.root_names()
+        reads_dups = bool(DUP_COLUMNS & set(roots))
         key = (digest if reads_dups else "", expr.meta.serialize(format="json"))
         if key not in self._rules:
-            values = in_order(frame, expr.alias(REASON)).to_series()
+            values = self._evaluate(frame, expr, [] if reads_dups else roots)
             counts = values.drop_nulls().value_counts()
             self._rules[key] = RuleResult(values.is_not_null(), dict(counts.iter_rows()))
         return self._rules[key]
@@ -120,7 +150,7 @@ class LiveDecision:
         config = self.config(overrides)
         with self._lock:
             digest, frame, _ = self.frame(config)
-            names = set(frame.collect_schema().names())
+            names = self._frames[digest][2]
             exprs = reason_exprs(config.filters, names)
             rules = [(e, self._rule(frame, e, digest)) for e in exprs]
         rejected = reduce(lambda a, b: a | b, [r.rejects for _, r in rules]) if rules \
