@@ -290,6 +290,7 @@ class ThresholdRule:
     minimum: float | None = None
     maximum: float | None = None
     section: str = ""  # the filters section that sets it
+    field: str = ""  # its field in that section (filters.SECTION.FIELD), "" when fixed (quality's QR rule)
 
     def violated(self) -> pl.Expr:
         import polars as pl  # a config is read where polars is absent (the GPU bench); only the decision needs it
@@ -308,23 +309,28 @@ def threshold_rules(config: FiltersConfig, enabled_only: bool = True) -> list[Th
     ``enabled_only=False`` also those of sections switched off (what they would apply)."""
     candidates = [
         (config.clip.enabled, ThresholdRule(col.CLIP_SCORE, Reason.CLIP_LOW, minimum=config.clip.min_score,
-                                            section="clip")),
+                                            section="clip", field="min_score")),
         (config.aesthetic.enabled, ThresholdRule(col.AESTHETIC_SCORE, Reason.AESTHETIC_LOW,
-                                                 minimum=config.aesthetic.min_score, section="aesthetic")),
+                                                 minimum=config.aesthetic.min_score, section="aesthetic",
+                                                 field="min_score")),
         (config.nsfw.enabled, ThresholdRule(col.NSFW_PROB, Reason.NSFW, maximum=config.nsfw.max_prob,
-                                            section="nsfw")),
+                                            section="nsfw", field="max_prob")),
         (config.ocr.enabled, ThresholdRule(col.TEXT_AREA_FRAC, Reason.TEXT_DOMINATED,
-                                           maximum=config.ocr.max_text_area_frac, section="ocr")),
+                                           maximum=config.ocr.max_text_area_frac, section="ocr",
+                                           field="max_text_area_frac")),
         (config.ocr.enabled, ThresholdRule(col.CAPTION_TEXT_OVERLAP, Reason.CAPTION_READS_IMAGE,
-                                           maximum=config.ocr.max_caption_text_overlap, section="ocr")),
+                                           maximum=config.ocr.max_caption_text_overlap, section="ocr",
+                                           field="max_caption_text_overlap")),
         (config.quality.enabled, ThresholdRule(col.BLUR_VAR, Reason.BLURRY, minimum=config.quality.min_blur_var,
-                                               section="quality")),
+                                               section="quality", field="min_blur_var")),
         (config.quality.enabled and config.quality.reject_qr,
          ThresholdRule(col.QR_CODES, Reason.QR_CODE, maximum=1.0, section="quality")),
         (config.quality.enabled, ThresholdRule(col.GREY_ENTROPY, Reason.UNIFORM_IMAGE,
-                                               minimum=config.quality.min_grey_entropy, section="quality")),
+                                               minimum=config.quality.min_grey_entropy, section="quality",
+                                               field="min_grey_entropy")),
         (config.watermark.enabled, ThresholdRule(col.WATERMARK_PROB, Reason.WATERMARK,
-                                                 maximum=config.watermark.max_prob, section="watermark")),
+                                                 maximum=config.watermark.max_prob, section="watermark",
+                                                 field="max_prob")),
     ]
     return [rule for enabled, rule in candidates
             if (enabled or not enabled_only) and (rule.minimum is not None or rule.maximum is not None)]

@@ -140,4 +140,5 @@ def run_demo(out: str, samples: int = 300, verbose: bool = False) -> dict:
     print(f"  shards:   {out_dir / 'run' / 'shards'}")
     print(f"  manifest: {out_dir / 'run' / 'manifest'}/ (one Parquet part per ingest unit)")
     print(f"  summary:  {out_dir / 'run' / 'run.json'}")
+    print(f"  review:   thresher review {out_dir / 'run'}   (tune thresholds, audit and label in a browser)")
     return stats

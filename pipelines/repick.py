@@ -151,7 +151,18 @@ def current_manifest(run: Path, config: RunConfig, tasks: Tasks) -> Iterator[pl.
     parts = reexport.manifest_files(RunLayout.at(run))
     with tempfile.TemporaryDirectory(prefix="thresher-survivors-") as work:
         found, _ = for_manifest(run, parts, config, Path(work), tasks)
-        if found is None:
-            yield pl.scan_parquet([str(p) for p in parts])
-        else:
-            yield pl.concat([join_duplicates(bare(p), part_duplicates(found, p, parts)) for p in parts])
+        yield joined(found, parts)
+
+
+def part_frames(found: Duplicates | None, parts: list[Path]) -> list[pl.LazyFrame]:
+    """Each manifest part with its duplicate columns as ``found`` holds them (None: as the part holds them)."""
+    if found is None:
+        return [pl.scan_parquet(p) for p in parts]
+    return [join_duplicates(bare(p), part_duplicates(found, p, parts)) for p in parts]
+
+
+def joined(found: Duplicates | None, parts: list[Path]) -> pl.LazyFrame:
+    """The whole manifest, lazily, with its duplicate columns as ``found`` holds them."""
+    if found is None:
+        return pl.scan_parquet([str(p) for p in parts])
+    return pl.concat(part_frames(found, parts))

@@ -1,4 +1,4 @@
-"""CLI wiring of the manifest tools: ``thresher query|tune|plots|audit|card|reexport RUN``.
+"""CLI wiring of the manifest tools: ``thresher query|tune|plots|audit|card|reexport|review RUN``.
 
 ``thresher reexport RUN`` writes new shards under a new name (``pipelines.tools.run_export``) and never
 writes into the run. ``thresher export`` is the export phase; given a run directory (without
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-TOOLS = ("query", "tune", "plots", "audit", "card", "reexport")
+TOOLS = ("query", "tune", "plots", "audit", "card", "reexport", "review")
 EXPORT_DEPRECATION = ("thresher: 'thresher export RUN_DIR' is deprecated and will be removed in the next "
                       "release; use 'thresher reexport RUN_DIR'")
 
@@ -42,6 +42,11 @@ def add_tool_commands(sub, export: argparse.ArgumentParser) -> None:
     card = sub.add_parser("card", help="DATASET_CARD.md + JSON after the EU training-content summary template")
     _run_args(card)
     card.add_argument("--out", type=Path, help="folder for the card (default RUN/reports)")
+    review = sub.add_parser("review", help="a local web app: live thresholds, what flips, labels, reexport command")
+    _run_args(review, overrides=False)
+    review.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; a token is always needed)")
+    review.add_argument("--port", type=int, default=8750, help="port (default 8750; 0: any free port)")
+    review.add_argument("--who", default=None, help="the name labels are saved under (default: the login name)")
     reexport = sub.add_parser("reexport", help="new shards and manifest with new thresholds, beside the run")
     _run_args(reexport)
     _reexport_args(reexport)
@@ -66,6 +71,11 @@ def run_tool(args: argparse.Namespace) -> None:
         print("\n".join(str(p) for p in tools.run_plots(args.run, args.overrides, args.out)))
     elif args.command == "audit":
         print(tools.run_audit(args.run, args.overrides, args.reason, args.limit, args.out))
+    elif args.command == "review":
+        import getpass
+
+        from pipelines.review.app import serve_forever
+        serve_forever(args.run, args.host, args.port, args.who or getpass.getuser())
     elif args.command == "card":
         print("\n".join(str(p) for p in tools.run_card(args.run, args.out, args.overrides)))
     else:

@@ -1,0 +1,176 @@
+"""The live decision behind ``thresher review``: ``thresher tune``'s report for any slider setting.
+
+The rules are ``filters.decide.reason_exprs`` under the setting's config, evaluated over the run's
+manifest with its survivors re-picked as tune re-picks them (``pipelines.repick``): one decision, never
+a copy. What makes a slider move take well under a second on 10M rows is a cache: each reason
+expression's result (which rows it rejects and how many per reason) is kept under the expression's own
+serialized form, so a move re-evaluates the one rule it changed -- a single column read -- and the
+rest is OR-ing bitmaps. Counting follows ``manifests.tune.retune``: a row counts once under each rule
+that rejects it, and is kept when no rule does.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import reduce
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from filters.decide import reason_exprs
+from manifests import reexport
+from manifests import schema as col
+from manifests.layout import RunLayout
+from manifests.plots import reason_counts
+from manifests.tune import TuneReport
+from pipelines import repick
+from pipelines.config import RunConfig, load_config
+
+REASON = "reason"
+ROW = "_review_row"
+STORED = "stored"  # the survivors key of the manifest's own duplicate columns
+DUP_COLUMNS = {col.DUPLICATE_OF, col.DUP_KIND, col.CLUSTER_ID, col.DUP_SIMILARITY, col.DUP_DETECTOR}
+SURVIVOR_SETS = 4  # re-picked survivors kept per rules digest (each a temporary directory)
+
+
+def in_order(frame: pl.LazyFrame, *exprs: pl.Expr) -> pl.DataFrame:
+    """``exprs`` over ``frame`` in the manifest's row order. Results of separate queries are combined row by
+    row here, and polars may drop the order of a union (the per-part frames) for a select whose output it
+    judges order-free -- observed for a lone elementwise expression over the re-picked parts. A row index
+    makes the order observable; sorting by it is a no-op check when the order held."""
+    rows = frame.with_row_index(ROW).select(ROW, *exprs).collect()
+    return (rows if rows[ROW].is_sorted() else rows.sort(ROW)).drop(ROW)
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """What one reason expression does to the manifest: the rows it rejects and the count per reason."""
+    rejects: pl.Series  # Boolean, one per manifest row, in manifest order
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A setting's decision over the whole manifest: tune's report and the masks behind it."""
+    config: RunConfig
+    report: TuneReport
+    keep: pl.Series  # Boolean per row
+    rules: list[tuple[pl.Expr, RuleResult]]  # in reason_exprs order
+    survivors: str  # the rules digest whose survivors the duplicate rule saw
+
+    def rejects(self, reason: str) -> pl.Series:
+        """Rows any rule rejects with ``reason`` (a threshold rule's reason is constant; status and
+        duplicate reasons are counted per value, so the mask is the rule's when it counted ``reason``)."""
+        masks = [r.rejects for _, r in self.rules if reason in r.counts]
+        return reduce(lambda a, b: a | b, masks) if masks else pl.Series([False] * len(self.keep))
+
+
+class LiveDecision:
+    """The run's manifest and a cache of rule results; ``decide(overrides)`` is thread-safe."""
+
+    def __init__(self, run: Path) -> None:
+        self.run = run
+        self.base = load_config(run)
+        self.parts = reexport.manifest_files(RunLayout.at(run))
+        self.sizes = [pq.read_metadata(p).num_rows for p in self.parts]
+        stored = pl.scan_parquet([str(p) for p in self.parts])
+        self.stored, self.schema = stored, stored.collect_schema()
+        self.columns = set(self.schema.names())
+        self._held: dict[str, pl.Series] = {}
+        self.before = in_order(stored, pl.col(col.KEEP)).to_series()
+        self.reasons_before = reason_counts(stored)
+        self._rules: dict[tuple[str, str], RuleResult] = {}
+        self._survivors: OrderedDict[str, tuple[repick.Duplicates | None, tempfile.TemporaryDirectory | None]] = \
+            OrderedDict()
+        self._frames: dict[str, tuple[pl.LazyFrame, list[pl.LazyFrame], set[str]]] = {}
+        self._configs: dict[tuple[str, ...], RunConfig] = {}
+        self._lock = threading.Lock()
+
+    def config(self, overrides: list[str]) -> RunConfig:
+        key = tuple(overrides)
+        if key not in self._configs:  # read and validated once per setting (a few ms each, every request)
+            self._configs[key] = load_config(self.run, overrides)
+        return self._configs[key]
+
+    def survivors(self, config: RunConfig) -> tuple[str, repick.Duplicates | None]:
+        """The duplicates rows under ``config``'s rules, re-picked once per rules digest (as tune does)."""
+        digest = repick.rules_digest(config)
+        if digest not in self._survivors:
+            work = tempfile.TemporaryDirectory(prefix="thresher-review-")
+            found, _ = repick.for_manifest(self.run, self.parts, config, Path(work.name), repick.in_process)
+            self._survivors[digest] = (found, work)
+            while len(self._survivors) > SURVIVOR_SETS:
+                gone, (_, old) = self._survivors.popitem(last=False)
+                self._frames.pop(gone, None)
+                if old is not None:
+                    old.cleanup()
+        self._survivors.move_to_end(digest)
+        found = self._survivors[digest][0]
+        return (STORED if found is None else digest), found
+
+    def frame(self, config: RunConfig) -> tuple[str, pl.LazyFrame, list[pl.LazyFrame]]:
+        """The manifest under ``config``'s survivors: whole, and per part (for reading a few rows). Built
+        once per survivors set: planning a scan of a thousand parts costs most of a second."""
+        digest, found = self.survivors(config)
+        if digest not in self._frames:
+            whole = repick.joined(found, self.parts)
+            self._frames[digest] = (whole, repick.part_frames(found, self.parts), set(whole.collect_schema().names()))
+        whole, parts, _ = self._frames[digest]
+        return digest, whole, parts
+
+    def _column(self, name: str) -> pl.Series:
+        """A column the rules read, held once: numbers as stored, the status as a categorical."""
+        if name not in self._held:
+            column = pl.col(name).cast(pl.Categorical) if name == col.STATUS else pl.col(name)
+            self._held[name] = in_order(self.stored, column).to_series()
+        return self._held[name]
+
+    def _evaluate(self, frame: pl.LazyFrame, expr: pl.Expr, roots: list[str]) -> pl.Series:
+        """The rule over held columns when it reads only numbers and the status (a slider move: one
+        comparison in memory, not a read of every part), else over the parts."""
+        if roots and all(r == col.STATUS or self.schema.get(r, pl.String).is_numeric() for r in roots):
+            return pl.DataFrame([self._column(r) for r in dict.fromkeys(roots)]).select(expr.alias(REASON)).to_series()
+        return in_order(frame, expr.alias(REASON)).to_series()
+
+    def _rule(self, frame: pl.LazyFrame, expr: pl.Expr, digest: str) -> RuleResult:
+        roots = expr.meta.root_names()
+        reads_dups = bool(DUP_COLUMNS & set(roots))
+        key = (digest if reads_dups else "", expr.meta.serialize(format="json"))
+        if key not in self._rules:
+            values = self._evaluate(frame, expr, [] if reads_dups else roots)
+            counts = values.drop_nulls().value_counts()
+            self._rules[key] = RuleResult(values.is_not_null(), dict(counts.iter_rows()))
+        return self._rules[key]
+
+    def decide(self, overrides: list[str]) -> Decision:
+        config = self.config(overrides)
+        with self._lock:
+            digest, frame, _ = self.frame(config)
+            names = self._frames[digest][2]
+            exprs = reason_exprs(config.filters, names)
+            rules = [(e, self._rule(frame, e, digest)) for e in exprs]
+        rejected = reduce(lambda a, b: a | b, [r.rejects for _, r in rules]) if rules \
+            else pl.Series([False] * len(self.before))
+        keep = ~rejected
+        return Decision(config, self._report(keep, rules), keep, rules, digest)
+
+    def _report(self, keep: pl.Series, rules: list[tuple[pl.Expr, RuleResult]]) -> TuneReport:
+        after: dict[str, int] = {}
+        for _, result in rules:
+            for reason, n in result.counts.items():
+                after[reason] = after.get(reason, 0) + n
+        both = int((keep & self.before).sum())
+        kept_after, kept_before = int(keep.sum()), int(self.before.sum())
+        return TuneReport(rows=len(keep), kept_before=kept_before, kept_after=kept_after, kept_both=both,
+                          newly_kept=kept_after - both, newly_rejected=kept_before - both,
+                          reasons_before=dict(self.reasons_before), reasons_after=after)
+
+    def close(self) -> None:
+        for _, work in self._survivors.values():
+            if work is not None:
+                work.cleanup()
+        self._survivors.clear()

@@ -1,0 +1,107 @@
+"""Staged images for the review app: one member of a staged tar, read by seeking, never by a client's path.
+
+The page asks for a row's thumbnail by row index; the tar and member come from the manifest, and a tar
+path that would leave the run directory (``..``, an absolute path, a symlink out) is refused. A tar's
+member offsets are read once (headers only) and kept for the most recently used tars; thumbnails are
+cached too, so paging back is free.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+TARS_KEPT = 256
+THUMBS_KEPT = 4096
+
+
+class OutsideRun(ValueError):
+    """A staged path in the manifest that would leave the run directory."""
+
+
+class _Lru(OrderedDict):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key, value) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+def contained(root: Path, relative: str) -> Path:
+    """``root / relative``, resolved; OutsideRun unless it stays under ``root``."""
+    base = root.resolve()
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base):
+        raise OutsideRun(f"{relative!r} leaves the run directory")
+    return path
+
+
+def thumbnail(data: bytes, size: int) -> bytes | None:
+    """A JPEG of at most ``size`` px a side; JPEGs are decoded at a reduced scale (``draft``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (size, size))
+            image.thumbnail((size, size))
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="JPEG", quality=80)
+            return out.getvalue()
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+class StagedImages:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._members: _Lru = _Lru(TARS_KEPT)
+        self._thumbs: _Lru = _Lru(THUMBS_KEPT)
+        self._lock = threading.Lock()
+
+    def inside(self, shard: str) -> bool:
+        try:
+            contained(self.root, shard)
+        except OutsideRun:
+            return False
+        return True
+
+    def _index(self, tar: Path) -> dict[str, tuple[int, int]]:
+        with self._lock:
+            if tar in self._members:
+                return self._members[tar]
+        with tarfile.open(tar, "r:") as archive:
+            members = {m.name: (m.offset_data, m.size) for m in archive if m.isfile()}
+        with self._lock:
+            self._members.put(tar, members)
+        return members
+
+    def read(self, shard: str, member: str) -> bytes | None:
+        """The member's bytes; None when the tar or the member is missing. OutsideRun on a hostile path."""
+        tar = contained(self.root, shard)
+        if not tar.is_file():
+            return None
+        where = self._index(tar).get(member)
+        if where is None:
+            return None
+        with open(tar, "rb") as f:
+            f.seek(where[0])
+            return f.read(where[1])
+
+    def thumb(self, shard: str, member: str, size: int = 200) -> bytes | None:
+        key = (shard, member, size)
+        with self._lock:
+            if key in self._thumbs:
+                return self._thumbs[key]
+        data = self.read(shard, member)
+        small = thumbnail(data, size) if data is not None else None
+        if small is not None:
+            with self._lock:
+                self._thumbs.put(key, small)
+        return small

@@ -1,0 +1,126 @@
+"""Rows of a run's manifest for the review app, without loading the run.
+
+A row is named by its position in the manifest (parts in ``manifest_files`` order, rows in file order),
+the same index as the live decision's masks. Browsing and searching is DuckDB over the part files
+(every value bound as a parameter, every column name checked against the manifest's); reading a few
+rows reads only the parts that hold them.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from manifests import schema as col
+
+INDEX = "row"
+PAGE = 60
+CARD_COLUMNS = (col.SAMPLE_ID, col.STATUS, col.CAPTION, col.URL, col.KEEP, col.REJECT_REASONS, col.SHARD,
+                col.MEMBER, col.DUPLICATE_OF)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A browse filter, as the page sends it; every field optional."""
+    status: str | None = None
+    reason: str | None = None
+    kept: bool | None = None
+    caption: str | None = None
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    page: int = 0
+
+
+class ManifestRows:
+    def __init__(self, parts: list[Path], sizes: list[int]) -> None:
+        self.parts, self.sizes = parts, sizes
+        self.starts = [0]
+        for n in sizes:
+            self.starts.append(self.starts[-1] + n)
+        self.offset_of = {str(p): s for p, s in zip(parts, self.starts)}
+        self.db = duckdb.connect()
+        self.db.execute("SET preserve_insertion_order = true")
+        self.source = "read_parquet($files, filename = true, file_row_number = true, union_by_name = true)"
+        names = self.db.execute(f"SELECT * FROM {self.source} LIMIT 0", {"files": self.files}).description
+        self.columns = [d[0] for d in names if d[0] not in ("filename", "file_row_number")]
+
+    def sql(self, query: str, params: dict) -> list[tuple]:
+        """One query on its own cursor: requests run in threads, and a DuckDB connection serves one at a time."""
+        with self.db.cursor() as cursor:
+            return cursor.execute(query, params).fetchall()
+
+    @property
+    def files(self) -> list[str]:
+        return [str(p) for p in self.parts]
+
+    def _where(self, query: Query) -> tuple[str, dict]:
+        clauses, params = ["TRUE"], {"files": self.files}
+        if query.status:
+            clauses.append(f'"{col.STATUS}" = $status')
+            params["status"] = query.status
+        if query.reason:
+            clauses.append(f'list_contains("{col.REJECT_REASONS}", $reason)')
+            params["reason"] = query.reason
+        if query.kept is not None:
+            clauses.append(f'"{col.KEEP}" = $kept')
+            params["kept"] = query.kept
+        if query.caption:
+            clauses.append(f'contains(lower(coalesce("{col.CAPTION}", \'\')), lower($caption))')
+            params["caption"] = query.caption
+        for i, (name, (lo, hi)) in enumerate(sorted(query.ranges.items())):
+            if name not in self.columns:
+                raise ValueError(f"no column {name!r} in this manifest")
+            if lo is not None:
+                clauses.append(f'"{name}" >= $lo{i}')
+                params[f"lo{i}"] = float(lo)
+            if hi is not None:
+                clauses.append(f'"{name}" <= $hi{i}')
+                params[f"hi{i}"] = float(hi)
+        return " AND ".join(clauses), params
+
+    def browse(self, query: Query) -> tuple[int, pl.DataFrame]:
+        """(rows matching, the page's rows with their ``row`` index)."""
+        where, params = self._where(query)
+        total = self.sql(f"SELECT count(*) FROM {self.source} WHERE {where}", params)[0][0]
+        params["offset"] = max(query.page, 0) * PAGE
+        found = self.sql(f"SELECT filename, file_row_number FROM {self.source} WHERE {where} "
+                         f"LIMIT {PAGE} OFFSET $offset", params)
+        return total, self.rows_at([self.offset_of[f] + int(r) for f, r in found])
+
+    def index_of(self, sample_ids: list[str]) -> dict[str, int]:
+        if not sample_ids:
+            return {}
+        found = self.sql(f'SELECT "{col.SAMPLE_ID}", filename, file_row_number FROM {self.source} '
+                         f'WHERE "{col.SAMPLE_ID}" IN (SELECT unnest($ids))', {"files": self.files, "ids": sample_ids})
+        return {s: self.offset_of[f] + int(r) for s, f, r in found}
+
+    def locate(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < self.starts[-1]:
+            raise IndexError(f"row {index} is outside the manifest's {self.starts[-1]} rows")
+        part = bisect.bisect_right(self.starts, index) - 1
+        return part, index - self.starts[part]
+
+    def rows_at(self, indices: list[int], frames: list[pl.LazyFrame] | None = None) -> pl.DataFrame:
+        """The rows at ``indices`` (in that order) with an ``INDEX`` column; ``frames``: the parts as a
+        decision sees them (re-picked duplicate columns), default the stored parts."""
+        by_part: dict[int, list[tuple[int, int]]] = {}
+        for index in indices:
+            part, offset = self.locate(index)
+            by_part.setdefault(part, []).append((offset, index))
+        pieces = []
+        for part, wanted in by_part.items():
+            frame = frames[part] if frames is not None else pl.scan_parquet(self.parts[part])
+            offsets = [o for o, _ in wanted]
+            rows = frame.with_row_index("_offset").filter(pl.col("_offset").is_in(offsets)).collect()
+            order = {o: i for o, i in wanted}
+            pieces.append(rows.with_columns(pl.col("_offset").replace_strict(order, return_dtype=pl.Int64)
+                                            .alias(INDEX)).drop("_offset"))
+        if not pieces:
+            return pl.DataFrame({INDEX: []}, schema={INDEX: pl.Int64})
+        rows = pl.concat(pieces, how="diagonal_relaxed")
+        position = {index: i for i, index in enumerate(indices)}
+        return rows.with_columns(pl.col(INDEX).replace_strict(position, return_dtype=pl.Int64).alias("_p")) \
+            .sort("_p").drop("_p")
