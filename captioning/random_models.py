@@ -29,14 +29,22 @@ LLAVA_TEMPLATE = (
 )
 
 
-def tiny_tokenizer() -> Any:
-    """A word-level fast tokenizer (<s> prepended, left padding) trained on CORPUS."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+def word_level(corpus: list[str], specials: list[str]) -> Any:
+    """A word-level ``tokenizers.Tokenizer`` trained on ``corpus``, split on whitespace, with ``specials``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=SPECIALS))
+    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=specials))
+    return tok
+
+
+def tiny_tokenizer() -> Any:
+    """A word-level fast tokenizer (<s> prepended, left padding) trained on CORPUS."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = word_level(CORPUS, SPECIALS)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                                    unk_token="<unk>", additional_special_tokens=[IMAGE_TOKEN], padding_side="left")
@@ -121,12 +129,9 @@ QWEN_TEMPLATE = (  # Qwen-VL's chat format, images as <|vision_start|><|image_pa
 
 def qwen_tokenizer() -> Any:
     """A word-level tokenizer with Qwen-VL's special tokens (no <s>; <|im_end|> ends an answer)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(CORPUS + ["user assistant system"], trainers.WordLevelTrainer(special_tokens=QWEN_SPECIALS))
+    tok = word_level(CORPUS + ["user assistant system"], QWEN_SPECIALS)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>", padding_side="left",
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",

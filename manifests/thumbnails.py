@@ -19,11 +19,13 @@ def data_uri(data: bytes, mime: str) -> str:
 
 
 def thumbnail(data: bytes, size: int) -> bytes | None:
-    """A JPEG no larger than ``size`` x ``size``; None when the bytes are not a decodable image."""
+    """A JPEG no larger than ``size`` x ``size``; None when the bytes are not a decodable image. JPEGs are
+    decoded at a reduced scale (``draft``), several times faster for a large original."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (size, size))
             image.thumbnail((size, size))
             out = io.BytesIO()
             image.convert("RGB").save(out, format="JPEG", quality=80)

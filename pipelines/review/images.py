@@ -8,11 +8,12 @@ cached too, so paging back is free.
 
 from __future__ import annotations
 
-import io
 import tarfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
+
+from manifests.thumbnails import thumbnail
 
 TARS_KEPT = 256
 THUMBS_KEPT = 4096
@@ -41,21 +42,6 @@ def contained(root: Path, relative: str) -> Path:
     if not path.is_relative_to(base):
         raise OutsideRun(f"{relative!r} leaves the run directory")
     return path
-
-
-def thumbnail(data: bytes, size: int) -> bytes | None:
-    """A JPEG of at most ``size`` px a side; JPEGs are decoded at a reduced scale (``draft``)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (size, size))
-            image.thumbnail((size, size))
-            out = io.BytesIO()
-            image.convert("RGB").save(out, format="JPEG", quality=80)
-            return out.getvalue()
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None
 
 
 class StagedImages:
