@@ -55,7 +55,7 @@ def test_heads_on_a_768_clip_with_weights_present_validate(tmp_path, tiny_clip_7
                                                 "aesthetic": {"enabled": True},
                                                 "nsfw": {"enabled": True, "backend": "clip_l14"}}))
     validate(config)
-    assert [s.name for s in score_stages(config)] == ["clip", "aesthetic", "nsfw"]
+    assert [s.name for s in score_stages(config)] == ["clip", "aesthetic", "nsfw", "pixel_hash"]  # exact dedup: default
     assert score_stages(config)[2].describe()["config"]["backend"] == "clip_l14"
 
 

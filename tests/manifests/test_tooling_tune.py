@@ -164,7 +164,7 @@ def test_tune_says_when_an_override_cannot_act(tmp_path):
 def test_tune_notes_every_switch_that_cannot_act_on_this_run(tmp_path):
     from pipelines.tools import run_tune
 
-    run = _bare_run(tmp_path)
+    run = _bare_run(tmp_path, dedup={"exact": {"enabled": False}})  # on by default: this run never ran it
     notes = lambda *sets: [line for line in run_tune(run, list(sets))[1].splitlines() if line.startswith("note:")]
     # exact never ran: its pixel hashes come from a score stage, so the score phase runs again
     exact, = notes("dedup.exact.enabled=true")

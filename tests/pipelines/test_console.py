@@ -59,7 +59,8 @@ def test_a_phase_with_nothing_to_do_says_so_and_draws_no_bar(tmp_path, capsys):
     console.phase("decide", dict)
     err = capsys.readouterr().err
     assert "decide: 100%" in err and "phase/s" not in err and "s/phase" not in err  # its time, not a rate
-    config = build_config({"output_dir": str(tmp_path), "input": {"path": "x.parquet"}})
+    config = build_config({"output_dir": str(tmp_path), "input": {"path": "x.parquet"},
+                           "dedup": {"exact": {"enabled": False}}})  # exact dedup is on by default
     run = Run(config, config, RunLayout.at(tmp_path), (), ())
     assert phase("dedup").idle(run) == "no duplicate detector enabled"
     assert phase("caption").idle(run) == "no captioner enabled" and phase("decide").idle(run) is None
@@ -115,6 +116,7 @@ def test_single_phase_commands_count_rows_and_print_a_summary(ray_session, tmp_p
         config.write_text(yaml.safe_dump({
             "output_dir": str(tmp_path / "run"), "input": {"kind": "url_list", "path": str(url_list)},
             "crawl": {"allow_private_addresses": True, "retries": 0, "image_size": 128},
+            "dedup": {"exact": {"enabled": False}},  # on by default; this run checks a phase with nothing to do
             "resources": {"ingest": {"concurrency": 1}, "export": {"concurrency": 1}}}))
         assert main(["ingest", str(config)]) == 0
     out, err = capsys.readouterr()
