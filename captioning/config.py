@@ -25,6 +25,10 @@ class GenerationConfig(StrictModel):
     max_new_tokens: int = Field(40, ge=1, description="the longest caption, in tokens")
     min_new_tokens: int = Field(0, ge=0, description="= max_new_tokens forces a fixed length (benchmarks)")
     num_beams: int = Field(1, ge=1, description="beam search width; 1: greedy decoding")
+    repetition_penalty: float | None = Field(
+        None, gt=0, description="above 1 discourages repeating a token (Qwen-VL ships 1.05); unset: the checkpoint's own")
+    no_repeat_ngram_size: int | None = Field(
+        None, ge=0, description="no n-gram of this many tokens twice in a caption; unset: the checkpoint's own")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> GenerationConfig:

@@ -63,9 +63,11 @@ def generate_from(vlm: Vlm, inputs: Any, gen: GenerationConfig) -> Any:
     """Token ids generated after each prompt of ``inputs``, shape (batch, new tokens)."""
     import torch
 
+    unset_is_checkpoints = {k: v for k in ("repetition_penalty", "no_repeat_ngram_size")
+                            if (v := getattr(gen, k)) is not None}
     with torch.inference_mode():
         out = vlm.model.generate(**inputs, max_new_tokens=gen.max_new_tokens, min_new_tokens=gen.min_new_tokens,
-                                 num_beams=gen.num_beams, do_sample=False,
+                                 num_beams=gen.num_beams, do_sample=False, **unset_is_checkpoints,
                                  pad_token_id=vlm.processor.tokenizer.pad_token_id)
     return out[:, inputs["input_ids"].shape[1]:]
 

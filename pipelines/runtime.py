@@ -44,7 +44,11 @@ def init_ray(config: RayConfig, address: str | None = None, log_to_driver: bool 
             raise
         ray.shutdown()
         raise RayStartError(start_failure(exc, target)) from exc
-    check_loopback(ray.util.get_node_ip_address())
+    try:
+        check_loopback(ray.util.get_node_ip_address())
+    except RayNotLoopback:
+        ray.shutdown()
+        raise
 
 
 def is_start_failure(exc: Exception) -> bool:
@@ -83,10 +87,9 @@ def bind_to_loopback() -> None:
 
 
 def check_loopback(node_ip: str) -> None:
-    """Stop a local Ray that came up on a network address instead of running exposed."""
+    """Refuse a local Ray that came up on a network address (``init_ray`` then stops it)."""
     if ipaddress.ip_address(node_ip).is_loopback:
         return
-    ray.shutdown()
     raise RayNotLoopback(f"the local Ray started on {node_ip}, not 127.0.0.1, so its unauthenticated ports would be "
                          f"reachable from the network; stopped it. Start a cluster yourself with `ray start --head "
                          f"--node-ip-address=127.0.0.1` and pass --address, or report this Ray version ({ray.__version__})")

@@ -233,6 +233,7 @@ def test_the_commands_tune_suggests_make_its_overrides_act(ray_session, tmp_path
         data = {"output_dir": str(tmp_path / "run"),
                 "input": {"kind": "url_list", "path": str(write_url_list(rows, base_url, tmp_path / "urls.parquet"))},
                 "crawl": {"allow_private_addresses": True, "retries": 1, "image_size": 128},
+                "dedup": {"exact": {"enabled": False}},
                 "resources": {"ingest": {"concurrency": 1}, "export": {"concurrency": 1}}}
         run(build_config(data))
     root = tmp_path / "run"
