@@ -31,6 +31,7 @@ from crawl.provenance import provenance
 from crawl.readers import INPUT_ERROR
 from crawl.sources import UNIT_SCHEMA, Unit
 from manifests import schema as col
+from manifests.integrity import with_tar_size
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
 from manifests.schema import INGEST_SCHEMA, Status
@@ -156,7 +157,7 @@ def ingest_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout, fetcher: Fetc
         if sample is not None:
             record[col.SHARD] = shard
     write_tar(tar_path, (sample for _, sample in outcomes if sample is not None))
-    write_parquet(pa.Table.from_pylist(records, schema=ingest_schema(unit)), rows_path)
+    write_parquet(with_tar_size(pa.Table.from_pylist(records, schema=ingest_schema(unit)), tar_path), rows_path)
     return {"unit": unit.index, "rows": len(records), "status": dict(Counter(r[col.STATUS] for r in records))}
 
 
@@ -238,7 +239,7 @@ def retry_unit(unit: Unit, crawl: CrawlConfig, layout: RunLayout, fetcher: Fetch
         records[i] = record
     write_tar(tar_path, [(r[col.SAMPLE_ID], members[r[col.SAMPLE_ID]]) for r in records
                          if r[col.STATUS] == Status.SUCCESS])
-    write_parquet(pa.Table.from_pylist(records, schema=staged.schema), rows_path)
+    write_parquet(with_tar_size(pa.Table.from_pylist(records, schema=staged.schema), tar_path), rows_path)
     return {"unit": unit.index, "rows": len(records), "status": dict(Counter(r[col.STATUS] for r in records))}
 
 

@@ -82,6 +82,8 @@ def is_current(run: Run, phase: str) -> bool:
         return False
     if phase == "dedup":
         return covers(found.get("stored_from", {}), run.local.dedup.stored_from())
+    if phase == "score":  # a unit file stamped by other stages (or altered since) is scored again
+        return not score_units.misstamped(run.layout, score_units.accepted_digests(list(run.score_specs)))
     return True
 
 

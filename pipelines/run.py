@@ -24,7 +24,7 @@ import polars as pl
 from captioning.weights import MissingWeightsError, check_weights
 from crawl.inputcheck import check_input
 from filters.weights import FilterSetupError, check_filters
-from manifests import storage
+from manifests import integrity, storage
 from manifests.io import update_run_json, write_json
 from manifests.layout import RunLayout
 from pipelines import console, cpufit, cluster, phase_inputs, report, runlock
@@ -149,6 +149,7 @@ def prepare(config: RunConfig, retry_failed: bool = False) -> Run:
         storage.pull(config.output_dir, layout.root)
     layout.root.mkdir(parents=True, exist_ok=True)
     runlock.acquire(layout.root)  # before the first write: a second driver on this directory stops here
+    integrity.repair(layout)  # a truncated or zero-byte intermediate is redone, never read
     layout.config.write_text(dump_config(config))
     update_run_json(layout.run_json, config=config.model_dump(mode="json"), versions=report.versions(),
                     git_revision=report.git_revision())
@@ -200,8 +201,11 @@ def run_phase(run: Run, name: str, fresh: bool = False) -> dict:
     """Run one phase, after checking that its pools fit the cluster; marks it done with what its output
     depends on (``fresh``: under a new name, so that every phase after it runs again) and syncs. A phase
     after it stays done if this phase's output is named as before (``pipelines.phase_inputs``)."""
-    run = fit_local_cluster(run)
     current, layout = phase(name), run.layout
+    if name != "ingest" and not layout.is_done("ingest") and layout.staged_row_files():
+        log.warning("ingest is not complete (interrupted, or a corrupt unit was removed): staging first")
+        run_phase(run, "ingest")
+    run = fit_local_cluster(run)
     check_cluster(run, (name,))
     before = phase_inputs.output_of(layout, name)
     layout.done_marker(name).unlink(missing_ok=True)

@@ -72,6 +72,13 @@ def is_scored(path: Path, ids: set[str], digests: set[str]) -> bool:
     return set(pq.read_table(path, columns=[col.SAMPLE_ID]).column(0).to_pylist()) == ids
 
 
+def misstamped(layout: RunLayout, digests: set[str]) -> list[str]:
+    """Units whose score file is stamped with a digest not in ``digests`` (made by other stages, or altered):
+    from the files' footers only, so a finished phase can be checked on every command."""
+    return [p.stem for p in layout.score_files()
+            if (pq.read_schema(p).metadata or {}).get(DIGEST_KEY, b"").decode() not in digests]
+
+
 def pending_units(layout: RunLayout, digests: set[str]) -> dict[str, set[str]]:
     """Units still to score (no file, other samples, or a digest not in ``digests``); deletes score files of
     units that no longer exist."""

@@ -1,0 +1,100 @@
+"""Fault cell "a corrupt intermediate file" for every phase that writes one: a finished run is copied, one
+file of the copy is truncated, emptied or given a wrong digest, and the same command run again ends in the
+fault-free dataset (manifest rows, kept set, shard contents by key), redoing only the unit the fault hit."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from manifests import schema as col
+from manifests.io import read_json
+from manifests.layout import RunLayout
+from pipelines import run as runner
+from pipelines.config import build_config, load_config
+from pipelines.corpus import build_corpus
+from pipelines.demo import demo_config, serve_files, write_url_list
+from pipelines.runlock import LOCK_NAME
+from pipelines.score_units import DIGEST_KEY
+
+pytestmark = pytest.mark.slow
+ROWS = 20
+TIMES = (col.FETCHED_AT,)  # the only columns a rerun may change
+
+
+@pytest.fixture(scope="module")
+def reference(ray_session, tmp_path_factory):
+    """A fault-free run of 20 photos in two units; its origin stays up so a unit can be crawled again."""
+    out = tmp_path_factory.mktemp("corrupt")
+    files, rows = build_corpus(0)
+    rows = [r for r in rows if r.path.startswith("/img/")][:ROWS]
+    with serve_files(files) as base_url:
+        data = demo_config(write_url_list(rows, base_url, out / "urls.parquet"), out / "run")
+        data["input"]["rows_per_shard"] = 10
+        data["export"]["shard_size"] = 8
+        runner.run(build_config(data))
+        yield RunLayout.at(out / "run")
+
+
+def _manifest(layout: RunLayout) -> pl.DataFrame:
+    frame = pl.concat([pl.read_parquet(p) for p in layout.manifest_files()], how="diagonal_relaxed")
+    return frame.drop([c for c in TIMES if c in frame.columns]).sort(col.SAMPLE_ID)
+
+
+def _shards(layout: RunLayout) -> dict[str, dict[str, object]]:
+    """key -> {ext: bytes, or the parsed JSON without its times} over every exported shard."""
+    found: dict[str, dict[str, object]] = {}
+    for tar in sorted(layout.shards_dir.glob("*.tar")):
+        with tarfile.open(tar) as f:
+            for member in f.getmembers():
+                key, ext = member.name.split(".", 1)
+                data = f.extractfile(member).read()
+                if ext == "json":
+                    data = {k: v for k, v in json.loads(data).items() if k not in TIMES}
+                found.setdefault(key, {})[ext] = data
+    return found
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _wrong_digest(path: Path) -> None:
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, DIGEST_KEY: b"0" * 16}), path)
+
+
+CELLS: dict[str, tuple[Callable[[RunLayout], Path], Callable[[Path], None], tuple[str, ...], str, int]] = {
+    # name: (the file, the fault, --redo, the phase that redoes it, units it redoes)
+    "staged tar truncated, --redo score": (lambda l: l.staged_tar(1), _truncate, ("score",), "ingest", 1),
+    "staged parquet emptied": (lambda l: l.staged_rows(0), lambda p: p.write_bytes(b""), (), "ingest", 1),
+    "score unit truncated": (lambda l: l.score_files()[0], _truncate, (), "score", 1),
+    "score unit with a wrong digest": (lambda l: l.score_files()[1], _wrong_digest, (), "score", 1),
+    "decided part truncated": (lambda l: l.decided_files()[0], _truncate, (), "decide", 0),
+    "manifest part emptied": (lambda l: l.manifest_files()[1], lambda p: p.write_bytes(b""), (), "export", 0),
+}
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_a_corrupt_file_is_redone_and_the_run_ends_in_the_fault_free_dataset(reference: RunLayout, tmp_path: Path,
+                                                                            cell: str) -> None:
+    target, fault, redo, phase, units = CELLS[cell]
+    copy = RunLayout.at(shutil.copytree(reference.root, tmp_path / "run", ignore=shutil.ignore_patterns(LOCK_NAME)))
+    fault(target(copy))
+    stats = runner.run_all(runner.prepare(load_config(copy.root)), redo=redo)
+    phases = read_json(copy.run_json)["phases"]
+    if phase in ("ingest", "score"):
+        assert phases[phase]["units_run"] == units, phases[phase]
+    if phase == "ingest":  # the re-staged unit only is scored again
+        assert phases["score"]["units_run"] == (2 if "score" in redo else 1)
+    assert stats == read_json(reference.run_json)["counts"]
+    assert _manifest(copy).equals(_manifest(reference))
+    assert _shards(copy) == _shards(reference)
