@@ -98,3 +98,15 @@ def test_a_corrupt_file_is_redone_and_the_run_ends_in_the_fault_free_dataset(ref
     assert stats == read_json(reference.run_json)["counts"]
     assert _manifest(copy).equals(_manifest(reference))
     assert _shards(copy) == _shards(reference)
+
+
+def test_a_single_phase_command_stages_a_corrupt_unit_again_before_it_scores(reference: RunLayout,
+                                                                            tmp_path: Path) -> None:
+    """``thresher score RUN`` after a staged tar was truncated: the unit is crawled again first, then scored."""
+    copy = RunLayout.at(shutil.copytree(reference.root, tmp_path / "run", ignore=shutil.ignore_patterns(LOCK_NAME)))
+    _truncate(copy.staged_tar(0))
+    result = runner.run_phase(runner.prepare(load_config(copy.root)), "score")
+    assert copy.is_done("ingest") and read_json(copy.done_marker("ingest"))["units_run"] == 1
+    assert result["units_run"] == 1
+    assert runner.run_all(runner.prepare(load_config(copy.root))) == read_json(reference.run_json)["counts"]
+    assert _manifest(copy).equals(_manifest(reference)) and _shards(copy) == _shards(reference)
