@@ -63,11 +63,13 @@ def unit_file(layout: RunLayout, name: str) -> Path:
     return layout.scores_dir / f"{name}.parquet"
 
 
+def stamp(path: Path) -> str:
+    """The digest of the stages a score file was made by, from its footer ("" when it has none)."""
+    return (pq.read_schema(path).metadata or {}).get(DIGEST_KEY, b"").decode()
+
+
 def is_scored(path: Path, ids: set[str], digests: set[str]) -> bool:
-    if not path.exists():
-        return False
-    meta = pq.read_schema(path).metadata or {}
-    if meta.get(DIGEST_KEY, b"").decode() not in digests:
+    if not path.exists() or stamp(path) not in digests:
         return False
     return set(pq.read_table(path, columns=[col.SAMPLE_ID]).column(0).to_pylist()) == ids
 
@@ -75,8 +77,7 @@ def is_scored(path: Path, ids: set[str], digests: set[str]) -> bool:
 def misstamped(layout: RunLayout, digests: set[str]) -> list[str]:
     """Units whose score file is stamped with a digest not in ``digests`` (made by other stages, or altered):
     from the files' footers only, so a finished phase can be checked on every command."""
-    return [p.stem for p in layout.score_files()
-            if (pq.read_schema(p).metadata or {}).get(DIGEST_KEY, b"").decode() not in digests]
+    return [p.stem for p in layout.score_files() if stamp(p) not in digests]
 
 
 def pending_units(layout: RunLayout, digests: set[str]) -> dict[str, set[str]]:

@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import polars as pl
 
@@ -107,3 +108,22 @@ def check_complete_run(root: Path, input_rows: int) -> pl.DataFrame:
     assert set(keys) == set(manifest.filter(pl.col(col.KEEP))[col.SAMPLE_ID].to_list())
     return manifest
 
+
+
+@contextmanager
+def photo_run(out: Path, rows: int) -> Iterator[RunLayout]:
+    """A finished ``thresher run`` of the corpus's first ``rows`` photos, 10 rows a unit, 8 a shard, on the
+    session's Ray; its origin stays up while the block runs, so a rerun can crawl a unit again."""
+    from pipelines import run as runner
+    from pipelines.config import build_config
+    from pipelines.corpus import build_corpus
+    from pipelines.demo import demo_config, serve_files, write_url_list
+
+    files, corpus_rows = build_corpus(0)
+    photos = [r for r in corpus_rows if r.path.startswith("/img/")][:rows]
+    with serve_files(files) as base_url:
+        data = demo_config(write_url_list(photos, base_url, out / "urls.parquet"), out / "run")
+        data["input"]["rows_per_shard"] = 10
+        data["export"]["shard_size"] = 8
+        runner.run(build_config(data))
+        yield RunLayout.at(out / "run")

@@ -4,7 +4,6 @@ fault-free dataset (manifest rows, kept set, shard contents by key), redoing onl
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import tarfile
@@ -19,11 +18,10 @@ from manifests import schema as col
 from manifests.io import read_json
 from manifests.layout import RunLayout
 from pipelines import run as runner
-from pipelines.config import build_config, load_config
-from pipelines.corpus import build_corpus
-from pipelines.demo import demo_config, serve_files, write_url_list
+from pipelines.config import load_config
 from pipelines.runlock import LOCK_NAME
 from pipelines.score_units import DIGEST_KEY
+from scaleout_support import photo_run
 
 pytestmark = pytest.mark.slow
 ROWS = 20
@@ -33,15 +31,8 @@ TIMES = (col.FETCHED_AT,)  # the only columns a rerun may change
 @pytest.fixture(scope="module")
 def reference(ray_session, tmp_path_factory):
     """A fault-free run of 20 photos in two units; its origin stays up so a unit can be crawled again."""
-    out = tmp_path_factory.mktemp("corrupt")
-    files, rows = build_corpus(0)
-    rows = [r for r in rows if r.path.startswith("/img/")][:ROWS]
-    with serve_files(files) as base_url:
-        data = demo_config(write_url_list(rows, base_url, out / "urls.parquet"), out / "run")
-        data["input"]["rows_per_shard"] = 10
-        data["export"]["shard_size"] = 8
-        runner.run(build_config(data))
-        yield RunLayout.at(out / "run")
+    with photo_run(tmp_path_factory.mktemp("corrupt"), ROWS) as layout:
+        yield layout
 
 
 def _manifest(layout: RunLayout) -> pl.DataFrame:

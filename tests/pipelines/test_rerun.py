@@ -17,9 +17,9 @@ from manifests.layout import RunLayout
 from manifests.reexport import read_manifest
 from pipelines import run as runner
 from pipelines.config import build_config, load_config
-from pipelines.corpus import build_corpus, jpeg, load_photos
-from pipelines.demo import demo_config, serve_files, write_url_list
+from pipelines.corpus import jpeg, load_photos
 from pipelines.tools import run_tune
+from scaleout_support import photo_run
 
 pytestmark = pytest.mark.slow
 ROWS = 30
@@ -38,15 +38,8 @@ def _markers(layout: RunLayout) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def finished(ray_session, tmp_path_factory) -> RunLayout:
-    out = tmp_path_factory.mktemp("rerun")
-    files, rows = build_corpus(0)
-    rows = [r for r in rows if r.path.startswith("/img/")][:ROWS]
-    with serve_files(files) as base_url:
-        data = demo_config(write_url_list(rows, base_url, out / "urls.parquet"), out / "run")
-        data["input"]["rows_per_shard"] = 10
-        data["export"]["shard_size"] = 8
-        runner.run(build_config(data))
-    return RunLayout.at(out / "run")
+    with photo_run(tmp_path_factory.mktemp("rerun"), ROWS) as layout:
+        return layout
 
 
 def test_a_finished_run_rerun_unchanged_does_nothing(finished: RunLayout, capsys) -> None:
