@@ -10,7 +10,7 @@ process and driven over HTTP on loopback as the page drives it: start-up, a thre
 time as a browser does, none cached) for three searches, the flips grid. Peak RSS is this process's
 (the app and the client). The manifest has no stored dedup pairs, so no change re-picks survivors: with
 pairs, a changed rule costs what ``thresher tune`` costs to re-pick (bench/scale.py's decide step).
-Prints a table and writes bench/results/review-<rows>.json.
+Prints a table and writes bench/results/review-<rows>.json (``--figure`` also bench/figures/review.json).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import argparse
 import io
 import json
 import multiprocessing as mp
-import platform
+import os
 import resource
 import sys
 import tarfile
@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 import polars as pl  # noqa: E402
 import psutil  # noqa: E402
 
+from bench.machine import figure_record, write_figure  # noqa: E402
 from filters.decide import decide  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
@@ -48,6 +49,7 @@ FILTERS = {"clip": {"enabled": True, "min_score": 0.22}, "aesthetic": {"enabled"
            "nsfw": {"enabled": True, "max_prob": 0.5}}
 MOVES = [("filters.nsfw.max_prob", 0.3), ("filters.clip.min_score", 0.25), ("filters.aesthetic.min_score", 4.5),
          ("filters.rules.min_image_side", 300), ("filters.rules.max_aspect_ratio", 2.0),
+         ("filters.rules.min_caption_words", 3),
          ("filters.nsfw.max_prob", 0.5)]
 SEARCHES = {"page 1, no filter": {}, "reason nsfw, page 100": {"reason": "nsfw", "page": 100},
             "caption 'dog', kept, page 50": {"caption": "dog", "kept": True, "page": 50}}
@@ -147,6 +149,9 @@ def measure(root: Path) -> list[dict]:
         cards = timed(results, f"60 cards: {name}",
                       lambda: post(base, token, "/api/browse", {"query": query, "setting": setting}))["cards"]
         timed(results, f"  + their {len(cards)} thumbnails (cold)", lambda: thumbs(base, token, [c["row"] for c in cards]))
+        page = round(results[-2]["seconds"] + results[-1]["seconds"], 3)
+        results.append({"step": f"page of 60: {name}", "seconds": page})
+        print(f"  {'  = the page, cards and thumbnails':<52}{page:>8.2f} s", flush=True)
     flips = timed(results, "flips grid (24 + 24 cards)", lambda: [post(base, token, "/api/flips", {
         "setting": setting, "which": w}) for w in ("newly_rejected", "newly_kept")])
     timed(results, "  + their thumbnails (cold)",
@@ -162,6 +167,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--rows-per-part", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/thresher-review-bench"))
+    parser.add_argument("--figure", action="store_true", help="also write bench/figures/review.json")
     args = parser.parse_args()
     root = args.out / f"run-{args.rows}"
     if not (root / "rows.json").exists():
@@ -171,18 +177,20 @@ def main() -> None:
         child.join()
         print(f"generated {args.rows:,} rows in {time.perf_counter() - start:.0f} s")
     print(f"thresher review on {args.rows:,} rows ({root}):")
-    peak = Peak()
+    peak, load = Peak(), os.getloadavg()[0]
     peak.start()
     results = measure(root)
     peak.done.set()
     rss = max(peak.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
     print(f"  {'peak RSS of the app (and this client)':<52}{rss:>8.0f} MiB")
+    record = {**figure_record(f"PYTHONPATH=. python bench/review.py --rows {args.rows}", [load, os.getloadavg()[0]]),
+              "rows": args.rows, "rows_per_part": args.rows_per_part, "peak_rss_mib": round(rss), "steps": results}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"review-{args.rows}.json"
-    out.write_text(json.dumps({"rows": args.rows, "rows_per_part": args.rows_per_part, "peak_rss_mib": round(rss),
-                               "machine": platform.platform(), "cpus": psutil.cpu_count(), "steps": results},
-                              indent=2))
+    out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")
+    if args.figure:
+        print("written", write_figure("review", record))
 
 
 if __name__ == "__main__":

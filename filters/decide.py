@@ -20,19 +20,26 @@ def _reason(condition: pl.Expr, reason: str | pl.Expr) -> pl.Expr:
     return pl.when(condition).then(value).otherwise(None)
 
 
-def reason_exprs(config: FiltersConfig, columns: set[str]) -> list[pl.Expr]:
+_CAPTION = pl.col(col.CAPTION).fill_null("").str.strip_chars()
+# What the caption rules measure of a caption. ``reason_exprs(..., measured=True)`` reads them as columns
+# of these names instead, for a caller that holds them (the review app computes them once, not per move).
+CAPTION_MEASURES = {"_caption_present": pl.col(col.CAPTION).is_not_null(),
+                    "_caption_words": _CAPTION.str.count_matches(r"\S+"),
+                    "_caption_chars": _CAPTION.str.len_chars()}
+
+
+def reason_exprs(config: FiltersConfig, columns: set[str], measured: bool = False) -> list[pl.Expr]:
     rules = config.rules
     ok = pl.col(col.STATUS) == Status.SUCCESS
-    caption = pl.col(col.CAPTION).fill_null("").str.strip_chars()
+    present, words, chars = (pl.col(name) if measured else expr for name, expr in CAPTION_MEASURES.items())
     short_side = pl.min_horizontal(col.ORIGINAL_WIDTH, col.ORIGINAL_HEIGHT)
     long_side = pl.max_horizontal(col.ORIGINAL_WIDTH, col.ORIGINAL_HEIGHT)
     exprs = [
         _reason(~ok, pl.lit(Reason.STATUS_PREFIX) + pl.col(col.STATUS)),
         # A null caption means the row has no caption source (a URL-only list): the caption rules do not
         # apply, and a recaption may still supply one. An empty caption is judged like any other.
-        _reason(pl.col(col.CAPTION).is_not_null()
-                & ((caption.str.count_matches(r"\S+") < rules.min_caption_words)
-                   | (caption.str.len_chars() < rules.min_caption_chars)), Reason.CAPTION_TOO_SHORT),
+        _reason(present & ((words < rules.min_caption_words) | (chars < rules.min_caption_chars)),
+                Reason.CAPTION_TOO_SHORT),
         _reason(ok & (short_side < rules.min_image_side), Reason.IMAGE_TOO_SMALL),
         _reason(ok & (long_side > rules.max_aspect_ratio * short_side), Reason.ASPECT_RATIO),
     ]

@@ -125,7 +125,7 @@ def build_app(review: Review, token: str) -> web.Application:
     app.router.add_post("/api/browse", browse)
     for name in ("counts", "export", "sample", "flips", "nearest", "queue", "label", "estimates"):
         app.router.add_post(f"/api/{name}", _call(name))
-    app.on_cleanup.append(lambda app: asyncio.to_thread(app[REVIEW].live.close))
+    app.on_cleanup.append(lambda app: asyncio.to_thread(app[REVIEW].close))
     return app
 
 

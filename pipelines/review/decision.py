@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from filters.decide import reason_exprs
+from filters.decide import CAPTION_MEASURES, reason_exprs
 from manifests import reexport
 from manifests import schema as col
 from manifests.layout import RunLayout
@@ -42,7 +43,7 @@ def in_order(frame: pl.LazyFrame, *exprs: pl.Expr) -> pl.DataFrame:
     row here, and polars may drop the order of a union (the per-part frames) for a select whose output it
     judges order-free -- observed for a lone elementwise expression over the re-picked parts. A row index
     makes the order observable; sorting by it is a no-op check when the order held."""
-    rows = frame.with_row_index(ROW).select(ROW, *exprs).collect()
+    rows = frame.with_row_index(ROW).select(ROW, *exprs).collect(engine="streaming")
     return (rows if rows[ROW].is_sorted() else rows.sort(ROW)).drop(ROW)
 
 
@@ -88,7 +89,8 @@ class LiveDecision:
             OrderedDict()
         self._frames: dict[str, tuple[pl.LazyFrame, list[pl.LazyFrame], set[str]]] = {}
         self._configs: dict[tuple[str, ...], RunConfig] = {}
-        self._lock = threading.Lock()
+        self._lock, self._column_lock = threading.Lock(), threading.Lock()
+        self._stored_reasons: dict[str, np.ndarray] | None = None
 
     def config(self, overrides: list[str]) -> RunConfig:
         key = tuple(overrides)
@@ -122,19 +124,47 @@ class LiveDecision:
         whole, parts, _ = self._frames[digest]
         return digest, whole, parts
 
-    def _column(self, name: str) -> pl.Series:
-        """A column the rules read, held once: numbers as stored, the status as a categorical."""
-        if name not in self._held:
-            column = pl.col(name).cast(pl.Categorical) if name == col.STATUS else pl.col(name)
-            self._held[name] = in_order(self.stored, column).to_series()
-        return self._held[name]
+    def column(self, name: str) -> pl.Series:
+        """A column held once, in manifest order: numbers as stored, the status as a categorical, a caption
+        measure (``CAPTION_MEASURES``) as computed from the caption."""
+        with self._column_lock:
+            if name not in self._held:
+                column = CAPTION_MEASURES[name] if name in CAPTION_MEASURES else pl.col(name)
+                if name == col.STATUS:
+                    column = column.cast(pl.Categorical)
+                self._held[name] = in_order(self.stored, column.alias(name)).to_series()
+            return self._held[name]
+
+    def holds(self, name: str) -> bool:
+        """Whether ``name`` is small enough to hold: a number, the status or a caption measure."""
+        return name in CAPTION_MEASURES or name == col.STATUS or self.schema.get(name, pl.String).is_numeric()
 
     def _evaluate(self, frame: pl.LazyFrame, expr: pl.Expr, roots: list[str]) -> pl.Series:
-        """The rule over held columns when it reads only numbers and the status (a slider move: one
-        comparison in memory, not a read of every part), else over the parts."""
-        if roots and all(r == col.STATUS or self.schema.get(r, pl.String).is_numeric() for r in roots):
-            return pl.DataFrame([self._column(r) for r in dict.fromkeys(roots)]).select(expr.alias(REASON)).to_series()
+        """The rule over held columns when it reads only those (a slider move: one comparison in memory,
+        not a read of every part), else over the parts."""
+        if roots and all(self.holds(r) for r in roots):
+            return pl.DataFrame([self.column(r) for r in dict.fromkeys(roots)]).select(expr.alias(REASON)).to_series()
         return in_order(frame, expr.alias(REASON)).to_series()
+
+    def with_reason(self, reason: str) -> np.ndarray:
+        """Rows whose stored ``reject_reasons`` hold ``reason`` (sorted row indices)."""
+        return self._reason_rows().get(reason, np.empty(0, dtype=np.uint32))
+
+    def _reason_rows(self) -> dict[str, np.ndarray]:
+        """Every stored reason's rows, from one read of the column."""
+        with self._column_lock:
+            if self._stored_reasons is None:
+                listed = self.stored.with_row_index("i").select("i", pl.col(col.REJECT_REASONS).cast(
+                    pl.List(pl.Categorical))).explode(col.REJECT_REASONS).drop_nulls().collect(engine="streaming")
+                self._stored_reasons = {r: np.sort(rows["i"].to_numpy()) for (r,), rows
+                                        in listed.partition_by(col.REJECT_REASONS, as_dict=True).items()}
+            return self._stored_reasons
+
+    def warm(self) -> None:
+        """What the first requests need, made at start: the run's own decision (every rule evaluated, the
+        columns it reads held) and the rows of every stored reason."""
+        self.decide([])
+        self._reason_rows()
 
     def _rule(self, frame: pl.LazyFrame, expr: pl.Expr, digest: str) -> RuleResult:
         roots = expr.meta.root_names()
@@ -151,7 +181,7 @@ class LiveDecision:
         with self._lock:
             digest, frame, _ = self.frame(config)
             names = self._frames[digest][2]
-            exprs = reason_exprs(config.filters, names)
+            exprs = reason_exprs(config.filters, names, measured=True)
             rules = [(e, self._rule(frame, e, digest)) for e in exprs]
         rejected = reduce(lambda a, b: a | b, [r.rejects for _, r in rules]) if rules \
             else pl.Series([False] * len(self.before))

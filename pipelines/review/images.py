@@ -3,7 +3,8 @@
 The page asks for a row's thumbnail by row index; the tar and member come from the manifest, and a tar
 path that would leave the run directory (``..``, an absolute path, a symlink out) is refused. A tar's
 member offsets are read once (headers only) and kept for the most recently used tars; thumbnails are
-cached too, so paging back is free.
+cached too, so paging back is free. The cards of a page start their thumbnails (``prefetch``) before the
+browser asks for them; a request for one still being made waits for it instead of making it twice.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import tarfile
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from manifests.thumbnails import thumbnail
 
 TARS_KEPT = 256
 THUMBS_KEPT = 4096
+THUMB_WORKERS = 2  # decoding releases the GIL: one per core of a small machine
 
 
 class OutsideRun(ValueError):
@@ -49,6 +52,8 @@ class StagedImages:
         self.root = root
         self._members: _Lru = _Lru(TARS_KEPT)
         self._thumbs: _Lru = _Lru(THUMBS_KEPT)
+        self._making: dict[tuple[str, str, int], Future] = {}
+        self._pool = ThreadPoolExecutor(THUMB_WORKERS, thread_name_prefix="thumbnails")
         self._lock = threading.Lock()
 
     def inside(self, shard: str) -> bool:
@@ -80,14 +85,34 @@ class StagedImages:
             f.seek(where[0])
             return f.read(where[1])
 
-    def thumb(self, shard: str, member: str, size: int = 200) -> bytes | None:
-        key = (shard, member, size)
+    def _make(self, key: tuple[str, str, int]) -> bytes | None:
+        try:
+            data = self.read(key[0], key[1])
+            small = thumbnail(data, key[2]) if data is not None else None
+            with self._lock:
+                if small is not None:
+                    self._thumbs.put(key, small)
+            return small
+        finally:
+            with self._lock:
+                self._making.pop(key, None)
+
+    def _started(self, key: tuple[str, str, int]) -> Future | bytes | None:
+        """The cached thumbnail, or the future making it (started now if nobody had)."""
         with self._lock:
             if key in self._thumbs:
                 return self._thumbs[key]
-        data = self.read(shard, member)
-        small = thumbnail(data, size) if data is not None else None
-        if small is not None:
-            with self._lock:
-                self._thumbs.put(key, small)
-        return small
+            if key not in self._making:
+                self._making[key] = self._pool.submit(self._make, key)
+            return self._making[key]
+
+    def prefetch(self, locations: list[tuple[str, str]], size: int = 200) -> None:
+        for shard, member in locations:
+            self._started((shard, member, size))
+
+    def thumb(self, shard: str, member: str, size: int = 200) -> bytes | None:
+        found = self._started((shard, member, size))
+        return found.result() if isinstance(found, Future) else found
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,24 +1,31 @@
 """Rows of a run's manifest for the review app, without loading the run.
 
 A row is named by its position in the manifest (parts in ``manifest_files`` order, rows in file order),
-the same index as the live decision's masks. Browsing and searching is DuckDB over the part files
-(every value bound as a parameter, every column name checked against the manifest's); reading a few
-rows reads only the parts that hold them.
+the same index as the live decision's masks. A browse query is answered from the columns the live
+decision holds (status, keep, scores, each stored reason's rows), so paging through millions of rows
+reads nothing; a caption search reads the caption column once per search text. Reading a few rows
+reads only the parts that hold them; looking a sample up by id is DuckDB over the part files (every
+value bound as a parameter).
 """
 
 from __future__ import annotations
 
 import bisect
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from manifests import schema as col
+from pipelines.review.decision import in_order
 
 INDEX = "row"
 PAGE = 60
+CAPTIONS_KEPT = 8  # caption searches kept (a Boolean per row each)
 CARD_COLUMNS = (col.SAMPLE_ID, col.STATUS, col.CAPTION, col.URL, col.KEEP, col.REJECT_REASONS, col.SHARD,
                 col.MEMBER, col.DUPLICATE_OF)
 
@@ -32,6 +39,52 @@ class Query:
     caption: str | None = None
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     page: int = 0
+
+
+class Search:
+    """The rows a ``Query`` matches, in manifest order, from what ``live`` (a ``LiveDecision``) holds."""
+
+    def __init__(self, live) -> None:
+        self.live = live
+        self._captions: OrderedDict[str, pl.Series] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _caption(self, text: str) -> pl.Series:
+        needle = text.lower()
+        with self._lock:
+            if needle not in self._captions:
+                found = pl.col(col.CAPTION).fill_null("").str.to_lowercase().str.contains(needle, literal=True)
+                self._captions[needle] = in_order(self.live.stored, found).to_series()
+                while len(self._captions) > CAPTIONS_KEPT:
+                    self._captions.popitem(last=False)
+            self._captions.move_to_end(needle)
+            return self._captions[needle]
+
+    def rows(self, query: Query) -> np.ndarray:
+        live = self.live
+        mask = np.ones(len(live.before), dtype=bool)
+
+        def where(condition: pl.Series) -> None:
+            mask[:] &= condition.fill_null(False).to_numpy()
+
+        if query.status:
+            where(live.column(col.STATUS) == query.status)
+        if query.reason:
+            listed = np.zeros_like(mask)
+            listed[live.with_reason(query.reason)] = True
+            mask &= listed
+        if query.kept is not None:
+            where(live.before == query.kept)
+        if query.caption:
+            where(self._caption(query.caption))
+        for name, (lo, hi) in sorted(query.ranges.items()):
+            if name not in live.columns or not live.schema[name].is_numeric():
+                raise ValueError(f"no number column {name!r} in this manifest")
+            if lo is not None:
+                where(live.column(name) >= float(lo))
+            if hi is not None:
+                where(live.column(name) <= float(hi))
+        return np.flatnonzero(mask)
 
 
 class ManifestRows:
@@ -55,40 +108,6 @@ class ManifestRows:
     @property
     def files(self) -> list[str]:
         return [str(p) for p in self.parts]
-
-    def _where(self, query: Query) -> tuple[str, dict]:
-        clauses, params = ["TRUE"], {"files": self.files}
-        if query.status:
-            clauses.append(f'"{col.STATUS}" = $status')
-            params["status"] = query.status
-        if query.reason:
-            clauses.append(f'list_contains("{col.REJECT_REASONS}", $reason)')
-            params["reason"] = query.reason
-        if query.kept is not None:
-            clauses.append(f'"{col.KEEP}" = $kept')
-            params["kept"] = query.kept
-        if query.caption:
-            clauses.append(f'contains(lower(coalesce("{col.CAPTION}", \'\')), lower($caption))')
-            params["caption"] = query.caption
-        for i, (name, (lo, hi)) in enumerate(sorted(query.ranges.items())):
-            if name not in self.columns:
-                raise ValueError(f"no column {name!r} in this manifest")
-            if lo is not None:
-                clauses.append(f'"{name}" >= $lo{i}')
-                params[f"lo{i}"] = float(lo)
-            if hi is not None:
-                clauses.append(f'"{name}" <= $hi{i}')
-                params[f"hi{i}"] = float(hi)
-        return " AND ".join(clauses), params
-
-    def browse(self, query: Query) -> tuple[int, pl.DataFrame]:
-        """(rows matching, the page's rows with their ``row`` index)."""
-        where, params = self._where(query)
-        total = self.sql(f"SELECT count(*) FROM {self.source} WHERE {where}", params)[0][0]
-        params["offset"] = max(query.page, 0) * PAGE
-        found = self.sql(f"SELECT filename, file_row_number FROM {self.source} WHERE {where} "
-                         f"LIMIT {PAGE} OFFSET $offset", params)
-        return total, self.rows_at([self.offset_of[f] + int(r) for f, r in found])
 
     def index_of(self, sample_ids: list[str]) -> dict[str, int]:
         if not sample_ids:

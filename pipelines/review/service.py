@@ -19,9 +19,9 @@ from manifests import schema as col
 from manifests.schema import Reason, Status
 from pipelines.review import labels as lab
 from pipelines.review import sliders as sl
-from pipelines.review.decision import Decision, LiveDecision, in_order
+from pipelines.review.decision import Decision, LiveDecision
 from pipelines.review.images import StagedImages
-from pipelines.review.rows import INDEX, ManifestRows, Query
+from pipelines.review.rows import INDEX, PAGE, ManifestRows, Query, Search
 
 GRID = 24
 HIDDEN = col.ARTEFACT_COLUMNS  # embeddings and signatures: bytes, not something to read
@@ -45,6 +45,7 @@ class Review:
         self.run, self.who = run, who
         self.live = LiveDecision(run)
         self.rows = ManifestRows(self.live.parts, self.live.sizes)
+        self.search = Search(self.live)
         self.images = StagedImages(reexport.images_root(run))
         stored = pl.scan_parquet([str(p) for p in self.live.parts])
         self.sliders = sl.sliders(self.live.base, run, stored, self.live.columns)
@@ -52,17 +53,17 @@ class Review:
         self.scores = [c for c in SCORE_COLUMNS if c in self.live.columns]
         self.labels_path = run / lab.LABELS_FILE
         self.locations: dict[int, tuple[str, str]] = {}
+        self.live.warm()
 
     # --- settings and decisions ---------------------------------------------------------------
     def decision(self, setting: dict) -> Decision:
         return self.live.decide(sl.overrides(self.sliders, setting))
 
     def meta(self) -> dict:
-        statuses = self.rows.sql(f'SELECT DISTINCT "{col.STATUS}" FROM {self.rows.source} ORDER BY 1',
-                                 {"files": self.rows.files})
+        statuses = sorted(self.live.column(col.STATUS).drop_nulls().unique().cast(pl.String))
         return {"run": str(self.run), "rows": len(self.live.before), "who": self.who,
                 "sliders": [sl.as_json(s) for s in self.sliders], "histograms": self.histograms,
-                "reasons": sorted(self.live.reasons_before), "statuses": [s[0] for s in statuses],
+                "reasons": sorted(self.live.reasons_before), "statuses": statuses,
                 "scores": self.scores, "labels": lab.LABELS}
 
     def counts(self, setting: dict) -> dict:
@@ -75,6 +76,10 @@ class Review:
         report = self.live.decide(overrides).report
         return {"overrides": overrides, "snippet": sl.snippet(overrides), "kept": report.kept_after,
                 "command": sl.reexport_command(self.run, overrides)}
+
+    def close(self) -> None:
+        self.images.close()
+        self.live.close()
 
     # --- rows as the page shows them ----------------------------------------------------------
     def cards(self, indices: list[int], decision: Decision | None = None, strata: dict[int, str] | None = None) -> list[dict]:
@@ -90,6 +95,7 @@ class Review:
             before = stored.row(i, named=True)
             out.append(self._card(row, before, None if pending is None else list(pending[i]), decision,
                                   (strata or {}).get(row[INDEX])))
+        self.images.prefetch([self.locations[c["row"]] for c in out if c["image"]])
         return out
 
     def _card(self, row: dict, stored: dict, pending: list[str] | None, decision: Decision | None,
@@ -148,17 +154,17 @@ class Review:
             raise ValueError(f"{key!r} has no score column to sort by")
         decision = self.decision(setting)
         value = float(setting.get(key, slider.value))
-        frame = in_order(pl.scan_parquet([str(p) for p in self.live.parts]),
-                         pl.col(slider.column).fill_nan(None).cast(pl.Float64).alias("s"),
-                         (pl.col(col.STATUS) == Status.SUCCESS).alias("ok"))
+        frame = pl.DataFrame({"s": self.live.column(slider.column).fill_nan(None).cast(pl.Float64),
+                              "ok": self.live.column(col.STATUS) == Status.SUCCESS})
         frame = frame.with_row_index("i").filter(pl.col("ok") & pl.col("s").is_not_null())
         below = frame.filter(pl.col("s") < value).top_k(n, by="s")["i"].to_list()
         above = frame.filter(pl.col("s") >= value).bottom_k(n, by="s")["i"].to_list()
         return {"value": value, "below": self.cards(below, decision), "above": self.cards(above, decision)}
 
     def browse(self, query: Query, setting: dict) -> dict:
-        total, rows = self.rows.browse(query)
-        return {"total": total, "page": query.page, "cards": self.cards(rows[INDEX].to_list(), self.decision(setting))}
+        found = self.search.rows(query)
+        page = found[max(query.page, 0) * PAGE:][:PAGE]
+        return {"total": len(found), "page": query.page, "cards": self.cards(page.tolist(), self.decision(setting))}
 
     # --- labels --------------------------------------------------------------------------------
     def _population(self, decision: Decision, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -168,9 +174,7 @@ class Review:
         slider = next((s for s in self.sliders if s.reason == rule and s.column), None)
         scores = None
         if slider is not None:
-            scores = in_order(pl.scan_parquet([str(p) for p in self.live.parts]),
-                              pl.col(slider.column).fill_nan(None).cast(pl.Float64).fill_null(float("nan"))
-                              ).to_series().to_numpy()
+            scores = self.live.column(slider.column).fill_nan(None).cast(pl.Float64).fill_null(float("nan")).to_numpy()
         return rejected, kept, lab.bands(scores, rejected | kept)
 
     def queue(self, setting: dict, rule: str, side: str, n: int, seed: int) -> dict:
