@@ -31,7 +31,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dedup.config import DedupConfig  # noqa: E402
-from dedup.scalegen import mix, sources, write_part  # noqa: E402
+from support.scalegen import mix, sources, write_part  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
 

@@ -13,7 +13,7 @@ import pytest
 from dedup.config import DedupConfig
 from dedup.partitioned import local_tasks, run_partitioned
 from dedup.run import centroid_dir, centroid_path, run_dedup
-from dedup.scalegen import sources, write_part
+from support.scalegen import sources, write_part
 from dedup.semantic import CENTROID_DISTANCE
 from dedup.survivors import with_centroid_distance
 from manifests import schema as col
