@@ -106,12 +106,6 @@ def _write_indexed(frame: pl.DataFrame, buckets_present: list[int], lengths: lis
         tmp.write_bytes(offsets.tobytes())
 
 
-def write_scratch(frame: pl.DataFrame, path: Path) -> None:
-    """A scratch file of a shuffle directory, written whole (see ``_scratch``)."""
-    with _scratch(path) as tmp:
-        frame.write_parquet(tmp, compression="lz4")
-
-
 @contextmanager
 def _scratch(path: Path) -> Iterator[Path]:
     """A temporary name beside ``path``, renamed into place once written whole, but not fsynced: a

@@ -156,14 +156,6 @@ def prepare(config: RunConfig, retry_failed: bool = False) -> Run:
     return Run(config, local, layout, tuple(score_specs), tuple(caption_specs), retry_failed)
 
 
-def with_score_stages(run: Run, specs: list[StageSpec]) -> Run:
-    """The run with other score stages (tests and benchmarks plug in their own), checked like the configured ones."""
-    from pipelines.stages import check_stages
-
-    check_stages(run.config, specs)
-    return dataclasses.replace(run, score_specs=tuple(specs))
-
-
 def sync(run: Run) -> None:
     """Mirror the local run directory to a URI output_dir (no-op for a local one)."""
     if storage.is_uri(run.config.output_dir):

@@ -19,8 +19,6 @@ from manifests import schema as col
 
 INDEX = "row"
 PAGE = 60
-CARD_COLUMNS = (col.SAMPLE_ID, col.STATUS, col.CAPTION, col.URL, col.KEEP, col.REJECT_REASONS, col.SHARD,
-                col.MEMBER, col.DUPLICATE_OF)
 
 
 @dataclass(frozen=True)
