@@ -85,7 +85,8 @@ def config(detector: str, bytes_per_bucket: int, map_bytes: int | None = None) -
 
 
 def _measure(root: str, detector: str, path: str, bytes_per_bucket: int, map_bytes: int | None, queue) -> None:
-    from dedup.partitioned import local_tasks, run_partitioned
+    from dedup.partitioned import run_partitioned
+    from dedup.plan import local_tasks
     from dedup.run import run_dedup
 
     layout, cfg = RunLayout.at(Path(root)), config(detector, bytes_per_bucket, map_bytes)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
-from dedup.partitioned import Tasks, eligible_dir
+from dedup.partitioned import eligible_dir
+from dedup.plan import Tasks
 from dedup.survivors import ELIGIBLE
 from filters.config import FiltersConfig
 from filters.decide import decide as apply_decision

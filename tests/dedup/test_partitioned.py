@@ -81,7 +81,8 @@ def test_buckets_sized_by_bytes_equal_one_process(tmp_path, reference):
 def test_components_equal_union_find_on_chains_and_stars(tmp_path, buckets):
     from dedup import components as cc
     from dedup.cluster import union_find
-    from dedup.partitioned import Plan, components
+    from dedup.partitioned import components
+    from dedup.plan import Plan
 
     rng = np.random.default_rng(7)
     n = 600
