@@ -37,7 +37,7 @@ from captioning.blip2 import Blip2Captioner, blip2_prompt
 from captioning.config import Blip2CaptionerConfig, GenerationConfig, LlavaCaptionerConfig, QwenVlCaptionerConfig
 from captioning.llava import LlavaCaptioner, llava_prompt
 from captioning.qwen_vl import QwenVlCaptioner, bound_pixels, qwen_prompt
-from captioning.random_models import build_blip2, build_llava, build_qwen2_5_vl, save_random
+from support.random_models import build_blip2, build_llava, build_qwen2_5_vl, save_random
 from captioning.recaption import recaption
 from captioning.vlm import Vlm, decode_images
 from manifests import schema as col

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dedup.config import MinHashConfig, SearchConfig  # noqa: E402
 from dedup.minhash import MinHasher  # noqa: E402
-from dedup.synthetic import captions  # noqa: E402
+from support.dedup_synthetic import captions  # noqa: E402
 
 
 def cpu_seconds() -> float:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dedup.cluster import PAIRS_SCHEMA, cluster, with_kind  # noqa: E402
 from dedup.config import DedupConfig  # noqa: E402
-from dedup.detectors import equal_key_pairs  # noqa: E402
+from dedup.cluster import equal_key_pairs  # noqa: E402
 from manifests import schema as col  # noqa: E402
 
 ELIGIBLE = "eligible"

@@ -7,7 +7,7 @@ L/14; random weights, the compute is the same) on 768-d embeddings. Inputs are t
 
 Curation signals (issue 16), one core each (ONNX Runtime and OpenCV held to one thread): OCR (RapidOCR
 PP-OCRv4, the demo photos with and without an advert banner), blur and QR (OpenCV), watermark (EfficientNet-B3,
-random weights) in images/s; caption language ID in captions/s with accuracy on ``bench/language_captions.py``
+random weights) in images/s; caption language ID in captions/s with accuracy on ``support/language_captions.py``
 (144 short captions, 12 languages) for lingua's high- and low-accuracy modes, and the memory each detector
 holds. ``--signals`` runs only these rows. gcld3, the other wheel-shipped identifier, was not measured: its
 sdist needs a protobuf compiler to build and no wheel exists for this Python.
@@ -121,7 +121,7 @@ def _rss_mib() -> float:
 
 def language_row(name: str, config_json: str) -> dict:
     """One detector in a fresh process (so its memory is its own): captions/s on one core, accuracy, MiB held."""
-    from bench.language_captions import labelled
+    from support.language_captions import labelled
     from filters.config import LanguageConfig
     from filters.language import identify, load_detector
 
@@ -142,7 +142,7 @@ def language_row(name: str, config_json: str) -> dict:
 def language_rows() -> list[dict]:
     import multiprocessing
 
-    from bench.language_captions import CAPTIONS
+    from support.language_captions import CAPTIONS
     from filters.config import LanguageConfig
 
     configs = {"lingua high accuracy (75 languages)": LanguageConfig(),

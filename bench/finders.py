@@ -31,7 +31,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dedup.config import DedupConfig  # noqa: E402
-from dedup.scalegen import mix, sources, write_part  # noqa: E402
+from support.scalegen import mix, sources, write_part  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
 
@@ -85,7 +85,8 @@ def config(detector: str, bytes_per_bucket: int, map_bytes: int | None = None) -
 
 
 def _measure(root: str, detector: str, path: str, bytes_per_bucket: int, map_bytes: int | None, queue) -> None:
-    from dedup.partitioned import local_tasks, run_partitioned
+    from dedup.partitioned import run_partitioned
+    from dedup.plan import local_tasks
     from dedup.run import run_dedup
 
     layout, cfg = RunLayout.at(Path(root)), config(detector, bytes_per_bucket, map_bytes)

@@ -22,7 +22,7 @@ if [ "${1:-}" = "captions" ]; then  # issue 27's rows alone, in one short device
 fi
 timeout 180 python3 -m pytest -q -p no:cacheprovider -m gpu tests/filters/test_gpu_decode.py \
   tests/filters/test_clip_scorer.py tests/filters/test_fastpath.py 2>&1 | tee "$OUT/gpu_tests.log"
-timeout 20 python3 bench/shm_feed.py 2>&1 | tee "$OUT/transport.log"
+timeout 20 python3 support/shm_feed.py 2>&1 | tee "$OUT/transport.log"
 # the end-to-end rows (bf16 eager; pipe and shared-memory hand-over, resize on the GPU, nvJPEG), the model
 # alone under bf16/fp8 x eager/compiled with score changes, the kernels of a ViT-L/14 batch; every row is
 # saved as it lands, so a run cut short keeps what it measured

@@ -3,7 +3,7 @@
     PYTHONPATH=. python bench/neardup_eval.py [--photos 17] [--methods phash,pdq,pdq_regions,pdq_verify] [--sweep]
 
 The set is built at run time: every photo that scikit-image and matplotlib ship (see
-``pipelines.corpus.load_photos``) x Copydays-style edits (``dedup.evalset.copydays_edits``: resize 50%,
+``pipelines.corpus.load_photos``) x Copydays-style edits (``support.evalset.copydays_edits``: resize 50%,
 JPEG q20, centred crops keeping 80% and 60% of each side (and the same at a random position,
 reported apart), flip, greyscale, brightness x1.3,
 contrast x0.7, Gaussian blur 2, a text banner over the bottom 15%, horizontal stretch x1.3, rotation 5
@@ -37,7 +37,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dedup.evalset import copydays_edits, low_texture_set, objects_on_white, similar_scenes  # noqa: E402
+from support.evalset import copydays_edits, low_texture_set, objects_on_white, similar_scenes  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
 from pipelines.corpus import jpeg, load_photos, photo_dirs, png  # noqa: E402
 

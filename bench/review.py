@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/review.py [--rows 10000000] [--rows-per-part 10000] [--out /tmp/review-bench]
 
-The run is a decided synthetic manifest (``manifests.synthetic``: statuses, captions, CLIP / aesthetic /
+The run is a decided synthetic manifest (``support.manifest_synthetic``: statuses, captions, CLIP / aesthetic /
 NSFW scores, duplicate columns) written as one part per 10k-row unit, like a run's ``manifest/``, with
 staged tars of real photos (scikit-image's) that the rows point into. The app is started in this
 process and driven over HTTP on loopback as the page drives it: start-up, a threshold change per slider
@@ -40,7 +40,7 @@ from bench.machine import figure_record, write_figure  # noqa: E402
 from filters.decide import decide  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
-from manifests.synthetic import chunk  # noqa: E402
+from support.manifest_synthetic import chunk  # noqa: E402
 from pipelines.config import build_config, dump_config  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

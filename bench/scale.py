@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/scale.py --rows 1000000 [--reference] [--rows-per-file 100000] [--map-mib 128]
 
-A generated run (dedup/scalegen.py: exact groups, caption signatures with planted near-duplicates,
+A generated run (support/scalegen.py: exact groups, caption signatures with planted near-duplicates,
 pHash codes with planted neighbours, scores) is written by Ray tasks, then timed step by step:
 the partitioned dedup (dedup.partitioned on Ray tasks), the decision per unit with the dedup's rules
 (survivors read as dedup wrote them), the decision under a changed rule (survivors re-picked by tasks,
@@ -34,7 +34,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dedup.config import DedupConfig  # noqa: E402
-from dedup.scalegen import RATES, planted, write_part  # noqa: E402
+from support.scalegen import RATES, planted, write_part  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 Staged tars (written with ``manifests.shards.write_tar``, read back with ``iter_tar``) -> the shared decode
 stage (``manifests.decode.decode_batch``) in a pool of CPU processes that prefetch batches ahead of the GPU,
-handed over through shared memory as Ray's object store does (``bench/shm_feed.py``; the pool's pipe as a
+handed over through shared memory as Ray's object store does (``support/shm_feed.py``; the pool's pipe as a
 baseline) -> the stage callables the Ray actors run (``ClipScorer``,
 ``AestheticScorer``, ``ClipNsfwScorer``, ``SscdEmbedder``), with random weights built from the real configs (throughput does not depend on weight
 values; the heads' random state dicts go through the same ``load_state`` seam as the published files).
@@ -88,8 +88,8 @@ def run_pipeline(stages: list, pool: cf.Executor, tars: list[Path], plan: Decode
     """End-to-end images/s of ``stages`` over the staged tars for ``args.seconds`` after a warm-up, fed by
     ``args.feeders`` threads (as Ray runs several actors per GPU with ``num_gpus: 0.5``: one's host-side
     work overlaps another's forward pass). ``shm``: decoded arrays come back through shared memory
-    (``bench.shm_feed``, as Ray's object store hands blocks over), not pickled through the pool's pipe."""
-    from bench.shm_feed import Ring, decode_into, slot_bytes
+    (``support.shm_feed``, as Ray's object store hands blocks over), not pickled through the pool's pipe."""
+    from support.shm_feed import Ring, decode_into, slot_bytes
 
     batches, depth = read_batches(tars, args.batch_size), 2 * args.workers
     ring = Ring(depth + args.feeders + 1, slot_bytes(decode_batch(next(batches), plan))) if shm else None

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/tune.py [--rows 1000000] [--rows-per-file 100000] [--repeat 3]
 
-The run is the one ``bench/scale.py`` builds, written in this process without Ray: ``dedup.scalegen``
+The run is the one ``bench/scale.py`` builds, written in this process without Ray: ``support.scalegen``
 rows and scores, the partitioned dedup with sha256, pixel-hash and caption-MinHash pairs stored under
 ``dedup/pairs/`` (pHash off: its IVF search is the slow step of the build on 2 cores, and tune treats
 its pairs like any other), the decision and the manifest parts, and its ``config.yaml`` (aesthetic
@@ -39,7 +39,7 @@ import polars as pl  # noqa: E402
 
 from bench.machine import figure_record, write_figure  # noqa: E402
 from dedup.config import DedupConfig  # noqa: E402
-from dedup.scalegen import write_part  # noqa: E402
+from support.scalegen import write_part  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
 from pipelines import repick  # noqa: E402

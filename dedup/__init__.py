@@ -9,5 +9,6 @@ Score phase (per row, any shard split, any number of workers): ``PixelHasher`` -
 detector). The decision re-clusters the stored pairs itself (``pipelines.repick``) with its own
 thresholds and eligibility, so it needs only the pairs and the manifest's scores.
 On a cluster, ``partitioned.run_partitioned`` gives the same pairs and duplicates as bucketed part files,
-each step a list of independent tasks (``shuffle``, ``listjoin``, ``components``, ``groups``).
+each step a list of independent tasks (``shuffle``, ``keyjoin``, ``listjoin``, ``components``, ``groups``)
+that ``plan.Plan`` sizes and hands to its executor.
 """

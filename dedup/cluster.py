@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from dedup.artefacts import SampleIndex
 from dedup.config import KIND_OF_DETECTOR
 from dedup.keep import PIXELS, SHA256, Classes, group_rows, keep_greedy, keep_per_component, union_find
 from manifests import schema as col
@@ -35,6 +36,24 @@ DUPLICATES_SCHEMA = {col.SAMPLE_ID: pl.String, col.CLUSTER_ID: pl.String, KEPT_S
 def with_kind(pairs: pl.DataFrame) -> pl.DataFrame:
     kinds = pl.col(DETECTOR).replace_strict(KIND_OF_DETECTOR, return_dtype=pl.String)
     return pairs.with_columns(kinds.alias(col.DUP_KIND))
+
+
+def named_pairs(index: SampleIndex, a: np.ndarray, b: np.ndarray, sim: np.ndarray, detector: str) -> pl.DataFrame:
+    """Positions in the sorted run index -> the pairs table (a < b by position is a < b by sample_id)."""
+    frame = pl.DataFrame({SAMPLE_A: index.names(a), SAMPLE_B: index.names(b),
+                          DETECTOR: pl.Series([detector] * len(a), dtype=pl.String),
+                          SIMILARITY: pl.Series(sim, dtype=pl.Float32)})
+    return with_kind(frame).select(list(PAIRS_SCHEMA))
+
+
+def equal_key_pairs(frame: pl.LazyFrame, key: str, detector: str) -> pl.DataFrame:
+    """Samples sharing a non-null ``key``: each paired with the group's smallest sample_id (similarity 1)."""
+    groups = (frame.select(col.SAMPLE_ID, key).drop_nulls().group_by(key).agg(pl.col(col.SAMPLE_ID).sort())
+              .filter(pl.col(col.SAMPLE_ID).list.len() > 1))
+    pairs = groups.select(pl.col(col.SAMPLE_ID).list.first().alias(SAMPLE_A),
+                          pl.col(col.SAMPLE_ID).list.slice(1).alias(SAMPLE_B)).explode(SAMPLE_B)
+    out = pairs.with_columns(pl.lit(detector).alias(DETECTOR), pl.lit(1.0, pl.Float32).alias(SIMILARITY)).collect()
+    return with_kind(out).select(list(PAIRS_SCHEMA))
 
 
 def _threshold_edges(pairs: pl.DataFrame, thresholds: dict[str, float]) -> pl.DataFrame:

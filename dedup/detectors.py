@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from dedup.artefacts import SampleIndex, binary_matrix, column_matrix, hex_matrix, iter_column
-from dedup.cluster import DETECTOR, PAIRS_SCHEMA, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
+from dedup.cluster import PAIRS_SCHEMA, SIMILARITY, named_pairs
 from dedup.config import MinHashConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
 from dedup.pdq import row_width, unpack_rows, variants
 from dedup.phash import split_codes
@@ -17,24 +17,6 @@ from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
 from dedup.search import binary_pairs, float_pairs, region_pairs
 from dedup.verify import pair_inliers
 from manifests import schema as col
-
-
-def named_pairs(index: SampleIndex, a: np.ndarray, b: np.ndarray, sim: np.ndarray, detector: str) -> pl.DataFrame:
-    """Positions in the sorted run index -> the pairs table (a < b by position is a < b by sample_id)."""
-    frame = pl.DataFrame({SAMPLE_A: index.names(a), SAMPLE_B: index.names(b),
-                          DETECTOR: pl.Series([detector] * len(a), dtype=pl.String),
-                          SIMILARITY: pl.Series(sim, dtype=pl.Float32)})
-    return with_kind(frame).select(list(PAIRS_SCHEMA))
-
-
-def equal_key_pairs(frame: pl.LazyFrame, key: str, detector: str) -> pl.DataFrame:
-    """Samples sharing a non-null ``key``: each paired with the group's smallest sample_id (similarity 1)."""
-    groups = (frame.select(col.SAMPLE_ID, key).drop_nulls().group_by(key).agg(pl.col(col.SAMPLE_ID).sort())
-              .filter(pl.col(col.SAMPLE_ID).list.len() > 1))
-    pairs = groups.select(pl.col(col.SAMPLE_ID).list.first().alias(SAMPLE_A),
-                          pl.col(col.SAMPLE_ID).list.slice(1).alias(SAMPLE_B)).explode(SAMPLE_B)
-    out = pairs.with_columns(pl.lit(detector).alias(DETECTOR), pl.lit(1.0, pl.Float32).alias(SIMILARITY)).collect()
-    return with_kind(out).select(list(PAIRS_SCHEMA))
 
 
 def caption_pairs(config: MinHashConfig, files: list[Path], index: SampleIndex, work: Path) -> pl.DataFrame:

@@ -1,28 +1,29 @@
 """The partitioned pair finders: one per detector, each writes dedup/pairs/<detector>-NNNNN.parquet.
 
-Each finder gets the run's ``dedup.partitioned.Plan`` (bucket sizing, batches of input files, the
+Each finder gets the run's ``dedup.plan.Plan`` (bucket sizing, batches of input files, the
 executor) and returns its pair count. Exact keys and LSH band keys are shuffles grouped per bucket
-(``dedup.shuffle``); pHash and SSCD are IVF lists as buckets (``dedup.listjoin``, on a GPU with
-``dedup.partitions.join_gpus``); semantic and PDQ live in ``dedup.semjoin`` / ``dedup.pdqjoin``.
+(``dedup.keyjoin`` over ``dedup.shuffle``); pHash and SSCD are IVF lists as buckets (``dedup.listjoin``,
+on a GPU with ``dedup.partitions.join_gpus``); semantic and PDQ live in ``dedup.semjoin`` / ``dedup.pdqjoin``.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from dedup import listjoin, pdqjoin, semjoin, shuffle
+from dedup import detectors, keyjoin, listjoin, pdqjoin, semjoin, shuffle
+from dedup.artefacts import SampleIndex
+from dedup.config import DedupConfig
 from dedup.lsh import band_shape
-from dedup.run import centroid_dir, find_pairs, staged_rows
+from dedup.plan import Plan
+from dedup.run import find_pairs, staged_rows
+from dedup.survivors import centroid_dir
 from manifests import schema as col
-
-if TYPE_CHECKING:
-    from dedup.partitioned import Plan
 
 ID_BYTES = 24  # a sample_id string in Arrow: offsets + ~12 characters
 KEY_BYTES = 64  # a narrow shuffled row (ids, a key, a list, a similarity), with hash-table overhead
@@ -41,9 +42,9 @@ def require(key: str, files: list[Path]) -> None:
 def exact_pairs(plan: Plan, key: str, detector: str, files: list[Path], only_success: bool) -> int:
     require(key, files)
     keyed, buckets = plan.fresh(f"keys-{detector}"), plan.buckets(plan.rows, KEY_BYTES)
-    plan.each(shuffle.shuffle_keys, [(batch, key, only_success, buckets, keyed, f"{i:05d}")
+    plan.each(keyjoin.shuffle_keys, [(batch, key, only_success, buckets, keyed, f"{i:05d}")
                                       for i, batch in enumerate(plan.batches(files, KEY_BYTES))])
-    return sum(plan.each(shuffle.group_exact, [(keyed, b, detector, plan.layout.pairs_dir) for b in range(buckets)]))
+    return sum(plan.each(keyjoin.group_exact, [(keyed, b, detector, plan.layout.pairs_dir) for b in range(buckets)]))
 
 
 def minhash_pairs(plan: Plan) -> int:
@@ -54,11 +55,11 @@ def minhash_pairs(plan: Plan) -> int:
     sig_buckets = plan.buckets(plan.rows, 2 * (4 * config.num_perm + ID_BYTES))
     bands_dir, sigs, cand, half = (plan.fresh(n) for n in ("bands", "signatures", "candidates", "half"))
     row_bytes = bands * KEY_BYTES + 4 * config.num_perm + ID_BYTES  # its band rows and its signature
-    plan.each(shuffle.shuffle_bands, [(batch, config, band_buckets, sig_buckets, bands_dir, sigs, f"{i:05d}")
+    plan.each(keyjoin.shuffle_bands, [(batch, config, band_buckets, sig_buckets, bands_dir, sigs, f"{i:05d}")
                                       for i, batch in enumerate(plan.batches(files, row_bytes))])
-    plan.each(shuffle.group_bands, [(bands_dir, b, config.max_bucket, sig_buckets, cand) for b in range(band_buckets)])
-    plan.each(shuffle.attach_first, [(cand, sigs, b, sig_buckets, half) for b in range(sig_buckets)])
-    return sum(plan.each(shuffle.verify_second, [(half, sigs, b, config, plan.layout.pairs_dir)
+    plan.each(keyjoin.group_bands, [(bands_dir, b, config.max_bucket, sig_buckets, cand) for b in range(band_buckets)])
+    plan.each(keyjoin.attach_first, [(cand, sigs, b, sig_buckets, half) for b in range(sig_buckets)])
+    return sum(plan.each(keyjoin.verify_second, [(half, sigs, b, config, plan.layout.pairs_dir)
                                                  for b in range(sig_buckets)]))
 
 
@@ -76,7 +77,7 @@ def phash_pairs(plan: Plan) -> int:
     config, search, files = plan.config.phash, plan.config.search, plan.layout.score_files()
     count, sample = _sample(plan, col.PHASH, search.train_sample)
     if count <= search.exact_max:  # the one-process exact search, in one task: identical pairs
-        return sum(plan.each(listjoin.exact_pairs, [("phash", plan.config, files, plan.layout.pairs_dir)]))
+        return sum(plan.each(exact_search_pairs, [("phash", plan.config, files, plan.layout.pairs_dir)]))
     nlist, nprobe = listjoin.list_shape(count, search, binary=True)
     codes, _ = listjoin.phash_codes(sample[col.PHASH], config.bits // 8)
     centroids = listjoin.binary_lists(codes, nlist, search.seed)
@@ -97,7 +98,7 @@ def sscd_pairs(plan: Plan) -> int:
     config, search, files = plan.config.sscd, plan.config.search, plan.layout.score_files()
     count, _ = _sample(plan, col.SSCD_EMBEDDING, 0)
     if count <= search.exact_max:
-        return sum(plan.each(listjoin.exact_pairs, [("sscd", plan.config, files, plan.layout.pairs_dir)]))
+        return sum(plan.each(exact_search_pairs, [("sscd", plan.config, files, plan.layout.pairs_dir)]))
     nlist, nprobe = listjoin.list_shape(count, search, binary=False)
     _, sample = _sample(plan, col.SSCD_EMBEDDING, nlist * search.train_per_list)
     vectors = listjoin.binary_matrix(sample[col.SSCD_EMBEDDING].to_arrow(), np.float32, config.dims)
@@ -114,6 +115,18 @@ def sscd_pairs(plan: Plan) -> int:
     plan.each(listjoin.cap_queries, [(raw, b, search.k, raw_buckets, capped) for b in range(raw_buckets)])
     return sum(plan.each(listjoin.merge_pairs, [(capped, b, "sscd", plan.layout.pairs_dir)
                                                 for b in range(raw_buckets)]))
+
+
+def exact_search_pairs(detector: str, config: DedupConfig, files: list[Path], out: Path) -> int:
+    """Task: the one-process detector on every descriptor (at most ``search.exact_max`` of them)."""
+    column = {"phash": col.PHASH, "sscd": col.SSCD_EMBEDDING}[detector]
+    ids = pl.concat([listjoin.read_descriptors(f, column)[col.SAMPLE_ID] for f in files])
+    index = SampleIndex.of(ids)
+    if detector == "phash":
+        pairs = detectors.phash_pairs(config.phash, config.search, files, index)
+    else:
+        pairs = detectors.sscd_pairs(config.sscd, config.search, files, index)
+    return shuffle.write_pairs(pairs, out / f"{detector}-00000.parquet")
 
 
 def one_process_finder(name: str) -> Callable[[Plan], int]:

@@ -27,10 +27,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dedup.artefacts import SampleIndex, binary_matrix, hex_matrix
+from dedup.artefacts import binary_matrix, hex_matrix
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
-from dedup.config import DedupConfig, PHashConfig, SearchConfig, SscdConfig
-from dedup.detectors import phash_pairs, sscd_pairs
+from dedup.config import PHashConfig, SearchConfig, SscdConfig
 from dedup.ivfjoin import _ListJoin, keep_best, nearest_lists, train_centroids
 from dedup.phash import split_codes
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
@@ -60,18 +59,6 @@ def sample_descriptors(sources: list[Path], column: str, rate: float, seed: int)
         count += frame.height
         samples.append(frame.filter(np.random.default_rng(seed + k).random(frame.height) < rate))
     return count, concat(samples)
-
-
-def exact_pairs(detector: str, config: DedupConfig, files: list[Path], out: Path) -> int:
-    """Task: the one-process detector on every descriptor (at most ``search.exact_max`` of them)."""
-    column = {"phash": col.PHASH, "sscd": col.SSCD_EMBEDDING}[detector]
-    ids = pl.concat([read_descriptors(f, column)[col.SAMPLE_ID] for f in files])
-    index = SampleIndex.of(ids)
-    if detector == "phash":
-        pairs = phash_pairs(config.phash, config.search, files, index)
-    else:
-        pairs = sscd_pairs(config.sscd, config.search, files, index)
-    return write_pairs(pairs, out / f"{detector}-00000.parquet")
 
 
 # --- training on the driver ---------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -38,10 +37,9 @@ from dedup.config import PdqConfig, SearchConfig
 from dedup.detectors import pdq_pairs as one_process_pdq_pairs
 from dedup.pdq import CODE_BYTES, row_width, unpack_rows, variants
 from dedup.shuffle import concat, write_buckets, write_pairs
+from dedup.plan import Plan
 from manifests import schema as col
 
-if TYPE_CHECKING:
-    from dedup.partitioned import Plan
 
 BITS = 8 * CODE_BYTES
 ROW_BYTES = 64  # a shuffled code row beside its 32 bytes: sample_id, list, flag

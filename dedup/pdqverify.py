@@ -18,7 +18,6 @@ Memory per task: one bucket of hits, of pairs, or of keypoints and the candidate
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -27,10 +26,9 @@ from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
 from dedup.config import VerifyConfig
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from dedup.verify import pair_inliers
+from dedup.plan import Plan
 from manifests import schema as col
 
-if TYPE_CHECKING:
-    from dedup.partitioned import Plan
 
 BITS = 256
 HIT_SCHEMA = {"a": pl.String, "b": pl.String, "slot": pl.Int16, "distance": pl.Int16}

@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 
 from dedup.artefacts import SampleIndex
-from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster
+from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster, equal_key_pairs
 from dedup.config import DedupConfig
-from dedup.detectors import caption_pairs, equal_key_pairs, pdq_pairs, phash_pairs, sscd_pairs
+from dedup.detectors import caption_pairs, pdq_pairs, phash_pairs, sscd_pairs
 from dedup.semantic import CENTROID_DISTANCE, semantic_pairs
-from dedup.survivors import CENTROIDS_DIR, CENTROIDS_FILE, ELIGIBLE, keep_order
+from dedup.survivors import ELIGIBLE, centroid_dir, centroid_path, eligible_path, keep_order
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
@@ -30,20 +30,6 @@ def staged_rows(layout: RunLayout) -> pl.LazyFrame:
 
 
 # ELIGIBLE (dedup.survivors): passes every rule but dedup; ranked first, so a survivor is not itself rejected
-
-
-def eligible_path(layout: RunLayout) -> Path:
-    return layout.pairs.parent / "eligible.parquet"
-
-
-def centroid_path(layout: RunLayout) -> Path:
-    """sample_id + centroid_distance from the semantic detector's k-means (the least_prototypical keep)."""
-    return layout.pairs.with_name(CENTROIDS_FILE)
-
-
-def centroid_dir(layout: RunLayout) -> Path:
-    """The same as part files (one per score file), written by the partitioned semantic finder."""
-    return layout.pairs.with_name(CENTROIDS_DIR)
 
 
 def semantic_finder(config: DedupConfig, layout: RunLayout, files: list[Path], index: SampleIndex,

@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from dedup.artefacts import SampleIndex, iter_column
-from dedup.cluster import group_rows
+from dedup.cluster import group_rows, named_pairs
 from dedup.config import SemanticConfig
 from dedup.shuffle import parquet_rows
 from manifests import schema as col
@@ -189,8 +189,6 @@ def semantic_pairs(config: SemanticConfig, files: list[Path], index: SampleIndex
     Three passes over the score files: a training sample for k-means, assignment into buckets of whole
     clusters (spilled to ``work``), then an exact search inside each cluster, one bucket in memory at a time.
     """
-    from dedup.detectors import named_pairs
-
     sample = training_sample(files, index, config)
     if not len(sample):
         empty = pl.DataFrame(schema={col.SAMPLE_ID: pl.String, CENTROID_DISTANCE: pl.Float32})

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -35,11 +34,10 @@ from dedup.config import SemanticConfig
 from dedup.semantic import (CENTROID_DISTANCE, assign, bucket_pairs, cluster_count, embedded, in_sample,
                             sample_share, train_centroids)
 from dedup.shuffle import scan_bucket, write_buckets, write_pairs
+from dedup.plan import Plan
 from manifests import schema as col
 from manifests.io import write_parquet
 
-if TYPE_CHECKING:
-    from dedup.partitioned import Plan
 
 CLUSTER_SCHEMA = {"cluster": pl.Int64, col.SAMPLE_ID: pl.String, "vector": pl.Binary}
 CENTROIDS_SCHEMA = {col.SAMPLE_ID: pl.String, CENTROID_DISTANCE: pl.Float32}

@@ -19,6 +19,7 @@ import polars as pl
 from dedup.cluster import DETECTOR, RESOLUTION, SAMPLE_A, SAMPLE_B, cluster
 from dedup.config import DETECTORS, DedupConfig
 from manifests import schema as col
+from manifests.layout import RunLayout
 
 ELIGIBLE = "eligible"  # passes every rule but dedup
 CENTROIDS_FILE = "semantic_centroids.parquet"  # beside dedup/pairs.parquet: sample_id, centroid_distance
@@ -104,3 +105,17 @@ def with_duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame | None, config: Ded
     if pairs is None:
         return frame
     return join_duplicates(without_duplicates(frame), duplicates(frame, pairs, config, eligibility))
+
+
+def eligible_path(layout: RunLayout) -> Path:
+    return layout.pairs.parent / "eligible.parquet"
+
+
+def centroid_path(layout: RunLayout) -> Path:
+    """sample_id + centroid_distance from the semantic detector's k-means (the least_prototypical keep)."""
+    return layout.pairs.with_name(CENTROIDS_FILE)
+
+
+def centroid_dir(layout: RunLayout) -> Path:
+    """The same as part files (one per score file), written by the partitioned semantic finder."""
+    return layout.pairs.with_name(CENTROIDS_DIR)

@@ -24,7 +24,7 @@ from manifests.layout import RunLayout
 from manifests.parts import conform, file_schemas
 from manifests.shardplan import ShardRange
 
-Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]  # dedup.partitioned's executor: Ray or a loop
+Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]  # dedup.plan's executor: Ray or a loop
 
 
 def captions_schema(layout: RunLayout) -> pl.Schema:

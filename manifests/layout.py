@@ -196,10 +196,6 @@ class RunLayout:
     def duplicates_dir(self) -> Path:
         return self.root / "dedup" / "duplicates"
 
-    def unit_duplicates(self, unit: str) -> list[Path]:
-        """The duplicates rows of one ingest unit's samples (partitioned layout)."""
-        return sorted((self.duplicates_dir / unit).glob("*.parquet"))
-
     def duplicates_files(self) -> list[Path]:
         """The duplicates table as written by either dedup path: one file, or the part files."""
         if self.duplicates.exists():

@@ -57,7 +57,6 @@ COPYRIGHT = "copyright"  # copyright notice (XMP dc:rights, EXIF Copyright, IPTC
 # training shard (those are EXPORT_SHARD / EXPORT_MEMBER), hence the prefix.
 SHARD = "staged_shard"
 MEMBER = "staged_member"
-STAGED_SHARD, STAGED_MEMBER = SHARD, MEMBER
 
 # Scores written by model stages (filters/).
 CLIP_SCORE = "clip_score"
@@ -208,9 +207,8 @@ class Status:
         INVALID_INPUT_ROW,
         FAILED_TO_RESIZE,
     )
-    # Opt-outs and blocks: the rows a dataset card must account for.
+    # Opt-outs: the rows a dataset card must account for.
     OPT_OUTS = (DISALLOWED_BY_ROBOTS, DISALLOWED_BY_ROBOTS_TXT, DISALLOWED_BY_TDMREP)
-    BLOCKS = (BLOCKED_HASH_MATCH, BLOCKED_ADDRESS)
     # Worth another attempt later (network trouble, not the content).
     RETRYABLE = (FAILED_TO_DOWNLOAD,)
 

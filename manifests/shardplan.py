@@ -20,14 +20,6 @@ class ShardRange:
     stop: int
 
 
-def plan_ranges(kept_counts: dict[str, int], shard_size: int) -> list[list[ShardRange]]:
-    """Consecutive shards of ``shard_size`` kept rows (the last may be short) over the partitions."""
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    total = sum(kept_counts.values())
-    return plan_sizes(kept_counts, [min(shard_size, total - start) for start in range(0, total, shard_size)])
-
-
 def plan_sizes(kept_counts: dict[str, int], sizes: list[int]) -> list[list[ShardRange]]:
     """Shards of the given ``sizes`` (``manifests.export.shard_sizes``) over the partitions' kept rows."""
     if sum(sizes) != sum(kept_counts.values()):

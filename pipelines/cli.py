@@ -27,7 +27,7 @@ LOCKED_EXIT = 75  # EX_TEMPFAIL: another driver holds the run directory; try aga
 DISK_FULL_EXIT = 74  # EX_IOERR: the output volume is full; rerun after freeing space
 
 if TYPE_CHECKING:
-    from pipelines.run import Run
+    from pipelines.prepared import Run
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:

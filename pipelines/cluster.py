@@ -12,13 +12,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pipelines.config import ConfigError, RunConfig, StageResources
+from pipelines.config import READ_NUM_CPUS, ConfigError, RunConfig, StageResources
 
 log = logging.getLogger(__name__)
 
-# CPUs of each task that reads staged images for the model stages: they run beside the actor pools,
-# so they count in the check below (a full CPU each left small clusters deadlocked: pools up, no reader).
-READ_NUM_CPUS = 0.5
 READER = "the staged-image reader (and the decode stage fused with it)"
 
 # Restarts are left to Ray Data's actor pools, which restart a dead actor (node lost, OOM kill) and

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
-from dedup.partitioned import Tasks, eligible_dir
+from dedup.partitioned import eligible_dir
+from dedup.plan import Tasks
 from dedup.survivors import ELIGIBLE
 from filters.config import FiltersConfig
 from filters.decide import decide as apply_decision
@@ -28,7 +29,8 @@ from manifests.layout import RunLayout
 from manifests.parts import conform_file, unified
 from manifests.schema import INGEST_SCHEMA
 from pipelines.config import RunConfig
-from pipelines.repick import Duplicates, by_tasks, in_one_process, join_duplicates, rules_digest
+from pipelines.phase_inputs import rules_digest
+from pipelines.repick import Duplicates, by_tasks, in_one_process, join_duplicates
 
 
 # --- assembling rows: ingest rows + scores + duplicates ------------------------------------------

@@ -12,8 +12,7 @@ import ray
 
 from manifests import schema as col
 from manifests.decode import DecodePlan, check_needs, decode_batch, plan_decode
-from pipelines.cluster import READ_NUM_CPUS
-from pipelines.config import ConfigError, RunConfig, StageResources
+from pipelines.config import READ_NUM_CPUS, ConfigError, RunConfig, StageResources
 
 DECODE = "decode"  # its resources.stages key
 

@@ -25,7 +25,8 @@ from manifests.layout import RunLayout
 from pipelines import score_units
 
 if TYPE_CHECKING:
-    from pipelines.run import Run
+    from pipelines.config import RunConfig
+    from pipelines.prepared import Run
 
 # The phases each phase reads, besides its config.
 UPSTREAM = {"ingest": (), "score": ("ingest",), "dedup": ("ingest", "score"), "decide": ("ingest", "score", "dedup"),
@@ -47,10 +48,14 @@ def output_of(layout: RunLayout, phase: str) -> str | None:
     return None if found is None else found.get("output", LEGACY)
 
 
+def rules_digest(config: RunConfig) -> str:
+    """What the survivors depend on: every filter rule and the dedup settings."""
+    rules = {"filters": config.filters.model_dump(mode="json"), "dedup": config.dedup.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
+
+
 def config_digest(run: Run, phase: str) -> str:
     """The digest of the part of the config ``phase`` reads (resources never enter: they change no result)."""
-    from pipelines.repick import rules_digest
-
     config = run.local
     if phase == "score":
         return score_units.stages_digest(list(run.score_specs))

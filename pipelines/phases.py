@@ -32,7 +32,7 @@ from pipelines.decode import add_decode
 from pipelines.stages import StageSpec
 
 if TYPE_CHECKING:
-    from pipelines.run import Run
+    from pipelines.prepared import Run
 
 STAGED_IMAGE_EXTS = ("jpg", "png", "webp")
 UNIT = "unit"  # the ingest unit of a caption row: its hive partition under caption/captions/

@@ -1,7 +1,7 @@
 """``thresher reexport RUN``: a new decision over a finished run's manifest, part by part, and its own shards.
 
 No model and no Ray: the steps are the decide and export phases' task functions run one after another
-in this process (``dedup.partitioned.local_tasks``), so memory follows one manifest part (one ingest
+in this process (``dedup.plan.local_tasks``), so memory follows one manifest part (one ingest
 unit), not the run. The source run is only read; ``manifests.reexport`` says where the export goes.
 
 1. Survivors: when the new rules equal the run's, the manifest's duplicate columns stand; else they are
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dedup.partitioned import local_tasks
+from dedup.plan import local_tasks
 from filters.config import FiltersConfig
 from manifests import reexport as target_dir
 from manifests.export import shard_sizes, write_sizes

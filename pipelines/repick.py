@@ -11,8 +11,6 @@ The result is a ``Duplicates``: where each part's duplicates rows are.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
 from pipelines import decision
+from pipelines.phase_inputs import marker, rules_digest
 from pipelines.config import RunConfig, load_config
 
 Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]
@@ -71,18 +70,10 @@ def join_duplicates(frame: pl.LazyFrame, files: list[Path] | None) -> pl.LazyFra
                       on=col.SAMPLE_ID, how="left", maintain_order="left")
 
 
-def rules_digest(config: RunConfig) -> str:
-    """What the survivors depend on: every filter rule and the dedup settings."""
-    rules = {"filters": config.filters.model_dump(mode="json"), "dedup": config.dedup.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
-
-
 def decided_rules(run: Path) -> str:
     """The rules digest ``run``'s manifest was decided under: its decide phase's record, else (a re-export, an
     older run) its config's. Not simply config.yaml's: ``thresher score RUN --set ...`` records a config
     that no decision has applied yet."""
-    from pipelines.phase_inputs import marker
-
     found = marker(RunLayout.at(run), "decide") or {}
     return found.get("inputs", {}).get("config") or rules_digest(load_config(run))
 

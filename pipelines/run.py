@@ -30,24 +30,12 @@ from manifests.layout import RunLayout
 from pipelines import console, cpufit, cluster, phase_inputs, report, runlock
 from pipelines.cluster import Pool, decode_pool, dedup_pools, stage_pools
 from pipelines.config import ConfigError, ResourcesConfig, RunConfig, absolute_paths, dump_config
+from pipelines.prepared import Run
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pipelines.stages import StageSpec
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run, prepared once. ``config`` is as given (``output_dir`` may be a URI); ``local`` is the same
-    config with URI paths replaced by their local working copies, which is what every phase reads."""
-
-    config: RunConfig
-    local: RunConfig
-    layout: RunLayout
-    score_specs: tuple[StageSpec, ...]
-    caption_specs: tuple[StageSpec, ...]
-    retry_failed: bool = False  # ingest refetches only rows whose status is retryable
 
 
 @dataclass(frozen=True)
@@ -154,14 +142,6 @@ def prepare(config: RunConfig, retry_failed: bool = False) -> Run:
     update_run_json(layout.run_json, config=config.model_dump(mode="json"), versions=report.versions(),
                     git_revision=report.git_revision())
     return Run(config, local, layout, tuple(score_specs), tuple(caption_specs), retry_failed)
-
-
-def with_score_stages(run: Run, specs: list[StageSpec]) -> Run:
-    """The run with other score stages (tests and benchmarks plug in their own), checked like the configured ones."""
-    from pipelines.stages import check_stages
-
-    check_stages(run.config, specs)
-    return dataclasses.replace(run, score_specs=tuple(specs))
 
 
 def sync(run: Run) -> None:

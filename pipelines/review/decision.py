@@ -29,6 +29,7 @@ from manifests.layout import RunLayout
 from manifests.plots import reason_counts
 from manifests.tune import TuneReport
 from pipelines import repick
+from pipelines.phase_inputs import rules_digest
 from pipelines.config import RunConfig, load_config
 
 REASON = "reason"
@@ -100,7 +101,7 @@ class LiveDecision:
 
     def survivors(self, config: RunConfig) -> tuple[str, repick.Duplicates | None]:
         """The duplicates rows under ``config``'s rules, re-picked once per rules digest (as tune does)."""
-        digest = repick.rules_digest(config)
+        digest = rules_digest(config)
         if digest not in self._survivors:
             work = tempfile.TemporaryDirectory(prefix="thresher-review-")
             found, _ = repick.for_manifest(self.run, self.parts, config, Path(work.name), repick.in_process)

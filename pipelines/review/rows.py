@@ -26,8 +26,6 @@ from pipelines.review.decision import in_order
 INDEX = "row"
 PAGE = 60
 CAPTIONS_KEPT = 8  # caption searches kept (a Boolean per row each)
-CARD_COLUMNS = (col.SAMPLE_ID, col.STATUS, col.CAPTION, col.URL, col.KEEP, col.REJECT_REASONS, col.SHARD,
-                col.MEMBER, col.DUPLICATE_OF)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.random_models import save_random
+from support.random_models import save_random
 
 
 def encode_jpeg(array: np.ndarray) -> bytes:

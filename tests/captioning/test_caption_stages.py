@@ -131,7 +131,7 @@ def test_on_a_gpu_the_stage_loads_in_half_precision_and_keeps_the_forced_length(
 
 
 def test_a_blip2_checkpoint_without_image_tokens_is_refused_at_load(tmp_path: Path) -> None:
-    from captioning.random_models import build_blip2
+    from support.random_models import build_blip2
 
     model, processor = build_blip2()
     model.config.image_token_index = None  # the layout of checkpoints saved before image placeholder tokens

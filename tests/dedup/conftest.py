@@ -7,7 +7,7 @@ import random
 import pytest
 
 from manifests.images import decode_rgb
-from dedup.synthetic import near_duplicates
+from support.dedup_synthetic import near_duplicates
 from pipelines.corpus import jpeg, load_photos, png
 from tests.dedup.runs import Item
 

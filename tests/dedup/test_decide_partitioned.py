@@ -7,7 +7,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from dedup.partitioned import local_tasks, run_partitioned
+from dedup.partitioned import run_partitioned
+from dedup.plan import local_tasks
 from dedup.run import run_dedup
 from filters.decide import decide as apply_decision
 from manifests import schema as col

@@ -10,7 +10,8 @@ import torch
 
 from dedup import gpujoin, ivfjoin
 from dedup.config import DedupConfig
-from dedup.partitioned import local_tasks, run_partitioned
+from dedup.partitioned import run_partitioned
+from dedup.plan import local_tasks
 from dedup.run import run_dedup
 from pipelines.cluster import check_pools, dedup_pools
 from pipelines.config import ConfigError, RunConfig

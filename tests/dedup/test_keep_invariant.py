@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dedup.cluster import PAIRS_SCHEMA, cluster, with_kind
-from dedup.detectors import equal_key_pairs
+from dedup.cluster import equal_key_pairs
 from dedup.keep import check_keep_invariant, union_find
 from dedup.run import ELIGIBLE
 from manifests import schema as col

@@ -7,7 +7,7 @@ import polars as pl
 
 from dedup.cluster import cluster
 from dedup.config import MinHashConfig
-from dedup.detectors import named_pairs
+from dedup.cluster import named_pairs
 from dedup.artefacts import SampleIndex
 from dedup.keep import check_keep_invariant
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify

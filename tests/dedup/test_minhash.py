@@ -20,7 +20,7 @@ from dedup.config import MinHashConfig
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
 from dedup.minhash import CaptionMinHasher, MinHasher
 from dedup.shingles import NON_WORD, ShingleHasher, Shingles, hash32, normalise, normalised, shingles
-from dedup.synthetic import captions
+from support.dedup_synthetic import captions
 from manifests import schema as col
 
 _rng = random.Random(5)

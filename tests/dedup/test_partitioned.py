@@ -10,7 +10,7 @@ import pytest
 from dedup.config import DedupConfig
 from dedup.partitioned import run_partitioned
 from dedup.run import ELIGIBLE, run_dedup
-from dedup.scalegen import write_part
+from support.scalegen import write_part
 from dedup.shuffle import scan_parts
 from manifests import schema as col
 from manifests.layout import RunLayout
@@ -81,7 +81,8 @@ def test_buckets_sized_by_bytes_equal_one_process(tmp_path, reference):
 def test_components_equal_union_find_on_chains_and_stars(tmp_path, buckets):
     from dedup import components as cc
     from dedup.cluster import union_find
-    from dedup.partitioned import Plan, components
+    from dedup.partitioned import components
+    from dedup.plan import Plan
 
     rng = np.random.default_rng(7)
     n = 600
@@ -132,7 +133,7 @@ def test_list_join_probing_every_list_equals_exact_search(tmp_path, detectors):
 
 def _add_embeddings(layout: RunLayout) -> None:
     """16-d unit vectors: planted copies of the pHash sources get their source's vector plus noise."""
-    from dedup.scalegen import sources
+    from support.scalegen import sources
 
     for path in layout.score_files():
         frame = pl.read_parquet(path)

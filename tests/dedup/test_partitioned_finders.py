@@ -11,9 +11,11 @@ import pyarrow as pa
 import pytest
 
 from dedup.config import DedupConfig
-from dedup.partitioned import local_tasks, run_partitioned
-from dedup.run import centroid_dir, centroid_path, run_dedup
-from dedup.scalegen import sources, write_part
+from dedup.partitioned import run_partitioned
+from dedup.plan import local_tasks
+from dedup.run import run_dedup
+from dedup.survivors import centroid_dir, centroid_path
+from support.scalegen import sources, write_part
 from dedup.semantic import CENTROID_DISTANCE
 from dedup.survivors import with_centroid_distance
 from manifests import schema as col

@@ -18,7 +18,7 @@ from dedup.config import ExactConfig, PdqConfig, PHashConfig, SearchConfig
 from dedup.content import centre_crop
 from manifests.images import crop_to_box, parse_box
 from dedup.detectors import pdq_pairs, phash_pairs
-from dedup.evalset import low_texture_set
+from support.evalset import low_texture_set
 from dedup.pdq import PdqHasher
 from dedup.phash import PerceptualHasher
 from dedup.pixels import PixelHasher

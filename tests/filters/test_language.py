@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from bench.language_captions import labelled
+from support.language_captions import labelled
 from filters.config import FiltersConfig, LanguageConfig, RulesConfig
 from filters.decide import decide
 from filters.language import UNDETERMINED, CaptionLanguageIdentifier, identify, load_detector

@@ -7,7 +7,7 @@ import multiprocessing
 
 import numpy as np
 
-from bench.shm_feed import SLOT, Ring, decode_into, slot_bytes
+from support.shm_feed import SLOT, Ring, decode_into, slot_bytes
 from filters.clip import needs
 from filters.config import ClipScorerConfig
 from manifests.decode import decode_batch, plan_decode

@@ -16,7 +16,7 @@ from filters.decide import decide, reason_exprs
 from manifests import schema as col
 from manifests.reexport import read_manifest
 from manifests.schema import Reason, Status
-from manifests.synthetic import chunk
+from support.manifest_synthetic import chunk
 from manifests.tune import retune
 
 

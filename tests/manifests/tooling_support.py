@@ -15,7 +15,7 @@ from filters.config import AestheticConfig, ClipScorerConfig, FiltersConfig, Nsf
 from filters.decide import decide
 from manifests import schema as col
 from manifests.layout import RunLayout
-from manifests.synthetic import write_manifest
+from support.manifest_synthetic import write_manifest
 from pipelines.config import build_config, dump_config
 
 REPO = Path(__file__).resolve().parents[2]
