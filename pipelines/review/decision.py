@@ -29,8 +29,8 @@ from manifests.layout import RunLayout
 from manifests.plots import reason_counts
 from manifests.tune import TuneReport
 from pipelines import repick
-from pipelines.phase_inputs import rules_digest
 from pipelines.config import RunConfig, load_config
+from pipelines.phase_inputs import rules_digest
 
 REASON = "reason"
 ROW = "_review_row"
