@@ -25,6 +25,7 @@ from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
 
 LOCKED_EXIT = 75  # EX_TEMPFAIL: another driver holds the run directory; try again when it ends
 DISK_FULL_EXIT = 74  # EX_IOERR: the output volume is full; rerun after freeing space
+UNAVAILABLE_EXIT = 69  # EX_UNAVAILABLE: the object store of output_dir did not answer; rerun once it is back
 
 if TYPE_CHECKING:
     from pipelines.run import Run
@@ -190,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFull as exc:
         print(f"thresher: {exc}", file=sys.stderr)
         return DISK_FULL_EXIT
+    except storage.StoreUnreachable as exc:
+        print(f"thresher: {exc}", file=sys.stderr)
+        return UNAVAILABLE_EXIT
     except Preempted as exc:
         print(f"thresher: stopped by {exc} before the end; committed units are kept: rerun the same command "
               f"to resume", file=sys.stderr)
