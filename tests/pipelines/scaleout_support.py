@@ -116,8 +116,10 @@ TIMES = (col.FETCHED_AT,)  # the only columns a rerun or a retried task may chan
 
 
 def manifest_rows(layout: RunLayout) -> pl.DataFrame:
-    """The run's manifest without its time columns, in sample_id order: what a fault-free run must equal."""
+    """The run's manifest without its time columns, in sample_id order: what a fault-free run must equal. The
+    input file is named by its file name: a fault-free run may read the same list from another folder."""
     frame = pl.concat([pl.read_parquet(p) for p in layout.manifest_files()], how="diagonal_relaxed")
+    frame = frame.with_columns(pl.col(col.SOURCE).str.extract(r"([^/]*)$"))
     return frame.drop([c for c in TIMES if c in frame.columns]).sort(col.SAMPLE_ID)
 
 
@@ -130,7 +132,8 @@ def shard_contents(layout: RunLayout) -> dict[str, dict[str, object]]:
                 key, ext = member.name.split(".", 1)
                 data = f.extractfile(member).read()
                 if ext == "json":
-                    data = {k: v for k, v in json.loads(data).items() if k not in TIMES}
+                    data = {k: Path(v).name if k == col.SOURCE and v else v for k, v in json.loads(data).items()
+                            if k not in TIMES}
                 found.setdefault(key, {})[ext] = data
     return found
 
