@@ -7,21 +7,69 @@ final manifest) are uploaded after the files they vouch for, so a crash mid-push
 commit file pointing at a missing object. Credentials come from the standard environment of each
 backend (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_ENDPOINT_URL`` for S3,
 ``GOOGLE_APPLICATION_CREDENTIALS`` for GCS).
+
+An object store that stops answering (a restart, a network cut) is waited for: every request to it is
+retried with exponential backoff for up to ``RETRY_S`` seconds, then the run ends with ``StoreUnreachable``,
+one line; the local copy is intact, so the same command resumes and uploads what is missing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tempfile
+import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import fsspec
 
 from manifests.io import write_json
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRY_S = 120.0  # how long a request is retried while the store does not answer
+BACKOFF_S = (1.0, 16.0)  # first wait, longest wait; each wait doubles
+# Errors that say the store is there but the request was wrong: retrying cannot help.
+PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 PUSHED = ".pushed.json"  # local record of what the URI already holds: relative path -> [size, mtime_ns]
 COMMIT_NAMES = ("_DONE", "manifest.parquet", "run.json")
+
+
+class StoreUnreachable(OSError):
+    """The object store did not answer for ``RETRY_S`` seconds; the message is one line and says to rerun."""
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """OSError (s3fs, gcsfs and aiohttp raise one for a refused or reset connection and a 5xx) and botocore's
+    connection and HTTP-client errors, which s3fs passes through unwrapped."""
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+    except ImportError:
+        return (OSError,)
+    return (OSError, BotoConnectionError, HTTPClientError)
+
+
+def retried(request: Callable[[], T], what: str, budget_s: float | None = None) -> T:
+    """``request()``, retried with exponential backoff while it fails transiently, for at most ``budget_s``
+    (default ``RETRY_S``); then StoreUnreachable naming ``what``."""
+    budget_s = RETRY_S if budget_s is None else budget_s
+    deadline, wait = time.monotonic() + budget_s, BACKOFF_S[0]
+    while True:
+        try:
+            return request()
+        except PERMANENT:
+            raise
+        except _transient_errors() as exc:
+            if time.monotonic() + wait > deadline:
+                raise StoreUnreachable(f"the object store did not answer for {budget_s:.0f} s ({what}: "
+                                       f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                                       f"the local copy is intact: rerun the same command once it is back") from exc
+            log.warning("object store: %s failed (%s); retrying in %.0f s", what, type(exc).__name__, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, BACKOFF_S[1])
 
 
 def is_uri(path: str) -> bool:
@@ -45,13 +93,13 @@ def fetch_input(uri: str, into: Path) -> Path:
     """Download an input file or folder to ``into``; returns the local path it now has."""
     fs, root = _fs(uri)
     target = into / Path(root).name
-    if not fs.exists(root):
+    if not retried(lambda: fs.exists(root), f"looking up {uri}"):
         raise FileNotFoundError(f"input.path: {uri} does not exist")
-    if fs.isdir(root):
-        for remote, info in fs.find(root, detail=True).items():
+    if retried(lambda: fs.isdir(root), f"looking up {uri}"):
+        for remote, info in retried(lambda: fs.find(root, detail=True), f"listing {uri}").items():
             _download(fs, remote, target / Path(remote).relative_to(root), info["size"])
     else:
-        _download(fs, root, target, fs.size(root))
+        _download(fs, root, target, retried(lambda: fs.size(root), f"looking up {uri}"))
     return target
 
 
@@ -61,7 +109,7 @@ def _download(fs: fsspec.AbstractFileSystem, remote: str, local: Path, size: int
         return False
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(f".{local.name}.download.tmp")
-    fs.get_file(remote, str(tmp))
+    retried(lambda: fs.get_file(remote, str(tmp)), f"downloading {remote}")
     tmp.replace(local)
     return True
 
@@ -90,10 +138,10 @@ def pull(uri: str, local: Path) -> int:
     """Download every object under ``uri`` that the local copy lacks; returns how many."""
     fs, root = _fs(uri)
     local.mkdir(parents=True, exist_ok=True)
-    if not fs.exists(root):
+    if not retried(lambda: fs.exists(root), f"looking up {uri}"):
         return 0
     pushed, count = _load_pushed(local), 0
-    for remote, info in fs.find(root, detail=True).items():
+    for remote, info in retried(lambda: fs.find(root, detail=True), f"listing {uri}").items():
         relative = Path(remote).relative_to(root).as_posix()
         target = local / relative
         count += _download(fs, remote, target, info["size"])
@@ -114,13 +162,15 @@ def push(local: Path, uri: str) -> int:
     stale = sorted(set(pushed) - set(current))
     steps = ([("rm", r) for r in stale if _is_commit(r)] + [("put", r) for r in changed if not _is_commit(r)]
              + [("rm", r) for r in stale if not _is_commit(r)] + [("put", r) for r in changed if _is_commit(r)])
-    for action, relative in steps:
-        if action == "put":
-            fs.put_file(str(local / relative), f"{root}/{relative}")
-            pushed[relative] = current[relative]
-        else:
-            if fs.exists(f"{root}/{relative}"):
-                fs.rm_file(f"{root}/{relative}")
-            pushed.pop(relative, None)
-    write_json(pushed, local / PUSHED)  # lost in a crash mid-push, it only costs re-uploading the same bytes
+    try:
+        for action, relative in steps:
+            remote = f"{root}/{relative}"
+            if action == "put":
+                retried(lambda: fs.put_file(str(local / relative), remote), f"uploading {remote}")
+                pushed[relative] = current[relative]
+            else:
+                retried(lambda: fs.rm_file(remote) if fs.exists(remote) else None, f"deleting {remote}")
+                pushed.pop(relative, None)
+    finally:  # what was uploaded before a failure is not uploaded again; lost in a crash, it costs only that
+        write_json(pushed, local / PUSHED)
     return len(steps)

@@ -19,12 +19,14 @@ from pipelines.config import ConfigError, load_config
 from pipelines.configdoc import add_config_command, config_command
 from pipelines.run import PHASE_NAMES
 from pipelines.diskspace import DiskFull
+from pipelines.nodeloss import NodeLost
 from pipelines.preempt import Preempted, stop_on_sigterm
 from pipelines.runlock import RunLocked
 from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
 
 LOCKED_EXIT = 75  # EX_TEMPFAIL: another driver holds the run directory; try again when it ends
 DISK_FULL_EXIT = 74  # EX_IOERR: the output volume is full; rerun after freeing space
+UNAVAILABLE_EXIT = 69  # EX_UNAVAILABLE: the object store or a node the run needs is gone; rerun once it is back
 
 if TYPE_CHECKING:
     from pipelines.prepared import Run
@@ -190,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFull as exc:
         print(f"thresher: {exc}", file=sys.stderr)
         return DISK_FULL_EXIT
+    except (storage.StoreUnreachable, NodeLost) as exc:
+        print(f"thresher: {exc}", file=sys.stderr)
+        return UNAVAILABLE_EXIT
     except Preempted as exc:
         print(f"thresher: stopped by {exc} before the end; committed units are kept: rerun the same command "
               f"to resume", file=sys.stderr)

@@ -57,6 +57,11 @@ class RayConfig(StrictModel):
         False, description="the cluster adds nodes on demand (KubeRay autoscaler): a resource shortage at start "
                            "is a warning, not an error"
     )
+    lost_node_wait_s: float = Field(
+        60.0, ge=0, description="a node lost mid-phase whose resources no live node has (a GPU, a custom resource): "
+                                "the phase ends after this long without one, in one line; a rerun resumes. Not "
+                                "with autoscaling, which adds the node"
+    )
 
 
 class DecodeConfig(StrictModel):

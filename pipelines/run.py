@@ -27,7 +27,7 @@ from filters.weights import FilterSetupError, check_filters
 from manifests import integrity, storage
 from manifests.io import update_run_json, write_json
 from manifests.layout import RunLayout
-from pipelines import console, cpufit, cluster, phase_inputs, report, runlock
+from pipelines import console, cpufit, cluster, nodeloss, phase_inputs, report, runlock
 from pipelines.cluster import Pool, decode_pool, dedup_pools, stage_pools
 from pipelines.config import ConfigError, ResourcesConfig, RunConfig, absolute_paths, dump_config
 from pipelines.prepared import Run
@@ -191,7 +191,8 @@ def run_phase(run: Run, name: str, fresh: bool = False) -> dict:
     layout.done_marker(name).unlink(missing_ok=True)
     layout.phase_dir(name).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = console.phase(name, current, run, idle=current.idle(run))
+    with nodeloss.watched(name, current.pools(run), run.config.ray):  # a lost node's pool: one line
+        result = console.phase(name, current, run, idle=current.idle(run))
     result["wall_s"] = round(time.perf_counter() - start, 3)
     result = phase_inputs.stamp(run, name, result, before, fresh)
     write_json(result, layout.done_marker(name))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import tarfile
 import subprocess
 import sys
 import time
@@ -110,10 +112,51 @@ def check_complete_run(root: Path, input_rows: int) -> pl.DataFrame:
 
 
 
+TIMES = (col.FETCHED_AT,)  # the only columns a rerun or a retried task may change
+
+
+def manifest_rows(layout: RunLayout) -> pl.DataFrame:
+    """The run's manifest without its time columns, in sample_id order: what a fault-free run must equal. The
+    input file is named by its file name: a fault-free run may read the same list from another folder."""
+    frame = pl.concat([pl.read_parquet(p) for p in layout.manifest_files()], how="diagonal_relaxed")
+    frame = frame.with_columns(pl.col(col.SOURCE).str.extract(r"([^/]*)$"))
+    return frame.drop([c for c in TIMES if c in frame.columns]).sort(col.SAMPLE_ID)
+
+
+def shard_contents(layout: RunLayout) -> dict[str, dict[str, object]]:
+    """key -> {ext: bytes, or the parsed JSON without its times} over every exported shard."""
+    found: dict[str, dict[str, object]] = {}
+    for tar in sorted(layout.shards_dir.glob("*.tar")):
+        with tarfile.open(tar) as f:
+            for member in f.getmembers():
+                key, ext = member.name.split(".", 1)
+                data = f.extractfile(member).read()
+                if ext == "json":
+                    data = {k: Path(v).name if k == col.SOURCE and v else v for k, v in json.loads(data).items()
+                            if k not in TIMES}
+                found.setdefault(key, {})[ext] = data
+    return found
+
+
+def check_same_dataset(run: RunLayout, reference: RunLayout) -> None:
+    """The fault matrix's check against a fault-free run: manifest rows (every column but times, so the kept
+    set too) and shard contents by key."""
+    ours, theirs = manifest_rows(run), manifest_rows(reference)
+    assert ours.columns == theirs.columns, (ours.columns, theirs.columns)
+    differ = [name for name in ours.columns if not ours[name].equals(theirs[name])]
+    assert ours.height == theirs.height and not differ, f"manifest columns differ from the fault-free run: {differ}"
+    shards, expected = shard_contents(run), shard_contents(reference)
+    assert shards.keys() == expected.keys(), "the shards hold other keys than the fault-free run's"
+    assert shards == expected, [k for k in shards if shards[k] != expected[k]][:5]
+
+
 @contextmanager
-def photo_run(out: Path, rows: int) -> Iterator[RunLayout]:
+def photo_run(out: Path, rows: int, overrides: tuple[str, ...] = (), port: int = 0,
+              url_list: Path | None = None) -> Iterator[RunLayout]:
     """A finished ``thresher run`` of the corpus's first ``rows`` photos, 10 rows a unit, 8 a shard, on the
-    session's Ray; its origin stays up while the block runs, so a rerun can crawl a unit again."""
+    session's Ray; its origin stays up while the block runs, so a rerun can crawl a unit again. Two runs
+    served on the same ``port`` from the same ``url_list`` (written by the first) have the same input, so their
+    manifests can be compared."""
     from pipelines import run as runner
     from pipelines.config import build_config
     from pipelines.corpus import build_corpus
@@ -121,9 +164,12 @@ def photo_run(out: Path, rows: int) -> Iterator[RunLayout]:
 
     files, corpus_rows = build_corpus(0)
     photos = [r for r in corpus_rows if r.path.startswith("/img/")][:rows]
-    with serve_files(files) as base_url:
-        data = demo_config(write_url_list(photos, base_url, out / "urls.parquet"), out / "run")
+    with serve_files(files, port=port) as base_url:
+        url_list = url_list or out / "urls.parquet"
+        if not url_list.exists():
+            write_url_list(photos, base_url, url_list)
+        data = demo_config(url_list, out / "run")
         data["input"]["rows_per_shard"] = 10
         data["export"]["shard_size"] = 8
-        runner.run(build_config(data))
+        runner.run(build_config(data, list(overrides)))
         yield RunLayout.at(out / "run")

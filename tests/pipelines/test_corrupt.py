@@ -4,28 +4,23 @@ fault-free dataset (manifest rows, kept set, shard contents by key), redoing onl
 
 from __future__ import annotations
 
-import json
 import shutil
-import tarfile
 from pathlib import Path
 from typing import Callable
 
-import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from manifests import schema as col
 from manifests.io import read_json
 from manifests.layout import RunLayout
 from pipelines import run as runner
 from pipelines.config import load_config
 from pipelines.runlock import LOCK_NAME
 from pipelines.score_units import DIGEST_KEY
-from scaleout_support import photo_run
+from scaleout_support import check_same_dataset, photo_run
 
 pytestmark = pytest.mark.slow
 ROWS = 20
-TIMES = (col.FETCHED_AT,)  # the only columns a rerun may change
 
 
 @pytest.fixture(scope="module")
@@ -33,25 +28,6 @@ def reference(ray_session, tmp_path_factory):
     """A fault-free run of 20 photos in two units; its origin stays up so a unit can be crawled again."""
     with photo_run(tmp_path_factory.mktemp("corrupt"), ROWS) as layout:
         yield layout
-
-
-def _manifest(layout: RunLayout) -> pl.DataFrame:
-    frame = pl.concat([pl.read_parquet(p) for p in layout.manifest_files()], how="diagonal_relaxed")
-    return frame.drop([c for c in TIMES if c in frame.columns]).sort(col.SAMPLE_ID)
-
-
-def _shards(layout: RunLayout) -> dict[str, dict[str, object]]:
-    """key -> {ext: bytes, or the parsed JSON without its times} over every exported shard."""
-    found: dict[str, dict[str, object]] = {}
-    for tar in sorted(layout.shards_dir.glob("*.tar")):
-        with tarfile.open(tar) as f:
-            for member in f.getmembers():
-                key, ext = member.name.split(".", 1)
-                data = f.extractfile(member).read()
-                if ext == "json":
-                    data = {k: v for k, v in json.loads(data).items() if k not in TIMES}
-                found.setdefault(key, {})[ext] = data
-    return found
 
 
 def _truncate(path: Path) -> None:
@@ -87,8 +63,7 @@ def test_a_corrupt_file_is_redone_and_the_run_ends_in_the_fault_free_dataset(ref
     if phase == "ingest":  # the re-staged unit only is scored again
         assert phases["score"]["units_run"] == (2 if "score" in redo else 1)
     assert stats == read_json(reference.run_json)["counts"]
-    assert _manifest(copy).equals(_manifest(reference))
-    assert _shards(copy) == _shards(reference)
+    check_same_dataset(copy, reference)
 
 
 def test_a_single_phase_command_stages_a_corrupt_unit_again_before_it_scores(reference: RunLayout,
@@ -100,4 +75,4 @@ def test_a_single_phase_command_stages_a_corrupt_unit_again_before_it_scores(ref
     assert copy.is_done("ingest") and read_json(copy.done_marker("ingest"))["units_run"] == 1
     assert result["units_run"] == 1
     assert runner.run_all(runner.prepare(load_config(copy.root))) == read_json(reference.run_json)["counts"]
-    assert _manifest(copy).equals(_manifest(reference)) and _shards(copy) == _shards(reference)
+    check_same_dataset(copy, reference)

@@ -22,7 +22,8 @@ import polars as pl
 import pytest
 
 from driver import NSFW_ACTOR, corpus
-from scaleout_support import check_complete_run, node_env, processes_named, start_driver
+from scaleout_support import (check_complete_run, check_same_dataset, node_env, processes_named, start_driver,
+                              wait_until)
 from manifests import schema as col
 from manifests.layout import RunLayout
 
@@ -83,29 +84,33 @@ def _ray_start(ns: str, env: dict, *args: str) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+def _processes_in(ns: str) -> list:
+    import psutil
+
+    procs = []
+    for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
+        try:
+            procs.append(psutil.Process(int(pid)))
+        except psutil.NoSuchProcess:
+            continue
+    return procs
+
+
 def _wait_watching(driver: subprocess.Popen, namespaces: tuple[str, ...], name: str,
                    timeout_s: float = 400) -> dict[str, set[int]]:
     """Wait for ``driver``, noting in which namespace (node) a process titled ``name`` runs meanwhile."""
-    import psutil
-
     seen: dict[str, set[int]] = {ns: set() for ns in namespaces}
     deadline = time.monotonic() + timeout_s
     while driver.poll() is None and time.monotonic() < deadline:
         for ns in namespaces:
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-            procs = []
-            for pid in pids:
-                try:
-                    procs.append(psutil.Process(int(pid)))
-                except psutil.NoSuchProcess:
-                    continue
-            seen[ns].update(p.pid for p in processes_named(procs, name))
+            seen[ns].update(p.pid for p in processes_named(_processes_in(ns), name))
         time.sleep(0.3)
     assert driver.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, "the run failed; see its driver log"
     return seen
 
 
-def test_demo_corpus_runs_on_a_two_node_cluster(namespaces, tmp_path: Path) -> None:
+def _start_cluster(namespaces: tuple[str, str, str]) -> dict[str, str]:
+    """The head (2 CPUs, the job server) and the worker node (1 CPU and ``gpu_node``); returns their environment."""
     head, worker, temp_dir = namespaces
     # Token auth with a token of this test only: independent of ~/.ray, and the cluster is not open.
     env = {**node_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -113,8 +118,18 @@ def test_demo_corpus_runs_on_a_two_node_cluster(namespaces, tmp_path: Path) -> N
     _ray_start(head, env, "--head", f"--node-ip-address={HEAD_IP}", f"--port={RAY_PORT}", "--num-cpus=2",
                "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={DASHBOARD_PORT}",
                f"--temp-dir={temp_dir}")
+    _join_worker(worker, env)
+    return env
+
+
+def _join_worker(worker: str, env: dict[str, str]) -> None:
     _ray_start(worker, env, f"--address={HEAD_IP}:{RAY_PORT}", f"--node-ip-address={WORKER_IP}", "--num-cpus=1",
                '--resources={"gpu_node": 1}')
+
+
+def test_demo_corpus_runs_on_a_two_node_cluster(namespaces, tmp_path: Path) -> None:
+    head, worker, _ = namespaces
+    env = _start_cluster(namespaces)
 
     # Submitted as a Ray job: the job server on the head runs the driver there (inside the head namespace).
     work = tmp_path / "work"
@@ -137,3 +152,63 @@ def test_demo_corpus_runs_on_a_two_node_cluster(namespaces, tmp_path: Path) -> N
     scored = manifest.filter(pl.col(col.STATUS) == "success")
     for name in (col.NSFW_PROB, col.TEXT_AREA_FRAC, col.OCR_TEXT, col.CAPTION_LANG, col.PHASH):
         assert scored[name].null_count() == 0, name
+
+
+# The driver run on the head directly (not through the job server), so a test sees its exit code.
+CLUSTER_RUN = ("--host", HEAD_IP, "--address", f"{HEAD_IP}:{RAY_PORT}",
+               "--set", "resources.stages.nsfw.resources={gpu_node: 1}", "--set", "ray.lost_node_wait_s=10")
+
+
+def _nsfw_mid_batch(worker: str) -> bool:
+    """An open_nsfw actor on the worker node is running a batch (Ray appends ``.submit`` to its title then)."""
+    import psutil
+
+    for proc in processes_named(_processes_in(worker), NSFW_ACTOR):
+        try:
+            if ".submit" in " ".join(proc.cmdline()):
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+@pytest.mark.faults
+def test_the_gpu_node_killed_mid_score_ends_in_one_line_and_a_rerun_on_a_new_node_ends_in_the_fault_free_dataset(
+        namespaces, tmp_path: Path) -> None:
+    """Fault cell "a worker node killed": its raylet and workers, mid-score, while it runs open_nsfw. Ray retries
+    the tasks and restarts the actors on the head, but open_nsfw asks for ``gpu_node``, which only the lost node
+    had: Ray would keep its actors pending forever, so the driver ends in one line (NodeLost) after
+    ``ray.lost_node_wait_s``; a new worker node joins, and the same command finishes the run, scoring only the
+    units not committed before, with the fault-free run's dataset."""
+    import psutil
+
+    head, worker, _ = namespaces
+    env = _start_cluster(namespaces)
+    on_head = ("ip", "netns", "exec", head)
+    reference = start_driver(tmp_path / "fault-free", 18611, *CLUSTER_RUN, prefix=on_head, env=env)
+    assert reference.wait(timeout=400) == 0, "the fault-free run failed; see its driver log"
+
+    work = tmp_path / "work"
+    layout = RunLayout.at(work / "run")
+    driver = start_driver(work, 18611, *CLUSTER_RUN, prefix=on_head, env=env)
+    wait_until(lambda: _nsfw_mid_batch(worker), driver, timeout_s=300)
+    for proc in _processes_in(worker):  # the node's raylet, its workers and agents: a lost machine
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    assert driver.wait(timeout=300) != 0
+    log = max(work.glob("driver-*.log"), key=lambda p: p.stat().st_mtime).read_text()
+    assert "NodeLost: a node left the cluster during score" in log and "gpu_node" in log, log[-3000:]
+    assert not layout.is_done("score")
+    scored_before = {p.name: p.stat().st_mtime_ns for p in layout.score_files()}
+
+    _join_worker(worker, env)  # a new node with the resource joins
+    again = start_driver(work, 18611, *CLUSTER_RUN, prefix=on_head, env=env)
+    assert again.wait(timeout=400) == 0, "the rerun failed; see its driver log"
+    check_same_dataset(layout, RunLayout.at(tmp_path / "fault-free" / "run"))
+    units = len(layout.staged_tars())
+    assert json.loads(layout.run_json.read_text())["phases"]["score"]["units_run"] == units - len(scored_before)
+    for path in layout.score_files():  # committed before the fault: kept, not redone
+        if path.name in scored_before:
+            assert path.stat().st_mtime_ns == scored_before[path.name]

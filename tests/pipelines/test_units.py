@@ -71,3 +71,36 @@ def test_push_mirrors_with_commit_files_last_and_pull_restores(tmp_path: Path, m
     assert storage.pull(uri, fresh) == 3
     assert (fresh / "ingest/_DONE").read_bytes() == b"ingest/_DONE"
     assert storage.push(fresh, uri) == 0  # what was pulled is known to be there
+
+
+def test_push_waits_out_a_store_that_stops_answering_then_ends_in_one_line(tmp_path: Path, monkeypatch,
+                                                                            caplog) -> None:
+    """A refused connection is retried with backoff until the store answers; past the budget the push ends in
+    StoreUnreachable (one line), and what was uploaded before is not uploaded again by the rerun."""
+    fs = fsspec.filesystem("memory")
+    uri = f"memory://thresher-{tmp_path.name}/run"
+    local = tmp_path / "staging"
+    for name in ("a.parquet", "b.parquet", "ingest/_DONE"):
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(name.encode())
+    monkeypatch.setattr(storage, "BACKOFF_S", (0.01, 0.04))
+    put, tries = fs.put_file, []
+
+    def flaky_put(lpath, rpath, **kw):  # refused twice, answered on the third try, then gone
+        tries.append(rpath)
+        if len(tries) != 3:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return put(lpath, rpath)
+
+    monkeypatch.setattr(fs, "put_file", flaky_put)
+    monkeypatch.setattr(storage, "RETRY_S", 0.2)
+    with pytest.raises(storage.StoreUnreachable) as failed:
+        storage.push(local, uri)  # a.parquet after two refusals; b.parquet never
+    message = str(failed.value)
+    assert "\n" not in message and "uploading" in message and "rerun the same command" in message
+    assert "retrying" in caplog.text
+    assert fs.exists(f"thresher-{tmp_path.name}/run/a.parquet")
+    assert not fs.exists(f"thresher-{tmp_path.name}/run/ingest/_DONE")  # the commit file waits for the data
+
+    monkeypatch.setattr(fs, "put_file", put)
+    assert storage.push(local, uri) == 2  # b.parquet and _DONE; a.parquet is known to be there
