@@ -15,6 +15,7 @@ one line; the local copy is intact, so the same command resumes and uploads what
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ RETRY_S = 120.0  # how long a request is retried while the store does not answer
 BACKOFF_S = (1.0, 16.0)  # first wait, longest wait; each wait doubles
 # Errors that say the store is there but the request was wrong: retrying cannot help.
 PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+LOCAL_FULL = (errno.ENOSPC, errno.EDQUOT)  # a download that filled the local volume: waiting cannot help
 PUSHED = ".pushed.json"  # local record of what the URI already holds: relative path -> [size, mtime_ns]
 COMMIT_NAMES = ("_DONE", "manifest.parquet", "run.json")
 
@@ -63,6 +65,8 @@ def retried(request: Callable[[], T], what: str, budget_s: float | None = None) 
         except PERMANENT:
             raise
         except _transient_errors() as exc:
+            if getattr(exc, "errno", None) in LOCAL_FULL:
+                raise  # this machine's disk, not the store: the run ends as a full disk does
             if time.monotonic() + wait > deadline:
                 raise StoreUnreachable(f"the object store did not answer for {budget_s:.0f} s ({what}: "
                                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import fsspec
@@ -104,3 +106,22 @@ def test_push_waits_out_a_store_that_stops_answering_then_ends_in_one_line(tmp_p
 
     monkeypatch.setattr(fs, "put_file", put)
     assert storage.push(local, uri) == 2  # b.parquet and _DONE; a.parquet is known to be there
+
+
+def test_a_full_local_disk_during_a_download_is_not_waited_out_as_the_store(tmp_path: Path, monkeypatch) -> None:
+    """ENOSPC writing the local copy is this machine's volume: raised at once (the full-disk line), not retried
+    for two minutes and then blamed on the object store."""
+    fs = fsspec.filesystem("memory")
+    uri = f"memory://thresher-{tmp_path.name}/run"
+    fs.pipe(f"thresher-{tmp_path.name}/run/a.parquet", b"a")
+    tries = []
+
+    def full(rpath, lpath, **kw):
+        tries.append(rpath)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fs, "get_file", full)
+    with pytest.raises(OSError) as failed:
+        storage.pull(uri, tmp_path / "local")
+    assert failed.value.errno == errno.ENOSPC and not isinstance(failed.value, storage.StoreUnreachable)
+    assert len(tries) == 1
