@@ -80,6 +80,8 @@ CELLS = (
          "_exactly_one_wins", "stale lock taken over once", "0", "one winner"),
     Cell("7 SIGTERM (preemption)", "ingest", "test_preempt.py::test_sigterm_mid_ingest_exits_143_and_the_same"
          "_command_resumes", RERUN, "units not committed before", "complete run (every row once)"),
+    Cell("7 SIGTERM (preemption)", "score", "test_preempt.py::test_sigterm_mid_score_exits_143_and_the_same"
+         "_command_resumes", RERUN, "score units not committed before", "complete run (every row once)"),
     Cell("driver kill -9", "ingest, score", "test_crash.py::test_driver_killed_mid_ingest_then_mid_score_then"
          "_resumed", RERUN, "units not committed before", "complete run + fault-free scores"),
 )

@@ -1,5 +1,6 @@
-"""SIGTERM to the driver mid-ingest: it exits 143 in one line, keeps what was committed, leaves no Ray behind,
-and the same command resumes to the same complete run without redoing committed units."""
+"""SIGTERM to the driver mid-ingest and mid-score (the open_nsfw actors up): it exits 143 in one line, keeps what
+was committed, leaves no Ray behind, and the same command resumes to the same complete run without redoing
+committed units."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ import yaml
 from PIL import Image
 from skimage import data
 
+from driver import NSFW_ACTOR
 from manifests.layout import RunLayout
-from scaleout_support import check_complete_run
+from scaleout_support import check_complete_run, descendants, processes_named
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -70,15 +72,16 @@ def _thresher(config: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_sigterm_mid_ingest_exits_143_and_the_same_command_resumes(config):
-    layout = RunLayout.at(yaml.safe_load(config.read_text())["output_dir"])
-    proc = _thresher(config)
+def _wait_for(proc: subprocess.Popen, ready) -> None:
     deadline = time.monotonic() + 300
-    while not (layout.staged_dir.exists() and list(layout.staged_dir.glob("*.parquet"))):
+    while not ready():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
         time.sleep(0.1)
-    committed = {p.name: p.stat().st_mtime_ns for p in layout.staged_dir.glob("*.parquet")}
-    assert len(committed) < ROWS // 4  # the crawl is still going: the signal lands mid-phase
+
+
+def _stop_and_resume(proc: subprocess.Popen, config: Path, layout: RunLayout, committed: dict[Path, int]) -> None:
+    """SIGTERM now: exit 143 in one line, Ray and the lock gone; then the same command completes the run and
+    leaves every file in ``committed`` (path -> mtime) as it was."""
     ray_processes = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=90)
@@ -94,5 +97,28 @@ def test_sigterm_mid_ingest_exits_143_and_the_same_command_resumes(config):
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
     check_complete_run(layout.root, ROWS)
-    for name, mtime in committed.items():  # committed units were not redone
-        assert (layout.staged_dir / name).stat().st_mtime_ns == mtime
+    for path, mtime in committed.items():  # committed units were not redone
+        assert path.stat().st_mtime_ns == mtime, path
+
+
+def test_sigterm_mid_ingest_exits_143_and_the_same_command_resumes(config):
+    layout = RunLayout.at(yaml.safe_load(config.read_text())["output_dir"])
+    proc = _thresher(config)
+    _wait_for(proc, lambda: layout.staged_dir.exists() and list(layout.staged_dir.glob("*.parquet")))
+    committed = {p: p.stat().st_mtime_ns for p in layout.staged_dir.glob("*.parquet")}
+    assert len(committed) < ROWS // 4  # the crawl is still going: the signal lands mid-phase
+    _stop_and_resume(proc, config, layout, committed)
+
+
+@pytest.mark.faults
+def test_sigterm_mid_score_exits_143_and_the_same_command_resumes(config):
+    """The signal lands once the open_nsfw actors are up, before score is done: units scored by then are kept,
+    the others are scored by the rerun."""
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "filters": {"nsfw": {"enabled": True}}}))
+    layout = RunLayout.at(settings["output_dir"])
+    proc = _thresher(config)
+    _wait_for(proc, lambda: layout.is_done("ingest") and processes_named(descendants(proc), NSFW_ACTOR))
+    committed = {p: p.stat().st_mtime_ns for p in [*layout.staged_dir.glob("*.parquet"), *layout.score_files()]}
+    assert not layout.is_done("score")  # the signal lands mid-phase
+    _stop_and_resume(proc, config, layout, committed)
