@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
-import tarfile
 import subprocess
+import tarfile
 import sys
 import time
 from pathlib import Path
@@ -46,14 +47,14 @@ def start_driver(work: Path, port: int, *extra: str, prefix: tuple[str, ...] = (
                             start_new_session=True)
 
 
-def wait_until(check: Callable[[], bool], proc: subprocess.Popen, timeout_s: float = 180) -> None:
+def wait_until(check: Callable[[], bool], proc: subprocess.Popen, timeout_s: float = 180, poll_s: float = 0.1) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if proc.poll() is not None:
             raise AssertionError(f"driver exited ({proc.returncode}) before the moment to kill it")
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the moment to kill the driver")
-        time.sleep(0.1)
+        time.sleep(poll_s)
 
 
 def processes_named(procs: list, name: str) -> list:
@@ -84,6 +85,7 @@ def crash(proc: subprocess.Popen) -> set[int]:
     ids of the Ray processes that were alive and were killed."""
     import psutil
 
+    proc.send_signal(signal.SIGSTOP)  # frozen at once: it commits nothing more while its children are listed
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.kill()
     proc.wait()

@@ -49,7 +49,7 @@ def test_driver_killed_mid_ingest_then_mid_score_then_resumed(tmp_path: Path) ->
     # Units come out of the stages together only once every stage's actors are up: this run gets that far.
     third = start_driver(work, port, *NO_OCR)
     scored_earlier = len(layout.score_files())
-    wait_until(lambda: len(layout.score_files()) > scored_earlier, third, timeout_s=300)
+    wait_until(lambda: len(layout.score_files()) > scored_earlier, third, timeout_s=300, poll_s=0.01)
     crash(third)
     scored_before = {p.name: p.stat().st_mtime_ns for p in layout.score_files()}
     assert not layout.is_done("score"), "the kill should land in the middle of score"
