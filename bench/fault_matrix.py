@@ -51,6 +51,8 @@ CELLS = (
     Cell("1 worker node killed", "score",
          "test_multinode.py::test_the_gpu_node_killed_mid_score_ends_in_one_line_and_a_rerun_on_a_new_node_ends_in"
          "_the_fault_free_dataset", RERUN, "units not committed before the kill"),
+    Cell("1 worker node killed", "dedup", "test_multinode.py::test_a_worker_node_killed_mid_dedup_is_survived_by"
+         "_itself_and_the_run_ends_in_the_fault_free_dataset", RECOVERED, "the lost node's tasks"),
     Cell("2 model actor killed", "score", "test_actor_kill.py::test_a_model_actor_killed_mid_batch_is_restarted_and"
          "_the_run_ends_in_the_fault_free_dataset[score]", RECOVERED, "the batch in flight"),
     Cell("2 model actor killed", "caption", "test_actor_kill.py::test_a_model_actor_killed_mid_batch_is_restarted"

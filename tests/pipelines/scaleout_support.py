@@ -7,8 +7,8 @@ import os
 import signal
 import socket
 import subprocess
-import tarfile
 import sys
+import tarfile
 import time
 from pathlib import Path
 from contextlib import contextmanager

@@ -212,3 +212,31 @@ def test_the_gpu_node_killed_mid_score_ends_in_one_line_and_a_rerun_on_a_new_nod
     for path in layout.score_files():  # committed before the fault: kept, not redone
         if path.name in scored_before:
             assert path.stat().st_mtime_ns == scored_before[path.name]
+
+
+@pytest.mark.faults
+def test_a_worker_node_killed_mid_dedup_is_survived_by_itself_and_the_run_ends_in_the_fault_free_dataset(
+        namespaces, tmp_path: Path) -> None:
+    """Fault cell "a worker node killed" where no pool needs what only that node had: once score is done, the
+    worker node (its raylet, workers and agents) is killed while the dedup tasks run on both nodes. Ray
+    retries the lost tasks on the head; the same driver finishes, with the fault-free run's dataset."""
+    import psutil
+
+    head, worker, _ = namespaces
+    env = _start_cluster(namespaces)
+    on_head = ("ip", "netns", "exec", head)
+    reference = start_driver(tmp_path / "fault-free", 18612, *CLUSTER_RUN, prefix=on_head, env=env)
+    assert reference.wait(timeout=400) == 0, "the fault-free run failed; see its driver log"
+
+    work = tmp_path / "work"
+    layout = RunLayout.at(work / "run")
+    driver = start_driver(work, 18612, *CLUSTER_RUN, prefix=on_head, env=env)
+    wait_until(lambda: layout.is_done("score"), driver, timeout_s=400)
+    for proc in _processes_in(worker):  # a lost machine
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    assert not layout.is_done("dedup"), "the kill should land in the middle of dedup"
+    assert driver.wait(timeout=400) == 0, "the run did not survive the lost node; see its driver log"
+    check_same_dataset(layout, RunLayout.at(tmp_path / "fault-free" / "run"))
