@@ -172,6 +172,29 @@ def _nsfw_mid_batch(worker: str) -> bool:
     return False
 
 
+def _fault_free_then_started(namespaces, tmp_path: Path, port: int):
+    """The cluster, a fault-free run of the demo corpus to compare with, then the run a fault will hit, started:
+    returns (its driver, its layout, the cluster's environment)."""
+    head, _, _ = namespaces
+    env = _start_cluster(namespaces)
+    on_head = ("ip", "netns", "exec", head)
+    reference = start_driver(tmp_path / "fault-free", port, *CLUSTER_RUN, prefix=on_head, env=env)
+    assert reference.wait(timeout=400) == 0, "the fault-free run failed; see its driver log"
+    work = tmp_path / "work"
+    return start_driver(work, port, *CLUSTER_RUN, prefix=on_head, env=env), RunLayout.at(work / "run"), env
+
+
+def _lose_node(ns: str) -> None:
+    """Kill the node's raylet, its workers and agents: a lost machine."""
+    import psutil
+
+    for proc in _processes_in(ns):
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 @pytest.mark.faults
 def test_the_gpu_node_killed_mid_score_ends_in_one_line_and_a_rerun_on_a_new_node_ends_in_the_fault_free_dataset(
         namespaces, tmp_path: Path) -> None:
@@ -180,23 +203,12 @@ def test_the_gpu_node_killed_mid_score_ends_in_one_line_and_a_rerun_on_a_new_nod
     had: Ray would keep its actors pending forever, so the driver ends in one line (NodeLost) after
     ``ray.lost_node_wait_s``; a new worker node joins, and the same command finishes the run, scoring only the
     units not committed before, with the fault-free run's dataset."""
-    import psutil
-
     head, worker, _ = namespaces
-    env = _start_cluster(namespaces)
     on_head = ("ip", "netns", "exec", head)
-    reference = start_driver(tmp_path / "fault-free", 18611, *CLUSTER_RUN, prefix=on_head, env=env)
-    assert reference.wait(timeout=400) == 0, "the fault-free run failed; see its driver log"
-
-    work = tmp_path / "work"
-    layout = RunLayout.at(work / "run")
-    driver = start_driver(work, 18611, *CLUSTER_RUN, prefix=on_head, env=env)
+    driver, layout, env = _fault_free_then_started(namespaces, tmp_path, 18611)
+    work = layout.root.parent
     wait_until(lambda: _nsfw_mid_batch(worker), driver, timeout_s=300)
-    for proc in _processes_in(worker):  # the node's raylet, its workers and agents: a lost machine
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
+    _lose_node(worker)
     assert driver.wait(timeout=300) != 0
     log = max(work.glob("driver-*.log"), key=lambda p: p.stat().st_mtime).read_text()
     assert "NodeLost: a node left the cluster during score" in log and "gpu_node" in log, log[-3000:]
@@ -220,23 +232,10 @@ def test_a_worker_node_killed_mid_dedup_is_survived_by_itself_and_the_run_ends_i
     """Fault cell "a worker node killed" where no pool needs what only that node had: once score is done, the
     worker node (its raylet, workers and agents) is killed while the dedup tasks run on both nodes. Ray
     retries the lost tasks on the head; the same driver finishes, with the fault-free run's dataset."""
-    import psutil
-
-    head, worker, _ = namespaces
-    env = _start_cluster(namespaces)
-    on_head = ("ip", "netns", "exec", head)
-    reference = start_driver(tmp_path / "fault-free", 18612, *CLUSTER_RUN, prefix=on_head, env=env)
-    assert reference.wait(timeout=400) == 0, "the fault-free run failed; see its driver log"
-
-    work = tmp_path / "work"
-    layout = RunLayout.at(work / "run")
-    driver = start_driver(work, 18612, *CLUSTER_RUN, prefix=on_head, env=env)
+    _, worker, _ = namespaces
+    driver, layout, _ = _fault_free_then_started(namespaces, tmp_path, 18612)
     wait_until(lambda: layout.is_done("score"), driver, timeout_s=400)
-    for proc in _processes_in(worker):  # a lost machine
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
+    _lose_node(worker)
     assert not layout.is_done("dedup"), "the kill should land in the middle of dedup"
     assert driver.wait(timeout=400) == 0, "the run did not survive the lost node; see its driver log"
     check_same_dataset(layout, RunLayout.at(tmp_path / "fault-free" / "run"))
