@@ -93,10 +93,7 @@ class ManifestRows:
             self.starts.append(self.starts[-1] + n)
         self.offset_of = {str(p): s for p, s in zip(parts, self.starts)}
         self.db = duckdb.connect()
-        self.db.execute("SET preserve_insertion_order = true")
         self.source = "read_parquet($files, filename = true, file_row_number = true, union_by_name = true)"
-        names = self.db.execute(f"SELECT * FROM {self.source} LIMIT 0", {"files": self.files}).description
-        self.columns = [d[0] for d in names if d[0] not in ("filename", "file_row_number")]
 
     def sql(self, query: str, params: dict) -> list[tuple]:
         """One query on its own cursor: requests run in threads, and a DuckDB connection serves one at a time."""

@@ -47,7 +47,7 @@ class Review:
         self.rows = ManifestRows(self.live.parts, self.live.sizes)
         self.search = Search(self.live)
         self.images = StagedImages(reexport.images_root(run))
-        stored = pl.scan_parquet([str(p) for p in self.live.parts])
+        stored = self.live.stored
         self.sliders = sl.sliders(self.live.base, run, stored, self.live.columns)
         self.histograms = {s.key: sl.histogram(stored, s) for s in self.sliders if s.column}
         self.scores = [c for c in SCORE_COLUMNS if c in self.live.columns]

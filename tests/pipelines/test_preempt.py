@@ -23,7 +23,7 @@ from skimage import data
 
 from driver import NSFW_ACTOR
 from manifests.layout import RunLayout
-from scaleout_support import check_complete_run, descendants, processes_named
+from scaleout_support import check_complete_run, descendants, processes_named, wait_until
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -72,13 +72,6 @@ def _thresher(config: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(proc: subprocess.Popen, ready) -> None:
-    deadline = time.monotonic() + 300
-    while not ready():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-        time.sleep(0.1)
-
-
 def _stop_and_resume(proc: subprocess.Popen, config: Path, layout: RunLayout, committed: dict[Path, int]) -> None:
     """SIGTERM now: exit 143 in one line, Ray and the lock gone; then the same command completes the run and
     leaves every file in ``committed`` (path -> mtime) as it was."""
@@ -104,7 +97,7 @@ def _stop_and_resume(proc: subprocess.Popen, config: Path, layout: RunLayout, co
 def test_sigterm_mid_ingest_exits_143_and_the_same_command_resumes(config):
     layout = RunLayout.at(yaml.safe_load(config.read_text())["output_dir"])
     proc = _thresher(config)
-    _wait_for(proc, lambda: layout.staged_dir.exists() and list(layout.staged_dir.glob("*.parquet")))
+    wait_until(lambda: layout.staged_dir.exists() and list(layout.staged_dir.glob("*.parquet")), proc, timeout_s=300)
     committed = {p: p.stat().st_mtime_ns for p in layout.staged_dir.glob("*.parquet")}
     assert len(committed) < ROWS // 4  # the crawl is still going: the signal lands mid-phase
     _stop_and_resume(proc, config, layout, committed)
@@ -118,7 +111,8 @@ def test_sigterm_mid_score_exits_143_and_the_same_command_resumes(config):
     config.write_text(yaml.safe_dump({**settings, "filters": {"nsfw": {"enabled": True}}}))
     layout = RunLayout.at(settings["output_dir"])
     proc = _thresher(config)
-    _wait_for(proc, lambda: layout.is_done("ingest") and processes_named(descendants(proc), NSFW_ACTOR))
+    wait_until(lambda: layout.is_done("ingest") and processes_named(descendants(proc), NSFW_ACTOR), proc,
+               timeout_s=300)
     committed = {p: p.stat().st_mtime_ns for p in [*layout.staged_dir.glob("*.parquet"), *layout.score_files()]}
     assert not layout.is_done("score")  # the signal lands mid-phase
     _stop_and_resume(proc, config, layout, committed)
