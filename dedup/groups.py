@@ -15,7 +15,7 @@ from typing import Literal
 import polars as pl
 import pyarrow.parquet as pq
 
-from dedup.cluster import PAIRS_SCHEMA, SAMPLE_A, cluster
+from dedup.cluster import PAIRS_SCHEMA, SAMPLE_A, cluster, cluster_counts
 from dedup.components import LABEL_SCHEMA
 from dedup.shuffle import concat, scan_bucket, write_buckets
 from manifests import schema as col
@@ -89,6 +89,6 @@ def keep_group(pairs: Path, members: Path, group: int, thresholds: dict[str, flo
     routed = duplicates.join(units, on=col.SAMPLE_ID, how="left")
     for (unit,), rows in routed.partition_by(UNIT, as_dict=True).items():
         write_parquet(rows.drop(UNIT).to_arrow(), out / str(unit) / f"part-{group:05d}.parquet")
-    dropped = duplicates.filter(pl.col(col.DUPLICATE_OF).is_not_null())
-    return {"rows": duplicates.height, "duplicates": dropped.height, "clusters": duplicates[col.CLUSTER_ID].n_unique(),
-            "by_kind": dict(dropped.group_by(col.DUP_KIND).len().iter_rows())}
+    counts = cluster_counts(duplicates)  # a survivor group lies in one component, so in one group
+    return {"rows": duplicates.height, "duplicates": counts["duplicates"], "clusters": counts["clusters"],
+            "by_kind": counts["by_kind"]}
