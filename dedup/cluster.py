@@ -1,4 +1,4 @@
-"""Duplicate pairs -> survivors by the keep policy -> one row per clustered sample, cluster_id its survivor. Pure: no I/O.
+"""Duplicate pairs -> survivors by the keep policy -> a row per clustered sample, cluster_id its survivor. Pure.
 
 ``cluster(pairs, thresholds, scores)`` is all the decision needs, so a threshold or keep policy can be
 changed and the clusters recomputed from ``dedup/pairs.parquet`` without touching a descriptor.

@@ -41,7 +41,6 @@ STATE, UNDECIDED, KEPT, DROPPED = "state", "u", "k", "d"
 REL = {"rel_detector": pl.String, "rel_kind": pl.String, SIMILARITY: pl.Float32, "rel_rank": pl.Int8}
 SAME = "same"  # rel_detector of a blocker in the hub itself (exact or identical caption), resolved at the end
 _RANK = {DupKind.EXACT: 0, DupKind.IMAGE: 1, DupKind.CAPTION: 2, DupKind.SEMANTIC: 3}  # as cluster._KIND_RANK
-_CLASS_EDGE_SCHEMA = {"u": pl.String, "v": pl.String}
 
 
 def bucket_count(rows: int, cap: int, least: int) -> int:
@@ -60,13 +59,14 @@ def _best(frame: pl.DataFrame, by: list[str], keys: list[str]) -> pl.DataFrame:
 
 def _best_link(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     """Per ``by``: the strongest relation, as ``cluster._best``: exact, image, caption, semantic, then similarity."""
-    ranked = frame.sort([*by, "rel_rank", SIMILARITY, "rel_detector"], descending=[False] * len(by) + [False, True, False])
+    ranked = frame.sort([*by, "rel_rank", SIMILARITY, "rel_detector"],
+                        descending=[False] * len(by) + [False, True, False])
     return ranked.group_by(by, maintain_order=True).first()
 
 
 # --- before the rounds: classes, nodes, links -------------------------------------------------------
 
-def class_edges(pairs: Path, bucket: int, thresholds: dict[str, float], buckets: int, out: Path) -> int:
+def class_edges(pairs: Path, bucket: int, buckets: int, out: Path) -> int:
     """Map task: one bucket of giant pairs -> the edges of the byte (``s:``), image (``i:``) and caption
     (``c:``) classes, both ways, for ``dedup.components`` star rounds (a class's label: its smallest id)."""
     frame = scan_bucket(pairs, bucket, PAIRS_SCHEMA).collect()
@@ -80,8 +80,8 @@ def class_edges(pairs: Path, bucket: int, thresholds: dict[str, float], buckets:
 def class_labels(labels: Path, bucket: int, buckets: int, out: Path) -> int:
     """Map task: star-round labels of ``s:/i:/c:`` nodes -> (sample_id, class kind, label) by sample_id."""
     frame = scan_bucket(labels, bucket, {col.SAMPLE_ID: pl.String, col.CLUSTER_ID: pl.String}).collect()
-    rows = frame.select(pl.col(col.SAMPLE_ID).str.slice(2).alias(V), pl.col(col.SAMPLE_ID).str.slice(0, 1).alias("kind"),
-                        pl.col(col.CLUSTER_ID).alias("label"))
+    node = pl.col(col.SAMPLE_ID)
+    rows = frame.select(node.str.slice(2).alias(V), node.str.slice(0, 1).alias("kind"), pl.col(col.CLUSTER_ID).alias("label"))
     return write_buckets(rows, pl.col(V), buckets, out, f"{bucket:05d}")
 
 
@@ -150,7 +150,8 @@ def best_links(raw: Path, bucket: int, buckets: int, out: Path, interest: Path) 
 def _read(root: Path, bucket: int, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """One bucket with exactly ``schema``'s columns (a column no part has: null)."""
     frame = scan_bucket(root, bucket, schema).collect()
-    return frame.select([(pl.col(n) if n in frame.columns else pl.lit(None)).cast(t).alias(n) for n, t in schema.items()])
+    return frame.select([(pl.col(n) if n in frame.columns else pl.lit(None)).cast(t).alias(n)
+                         for n, t in schema.items()])
 
 
 # --- one round ----------------------------------------------------------------------------------------

@@ -172,7 +172,7 @@ def decide_giant(plan: Plan, found: grouping.Giant, keys: dict[str, pl.DataType]
     greedy rounds until no sample is undecided."""
     b, every = found.buckets, range(found.buckets)
     edges = plan.fresh("giant-class-edges-0")
-    plan.each(giant.class_edges, [(found.pairs, i, plan.config.thresholds(), b, edges) for i in every])
+    plan.each(giant.class_edges, [(found.pairs, i, b, edges) for i in every])
     class_labels, _, _ = star_rounds(plan, edges, b, "giant-class-")
     classes, state, asked_n = plan.fresh("giant-classes"), plan.fresh("giant-nodes"), plan.fresh("giant-asked-nodes")
     plan.each(giant.class_labels, [(class_labels, i, b, classes) for i in every])

@@ -36,8 +36,8 @@ def config(cap: int, buckets: int | None = 2) -> DedupConfig:
 def write_inputs(root: Path, pairs: pl.DataFrame, scores: pl.DataFrame) -> RunLayout:
     """A run with only what re-clustering reads: staged rows (two units), scores, eligibility, pair parts."""
     layout = RunLayout.at(root)
-    rows = scores.select(col.SAMPLE_ID, pl.lit(Status.SUCCESS).alias(col.STATUS),
-                         pl.lit(8).alias(col.ORIGINAL_WIDTH), (pl.int_range(pl.len()) % 3 + 8).alias(col.ORIGINAL_HEIGHT))
+    height = (pl.int_range(pl.len()) % 3 + 8).alias(col.ORIGINAL_HEIGHT)
+    rows = scores.select(col.SAMPLE_ID, pl.lit(Status.SUCCESS).alias(col.STATUS), pl.lit(8).alias(col.ORIGINAL_WIDTH), height)
     for unit, part in enumerate((rows[::2], rows[1::2])):
         write_parquet(part.to_arrow(), layout.staged_dir / f"{unit:05d}.parquet")
     write_parquet(scores.select(col.SAMPLE_ID, col.AESTHETIC_SCORE).to_arrow(), layout.scores_dir / "00000.parquet")
@@ -67,7 +67,8 @@ def chain_and_star() -> tuple[pl.DataFrame, pl.DataFrame]:
     same_caption = [f"t{i:03d}" for i in range(5)]
     rows = [(a, b, "phash", 0.9) for a, b in zip(chain, chain[1:])]
     rows += [(star[0], s, "sha256", 1.0) for s in star[1:]] + [(chain[30], star[7], "sscd", 0.8)]
-    rows += [(same_caption[0], t, "minhash", 1.0) for t in same_caption[1:]] + [(star[3], same_caption[2], "minhash", 0.85)]
+    rows += [(same_caption[0], t, "minhash", 1.0) for t in same_caption[1:]]
+    rows += [(star[3], same_caption[2], "minhash", 0.85)]
     ids = chain + star + same_caption
     rng = random.Random(3)
     scores = pl.DataFrame({col.SAMPLE_ID: ids, ELIGIBLE: [rng.random() < 0.8 for _ in ids],
