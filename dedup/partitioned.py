@@ -169,7 +169,25 @@ def _giant(plan: Plan, labels: Path, n_labels: int) -> grouping.Giant | None:
 
 def decide_giant(plan: Plan, found: grouping.Giant, keys: dict[str, pl.DataType], out: Path) -> dict:
     """The giant components' duplicates rows (``dedup.giant``): classes by star rounds, hub links, then
-    greedy rounds until no sample is undecided."""
+    greedy rounds until no sample is undecided; ``keys``: the keep-order columns present, best first."""
+    b, every = found.buckets, range(found.buckets)
+    state, asked_n, links, asked_l, rows, link_rows = _giant_graph(plan, found, keys)
+    state, blockers, rounds = _greedy_rounds(plan, b, keys, state, asked_n, links, asked_l)
+    sent, survivors = plan.fresh("giant-final"), plan.fresh("giant-survivors")
+    plan.each(giant.spread, [(blockers, asked_n, i, giant.blocker_schema(keys), b, sent) for i in every])
+    parts = plan.each(giant.finish, [(state, sent, i, keys, b, out, survivors) for i in every])
+    clusters = sum(plan.each(giant.count_clusters, [(survivors, i) for i in every]))
+    by_kind: dict[str, int] = {}
+    for part in parts:
+        for kind, n in part["by_kind"].items():
+            by_kind[kind] = by_kind.get(kind, 0) + n
+    return {"rows": sum(rows), "duplicates": sum(p["duplicates"] for p in parts), "clusters": clusters,
+            "by_kind": by_kind, "rounds": rounds, "task_members": rows, "task_links": link_rows}
+
+
+def _giant_graph(plan: Plan, found: grouping.Giant, keys: dict[str, pl.DataType]) -> tuple:
+    """Node states (with their byte, image and caption classes), hub links, and who asked for which hub;
+    the samples and the links each task held."""
     b, every = found.buckets, range(found.buckets)
     edges = plan.fresh("giant-class-edges-0")
     plan.each(giant.class_edges, [(found.pairs, i, b, edges) for i in every])
@@ -182,38 +200,32 @@ def decide_giant(plan: Plan, found: grouping.Giant, keys: dict[str, pl.DataType]
     plan.each(giant.links, [(half, state, i, keys, b, raw) for i in every])
     links, asked_l = plan.fresh("giant-links"), plan.fresh("giant-asked-links")
     link_rows = plan.each(giant.best_links, [(raw, i, b, links, asked_l) for i in every])
-    offer_schema, blocker_schema = {giant.HUB: pl.String, giant.V: pl.String, **keys}, giant.blocker_schema(keys)
-    blockers, drops, rounds, key_names = None, None, 0, list(keys)
-    def w(name: str) -> Path:  # a round's directory: the last round's stays until this one replaces it
-        return plan.fresh(f"giant-{name}-{rounds % 2}")
+    return state, asked_n, links, asked_l, rows, link_rows
 
+
+def _greedy_rounds(plan: Plan, b: int, keys: dict[str, pl.DataType], state: Path, asked_n: Path, links: Path,
+                   asked_l: Path) -> tuple[Path, Path, int]:
+    """Rounds of ``dedup.giant`` steps until no node is undecided -> the final node states, each hub's
+    best blocker, the rounds. A round's directories replace the ones of the round before last."""
+    offer_schema, blocker_schema = {giant.HUB: pl.String, giant.V: pl.String, **keys}, giant.blocker_schema(keys)
+    blockers, drops, rounds, names, every = None, None, 0, list(keys), range(b)
     while True:
-        opened, offers = plan.fresh("giant-nodes-a"), w("offers")
+        opened, offers = plan.fresh("giant-nodes-a"), plan.fresh(f"giant-offers-{rounds % 2}")
         if sum(plan.each(giant.offer, [(state, drops, i, keys, b, opened, offers) for i in every])) == 0:
-            state = opened
-            break
+            return opened, blockers, rounds
         rounds += 1
-        sent, best, linked, won = w("sent"), w("best"), w("linked"), w("won")
-        plan.each(giant.spread, [(offers, asked_l, i, offer_schema, b, sent, key_names, best) for i in every])
-        plan.each(giant.across, [(links, sent, i, offer_schema, key_names, b, linked, False) for i in every])
+        sent, best, linked, won, kept, sent_kept, blocked, now, drops = (
+            plan.fresh(f"giant-{name}-{rounds % 2}")
+            for name in ("sent", "best", "linked", "won", "kept", "sent-kept", "blocked", "blockers", "drops"))
+        plan.each(giant.spread, [(offers, asked_l, i, offer_schema, b, sent, names, best) for i in every])
+        plan.each(giant.across, [(links, sent, i, offer_schema, names, b, linked, False) for i in every])
         plan.each(giant.winners, [(best, linked, i, keys, b, won) for i in every])
-        state, kept = plan.fresh("giant-nodes-b"), w("kept")
+        state = plan.fresh("giant-nodes-b")
         plan.each(giant.keep, [(opened, won, i, keys, b, state, kept) for i in every])
-        sent, linked, now, drops = w("sent-kept"), w("blocked"), w("blockers"), w("drops")
-        plan.each(giant.spread, [(kept, asked_l, i, blocker_schema, b, sent) for i in every])
-        plan.each(giant.across, [(links, sent, i, blocker_schema, key_names, b, linked, True) for i in every])
-        plan.each(giant.block, [(blockers, kept, linked, asked_n, i, keys, b, now, drops) for i in every])
+        plan.each(giant.spread, [(kept, asked_l, i, blocker_schema, b, sent_kept) for i in every])
+        plan.each(giant.across, [(links, sent_kept, i, blocker_schema, names, b, blocked, True) for i in every])
+        plan.each(giant.block, [(blockers, kept, blocked, asked_n, i, keys, b, now, drops) for i in every])
         blockers = now
-    sent, survivors = plan.fresh("giant-final"), plan.fresh("giant-survivors")
-    plan.each(giant.spread, [(blockers, asked_n, i, blocker_schema, b, sent) for i in every])
-    parts = plan.each(giant.finish, [(state, sent, i, keys, b, out, survivors) for i in every])
-    clusters = sum(plan.each(giant.count_clusters, [(survivors, i) for i in every]))
-    by_kind: dict[str, int] = {}
-    for part in parts:
-        for kind, n in part["by_kind"].items():
-            by_kind[kind] = by_kind.get(kind, 0) + n
-    return {"rows": sum(rows), "duplicates": sum(p["duplicates"] for p in parts), "clusters": clusters,
-            "by_kind": by_kind, "rounds": rounds, "task_members": rows, "task_links": link_rows}
 
 
 def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int, int]:
