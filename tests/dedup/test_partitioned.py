@@ -161,11 +161,14 @@ def _add_embeddings(layout: RunLayout) -> None:
         frame.with_columns(pl.Series(col.SSCD_EMBEDDING, blobs, dtype=pl.Binary)).write_parquet(path)
 
 
-def test_partitioned_on_ray_equals_one_process(tmp_path, reference, ray_session):
+@pytest.mark.parametrize("cap", [None, 3])
+def test_partitioned_on_ray_equals_one_process(tmp_path, reference, ray_session, cap):
+    """cap 3: the larger components go through the giant rounds' tasks on Ray too."""
     from pipelines.dedup_tasks import run
 
     layout = generated_run(tmp_path, 3)
-    run(config(3), layout, eligible())
+    capped = {"max_component_rows": cap} if cap else {}
+    run(DedupConfig.model_validate({**DETECTORS, "partitions": {"buckets": 3, **capped}}), layout, eligible())
     assert outputs(layout)[0].equals(reference["greedy"][0])
     assert outputs(layout)[1].equals(reference["greedy"][1])
     assert not (layout.root / "dedup" / "work").exists()
