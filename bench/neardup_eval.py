@@ -23,8 +23,8 @@ per method on one run directory (ingest shared, score and dedup redone): reporte
 ``--fast`` runs the same ingest, decode and descriptor stages and the one-process dedup phase in this process
 (``bench/neardup_fast.py``), with no Ray and no HTTP: for sweeping a setting in a minute. ``--set`` overrides
 (``--set dedup.pdq.min_quality=40``) apply to every method. Descriptor cost per image is timed in this process on
-the staged set in both modes (the stage callables on decoded arrays; phase wall time on a loaded machine is not
-precise), and ``--search-cost`` times the one-process PDQ finder at three sizes and extrapolates to 1M.
+the staged set in both modes (``bench.neardup_fast.descriptor_cost``: the stage callables on 128 decoded images,
+fastest of 3 passes; phase wall time on a loaded machine is not precise), and ``--search-cost`` times the one-process PDQ finder at three sizes and extrapolates to 1M.
 
 Other helpers add a method by adding its dedup overrides to ``METHODS``. Prints tables, writes
 bench/results/neardup-<split>-<time>.json and, with ``--figure``, bench/figures/neardup.json.
@@ -47,6 +47,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.neardup_fast import descriptor_cost, staged_cached  # noqa: E402
 from bench.neardup_metrics import Label, evaluate  # noqa: E402
 from dedup.config import KIND_OF_DETECTOR  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
@@ -135,14 +136,14 @@ def real_outputs(run_dir: Path, base_url: str) -> tuple[pl.DataFrame, dict[str, 
 
 
 def method_result(pairs: pl.DataFrame, clusters: dict, labels: dict[str, Label], split: str, config,
-                  seconds: dict) -> dict:
+                  files: dict[str, bytes]) -> dict:
     image, exact = image_pairs(pairs, config)
     result = evaluate(image, clusters, labels, split)
     exact_false = sum(labels[a].group != labels[b].group for a, b in exact.select("url_a", "url_b").iter_rows())
-    stages = {k: v for k, v in seconds.items() if k != "decode"}
-    return {**result, "exact_pairs": exact.height, "exact_false": exact_false,
-            "descriptor_ms_per_image": {k: round(v * 1e3, 3) for k, v in seconds.items()},
-            "descriptor_ms_total": round(sum(stages.values()) * 1e3, 3)}
+    cost = descriptor_cost(config, staged_cached(tuple(files.items()), config.crawl.image_size,
+                                                 config.crawl.resize_mode))
+    return {**result, "exact_pairs": exact.height, "exact_false": exact_false, "descriptor_ms_per_image": cost,
+            "descriptor_ms_total": round(sum(v for k, v in cost.items() if k != "decode"), 3)}
 
 
 def run_fast(files: dict, labels: dict, split: str, methods: list[str], overrides: list[str], work: Path) -> dict:
@@ -153,14 +154,13 @@ def run_fast(files: dict, labels: dict, split: str, methods: list[str], override
     for method in methods:
         config = build_config(run_config(work / "urls.parquet", work / "run", METHODS[method]), overrides)
         start = time.perf_counter()
-        pairs, clusters, seconds = fast_run(config, files)
-        results[method] = {**method_result(pairs, clusters, labels, split, config, seconds),
+        pairs, clusters, _ = fast_run(config, files)
+        results[method] = {**method_result(pairs, clusters, labels, split, config, files),
                            "wall_s": round(time.perf_counter() - start, 1)}
     return results
 
 
 def run_real(files: dict, labels: dict, split: str, methods: list[str], overrides: list[str], work: Path) -> dict:
-    from bench.neardup_fast import score, staged
     from pipelines.config import build_config
     from pipelines.demo import serve_files, write_url_list
     from pipelines.run import run
@@ -170,17 +170,14 @@ def run_real(files: dict, labels: dict, split: str, methods: list[str], override
     with serve_files(files) as base_url:
         rows = [SimpleNamespace(path=p, caption=f"image {i}", kind=labels[p].edit) for i, p in enumerate(files)]
         url_list = write_url_list(rows, base_url, work / "urls.parquet")
-        batch = None
         for method in methods:
             config = build_config(run_config(url_list, work / "run", METHODS[method]), overrides)
             init_ray(config.ray)
             start = time.perf_counter()
             stats = run(config, redo=("score", "dedup"))
             wall = round(time.perf_counter() - start, 1)
-            batch = batch if batch is not None else staged(tuple(files.items()), config.crawl)
-            _, seconds = score(config, batch)  # descriptor cost, timed in this process
             pairs, clusters = real_outputs(work / "run", base_url)
-            results[method] = {**method_result(pairs, clusters, labels, split, config, seconds), "wall_s": wall,
+            results[method] = {**method_result(pairs, clusters, labels, split, config, files), "wall_s": wall,
                                "score_s": stats.get("phases", {}).get("score", {}).get("wall_s")}
     return results
 
@@ -263,11 +260,11 @@ def main() -> None:
 
 
 def search_cost_of(args, files: dict, work: Path) -> dict:
-    from bench.neardup_fast import score, search_cost, staged
+    from bench.neardup_fast import score, search_cost
     from pipelines.config import build_config
 
     config = build_config(run_config(work / "urls.parquet", work / "run", METHODS["pdq_regions"]), args.overrides)
-    table, _ = score(config, staged(tuple(files.items()), config.crawl))
+    table, _ = score(config, staged_cached(tuple(files.items()), config.crawl.image_size, config.crawl.resize_mode))
     return search_cost(config, table)
 
 

@@ -96,6 +96,19 @@ def score(config, batch: dict[str, np.ndarray]) -> tuple[pa.Table, dict]:
     return table, {k: v / n for k, v in seconds.items()}
 
 
+def descriptor_cost(config, batch: dict[str, np.ndarray], sample: int = 128, repeats: int = 3) -> dict:
+    """Milliseconds per image of the decode (to the content region) and of each descriptor stage's ``__call__`` on
+    ``sample`` images spread over the set, the fastest of ``repeats`` passes: a loaded machine only slows a pass
+    down, so the minimum is the closest to the cost itself."""
+    pick = np.linspace(0, len(batch[col.SAMPLE_ID]) - 1, min(sample, len(batch[col.SAMPLE_ID]))).astype(int)
+    part = {k: batch[k][pick] for k in (col.SAMPLE_ID, col.IMAGE, col.CONTENT_BOX)}
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        _, seconds = score(config, part)
+        best = {k: min(v, best.get(k, v)) for k, v in seconds.items()}
+    return {k: round(v * 1e3, 3) for k, v in best.items()}
+
+
 def dedup(config, batch: dict[str, np.ndarray], scores: pa.Table, work: Path) -> tuple[pl.DataFrame, dict[str, str | None]]:
     """The one-process dedup phase on ``scores``: (pairs with url_a/url_b, path -> cluster_id or None)."""
     from dedup.run import run_dedup
