@@ -23,8 +23,9 @@ per method on one run directory (ingest shared, score and dedup redone): reporte
 ``--fast`` runs the same ingest, decode and descriptor stages and the one-process dedup phase in this process
 (``bench/neardup_fast.py``), with no Ray and no HTTP: for sweeping a setting in a minute. ``--set`` overrides
 (``--set dedup.pdq.min_quality=40``) apply to every method. Descriptor cost per image is timed in this process on
-the staged set in both modes (``bench.neardup_fast.descriptor_cost``: the stage callables on 128 decoded images,
-fastest of 3 passes; phase wall time on a loaded machine is not precise), and ``--search-cost`` times the one-process PDQ finder at three sizes and extrapolates to 1M.
+the staged set in both modes (``bench.neardup_fast.descriptor_cost``: CPU time of the stage callables on 128
+decoded images, least of 3 passes; phase wall time on a loaded machine is not precise), and ``--search-cost``
+times the one-process PDQ finder at three sizes and extrapolates to 1M (``bench.neardup_fast.search_cost``).
 
 Other helpers add a method by adding its dedup overrides to ``METHODS``. Prints tables, writes
 bench/results/neardup-<split>-<time>.json and, with ``--figure``, bench/figures/neardup.json.
@@ -53,8 +54,8 @@ from dedup.config import KIND_OF_DETECTOR  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
 from manifests.schema import DupKind  # noqa: E402
 from pipelines.corpus import jpeg, photo_dirs, png  # noqa: E402
-from support.evalset import (EDIT_SETS, SCENE_PHOTOS, bundled_graphics, bundled_photos, low_texture_negatives,  # noqa: E402
-                             similar_scenes, split_originals)
+from support.evalset import (EDIT_SETS, SCENE_PHOTOS, bundled_graphics, bundled_photos,  # noqa: E402
+                             low_texture_negatives, similar_scenes, split_originals)
 
 METHODS = {
     "phash": {"phash": {"enabled": True}},
@@ -79,7 +80,8 @@ def build_set(split: str, seed: int = 0, per_type: int = 8, negatives: int = 300
     for name, (img, kind) in originals.items():
         if name in drop:
             continue
-        files[f"/o/{name}/original.jpg"], labels[f"/o/{name}/original.jpg"] = jpeg(img, 90), Label(name, "original", kind)
+        path = f"/o/{name}/original.jpg"
+        files[path], labels[path] = jpeg(img, 90), Label(name, "original", kind)
         for edit, e in EDIT_SETS[split](img, rng).items():
             path = f"/o/{name}/{edit}.jpg"
             files[path], labels[path] = jpeg(e.image, e.quality), Label(name, edit, kind)
@@ -142,8 +144,8 @@ def method_result(pairs: pl.DataFrame, clusters: dict, labels: dict[str, Label],
     exact_false = sum(labels[a].group != labels[b].group for a, b in exact.select("url_a", "url_b").iter_rows())
     cost = descriptor_cost(config, staged_cached(tuple(files.items()), config.crawl.image_size,
                                                  config.crawl.resize_mode))
-    return {**result, "exact_pairs": exact.height, "exact_false": exact_false, "descriptor_ms_per_image": cost,
-            "descriptor_ms_total": round(sum(v for k, v in cost.items() if k != "decode"), 3)}
+    return {**result, "exact_pairs": exact.height, "exact_false": exact_false, "descriptor_cpu_ms_per_image": cost,
+            "descriptor_cpu_ms_total": round(sum(v for k, v in cost.items() if k != "decode"), 3)}
 
 
 def run_fast(files: dict, labels: dict, split: str, methods: list[str], overrides: list[str], work: Path) -> dict:
@@ -174,23 +176,24 @@ def run_real(files: dict, labels: dict, split: str, methods: list[str], override
             config = build_config(run_config(url_list, work / "run", METHODS[method]), overrides)
             init_ray(config.ray)
             start = time.perf_counter()
-            stats = run(config, redo=("score", "dedup"))
+            run(config, redo=("score", "dedup"))
             wall = round(time.perf_counter() - start, 1)
+            phases = json.loads(RunLayout.at(work / "run").run_json.read_text())["phases"]
             pairs, clusters = real_outputs(work / "run", base_url)
             results[method] = {**method_result(pairs, clusters, labels, split, config, files), "wall_s": wall,
-                               "score_s": stats.get("phases", {}).get("score", {}).get("wall_s")}
+                               **{f"{p}_s": phases.get(p, {}).get("wall_s") for p in ("score", "dedup")}}
     return results
 
 
 SUMMARY = ["pairs", "false_pairs", "precision", "precision_recolours_excluded", "negative_false_pairs",
            "recolour_false_pairs", "recall_main", "recall_photometric", "recall_hard_main", "recall_photo_main",
            "recall_geometry", "cluster_precision", "cluster_recall", "mixed_clusters", "largest_cluster",
-           "exact_false", "descriptor_ms_total"]
+           "exact_false", "descriptor_cpu_ms_total"]
 
 
 def print_table(results: dict) -> None:
     short = {c: c.replace("recall_", "R_").replace("precision_recolours_excluded", "P_no_recol")
-             .replace("precision", "P").replace("descriptor_ms_total", "ms/img").replace("false_pairs", "false")
+             .replace("precision", "P").replace("descriptor_cpu_ms_total", "cpu_ms/img").replace("false_pairs", "false")
              .replace("cluster_", "cl_") for c in SUMMARY}
     print(f"{'method':<15}" + "".join(f"{short[c][:11]:>12}" for c in SUMMARY))
     for name, r in results.items():
@@ -203,7 +206,8 @@ def print_table(results: dict) -> None:
     for name, r in results.items():
         print(f"\nfalse pairs of {name} ({len(r['false'])}), mixed clusters {r['mixed_clusters']}:")
         for f in r["false"][:25]:
-            print(f"  {f['similarity']:.3f} {f['detector']:<13} {f['a']}  {f['b']}{'  (recolour)' if f['recolour'] else ''}")
+            recolour = "  (recolour)" if f["recolour"] else ""
+            print(f"  {f['similarity']:.3f} {f['detector']:<13} {f['a']}  {f['b']}{recolour}")
         for m in r["mixed"][:5]:
             print(f"  cluster of {m['size']}: {m['groups']}")
 

@@ -203,7 +203,8 @@ def _rng(seed: int, name: str) -> random.Random:
     return random.Random(f"{seed}:{name}")
 
 
-def _colour(rng: random.Random, lightness: tuple[float, float] = (0.25, 0.8), saturation: tuple[float, float] = (0.3, 1.0)):
+def _colour(rng: random.Random, lightness: tuple[float, float] = (0.25, 0.8),
+            saturation: tuple[float, float] = (0.3, 1.0)) -> tuple[int, int, int]:
     r, g, b = colorsys.hls_to_rgb(rng.random(), rng.uniform(*lightness), rng.uniform(*saturation))
     return round(r * 255), round(g * 255), round(b * 255)
 
@@ -289,7 +290,8 @@ def text_slide(rng: random.Random, size: tuple[int, int]) -> Image.Image:
     """A title and two to four lines of text on a plain or gradient background."""
     w, h = size
     bg = _colour(rng, (0.85, 0.97), (0.0, 0.5))
-    img = flat(bg, size) if rng.random() < 0.5 else linear_gradient(bg, _colour(rng, (0.75, 0.95)), rng.uniform(0, 3), size)
+    img = (flat(bg, size) if rng.random() < 0.5
+           else linear_gradient(bg, _colour(rng, (0.75, 0.95)), rng.uniform(0, 3), size))
     draw, ink = ImageDraw.Draw(img), _colour(rng, (0.05, 0.35))
     draw.text((0.06 * w, 0.08 * h), rng.choice(SLIDE_WORDS), fill=ink, font_size=max(12, h // 9))
     for k in range(rng.randint(2, 4)):
@@ -319,7 +321,8 @@ def product_white(rng: random.Random, size: tuple[int, int]) -> Image.Image:
     else:
         draw.rectangle((cx - s * 0.35, bottom - s * 0.9, cx + s * 0.35, bottom), fill=colour)
         draw.arc((cx + s * 0.2, bottom - s * 0.75, cx + s * 0.6, bottom - s * 0.25), -90, 90, fill=dark, width=6)
-    draw.rectangle((cx - s * 0.2, bottom - s * 0.6, cx - s * 0.1, bottom - s * 0.2), fill=tuple(min(255, c + 60) for c in colour))
+    highlight = tuple(min(255, c + 60) for c in colour)
+    draw.rectangle((cx - s * 0.2, bottom - s * 0.6, cx - s * 0.1, bottom - s * 0.2), fill=highlight)
     return img
 
 
@@ -362,7 +365,8 @@ def bundled_photos() -> dict[str, Image.Image]:
     return photos
 
 
-def split_originals(split: str, seed: int = 0, per_type: int = 8, max_side: int = 512) -> dict[str, tuple[Image.Image, str]]:
+def split_originals(split: str, seed: int = 0, per_type: int = 8,
+                    max_side: int = 512) -> dict[str, tuple[Image.Image, str]]:
     """name -> (image at most ``max_side``, image type): the bundled photos whose name falls in ``split``
     (type "photo", scene photos excluded) and the hard originals of that split."""
     if split not in SPLITS:
@@ -389,7 +393,8 @@ def tune_edits(img: Image.Image, rng: random.Random) -> dict[str, Edit]:
 # The reporting split's parameter ranges (inclusive); ``report_edits`` draws from them and the tests check it.
 REPORT_RANGES = {
     "resize": {"scale": (0.3, 0.7)}, "jpeg": {"quality": (15, 40)},
-    "crop80_off": {"fraction": (0.8, 0.8)}, "crop60_any": {"fraction": (0.6, 0.6)}, "crop_any": {"fraction": (0.5, 0.9)},
+    "crop80_off": {"fraction": (0.8, 0.8)}, "crop60_any": {"fraction": (0.6, 0.6)},
+    "crop_any": {"fraction": (0.5, 0.9)},
     "rot": {"degrees": (3.0, 10.0)}, "contrast": {"contrast": (0.5, 0.8)}, "bright": {"brightness": (0.7, 1.4)},
     "gamma": {"gamma": (0.6, 1.6)}, "blur": {"radius": (1.0, 3.0)}, "banner": {"height": (0.08, 0.22)},
 }
@@ -449,7 +454,8 @@ def report_edits(img: Image.Image, rng: random.Random) -> dict[str, Edit]:
         "bright": Edit(ImageEnhance.Brightness(img).enhance(brightness), 90, {"brightness": brightness}),
         "gamma": Edit(img.point(lut), 90, {"gamma": gamma}),
         "blur": Edit(img.filter(ImageFilter.GaussianBlur(radius)), 90, {"radius": radius}),
-        "rot": Edit(img.rotate(degrees, resample=Image.Resampling.BICUBIC), 90, {"degrees": abs(degrees), "signed": degrees}),
+        "rot": Edit(img.rotate(degrees, resample=Image.Resampling.BICUBIC), 90,
+                    {"degrees": abs(degrees), "signed": degrees}),
     }
     for name, fraction in (("crop80_off", 0.8), ("crop60_any", 0.6),
                            ("crop_any", rng.uniform(*REPORT_RANGES["crop_any"]["fraction"]))):
