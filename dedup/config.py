@@ -252,6 +252,16 @@ class PdqConfig(_Detector):
     regions: tuple[float, ...] = Field((0.8, 0.64), description="centre crops (fraction of each side) indexed too",
                                        json_schema_extra=SCORES)
     dihedral: bool = Field(True, description="index the 8 flips/rot90s of the full region")
+    stretch_max_gain: float = Field(
+        2.5, ge=1, le=8, description="luminance stretch before hashing (dedup.pdq.stretched): the largest gain; "
+                                     "1: off. Makes the quality guard contrast-invariant",
+        json_schema_extra=SCORES)
+    stretch_min_spread: float = Field(
+        48.0, ge=1, le=255, description="grey levels between the stretch percentiles below which an image is "
+                                        "hashed unstretched (flat, smooth, near-blank: nothing to amplify but noise)",
+        json_schema_extra=SCORES)
+    stretch_percentile: float = Field(1.0, ge=0, lt=50, description="the stretch maps this percentile of the "
+                                      "luminance, and 100 minus it, to 0 and 255", json_schema_extra=SCORES)
     verify: VerifyConfig = Field(VerifyConfig(), description="the pdq_verified detector")
 
     @model_validator(mode="after")
