@@ -271,6 +271,34 @@ class PdqConfig(_Detector):
         return self
 
 
+class LayoutConfig(_Detector):
+    """Colour layout of the images PDQ cannot hash (``dedup.layout``): a 16 x 16 CIELAB thumbnail of the content
+    region, mirror-averaged, for every image whose PDQ quality is under ``dedup.pdq.min_quality +
+    quality_margin``; two match when, over the whole image or all but its top or bottom quarter, their colours
+    agree (RMS Delta E) and their layouts agree (that difference relative to the images' own variation).
+
+    On (with pdq) by default: the pdq detector leaves these images to exact pairs. Settings chosen on the
+    tuning split of bench/neardup_eval.py (support/evalset.py); see there for the reporting split's figures.
+    """
+
+    enabled: bool = Field(True, description="run the layout detector whenever pdq runs (it needs pdq_quality)")
+    threshold: float = Field(0.96, gt=0, le=1, description="1 - Delta E / 100 of the best matching window (RMS "
+                                                           "CIELAB Delta E of its cells; 0.96: Delta E 4)",
+                             json_schema_extra=DECIDES)
+    quality_margin: int = Field(
+        20, ge=0, le=100, description="images with PDQ quality under dedup.pdq.min_quality + this get a layout: an "
+                                      "overlap, so a copy whose quality lands on the other side of min_quality "
+                                      "still meets its original", json_schema_extra=FINDS)
+    max_relative: float = Field(0.25, gt=0, le=1, description="that Delta E at most this fraction of the two "
+                                                               "images' own colour variation in the window (+1)",
+                                json_schema_extra=FINDS)
+
+    @property
+    def max_delta_e(self) -> float:
+        """The RMS Delta E of the stored pairs: similarity = 1 - Delta E / 100."""
+        return 100.0 * (1.0 - self.stored_from)
+
+
 class PartitionsConfig(StrictModel):
     """How the dedup phase's global steps are cut into tasks (``dedup/partitioned.py``).
 
@@ -303,6 +331,8 @@ class DedupConfig(StrictModel):
     keep: KeepConfig = Field(KeepConfig(), description="which sample of a duplicate cluster survives",
                              json_schema_extra=DECIDES)
     pdq: PdqConfig = Field(PdqConfig(), description="the pdq detector: image pairs")
+    layout: LayoutConfig = Field(LayoutConfig(), description="the layout detector: image pairs among the images "
+                                 "PDQ cannot hash (runs with pdq)")
     semantic: SemanticConfig = Field(SemanticConfig(), description="the semantic detector (needs filters.clip)")
     partitions: PartitionsConfig = Field(PartitionsConfig(), description="how the dedup phase is cut into "
                                          "tasks on the cluster (bounded memory per task)")
@@ -317,7 +347,7 @@ class DedupConfig(StrictModel):
     def stored_from(self) -> dict[str, float]:
         """Per enabled detector with a threshold of its own, the lowest similarity of the pairs it stores."""
         sections = {"minhash": self.minhash, "phash": self.phash, "sscd": self.sscd, "pdq": self.pdq,
-                    "semantic": self.semantic}
+                    "layout": self.layout, "semantic": self.semantic}
         return {name: sections[name].stored_from for name in self.enabled_detectors() if name in sections}
 
 
@@ -343,6 +373,9 @@ DETECTORS = (
     # Beyond the PDQ threshold, out to verify.max_distance, a pair counts once ORB + RANSAC verify it.
     Detector("pdq_verified", DupKind.IMAGE, lambda d: d.pdq.enabled and d.pdq.verify.enabled,
              lambda d: 1.0 - d.pdq.verify.max_distance / 256, False),
+    # The colour layout of the images under PDQ's quality guard (and a margin above it).
+    Detector("layout", DupKind.IMAGE, lambda d: d.pdq.enabled and d.layout.enabled, lambda d: d.layout.threshold,
+             True),
     # SemDeDup over the CLIP stage's clip_embedding (no stage of its own).
     Detector("semantic", DupKind.SEMANTIC, lambda d: d.semantic.enabled, lambda d: d.semantic.threshold, False),
 )
