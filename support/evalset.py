@@ -478,8 +478,16 @@ def _stripes(rng: random.Random, size: tuple[int, int]) -> Image.Image:
 
 
 def _words(rng: random.Random, size: tuple[int, int]) -> Image.Image:
-    word = rng.choice(WORDS + SLIDE_WORDS)
-    return text_on_white(word, _colour(rng, (0.1, 0.5)), logo=rng.random() < 0.5, size=(400, 200))
+    """A word or phrase, with or without a round mark, on white: its own layout (size, position), not only its own
+    colour, since one layout in two colours is a recolour."""
+    img = flat((255, 255, 255), (400, 200))
+    draw, colour = ImageDraw.Draw(img), _colour(rng, (0.1, 0.5))
+    font, x, y = rng.randint(26, 56), rng.randint(10, 70), rng.randint(30, 120)
+    if rng.random() < 0.5:
+        draw.ellipse((x, y, x + font * 1.6, y + font * 1.6), fill=colour)
+        x += round(font * 1.9)
+    draw.text((x, y + font // 4), rng.choice(WORDS + SLIDE_WORDS + LINE_WORDS), fill=colour, font_size=font)
+    return img
 
 
 NEGATIVE_MAKERS = {"flat": lambda rng, size: flat(_colour(rng, (0.05, 0.95), (0.0, 1.0)), size),
