@@ -1,52 +1,60 @@
-"""Image near-duplicate evaluation: real `thresher run`s over bundled photos, their edits and hard negatives.
+"""Image near-duplicate evaluation on a tuning and a reporting split: real `thresher run`s, or a fast in-process mode.
 
-    PYTHONPATH=. python bench/neardup_eval.py [--photos 17] [--methods phash,pdq,pdq_regions,pdq_verify] [--sweep]
+    PYTHONPATH=. python bench/neardup_eval.py [--split report|tune] [--methods pdq,pdq_regions,pdq_verify]
+                                              [--fast] [--set KEY=VALUE] [--search-cost] [--figure]
 
-The set is built at run time: every photo that scikit-image and matplotlib ship (see
-``pipelines.corpus.load_photos``) x Copydays-style edits (``support.evalset.copydays_edits``: resize 50%,
-JPEG q20, centred crops keeping 80% and 60% of each side (and the same at a random position,
-reported apart), flip, greyscale, brightness x1.3,
-contrast x0.7, Gaussian blur 2, a text banner over the bottom 15%, horizontal stretch x1.3, rotation 5
-degrees), plus hard negatives that share no picture with anything: flat colours, linear and radial
-gradients, stripes, words and logos on white, shapes and bundled logos/silhouettes on white, and two
-far-apart crops of each of four texture-like photos (brick, grass, gravel, deep field) kept out of
-the originals. Everything is served on a loopback HTTP server (``pipelines.demo.serve_files``) and
-curated by ``pipelines.run.run`` (what ``thresher run`` calls) with ``border`` resizing, once per
-method on one run directory (ingest is shared, score and dedup are redone).
+The set (``build_set``, from ``support.evalset``) is one split's originals, each with its own edit family, and
+low-texture negatives. Originals: the bundled photos (scikit-image, matplotlib; ``pipelines.corpus``) whose name
+falls in the split by a stable hash, and ``--per-type`` generated originals of each hard-to-hash type (flat colours
+with marks, soft gradients, line art and icons, pastel landscapes, text slides, products on white). Edits: the
+tuning split keeps the Copydays-style set (resize 50%, JPEG q20, crops keeping 80%/60% centred and off-centre,
+flip, grey, brightness x1.3, contrast x0.7, blur 2, banner, stretch x1.3, rotation 5 degrees); the reporting split
+draws OTHER parameters per original (resize 30-70%, JPEG q15-40, an 80% off-centre crop, a 60% crop anywhere, a
+50-90% crop anywhere, rotation 3-10 degrees either way, contrast 0.5-0.8, brightness 0.7-1.4, gamma 0.6-1.6,
+grey, flip, blur 1-3, another banner): ``support.evalset.REPORT_RANGES``. Settings are chosen on ``tune`` and
+reported on ``report``. Negatives: at least 300 distinct low-texture designs (flat colours, gradients, stripes,
+marks, icons, words and slides, products on white, pastel scenes) with recolour twins (one design in two colours:
+a pair between them is false, and counted apart), bundled logos on white, and far-apart crops of four texture
+photos. Metrics: ``bench/neardup_metrics.py`` (pair and cluster precision and recall, per edit and image type).
 
-A true pair joins two images of one photo group (original or any edit); every other reported pair is
-false. Pair recall counts (original, edit) pairs reported directly. Two negatives are "recolours"
-when they are one shape in two colours: such pairs are counted false, and listed so they can be judged.
-Prints a table per method and writes bench/results/neardup-<time>.json.
+Two modes. The default serves the set on a loopback HTTP server (``pipelines.demo.serve_files``) and curates it
+with ``pipelines.run.run`` (what ``thresher run`` calls; partitioned dedup, the manifest's ``cluster_id``), once
+per method on one run directory (ingest shared, score and dedup redone): reported figures come from this mode.
+``--fast`` runs the same ingest, decode and descriptor stages and the one-process dedup phase in this process
+(``bench/neardup_fast.py``), with no Ray and no HTTP: for sweeping a setting in a minute. ``--set`` overrides
+(``--set dedup.pdq.min_quality=40``) apply to every method. Descriptor cost per image is timed in this process on
+the staged set in both modes (the stage callables on decoded arrays; phase wall time on a loaded machine is not
+precise), and ``--search-cost`` times the one-process PDQ finder at three sizes and extrapolates to 1M.
+
+Other helpers add a method by adding its dedup overrides to ``METHODS``. Prints tables, writes
+bench/results/neardup-<split>-<time>.json and, with ``--figure``, bench/figures/neardup.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import polars as pl
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from support.evalset import copydays_edits, low_texture_set, objects_on_white, similar_scenes  # noqa: E402
+from bench.neardup_metrics import Label, evaluate  # noqa: E402
+from dedup.config import KIND_OF_DETECTOR  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
-from pipelines.corpus import jpeg, load_photos, photo_dirs, png  # noqa: E402
+from manifests.schema import DupKind  # noqa: E402
+from pipelines.corpus import jpeg, photo_dirs, png  # noqa: E402
+from support.evalset import (EDIT_SETS, SCENE_PHOTOS, bundled_graphics, bundled_photos, low_texture_negatives,  # noqa: E402
+                             similar_scenes, split_originals)
 
-# More bundled scikit-image pictures beyond the corpus's photos: microscopy, text, a CT phantom (mostly flat), a
-# chessboard (a pattern that looks like stripes), a motion-blurred clock.
-EXTRA_PHOTOS = ("cell.png", "text.png", "microaneurysms.png", "clock_motion.png", "phantom.png", "chessboard_GRAY.png")
-SCENE_PHOTOS = ("brick", "grass", "gravel", "hubble_deep_field")  # negatives only, never originals
-HARD_EDITS = ("crop60", "rot5")  # reported apart from the main goal
-OFF_CENTRE = ("crop80_off", "crop60_off")  # crops at a random position: beyond the issue's set, reported apart
 METHODS = {
     "phash": {"phash": {"enabled": True}},
     "pdq": {"pdq": {"enabled": True, "regions": []}},
@@ -56,31 +64,44 @@ METHODS = {
     # Every pair verified, the near ones too: what verification removes, and what it loses.
     "pdq_verify_all": {"pdq": {"enabled": True, "verify": {"enabled": True, "verify_all": True}}},
 }
+IMAGE_DETECTORS = {d for d, kind in KIND_OF_DETECTOR.items() if kind == DupKind.IMAGE}
 
 
-def build_set(n_photos: int, seed: int = 0) -> tuple[dict[str, bytes], dict[str, tuple[str, str]]]:
-    """(URL path -> served bytes, URL path -> (group, edit)); negatives are their own group."""
-    rng = random.Random(seed)
-    photos = {name: img for name, (img, _) in sorted(load_photos().items())}
-    for name in EXTRA_PHOTOS:
-        path = photo_dirs()["skimage"] / name
-        if path.exists():
-            with Image.open(path) as img:
-                photos[Path(name).stem] = img.convert("RGB")
+def build_set(split: str, seed: int = 0, per_type: int = 8, negatives: int = 300,
+              max_photos: int | None = None) -> tuple[dict[str, bytes], dict[str, Label]]:
+    """(URL path -> served bytes, URL path -> Label) of one split; each negative is a group of its own."""
     files, labels = {}, {}
-    originals = [n for n in photos if n not in SCENE_PHOTOS][:n_photos]
-    for name in originals:
-        img = photos[name].copy()
-        img.thumbnail((512, 512))
-        files[f"/o/{name}/original.jpg"], labels[f"/o/{name}/original.jpg"] = jpeg(img, 90), (name, "original")
-        for edit, (variant, quality) in copydays_edits(img, rng).items():
+    originals = split_originals(split, seed, per_type)
+    photos = [n for n, (_, kind) in originals.items() if kind == "photo"]
+    drop = set(photos[max_photos:]) if max_photos is not None else set()
+    rng = random.Random(f"{seed}:{split}:edits")
+    for name, (img, kind) in originals.items():
+        if name in drop:
+            continue
+        files[f"/o/{name}/original.jpg"], labels[f"/o/{name}/original.jpg"] = jpeg(img, 90), Label(name, "original", kind)
+        for edit, e in EDIT_SETS[split](img, rng).items():
             path = f"/o/{name}/{edit}.jpg"
-            files[path], labels[path] = jpeg(variant, quality), (name, edit)
-    scenes = similar_scenes({n: photos[n] for n in SCENE_PHOTOS if n in photos})
-    for name, img in {**low_texture_set(), **objects_on_white(photo_dirs()), **scenes}.items():
+            files[path], labels[path] = jpeg(e.image, e.quality), Label(name, edit, kind)
+    for name, neg in low_texture_negatives(seed, negatives).items():
         path = f"/n/{name}.png"
-        files[path], labels[path] = png(img), (f"neg:{name}", "negative")
+        files[path], labels[path] = png(neg.image), Label(f"neg:{name}", "negative", f"neg_{neg.kind}", neg.design)
+    photos_all = bundled_photos()
+    scenes = similar_scenes({n: photos_all[n] for n in SCENE_PHOTOS if n in photos_all})
+    graphics = {f"graphic_{n}": _on_white(p) for n, p in bundled_graphics(photo_dirs()).items()}
+    for kind, images in (("scene", scenes), ("graphic", graphics)):
+        for name, img in images.items():
+            path = f"/n/{name}.png"
+            files[path], labels[path] = png(img), Label(f"neg:{name}", "negative", f"neg_{kind}")
     return files, labels
+
+
+def _on_white(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as img:
+        rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
 
 
 def run_config(url_list: Path, run_dir: Path, dedup: dict) -> dict:
@@ -93,174 +114,157 @@ def run_config(url_list: Path, run_dir: Path, dedup: dict) -> dict:
             "ray": {"num_cpus": 2}}
 
 
-def design(group: str) -> str | None:
-    """The shape of a coloured object negative ("object_circle_0" -> "circle"), else None."""
-    parts = group.removeprefix("neg:").split("_")
-    return parts[1] if group.startswith("neg:object_") else None
+def image_pairs(pairs: pl.DataFrame, config) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(image pairs at their detectors' thresholds, exact pairs) of a pairs table with url_a/url_b."""
+    limit = pl.col("detector").replace_strict(config.dedup.thresholds(), return_dtype=pl.Float64)
+    at = pairs.filter(pl.col("similarity").cast(pl.Float64) >= limit - 1e-6)
+    return (at.filter(pl.col("detector").is_in(sorted(IMAGE_DETECTORS))),
+            at.filter(pl.col("detector").is_in(["sha256", "pixel_hash"])))
 
 
-def evaluate(pairs: pl.DataFrame, labels: dict[str, tuple[str, str]], threshold: float) -> dict:
-    """Pair precision, recall per edit and the false pairs of one detector's pairs at ``threshold``."""
-    pairs = pairs.filter(pl.col("similarity") >= threshold - 1e-6)
-    true, false, found = 0, [], set()
-    for a, b, sim in pairs.select("url_a", "url_b", "similarity").iter_rows():
-        (ga, ea), (gb, eb) = labels[a], labels[b]
-        if ga == gb:
-            true += 1
-            found.add((ga, eb if ea == "original" else ea if eb == "original" else None))
-        else:
-            false.append({"a": a, "b": b, "similarity": round(sim, 4),
-                          "recolour": design(ga) is not None and design(ga) == design(gb)})
-    edits = sorted({e for _, e in labels.values() if e not in ("original", "negative")})
-    groups = sorted({g for g, e in labels.values() if e == "original"})
-    per_edit = {e: sum((g, e) in found for g in groups) / len(groups) for e in edits}
-    missed = {e: [g for g in groups if (g, e) not in found] for e in edits}
-    main = [e for e in edits if e not in HARD_EDITS + OFF_CENTRE]
-    precision = true / max(1, true + len(false))
-    return {"pairs": true + len(false), "true_pairs": true, "false_pairs": len(false),
-            "precision": round(precision, 4),
-            "precision_recolours_excluded": round(true / max(1, true + sum(not f["recolour"] for f in false)), 4),
-            "recall_main": round(float(np.mean([per_edit[e] for e in main])), 4),
-            **{f"recall_{e}": round(per_edit[e], 4) for e in HARD_EDITS + OFF_CENTRE},
-            "recall_per_edit": {e: round(v, 4) for e, v in per_edit.items()}, "missed": missed, "false": false}
-
-
-def pairs_with_urls(run_dir: Path) -> pl.DataFrame:
-    manifest = pl.read_parquet(run_dir / "manifest.parquet").select("sample_id", "url")
+def real_outputs(run_dir: Path, base_url: str) -> tuple[pl.DataFrame, dict[str, str | None]]:
+    """(pairs with url_a/url_b as URL paths, URL path -> cluster_id) of a finished run."""
+    manifest = pl.read_parquet(run_dir / "manifest.parquet").with_columns(pl.col("url").str.strip_prefix(base_url))
     pairs = pl.concat([pl.read_parquet(f) for f in RunLayout.at(run_dir).pairs_files()])
+    ids = manifest.select("sample_id", "url")
     for side in ("a", "b"):
-        pairs = pairs.join(manifest.rename({"sample_id": f"sample_{side}", "url": f"url_{side}"}), on=f"sample_{side}")
-    return pairs
+        pairs = pairs.join(ids.rename({"sample_id": f"sample_{side}", "url": f"url_{side}"}), on=f"sample_{side}")
+    return pairs, dict(manifest.select("url", "cluster_id").iter_rows())
 
 
-def method_result(run_dir: Path, labels: dict, base_url: str, method: str, config) -> dict:
-    pairs = pairs_with_urls(run_dir).with_columns(pl.col("url_a").str.strip_prefix(base_url),
-                                                  pl.col("url_b").str.strip_prefix(base_url))
-    thresholds = config.dedup.thresholds()
-    image = evaluate(pairs.filter(pl.col("detector").is_in(["phash", "pdq", "pdq_verified"])).filter(
-        pl.col("similarity") >= pl.col("detector").replace_strict(thresholds, return_dtype=pl.Float64) - 1e-6),
-        labels, 0.0)
-    exact = evaluate(pairs.filter(pl.col("detector").is_in(["sha256", "pixels"])), labels, 1.0)
-    manifest = pl.read_parquet(run_dir / "manifest.parquet")
-    quality = manifest["pdq_quality"] if "pdq_quality" in manifest.columns else None
-    return {**image, "exact_pairs": exact["pairs"], "exact_false": exact["false_pairs"],
-            "rows": manifest.height, "kept": int(manifest["keep"].sum()),
-            "pdq_quality_null": None if quality is None else int(quality.null_count())}
+def method_result(pairs: pl.DataFrame, clusters: dict, labels: dict[str, Label], split: str, config,
+                  seconds: dict) -> dict:
+    image, exact = image_pairs(pairs, config)
+    result = evaluate(image, clusters, labels, split)
+    exact_false = sum(labels[a].group != labels[b].group for a, b in exact.select("url_a", "url_b").iter_rows())
+    stages = {k: v for k, v in seconds.items() if k != "decode"}
+    return {**result, "exact_pairs": exact.height, "exact_false": exact_false,
+            "descriptor_ms_per_image": {k: round(v * 1e3, 3) for k, v in seconds.items()},
+            "descriptor_ms_total": round(sum(stages.values()) * 1e3, 3)}
 
 
-def sweep(run_dir: Path, labels: dict, base_url: str, config) -> list[dict]:
-    """PDQ + regions over (min_quality, Hamming distance), from the last run's score files (no rescoring)."""
-    from dedup.artefacts import SampleIndex
-    from dedup.detectors import pdq_pairs
+def run_fast(files: dict, labels: dict, split: str, methods: list[str], overrides: list[str], work: Path) -> dict:
+    from bench.neardup_fast import fast_run
+    from pipelines.config import build_config
 
-    files = sorted((run_dir / "score" / "scores").glob("*.parquet"))
-    manifest = pl.read_parquet(run_dir / "manifest.parquet").select("sample_id", "url")
-    index = SampleIndex.of(manifest["sample_id"])
-    urls = dict(manifest.iter_rows())
-    out = []
-    for quality in (0, 30, 50, 70):
-        pdq = config.dedup.pdq.model_copy(update={"min_quality": quality, "threshold": 1 - 48 / 256,
-                                                  "store_threshold": None, "regions": (0.8, 0.64),
-                                                  "verify": config.dedup.pdq.verify.model_copy(update={"enabled": False})})
-        pairs = pdq_pairs(pdq, config.dedup.search, files, index)
-        pairs = pairs.with_columns(pl.col("sample_a").replace_strict(urls).str.strip_prefix(base_url).alias("url_a"),
-                                   pl.col("sample_b").replace_strict(urls).str.strip_prefix(base_url).alias("url_b"))
-        for distance in (16, 24, 31, 40, 48):
-            r = evaluate(pairs, labels, 1 - distance / 256)
-            out.append({"min_quality": quality, "distance": distance, **{k: v for k, v in r.items() if k != "false"}})
-    return out
+    results = {}
+    for method in methods:
+        config = build_config(run_config(work / "urls.parquet", work / "run", METHODS[method]), overrides)
+        start = time.perf_counter()
+        pairs, clusters, seconds = fast_run(config, files)
+        results[method] = {**method_result(pairs, clusters, labels, split, config, seconds),
+                           "wall_s": round(time.perf_counter() - start, 1)}
+    return results
 
 
-def verify_sweep(run_dir: Path, labels: dict, base_url: str, config) -> list[dict]:
-    """PDQ + regions + verification over (max_distance, min_inliers), from the last run's score files."""
-    from dedup.artefacts import SampleIndex
-    from dedup.detectors import pdq_pairs
-
-    files = sorted((run_dir / "score" / "scores").glob("*.parquet"))
-    manifest = pl.read_parquet(run_dir / "manifest.parquet").select("sample_id", "url")
-    index, urls, out = SampleIndex.of(manifest["sample_id"]), dict(manifest.iter_rows()), []
-    for distance in (48, 64, 80):
-        for inliers in (12, 16, 20, 30):
-            verify = config.dedup.pdq.verify.model_copy(update={"max_distance": distance, "min_inliers": inliers,
-                                                                "verify_all": False})
-            pdq = config.dedup.pdq.model_copy(update={"verify": verify})
-            pairs = pdq_pairs(pdq, config.dedup.search, files, index).with_columns(
-                pl.col("sample_a").replace_strict(urls).str.strip_prefix(base_url).alias("url_a"),
-                pl.col("sample_b").replace_strict(urls).str.strip_prefix(base_url).alias("url_b"))
-            r = evaluate(pairs, labels, 0.0)
-            out.append({"max_distance": distance, "min_inliers": inliers, **{k: v for k, v in r.items() if k != "false"}})
-    return out
-
-
-def print_table(results: dict) -> None:
-    cols = ["pairs", "false_pairs", "precision", "precision_recolours_excluded", "recall_main", "recall_crop60",
-            "recall_rot5", "recall_crop80_off", "recall_crop60_off", "exact_false", "kept"]
-    short = {c: c.replace("recall_", "R_").replace("precision_recolours_excluded", "prec_no_recol") for c in cols}
-    print(f"{'method':<14}" + "".join(f"{short[c][:13]:>14}" for c in cols))
-    for name, r in results.items():
-        print(f"{name:<14}" + "".join(f"{r[c]!s:>14}" for c in cols))
-    edits = list(next(iter(results.values()))["recall_per_edit"])
-    print("\nrecall per edit\n" + f"{'method':<14}" + "".join(f"{e[:10]:>11}" for e in edits))
-    for name, r in results.items():
-        print(f"{name:<14}" + "".join(f"{r['recall_per_edit'][e]:>11.2f}" for e in edits))
-    for name, r in results.items():
-        print(f"\nfalse pairs of {name} ({len(r['false'])}):")
-        for f in r["false"][:40]:
-            print(f"  {f['similarity']:.3f}  {f['a']}  {f['b']}{'  (recolour)' if f['recolour'] else ''}")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=int, default=40, help="at most this many originals")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--sweep", action="store_true", help="also sweep PDQ min_quality x distance")
-    parser.add_argument("--out", default=None, help="run directory (default: a temporary one)")
-    args = parser.parse_args()
-
+def run_real(files: dict, labels: dict, split: str, methods: list[str], overrides: list[str], work: Path) -> dict:
+    from bench.neardup_fast import score, staged
     from pipelines.config import build_config
     from pipelines.demo import serve_files, write_url_list
     from pipelines.run import run
     from pipelines.runtime import init_ray
 
-    files, labels = build_set(args.photos)
-    work = Path(args.out or tempfile.mkdtemp(prefix="neardup-"))
-    results, timings = {}, {}
+    results = {}
     with serve_files(files) as base_url:
-        rows = [SimpleNamespace(path=p, caption=f"image {i}", kind=labels[p][1]) for i, p in enumerate(files)]
+        rows = [SimpleNamespace(path=p, caption=f"image {i}", kind=labels[p].edit) for i, p in enumerate(files)]
         url_list = write_url_list(rows, base_url, work / "urls.parquet")
-        config = None
-        for method in args.methods.split(","):
-            config = build_config(run_config(url_list, work / "run", METHODS[method]))
+        batch = None
+        for method in methods:
+            config = build_config(run_config(url_list, work / "run", METHODS[method]), overrides)
             init_ray(config.ray)
             start = time.perf_counter()
             stats = run(config, redo=("score", "dedup"))
-            timings[method] = {"wall_s": round(time.perf_counter() - start, 1),
+            wall = round(time.perf_counter() - start, 1)
+            batch = batch if batch is not None else staged(tuple(files.items()), config.crawl)
+            _, seconds = score(config, batch)  # descriptor cost, timed in this process
+            pairs, clusters = real_outputs(work / "run", base_url)
+            results[method] = {**method_result(pairs, clusters, labels, split, config, seconds), "wall_s": wall,
                                "score_s": stats.get("phases", {}).get("score", {}).get("wall_s")}
-            results[method] = method_result(work / "run", labels, base_url, method, config)
-        swept = sweep(work / "run", labels, base_url, config) if args.sweep and config.dedup.pdq.enabled else []
-        verify_swept = (verify_sweep(work / "run", labels, base_url, config)
-                        if args.sweep and config.dedup.pdq.verify.enabled else [])
-    n_orig = sum(e == "original" for _, e in labels.values())
-    n_edits = len({e for _, e in labels.values()}) - 2
-    print(f"\n{len(files)} images: {n_orig} originals x {n_edits} edits, "
-          f"{sum(e == 'negative' for _, e in labels.values())} hard negatives\n")
+    return results
+
+
+SUMMARY = ["pairs", "false_pairs", "precision", "precision_recolours_excluded", "negative_false_pairs",
+           "recolour_false_pairs", "recall_main", "recall_photometric", "recall_hard_main", "recall_photo_main",
+           "recall_geometry", "cluster_precision", "cluster_recall", "mixed_clusters", "largest_cluster",
+           "exact_false", "descriptor_ms_total"]
+
+
+def print_table(results: dict) -> None:
+    short = {c: c.replace("recall_", "R_").replace("precision_recolours_excluded", "P_no_recol")
+             .replace("precision", "P").replace("descriptor_ms_total", "ms/img").replace("false_pairs", "false")
+             .replace("cluster_", "cl_") for c in SUMMARY}
+    print(f"{'method':<15}" + "".join(f"{short[c][:11]:>12}" for c in SUMMARY))
+    for name, r in results.items():
+        print(f"{name:<15}" + "".join(f"{r[c]!s:>12}" for c in SUMMARY))
+    for key, title in (("recall_per_edit", "recall per edit"), ("recall_per_type", "recall (main edits) per type")):
+        cols = list(next(iter(results.values()))[key])
+        print(f"\n{title}\n{'method':<15}" + "".join(f"{c[:12]:>13}" for c in cols))
+        for name, r in results.items():
+            print(f"{name:<15}" + "".join(f"{r[key][c] if r[key][c] is not None else '-':>13}" for c in cols))
+    for name, r in results.items():
+        print(f"\nfalse pairs of {name} ({len(r['false'])}), mixed clusters {r['mixed_clusters']}:")
+        for f in r["false"][:25]:
+            print(f"  {f['similarity']:.3f} {f['detector']:<13} {f['a']}  {f['b']}{'  (recolour)' if f['recolour'] else ''}")
+        for m in r["mixed"][:5]:
+            print(f"  cluster of {m['size']}: {m['groups']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", choices=("tune", "report"), default="report")
+    parser.add_argument("--methods", default="pdq,pdq_regions,pdq_verify")
+    parser.add_argument("--fast", action="store_true", help="in-process ingest/score/dedup: no Ray, no HTTP")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="a config override, every method")
+    parser.add_argument("--per-type", type=int, default=8, help="generated originals of each hard type")
+    parser.add_argument("--negatives", type=int, default=300, help="distinct low-texture negatives (recolours extra)")
+    parser.add_argument("--photos", type=int, default=None, help="at most this many photo originals")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--search-cost", action="store_true", help="also time the PDQ finder and extrapolate to 1M")
+    parser.add_argument("--figure", action="store_true", help="also write bench/figures/neardup.json")
+    parser.add_argument("--out", default=None, help="work directory (default: a temporary one)")
+    args = parser.parse_args()
+
+    files, labels = build_set(args.split, args.seed, args.per_type, args.negatives, args.photos)
+    work = Path(args.out or tempfile.mkdtemp(prefix="neardup-"))
+    work.mkdir(parents=True, exist_ok=True)
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; METHODS has {sorted(METHODS)}")
+    loads = [os.getloadavg()[0]]
+    results = (run_fast if args.fast else run_real)(files, labels, args.split, methods, args.overrides, work)
+    loads.append(os.getloadavg()[0])
+    n_orig = sum(lab.edit == "original" for lab in labels.values())
+    per_type = Counter(lab.kind for lab in labels.values() if lab.edit == "original")
+    recolours = sum(lab.design is not None and lab.group != f"neg:{lab.design}" for lab in labels.values())
+    print(f"\nsplit {args.split} ({'fast, in-process' if args.fast else 'real runs'}): {len(files)} images, "
+          f"{n_orig} originals ({dict(sorted(per_type.items()))}), "
+          f"{sum(lab.edit == 'negative' for lab in labels.values())} negatives ({recolours} recolours)\n")
     print_table(results)
-    if swept:
-        print("\nPDQ + regions sweep (no verification)\n min_q  dist  pairs  false  precision  recall_main  crop60  rot5")
-        for s in swept:
-            print(f"{s['min_quality']:>6} {s['distance']:>5} {s['pairs']:>6} {s['false_pairs']:>6} {s['precision']:>10} "
-                  f"{s['recall_main']:>12} {s['recall_crop60']:>7} {s['recall_rot5']:>5}")
-    if verify_swept:
-        print("\nPDQ + regions + verification sweep\n max_dist  min_inliers  pairs  false  precision  recall_main  "
-              "crop60  rot5")
-        for s in verify_swept:
-            print(f"{s['max_distance']:>9} {s['min_inliers']:>12} {s['pairs']:>6} {s['false_pairs']:>6} "
-                  f"{s['precision']:>10} {s['recall_main']:>12} {s['recall_crop60']:>7} {s['recall_rot5']:>5}")
-    out = Path(__file__).resolve().parent / "results" / f"neardup-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    record = {"split": args.split, "mode": "fast" if args.fast else "real", "images": len(files), "originals": n_orig,
+              "overrides": args.overrides, "methods": results}
+    if args.search_cost:
+        record["search_cost"] = search_cost_of(args, files, work)
+        print(f"\nsearch cost: {json.dumps(record['search_cost'])}")
+    out = Path(__file__).resolve().parent / "results" / f"neardup-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"images": len(files), "originals": n_orig, "methods": results, "timings": timings,
-                               "sweep": swept, "verify_sweep": verify_swept, "run_dir": str(work)}, indent=1))
+    out.write_text(json.dumps(record, indent=1))
     print(f"\nwrote {out}")
+    if args.figure:
+        from bench.machine import figure_record, write_figure
+
+        command = "PYTHONPATH=. python bench/neardup_eval.py " + " ".join(sys.argv[1:])
+        slim = {m: {k: v for k, v in r.items() if k not in ("false", "missed", "mixed")} for m, r in results.items()}
+        print("written", write_figure("neardup", {**figure_record(command, loads), **record, "methods": slim}))
+
+
+def search_cost_of(args, files: dict, work: Path) -> dict:
+    from bench.neardup_fast import score, search_cost, staged
+    from pipelines.config import build_config
+
+    config = build_config(run_config(work / "urls.parquet", work / "run", METHODS["pdq_regions"]), args.overrides)
+    table, _ = score(config, staged(tuple(files.items()), config.crawl))
+    return search_cost(config, table)
 
 
 if __name__ == "__main__":
