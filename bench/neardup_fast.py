@@ -7,11 +7,19 @@ Fast mode does what a run does to each image, in this process and without Ray or
 one-process dedup phase ``dedup.run.run_dedup`` (pairs, clusters, ``cluster_id``). Its descriptors are a run's;
 what differs from a run is the dedup phase (one process, not partitioned tasks: the same pairs and clusters,
 as tests/dedup/test_partitioned.py checks), no manifest/decision, and sample ids (the URL path here).
+
+A sweep from Python (the staged set and, for dedup-phase settings, the scores are computed once per process)::
+
+    from bench.neardup_eval import build_set, run_fast
+    files, labels = build_set("tune")
+    for q in (30, 40, 50):
+        r = run_fast(files, labels, "tune", ["pdq_regions"], [f"dedup.pdq.min_quality={q}"], Path("/tmp/w"))
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import tempfile
 import time
@@ -111,10 +119,20 @@ def dedup(config, batch: dict[str, np.ndarray], scores: pa.Table, work: Path) ->
     return pairs, clusters
 
 
+_SCORED: dict[tuple[int, str], tuple[pa.Table, dict]] = {}  # (set, stages' describe()) -> scores: sweeps of
+# dedup-phase settings (thresholds, min_quality, verification) rescore nothing
+
+
 def fast_run(config, files: dict[str, bytes]) -> tuple[pl.DataFrame, dict[str, str | None], dict]:
-    """(pairs, clusters, descriptor seconds per image) of ``files`` under ``config``, all in this process."""
-    batch = staged_cached(tuple(files.items()), config.crawl.image_size, config.crawl.resize_mode)
-    scores, seconds = score(config, batch)
+    """(pairs, clusters, descriptor seconds per image) of ``files`` under ``config``, all in this process; the
+    staged set and the scores of a stage configuration already seen in this process are reused."""
+    key = tuple(files.items())
+    batch = staged_cached(key, config.crawl.image_size, config.crawl.resize_mode)
+    stages = (hash(key), json.dumps([s.describe() for s in descriptor_specs(config)], sort_keys=True, default=str))
+    if stages not in _SCORED:
+        _SCORED.clear()  # one set's scores at a time: memory stays one set's
+        _SCORED[stages] = score(config, batch)
+    scores, seconds = _SCORED[stages]
     with tempfile.TemporaryDirectory(prefix="neardup-fast-") as work:
         pairs, clusters = dedup(config, batch, scores, Path(work))
     return pairs, clusters, seconds
