@@ -2,6 +2,10 @@
 
 Deterministic for a seed. Used by tests/dedup and bench/neardup_eval.py, never by a run. Photos come
 from packages only (``pipelines.corpus.load_photos`` and a few more bundled files read from disk).
+
+Issue 24's set: ``split_originals(split)`` (bundled photos and generated hard-to-hash originals, split in two
+by a stable hash of the name), ``EDIT_SETS[split]`` (the tuning split's Copydays edits, the reporting split's
+edits drawn from ``REPORT_RANGES``), and ``low_texture_negatives`` (distinct designs, with recolour twins).
 """
 
 from __future__ import annotations
