@@ -124,8 +124,10 @@ def image_pairs(pairs: pl.DataFrame, config) -> tuple[pl.DataFrame, pl.DataFrame
 
 def real_outputs(run_dir: Path, base_url: str) -> tuple[pl.DataFrame, dict[str, str | None]]:
     """(pairs with url_a/url_b as URL paths, URL path -> cluster_id) of a finished run."""
-    manifest = pl.read_parquet(run_dir / "manifest.parquet").with_columns(pl.col("url").str.strip_prefix(base_url))
-    pairs = pl.concat([pl.read_parquet(f) for f in RunLayout.at(run_dir).pairs_files()])
+    layout = RunLayout.at(run_dir)
+    manifest = (pl.read_parquet(layout.manifest_files(), columns=["sample_id", "url", "cluster_id"])
+                .with_columns(pl.col("url").str.strip_prefix(base_url)))
+    pairs = pl.concat([pl.read_parquet(f) for f in layout.pairs_files()])
     ids = manifest.select("sample_id", "url")
     for side in ("a", "b"):
         pairs = pairs.join(ids.rename({"sample_id": f"sample_{side}", "url": f"url_{side}"}), on=f"sample_{side}")
