@@ -225,6 +225,8 @@ def main() -> None:
     parser.add_argument("--figure", action="store_true", help="also write bench/figures/neardup.json")
     parser.add_argument("--out", default=None, help="work directory (default: a temporary one)")
     args = parser.parse_args()
+    if args.figure and args.fast:
+        parser.error("--figure records real runs only: drop --fast (fast mode is for choosing settings)")
 
     files, labels = build_set(args.split, args.seed, args.per_type, args.negatives, args.photos)
     work = Path(args.out or tempfile.mkdtemp(prefix="neardup-"))
