@@ -289,7 +289,7 @@ class LayoutConfig(_Detector):
         20, ge=0, le=100, description="images with PDQ quality under dedup.pdq.min_quality + this get a layout: an "
                                       "overlap, so a copy whose quality lands on the other side of min_quality "
                                       "still meets its original", json_schema_extra=FINDS)
-    max_relative: float = Field(0.25, gt=0, le=1, description="that Delta E at most this fraction of the two "
+    max_relative: float = Field(0.15, gt=0, le=1, description="that Delta E at most this fraction of the two "
                                                                "images' own colour variation in the window (+1)",
                                 json_schema_extra=FINDS)
 

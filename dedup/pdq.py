@@ -55,16 +55,20 @@ def stretched(rgb: np.ndarray, config: PdqConfig) -> np.ndarray:
     if config.stretch_max_gain <= 1 or rgb.size == 0:
         return rgb
     step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 65_536)))  # percentiles of ~64k pixels suffice
-    sample = rgb[::step, ::step].reshape(-1, 3).astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    lo, hi = np.percentile(sample, (config.stretch_percentile, 100 - config.stretch_percentile))
-    spread = float(hi - lo)
+    sample = rgb[::step, ::step].reshape(-1, 3)
+    luma = (sample @ np.array([77, 150, 29], np.uint32)) >> 8  # ITU-R BT.601 weights in 8-bit fixed point
+    cumulative = np.cumsum(np.bincount(luma, minlength=256)) / len(luma)
+    lo = int(np.searchsorted(cumulative, config.stretch_percentile / 100))
+    hi = int(np.searchsorted(cumulative, 1 - config.stretch_percentile / 100))
+    spread = hi - lo + 1
     if spread < config.stretch_min_spread:
         return rgb
-    gain = min(config.stretch_max_gain, 255.0 / spread)
+    gain = min(config.stretch_max_gain, 256.0 / spread)
     if gain <= 1.0:
         return rgb
-    centre = (float(lo) + float(hi)) / 2
-    return np.clip((rgb.astype(np.float32) - centre) * gain + 127.5, 0, 255).astype(np.uint8)
+    centre = (lo + hi + 1) / 2
+    table = np.clip(np.rint((np.arange(256) - centre) * gain + 128), 0, 255).astype(np.uint8)
+    return table[rgb]  # one gain and offset on every channel, as a lookup table
 
 
 def to_hex(code: np.ndarray) -> str:

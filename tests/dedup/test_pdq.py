@@ -189,7 +189,7 @@ def test_a_contrast_copy_is_found_once_the_luminance_is_stretched(tmp_path):
         batch = PdqHasher(config)(batch_of(images))
         files = score_file(tmp_path, batch, [col.PDQ_QUALITY, col.PDQ_CODES])
         found[gain] = pdq_pairs(config, SEARCH, files, index)
-    assert found[2.5].height == 1 and found[2.5]["similarity"][0] >= 0.95
+    assert found[2.5].height == 1 and found[2.5]["similarity"][0] >= 0.9
     assert found[1.0].is_empty()
 
 
