@@ -23,6 +23,12 @@ Defaults:
   0.95 over the main edits; pHash: 0.986 and 0.75. Memory: 10 codes x 32 bytes per sample in the index.
   ``pdq.verify`` (off by default; on in the demo): pairs to distance 80 count when ORB + RANSAC finds
   >= 12 inliers; it lifts centred 60% crops from 0 to ~0.6 and 5-degree rotations from 0 to ~0.7.
+  The region is hashed with its luminance stretched (gain <= 2.5; not under a 48-level spread): contrast x0.5-0.8
+  copies of photos kept their PDQ hash (distance <= 12) but fell under min_quality, and lost their pairs.
+- layout (on whenever pdq is): the images under pdq.min_quality + 20 get a 16 x 16 CIELAB colour layout,
+  matched at RMS Delta E <= 4 and <= 0.15 of the two images' own variation, over the whole image or all but its
+  top or bottom quarter (``dedup.layout``). Chosen on the tune split of bench/neardup_eval.py, where 0.2 and
+  0.25 paired brightened and grey copies of two different pastel landscapes.
 """
 
 from __future__ import annotations
