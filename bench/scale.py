@@ -94,7 +94,7 @@ def generate(layout: RunLayout, rows: int, per_file: int, tasks) -> int:
 
 
 def recall(duplicates: list[Path], rows: int) -> dict[str, float]:
-    """Per planted kind: planted (copy, source) pairs whose samples share a cluster_id."""
+    """Per planted kind: planted (copy, source) pairs whose samples share a cluster_id (the same survivor)."""
     clusters = pl.scan_parquet([str(p) for p in duplicates]).select(col.SAMPLE_ID, col.CLUSTER_ID)
     out = {}
     for kind in RATES:

@@ -1,4 +1,4 @@
-"""Duplicate pairs -> connected components (union-find) -> one kept sample per cluster. Pure: no I/O.
+"""Duplicate pairs -> survivors by the keep policy -> a row per clustered sample, cluster_id its survivor. Pure.
 
 ``cluster(pairs, thresholds, scores)`` is all the decision needs, so a threshold or keep policy can be
 changed and the clusters recomputed from ``dedup/pairs.parquet`` without touching a descriptor.
@@ -17,7 +17,7 @@ from dedup.keep import PIXELS, SHA256, Classes, group_rows, keep_greedy, keep_pe
 from manifests import schema as col
 from manifests.schema import DupKind
 
-__all__ = ["cluster", "group_rows", "union_find", "with_kind"]
+__all__ = ["cluster", "cluster_counts", "group_rows", "union_find", "with_kind"]
 
 # Pair table columns (dedup/pairs.parquet).
 SAMPLE_A, SAMPLE_B, DETECTOR = "sample_a", "sample_b", "detector"
@@ -128,14 +128,16 @@ def cluster(pairs: pl.DataFrame, thresholds: dict[str, float], scores: pl.DataFr
             mode: Literal["greedy", "component"] = "greedy") -> pl.DataFrame:
     """Pairs (sample_a, sample_b, detector, similarity) -> one row per sample in a cluster of two or more.
 
-    A pair counts when its similarity reaches ``thresholds[detector]``. Clusters are the connected
-    components of those pairs; cluster_id is the smallest sample_id of the cluster. ``mode`` picks the
-    kept samples: "component" keeps exactly one per cluster (the best by ``order``); "greedy" (default)
+    A pair counts when its similarity reaches ``thresholds[detector]``. Every sample of a counted pair
+    gets a row. ``mode`` picks the kept samples among the connected components of those pairs:
+    "component" keeps exactly one per component (the best by ``order``); "greedy" (default)
     walks the samples best first and keeps each one with no link to a kept sample, exact groups and
     identical captions counting as one (``dedup.keep``). A dropped sample's duplicate_of (=
     kept_sample_id) is its survivor, with the kind, similarity and detector of the link to it; a kept
-    sample has duplicate_of null and kept_sample_id itself. However the pairs are laid out (stars,
-    chains, cliques), no two kept samples share an exact group or are a counted pair.
+    sample has duplicate_of null and kept_sample_id itself. cluster_id is the survivor's group: the
+    kept_sample_id, so a chain A~B~C~D of distinct pictures where greedy keeps A and C is two clusters,
+    {A, B} and {C, D}, not one component (in component mode the two coincide). However the pairs are
+    laid out (stars, chains, cliques), no two kept samples share an exact group or are a counted pair.
     """
     edges = with_kind(_threshold_edges(pairs, thresholds))
     if edges.is_empty():
@@ -145,17 +147,26 @@ def cluster(pairs: pl.DataFrame, thresholds: dict[str, float], scores: pl.DataFr
     b = ids.search_sorted(edges[SAMPLE_B]).to_numpy()
     kind, detector = edges[col.DUP_KIND].to_numpy(), edges[DETECTOR].to_numpy()
     classes = Classes.of(len(ids), a, b, detector, kind, edges[SIMILARITY].to_numpy())
-    component = union_find(len(ids), a, b)
     best_first = _ranked(pl.DataFrame({col.SAMPLE_ID: ids, "node": np.arange(len(ids))}), scores, order)
     survivor = (keep_greedy(best_first, classes, a, b, kind) if mode == "greedy"
-                else keep_per_component(best_first, component))
+                else keep_per_component(best_first, union_find(len(ids), a, b)))
     nodes = pl.DataFrame({"node": np.arange(len(ids)), "survivor": survivor,
                           "iv": classes.image, "it": classes.image[survivor],
                           "cv": classes.caption, "ct": classes.caption[survivor],
                           "same_bytes": classes.sha256 == classes.sha256[survivor]})
     why = _explain(nodes.filter(pl.col("node") != pl.col("survivor")), _both_ways(edges, a, b, classes))
-    out = pl.DataFrame({col.SAMPLE_ID: ids, col.CLUSTER_ID: ids.gather(component), KEPT_SAMPLE_ID: ids.gather(survivor),
+    out = pl.DataFrame({col.SAMPLE_ID: ids, col.CLUSTER_ID: ids.gather(survivor), KEPT_SAMPLE_ID: ids.gather(survivor),
                         "node": np.arange(len(ids))}).join(why, on="node", how="left")
     dropped = pl.col(col.SAMPLE_ID) != pl.col(KEPT_SAMPLE_ID)
     out = out.with_columns(pl.when(dropped).then(pl.col(KEPT_SAMPLE_ID)).alias(col.DUPLICATE_OF))
     return out.select(list(DUPLICATES_SCHEMA)).cast(DUPLICATES_SCHEMA).sort(col.SAMPLE_ID)
+
+
+def cluster_counts(duplicates: pl.DataFrame) -> dict:
+    """run.json's counts of a duplicates table: ``clusters``, the survivor groups with at least one
+    dropped member (a kept sample whose every link leads to another group's dropped sample has a row
+    but is no cluster); ``kept_in_clusters``, the kept rows; ``duplicates``, the dropped rows."""
+    dropped = duplicates.filter(pl.col(col.DUPLICATE_OF).is_not_null())
+    return {"clusters": dropped[KEPT_SAMPLE_ID].n_unique(), "kept_in_clusters": duplicates.height - dropped.height,
+            "duplicates": dropped.height,
+            "by_kind": dict(dropped.group_by(col.DUP_KIND).len().sort(col.DUP_KIND).iter_rows())}

@@ -9,7 +9,8 @@ MapReduce and Beyond", SoCC 2014) is two tasks per bucket:
 
 Both keep the components and shrink each towards a star around its smallest node; when a round
 changes nothing (the same edge set, by count and a hash sum each task reports) every node's smallest
-neighbour-or-self is its component's smallest sample_id: the cluster_id ``dedup.cluster`` gives.
+neighbour-or-self is its component's smallest sample_id: the label that routes a component to one
+group task (``dedup.groups``); the duplicates' cluster_id is the survivor, which ``cluster()`` picks.
 The number of rounds grows like log^2 of the component size, not with the run.
 """
 

@@ -322,6 +322,11 @@ class PartitionsConfig(StrictModel):
     bytes_per_map_task: int = Field(128 << 20, ge=1, description="in-memory bytes of input rows one map task "
                                     "of a shuffle reads (input files batched up to it; a file larger than it "
                                     "is a task of its own): fewer, larger map tasks write fewer shuffle files")
+    max_component_rows: int = Field(100_000, ge=2, description="a duplicate component of more samples than "
+                                    "this (a mass-copied picture, a long chain of edits) is not decided whole in "
+                                    "one task but in rounds of tasks that each hold about a quarter of this many "
+                                    "of its samples (dedup/giant.py), with the same survivors; keep.mode "
+                                    "greedy only (component mode decides a component in one task)")
     join_gpus: float = Field(0.0, ge=0, description="GPUs each SSCD IVF list-join task holds (0: CPU, numpy); "
                              "> 0 runs its block products with torch on that GPU, so a cluster with GPU nodes "
                              "joins lists there (0.25: four join tasks share a GPU); checked before the phase "

@@ -4,18 +4,20 @@ group, then ``dedup.cluster.cluster`` on each group. Pure: files in, files out, 
 The keep policy only ever looks at a sample's own component (component mode: its best member; greedy
 mode: its already-kept neighbours, walked best first), so running ``cluster`` on any set of whole
 components gives those components exactly the rows it gives them on all pairs at once; a group is a
-hash bucket of cluster_id, so it always holds whole components.
+hash bucket of the component label, so it always holds whole components. A component of more than
+``dedup.partitions.max_component_rows`` members goes to ``dedup.giant`` instead (``Giant``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from dedup.cluster import PAIRS_SCHEMA, SAMPLE_A, cluster
+from dedup.cluster import PAIRS_SCHEMA, SAMPLE_A, cluster, cluster_counts
 from dedup.components import LABEL_SCHEMA
 from dedup.shuffle import concat, scan_bucket, write_buckets
 from manifests import schema as col
@@ -51,16 +53,50 @@ def _score_rows(source: Path, kind: str, columns: list[str]) -> pl.DataFrame:
     return frame.collect(engine="streaming")
 
 
-def route_pairs(pairs: Path, labels: Path, bucket: int, groups: int, out: Path) -> int:
-    """Join task: counted pairs of this sample_a bucket + their cluster_id -> the cluster's group."""
+def route_pairs(pairs: Path, labels: Path, bucket: int, groups: int, out: Path, giant: Giant | None = None) -> int:
+    """Join task: counted pairs of this sample_a bucket + their cluster_id -> the cluster's group (a giant
+    component's pairs: to ``giant.pairs``, by sample_a)."""
     joined = (scan_bucket(pairs, bucket, PAIRS_SCHEMA)
               .join(scan_bucket(labels, bucket, LABEL_SCHEMA), left_on=SAMPLE_A, right_on=col.SAMPLE_ID)
               .collect(engine="streaming"))
+    joined, big = _split(joined, giant)
+    if giant is not None:
+        write_buckets(big.drop(col.CLUSTER_ID), pl.col(SAMPLE_A), giant.buckets, giant.pairs, f"{bucket:05d}")
     return write_buckets(joined, pl.col(col.CLUSTER_ID), groups, out, f"{bucket:05d}")
 
 
+@dataclass(frozen=True)
+class Giant:
+    """Components over ``dedup.partitions.max_component_rows``: their labels, and where their members
+    and pairs go instead of a group (``buckets`` buckets by sample_id, for ``dedup.giant``)."""
+    labels: tuple[str, ...]
+    buckets: int
+    members: Path
+    pairs: Path
+
+
+def _split(frame: pl.DataFrame, giant: Giant | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if giant is None:
+        return frame, frame.clear()
+    big = pl.col(col.CLUSTER_ID).is_in(pl.Series(giant.labels, dtype=pl.String).implode())
+    return frame.filter(~big), frame.filter(big)
+
+
+def component_sizes(labels: Path, bucket: int, buckets: int, out: Path) -> int:
+    """Map task: this bucket's members per component label -> by label."""
+    sizes = scan_bucket(labels, bucket, LABEL_SCHEMA).group_by(col.CLUSTER_ID).len().collect()
+    return write_buckets(sizes, pl.col(col.CLUSTER_ID), buckets, out, f"{bucket:05d}")
+
+
+def large_components(sizes: Path, bucket: int, cap: int) -> dict[str, int]:
+    """Reduce task: the components of this bucket with more than ``cap`` members -> {label: members}."""
+    total = (scan_bucket(sizes, bucket, {col.CLUSTER_ID: pl.String, "len": pl.UInt32})
+             .group_by(col.CLUSTER_ID).agg(pl.col("len").sum()).filter(pl.col("len") > cap).collect())
+    return dict(total.iter_rows())
+
+
 def route_members(labels: Path, scores: Path, bucket: int, columns: dict[str, dict[str, pl.DataType]],
-                  groups: int, out: Path) -> int:
+                  groups: int, out: Path, giant: Giant | None = None) -> int:
     """Join task: the clustered samples of this bucket + every keep-policy column (null where a
     sample has none) -> their cluster's group. ``columns``: source kind -> {column: dtype}, the same
     for every bucket, so a group's parts share one schema."""
@@ -71,7 +107,9 @@ def route_members(labels: Path, scores: Path, bucket: int, columns: dict[str, di
         part = part.select(col.SAMPLE_ID, *[(pl.col(n) if n in have else pl.lit(None)).cast(t).alias(n)
                                             for n, t in types.items()])
         members = members.join(part, on=col.SAMPLE_ID, how="left")
-    frame = members.collect(engine="streaming")
+    frame, big = _split(members.collect(engine="streaming"), giant)
+    if giant is not None:
+        write_buckets(big.drop(col.CLUSTER_ID), pl.col(col.SAMPLE_ID), giant.buckets, giant.members, f"{bucket:05d}")
     return write_buckets(frame, pl.col(col.CLUSTER_ID), groups, out, f"{bucket:05d}")
 
 
@@ -89,6 +127,6 @@ def keep_group(pairs: Path, members: Path, group: int, thresholds: dict[str, flo
     routed = duplicates.join(units, on=col.SAMPLE_ID, how="left")
     for (unit,), rows in routed.partition_by(UNIT, as_dict=True).items():
         write_parquet(rows.drop(UNIT).to_arrow(), out / str(unit) / f"part-{group:05d}.parquet")
-    dropped = duplicates.filter(pl.col(col.DUPLICATE_OF).is_not_null())
-    return {"rows": duplicates.height, "duplicates": dropped.height, "clusters": duplicates[col.CLUSTER_ID].n_unique(),
-            "by_kind": dict(dropped.group_by(col.DUP_KIND).len().iter_rows())}
+    counts = cluster_counts(duplicates)  # a survivor group lies in one component, so in one group
+    return {"rows": duplicates.height, "duplicates": counts["duplicates"], "clusters": counts["clusters"],
+            "by_kind": counts["by_kind"]}

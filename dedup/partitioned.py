@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from dedup import components as cc
+from dedup import giant
 from dedup import groups as grouping
 from dedup import shuffle
 from dedup.cluster import DUPLICATES_SCHEMA
@@ -132,14 +133,99 @@ def _recluster(config: DedupConfig, layout: RunLayout, tasks: Tasks, into: Survi
                                          for kind in columns
                                          for i, batch in enumerate(plan.batches(sources[kind], KEY_BYTES))])
     members, routed = plan.fresh("members"), plan.fresh("group-pairs")
-    plan.each(grouping.route_members, [(labels, scores, b, columns, groups, members) for b in range(plan.cc_buckets)])
-    plan.each(grouping.route_pairs, [(plan.work / "pairs-by-a", labels, b, groups, routed)
+    giant = _giant(plan, labels, n_labels)
+    plan.each(grouping.route_members, [(labels, scores, b, columns, groups, members, giant)
+                                       for b in range(plan.cc_buckets)])
+    plan.each(grouping.route_pairs, [(plan.work / "pairs-by-a", labels, b, groups, routed, giant)
                                       for b in range(plan.cc_buckets)])
     found = plan.each(grouping.keep_group, [(routed, members, g, config.thresholds(), order, config.keep.mode,
                                               into.out) for g in range(groups)])
+    if giant is not None:
+        types = {c: t for kind in columns.values() for c, t in kind.items()}
+        found.append(decide_giant(plan, giant, {c: types[c] for c in order if c in types}, into.out))
     if not any(into.out.rglob("*.parquet")):  # readers always find the table and its columns
         write_parquet(pl.DataFrame(schema=DUPLICATES_SCHEMA).to_arrow(), into.out / "_" / "part-00000.parquet")
-    return {**_summary(found), "component_rounds": rounds, "shuffle_files_written": plan.written}
+    return {**_summary(found), "component_rounds": rounds, "shuffle_files_written": plan.written,
+            "giant_components": len(giant.labels) if giant else 0,
+            "giant_rounds": found[-1]["rounds"] if giant else 0}
+
+
+def _giant(plan: Plan, labels: Path, n_labels: int) -> grouping.Giant | None:
+    """The components over ``max_component_rows`` (greedy mode), or None. The driver holds their labels
+    only: at most clustered rows / cap of them."""
+    cap = plan.config.partitions.max_component_rows
+    if plan.config.keep.mode != "greedy" or n_labels <= cap:
+        return None
+    sizes = plan.fresh("component-sizes")
+    plan.each(grouping.component_sizes, [(labels, b, plan.cc_buckets, sizes) for b in range(plan.cc_buckets)])
+    large: dict[str, int] = {}
+    for part in plan.each(grouping.large_components, [(sizes, b, cap) for b in range(plan.cc_buckets)]):
+        large.update(part)
+    if not large:
+        return None
+    buckets = giant.bucket_count(sum(large.values()), cap, plan.buckets(sum(large.values()), 2 * KEY_BYTES))
+    return grouping.Giant(tuple(sorted(large)), buckets, plan.fresh("giant-members"), plan.fresh("giant-pairs"))
+
+
+def decide_giant(plan: Plan, found: grouping.Giant, keys: dict[str, pl.DataType], out: Path) -> dict:
+    """The giant components' duplicates rows (``dedup.giant``): classes by star rounds, hub links, then
+    greedy rounds until no sample is undecided; ``keys``: the keep-order columns present, best first."""
+    b, every = found.buckets, range(found.buckets)
+    state, asked_n, links, asked_l, rows, link_rows = _giant_graph(plan, found, keys)
+    state, blockers, rounds = _greedy_rounds(plan, b, keys, state, asked_n, links, asked_l)
+    sent, survivors = plan.fresh("giant-final"), plan.fresh("giant-survivors")
+    plan.each(giant.spread, [(blockers, asked_n, i, giant.blocker_schema(keys), b, sent) for i in every])
+    parts = plan.each(giant.finish, [(state, sent, i, keys, b, out, survivors) for i in every])
+    clusters = sum(plan.each(giant.count_clusters, [(survivors, i) for i in every]))
+    by_kind: dict[str, int] = {}
+    for part in parts:
+        for kind, n in part["by_kind"].items():
+            by_kind[kind] = by_kind.get(kind, 0) + n
+    return {"rows": sum(rows), "duplicates": sum(p["duplicates"] for p in parts), "clusters": clusters,
+            "by_kind": by_kind, "rounds": rounds, "task_members": rows, "task_links": link_rows}
+
+
+def _giant_graph(plan: Plan, found: grouping.Giant, keys: dict[str, pl.DataType]) -> tuple:
+    """Node states (with their byte, image and caption classes), hub links, and who asked for which hub;
+    the samples and the links each task held."""
+    b, every = found.buckets, range(found.buckets)
+    edges = plan.fresh("giant-class-edges-0")
+    plan.each(giant.class_edges, [(found.pairs, i, b, edges) for i in every])
+    class_labels, _, _ = star_rounds(plan, edges, b, "giant-class-")
+    classes, state, asked_n = plan.fresh("giant-classes"), plan.fresh("giant-nodes"), plan.fresh("giant-asked-nodes")
+    plan.each(giant.class_labels, [(class_labels, i, b, classes) for i in every])
+    rows = plan.each(giant.nodes, [(found.members, classes, i, keys, b, state, asked_n) for i in every])
+    half, raw = plan.fresh("giant-half-links"), plan.fresh("giant-raw-links")
+    plan.each(giant.half_links, [(found.pairs, state, i, keys, b, half) for i in every])
+    plan.each(giant.links, [(half, state, i, keys, b, raw) for i in every])
+    links, asked_l = plan.fresh("giant-links"), plan.fresh("giant-asked-links")
+    link_rows = plan.each(giant.best_links, [(raw, i, b, links, asked_l) for i in every])
+    return state, asked_n, links, asked_l, rows, link_rows
+
+
+def _greedy_rounds(plan: Plan, b: int, keys: dict[str, pl.DataType], state: Path, asked_n: Path, links: Path,
+                   asked_l: Path) -> tuple[Path, Path, int]:
+    """Rounds of ``dedup.giant`` steps until no node is undecided -> the final node states, each hub's
+    best blocker, the rounds. A round's directories replace the ones of the round before last."""
+    offer_schema, blocker_schema = {giant.HUB: pl.String, giant.V: pl.String, **keys}, giant.blocker_schema(keys)
+    blockers, drops, rounds, names, every = None, None, 0, list(keys), range(b)
+    while True:
+        opened, offers = plan.fresh("giant-nodes-a"), plan.fresh(f"giant-offers-{rounds % 2}")
+        if sum(plan.each(giant.offer, [(state, drops, i, keys, b, opened, offers) for i in every])) == 0:
+            return opened, blockers, rounds
+        rounds += 1
+        sent, best, linked, won, kept, sent_kept, blocked, now, drops = (
+            plan.fresh(f"giant-{name}-{rounds % 2}")
+            for name in ("sent", "best", "linked", "won", "kept", "sent-kept", "blocked", "blockers", "drops"))
+        plan.each(giant.spread, [(offers, asked_l, i, offer_schema, b, sent, names, best) for i in every])
+        plan.each(giant.across, [(links, sent, i, offer_schema, names, b, linked, False) for i in every])
+        plan.each(giant.winners, [(best, linked, i, keys, b, won) for i in every])
+        state = plan.fresh("giant-nodes-b")
+        plan.each(giant.keep, [(opened, won, i, keys, b, state, kept) for i in every])
+        plan.each(giant.spread, [(kept, asked_l, i, blocker_schema, b, sent_kept) for i in every])
+        plan.each(giant.across, [(links, sent_kept, i, blocker_schema, names, b, blocked, True) for i in every])
+        plan.each(giant.block, [(blockers, kept, blocked, asked_n, i, keys, b, now, drops) for i in every])
+        blockers = now
 
 
 def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int, int]:
@@ -150,18 +236,24 @@ def components(plan: Plan, pair_files: list[Path]) -> tuple[Path, int, int]:
     edges, by_a = plan.fresh("edges-0"), plan.fresh("pairs-by-a")
     plan.each(cc.seed_edges, [(batch, plan.config.thresholds(), buckets, edges, by_a, f"{i:05d}")
                               for i, batch in enumerate(plan.batches(pair_files, 3 * KEY_BYTES))])
+    return star_rounds(plan, edges, buckets)
+
+
+def star_rounds(plan: Plan, edges: Path, buckets: int, prefix: str = "") -> tuple[Path, int, int]:
+    """Large-star/small-star rounds from seeded ``edges`` (both ways, by first node) until nothing changes
+    -> each node's label (its component's smallest node), by node; their count; the rounds."""
     previous, step = None, 0
     while True:
-        large = plan.fresh(f"edges-{step + 1}")
+        large = plan.fresh(f"{prefix}edges-{step + 1}")
         fingerprints = plan.each(cc.large_star, [(edges, b, buckets, large) for b in range(buckets)])
         if cc.converged(previous, fingerprints):
             break
-        small = plan.fresh(f"edges-{step + 2}")
+        small = plan.fresh(f"{prefix}edges-{step + 2}")
         plan.each(cc.small_star, [(large, b, buckets, small) for b in range(buckets)])
         shutil.rmtree(edges, ignore_errors=True)
         shutil.rmtree(large, ignore_errors=True)
         edges, previous, step = small, fingerprints, step + 2
-    labels = plan.fresh("labels")
+    labels = plan.fresh(f"{prefix}labels")
     n = sum(plan.each(cc.labels, [(edges, b, labels) for b in range(buckets)]))
     return labels, n, step // 2
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from dedup.artefacts import SampleIndex
-from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster, equal_key_pairs
+from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster, cluster_counts, equal_key_pairs
 from dedup.config import DedupConfig
 from dedup.detectors import caption_pairs, layout_pairs, pdq_pairs, phash_pairs, sscd_pairs
 from dedup.semantic import CENTROID_DISTANCE, semantic_pairs
@@ -123,7 +123,4 @@ def recluster(config: DedupConfig, layout: RunLayout) -> dict:
     scores = keep_scores(layout, staged_rows(layout), order)
     duplicates = cluster(pairs, config.thresholds(), scores, order, config.keep.mode)
     write_parquet(duplicates.to_arrow(), layout.duplicates)
-    dropped = duplicates.filter(pl.col(col.DUPLICATE_OF).is_not_null())
-    return {"clusters": duplicates[col.CLUSTER_ID].n_unique(), "kept_in_clusters": duplicates.height - dropped.height,
-            "duplicates": dropped.height,
-            "by_kind": dict(dropped.group_by(col.DUP_KIND).len().sort(col.DUP_KIND).iter_rows())}
+    return cluster_counts(duplicates)

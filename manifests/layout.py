@@ -8,7 +8,7 @@
       ingest/staged/NNNNN.parquet one row per input row of the unit, success or not
       score/scores/*.parquet      sample_id + every score column and artefact (embeddings, signatures)
       dedup/pairs.parquet         candidate duplicate pairs with similarity
-      dedup/duplicates.parquet    sample_id, cluster_id, kept_sample_id, dup_kind, similarity, detector
+      dedup/duplicates.parquet    sample_id, cluster_id (= kept_sample_id, the survivor), dup_kind, similarity, detector
                                   (as the dedup phase's config had it; decide re-clusters the stored pairs)
       dedup/pairs/*.parquet       the same pairs as part files, when dedup runs partitioned (dedup.partitions)
       dedup/duplicates/UNIT/*.parquet  the same duplicates as part files, by the samples' ingest unit
@@ -177,8 +177,10 @@ class RunLayout:
     #                                          the run is in exactly one part, parts of one detector
     #                                          are disjoint buckets (by key, signature bucket or sample_a)
     #   dedup/duplicates/UNIT/part-GGGGG.parquet  the duplicates rows of unit UNIT's samples (UNIT: the
-    #                                          staged file's stem) found by cluster group GGGGG (a hash
-    #                                          bucket of cluster_id); each clustered sample once
+    #                                          staged file's stem) found by group GGGGG (a hash bucket
+    #                                          of component labels) or, for components over
+    #                                          dedup.partitions.max_component_rows, by giant-round
+    #                                          task giant-BBBBB; each clustered sample once
     #   dedup/semantic_centroids/<part>.parquet  sample_id, centroid_distance (to its k-means centroid)
     #                                          of the rows one semantic assignment task read (<part>: its
     #                                          batch of score files); each embedded sample once; read by

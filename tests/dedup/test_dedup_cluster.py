@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dedup.cluster import PAIRS_SCHEMA, cluster, union_find, with_kind
+from dedup.cluster import PAIRS_SCHEMA, cluster, cluster_counts, union_find, with_kind
 from manifests import schema as col
 
 THRESHOLDS = {"sha256": 1.0, "pixel_hash": 1.0, "minhash": 0.8, "phash": 0.85, "sscd": 0.75}
@@ -36,7 +36,7 @@ def test_keep_policy_prefers_aesthetic_then_clip_then_resolution_then_id():
     scores = pl.DataFrame({col.SAMPLE_ID: ["a", "b", "c", "d"], col.AESTHETIC_SCORE: [5.0, 6.0, 6.0, None],
                            col.CLIP_SCORE: [0.3, 0.2, 0.2, 0.9], "resolution": [10, 20, 30, 99]})
     out = cluster(p, THRESHOLDS, scores, mode="component")
-    assert set(out["kept_sample_id"]) == {"c"} and set(out[col.CLUSTER_ID]) == {"a"}
+    assert set(out["kept_sample_id"]) == {"c"} and set(out[col.CLUSTER_ID]) == {"c"}  # the survivor's group
     assert out.filter(pl.col(col.SAMPLE_ID) == "c")[col.DUPLICATE_OF].item() is None
     assert out.filter(pl.col(col.DUPLICATE_OF).is_not_null())[col.DUP_KIND].to_list() == ["exact"] * 3
     no_scores = cluster(p, THRESHOLDS, None, mode="component")
@@ -78,6 +78,21 @@ def test_greedy_keeps_both_ends_of_a_chain_component_keeps_one():
     assert component.filter(pl.col(col.DUPLICATE_OF).is_null())[col.SAMPLE_ID].to_list() == ["a"]
     c = component.filter(pl.col(col.SAMPLE_ID) == "c").row(0, named=True)
     assert (c[col.DUPLICATE_OF], c[col.DUP_KIND]) == ("a", "caption")  # its strongest link, not to a
+
+
+def test_a_chain_of_distinct_pictures_is_not_one_cluster():
+    # A~B~C~D are four distinct pictures, each pair of neighbours counted, A-C and B-D not: one
+    # connected component, but greedy keeps A and C, so cluster_id (the survivor) splits it in two.
+    p = pairs([("A", "B", "phash", 0.9), ("B", "C", "sscd", 0.8), ("C", "D", "phash", 0.9)])
+    out = cluster(p, THRESHOLDS)
+    assert dict(out.select(col.SAMPLE_ID, col.CLUSTER_ID).iter_rows()) == {"A": "A", "B": "A", "C": "C", "D": "C"}
+    assert (out[col.CLUSTER_ID] == out["kept_sample_id"]).all()
+    assert cluster_counts(out)["clusters"] == 2
+    # A kept sample whose only link is to another group's dropped sample has its own row, but is no cluster.
+    lone = cluster(pairs([("A", "B", "phash", 0.9), ("B", "C", "sscd", 0.8)]), THRESHOLDS)
+    assert dict(lone.select(col.SAMPLE_ID, col.CLUSTER_ID).iter_rows()) == {"A": "A", "B": "A", "C": "C"}
+    assert cluster_counts(lone) == {"clusters": 1, "kept_in_clusters": 2, "duplicates": 1, "by_kind": {"image": 1}}
+    assert set(cluster(p, THRESHOLDS, mode="component")[col.CLUSTER_ID]) == {"A"}  # one survivor per component
 
 
 @pytest.mark.parametrize("mode", ["greedy", "component"])

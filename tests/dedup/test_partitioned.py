@@ -77,6 +77,20 @@ def test_buckets_sized_by_bytes_equal_one_process(tmp_path, reference):
     assert duplicates.equals(want_duplicates)
 
 
+def test_components_over_the_cap_equal_one_process(tmp_path, reference):
+    """With max_component_rows 3 the generated run's larger components (4-5 samples) go to the giant
+    rounds (dedup/giant.py) beside the groups: the same duplicates table and counts."""
+    layout = generated_run(tmp_path, 3)
+    capped = DedupConfig.model_validate({**DETECTORS, "partitions": {"buckets": 3, "max_component_rows": 3}})
+    stats = run_partitioned(capped, layout, eligible())
+    _, duplicates = outputs(layout)
+    want = reference["greedy"][1]
+    assert stats["giant_components"] > 1
+    assert duplicates.equals(want)
+    dropped = want.filter(pl.col(col.DUPLICATE_OF).is_not_null())
+    assert (stats["duplicates"], stats["clusters"]) == (dropped.height, dropped["kept_sample_id"].n_unique())
+
+
 @pytest.mark.parametrize("buckets", [1, 4])
 def test_components_equal_union_find_on_chains_and_stars(tmp_path, buckets):
     from dedup import components as cc
@@ -147,11 +161,14 @@ def _add_embeddings(layout: RunLayout) -> None:
         frame.with_columns(pl.Series(col.SSCD_EMBEDDING, blobs, dtype=pl.Binary)).write_parquet(path)
 
 
-def test_partitioned_on_ray_equals_one_process(tmp_path, reference, ray_session):
+@pytest.mark.parametrize("cap", [None, 3])
+def test_partitioned_on_ray_equals_one_process(tmp_path, reference, ray_session, cap):
+    """cap 3: the larger components go through the giant rounds' tasks on Ray too."""
     from pipelines.dedup_tasks import run
 
     layout = generated_run(tmp_path, 3)
-    run(config(3), layout, eligible())
+    capped = {"max_component_rows": cap} if cap else {}
+    run(DedupConfig.model_validate({**DETECTORS, "partitions": {"buckets": 3, **capped}}), layout, eligible())
     assert outputs(layout)[0].equals(reference["greedy"][0])
     assert outputs(layout)[1].equals(reference["greedy"][1])
     assert not (layout.root / "dedup" / "work").exists()
