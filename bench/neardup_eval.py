@@ -60,7 +60,11 @@ from support.evalset import (EDIT_SETS, SCENE_PHOTOS, bundled_graphics, bundled_
 METHODS = {
     "phash": {"phash": {"enabled": True}},
     "pdq": {"pdq": {"enabled": True, "regions": []}},
-    "pdq_regions": {"pdq": {"enabled": True}},
+    "pdq_regions": {"pdq": {"enabled": True}},  # with the luminance stretch and the layout detector (defaults)
+    # Issue 24's photometric and low-texture additions one at a time: PDQ + regions as before both, each alone.
+    "pdq_before": {"pdq": {"enabled": True, "stretch_max_gain": 1}, "layout": {"enabled": False}},
+    "pdq_stretch": {"pdq": {"enabled": True}, "layout": {"enabled": False}},
+    "pdq_layout": {"pdq": {"enabled": True, "stretch_max_gain": 1}},
     # Pairs beyond the PDQ threshold, up to distance 80, count when ORB + RANSAC verifies them.
     "pdq_verify": {"pdq": {"enabled": True, "verify": {"enabled": True}}},
     # Every pair verified, the near ones too: what verification removes, and what it loses.
@@ -108,7 +112,7 @@ def _on_white(path: Path):
 
 
 def run_config(url_list: Path, run_dir: Path, dedup: dict) -> dict:
-    stages = {name: {"num_cpus": 0.25} for name in ("pixel_hash", "phash", "pdq")}
+    stages = {name: {"num_cpus": 0.25} for name in ("pixel_hash", "phash", "pdq", "layout")}
     return {"output_dir": str(run_dir),
             "input": {"kind": "url_list", "path": str(url_list), "rows_per_shard": 200},
             "crawl": {"allow_private_addresses": True, "retries": 1, "image_size": 256, "resize_mode": "border"},

@@ -23,6 +23,12 @@ Defaults:
   0.95 over the main edits; pHash: 0.986 and 0.75. Memory: 10 codes x 32 bytes per sample in the index.
   ``pdq.verify`` (off by default; on in the demo): pairs to distance 80 count when ORB + RANSAC finds
   >= 12 inliers; it lifts centred 60% crops from 0 to ~0.6 and 5-degree rotations from 0 to ~0.7.
+  The region is hashed with its luminance stretched (gain <= 2.5; not under a 48-level spread): contrast x0.5-0.8
+  copies of photos kept their PDQ hash (distance <= 12) but fell under min_quality, and lost their pairs.
+- layout (on whenever pdq is): the images under pdq.min_quality + 20 get a 16 x 16 CIELAB colour layout,
+  matched at RMS Delta E <= 4 and <= 0.15 of the two images' own variation, over the whole image or all but its
+  top or bottom quarter (``dedup.layout``). Chosen on the tune split of bench/neardup_eval.py, where 0.2 and
+  0.25 paired brightened and grey copies of two different pastel landscapes.
 """
 
 from __future__ import annotations
@@ -252,6 +258,16 @@ class PdqConfig(_Detector):
     regions: tuple[float, ...] = Field((0.8, 0.64), description="centre crops (fraction of each side) indexed too",
                                        json_schema_extra=SCORES)
     dihedral: bool = Field(True, description="index the 8 flips/rot90s of the full region")
+    stretch_max_gain: float = Field(
+        2.5, ge=1, le=8, description="luminance stretch before hashing (dedup.pdq.stretched): the largest gain; "
+                                     "1: off. Makes the quality guard contrast-invariant",
+        json_schema_extra=SCORES)
+    stretch_min_spread: float = Field(
+        48.0, ge=1, le=255, description="grey levels between the stretch percentiles below which an image is "
+                                        "hashed unstretched (flat, smooth, near-blank: nothing to amplify but noise)",
+        json_schema_extra=SCORES)
+    stretch_percentile: float = Field(1.0, ge=0, lt=50, description="the stretch maps this percentile of the "
+                                      "luminance, and 100 minus it, to 0 and 255", json_schema_extra=SCORES)
     verify: VerifyConfig = Field(VerifyConfig(), description="the pdq_verified detector")
 
     @model_validator(mode="after")
@@ -259,6 +275,34 @@ class PdqConfig(_Detector):
         if any(not 0.2 <= r < 1 for r in self.regions):
             raise ValueError(f"dedup.pdq.regions={self.regions}: each is a fraction of a side in [0.2, 1)")
         return self
+
+
+class LayoutConfig(_Detector):
+    """Colour layout of the images PDQ cannot hash (``dedup.layout``): a 16 x 16 CIELAB thumbnail of the content
+    region, mirror-averaged, for every image whose PDQ quality is under ``dedup.pdq.min_quality +
+    quality_margin``; two match when, over the whole image or all but its top or bottom quarter, their colours
+    agree (RMS Delta E) and their layouts agree (that difference relative to the images' own variation).
+
+    On (with pdq) by default: the pdq detector leaves these images to exact pairs. Settings chosen on the
+    tuning split of bench/neardup_eval.py (support/evalset.py); see there for the reporting split's figures.
+    """
+
+    enabled: bool = Field(True, description="run the layout detector whenever pdq runs (it needs pdq_quality)")
+    threshold: float = Field(0.96, gt=0, le=1, description="1 - Delta E / 100 of the best matching window (RMS "
+                                                           "CIELAB Delta E of its cells; 0.96: Delta E 4)",
+                             json_schema_extra=DECIDES)
+    quality_margin: int = Field(
+        20, ge=0, le=100, description="images with PDQ quality under dedup.pdq.min_quality + this get a layout: an "
+                                      "overlap, so a copy whose quality lands on the other side of min_quality "
+                                      "still meets its original", json_schema_extra=FINDS)
+    max_relative: float = Field(0.15, gt=0, le=1, description="that Delta E at most this fraction of the two "
+                                                               "images' own colour variation in the window (+1)",
+                                json_schema_extra=FINDS)
+
+    @property
+    def max_delta_e(self) -> float:
+        """The RMS Delta E of the stored pairs: similarity = 1 - Delta E / 100."""
+        return 100.0 * (1.0 - self.stored_from)
 
 
 class PartitionsConfig(StrictModel):
@@ -298,6 +342,8 @@ class DedupConfig(StrictModel):
     keep: KeepConfig = Field(KeepConfig(), description="which sample of a duplicate cluster survives",
                              json_schema_extra=DECIDES)
     pdq: PdqConfig = Field(PdqConfig(), description="the pdq detector: image pairs")
+    layout: LayoutConfig = Field(LayoutConfig(), description="the layout detector: image pairs among the images "
+                                 "PDQ cannot hash (runs with pdq)")
     semantic: SemanticConfig = Field(SemanticConfig(), description="the semantic detector (needs filters.clip)")
     partitions: PartitionsConfig = Field(PartitionsConfig(), description="how the dedup phase is cut into "
                                          "tasks on the cluster (bounded memory per task)")
@@ -312,7 +358,7 @@ class DedupConfig(StrictModel):
     def stored_from(self) -> dict[str, float]:
         """Per enabled detector with a threshold of its own, the lowest similarity of the pairs it stores."""
         sections = {"minhash": self.minhash, "phash": self.phash, "sscd": self.sscd, "pdq": self.pdq,
-                    "semantic": self.semantic}
+                    "layout": self.layout, "semantic": self.semantic}
         return {name: sections[name].stored_from for name in self.enabled_detectors() if name in sections}
 
 
@@ -338,6 +384,9 @@ DETECTORS = (
     # Beyond the PDQ threshold, out to verify.max_distance, a pair counts once ORB + RANSAC verify it.
     Detector("pdq_verified", DupKind.IMAGE, lambda d: d.pdq.enabled and d.pdq.verify.enabled,
              lambda d: 1.0 - d.pdq.verify.max_distance / 256, False),
+    # The colour layout of the images under PDQ's quality guard (and a margin above it).
+    Detector("layout", DupKind.IMAGE, lambda d: d.pdq.enabled and d.layout.enabled, lambda d: d.layout.threshold,
+             True),
     # SemDeDup over the CLIP stage's clip_embedding (no stage of its own).
     Detector("semantic", DupKind.SEMANTIC, lambda d: d.semantic.enabled, lambda d: d.semantic.threshold, False),
 )

@@ -10,7 +10,8 @@ import polars as pl
 
 from dedup.artefacts import SampleIndex, binary_matrix, column_matrix, hex_matrix, iter_column
 from dedup.cluster import PAIRS_SCHEMA, SIMILARITY, named_pairs
-from dedup.config import MinHashConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
+from dedup.config import LayoutConfig, MinHashConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
+from dedup.layout import LAYOUT_BYTES, candidate_cosine, match, search_vectors, similarity, unpack
 from dedup.pdq import row_width, unpack_rows, variants
 from dedup.phash import split_codes
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
@@ -105,6 +106,45 @@ def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index:
     far = ~near & passed
     return pl.concat([named_pairs(index, pos[a[keep_near]], pos[b[keep_near]], sim[keep_near], "pdq"),
                       named_pairs(index, pos[a[far]], pos[b[far]], sim[far], "pdq_verified")])
+
+
+def layout_descriptors(config: LayoutConfig, pdq: PdqConfig, files: list[Path],
+                       index: SampleIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, layout rows (n, LAYOUT_BYTES), low (n,)): every stored layout, and whether its image's PDQ
+    quality is under ``pdq.min_quality + config.quality_margin`` (PDQ cannot hash it, or barely)."""
+    pos, rows = column_matrix(files, col.LAYOUT_CODE, index, lambda v: binary_matrix(v, np.uint8, LAYOUT_BYTES))
+    if rows is None:
+        return pos, np.empty((0, LAYOUT_BYTES), np.uint8), np.empty(0, bool)
+    qpos, quality = column_matrix(files, col.PDQ_QUALITY, index, lambda v: v.to_numpy(zero_copy_only=False))
+    low = np.zeros(len(index), dtype=bool)
+    if quality is not None:
+        low[qpos] = quality.astype(np.int64) < pdq.min_quality + config.quality_margin
+    return pos, rows, low[pos]
+
+
+def layout_matches(rows: np.ndarray, a: np.ndarray, b: np.ndarray, config: LayoutConfig) -> tuple[np.ndarray, ...]:
+    """The candidate pairs (a, b: row numbers in ``rows``) whose layouts match, with their similarity."""
+    if len(a) == 0:
+        return a, b, np.empty(0, np.float32)
+    delta_e = match(unpack(rows[a]), unpack(rows[b]), config.max_delta_e, config.max_relative)
+    sim = similarity(delta_e)
+    keep = np.isfinite(delta_e) & (sim >= config.stored_from - 1e-6)
+    return a[keep], b[keep], sim[keep]
+
+
+def layout_pairs(config: LayoutConfig, pdq: PdqConfig, search: SearchConfig, files: list[Path],
+                 index: SampleIndex) -> pl.DataFrame:
+    """Pairs with at least one image under the quality band: candidates from an inner-product search of the
+    layouts' middle rows (``dedup.layout.search_vectors``; exact up to ``search.exact_max``, IVF beyond), each
+    checked by ``dedup.layout.match``. A copy whose quality a banner or an edit lifted over the band still
+    meets its original."""
+    pos, rows, low = layout_descriptors(config, pdq, files, index)
+    if len(pos) < 2 or not low.any():
+        return pl.DataFrame(schema=PAIRS_SCHEMA)
+    a, b, _ = float_pairs(search_vectors(unpack(rows)), candidate_cosine(config.max_delta_e), search)
+    either = low[a] | low[b]  # two images PDQ hashes are PDQ's to pair
+    a, b, sim = layout_matches(rows, a[either], b[either], config)
+    return named_pairs(index, pos[a], pos[b], sim, "layout")
 
 
 def verified(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray, config: PdqConfig) -> np.ndarray:

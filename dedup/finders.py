@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 
 from dedup import detectors, keyjoin, listjoin, pdqjoin, semjoin, shuffle
 from dedup.artefacts import SampleIndex
-from dedup.config import DedupConfig
+from dedup.config import DedupConfig, LayoutConfig, PdqConfig
+from dedup.layout import LAYOUT_BYTES, search_vectors, unpack
 from dedup.lsh import band_shape
 from dedup.plan import Plan
 from dedup.run import find_pairs, staged_rows
@@ -117,13 +118,43 @@ def sscd_pairs(plan: Plan) -> int:
                                                 for b in range(raw_buckets)]))
 
 
+def layout_pairs(plan: Plan) -> int:
+    """The layout detector: below ``search.exact_max`` layouts the one-process search in one task; beyond, the
+    layouts as IVF lists (``listjoin.assign_layout``, ``join_layout_lists``), each query's ``k`` best kept."""
+    config, pdq, search, files = plan.config.layout, plan.config.pdq, plan.config.search, plan.layout.score_files()
+    count = sum(plan.each(count_layouts, [(batch, config, pdq) for batch in plan.batches(files, KEY_BYTES)]))
+    if count <= search.exact_max:
+        return sum(plan.each(exact_search_pairs, [("layout", plan.config, files, plan.layout.pairs_dir)]))
+    nlist, nprobe = listjoin.list_shape(count, search, binary=False)
+    _, sample = _sample(plan, col.LAYOUT_CODE, nlist * search.train_per_list)
+    layouts = listjoin.binary_matrix(sample[col.LAYOUT_CODE].to_arrow(), np.uint8, LAYOUT_BYTES)
+    centroids = listjoin.float_lists(search_vectors(unpack(layouts)), nlist, search)
+    lists, raw, capped = plan.fresh("layout-lists"), plan.fresh("layout-raw"), plan.fresh("layout-capped")
+    list_buckets = plan.buckets(count * nprobe, KEY_BYTES + LAYOUT_BYTES)
+    raw_buckets = plan.buckets(count * search.k, KEY_BYTES)
+    row_bytes = (nprobe + 1) * (KEY_BYTES + LAYOUT_BYTES)
+    plan.each(listjoin.assign_layout, [(batch, config, pdq, search, centroids, nprobe, list_buckets, lists, f"{i:05d}")
+                                       for i, batch in enumerate(plan.batches(files, row_bytes))])
+    plan.each(listjoin.join_layout_lists, [(lists, b, config, search.k, raw_buckets, raw) for b in range(list_buckets)])
+    plan.each(listjoin.cap_queries, [(raw, b, search.k, raw_buckets, capped) for b in range(raw_buckets)])
+    return sum(plan.each(listjoin.merge_pairs, [(capped, b, "layout", plan.layout.pairs_dir)
+                                                for b in range(raw_buckets)]))
+
+
+def count_layouts(sources: list[Path], config: LayoutConfig, pdq: PdqConfig) -> int:
+    """Task: how many layouts a batch of score files holds."""
+    return sum(listjoin.layout_rows(source, config, pdq).height for source in sources)
+
+
 def exact_search_pairs(detector: str, config: DedupConfig, files: list[Path], out: Path) -> int:
     """Task: the one-process detector on every descriptor (at most ``search.exact_max`` of them)."""
-    column = {"phash": col.PHASH, "sscd": col.SSCD_EMBEDDING}[detector]
+    column = {"phash": col.PHASH, "sscd": col.SSCD_EMBEDDING, "layout": col.LAYOUT_CODE}[detector]
     ids = pl.concat([listjoin.read_descriptors(f, column)[col.SAMPLE_ID] for f in files])
     index = SampleIndex.of(ids)
     if detector == "phash":
         pairs = detectors.phash_pairs(config.phash, config.search, files, index)
+    elif detector == "layout":
+        pairs = detectors.layout_pairs(config.layout, config.pdq, config.search, files, index)
     else:
         pairs = detectors.sscd_pairs(config.sscd, config.search, files, index)
     return shuffle.write_pairs(pairs, out / f"{detector}-00000.parquet")
@@ -151,4 +182,5 @@ FINDERS: dict[str, Callable[[Plan], int]] = {
     "semantic": lambda p: semjoin.semantic_pairs(p, centroid_dir(p.layout)),
     "pdq": pdqjoin.pdq_pairs,
     "pdq_verified": lambda p: 0,  # found with pdq, in the same pass
+    "layout": layout_pairs,
 }

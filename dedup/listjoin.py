@@ -29,8 +29,9 @@ import pyarrow.parquet as pq
 
 from dedup.artefacts import binary_matrix, hex_matrix
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
-from dedup.config import PHashConfig, SearchConfig, SscdConfig
+from dedup.config import LayoutConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
 from dedup.ivfjoin import _ListJoin, keep_best, nearest_lists, train_centroids
+from dedup.layout import LAYOUT_BYTES, candidate_cosine, search_vectors, unpack
 from dedup.phash import split_codes
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from manifests import schema as col
@@ -133,6 +134,37 @@ def _sscd_probes(source: Path, config: SscdConfig, search: SearchConfig, centroi
     return _probe_rows(frame[col.SAMPLE_ID], vectors, probes, True)
 
 
+def assign_layout(sources: list[Path], config: LayoutConfig, pdq: PdqConfig, search: SearchConfig,
+                  centroids: np.ndarray, nprobe: int, buckets: int, out: Path, part: str) -> int:
+    """Each layout probes its ``nprobe`` nearest lists (its search vector, ``dedup.layout.search_vectors``); an
+    image under the quality band is a member of the first: so two images above it never meet. Rows carry the
+    layout."""
+    rows = concat(_layout_probes(source, config, pdq, search, centroids, nprobe) for source in sources)
+    return write_buckets(rows, pl.col("list"), buckets, out, part)
+
+
+def layout_rows(source: Path, config: LayoutConfig, pdq: PdqConfig) -> pl.DataFrame:
+    """sample_id, layout_code and ``low`` (PDQ quality under the layout band) of one score file's layouts."""
+    names = pq.ParquetFile(source).schema_arrow.names
+    if col.LAYOUT_CODE not in names:
+        return pl.DataFrame(schema={col.SAMPLE_ID: pl.String, col.LAYOUT_CODE: pl.Binary, "low": pl.Boolean})
+    quality = pl.col(col.PDQ_QUALITY).cast(pl.Int64) if col.PDQ_QUALITY in names else pl.lit(None, pl.Int64)
+    low = (quality < pdq.min_quality + config.quality_margin).fill_null(False).alias("low")
+    return pl.scan_parquet(source).drop_nulls(col.LAYOUT_CODE).select(col.SAMPLE_ID, col.LAYOUT_CODE, low).collect()
+
+
+def _layout_probes(source: Path, config: LayoutConfig, pdq: PdqConfig, search: SearchConfig,
+                   centroids: np.ndarray, nprobe: int) -> pl.DataFrame:
+    frame = layout_rows(source, config, pdq)
+    if frame.is_empty():
+        return pl.DataFrame()
+    rows = binary_matrix(frame[col.LAYOUT_CODE].to_arrow(), np.uint8, LAYOUT_BYTES)
+    probes = nearest_lists(search_vectors(unpack(rows)), centroids, nprobe, search.query_batch)
+    low = frame["low"].to_numpy()
+    return concat([_probe_rows(frame[col.SAMPLE_ID].filter(keep), rows[keep], probes[keep], member)
+                   for keep, member in ((low, True), (~low, False)) if keep.any()])
+
+
 # --- the per-list joins: one task per bucket of lists -------------------------------------------
 
 def _lists(source: Path, bucket: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
@@ -174,6 +206,25 @@ def join_sscd_lists(source: Path, bucket: int, threshold: float, dims: int, k: i
         rows = pl.concat([members, probers])
         vectors = binary_matrix(rows["vector"].to_arrow(), np.float32, dims)
         a, b, s = join(vectors, np.arange(members.height), np.arange(members.height, rows.height), threshold, k)
+        ids = rows[col.SAMPLE_ID]
+        found.append(pl.DataFrame({"a": ids.gather(a), "b": ids.gather(b), SIMILARITY: s}, schema=RAW_SCHEMA))
+    return _write_raw(found, raw_buckets, out, f"{bucket:05d}", by="a")
+
+
+def join_layout_lists(source: Path, bucket: int, config: LayoutConfig, k: int, raw_buckets: int, out: Path) -> int:
+    """Each list's candidates as the one-process search finds them (inner product of the search vectors, its
+    ``k`` best per query), then checked by ``dedup.layout.match`` (``dedup.detectors.layout_matches``)."""
+    from dedup.detectors import layout_matches  # detectors imports the search modules, not this one
+
+    found = []
+    for members, probers in _lists(source, bucket):
+        if members.is_empty():
+            continue
+        rows = pl.concat([members, probers])
+        layouts = binary_matrix(rows["vector"].to_arrow(), np.uint8, LAYOUT_BYTES)
+        a, b, _ = _ListJoin(search_vectors(unpack(layouts)), candidate_cosine(config.max_delta_e), k)(
+            (np.arange(members.height), np.arange(members.height, rows.height)))
+        a, b, s = layout_matches(layouts, a, b, config)
         ids = rows[col.SAMPLE_ID]
         found.append(pl.DataFrame({"a": ids.gather(a), "b": ids.gather(b), SIMILARITY: s}, schema=RAW_SCHEMA))
     return _write_raw(found, raw_buckets, out, f"{bucket:05d}", by="a")

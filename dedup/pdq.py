@@ -42,6 +42,35 @@ def pdq_dihedral(rgb: np.ndarray) -> tuple[np.ndarray, int]:
     return np.packbits(np.stack(codes).astype(np.uint8), axis=1), int(quality)
 
 
+def stretched(rgb: np.ndarray, config: PdqConfig) -> np.ndarray:
+    """The content region with its luminance stretched so its ``stretch_percentile`` and 100 minus it span
+    0-255, by one gain and offset on every channel (so colours keep their order).
+
+    PDQ's hash thresholds DCT coefficients at their median, so it barely moves under such a map; its
+    quality (gradient energy) scales with contrast, so a contrast x0.5 copy of a photo falls under
+    ``min_quality`` and loses its pairs. Hashing the stretched region makes the quality, and the guard,
+    contrast-invariant. An image whose spread is under ``stretch_min_spread`` grey levels (a flat colour, a soft
+    gradient, a near-blank page) is returned as is, and the gain is capped at ``stretch_max_gain``, so JPEG noise
+    is never amplified into structure. ``stretch_max_gain`` 1 turns it off."""
+    if config.stretch_max_gain <= 1 or rgb.size == 0:
+        return rgb
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 65_536)))  # percentiles of ~64k pixels suffice
+    sample = rgb[::step, ::step].reshape(-1, 3)
+    luma = (sample @ np.array([77, 150, 29], np.uint32)) >> 8  # ITU-R BT.601 weights in 8-bit fixed point
+    cumulative = np.cumsum(np.bincount(luma, minlength=256)) / len(luma)
+    lo = int(np.searchsorted(cumulative, config.stretch_percentile / 100))
+    hi = int(np.searchsorted(cumulative, 1 - config.stretch_percentile / 100))
+    spread = hi - lo + 1
+    if spread < config.stretch_min_spread:
+        return rgb
+    gain = min(config.stretch_max_gain, 256.0 / spread)
+    if gain <= 1.0:
+        return rgb
+    centre = (lo + hi + 1) / 2
+    table = np.clip(np.rint((np.arange(256) - centre) * gain + 128), 0, 255).astype(np.uint8)
+    return table[rgb]  # one gain and offset on every channel, as a lookup table
+
+
 def to_hex(code: np.ndarray) -> str:
     return code.tobytes().hex()
 
@@ -104,7 +133,7 @@ class PdqHasher:
         for i, (ok, rgb) in enumerate(zip(batch[DECODED], batch[CONTENT_RGB.column])):
             if not ok:
                 continue
-            full, quality, (crop_codes, crop_quality) = region_codes(rgb, self.config)
+            full, quality, (crop_codes, crop_quality) = region_codes(stretched(rgb, self.config), self.config)
             out[col.PDQ_HASH][i], out[col.PDQ_QUALITY][i] = to_hex(full[0]), quality
             out[col.PDQ_CODES][i] = pack_row(full, crop_codes, crop_quality)
             if self.config.verify.enabled:

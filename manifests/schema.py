@@ -129,7 +129,8 @@ CONTENT_BOX = "content_box"
 PDQ_CODES = "pdq_codes"
 ORB_FEATURES = "orb_features"
 SSCD_BLANK_SIMILARITY = "sscd_blank_similarity"
-ARTEFACT_COLUMNS = ARTEFACT_COLUMNS | {PDQ_CODES, ORB_FEATURES, SSCD_BLANK_SIMILARITY}
+LAYOUT_CODE = "layout_code"  # dedup.layout: the colour layout (16 x 8 x Lab bytes) of the content region
+ARTEFACT_COLUMNS = ARTEFACT_COLUMNS | {PDQ_CODES, ORB_FEATURES, SSCD_BLANK_SIMILARITY, LAYOUT_CODE}
 
 
 class Status:

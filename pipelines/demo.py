@@ -112,7 +112,7 @@ def demo_config(url_list: Path, run_dir: Path) -> dict:
         # Fractions of a CPU so that every model pool fits a 2-CPU local Ray next to the read tasks.
         "resources": {"ingest": {"concurrency": 2}, "export": {"concurrency": 2},
                       "stages": {**{name: {"num_cpus": 0.5} for name in ("clip", "aesthetic", "nsfw")},
-                                 **{name: {"num_cpus": 0.25} for name in ("pixel_hash", "pdq", "minhash")},
+                                 **{name: {"num_cpus": 0.25} for name in ("pixel_hash", "pdq", "layout", "minhash")},
                                  **{name: {"num_cpus": 0.05} for name in ("language", "ocr", "quality", "watermark")}}},
         "ray": {"num_cpus": 2},
     }

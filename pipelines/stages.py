@@ -8,6 +8,7 @@ from typing import Any, Callable, Literal
 from captioning.blip2 import Blip2Captioner
 from captioning.llava import LlavaCaptioner
 from captioning.qwen_vl import QwenVlCaptioner
+from dedup.layout import LayoutHasher
 from dedup.minhash import CaptionMinHasher
 from dedup.pdq import PdqHasher
 from dedup.phash import PerceptualHasher
@@ -92,6 +93,7 @@ STAGES = (
     Stage("minhash", "score", lambda c: c.dedup.minhash, _detector_on("minhash"), lambda s: CaptionMinHasher),
     Stage("sscd", "score", lambda c: c.dedup.sscd, _detector_on("sscd"), lambda s: SscdEmbedder),
     Stage("pdq", "score", lambda c: c.dedup.pdq, _detector_on("pdq"), lambda s: PdqHasher),
+    Stage("layout", "score", lambda c: c.dedup.layout, _detector_on("layout"), lambda s: LayoutHasher),
     Stage("blip2", "caption", lambda c: c.caption.blip2, lambda c: c.caption.blip2.enabled, lambda s: Blip2Captioner),
     Stage("llava", "caption", lambda c: c.caption.llava, lambda c: c.caption.llava.enabled, lambda s: LlavaCaptioner),
     Stage("qwen_vl", "caption", lambda c: c.caption.qwen_vl, lambda c: c.caption.qwen_vl.enabled,

@@ -79,9 +79,9 @@ def dedup_sliders(config: RunConfig, run: Path) -> list[Slider]:
     if not run_decision.pairs_layout(run).pairs_files():
         return []
     dedup, sliders = config.dedup, []
-    for name in ("minhash", "phash", "sscd", "pdq"):
+    for name in ("minhash", "phash", "sscd", "pdq", "layout"):
         section = getattr(dedup, name)
-        if section.enabled:
+        if name in dedup.enabled_detectors():
             sliders.append(Slider(f"dedup.{name}.threshold", f"{name} similarity min", "duplicate",
                                   section.threshold, section.stored_from, 1.0, side="dup"))
     if dedup.semantic.enabled:

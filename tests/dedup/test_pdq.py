@@ -9,7 +9,8 @@ import pdqhash
 import polars as pl
 import pyarrow as pa
 import pytest
-from PIL import Image
+from hypothesis import given, settings, strategies as st
+from PIL import Image, ImageEnhance
 
 from crawl.config import CrawlConfig
 from crawl.image import stage_image
@@ -19,7 +20,7 @@ from dedup.content import centre_crop
 from manifests.images import crop_to_box, parse_box
 from dedup.detectors import pdq_pairs, phash_pairs
 from support.evalset import low_texture_set
-from dedup.pdq import PdqHasher
+from dedup.pdq import PdqHasher, stretched
 from dedup.phash import PerceptualHasher
 from dedup.pixels import PixelHasher
 from manifests import schema as col
@@ -173,3 +174,34 @@ def test_verification_in_chunks_gives_the_same_pairs(tmp_path, photo):
     whole = pdq_pairs(config, SEARCH, files, index)
     small = config.model_copy(update={"verify": config.verify.model_copy(update={"cache_samples": 2})})
     assert pdq_pairs(small, SEARCH, files, index).equals(whole) and whole.height >= 2
+
+
+def test_a_contrast_copy_is_found_once_the_luminance_is_stretched(tmp_path):
+    """Contrast x0.6 halves PDQ's quality (gradient energy) but not its hash: without the stretch the moon's
+    copy falls under min_quality 50 (85 -> 43) and loses its pair; stretched, both hash at full quality."""
+    moon = load_photos()["moon"][0].copy()
+    moon.thumbnail((256, 256))
+    images = [png(moon), png(ImageEnhance.Contrast(moon).enhance(0.6))]
+    index = SampleIndex.of(pl.Series(["0000", "0001"]))
+    found = {}
+    for gain in (2.5, 1.0):
+        config = PdqConfig(enabled=True, stretch_max_gain=gain)
+        batch = PdqHasher(config)(batch_of(images))
+        files = score_file(tmp_path, batch, [col.PDQ_QUALITY, col.PDQ_CODES])
+        found[gain] = pdq_pairs(config, SEARCH, files, index)
+    assert found[2.5].height == 1 and found[2.5]["similarity"][0] >= 0.9
+    assert found[1.0].is_empty()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 255), st.integers(0, 47), st.integers(0, 2**32 - 1))
+def test_the_stretch_leaves_images_under_its_spread_as_they_are(base, spread, seed):
+    """Flat, smooth and near-blank images (luminance spread under stretch_min_spread) are hashed unstretched,
+    so their JPEG noise is never amplified into structure; others come back the same shape and dtype."""
+    config = PdqConfig()
+    rng = np.random.default_rng(seed)
+    low = np.clip(base + rng.integers(0, spread + 1, size=(24, 32, 1)), 0, 255).astype(np.uint8).repeat(3, axis=2)
+    assert stretched(low, config) is low
+    wide = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8) // 2
+    out = stretched(wide, config)
+    assert out.shape == wide.shape and out.dtype == np.uint8 and int(out.max()) - int(out.min()) > 127

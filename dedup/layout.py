@@ -1,0 +1,135 @@
+"""Colour layout: the descriptor of the images PDQ cannot hash (flat designs, soft gradients, pastels).
+
+PDQ refuses an image whose quality (gradient energy) is under ``dedup.pdq.min_quality``: its hash is
+noise. Such an image still has a colour layout, and a copy keeps it. ``layout`` is a pure function of the
+RGB uint8 content region: a 16 x 16 CIELAB thumbnail (PIL's box filter, sRGB D65), averaged with its own
+mirror so a left-right flip gives the same descriptor, of which the left half (16 rows x 8 columns x Lab)
+is stored as 384 bytes (L x 2.55, a + 128, b + 128, rounded).
+
+Two layouts match (``match``) in a window of rows, the whole image or the image without its top or bottom
+quarter (a banner over up to a quarter of the height), when in that window both
+
+- the root-mean-square colour difference of the cells, in CIELAB Delta E, is at most ``max_delta_e``
+  (``dedup.layout.threshold`` is 1 - Delta E / 100): the
+  colours agree, so distinct flat colours, gradients of other colours and recolours of one design differ; and
+- that difference is at most ``max_relative`` of the two images' own variation in the window (root-mean-square
+  Delta E of each cell from the window's mean colour, summed, plus 1): the layout agrees, so two pictures on one
+  background colour, which differ in a few cells only, are refused. A near-flat image has almost no variation,
+  so it matches only a copy of itself within ``max_relative`` Delta E.
+
+The search (``search_vectors``) indexes the middle half of the rows, which every window holds, mapped onto
+the unit sphere (``ROOF``) so that FAISS's inner-product search finds every pair whose middle rows are within
+a Euclidean distance: a superset of the matches, which ``match`` then checks on the stored layouts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from dedup.config import LayoutConfig
+from manifests import schema as col
+from manifests.images import CONTENT_RGB, DECODED, RgbArray, ensure
+
+GRID = 16  # rows and columns of the thumbnail
+HALF = GRID // 2  # columns stored: the thumbnail is its own mirror
+LAYOUT_BYTES = GRID * HALF * 3
+WINDOWS = ((0, GRID), (0, GRID - GRID // 4), (GRID // 4, GRID))  # whole; no bottom quarter; no top quarter
+MIDDLE = (GRID // 4, GRID - GRID // 4)  # rows every window holds: what the search indexes
+ROOF = 5000.0  # the search vector is (middle rows, ROOF) normalised; see ``candidate_cosine``
+_SRGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+                         [0.0193339, 0.1191920, 0.9503041]], np.float64)
+_WHITE = np.array([0.95047, 1.0, 1.08883])
+
+
+def lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) of sRGB uint8 pixels, float64 (..., 3)."""
+    c = rgb.astype(np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _SRGB_TO_XYZ.T / _WHITE
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def layout(rgb: np.ndarray) -> np.ndarray:
+    """(GRID, HALF, 3) uint8: the mirror-averaged CIELAB thumbnail's left half, quantised (see the module)."""
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).resize((GRID, GRID),
+                                                                                       Image.Resampling.BOX))
+    values = lab(small)
+    values = (values + values[:, ::-1]) / 2
+    quantised = values[:, :HALF] * (2.55, 1.0, 1.0) + (0.0, 128.0, 128.0)
+    return np.clip(np.rint(quantised), 0, 255).astype(np.uint8)
+
+
+def unpack(rows: np.ndarray) -> np.ndarray:
+    """(n, LAYOUT_BYTES) uint8 -> CIELAB (n, GRID, HALF, 3) float32."""
+    values = rows.reshape(len(rows), GRID, HALF, 3).astype(np.float32)
+    return (values - np.float32([0, 128, 128])) / np.float32([2.55, 1, 1])
+
+
+def distances(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Delta E, relative) of layouts x[i] and y[i] (float, (n, GRID, HALF, 3)) in each window: (n, windows)."""
+    delta = np.sqrt(((x - y) ** 2).sum(-1))  # (n, GRID, HALF) per-cell Delta E
+    out_e, out_r = [], []
+    for top, bottom in WINDOWS:
+        cells = (bottom - top) * HALF
+        rms = np.sqrt((delta[:, top:bottom] ** 2).sum((1, 2)) / cells)
+        own = [np.sqrt((((v[:, top:bottom] - v[:, top:bottom].mean((1, 2), keepdims=True)) ** 2).sum(-1))
+                       .sum((1, 2)) / cells) for v in (x, y)]
+        out_e.append(rms)
+        out_r.append(rms / (own[0] + own[1] + 1.0))
+    return np.stack(out_e, axis=1), np.stack(out_r, axis=1)
+
+
+def match(x: np.ndarray, y: np.ndarray, max_delta_e: float, max_relative: float) -> np.ndarray:
+    """Per pair: the best Delta E among the windows that pass both checks, else inf (no match)."""
+    delta_e, relative = distances(x, y)
+    passed = (delta_e <= max_delta_e + 1e-4) & (relative <= max_relative)
+    return np.where(passed, delta_e, np.inf).min(axis=1)
+
+
+def similarity(delta_e: np.ndarray) -> np.ndarray:
+    """A pair's similarity in [0, 1]: 1 - Delta E / 100 (the detector's threshold is on it)."""
+    return (1.0 - np.asarray(delta_e, np.float64) / 100.0).astype(np.float32)
+
+
+def search_vectors(values: np.ndarray) -> np.ndarray:
+    """(n, d + 1) float32 unit vectors: the middle rows of CIELAB layouts (n, GRID, HALF, 3) and ``ROOF``.
+
+    Normalising (v, ROOF) is a contraction by at least 1 / ROOF, so two layouts whose middle rows lie within
+    Euclidean distance D have cosine >= 1 - (D / ROOF)^2 / 2 (``candidate_cosine``)."""
+    middle = values[:, MIDDLE[0]:MIDDLE[1]].reshape(len(values), -1).astype(np.float64)
+    lifted = np.concatenate([middle, np.full((len(values), 1), ROOF)], axis=1)
+    return (lifted / np.linalg.norm(lifted, axis=1, keepdims=True)).astype(np.float32)
+
+
+def candidate_cosine(max_delta_e: float) -> float:
+    """The cosine every match reaches: a window's RMS Delta E <= max_delta_e bounds the Euclidean distance of
+    the middle rows (inside every window, at most GRID x HALF cells) by max_delta_e x sqrt(GRID x HALF)."""
+    reach = max_delta_e * np.sqrt(GRID * HALF)
+    return float(1.0 - (reach / ROOF) ** 2 / 2 - 1e-6)
+
+
+class LayoutHasher:
+    """Score stage: reads ``RgbArray`` of the content region, writes ``layout_code`` (``LAYOUT_BYTES`` bytes,
+    see ``layout``); an image that does not decode gets null. The layout detector uses it for the images
+    whose PDQ quality is under ``dedup.pdq.min_quality + dedup.layout.quality_margin``."""
+
+    reads = ()
+    writes = (col.LAYOUT_CODE,)
+
+    @staticmethod
+    def needs(config: LayoutConfig) -> tuple[RgbArray]:
+        return (CONTENT_RGB,)
+
+    def __init__(self, config: LayoutConfig) -> None:
+        self.config = config
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = ensure(batch, (CONTENT_RGB,))
+        out = np.full(len(batch[DECODED]), None, dtype=object)
+        for i, (ok, rgb) in enumerate(zip(batch[DECODED], batch[CONTENT_RGB.column])):
+            if ok:
+                out[i] = layout(rgb).tobytes()
+        batch[col.LAYOUT_CODE] = out
+        return batch

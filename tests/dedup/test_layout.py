@@ -1,0 +1,156 @@
+"""The layout detector: the colour-layout descriptor of images PDQ cannot hash, its pairs, and both engines."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings, strategies as st
+from PIL import Image, ImageOps
+
+from dedup.artefacts import SampleIndex
+from dedup.config import DedupConfig, LayoutConfig, PdqConfig, SearchConfig
+from dedup.detectors import layout_pairs, pdq_pairs
+from dedup.layout import GRID, HALF, LAYOUT_BYTES, LayoutHasher, layout, unpack
+from dedup.partitioned import run_partitioned
+from dedup.pdq import PdqHasher
+from dedup.run import run_dedup
+from manifests import schema as col
+from manifests.io import write_parquet
+from pipelines.corpus import jpeg
+from support.evalset import flat, flat_mark, hard_originals, low_texture_negatives, recolour
+from tests.dedup.runs import Item, write_run
+
+SEARCH = SearchConfig(use_gpu=False)
+
+
+def scored(images: list[bytes], config: DedupConfig) -> dict[str, np.ndarray]:
+    batch = {col.SAMPLE_ID: np.array([f"{i:04d}" for i in range(len(images))], dtype=object),
+             col.IMAGE: np.array(images, dtype=object)}
+    return LayoutHasher(config.layout)(PdqHasher(config.pdq)(batch))
+
+
+def score_file(tmp_path, batch: dict[str, np.ndarray]) -> list:
+    path = tmp_path / "scores.parquet"
+    columns = [col.SAMPLE_ID, col.PDQ_QUALITY, col.PDQ_CODES, col.LAYOUT_CODE]
+    write_parquet(pa.table({c: batch[c].tolist() for c in columns}), path)
+    return [path]
+
+
+def test_the_layout_is_16_rows_of_8_lab_cells_in_384_bytes():
+    white = np.full((48, 64, 3), 255, np.uint8)
+    code = layout(white)
+    assert code.shape == (GRID, HALF, 3) and code.dtype == np.uint8 and code.nbytes == LAYOUT_BYTES == 384
+    assert (code == (255, 128, 128)).all()  # L 100 x 2.55, a and b 0 + 128
+    red = layout(np.full((32, 32, 3), (255, 0, 0), np.uint8))
+    assert np.allclose(unpack(red.reshape(1, -1))[0], (53.24, 80.09, 67.20), atol=0.5)  # sRGB red in CIELAB
+    out = LayoutHasher(LayoutConfig())({col.SAMPLE_ID: np.array(["a", "b"], dtype=object),
+                                        col.IMAGE: np.array([jpeg(Image.fromarray(white), 90), b"not an image"],
+                                                            dtype=object)})
+    assert isinstance(out[col.LAYOUT_CODE][0], bytes) and len(out[col.LAYOUT_CODE][0]) == LAYOUT_BYTES
+    assert out[col.LAYOUT_CODE][1] is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_a_mirrored_image_has_the_same_layout(seed):
+    rgb = np.random.default_rng(seed).integers(0, 256, size=(32, 64, 3), dtype=np.uint8)
+    assert np.array_equal(layout(rgb), layout(rgb[:, ::-1]))
+
+
+def test_the_low_texture_copy_case(tmp_path):
+    """A flat design with marks (PDQ quality under 50) and its half-size, JPEG q25 and mirrored copies pair up
+    through the layout; its recolour and another flat colour do not. PDQ alone misses most of the copies."""
+    design = flat_mark(random.Random(0), (384, 288))
+    w, h = design.size
+    images = [jpeg(design, 90), jpeg(design.resize((w // 2, h // 2), Image.Resampling.LANCZOS), 90),
+              jpeg(design, 25), jpeg(ImageOps.mirror(design), 90),
+              jpeg(recolour(design, 0.4), 90), jpeg(flat((200, 60, 40), (384, 288)), 90)]
+    config = DedupConfig.model_validate({"pdq": {"enabled": True}})
+    batch = scored(images, config)
+    assert max(batch[col.PDQ_QUALITY][:4]) < config.pdq.min_quality  # what PDQ refuses
+    files = score_file(tmp_path, batch)
+    index = SampleIndex.of(pl.Series(batch[col.SAMPLE_ID].tolist()))
+    pairs = layout_pairs(config.layout, config.pdq, SEARCH, files, index)
+    found = set(zip(pairs["sample_a"], pairs["sample_b"]))
+    copies = {(f"{a:04d}", f"{b:04d}") for a in range(4) for b in range(a + 1, 4)}
+    assert found == copies
+    by_pdq = pdq_pairs(config.pdq, SEARCH, files, index)  # a centre-crop region may reach quality 50
+    assert by_pdq.height < len(copies)
+
+
+def test_distinct_low_texture_images_and_their_recolours_get_no_layout_pair(tmp_path):
+    """The 300 generated low-texture negatives (flat colours, gradients, marks, pastels, stripes; some with a
+    recolour twin) and the hard originals of both splits: no two distinct images pair. With the relative check
+    off, the same set does: the test can fail."""
+    negatives = low_texture_negatives(seed=0)
+    images = [n.image for n in negatives.values()]
+    images += [img for split in ("tune", "report") for img, _ in hard_originals(split, per_type=4).values()]
+    config = DedupConfig.model_validate({"pdq": {"enabled": True}})
+    batch = scored([jpeg(img, 90) for img in images], config)
+    files = score_file(tmp_path, batch)
+    index = SampleIndex.of(pl.Series(batch[col.SAMPLE_ID].tolist()))
+    assert layout_pairs(config.layout, config.pdq, SEARCH, files, index).is_empty()
+    loose = LayoutConfig(max_relative=1.0, threshold=0.9)
+    assert not layout_pairs(loose, config.pdq, SEARCH, files, index).is_empty()
+
+
+def low_texture_items() -> list[Item]:
+    """Hard originals, each with copies (half size, JPEG q30, mirror, a banner), and distinct negatives."""
+    items, rng = [], random.Random(0)
+    for name, (img, _) in hard_originals("tune", per_type=3).items():
+        w, h = img.size
+        banner = img.copy()
+        banner.paste((200, 20, 40), (0, round(h * 0.85), w, h))
+        variants = {"original": jpeg(img, 90), "half": jpeg(img.resize((w // 2, h // 2)), 90),
+                    "q30": jpeg(img, 30), "flip": jpeg(ImageOps.mirror(img), 90), "banner": jpeg(banner, 90)}
+        items += [(data, name, edit) for edit, data in variants.items()]
+    items += [(jpeg(n.image, 90), name, "negative") for name, n in list(low_texture_negatives(seed=0).items())[:60]]
+    order = rng.sample(range(len(items)), len(items))
+    return [Item(f"{k:05d}", items[i][0], f"caption {k}", items[i][1], items[i][2]) for k, i in enumerate(order)]
+
+
+def layout_run(root, items: list[Item], config: DedupConfig, shards: int, columns: dict[str, dict]):
+    layout_dir = write_run(root, items, config, shards, seed=1)
+    for path in layout_dir.score_files():
+        frame = pl.read_parquet(path)
+        added = {c: pl.Series(c, [columns[c][s] for s in frame[col.SAMPLE_ID]], dtype=t) for c, t in
+                 ((col.PDQ_CODES, pl.Binary), (col.PDQ_QUALITY, pl.Int16), (col.LAYOUT_CODE, pl.Binary))}
+        frame.with_columns(**added).write_parquet(path)
+    return layout_dir
+
+
+def outputs(layout_dir) -> tuple[pl.DataFrame, pl.DataFrame]:
+    pairs = pl.read_parquet(layout_dir.pairs_files()).sort("sample_a", "sample_b", "detector")
+    return pairs, pl.read_parquet(layout_dir.duplicates_files()).sort(col.SAMPLE_ID)
+
+
+def test_partitioned_layout_pairs_equal_the_one_process_ones(tmp_path):
+    """Below exact_max (one task, the one-process search) and as IVF lists probing every list (k above any
+    group, so no query saturates): the same layout pairs and survivors as the one-process engine."""
+    items = low_texture_items()
+
+    def config(parts: int, **search) -> DedupConfig:
+        return DedupConfig.model_validate({"exact": {"enabled": True}, "pdq": {"enabled": True},
+                                           "partitions": {"buckets": parts},
+                                           "search": {"use_gpu": False, "k": 64, **search}})
+
+    batch = scored([i.data for i in items], config(1))
+    columns = {c: dict(zip([i.sample_id for i in items], batch[c]))
+               for c in (col.PDQ_CODES, col.PDQ_QUALITY, col.LAYOUT_CODE)}
+    one = layout_run(tmp_path / "one", items, config(1), 1, columns)
+    run_dedup(config(1), one)
+    want = outputs(one)
+    found = want[0].filter(pl.col("detector") == "layout")
+    assert found.height > 30
+    by_id = {i.sample_id: i.photo for i in items}
+    assert all(by_id[a] == by_id[b] for a, b in zip(found["sample_a"], found["sample_b"]))
+    for parts, search in ((3, {}), (3, {"exact_max": 20, "nlist": 4, "nprobe": 4})):
+        got = layout_run(tmp_path / f"parts-{len(search)}", items, config(parts), parts, columns)
+        run_partitioned(config(parts, **search), got)
+        assert outputs(got)[0].equals(want[0])
+        assert outputs(got)[1].equals(want[1])
