@@ -36,7 +36,7 @@ from pipelines import repick
 from pipelines.config import RunConfig, load_config
 from pipelines.decision import pairs_layout
 from pipelines.phase_inputs import rules_digest
-from pipelines.review.survivors import LiveSurvivors, PartFrames, Picked
+from pipelines.review.survivors import LiveSurvivors, Picked, Repicked
 
 REASON = "reason"
 ROW = "_review_row"
@@ -101,7 +101,6 @@ class LiveDecision:
         self.decided = repick.decided_rules(run)
         self.pairs = _live_survivors(run, stored)
         self._picked: OrderedDict[str, Picked] = OrderedDict()  # per rules digest, the last used last
-        self._starts = np.cumsum([0, *self.sizes]).tolist()  # each part's first row
         self._repicked_names = (self.columns - set(repick.EXPORT_COLUMNS)) | DUP_COLUMNS
 
     def in_memory(self, config: RunConfig) -> bool:
@@ -130,13 +129,14 @@ class LiveDecision:
         found = self._survivors[digest][0]
         return (STORED if found is None else digest), found
 
-    def frame(self, config: RunConfig) -> tuple[str, pl.LazyFrame, list[pl.LazyFrame]]:
+    def frame(self, config: RunConfig) -> tuple[str, pl.LazyFrame, list[pl.LazyFrame] | Repicked]:
         """The manifest under ``config``'s survivors: whole, and per part (for reading a few rows). Built
-        once per survivors set: planning a scan of a thousand parts costs most of a second."""
+        once per survivors set: planning a scan of a thousand parts costs most of a second. Survivors
+        re-picked in memory: the stored manifest, and ``Repicked`` to give a few rows their columns."""
         if self.in_memory(config):
             with self._lock:
                 digest, picked = rules_digest(config), self.picked(config)
-                return digest, self.stored, PartFrames(self.pairs, picked, self.parts, self._starts, config.dedup)
+                return digest, self.stored, Repicked(self.pairs, picked, config.dedup)
         digest, found = self.survivors(config)
         if digest not in self._frames:
             whole = repick.joined(found, self.parts)

@@ -8,11 +8,12 @@ paired samples, sorted by sample_id as ``cluster`` numbers them, each with its m
 the components of the counted pairs (``dedup.keep.union_find``) and each node's survivor and link kind.
 A move re-runs ``dedup.cluster.cluster`` -- the policy itself, never a copy -- on the touched components only.
 
-A touched two-member component whose pairs did not change is settled without ``cluster``'s per-node walk:
-there both keep policies keep the better ranked member and drop the other (every link kind makes it a
-duplicate), which is ``dedup.keep.keep_per_component`` over ``cluster``'s own ranking; and its link, which
-does not depend on which member survives, is the one ``cluster`` explained when the component was last
-walked. tests/pipelines/test_review_survivors.py checks both against ``cluster`` over every pair.
+Two-member components, most of a run's, skip greedy's per-node walk (a Python loop, ~20 us a node): in
+one, both keep modes keep the better ranked member and drop the other (every link kind makes it a
+duplicate). So one whose pairs changed goes through ``cluster(..., mode="component")``, vectorised; one
+whose pairs did not is settled by ``dedup.keep.keep_per_component`` over ``cluster``'s own ranking, its
+link -- which does not depend on which member survives -- kept from when ``cluster`` last explained it.
+tests/manifests/test_review_survivors.py checks every path against tune's re-pick over every pair.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import polars as pl
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, _ranked, _threshold_edges, cluster
 from dedup.config import DedupConfig
 from dedup.keep import keep_per_component, union_find
-from dedup.survivors import (ELIGIBLE, join_duplicates, keep_order, keep_scores, switched_off,
+from dedup.survivors import (DUP_COLUMNS, ELIGIBLE, join_duplicates, keep_order, keep_scores, switched_off,
                              with_centroid_distance, without_duplicates)
 from manifests import schema as col
 from manifests.schema import DupKind
@@ -69,6 +70,7 @@ class LiveSurvivors:
                  .filter(pl.col(col.SAMPLE_ID).is_in(self.ids.implode())).collect(engine="streaming"))
         self.rows = np.full(len(self.ids), -1, np.int64)  # -1: paired, but not in this manifest (a re-export)
         self.rows[self.ids.search_sorted(found[col.SAMPLE_ID]).to_numpy()] = found["_row"].to_numpy()
+        self._by_row = np.argsort(self.rows)  # nodes in row order, to find the node of a row
         self._scores: dict[tuple[str, ...], pl.DataFrame] = {}
         self._counted: dict[tuple, np.ndarray] = {}
 
@@ -131,10 +133,11 @@ class LiveSurvivors:
         alone = np.flatnonzero(touched & (size == 1))
         survivor[alone], kind[alone] = alone, -1
         picked = Picked(policy, dedup.thresholds(), counted, component, eligible, survivor, kind)
-        self._settle_pairs(picked, last, np.flatnonzero(touched & (size == 2) & same_links), dedup)
-        walk = touched & ((size > 2) | ((size == 2) & ~same_links))
-        if walk.any():
-            self._walk(picked, walk, dedup)
+        two = touched & (size == 2)
+        self._settle_pairs(picked, last, np.flatnonzero(two & same_links), dedup)
+        for walk, mode in ((two & ~same_links, "component"), (touched & (size > 2), dedup.keep.mode)):
+            if walk.any():
+                self._walk(picked, walk, dedup, mode)
         return picked
 
     def _with_eligible(self, dedup: DedupConfig, eligible: np.ndarray, nodes: np.ndarray) -> pl.DataFrame:
@@ -155,17 +158,18 @@ class LiveSurvivors:
         picked.survivor[nodes] = nodes[best]
         picked.kind[nodes] = np.where(best != np.arange(len(nodes)), link[picked.component[nodes]], -1)
 
-    def duplicates(self, picked: Picked, nodes: np.ndarray, dedup: DedupConfig) -> pl.DataFrame:
-        """``cluster``'s duplicates table for the components of ``nodes`` (bool per node) under ``picked``."""
+    def duplicates(self, picked: Picked, nodes: np.ndarray, dedup: DedupConfig, mode: str | None = None) -> pl.DataFrame:
+        """``cluster``'s duplicates table for the components of ``nodes`` (bool per node) under ``picked``;
+        ``mode``: the keep mode, default ``dedup``'s."""
         inside = _members(picked.component, nodes)
         pairs = np.flatnonzero(picked.counted & inside[self.a])
         frame = pl.DataFrame({SAMPLE_A: self.ids.gather(self.a[pairs]), SAMPLE_B: self.ids.gather(self.b[pairs])})
         frame = pl.concat([frame, self.links[pairs]], how="horizontal")
         scores = self._with_eligible(dedup, picked.eligible, np.flatnonzero(inside))
-        return cluster(frame, picked.thresholds, scores, keep_order(dedup), dedup.keep.mode)
+        return cluster(frame, picked.thresholds, scores, keep_order(dedup), mode or dedup.keep.mode)
 
-    def _walk(self, picked: Picked, nodes: np.ndarray, dedup: DedupConfig) -> None:
-        out = self.duplicates(picked, nodes, dedup)
+    def _walk(self, picked: Picked, nodes: np.ndarray, dedup: DedupConfig, mode: str) -> None:
+        out = self.duplicates(picked, nodes, dedup, mode)
         node = self.ids.search_sorted(out[col.SAMPLE_ID]).to_numpy()
         dropped = out[col.DUPLICATE_OF].is_not_null().to_numpy()
         to = self.ids.search_sorted(out[col.DUPLICATE_OF].fill_null(out[col.SAMPLE_ID])).to_numpy()
@@ -182,10 +186,13 @@ class LiveSurvivors:
         return pl.DataFrame({col.DUPLICATE_OF: self.ids.gather(picked.survivor).set(kept, None),
                              col.DUP_KIND: kinds.set(pl.Series(picked.kind < 0), None)})
 
-    def part(self, picked: Picked, part: Path, lo: int, hi: int, dedup: DedupConfig) -> pl.LazyFrame:
-        """Manifest part ``part`` (rows lo..hi) with its duplicate columns as ``cluster`` picks them under ``picked``."""
-        table = self.duplicates(picked, (self.rows >= lo) & (self.rows < hi), dedup)
-        return join_duplicates(repick.bare(part), table)
+    def nodes_of(self, rows: np.ndarray) -> np.ndarray:
+        """Bool per node: its row is one of ``rows``."""
+        at = np.searchsorted(self.rows, rows, sorter=self._by_row).clip(0, self.n - 1)
+        found = self._by_row[at][self.rows[self._by_row[at]] == rows]
+        out = np.zeros(self.n, bool)
+        out[found] = True
+        return out
 
 
 def _members(component: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -195,15 +202,17 @@ def _members(component: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     return hit[component]
 
 
-class PartFrames:
-    """The manifest parts as a setting's decision sees them, each made when a page reads it."""
+@dataclass(frozen=True)
+class Repicked:
+    """Rows as a setting's decision sees them: read from the stored parts, their duplicate columns replaced by
+    ``cluster``'s table for the components holding them (one call per page of rows), as tune's re-picked
+    parts (``pipelines.repick.part_frames``) hold them."""
+    live: LiveSurvivors
+    picked: Picked
+    dedup: DedupConfig
 
-    def __init__(self, live: LiveSurvivors, picked: Picked, parts: list[Path], starts: list[int],
-                 dedup: DedupConfig) -> None:
-        self.live, self.picked, self.parts, self.starts, self.dedup = live, picked, parts, starts, dedup
-
-    def __len__(self) -> int:
-        return len(self.parts)
-
-    def __getitem__(self, i: int) -> pl.LazyFrame:
-        return self.live.part(self.picked, self.parts[i], self.starts[i], self.starts[i + 1], self.dedup)
+    def attach(self, rows: pl.DataFrame, index: str) -> pl.DataFrame:
+        """``rows`` (stored columns, their manifest row in column ``index``) with re-picked duplicate columns."""
+        table = self.live.duplicates(self.picked, self.live.nodes_of(rows[index].to_numpy()), self.dedup)
+        gone = [c for c in (*DUP_COLUMNS, *repick.EXPORT_COLUMNS) if c in rows.columns]
+        return join_duplicates(rows.drop(gone).lazy(), table).collect()

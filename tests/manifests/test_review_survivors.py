@@ -92,7 +92,9 @@ def test_stepped_survivors_equal_tunes_re_pick_after_every_move(tmp_path_factory
 
 
 def test_a_move_re_picks_only_the_components_it_touches():
-    """Two clusters; eligibility moves inside one: the other is never handed to cluster()."""
+    """Two clusters; eligibility moves inside one: the other is never handed to cluster(). A two-member
+    cluster goes through cluster()'s vectorised component mode when its pairs are new, and not at all when
+    only its eligibility moved."""
     manifest = pl.DataFrame({col.SAMPLE_ID: [_ids(k) for k in range(5)], col.AESTHETIC_SCORE: [1.0, 2.0, 3.0, 4.0, 5.0]})
     pairs = pl.DataFrame({"sample_a": [_ids(0), _ids(1), _ids(3)], "sample_b": [_ids(1), _ids(2), _ids(4)],
                           "detector": ["phash"] * 3, "similarity": [0.9, 0.9, 0.9]},
@@ -100,13 +102,13 @@ def test_a_move_re_picks_only_the_components_it_touches():
     live = LiveSurvivors(manifest.lazy(), pairs, Path("/nonexistent"))
     dedup = _dedup(0.8, 0.85, "greedy", True)
     walked = []
-    live.duplicates = lambda picked, nodes, d: walked.append(np.flatnonzero(nodes)) or \
-        LiveSurvivors.duplicates(live, picked, nodes, d)
+    live.duplicates = lambda picked, nodes, d, mode=None: walked.append((np.flatnonzero(nodes).tolist(), mode)) or \
+        LiveSurvivors.duplicates(live, picked, nodes, d, mode)
     first = live.pick(None, dedup, np.ones(5, bool))
-    assert [n.tolist() for n in walked] == [[0, 1, 2, 3, 4]]  # from nothing: every cluster
+    assert walked == [([3, 4], "component"), ([0, 1, 2], "greedy")]  # from nothing: every cluster
     moved = live.pick(first, dedup, np.array([True, True, False, True, True]))
-    assert [n.tolist() for n in walked[1:]] == [[0, 1, 2]]  # the three-member cluster only
+    assert walked[2:] == [([0, 1, 2], "greedy")]  # the three-member cluster only
     assert moved.survivor.tolist() == [1, 1, 1, 4, 4] and first.survivor.tolist() == [0, 2, 2, 4, 4]
     swapped = live.pick(moved, dedup, np.array([True, True, False, True, False]))
-    assert len(walked) == 2  # the two-member cluster settled without a walk
+    assert len(walked) == 3  # the two-member cluster settled without cluster()
     assert swapped.survivor.tolist() == [1, 1, 1, 3, 3] and KINDS[swapped.kind[4]] == "image"
