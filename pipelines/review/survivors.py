@@ -133,9 +133,10 @@ class LiveSurvivors:
         alone = np.flatnonzero(touched & (size == 1))
         survivor[alone], kind[alone] = alone, -1
         picked = Picked(policy, dedup.thresholds(), counted, component, eligible, survivor, kind)
-        two = touched & (size == 2)
+        two, big = touched & (size == 2), touched & (size > 2)
         self._settle_pairs(picked, last, np.flatnonzero(two & same_links), dedup)
-        for walk, mode in ((two & ~same_links, "component"), (touched & (size > 2), dedup.keep.mode)):
+        reordered = self._reordered(last, picked, np.flatnonzero(big & same_links), dedup)
+        for walk, mode in ((two & ~same_links, "component"), ((big & ~same_links) | reordered, dedup.keep.mode)):
             if walk.any():
                 self._walk(picked, walk, dedup, mode)
         return picked
@@ -157,6 +158,25 @@ class LiveSurvivors:
         best = keep_per_component(ranked, np.searchsorted(nodes, picked.component[nodes]))
         picked.survivor[nodes] = nodes[best]
         picked.kind[nodes] = np.where(best != np.arange(len(nodes)), link[picked.component[nodes]], -1)
+
+    def _reordered(self, last: Picked, picked: Picked, nodes: np.ndarray, dedup: DedupConfig) -> np.ndarray:
+        """Bool per node: in a component of ``nodes`` whose best-first order differs between ``last``'s
+        eligibility and ``picked``'s. ``cluster`` reads a component's scores only through that order (its
+        ranking), so a component whose pairs and order stand keeps its survivors and links."""
+        def rank(eligible: np.ndarray) -> np.ndarray:
+            best_first = _ranked(pl.DataFrame({col.SAMPLE_ID: self.ids.gather(nodes), NODE: np.arange(len(nodes))}),
+                                 self._with_eligible(dedup, eligible, nodes), keep_order(dedup))
+            out = np.empty(len(nodes), np.int64)
+            out[best_first] = np.arange(len(nodes))
+            return out
+
+        if not len(nodes):
+            return np.zeros(self.n, bool)
+        component = picked.component[nodes]  # the first sort key: a component's nodes sit at the same places
+        before, after = np.lexsort((rank(last.eligible), component)), np.lexsort((rank(picked.eligible), component))
+        moved = np.zeros(self.n, bool)
+        moved[nodes[before[before != after]]] = True
+        return _members(picked.component, moved)
 
     def duplicates(self, picked: Picked, nodes: np.ndarray, dedup: DedupConfig, mode: str | None = None) -> pl.DataFrame:
         """``cluster``'s duplicates table for the components of ``nodes`` (bool per node) under ``picked``;

@@ -92,9 +92,9 @@ def test_stepped_survivors_equal_tunes_re_pick_after_every_move(tmp_path_factory
 
 
 def test_a_move_re_picks_only_the_components_it_touches():
-    """Two clusters; eligibility moves inside one: the other is never handed to cluster(). A two-member
-    cluster goes through cluster()'s vectorised component mode when its pairs are new, and not at all when
-    only its eligibility moved."""
+    """Two clusters; eligibility moves inside one: the other is never handed to cluster(), nor is the moved
+    one when its best-first order stands. A two-member cluster goes through cluster()'s vectorised component
+    mode when its pairs are new, and not at all when only its eligibility moved."""
     manifest = pl.DataFrame({col.SAMPLE_ID: [_ids(k) for k in range(5)], col.AESTHETIC_SCORE: [1.0, 2.0, 3.0, 4.0, 5.0]})
     pairs = pl.DataFrame({"sample_a": [_ids(0), _ids(1), _ids(3)], "sample_b": [_ids(1), _ids(2), _ids(4)],
                           "detector": ["phash"] * 3, "similarity": [0.9, 0.9, 0.9]},
@@ -106,6 +106,8 @@ def test_a_move_re_picks_only_the_components_it_touches():
         LiveSurvivors.duplicates(live, picked, nodes, d, mode)
     first = live.pick(None, dedup, np.ones(5, bool))
     assert walked == [([3, 4], "component"), ([0, 1, 2], "greedy")]  # from nothing: every cluster
+    stood = live.pick(first, dedup, np.array([False, True, True, True, True]))  # the last-ranked one: order stands
+    assert len(walked) == 2 and stood.survivor.tolist() == first.survivor.tolist()
     moved = live.pick(first, dedup, np.array([True, True, False, True, True]))
     assert walked[2:] == [([0, 1, 2], "greedy")]  # the three-member cluster only
     assert moved.survivor.tolist() == [1, 1, 1, 4, 4] and first.survivor.tolist() == [0, 2, 2, 4, 4]
