@@ -198,7 +198,7 @@ class LiveDecision:
                      if not DUP_COLUMNS & set(e.meta.root_names())]
             rejected = [self._rule(self.stored, e, digest).rejects for e in exprs]
             eligible = ~reduce(lambda a, b: a | b, rejected).to_numpy() if rejected else np.ones(len(self.before), bool)
-            last = next(reversed(self._picked.values()), None)
+            last = self.pairs.nearest(list(self._picked.values()), config.dedup, eligible)
             self._picked[digest] = self.pairs.pick(last, config.dedup, eligible)
             while len(self._picked) > SURVIVOR_SETS:
                 self._picked.popitem(last=False)

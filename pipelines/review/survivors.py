@@ -115,6 +115,14 @@ class LiveSurvivors:
                       np.zeros(n, bool), np.arange(n, dtype=np.int32), np.full(n, -1, np.int8))
 
     # --- the step ------------------------------------------------------------------------------------
+    def nearest(self, states: list[Picked], dedup: DedupConfig, eligible_rows: np.ndarray) -> Picked | None:
+        """Of ``states``, the cheapest to step from to ``dedup`` and ``eligible_rows``: the fewest pairs counted
+        otherwise (each touches a component that must be walked), then the fewest nodes of other eligibility.
+        A dedup slider dragged up and back steps from where it started, not from its far end."""
+        policy, counted, eligible = (keep_order(dedup), dedup.keep.mode), self.counted(dedup), self.node_eligible(eligible_rows)
+        return min((s for s in states if s.policy == policy), default=None,
+                   key=lambda s: (int(np.count_nonzero(s.counted != counted)), int(np.count_nonzero(s.eligible != eligible))))
+
     def pick(self, last: Picked | None, dedup: DedupConfig, eligible_rows: np.ndarray) -> Picked:
         """The survivors under ``dedup`` and ``eligible_rows`` (bool per manifest row), from ``last``'s: only the
         components holding a node whose eligibility changed or a pair whose counting changed are re-picked."""
