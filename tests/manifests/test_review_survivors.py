@@ -2,7 +2,7 @@
 
 Each example is a random pair graph (exact stars, caption and pHash links, pairs outside the manifest) and
 a walk of settings (eligibility and dedup thresholds moving); after every step the survivors stepped from
-the last setting must be exactly ``dedup.survivors.duplicates`` over every stored pair -- what tune runs.
+an earlier setting must be exactly ``dedup.survivors.duplicates`` over every stored pair -- what tune runs.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _dedup(minhash: float, phash: float, mode: str, exact: bool) -> DedupConfig:
 
 settings_walk = st.lists(st.tuples(st.lists(st.booleans(), min_size=14, max_size=14),
                                    st.sampled_from([0.6, 0.8, 0.95]), st.sampled_from([0.6, 0.85, 0.95]),
-                                   st.booleans()), min_size=1, max_size=5)
+                                   st.booleans(), st.integers(0, 5)), min_size=1, max_size=5)
 
 
 def _tune(manifest: pl.DataFrame, files: list[Path], dedup: DedupConfig, eligible: np.ndarray) -> pl.DataFrame:
@@ -77,10 +77,11 @@ def test_stepped_survivors_equal_tunes_re_pick_after_every_move(tmp_path_factory
     files = [tmp_path_factory.mktemp("pairs") / "pairs.parquet"]
     pairs.write_parquet(files[0])
     live = LiveSurvivors(manifest.lazy(), pairs, Path("/nonexistent/semantic_centroids.parquet"))
-    last = None
-    for eligible, minhash, phash, exact in walk:
+    states = []
+    for eligible, minhash, phash, exact, start in walk:  # each step from any earlier setting (the app picks the nearest)
         dedup, rows = _dedup(minhash, phash, mode, exact), np.array(eligible[:manifest.height])
-        last = live.pick(last, dedup, rows)
+        last = live.pick(states[start] if start < len(states) else None, dedup, rows)
+        states.append(last)
         want = _tune(manifest, files, dedup, rows)
         got = pl.concat([live.ids.to_frame(), live.columns(last)], how="horizontal")
         expected = live.ids.to_frame().join(want.select(col.SAMPLE_ID, col.DUPLICATE_OF, col.DUP_KIND),
@@ -114,3 +115,18 @@ def test_a_move_re_picks_only_the_components_it_touches():
     swapped = live.pick(moved, dedup, np.array([True, True, False, True, False]))
     assert len(walked) == 3  # the two-member cluster settled without cluster()
     assert swapped.survivor.tolist() == [1, 1, 1, 3, 3] and KINDS[swapped.kind[4]] == "image"
+
+
+def test_the_nearest_setting_counts_the_same_pairs_first():
+    manifest = pl.DataFrame({col.SAMPLE_ID: [_ids(k) for k in range(4)], col.AESTHETIC_SCORE: [1.0, 2.0, 3.0, 4.0]})
+    pairs = pl.DataFrame({"sample_a": [_ids(0), _ids(2)], "sample_b": [_ids(1), _ids(3)],
+                          "detector": ["phash", "minhash"], "similarity": [0.9, 0.9]},
+                         schema_overrides={"similarity": pl.Float32})
+    live = LiveSurvivors(manifest.lazy(), pairs, Path("/nonexistent"))
+    low, high = _dedup(0.8, 0.85, "greedy", True), _dedup(0.95, 0.85, "greedy", True)
+    everyone, three = np.ones(4, bool), np.array([True, True, True, False])
+    near_eligible = live.pick(None, high, three)
+    same_pairs = live.pick(None, low, np.zeros(4, bool))
+    assert live.nearest([near_eligible, same_pairs], low, everyone) is same_pairs
+    assert live.nearest([live.pick(None, low, three), same_pairs], low, everyone).eligible.sum() == 3
+    assert live.nearest([same_pairs], _dedup(0.8, 0.85, "component", True), everyone) is None  # another policy
