@@ -100,7 +100,8 @@ def generate(root: Path, rows: int, per_part: int, pairs: bool = False) -> None:
             pl.lit(f"ingest/staged/{unit % TARS:05d}.tar").alias(col.SHARD),
             (pl.int_range(start, start + n) % PER_TAR).cast(pl.String).str.zfill(5).add(".jpg").alias(col.MEMBER))
         if pairs:  # undecided for now: the survivors need every part's eligibility
-            frame.drop(col.DUPLICATE_OF, col.DUP_KIND, col.DUP_SIMILARITY).write_parquet(layout.manifest_part(f"{unit:05d}"))
+            frame = frame.drop(col.DUPLICATE_OF, col.DUP_KIND, col.DUP_SIMILARITY)
+            frame.write_parquet(layout.manifest_part(f"{unit:05d}"))
         else:
             decide(frame, config.filters).collect().write_parquet(layout.manifest_part(f"{unit:05d}"))
     if pairs:

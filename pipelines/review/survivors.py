@@ -35,6 +35,7 @@ from pipelines import repick
 
 KINDS = (DupKind.EXACT, DupKind.IMAGE, DupKind.CAPTION, DupKind.SEMANTIC)  # a node's kind: an index, -1 none
 NODE = "node"
+COUNTED_SETS = 16  # threshold settings whose counted pairs are kept (a bool per pair each)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class LiveSurvivors:
             counted = np.zeros(len(self.a), bool)
             counted[_threshold_edges(on, thresholds)["_pair"].to_numpy()] = True
             self._counted[key] = counted
+            while len(self._counted) > COUNTED_SETS:
+                self._counted.pop(next(iter(self._counted)))
         return self._counted[key]
 
     def node_eligible(self, eligible_rows: np.ndarray) -> np.ndarray:
@@ -119,9 +122,13 @@ class LiveSurvivors:
         """Of ``states``, the cheapest to step from to ``dedup`` and ``eligible_rows``: the fewest pairs counted
         otherwise (each touches a component that must be walked), then the fewest nodes of other eligibility.
         A dedup slider dragged up and back steps from where it started, not from its far end."""
-        policy, counted, eligible = (keep_order(dedup), dedup.keep.mode), self.counted(dedup), self.node_eligible(eligible_rows)
-        return min((s for s in states if s.policy == policy), default=None,
-                   key=lambda s: (int(np.count_nonzero(s.counted != counted)), int(np.count_nonzero(s.eligible != eligible))))
+        policy = (keep_order(dedup), dedup.keep.mode)
+        counted, eligible = self.counted(dedup), self.node_eligible(eligible_rows)
+
+        def cost(state: Picked) -> tuple[int, int]:
+            return int(np.count_nonzero(state.counted != counted)), int(np.count_nonzero(state.eligible != eligible))
+
+        return min((s for s in states if s.policy == policy), default=None, key=cost)
 
     def pick(self, last: Picked | None, dedup: DedupConfig, eligible_rows: np.ndarray) -> Picked:
         """The survivors under ``dedup`` and ``eligible_rows`` (bool per manifest row), from ``last``'s: only the
@@ -181,7 +188,8 @@ class LiveSurvivors:
         if not len(nodes):
             return np.zeros(self.n, bool)
         component = picked.component[nodes]  # the first sort key: a component's nodes sit at the same places
-        before, after = np.lexsort((rank(last.eligible), component)), np.lexsort((rank(picked.eligible), component))
+        before = np.lexsort((rank(last.eligible), component))
+        after = np.lexsort((rank(picked.eligible), component))
         moved = np.zeros(self.n, bool)
         moved[nodes[before[before != after]]] = True
         return _members(picked.component, moved)
