@@ -4,7 +4,7 @@ The rules are ``filters.decide.reason_exprs`` under the setting's config, evalua
 manifest with its survivors re-picked as tune re-picks them: one decision, never a copy. Where the run
 stored pairs, the re-pick is ``pipelines.review.survivors``: the stored pairs held as node indices, and a
 move re-runs ``dedup.cluster.cluster`` on the components it touches (tune re-picks every cluster, which
-takes seconds to minutes). What makes a slider move take well under a second on 10M rows is a cache: each reason
+takes seconds to minutes). What makes a slider move cheap on 10M rows is a cache: each reason
 expression's result (which rows it rejects and how many per reason) is kept under the expression's own
 serialized form, so a move re-evaluates the one rule it changed -- a single column read -- and the
 rest is OR-ing bitmaps. Counting follows ``manifests.tune.retune``: a row counts once under each rule
@@ -191,7 +191,7 @@ class LiveDecision:
                 self.picked(self.base)
 
     def picked(self, config: RunConfig) -> Picked:
-        """The survivors under ``config``, stepped from the last setting's (call under ``_lock``)."""
+        """The survivors under ``config``, stepped from the nearest cached setting's (call under ``_lock``)."""
         digest = rules_digest(config)
         if digest not in self._picked:
             exprs = [e for e in reason_exprs(config.filters, self._repicked_names, measured=True)
