@@ -210,8 +210,8 @@ class LiveSurvivors:
         dropped = out[col.DUPLICATE_OF].is_not_null().to_numpy()
         to = self.ids.search_sorted(out[col.DUPLICATE_OF].fill_null(out[col.SAMPLE_ID])).to_numpy()
         picked.survivor[node] = np.where(dropped, to, node)
-        codes = out[col.DUP_KIND].replace_strict({k: i for i, k in enumerate(KINDS)}, default=-1,
-                                                 return_dtype=pl.Int8).to_numpy()
+        codes = out[col.DUP_KIND].replace_strict({k: i for i, k in enumerate(KINDS)},  # a new kind: an error
+                                                 return_dtype=pl.Int8).fill_null(-1).to_numpy()
         picked.kind[node] = np.where(dropped, codes, -1)
 
     # --- what the decision and the pages read ----------------------------------------------------------
