@@ -203,6 +203,39 @@ class KeepConfig(StrictModel):
                               "chain distinct pictures into one component, e.g. via a reused caption)")
 
 
+class KeypointConfig(StrictModel):
+    """Candidates an off-centre crop or a small rotation can reach (detector ``keypoints``), verified before
+    a pair counts. PDQ moves ~25 of 256 bits per 1% shift, so such copies never become PDQ candidates; their
+    ORB keypoints still match. Each image's ``points`` strongest keypoints give ``tables`` keys apiece (``bits``
+    bits sampled from the 128 most balanced bits of the descriptor); images sharing ``min_shared`` keys are
+    candidates, a key held by more than ``max_bucket`` images (text corners, white-background edges) pairs
+    nobody. A candidate counts when ORB + RANSAC finds ``min_inliers`` inliers of a homography within
+    ``max_rotation`` degrees and ``max_anisotropy`` of a similarity (90-degree turns and flips are PDQ's).
+    Settings chosen on a tuning half of the bundled photos' crops (50-90%, any position) and rotations (3-10
+    degrees), see ``dedup/keypoints.py``.
+    """
+
+    enabled: bool = Field(True, description="with pdq.verify.enabled: find keypoints pairs (crops at any "
+                                            "position, small rotations)")
+    points: int = Field(100, ge=4, le=5000, description="strongest ORB keypoints per image turned into keys",
+                        json_schema_extra=FINDS)
+    bits: int = Field(24, ge=8, le=48, description="descriptor bits per key: more, fewer chance collisions "
+                                                   "and fewer true ones", json_schema_extra=FINDS)
+    tables: int = Field(4, ge=1, le=32, description="keys per keypoint (independent bit samples)",
+                        json_schema_extra=FINDS)
+    min_shared: int = Field(6, ge=1, description="keys two images must share to be a candidate",
+                            json_schema_extra=FINDS)
+    max_bucket: int = Field(64, ge=2, description="a key held by more images than this pairs none of them",
+                            json_schema_extra=FINDS)
+    min_inliers: int = Field(12, ge=4, description="RANSAC inliers for a candidate to count",
+                             json_schema_extra=FINDS)
+    max_rotation: float = Field(20.0, ge=0, le=180, description="degrees of rotation a verified transform may "
+                                                               "have", json_schema_extra=FINDS)
+    max_anisotropy: float = Field(1.5, ge=1, description="ratio of the transform's singular values: a copy is "
+                                                         "close to a similarity, unrelated text and shapes are not",
+                                  json_schema_extra=FINDS)
+
+
 class VerifyConfig(StrictModel):
     """Geometric verification of candidate PDQ pairs: ORB keypoints matched (Lowe's ratio test), then a
     RANSAC homography; a pair passes when at least ``min_inliers`` matches agree on one plausible transform.
@@ -231,6 +264,8 @@ class VerifyConfig(StrictModel):
                                json_schema_extra=FINDS)
     verify_all: bool = Field(False, description="verify the pairs within the PDQ threshold too",
                              json_schema_extra=FINDS)
+    keypoints: KeypointConfig = Field(KeypointConfig(), description="the keypoints detector: candidates from "
+                                      "shared ORB keypoint keys, verified (crops at any position, small rotations)")
 
 
 class PdqConfig(_Detector):
@@ -333,6 +368,10 @@ DETECTORS = (
     # Beyond the PDQ threshold, out to verify.max_distance, a pair counts once ORB + RANSAC verify it.
     Detector("pdq_verified", DupKind.IMAGE, lambda d: d.pdq.enabled and d.pdq.verify.enabled,
              lambda d: 1.0 - d.pdq.verify.max_distance / 256, False),
+    # Images sharing ORB keypoint keys (dedup.keypoints), verified: every verified pair counts.
+    Detector("keypoints", DupKind.IMAGE,
+             lambda d: d.pdq.enabled and d.pdq.verify.enabled and d.pdq.verify.keypoints.enabled,
+             lambda d: 0.0, False),
     # SemDeDup over the CLIP stage's clip_embedding (no stage of its own).
     Detector("semantic", DupKind.SEMANTIC, lambda d: d.semantic.enabled, lambda d: d.semantic.threshold, False),
 )

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from dedup import detectors, keyjoin, listjoin, pdqjoin, semjoin, shuffle
+from dedup import detectors, keyjoin, keypoints, listjoin, pdqjoin, semjoin, shuffle
 from dedup.artefacts import SampleIndex
 from dedup.config import DedupConfig
 from dedup.lsh import band_shape
@@ -151,4 +151,5 @@ FINDERS: dict[str, Callable[[Plan], int]] = {
     "semantic": lambda p: semjoin.semantic_pairs(p, centroid_dir(p.layout)),
     "pdq": pdqjoin.pdq_pairs,
     "pdq_verified": lambda p: 0,  # found with pdq, in the same pass
+    "keypoints": keypoints.keypoint_pairs,
 }

@@ -11,7 +11,7 @@ import polars as pl
 from dedup.artefacts import SampleIndex
 from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster, equal_key_pairs
 from dedup.config import DedupConfig
-from dedup.detectors import caption_pairs, pdq_pairs, phash_pairs, sscd_pairs
+from dedup.detectors import caption_pairs, keypoint_pairs, pdq_pairs, phash_pairs, sscd_pairs
 from dedup.semantic import CENTROID_DISTANCE, semantic_pairs
 from dedup.survivors import ELIGIBLE, centroid_dir, centroid_path, eligible_path, keep_order
 from manifests import schema as col
@@ -68,6 +68,7 @@ def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work:
         "phash": lambda: phash_pairs(config.phash, config.search, files, index),
         "sscd": lambda: sscd_pairs(config.sscd, config.search, files, index),
         "pdq": lambda: pdq_pairs(config.pdq, config.search, files, index),  # pdq_verified pairs too
+        "keypoints": lambda: keypoint_pairs(config.pdq, files, index),
         "semantic": lambda: semantic_finder(config, layout, files, index, work),
     }
     found, stats = [], {}

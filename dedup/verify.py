@@ -24,6 +24,8 @@ def _orb(grey: np.ndarray, features: int) -> np.ndarray:
     if descriptors is not None and len(keypoints):
         out["xy"] = np.array([k.pt for k in keypoints], dtype=np.float32)
         out["desc"] = descriptors
+        # strongest first: dedup.keypoints keys the first few (matching does not depend on the order)
+        out = out[np.argsort([-k.response for k in keypoints], kind="stable")]
     return out
 
 
@@ -46,19 +48,25 @@ def parse_features(value: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 def inliers(a: np.ndarray, b: np.ndarray, config: VerifyConfig) -> int:
     """RANSAC homography inliers among the ratio-test matches of keypoints ``a`` and ``b``."""
+    homography, count = fit(a, b, config.ratio, config.reprojection_px, config.min_inliers)
+    return count if plausible(homography) else 0
+
+
+def fit(a: np.ndarray, b: np.ndarray, ratio: float, reprojection_px: float,
+        min_inliers: int) -> tuple[np.ndarray | None, int]:
+    """(RANSAC homography, its inliers) among the ratio-test matches of keypoints ``a`` and ``b``; (None, 0)
+    when too few matches could reach ``min_inliers``."""
     if len(a) < 4 or len(b) < 4:
-        return 0
+        return None, 0
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(np.ascontiguousarray(a["desc"]),
                                                      np.ascontiguousarray(b["desc"]), k=2)
-    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < config.ratio * m[1].distance]
-    if len(good) < max(4, config.min_inliers):  # too few matches for the homography to reach min_inliers
-        return 0
+    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < ratio * m[1].distance]
+    if len(good) < max(4, min_inliers):  # too few matches for the homography to reach min_inliers
+        return None, 0
     src = a["xy"][[m.queryIdx for m in good]].reshape(-1, 1, 2)
     dst = b["xy"][[m.trainIdx for m in good]].reshape(-1, 1, 2)
-    homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, config.reprojection_px)
-    if mask is None or not plausible(homography):
-        return 0
-    return int(mask.sum())
+    homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, reprojection_px)
+    return (None, 0) if mask is None else (homography, int(mask.sum()))
 
 
 def plausible(homography: np.ndarray) -> bool:
