@@ -210,7 +210,9 @@ class KeypointConfig(StrictModel):
     bits sampled from the 128 most balanced bits of the descriptor); images sharing ``min_shared`` keys are
     candidates, a key held by more than ``max_bucket`` images (text corners, white-background edges) pairs
     nobody. A candidate counts when ORB + RANSAC finds ``min_inliers`` inliers of a homography within
-    ``max_rotation`` degrees and ``max_anisotropy`` of a similarity (90-degree turns and flips are PDQ's).
+    ``max_rotation`` degrees and ``max_anisotropy`` of a similarity (90-degree turns and flips are PDQ's),
+    whose matched keypoints' colours agree (``max_gain``, ``max_hue_shift``: one shape in two colours is
+    two images).
     Settings chosen on a tuning half of the bundled photos' crops (50-90%, any position) and rotations (3-10
     degrees), see ``dedup/keypoints.py``.
     """
@@ -234,6 +236,12 @@ class KeypointConfig(StrictModel):
     max_anisotropy: float = Field(1.5, ge=1, description="ratio of the transform's singular values: a copy is "
                                                          "close to a similarity, unrelated text and shapes are not",
                                   json_schema_extra=FINDS)
+    max_gain: float = Field(3.0, ge=1, description="lightness gain (either way) between matched keypoints' "
+                                                   "colours a copy may show: contrast edits stay within 2x, one "
+                                                   "shape in two colours needs more", json_schema_extra=FINDS)
+    max_hue_shift: float = Field(45.0, ge=0, le=180, description="median hue shift, in degrees, between matched "
+                                                                "coloured keypoints a copy may show",
+                                 json_schema_extra=FINDS)
 
 
 class VerifyConfig(StrictModel):

@@ -53,6 +53,9 @@ SEED = 24  # picks each table's bits: fixed, so the keys of two runs (and both e
 KEY_SCHEMA = {col.SAMPLE_ID: pl.String, "key": pl.UInt64}
 SHARED_SCHEMA = {"a": pl.String, "b": pl.String}
 KEY_BYTES = 64  # a shuffled key or shared-key row with hash-table overhead
+MIN_CHROMA = 12  # a keypoint's colour has a hue when its chroma (a, b distance from grey) is at least this
+MIN_COLOURED = 4  # matched keypoints with a hue needed before hues are compared
+GREY_GAIN = 1.5  # lightness gain a greyscale copy may show (greyscale conversion keeps lightness)
 
 
 def table_bits(config: KeypointConfig) -> np.ndarray:
@@ -108,10 +111,38 @@ def copy_score(a: bytes, b: bytes, config: VerifyConfig) -> float:
 
 def _inliers(a: np.ndarray, b: np.ndarray, config: VerifyConfig) -> int:
     keys = config.keypoints
-    homography, count = fit(a, b, config.ratio, config.reprojection_px, keys.min_inliers)
-    if count < keys.min_inliers or not plausible(homography) or not near_similarity(homography, keys):
+    homography, in_a, in_b = fit(a, b, config.ratio, config.reprojection_px, keys.min_inliers)
+    if len(in_a) < keys.min_inliers or not plausible(homography) or not near_similarity(homography, keys):
         return 0
-    return count
+    if "lab" in a.dtype.names and "lab" in b.dtype.names and not same_colours(a["lab"][in_a], b["lab"][in_b], keys):
+        return 0
+    return len(in_a)
+
+
+def same_colours(a: np.ndarray, b: np.ndarray, config: KeypointConfig) -> bool:
+    """Whether matched keypoints' colours (CIELAB, OpenCV's 8-bit scale, (n, 3)) are one picture's: a
+    copy maps lightness by a moderate increasing function (brightness, contrast, gamma: least-squares gain
+    within ``max_gain`` either way) and keeps hues (median shift within ``max_hue_shift`` degrees over the
+    keypoints coloured on both sides); a greyscale copy drops the hues and keeps lightness (gain within
+    ``GREY_GAIN``). One shape in two colours has the same keypoints: a red circle against a purple one
+    shifts hue by 80 degrees, a yellow bottle against a black one loses its hue with a lightness gain of 2.3."""
+    light_a, light_b = a[:, 0].astype(np.float64), b[:, 0].astype(np.float64)
+    gain = 1.0
+    if light_a.var() > 1.0 and light_b.var() > 1.0:
+        gain = float(np.cov(light_a, light_b, bias=True)[0, 1] / light_a.var())
+    if not 1 / config.max_gain <= gain <= config.max_gain:
+        return False
+    chroma_a, chroma_b = a[:, 1:].astype(np.float64) - 128, b[:, 1:].astype(np.float64) - 128
+    coloured_a, coloured_b = np.hypot(*chroma_a.T) >= MIN_CHROMA, np.hypot(*chroma_b.T) >= MIN_CHROMA
+    both = coloured_a & coloured_b
+    if both.sum() >= MIN_COLOURED:
+        hue_a = np.arctan2(chroma_a[both, 1], chroma_a[both, 0])
+        hue_b = np.arctan2(chroma_b[both, 1], chroma_b[both, 0])
+        shift = np.degrees(np.abs(np.angle(np.exp(1j * (hue_a - hue_b)))))
+        return float(np.median(shift)) <= config.max_hue_shift
+    if max(coloured_a.sum(), coloured_b.sum()) >= MIN_COLOURED:  # one side lost its colours
+        return 1 / GREY_GAIN <= gain <= GREY_GAIN
+    return True
 
 
 def near_similarity(homography: np.ndarray, config: KeypointConfig) -> bool:
