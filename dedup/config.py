@@ -23,6 +23,8 @@ Defaults:
   0.95 over the main edits; pHash: 0.986 and 0.75. Memory: 10 codes x 32 bytes per sample in the index.
   ``pdq.verify`` (off by default; on in the demo): pairs to distance 80 count when ORB + RANSAC finds
   >= 12 inliers; it lifts centred 60% crops from 0 to ~0.6 and 5-degree rotations from 0 to ~0.7.
+  With it, ``pdq.verify.keypoints`` (detector ``keypoints``) pairs images sharing ORB keypoint keys once a
+  near-similarity with >= 25 inliers spread across one image verifies them: off-centre crops PDQ never reaches.
 """
 
 from __future__ import annotations
@@ -211,10 +213,10 @@ class KeypointConfig(StrictModel):
     candidates, a key held by more than ``max_bucket`` images (text corners, white-background edges) pairs
     nobody. A candidate counts when ORB + RANSAC finds ``min_inliers`` inliers of a homography within
     ``max_rotation`` degrees and ``max_anisotropy`` of a similarity (90-degree turns and flips are PDQ's),
-    whose matched keypoints' colours agree (``max_gain``, ``max_hue_shift``: one shape in two colours is
-    two images).
-    Settings chosen on a tuning half of the bundled photos' crops (50-90%, any position) and rotations (3-10
-    degrees), see ``dedup/keypoints.py``.
+    whose inliers reach across one image (``min_spread``: a shared banner or logo does not) and whose matched
+    keypoints' colours agree (``max_gain``, ``max_hue_shift``: one shape in two colours is two images).
+    Key settings chosen on a scratch half of the bundled photos (crops 50-90% at any position, rotations 3-10
+    degrees), verification settings on ``support.evalset``'s tuning split (``bench/geometry_eval.py``).
     """
 
     enabled: bool = Field(True, description="with pdq.verify.enabled: find keypoints pairs (crops at any "
@@ -229,13 +231,19 @@ class KeypointConfig(StrictModel):
                             json_schema_extra=FINDS)
     max_bucket: int = Field(64, ge=2, description="a key held by more images than this pairs none of them",
                             json_schema_extra=FINDS)
-    min_inliers: int = Field(12, ge=4, description="RANSAC inliers for a candidate to count",
+    min_inliers: int = Field(25, ge=4, description="RANSAC inliers for a candidate to count: on the tuning "
+                                                   "split look-alike product shots and slides sharing a line of "
+                                                   "text reach 12-24, 89% of verified copies 25 or more",
                              json_schema_extra=FINDS)
     max_rotation: float = Field(20.0, ge=0, le=180, description="degrees of rotation a verified transform may "
                                                                "have", json_schema_extra=FINDS)
     max_anisotropy: float = Field(1.5, ge=1, description="ratio of the transform's singular values: a copy is "
                                                          "close to a similarity, unrelated text and shapes are not",
                                   json_schema_extra=FINDS)
+    min_spread: float = Field(0.1, ge=0, le=1, description="share of the width and of the height the inliers "
+                                                          "must reach across one of the two images (10th-90th "
+                                                          "percentile): a shared banner or logo is a strip or a "
+                                                          "patch", json_schema_extra=FINDS)
     max_gain: float = Field(3.0, ge=1, description="lightness gain (either way) between matched keypoints' "
                                                    "colours a copy may show: contrast edits stay within 2x, one "
                                                    "shape in two colours needs more", json_schema_extra=FINDS)

@@ -36,7 +36,7 @@ from dedup.config import KeypointConfig, VerifyConfig
 from dedup.pdqverify import FEATURE_SCHEMA, ROW_BYTES, _joined, shuffle_features
 from dedup.plan import Plan
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
-from dedup.verify import fit, parse_features, plausible
+from dedup.verify import feature_size, fit, parse_features, plausible
 from manifests import schema as col
 
 # The 128 descriptor bits (np.unpackbits order: byte-major, most significant bit first) whose mean over the
@@ -102,21 +102,32 @@ def copy_score(a: bytes, b: bytes, config: VerifyConfig) -> float:
     ``keypoints.min_inliers`` inliers (a against b, else a against b's mirror); 0.0 when neither has one."""
     plain_a, _ = parse_features(a)
     plain_b, mirror_b = parse_features(b)
+    sizes = (feature_size(a), feature_size(b))
     for other in (plain_b, mirror_b):
-        found = _inliers(plain_a, other, config)
+        found = _inliers(plain_a, other, sizes, config)
         if found:
             return min(1.0, found / max(1, min(len(plain_a), len(plain_b))))
     return 0.0
 
 
-def _inliers(a: np.ndarray, b: np.ndarray, config: VerifyConfig) -> int:
+def _inliers(a: np.ndarray, b: np.ndarray, sizes: tuple, config: VerifyConfig) -> int:
     keys = config.keypoints
     homography, in_a, in_b = fit(a, b, config.ratio, config.reprojection_px, keys.min_inliers)
     if len(in_a) < keys.min_inliers or not plausible(homography) or not near_similarity(homography, keys):
         return 0
     if "lab" in a.dtype.names and "lab" in b.dtype.names and not same_colours(a["lab"][in_a], b["lab"][in_b], keys):
         return 0
+    if None not in sizes and max(spread(a["xy"][in_a], sizes[0]), spread(b["xy"][in_b], sizes[1])) < keys.min_spread:
+        return 0
     return len(in_a)
+
+
+def spread(xy: np.ndarray, size: tuple[int, int]) -> float:
+    """How far inliers reach across an image: the 10th-90th percentile range of their x and of their y,
+    as a share of its width and height, the smaller of the two. A crop's inliers span the crop, a turned
+    copy's the picture; a shared banner, caption or logo is a strip or a patch."""
+    low, high = np.percentile(xy, [10, 90], axis=0)
+    return float(((high - low) / np.maximum(np.array(size, dtype=np.float64), 1)).min())
 
 
 def same_colours(a: np.ndarray, b: np.ndarray, config: KeypointConfig) -> bool:

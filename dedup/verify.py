@@ -36,8 +36,8 @@ def _orb(grey: np.ndarray, lab: np.ndarray, features: int) -> np.ndarray:
 
 
 def orb_features(rgb: np.ndarray, features: int) -> bytes:
-    """The ``orb_features`` value: uint32 count (with ``_COLOURED`` set), then the keypoints of the image,
-    then of its mirror, each with its colour."""
+    """The ``orb_features`` value: uint32 count (with ``_COLOURED`` set), uint16 width and height, then the
+    keypoints of the image, then of its mirror, each with its colour."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     grey, lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
     scale = max(1.0, _MIN_SIDE / min(grey.shape))
@@ -47,16 +47,26 @@ def orb_features(rgb: np.ndarray, features: int) -> bytes:
     lab = cv2.blur(lab, (5, 5))
     plain = _orb(grey, lab, features)
     mirror = _orb(np.ascontiguousarray(grey[:, ::-1]), np.ascontiguousarray(lab[:, ::-1]), features)
-    return np.uint32(len(plain) | _COLOURED).tobytes() + plain.tobytes() + mirror.tobytes()
+    size = np.array(grey.shape[::-1], dtype=np.uint16).tobytes()  # width, height in keypoint pixels
+    return np.uint32(len(plain) | _COLOURED).tobytes() + size + plain.tobytes() + mirror.tobytes()
 
 
 def parse_features(value: bytes) -> tuple[np.ndarray, np.ndarray]:
     """``orb_features`` -> (keypoints of the image, keypoints of its mirror); values written before
     keypoints carried their colour parse too, without the ``lab`` field."""
     header = int(np.frombuffer(value[:4], dtype=np.uint32)[0])
-    points = np.frombuffer(value[4:], dtype=_KEYPOINT_LAB if header & _COLOURED else _KEYPOINT)
+    coloured = bool(header & _COLOURED)
+    points = np.frombuffer(value[8:] if coloured else value[4:], dtype=_KEYPOINT_LAB if coloured else _KEYPOINT)
     count = header & ~_COLOURED
     return points[:count], points[count:]
+
+
+def feature_size(value: bytes) -> tuple[int, int] | None:
+    """(width, height) of the image the keypoints were found in; None for values written before it was stored."""
+    if not int(np.frombuffer(value[:4], dtype=np.uint32)[0]) & _COLOURED:
+        return None
+    width, height = np.frombuffer(value[4:8], dtype=np.uint16)
+    return int(width), int(height)
 
 
 def inliers(a: np.ndarray, b: np.ndarray, config: VerifyConfig) -> int:
