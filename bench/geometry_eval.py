@@ -50,7 +50,7 @@ from pipelines.corpus import jpeg, photo_dirs  # noqa: E402
 from support.evalset import (EDIT_SETS, SCENE_PHOTOS, bundled_photos, low_texture_negatives,  # noqa: E402
                              objects_on_white, similar_scenes, split_originals)
 
-CONFIG = PdqConfig(enabled=True, verify={"enabled": True})
+CONFIG = PdqConfig(enabled=True, verify={"enabled": True, "keypoints": {"enabled": True}})
 GEOMETRIC = ("crop80_off", "crop60_off", "crop60", "crop80", "rot5", "crop60_any", "crop_any", "rot")
 ONE_M = 1_000_000
 

@@ -23,8 +23,9 @@ Defaults:
   0.95 over the main edits; pHash: 0.986 and 0.75. Memory: 10 codes x 32 bytes per sample in the index.
   ``pdq.verify`` (off by default; on in the demo): pairs to distance 80 count when ORB + RANSAC finds
   >= 12 inliers; it lifts centred 60% crops from 0 to ~0.6 and 5-degree rotations from 0 to ~0.7.
-  With it, ``pdq.verify.keypoints`` (detector ``keypoints``) pairs images sharing ORB keypoint keys once a
-  near-similarity with >= 25 inliers spread across one image verifies them: off-centre crops PDQ never reaches.
+  ``pdq.verify.keypoints.enabled`` (off by default) adds the ``keypoints`` detector: images sharing ORB keypoint
+  keys pair once a near-similarity with >= 25 inliers spread across one image verifies them (off-centre crops
+  PDQ never reaches); look-alike product shots on white still pair, see bench/geometry_eval.py.
 """
 
 from __future__ import annotations
@@ -219,8 +220,9 @@ class KeypointConfig(StrictModel):
     degrees), verification settings on ``support.evalset``'s tuning split (``bench/geometry_eval.py``).
     """
 
-    enabled: bool = Field(True, description="with pdq.verify.enabled: find keypoints pairs (crops at any "
-                                            "position, small rotations)")
+    enabled: bool = Field(False, description="with pdq.verify.enabled: find keypoints pairs (crops at any "
+                                             "position, small rotations). Off by default: on the reporting split "
+                                             "look-alike product shots on white still pair (precision 0.78)")
     points: int = Field(100, ge=4, le=5000, description="strongest ORB keypoints per image turned into keys",
                         json_schema_extra=FINDS)
     bits: int = Field(24, ge=8, le=48, description="descriptor bits per key: more, fewer chance collisions "

@@ -20,7 +20,7 @@ from manifests.io import write_parquet
 from pipelines.corpus import load_photos, photo_dirs, png
 from support.evalset import objects_on_white, similar_scenes
 
-CONFIG = PdqConfig(enabled=True, verify={"enabled": True})
+CONFIG = PdqConfig(enabled=True, verify={"enabled": True, "keypoints": {"enabled": True}})
 
 
 def scored(tmp_path, images: list[Image.Image]) -> tuple[list, SampleIndex]:
@@ -116,3 +116,13 @@ def test_image_keys_are_distinct_and_tagged_by_table(photos):
     assert len(np.unique(keys)) == len(keys) <= config.points * config.tables
     assert set((keys >> np.uint64(56)).tolist()) == set(range(config.tables))
     assert (keys & np.uint64((1 << 56) - 1)).max() < 1 << config.bits
+
+
+def test_the_keypoints_detector_is_opt_in():
+    """Verification alone does not enable it (look-alike product shots still pair on the reporting split)."""
+    from dedup.config import DedupConfig
+
+    verify = {"pdq": {"enabled": True, "verify": {"enabled": True}}}
+    assert "keypoints" not in DedupConfig.model_validate(verify).enabled_detectors()
+    verify["pdq"]["verify"]["keypoints"] = {"enabled": True}
+    assert "keypoints" in DedupConfig.model_validate(verify).enabled_detectors()

@@ -225,7 +225,7 @@ def test_partitioned_keypoint_pairs_equal_one_process(tmp_path, near_dup_set, pd
     def config(parts: int) -> DedupConfig:
         return DedupConfig.model_validate({
             "exact": {"enabled": False}, "partitions": {"buckets": parts}, "search": {"use_gpu": False},
-            "pdq": {"enabled": True, "verify": {"enabled": True, "keypoints": {"min_shared": 3}}}})
+            "pdq": {"enabled": True, "verify": {"enabled": True, "keypoints": {"enabled": True, "min_shared": 3}}}})
 
     layout = verified_run(tmp_path / "one", near_dup_set, pdq_scored, config(1), 1)
     run_dedup(config(1), layout)
