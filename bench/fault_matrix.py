@@ -1,7 +1,7 @@
 """The fault matrix of issue 26: every fault in every phase where it applies, each cell a pytest test that injects
 the fault mid-phase and checks the outcome against a fault-free run (or a complete run, where the cell says so).
 
-    PYTHONPATH=. python bench/fault_matrix.py [--only FAULT ...] [--figure]
+    PYTHONPATH=. python bench/fault_matrix.py [--only FAULT ...] [--files TEST_FILE ...] [--figure]
 
 Runs the cells' test files one at a time (each file in one pytest process, so a file's fault-free reference run
 is made once), with the cells marked ``faults`` included (``make test`` leaves those out), and prints one row per
@@ -118,9 +118,11 @@ def run_file(cells: list[Cell], junit: Path) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="faults whose name starts with one of these")
+    parser.add_argument("--files", nargs="*", default=None, help="only the cells of these test files")
     parser.add_argument("--figure", action="store_true", help="also write bench/figures/fault_matrix.json")
     args = parser.parse_args()
-    cells = [c for c in CELLS if args.only is None or any(c.fault.startswith(o) for o in args.only)]
+    cells = [c for c in CELLS if (args.only is None or any(c.fault.startswith(o) for o in args.only))
+             and (args.files is None or c.file in args.files)]
     loads, rows, start = [os.getloadavg()[0]], [], time.monotonic()
     print(f"{'fault':27s} {'phase':38s} {'outcome':28s} {'work redone':35s} {'s':>6s}")
     with tempfile.TemporaryDirectory(prefix="fault-matrix-") as tmp:
