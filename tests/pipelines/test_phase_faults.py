@@ -153,11 +153,14 @@ def test_sigterm_mid_phase_exits_143_and_the_same_command_resumes_to_the_fault_f
         settings: dict, reference: RunLayout, tmp_path: Path, phase: str) -> None:
     layout = RunLayout.at(tmp_path / "run")
     config = write_config(settings, layout.root)
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines", "run", str(config)], cwd=REPO, env=node_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "stderr.log"  # a file, not a pipe: minutes of progress bars must not block the driver
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines", "run", str(config)], cwd=REPO, env=node_env(),
+                                stdout=subprocess.DEVNULL, stderr=stderr)
     wait_until(in_flight(layout, phase, proc), proc, timeout_s=600, poll_s=0.02)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    err = log.read_text()
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("thresher: stopped by SIGTERM") and "rerun the same command" in last, last
