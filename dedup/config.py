@@ -268,6 +268,19 @@ class PdqConfig(_Detector):
         json_schema_extra=SCORES)
     stretch_percentile: float = Field(1.0, ge=0, lt=50, description="the stretch maps this percentile of the "
                                       "luminance, and 100 minus it, to 0 and 255", json_schema_extra=SCORES)
+    colour_min_chroma: float = Field(
+        10.0, ge=0, le=100, description="CIELAB chroma C* from which a pixel counts in the colour signature "
+                                        "(dedup.pdq.colour_signature); under it a pixel is grey",
+        json_schema_extra=SCORES)
+    min_colour_overlap: float = Field(
+        0.2, ge=0, le=1, description="a PDQ pair (pdq, pdq_verified) counts only when the less colourful image's "
+                                     "chroma lies at least this much at hues the other has too (dedup.pdq.compatible): "
+                                     "PDQ hashes luminance, so one design in two colours hashes alike; 0: no gate",
+        json_schema_extra=FINDS)
+    achromatic_chroma: float = Field(
+        0.005, ge=0, le=100, description="an image whose mean chroma (its signature's sum) is under this is grey and "
+                                         "passes the colour gate with every image (a greyscale copy is a copy)",
+        json_schema_extra=FINDS)
     verify: VerifyConfig = Field(VerifyConfig(), description="the pdq_verified detector")
 
     @model_validator(mode="after")

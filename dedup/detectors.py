@@ -12,7 +12,7 @@ from dedup.artefacts import SampleIndex, binary_matrix, column_matrix, hex_matri
 from dedup.cluster import PAIRS_SCHEMA, SIMILARITY, named_pairs
 from dedup.config import LayoutConfig, MinHashConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
 from dedup.layout import LAYOUT_BYTES, candidate_cosine, match, search_vectors, similarity, unpack
-from dedup.pdq import row_width, unpack_rows, variants
+from dedup.pdq import HUE_BINS, colour_signatures, compatible, row_width, unpack_rows, variants
 from dedup.phash import split_codes
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
 from dedup.search import binary_pairs, float_pairs, region_pairs
@@ -95,6 +95,7 @@ def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index:
     radius = max(near_distance, verify.max_distance) if verify.enabled else near_distance
     a, b, sim = region_pairs(codes[usable], owner[usable], codes[queried], owner[queried], radius, search,
                              near_distance)
+    a, b, sim = colour_gate(config, files, index, pos, a, b, sim)
     near = sim >= 1.0 - near_distance / 256 - 1e-6
     if not verify.enabled:
         return named_pairs(index, pos[a], pos[b], sim, "pdq")
@@ -106,6 +107,20 @@ def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index:
     far = ~near & passed
     return pl.concat([named_pairs(index, pos[a[keep_near]], pos[b[keep_near]], sim[keep_near], "pdq"),
                       named_pairs(index, pos[a[far]], pos[b[far]], sim[far], "pdq_verified")])
+
+
+def colour_gate(config: PdqConfig, files: list[Path], index: SampleIndex, pos: np.ndarray, a: np.ndarray,
+                b: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs (a, b: rows of ``pos``) whose images' colours are ``dedup.pdq.compatible``. A sample with no
+    ``pdq_colour`` (scored before the gate) has a zero signature: compatible with every image."""
+    if config.min_colour_overlap <= 0 or len(a) == 0:
+        return a, b, sim
+    signatures = np.zeros((len(index), HUE_BINS), np.float16)
+    cpos, rows = column_matrix(files, col.PDQ_COLOUR, index, colour_signatures)
+    if rows is not None:
+        signatures[cpos] = rows
+    keep = compatible(signatures[pos[a]], signatures[pos[b]], config)
+    return a[keep], b[keep], sim[keep]
 
 
 def layout_descriptors(config: LayoutConfig, pdq: PdqConfig, files: list[Path],
