@@ -25,6 +25,12 @@ Defaults:
   >= 12 inliers; it lifts centred 60% crops from 0 to ~0.6 and 5-degree rotations from 0 to ~0.7.
   The region is hashed with its luminance stretched (gain <= 2.5; not under a 48-level spread): contrast x0.5-0.8
   copies of photos kept their PDQ hash (distance <= 12) but fell under min_quality, and lost their pairs.
+  Colour gate: PDQ hashes luminance, so one design in two colours (a recolour) hashes alike (PDQ 0-24 apart). A
+  pdq or pdq_verified pair counts only when the less colourful image's chroma lies >= 0.2 at hues the other has
+  (24 CIELAB hue bins, ``dedup.pdq.colour_overlap``), or either image is grey (mean chroma < 0.005). Chosen by
+  bench/colour_gate.py on the tune split: of 32 recolour twins within PDQ distance 80 (seeds 0 and 1) the highest
+  overlap is 0.165; of 2774 true pairs (crops, photometric edits, banner, grey) 5 fall under 0.2 (a banner
+  over the coloured part; copies of a near-grey slide), 3 of them within distance 31.
 - layout (on whenever pdq is): the images under pdq.min_quality + 20 get a 16 x 16 CIELAB colour layout,
   matched at RMS Delta E <= 4 and <= 0.15 of the two images' own variation, over the whole image or all but its
   top or bottom quarter (``dedup.layout``). Chosen on the tune split of bench/neardup_eval.py, where 0.2 and
