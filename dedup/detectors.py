@@ -93,9 +93,10 @@ def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index:
     near_distance = math.floor((1.0 - config.stored_from) * 256 + 1e-9)
     verify = config.verify
     radius = max(near_distance, verify.max_distance) if verify.enabled else near_distance
+    colours = pdq_colours(config, files, index, pos)
+    allowed = None if colours is None else lambda x, y: compatible(colours[x], colours[y], config)
     a, b, sim = region_pairs(codes[usable], owner[usable], codes[queried], owner[queried], radius, search,
-                             near_distance)
-    a, b, sim = colour_gate(config, files, index, pos, a, b, sim)
+                             near_distance, allowed)
     near = sim >= 1.0 - near_distance / 256 - 1e-6
     if not verify.enabled:
         return named_pairs(index, pos[a], pos[b], sim, "pdq")
@@ -109,18 +110,17 @@ def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index:
                       named_pairs(index, pos[a[far]], pos[b[far]], sim[far], "pdq_verified")])
 
 
-def colour_gate(config: PdqConfig, files: list[Path], index: SampleIndex, pos: np.ndarray, a: np.ndarray,
-                b: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pairs (a, b: rows of ``pos``) whose images' colours are ``dedup.pdq.compatible``. A sample with no
-    ``pdq_colour`` (scored before the gate) has a zero signature: compatible with every image."""
-    if config.min_colour_overlap <= 0 or len(a) == 0:
-        return a, b, sim
+def pdq_colours(config: PdqConfig, files: list[Path], index: SampleIndex, pos: np.ndarray) -> np.ndarray | None:
+    """The ``pdq_colour`` signatures (len(pos), HUE_BINS) of the samples at ``pos``, which the colour gate
+    (``dedup.pdq.compatible``) compares before a hit counts; None with the gate off. A sample without one
+    (scored before the gate) gets a zero signature: compatible with every image."""
+    if config.min_colour_overlap <= 0:
+        return None
     signatures = np.zeros((len(index), HUE_BINS), np.float16)
     cpos, rows = column_matrix(files, col.PDQ_COLOUR, index, colour_signatures)
     if rows is not None:
         signatures[cpos] = rows
-    keep = compatible(signatures[pos[a]], signatures[pos[b]], config)
-    return a[keep], b[keep], sim[keep]
+    return signatures[pos]
 
 
 def layout_descriptors(config: LayoutConfig, pdq: PdqConfig, files: list[Path],
