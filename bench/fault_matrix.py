@@ -1,7 +1,7 @@
 """The fault matrix of issue 26: every fault in every phase where it applies, each cell a pytest test that injects
 the fault mid-phase and checks the outcome against a fault-free run (or a complete run, where the cell says so).
 
-    PYTHONPATH=. python bench/fault_matrix.py [--only FAULT ...] [--figure]
+    PYTHONPATH=. python bench/fault_matrix.py [--only FAULT ...] [--files TEST_FILE ...] [--figure]
 
 Runs the cells' test files one at a time (each file in one pytest process, so a file's fault-free reference run
 is made once), with the cells marked ``faults`` included (``make test`` leaves those out), and prints one row per
@@ -47,6 +47,8 @@ class Cell:
 
 
 CORRUPT = "test_corrupt.py::test_a_corrupt_file_is_redone_and_the_run_ends_in_the_fault_free_dataset"
+PHASE_FAULTS = "test_phase_faults.py"
+LATER = ("dedup", "decide", "caption", "export")
 CELLS = (
     Cell("1 worker node killed", "score",
          "test_multinode.py::test_the_gpu_node_killed_mid_score_ends_in_one_line_and_a_rerun_on_a_new_node_ends_in"
@@ -84,6 +86,14 @@ CELLS = (
          "_command_resumes", RERUN, "units not committed before", "complete run (every row once)"),
     Cell("7 SIGTERM (preemption)", "score", "test_preempt.py::test_sigterm_mid_score_exits_143_and_the_same"
          "_command_resumes", RERUN, "score units not committed before", "complete run (every row once)"),
+    *(Cell("3 output volume full", phase, f"{PHASE_FAULTS}::test_a_volume_full_mid_phase_ends_in_one_line_and_a"
+           f"_rerun_after_freeing_it_ends_in_the_fault_free_dataset[{phase}]", RERUN, "the phase in flight")
+      for phase in LATER),
+    *(Cell("7 SIGTERM (preemption)", phase, f"{PHASE_FAULTS}::test_sigterm_mid_phase_exits_143_and_the_same"
+           f"_command_resumes_to_the_fault_free_dataset[{phase}]", RERUN, "the phase in flight") for phase in LATER),
+    Cell("no partial file visible", "every phase (strace -f)", "test_atomic_writes.py::test_no_partial_or"
+         "_temporary_file_is_ever_visible_to_a_reader", "every write to a .tmp name", "0",
+         "final names only by rename"),
     Cell("driver kill -9", "ingest, score", "test_crash.py::test_driver_killed_mid_ingest_then_mid_score_then"
          "_resumed", RERUN, "units not committed before", "complete run + fault-free scores"),
 )
@@ -108,9 +118,11 @@ def run_file(cells: list[Cell], junit: Path) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="faults whose name starts with one of these")
+    parser.add_argument("--files", nargs="*", default=None, help="only the cells of these test files")
     parser.add_argument("--figure", action="store_true", help="also write bench/figures/fault_matrix.json")
     args = parser.parse_args()
-    cells = [c for c in CELLS if args.only is None or any(c.fault.startswith(o) for o in args.only)]
+    cells = [c for c in CELLS if (args.only is None or any(c.fault.startswith(o) for o in args.only))
+             and (args.files is None or c.file in args.files)]
     loads, rows, start = [os.getloadavg()[0]], [], time.monotonic()
     print(f"{'fault':27s} {'phase':38s} {'outcome':28s} {'work redone':35s} {'s':>6s}")
     with tempfile.TemporaryDirectory(prefix="fault-matrix-") as tmp:

@@ -1,6 +1,6 @@
 """Benchmark ``thresher review`` on a generated manifest (default 10M rows): what a user waits for.
 
-    PYTHONPATH=. python bench/review.py [--rows 10000000] [--rows-per-part 10000] [--out /tmp/review-bench]
+    PYTHONPATH=. python bench/review.py [--rows 10000000] [--rows-per-part 10000] [--out /tmp/review-bench] [--pairs]
 
 The run is a decided synthetic manifest (``support.manifest_synthetic``: statuses, captions, CLIP / aesthetic /
 NSFW scores, duplicate columns) written as one part per 10k-row unit, like a run's ``manifest/``, with
@@ -8,9 +8,16 @@ staged tars of real photos (scikit-image's) that the rows point into. The app is
 process and driven over HTTP on loopback as the page drives it: start-up, a threshold change per slider
 (its first time: nothing cached), a page of 60 thumbnails (the cards, then the 60 JPEGs fetched six at a
 time as a browser does, none cached) for three searches, the flips grid. Peak RSS is this process's
-(the app and the client). The manifest has no stored dedup pairs, so no change re-picks survivors: with
-pairs, a changed rule costs what ``thresher tune`` costs to re-pick (bench/scale.py's decide step).
-Prints a table and writes bench/results/review-<rows>.json (``--figure`` also bench/figures/review.json).
+(the app and the client).
+
+Without ``--pairs`` the manifest has no stored dedup pairs, so no change re-picks survivors. With
+``--pairs`` the run stores the pairs the scale generator plants (``support.scalegen.planted``: sha256,
+pixel-hash, caption-MinHash and pHash copies of earlier rows, each with the similarity its detector would
+measure from the generated signatures and codes) in ``dedup/pairs.parquet``, and its manifest is decided
+with the survivors ``dedup.survivors.duplicates`` picks from them, as a one-process dedup run's is. Every
+changed rule then re-picks survivors (in memory: ``pipelines.review.survivors``), and the moves go on
+with dedup thresholds. Prints a table and writes bench/results/review-<rows>[-pairs].json (``--figure``
+also bench/figures/review[-pairs].json).
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ MOVES = [("filters.nsfw.max_prob", 0.3), ("filters.clip.min_score", 0.25), ("fil
          ("filters.rules.min_image_side", 300), ("filters.rules.max_aspect_ratio", 2.0),
          ("filters.rules.min_caption_words", 3),
          ("filters.nsfw.max_prob", 0.5)]
+PAIR_DEDUP = {"exact": {"enabled": True}, "minhash": {"enabled": True, "store_threshold": 0.7},
+              "phash": {"enabled": True, "store_threshold": 0.8}}
+PAIR_MOVES = [("dedup.minhash.threshold", 0.95), ("filters.clip.min_score", 0.22), ("dedup.phash.threshold", 0.97),
+              ("filters.aesthetic.min_score", 4.0), ("dedup.minhash.threshold", 0.8)]
 SEARCHES = {"page 1, no filter": {}, "reason nsfw, page 100": {"reason": "nsfw", "page": 100},
             "caption 'dog', kept, page 50": {"caption": "dog", "kept": True, "page": 50}}
 
@@ -74,10 +85,11 @@ def _tars(layout: RunLayout) -> None:
                 tar.addfile(info, buf)
 
 
-def generate(root: Path, rows: int, per_part: int) -> None:
-    """The run, one manifest part at a time (bounded memory)."""
+def generate(root: Path, rows: int, per_part: int, pairs: bool = False) -> None:
+    """The run, one manifest part at a time (bounded memory); with ``pairs``, planted pairs stored and the
+    parts decided with the survivors picked from them (memory ~ the pairs)."""
     config = build_config({"output_dir": str(root), "input": {"path": str(root / "unused.parquet")},
-                           "filters": FILTERS})
+                           "filters": FILTERS, **({"dedup": PAIR_DEDUP} if pairs else {})})
     layout = RunLayout.at(root)
     layout.manifest_dir.mkdir(parents=True, exist_ok=True)
     if len(layout.staged_tars()) < TARS:
@@ -87,9 +99,66 @@ def generate(root: Path, rows: int, per_part: int) -> None:
         frame = chunk(start, n, seed=0).with_columns(
             pl.lit(f"ingest/staged/{unit % TARS:05d}.tar").alias(col.SHARD),
             (pl.int_range(start, start + n) % PER_TAR).cast(pl.String).str.zfill(5).add(".jpg").alias(col.MEMBER))
-        decide(frame, config.filters).collect().write_parquet(layout.manifest_part(f"{unit:05d}"))
+        if pairs:  # undecided for now: the survivors need every part's eligibility
+            frame = frame.drop(col.DUPLICATE_OF, col.DUP_KIND, col.DUP_SIMILARITY)
+            frame.write_parquet(layout.manifest_part(f"{unit:05d}"))
+        else:
+            decide(frame, config.filters).collect().write_parquet(layout.manifest_part(f"{unit:05d}"))
+    if pairs:
+        decide_with_pairs(layout, config, rows, per_part)
     (root / "config.yaml").write_text(dump_config(config))
     (root / "rows.json").write_text(json.dumps(rows))
+
+
+def planted_pairs(rows: int, step: int = 200_000) -> pl.DataFrame:
+    """The pairs the scale generator plants among rows 0..rows-1, named as ``chunk`` names rows, each with
+    the similarity its detector measures: 1 for the exact ones, the share of equal MinHash values, and
+    1 - Hamming/64 of the pHash codes."""
+    import numpy as np
+
+    from dedup.cluster import PAIRS_SCHEMA, with_kind
+    from support.scalegen import _codes, _signatures, planted
+
+    found = []
+    for start in range(0, rows, step):
+        index = np.arange(start, min(rows, start + step), dtype=np.int64)
+        for kind in ("sha256", "pixel_hash", "minhash", "phash"):
+            got = planted(index, kind).select(pl.all().cast(pl.Int64))
+            a, b = got["sample_a"].to_numpy(), got["sample_b"].to_numpy()
+            if kind == "minhash":
+                similarity = (_signatures(a) == _signatures(b)).mean(axis=1)
+            elif kind == "phash":
+                similarity = 1 - np.bitwise_count(_codes(a)[0] ^ _codes(b)[0]) / 64
+            else:
+                similarity = np.ones(len(a))
+            found.append(pl.DataFrame({"sample_a": a, "sample_b": b, "detector": kind, "similarity": similarity}))
+    named = pl.concat(found).with_columns(pl.col("sample_a", "sample_b").cast(pl.String).str.zfill(9),
+                                          pl.col("similarity").cast(pl.Float32))
+    return with_kind(named).select(list(PAIRS_SCHEMA))
+
+
+def decide_with_pairs(layout: RunLayout, config, rows: int, per_part: int) -> None:
+    """Store the planted pairs as a one-process dedup does, pick their survivors under the run's rules (as its
+    decide phase does) and decide each part with them."""
+    from functools import partial
+
+    from dedup import survivors
+    from filters.decide import passes_rules
+
+    pairs = planted_pairs(rows)
+    layout.pairs.parent.mkdir(parents=True, exist_ok=True)
+    pairs.write_parquet(layout.pairs)
+    parts = layout.manifest_files()
+    table = survivors.duplicates(pl.scan_parquet([str(p) for p in parts]), pairs, config.dedup,
+                                 partial(passes_rules, config=config.filters))
+    by_unit = table.with_columns((pl.col(col.SAMPLE_ID).cast(pl.Int64) // per_part).alias("_unit")).partition_by(
+        "_unit", as_dict=True, include_key=False)
+    for part in parts:
+        mine = by_unit.get((int(RunLayout.unit_of(part)),), table.clear())
+        frame = survivors.join_duplicates(pl.read_parquet(part).lazy(), mine)
+        decide(frame, config.filters).collect().write_parquet(part)
+    print(f"stored {pairs.height:,} planted pairs; {table.height:,} rows clustered, "
+          f"{table[col.DUPLICATE_OF].is_not_null().sum():,} duplicates", flush=True)
 
 
 def post(base: str, token: str, path: str, body: dict) -> dict:
@@ -130,7 +199,7 @@ def timed(results: list, step: str, fn) -> object:
     return value
 
 
-def measure(root: Path) -> list[dict]:
+def measure(root: Path, pairs: bool = False) -> list[dict]:
     from pipelines.review.app import start
     from pipelines.review.service import Review
 
@@ -140,7 +209,7 @@ def measure(root: Path) -> list[dict]:
     base, token = served.base, served.token
     timed(results, "counts, the run's own thresholds", lambda: post(base, token, "/api/counts", {"setting": {}}))
     setting: dict = {}
-    for key, value in MOVES:
+    for key, value in MOVES + (PAIR_MOVES if pairs else []):
         setting = {**setting, key: value}
         report = timed(results, f"counts after {key}={value}",
                        lambda: post(base, token, "/api/counts", {"setting": setting}))
@@ -167,30 +236,40 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--rows-per-part", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/thresher-review-bench"))
-    parser.add_argument("--figure", action="store_true", help="also write bench/figures/review.json")
+    parser.add_argument("--pairs", action="store_true", help="a run with stored dedup pairs (survivors re-picked)")
+    parser.add_argument("--figure", action="store_true", help="also write bench/figures/review[-pairs].json")
     args = parser.parse_args()
-    root = args.out / f"run-{args.rows}"
+    suffix = "-pairs" if args.pairs else ""
+    root = args.out / f"run-{args.rows}{suffix}"
     if not (root / "rows.json").exists():
         start = time.perf_counter()
-        child = mp.get_context("spawn").Process(target=generate, args=(root, args.rows, args.rows_per_part))
+        child = mp.get_context("spawn").Process(target=generate, args=(root, args.rows, args.rows_per_part, args.pairs))
         child.start()
         child.join()
         print(f"generated {args.rows:,} rows in {time.perf_counter() - start:.0f} s")
     print(f"thresher review on {args.rows:,} rows ({root}):")
     peak, load = Peak(), os.getloadavg()[0]
     peak.start()
-    results = measure(root)
+    results = measure(root, args.pairs)
     peak.done.set()
     rss = max(peak.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
     print(f"  {'peak RSS of the app (and this client)':<52}{rss:>8.0f} MiB")
-    record = {**figure_record(f"PYTHONPATH=. python bench/review.py --rows {args.rows}", [load, os.getloadavg()[0]]),
-              "rows": args.rows, "rows_per_part": args.rows_per_part, "peak_rss_mib": round(rss), "steps": results}
+    command = f"PYTHONPATH=. python bench/review.py --rows {args.rows}{' --pairs' if args.pairs else ''}"
+    record = {**figure_record(command, [load, os.getloadavg()[0]]), "rows": args.rows,
+              "rows_per_part": args.rows_per_part, "peak_rss_mib": round(rss), "steps": results}
+    if args.pairs:
+        stored = pl.scan_parquet(RunLayout.at(root).pairs)
+        record["stored_pairs"] = stored.select(pl.len()).collect().item()
+        record["paired_rows"] = pl.concat([stored.select(pl.col("sample_a").alias("s")),
+                                           stored.select(pl.col("sample_b").alias("s"))]).unique().select(
+            pl.len()).collect().item()
+        print(f"  stored pairs {record['stored_pairs']:,} over {record['paired_rows']:,} rows")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"review-{args.rows}.json"
+    out = RESULTS / f"review-{args.rows}{suffix}.json"
     out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")
     if args.figure:
-        print("written", write_figure("review", record))
+        print("written", write_figure(f"review{suffix}", record))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ Defaults:
   matched at RMS Delta E <= 4 and <= 0.15 of the two images' own variation, over the whole image or all but its
   top or bottom quarter (``dedup.layout``). Chosen on the tune split of bench/neardup_eval.py, where 0.2 and
   0.25 paired brightened and grey copies of two different pastel landscapes.
+  ``pdq.verify.keypoints.enabled`` (off by default) adds the ``keypoints`` detector: images sharing ORB keypoint
+  keys pair once a near-similarity with >= 25 inliers spread across one image verifies them (off-centre crops
+  PDQ never reaches); look-alike product shots on white still pair, see bench/geometry_eval.py.
 """
 
 from __future__ import annotations
@@ -215,6 +218,54 @@ class KeepConfig(StrictModel):
                               "chain distinct pictures into one component, e.g. via a reused caption)")
 
 
+class KeypointConfig(StrictModel):
+    """Candidates an off-centre crop or a small rotation can reach (detector ``keypoints``), verified before
+    a pair counts. PDQ moves ~25 of 256 bits per 1% shift, so such copies never become PDQ candidates; their
+    ORB keypoints still match. Each image's ``points`` strongest keypoints give ``tables`` keys apiece (``bits``
+    bits sampled from the 128 most balanced bits of the descriptor); images sharing ``min_shared`` keys are
+    candidates, a key held by more than ``max_bucket`` images (text corners, white-background edges) pairs
+    nobody. A candidate counts when ORB + RANSAC finds ``min_inliers`` inliers of a homography within
+    ``max_rotation`` degrees and ``max_anisotropy`` of a similarity (90-degree turns and flips are PDQ's),
+    whose inliers reach across one image (``min_spread``: a shared banner or logo does not) and whose matched
+    keypoints' colours agree (``max_gain``, ``max_hue_shift``: one shape in two colours is two images).
+    Key settings chosen on a scratch half of the bundled photos (crops 50-90% at any position, rotations 3-10
+    degrees), verification settings on ``support.evalset``'s tuning split (``bench/geometry_eval.py``).
+    """
+
+    enabled: bool = Field(False, description="with pdq.verify.enabled: find keypoints pairs (crops at any "
+                                             "position, small rotations). Off by default: on the reporting split "
+                                             "look-alike product shots on white still pair (precision 0.78)")
+    points: int = Field(100, ge=4, le=5000, description="strongest ORB keypoints per image turned into keys",
+                        json_schema_extra=FINDS)
+    bits: int = Field(24, ge=8, le=48, description="descriptor bits per key: more, fewer chance collisions "
+                                                   "and fewer true ones", json_schema_extra=FINDS)
+    tables: int = Field(4, ge=1, le=32, description="keys per keypoint (independent bit samples)",
+                        json_schema_extra=FINDS)
+    min_shared: int = Field(6, ge=1, description="keys two images must share to be a candidate",
+                            json_schema_extra=FINDS)
+    max_bucket: int = Field(64, ge=2, description="a key held by more images than this pairs none of them",
+                            json_schema_extra=FINDS)
+    min_inliers: int = Field(25, ge=4, description="RANSAC inliers for a candidate to count: on the tuning "
+                                                   "split look-alike product shots and slides sharing a line of "
+                                                   "text reach 12-24, 89% of verified copies 25 or more",
+                             json_schema_extra=FINDS)
+    max_rotation: float = Field(20.0, ge=0, le=180, description="degrees of rotation a verified transform may "
+                                                               "have", json_schema_extra=FINDS)
+    max_anisotropy: float = Field(1.5, ge=1, description="ratio of the transform's singular values: a copy is "
+                                                         "close to a similarity, unrelated text and shapes are not",
+                                  json_schema_extra=FINDS)
+    min_spread: float = Field(0.1, ge=0, le=1, description="share of the width and of the height the inliers "
+                                                          "must reach across one of the two images (10th-90th "
+                                                          "percentile): a shared banner or logo is a strip or a "
+                                                          "patch", json_schema_extra=FINDS)
+    max_gain: float = Field(3.0, ge=1, description="lightness gain (either way) between matched keypoints' "
+                                                   "colours a copy may show: contrast edits stay within 2x, one "
+                                                   "shape in two colours needs more", json_schema_extra=FINDS)
+    max_hue_shift: float = Field(45.0, ge=0, le=180, description="median hue shift, in degrees, between matched "
+                                                                "coloured keypoints a copy may show",
+                                 json_schema_extra=FINDS)
+
+
 class VerifyConfig(StrictModel):
     """Geometric verification of candidate PDQ pairs: ORB keypoints matched (Lowe's ratio test), then a
     RANSAC homography; a pair passes when at least ``min_inliers`` matches agree on one plausible transform.
@@ -243,6 +294,8 @@ class VerifyConfig(StrictModel):
                                json_schema_extra=FINDS)
     verify_all: bool = Field(False, description="verify the pairs within the PDQ threshold too",
                              json_schema_extra=FINDS)
+    keypoints: KeypointConfig = Field(KeypointConfig(), description="the keypoints detector: candidates from "
+                                      "shared ORB keypoint keys, verified (crops at any position, small rotations)")
 
 
 class PdqConfig(_Detector):
@@ -406,6 +459,10 @@ DETECTORS = (
     # The colour layout of the images under PDQ's quality guard (and a margin above it).
     Detector("layout", DupKind.IMAGE, lambda d: d.pdq.enabled and d.layout.enabled, lambda d: d.layout.threshold,
              True),
+    # Images sharing ORB keypoint keys (dedup.keypoints), verified: every verified pair counts.
+    Detector("keypoints", DupKind.IMAGE,
+             lambda d: d.pdq.enabled and d.pdq.verify.enabled and d.pdq.verify.keypoints.enabled,
+             lambda d: 0.0, False),
     # SemDeDup over the CLIP stage's clip_embedding (no stage of its own).
     Detector("semantic", DupKind.SEMANTIC, lambda d: d.semantic.enabled, lambda d: d.semantic.threshold, False),
 )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import polars as pl
 
+from dedup import keypoints
 from dedup.artefacts import SampleIndex, binary_matrix, column_matrix, hex_matrix, iter_column
 from dedup.cluster import PAIRS_SCHEMA, SIMILARITY, named_pairs
 from dedup.config import LayoutConfig, MinHashConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
@@ -162,10 +164,31 @@ def layout_pairs(config: LayoutConfig, pdq: PdqConfig, search: SearchConfig, fil
     return named_pairs(index, pos[a], pos[b], sim, "layout")
 
 
+def keypoint_pairs(config: PdqConfig, files: list[Path], index: SampleIndex) -> pl.DataFrame:
+    """Images sharing ``verify.keypoints.min_shared`` keypoint keys, verified (``dedup.keypoints``)."""
+    keys = config.verify.keypoints
+    rows = [keypoints.key_rows(ids, values.to_pylist(), keys) for ids, values in iter_column(files, col.ORB_FEATURES)]
+    if not rows:
+        return pl.DataFrame(schema=PAIRS_SCHEMA)
+    found = keypoints.candidates(keypoints.shared_keys(pl.concat(rows).lazy(), keys.max_bucket),
+                                 keys.min_shared).collect()
+    a, b = index.positions(found["a"]), index.positions(found["b"])
+    sim = scores(files, index, a, b, config, lambda x, y: keypoints.copy_score(x, y, config.verify))
+    ok = sim > 0
+    return named_pairs(index, a[ok], b[ok], sim[ok], "keypoints")
+
+
 def verified(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray, config: PdqConfig) -> np.ndarray:
-    """Which pairs (run positions) pass geometric verification. Pairs are taken in chunks whose samples
-    number at most ``verify.cache_samples``; each chunk reads the keypoints of its samples only."""
-    passed = np.zeros(len(a), dtype=bool)
+    """Which pairs (run positions) pass geometric verification (``verify.pair_inliers``)."""
+    inliers = scores(files, index, a, b, config, lambda x, y: pair_inliers(x, y, config.verify))
+    return inliers >= config.verify.min_inliers
+
+
+def scores(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray, config: PdqConfig,
+           score: Callable[[bytes, bytes], float]) -> np.ndarray:
+    """``score`` of each pair's keypoints (run positions). Pairs are taken in chunks whose samples number
+    at most ``verify.cache_samples``; each chunk reads the keypoints of its samples only."""
+    passed = np.zeros(len(a), dtype=np.float64)
     order = np.lexsort((b, a))
     start = 0
     while start < len(order):
@@ -175,8 +198,7 @@ def verified(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray
             end += 1
         chunk = order[start:end]
         features = _keypoints(files, index, np.array(sorted(seen)))
-        passed[chunk] = [pair_inliers(features[int(a[i])], features[int(b[i])], config.verify)
-                         >= config.verify.min_inliers for i in chunk]
+        passed[chunk] = [score(features[int(a[i])], features[int(b[i])]) for i in chunk]
         start = end
     return passed
 

@@ -71,10 +71,10 @@ def stretched(rgb: np.ndarray, config: PdqConfig) -> np.ndarray:
     cumulative = np.cumsum(np.bincount(luma, minlength=256)) / len(luma)
     lo = int(np.searchsorted(cumulative, config.stretch_percentile / 100))
     hi = int(np.searchsorted(cumulative, 1 - config.stretch_percentile / 100))
-    spread = hi - lo + 1
+    spread = hi - lo  # grey levels between the two percentiles, as a flat image's noise would span them
     if spread < config.stretch_min_spread:
         return rgb
-    gain = min(config.stretch_max_gain, 256.0 / spread)
+    gain = min(config.stretch_max_gain, 256.0 / (spread + 1))
     if gain <= 1.0:
         return rgb
     centre = (lo + hi + 1) / 2

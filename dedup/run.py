@@ -11,7 +11,7 @@ import polars as pl
 from dedup.artefacts import SampleIndex
 from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster, cluster_counts, equal_key_pairs
 from dedup.config import DedupConfig
-from dedup.detectors import caption_pairs, layout_pairs, pdq_pairs, phash_pairs, sscd_pairs
+from dedup.detectors import caption_pairs, keypoint_pairs, layout_pairs, pdq_pairs, phash_pairs, sscd_pairs
 from dedup.semantic import CENTROID_DISTANCE, semantic_pairs
 from dedup.survivors import ELIGIBLE, centroid_dir, centroid_path, eligible_path, keep_order
 from manifests import schema as col
@@ -69,6 +69,7 @@ def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work:
         "sscd": lambda: sscd_pairs(config.sscd, config.search, files, index),
         "pdq": lambda: pdq_pairs(config.pdq, config.search, files, index),  # pdq_verified pairs too
         "layout": lambda: layout_pairs(config.layout, config.pdq, config.search, files, index),
+        "keypoints": lambda: keypoint_pairs(config.pdq, files, index),
         "semantic": lambda: semantic_finder(config, layout, files, index, work),
     }
     found, stats = [], {}

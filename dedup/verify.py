@@ -14,51 +14,86 @@ import numpy as np
 from dedup.config import VerifyConfig
 
 _KEYPOINT = np.dtype([("xy", "<f4", 2), ("desc", "u1", 32)])  # 40 bytes per keypoint
+# with its colour: the mean CIELAB (OpenCV's 8-bit scale) of the 5x5 pixels around it, 43 bytes
+_KEYPOINT_LAB = np.dtype([("xy", "<f4", 2), ("desc", "u1", 32), ("lab", "u1", 3)])
+_COLOURED = 1 << 31  # set in the count of a value whose keypoints carry their colour
 _MIN_SIDE = 64  # ORB's 31-px patches need room: small content is upscaled to this short side first
 
 
-def _orb(grey: np.ndarray, features: int) -> np.ndarray:
+def _orb(grey: np.ndarray, lab: np.ndarray, features: int) -> np.ndarray:
     detector = cv2.ORB_create(nfeatures=features, edgeThreshold=15, patchSize=15)
     keypoints, descriptors = detector.detectAndCompute(grey, None)
-    out = np.zeros(len(keypoints), dtype=_KEYPOINT)
+    out = np.zeros(len(keypoints), dtype=_KEYPOINT_LAB)
     if descriptors is not None and len(keypoints):
         out["xy"] = np.array([k.pt for k in keypoints], dtype=np.float32)
         out["desc"] = descriptors
+        x = np.clip(np.rint(out["xy"][:, 0]).astype(int), 0, lab.shape[1] - 1)
+        y = np.clip(np.rint(out["xy"][:, 1]).astype(int), 0, lab.shape[0] - 1)
+        out["lab"] = lab[y, x]
+        # strongest first: dedup.keypoints keys the first few (matching does not depend on the order)
+        out = out[np.argsort([-k.response for k in keypoints], kind="stable")]
     return out
 
 
 def orb_features(rgb: np.ndarray, features: int) -> bytes:
-    """The ``orb_features`` value: uint32 count, then the keypoints of the image, then of its mirror."""
-    grey = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+    """The ``orb_features`` value: uint32 count (with ``_COLOURED`` set), uint16 width and height, then the
+    keypoints of the image, then of its mirror, each with its colour."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    grey, lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
     scale = max(1.0, _MIN_SIDE / min(grey.shape))
     if scale > 1:
         grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-    plain, mirror = _orb(grey, features), _orb(np.ascontiguousarray(grey[:, ::-1]), features)
-    return np.uint32(len(plain)).tobytes() + plain.tobytes() + mirror.tobytes()
+        lab = cv2.resize(lab, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    lab = cv2.blur(lab, (5, 5))
+    plain = _orb(grey, lab, features)
+    mirror = _orb(np.ascontiguousarray(grey[:, ::-1]), np.ascontiguousarray(lab[:, ::-1]), features)
+    size = np.array(grey.shape[::-1], dtype=np.uint16).tobytes()  # width, height in keypoint pixels
+    return np.uint32(len(plain) | _COLOURED).tobytes() + size + plain.tobytes() + mirror.tobytes()
 
 
 def parse_features(value: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """``orb_features`` -> (keypoints of the image, keypoints of its mirror)."""
-    count = int(np.frombuffer(value[:4], dtype=np.uint32)[0])
-    points = np.frombuffer(value[4:], dtype=_KEYPOINT)
+    """``orb_features`` -> (keypoints of the image, keypoints of its mirror); values written before
+    keypoints carried their colour parse too, without the ``lab`` field."""
+    header = int(np.frombuffer(value[:4], dtype=np.uint32)[0])
+    coloured = bool(header & _COLOURED)
+    points = np.frombuffer(value[8:] if coloured else value[4:], dtype=_KEYPOINT_LAB if coloured else _KEYPOINT)
+    count = header & ~_COLOURED
     return points[:count], points[count:]
+
+
+def feature_size(value: bytes) -> tuple[int, int] | None:
+    """(width, height) of the image the keypoints were found in; None for values written before it was stored."""
+    if not int(np.frombuffer(value[:4], dtype=np.uint32)[0]) & _COLOURED:
+        return None
+    width, height = np.frombuffer(value[4:8], dtype=np.uint16)
+    return int(width), int(height)
 
 
 def inliers(a: np.ndarray, b: np.ndarray, config: VerifyConfig) -> int:
     """RANSAC homography inliers among the ratio-test matches of keypoints ``a`` and ``b``."""
+    homography, inlying, _ = fit(a, b, config.ratio, config.reprojection_px, config.min_inliers)
+    return len(inlying) if plausible(homography) else 0
+
+
+def fit(a: np.ndarray, b: np.ndarray, ratio: float, reprojection_px: float,
+        min_inliers: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(RANSAC homography, indices of its inliers in ``a``, and in ``b``) among the ratio-test matches of
+    keypoints ``a`` and ``b``; no homography and no inliers when too few matches could reach ``min_inliers``."""
+    none = (None, np.empty(0, np.int64), np.empty(0, np.int64))
     if len(a) < 4 or len(b) < 4:
-        return 0
+        return none
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(np.ascontiguousarray(a["desc"]),
                                                      np.ascontiguousarray(b["desc"]), k=2)
-    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < config.ratio * m[1].distance]
-    if len(good) < max(4, config.min_inliers):  # too few matches for the homography to reach min_inliers
-        return 0
-    src = a["xy"][[m.queryIdx for m in good]].reshape(-1, 1, 2)
-    dst = b["xy"][[m.trainIdx for m in good]].reshape(-1, 1, 2)
-    homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, config.reprojection_px)
-    if mask is None or not plausible(homography):
-        return 0
-    return int(mask.sum())
+    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < ratio * m[1].distance]
+    if len(good) < max(4, min_inliers):  # too few matches for the homography to reach min_inliers
+        return none
+    query, train = np.array([m.queryIdx for m in good]), np.array([m.trainIdx for m in good])
+    homography, mask = cv2.findHomography(a["xy"][query].reshape(-1, 1, 2), b["xy"][train].reshape(-1, 1, 2),
+                                          cv2.RANSAC, reprojection_px)
+    if mask is None:
+        return none
+    kept = mask.ravel().astype(bool)
+    return homography, query[kept], train[kept]
 
 
 def plausible(homography: np.ndarray) -> bool:

@@ -142,13 +142,19 @@ def start_ray(run: Run, address: str | None, verbose: bool, fresh: bool) -> None
         raise RayStartError(f"{exc} (thresher's log: {kept}; no run directory was left)") from exc
 
 
+def local_root(output_dir: str, staging_dir: str | None) -> Path:
+    """Where the run's files are written on this machine: output_dir, or a URI run's local copy."""
+    return storage.staging_root(output_dir, staging_dir) if storage.is_uri(output_dir) else Path(output_dir)
+
+
 def run_command(args: argparse.Namespace, verbose: bool) -> None:
     """``thresher run`` or one phase: prepare the run once, route the logs, start or join Ray, then work."""
     from pipelines import run as runner
 
     config = load_config(args.config, args.overrides)
     fresh = not storage.is_uri(config.output_dir) and not Path(config.output_dir).exists()
-    run = runner.prepare(config, retry_failed=getattr(args, "retry_failed", False))
+    with diskspace.reported(RunLayout.at(local_root(config.output_dir, config.staging_dir))):  # the lock, config
+        run = runner.prepare(config, retry_failed=getattr(args, "retry_failed", False))
     console.setup(run.layout.root, verbose)
     if args.command == "run" and runner.nothing_to_do(run, tuple(args.redo)):
         runner.run_all(run)  # every phase done already with its inputs: no Ray to start

@@ -8,6 +8,7 @@ lines Ray's C++ core worker writes to this process's stderr, less those known to
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -30,6 +31,17 @@ class _ConsoleFormatter(logging.Formatter):
         return prefix + record.getMessage()
 
 
+class _LogFile(logging.FileHandler):
+    """The run's log file. On a full volume a line that cannot be written is dropped, not turned into a
+    traceback on the console per record (logging's default): the run ends in the one-line disk-full message."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        failed = sys.exc_info()[1]
+        if isinstance(failed, OSError) and failed.errno == errno.ENOSPC:
+            return
+        super().handleError(record)
+
+
 def setup(run_root: Path | None, verbose: bool = False) -> Path | None:
     """Route logging for this process; returns the log file (None without a run directory yet).
 
@@ -48,7 +60,7 @@ def setup(run_root: Path | None, verbose: bool = False) -> Path | None:
     if run_root is not None:
         path = Path(run_root) / LOG_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        to_file = logging.FileHandler(path, encoding="utf-8")
+        to_file = _LogFile(path, encoding="utf-8")
         to_file.set_name(_OURS)
         to_file.setLevel(logging.DEBUG)
         to_file.setFormatter(logging.Formatter(_FORMAT))

@@ -98,7 +98,7 @@ def _filter_note(override: str, filters: FiltersConfig, name: str, columns: set[
 # A dedup section -> its detectors (dedup.config.DETECTORS); one whose descriptor a score stage writes needs the
 # score phase again, the others (sha256 from ingest, semantic from CLIP's embedding) only the dedup phase.
 DEDUP_SECTIONS = {"exact": ("sha256", "pixel_hash"), "minhash": ("minhash",), "phash": ("phash",),
-                  "sscd": ("sscd",), "pdq": ("pdq", "pdq_verified"), "layout": ("layout",),
+                  "sscd": ("sscd",), "pdq": ("pdq", "pdq_verified", "keypoints"), "layout": ("layout",),
                   "semantic": ("semantic",)}
 
 

@@ -52,7 +52,8 @@ def needed_bytes(layout: RunLayout) -> int | None:
 
 
 def message(layout: RunLayout) -> str:
-    usage = shutil.disk_usage(layout.root)
+    volume = next(p for p in (layout.root.absolute(), *layout.root.absolute().parents) if p.exists())
+    usage = shutil.disk_usage(volume)  # the run directory itself may not be made yet
     phase = next((p for p in PHASES if not layout.is_done(p)), "export")
     staged = sum(p.stat().st_size for p in layout.staged_tars()) if layout.staged_dir.exists() else 0
     need = needed_bytes(layout) if phase == "ingest" else staged  # export rewrites up to the staged bytes

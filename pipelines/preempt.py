@@ -32,5 +32,23 @@ def stop_on_sigterm() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
+    except Exception as exc:  # re-raised unchanged unless it wraps the signal's Preempted
+        found = preempted_in(exc)
+        if found is None:
+            raise
+        raise found from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def preempted_in(exc: BaseException) -> Preempted | None:
+    """The Preempted that ``exc`` wraps, if any. Raised inside ``ray.get``, the handler's exception comes back
+    as a SystemError caused by it (Ray's signal check runs the handler within Cython code that returns a value)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, Preempted):
+            return current
+        current = current.__cause__ or current.__context__
+    return None

@@ -25,7 +25,7 @@ from captioning.weights import MissingWeightsError, check_weights
 from crawl.inputcheck import check_input
 from filters.weights import FilterSetupError, check_filters
 from manifests import integrity, storage
-from manifests.io import update_run_json, write_json
+from manifests.io import atomic_path, update_run_json, write_json
 from manifests.layout import RunLayout
 from pipelines import console, cpufit, cluster, nodeloss, phase_inputs, report, runlock
 from pipelines.cluster import Pool, decode_pool, dedup_pools, stage_pools
@@ -138,7 +138,8 @@ def prepare(config: RunConfig, retry_failed: bool = False) -> Run:
     layout.root.mkdir(parents=True, exist_ok=True)
     runlock.acquire(layout.root)  # before the first write: a second driver on this directory stops here
     integrity.repair(layout)  # a truncated or zero-byte intermediate is redone, never read
-    layout.config.write_text(dump_config(config))
+    with atomic_path(layout.config) as tmp:  # a reader (review, a trainer) never sees a half-written config
+        tmp.write_text(dump_config(config))
     update_run_json(layout.run_json, config=config.model_dump(mode="json"), versions=report.versions(),
                     git_revision=report.git_revision())
     return Run(config, local, layout, tuple(score_specs), tuple(caption_specs), retry_failed)

@@ -73,8 +73,8 @@ def acquire(root: Path) -> None:
     if root in _held:
         return  # this process holds it already (a second phase of the same command, or tests)
     mine = root / f"{LOCK_NAME}.{me['host']}.{me['pid']}"
-    mine.write_text(json.dumps(me))
     try:
+        mine.write_text(json.dumps(me))  # inside the try: a full volume must not leave it behind
         while True:
             try:
                 os.link(mine, lock)

@@ -1,8 +1,10 @@
 """The live decision behind ``thresher review``: ``thresher tune``'s report for any slider setting.
 
 The rules are ``filters.decide.reason_exprs`` under the setting's config, evaluated over the run's
-manifest with its survivors re-picked as tune re-picks them (``pipelines.repick``): one decision, never
-a copy. What makes a slider move take well under a second on 10M rows is a cache: each reason
+manifest with its survivors re-picked as tune re-picks them: one decision, never a copy. Where the run
+stored pairs, the re-pick is ``pipelines.review.survivors``: the stored pairs held as node indices, and a
+move re-runs ``dedup.cluster.cluster`` on the components it touches (tune re-picks every cluster, which
+takes seconds to minutes). What makes a slider move cheap on 10M rows is a cache: each reason
 expression's result (which rows it rejects and how many per reason) is kept under the expression's own
 serialized form, so a move re-evaluates the one rule it changed -- a single column read -- and the
 rest is OR-ing bitmaps. Counting follows ``manifests.tune.retune``: a row counts once under each rule
@@ -22,6 +24,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY
+from dedup.survivors import CENTROIDS_FILE
 from filters.decide import CAPTION_MEASURES, reason_exprs
 from manifests import reexport
 from manifests import schema as col
@@ -30,7 +34,9 @@ from manifests.plots import reason_counts
 from manifests.tune import TuneReport
 from pipelines import repick
 from pipelines.config import RunConfig, load_config
+from pipelines.decision import pairs_layout
 from pipelines.phase_inputs import rules_digest
+from pipelines.review.survivors import LiveSurvivors, Picked, Repicked
 
 REASON = "reason"
 ROW = "_review_row"
@@ -90,8 +96,16 @@ class LiveDecision:
             OrderedDict()
         self._frames: dict[str, tuple[pl.LazyFrame, list[pl.LazyFrame], set[str]]] = {}
         self._configs: dict[tuple[str, ...], RunConfig] = {}
-        self._lock, self._column_lock = threading.Lock(), threading.Lock()
+        self._lock, self._column_lock = threading.RLock(), threading.Lock()
         self._stored_reasons: dict[str, np.ndarray] | None = None
+        self.decided = repick.decided_rules(run)
+        self.pairs = _live_survivors(run, stored)
+        self._picked: OrderedDict[str, Picked] = OrderedDict()  # per rules digest, the last used last
+        self._repicked_names = (self.columns - set(repick.EXPORT_COLUMNS)) | DUP_COLUMNS
+
+    def in_memory(self, config: RunConfig) -> bool:
+        """Whether ``config``'s survivors are re-picked here (stored pairs, rules other than the decided ones)."""
+        return self.pairs is not None and rules_digest(config) != self.decided
 
     def config(self, overrides: list[str]) -> RunConfig:
         key = tuple(overrides)
@@ -115,9 +129,14 @@ class LiveDecision:
         found = self._survivors[digest][0]
         return (STORED if found is None else digest), found
 
-    def frame(self, config: RunConfig) -> tuple[str, pl.LazyFrame, list[pl.LazyFrame]]:
+    def frame(self, config: RunConfig) -> tuple[str, pl.LazyFrame, list[pl.LazyFrame] | Repicked]:
         """The manifest under ``config``'s survivors: whole, and per part (for reading a few rows). Built
-        once per survivors set: planning a scan of a thousand parts costs most of a second."""
+        once per survivors set: planning a scan of a thousand parts costs most of a second. Survivors
+        re-picked in memory: the stored manifest, and ``Repicked`` to give a few rows their columns."""
+        if self.in_memory(config):
+            with self._lock:
+                digest, picked = rules_digest(config), self.picked(config)
+                return digest, self.stored, Repicked(self.pairs, picked, config.dedup)
         digest, found = self.survivors(config)
         if digest not in self._frames:
             whole = repick.joined(found, self.parts)
@@ -163,9 +182,40 @@ class LiveDecision:
 
     def warm(self) -> None:
         """What the first requests need, made at start: the run's own decision (every rule evaluated, the
-        columns it reads held) and the rows of every stored reason."""
+        columns it reads held), the rows of every stored reason and, with stored pairs, the survivors under
+        the run's own rules (every cluster walked once, so a move re-picks only what it touches)."""
         self.decide([])
         self._reason_rows()
+        if self.pairs is not None:
+            with self._lock:
+                self.picked(self.base)
+
+    def picked(self, config: RunConfig) -> Picked:
+        """The survivors under ``config``, stepped from the nearest cached setting's (call under ``_lock``)."""
+        digest = rules_digest(config)
+        if digest not in self._picked:
+            exprs = [e for e in reason_exprs(config.filters, self._repicked_names, measured=True)
+                     if not DUP_COLUMNS & set(e.meta.root_names())]
+            rejected = [self._rule(self.stored, e, digest).rejects for e in exprs]
+            eligible = ~reduce(lambda a, b: a | b, rejected).to_numpy() if rejected else np.ones(len(self.before), bool)
+            last = self.pairs.nearest(list(self._picked.values()), config.dedup, eligible)
+            self._picked[digest] = self.pairs.pick(last, config.dedup, eligible)
+            while len(self._picked) > SURVIVOR_SETS:
+                self._picked.popitem(last=False)
+        self._picked.move_to_end(digest)
+        return self._picked[digest]
+
+    def _duplicate_rule(self, config: RunConfig, expr: pl.Expr, digest: str) -> RuleResult:
+        """The duplicate rule over the nodes' re-picked columns; rows in no counted pair it never rejects."""
+        key = (digest, expr.meta.serialize(format="json"))
+        if key not in self._rules:
+            values = self.pairs.columns(self.picked(config)).select(expr.alias(REASON)).to_series()
+            rows, inside = self.pairs.rows, pl.Series(self.pairs.rows >= 0)
+            rejects = np.zeros(len(self.before), bool)
+            rejects[rows[(values.is_not_null() & inside).to_numpy()]] = True
+            counts = values.filter(inside).drop_nulls().value_counts()
+            self._rules[key] = RuleResult(pl.Series(REASON, rejects), dict(counts.iter_rows()))
+        return self._rules[key]
 
     def _rule(self, frame: pl.LazyFrame, expr: pl.Expr, digest: str) -> RuleResult:
         roots = expr.meta.root_names()
@@ -180,6 +230,8 @@ class LiveDecision:
     def decide(self, overrides: list[str]) -> Decision:
         config = self.config(overrides)
         with self._lock:
+            if self.in_memory(config):
+                return self._decide_in_memory(config)
             digest, frame, _ = self.frame(config)
             names = self._frames[digest][2]
             exprs = reason_exprs(config.filters, names, measured=True)
@@ -187,6 +239,16 @@ class LiveDecision:
         rejected = reduce(lambda a, b: a | b, [r.rejects for _, r in rules]) if rules \
             else pl.Series([False] * len(self.before))
         keep = ~rejected
+        return Decision(config, self._report(keep, rules), keep, rules, digest)
+
+    def _decide_in_memory(self, config: RunConfig) -> Decision:
+        digest = rules_digest(config)
+        rules = []
+        for expr in reason_exprs(config.filters, self._repicked_names, measured=True):
+            reads_dups = bool(DUP_COLUMNS & set(expr.meta.root_names()))
+            rules.append((expr, self._duplicate_rule(config, expr, digest) if reads_dups
+                          else self._rule(self.stored, expr, digest)))
+        keep = ~reduce(lambda a, b: a | b, [r.rejects for _, r in rules])
         return Decision(config, self._report(keep, rules), keep, rules, digest)
 
     def _report(self, keep: pl.Series, rules: list[tuple[pl.Expr, RuleResult]]) -> TuneReport:
@@ -205,3 +267,13 @@ class LiveDecision:
             if work is not None:
                 work.cleanup()
         self._survivors.clear()
+
+
+def _live_survivors(run: Path, stored: pl.LazyFrame) -> LiveSurvivors | None:
+    """The run's stored pairs held for in-memory re-picks; None when it stored none."""
+    layout = pairs_layout(run)
+    files = layout.pairs_files()
+    if not files:
+        return None
+    pairs = pl.scan_parquet([str(f) for f in files]).select(SAMPLE_A, SAMPLE_B, DETECTOR, SIMILARITY).collect()
+    return LiveSurvivors(stored, pairs, layout.pairs.with_name(CENTROIDS_FILE))

@@ -22,6 +22,7 @@ import polars as pl
 
 from manifests import schema as col
 from pipelines.review.decision import in_order
+from pipelines.review.survivors import Repicked
 
 INDEX = "row"
 PAGE = 60
@@ -117,9 +118,13 @@ class ManifestRows:
         part = bisect.bisect_right(self.starts, index) - 1
         return part, index - self.starts[part]
 
-    def rows_at(self, indices: list[int], frames: list[pl.LazyFrame] | None = None) -> pl.DataFrame:
+    def rows_at(self, indices: list[int], frames: list[pl.LazyFrame] | Repicked | None = None) -> pl.DataFrame:
         """The rows at ``indices`` (in that order) with an ``INDEX`` column; ``frames``: the parts as a
-        decision sees them (re-picked duplicate columns), default the stored parts."""
+        decision sees them (re-picked duplicate columns: a list of part frames, or a
+        ``Repicked`` that gives stored rows their columns), default the stored parts."""
+        if isinstance(frames, Repicked):
+            rows = self.rows_at(indices)
+            return frames.attach(rows, INDEX) if rows.height else rows
         by_part: dict[int, list[tuple[int, int]]] = {}
         for index in indices:
             part, offset = self.locate(index)

@@ -237,6 +237,24 @@ def test_partitioned_pdq_verification_equals_one_process(tmp_path, near_dup_set,
     assert outputs(layout)[1].equals(want[1])
 
 
+def test_partitioned_keypoint_pairs_equal_one_process(tmp_path, near_dup_set, pdq_scored):
+    """The keypoints detector as shuffles (keys by key, shared keys by a, keypoints by sample_id) over 3
+    score files and 4 buckets finds the one-process detector's pairs, similarities and survivors."""
+    def config(parts: int) -> DedupConfig:
+        return DedupConfig.model_validate({
+            "exact": {"enabled": False}, "partitions": {"buckets": parts}, "search": {"use_gpu": False},
+            "pdq": {"enabled": True, "verify": {"enabled": True, "keypoints": {"enabled": True, "min_shared": 3}}}})
+
+    layout = verified_run(tmp_path / "one", near_dup_set, pdq_scored, config(1), 1)
+    run_dedup(config(1), layout)
+    want = outputs(layout)
+    assert want[0].filter(pl.col("detector") == "keypoints").height > 20
+    layout = verified_run(tmp_path / "parts", near_dup_set, pdq_scored, config(1), 3)
+    run_partitioned(config(4), layout)
+    assert outputs(layout)[0].equals(want[0])
+    assert outputs(layout)[1].equals(want[1])
+
+
 # --- map tasks read batches of score files ---------------------------------------------------------
 
 def test_batched_map_tasks_find_the_same_semantic_and_pdq_pairs(tmp_path):

@@ -100,7 +100,8 @@ def make_run(root: Path, pairs: bool = False) -> Path:
     if pairs:
         layout.pairs.parent.mkdir(parents=True)
         ids = rows[col.SAMPLE_ID]
-        links = [(SURVIVOR_ROW, DUP_ROW, 0.96), (20, 21, 0.9), (40, 42, 0.97), (41, 43, 0.99), (44, 45, 0.92)]
+        links = [(SURVIVOR_ROW, DUP_ROW, 0.96), (20, 21, 0.9), (40, 42, 0.97), (41, 43, 0.99), (44, 45, 0.92),
+                 (42, 46, 0.93), (46, 47, 0.98)]  # the last two: a four-member chain with 40 and 42
         pl.DataFrame({"sample_a": [ids[a] for a, _, _ in links], "sample_b": [ids[b] for _, b, _ in links],
                       "detector": ["phash"] * len(links), "dup_kind": [DupKind.IMAGE] * len(links),
                       "similarity": [s for _, _, s in links]},

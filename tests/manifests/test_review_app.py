@@ -217,3 +217,55 @@ def test_counts_equal_tune_when_survivors_are_re_picked(tmp_path):
             assert shown["report"] == run_tune(run, shown["overrides"])[0].as_dict(), setting
     finally:
         review.live.close()
+
+
+def _repicked(run, config) -> dict[str, str | None]:
+    """sample_id -> duplicate_of as tune's re-pick (``pipelines.repick``) writes the manifest."""
+    from pipelines import repick
+
+    with repick.current_manifest(run, config, repick.in_process) as frame:
+        rows = frame.select(col.SAMPLE_ID, col.DUPLICATE_OF).collect()
+    return dict(rows.iter_rows())
+
+
+def test_a_move_that_moves_a_survivor_and_a_dedup_threshold_move_equal_tune(tmp_path):
+    """In-memory re-picks (``pipelines.review.survivors``): a score threshold that rejects one member of a
+    duplicate pair makes the other its survivor, and a dedup threshold drops the pairs below it; counts, the
+    sample page's survivor and link equal tune's re-pick."""
+    from review_support import make_run
+    from pipelines.review.service import Review
+
+    run = make_run(tmp_path / "run", pairs=True)
+    review = Review(run, "tester")
+    try:
+        pair = [review.rows.rows_at([r]).row(0, named=True) for r in (DUP_ROW, SURVIVOR_ROW)]
+        settings = []
+        for key, score, lower in [("filters.clip.min_score", col.CLIP_SCORE, True),
+                                  ("filters.aesthetic.min_score", col.AESTHETIC_SCORE, True),
+                                  ("filters.nsfw.max_prob", col.NSFW_PROB, False)]:
+            values = [r[score] for r in pair]
+            rejected = values.index(min(values) if lower else max(values))
+            settings.append(({key: round(sum(values) / 2, 6)}, pair[1 - rejected][col.SAMPLE_ID]))
+        survivors = {s for _, s in settings}
+        assert len(survivors) == 2, settings  # the data has two settings that keep different members
+        for setting, survivor in settings + [({"dedup.phash.threshold": 0.95}, None),
+                                             ({"dedup.phash.threshold": 0.95, "filters.clip.min_score": 0.3}, None),
+                                             ({"dedup.phash.threshold": 0.85, "filters.nsfw.max_prob": 0.2}, None)]:
+            shown = review.counts(setting)
+            assert shown["report"] == run_tune(run, shown["overrides"])[0].as_dict(), setting
+            config = review.live.config(shown["overrides"])
+            assert review.live.in_memory(config)
+            want = _repicked(run, config)
+            for row in (DUP_ROW, SURVIVOR_ROW, 40, 42, 44, 45, 46, 47):
+                page = review.sample(row, setting)
+                sample_id = page["card"]["sample_id"]
+                assert page["card"]["duplicate_of"] == want[sample_id], (setting, row)
+                if survivor is not None and row in (DUP_ROW, SURVIVOR_ROW):
+                    assert page["card"]["duplicate_of"] == (None if sample_id == survivor else survivor)
+                    if sample_id != survivor:
+                        assert page["survivor"]["sample_id"] == survivor
+                        assert page["link"]["detector"] == "phash" and page["link"]["similarity"] == pytest.approx(0.96)
+        dropped = review.sample(44, {"dedup.phash.threshold": 0.95})  # its only pair is at 0.92
+        assert dropped["card"]["duplicate_of"] is None and dropped["link"]["detector"] is None
+    finally:
+        review.live.close()

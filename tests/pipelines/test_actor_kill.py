@@ -30,7 +30,7 @@ def captioned(tmp_path_factory) -> tuple[str, ...]:
     """Overrides of the runs: small model batches, so a kill lands inside one, and a tiny random BLIP-2 captioner."""
     import torch
 
-    from captioning.random_models import save_random
+    from support.random_models import save_random
 
     torch.manual_seed(0)
     blip2 = save_random("blip2", tmp_path_factory.mktemp("tiny-blip2"))

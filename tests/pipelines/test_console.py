@@ -129,3 +129,21 @@ def test_single_phase_commands_count_rows_and_print_a_summary(ray_session, tmp_p
     assert "dedup: nothing to do (no duplicate detector enabled)" in out and "caption: nothing to do" in out
     assert "dedup:" not in err and "caption:" not in err and "decide: 100%" in err
     assert "Thresher run:" in out
+
+
+def test_a_full_volume_drops_log_lines_without_a_traceback_per_record(tmp_path, capfd):
+    """/dev/full answers every write with ENOSPC, as the run's volume does once it fills."""
+    import logging
+
+    path = console.setup(tmp_path)
+    logger = logging.getLogger("thresher-test-full")
+    handler = next(h for h in logging.getLogger().handlers if getattr(h, "baseFilename", None) == str(path))
+    handler.stream = open("/dev/full", "w", encoding="utf-8")
+    try:
+        logger.info("a line the full volume cannot take")
+        handler.stream = open(path, encoding="utf-8")  # read-only: a failure that is not a full disk
+        logger.info("a line that fails for another reason")
+    finally:
+        console.setup(None)
+    err = capfd.readouterr().err
+    assert err.count("--- Logging error ---") == 1 and "not writable" in err

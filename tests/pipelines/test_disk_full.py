@@ -7,6 +7,7 @@ import errno
 import functools
 import http.server
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -102,3 +103,21 @@ def test_a_full_volume_ends_in_one_line_and_a_rerun_after_growing_it_completes(t
     check_complete_run(root, ROWS)
     for name, mtime in before.items():  # what was committed on the full volume was kept, not redone
         assert (layout.staged_dir / name).stat().st_mtime_ns == mtime
+
+
+def test_a_volume_full_before_the_run_starts_ends_in_one_line_and_leaves_no_lock_behind(tmp_path, small_volume):
+    """The run lock and the config are the first writes; no Ray is started before them."""
+    urls = tmp_path / "urls.csv"
+    urls.write_text("url,caption\nhttp://127.0.0.1:9/0.jpg,a photo\n")
+    config = tmp_path / "config.yaml"
+    root = small_volume / "run"
+    config.write_text(yaml.safe_dump({"output_dir": str(root), "input": {"path": str(urls)},
+                                      "crawl": {"allow_private_addresses": True}}))
+    with open(small_volume / "filler", "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, shutil.disk_usage(small_volume).free)
+    full = _thresher(config)
+    assert full.returncode == 74, full.stderr[-3000:]
+    assert full.stderr.strip().splitlines()[-1].startswith(f"thresher: no space left on the volume of {root} "), \
+        full.stderr[-3000:]
+    assert "Traceback" not in full.stderr
+    assert not list(root.glob(".lock*"))  # neither the lock nor the file it is linked from

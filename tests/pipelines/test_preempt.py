@@ -116,3 +116,23 @@ def test_sigterm_mid_score_exits_143_and_the_same_command_resumes(config):
     committed = {p: p.stat().st_mtime_ns for p in [*layout.staged_dir.glob("*.parquet"), *layout.score_files()]}
     assert not layout.is_done("score")  # the signal lands mid-phase
     _stop_and_resume(proc, config, layout, committed)
+
+
+def test_sigterm_during_ray_get_stops_as_preempted_not_as_rays_system_error(ray_session):
+    """Ray runs the handler inside ``ray.get`` and hands its exception back as a SystemError caused by it
+    (what SIGTERM mid-dedup met, whose phase waits on plain Ray tasks); the block still raises Preempted."""
+    from pipelines.preempt import Preempted, stop_on_sigterm
+
+    @ray_session.remote
+    def sleeper() -> None:
+        time.sleep(20)
+
+    pending = sleeper.remote()
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    with pytest.raises(Preempted):
+        with stop_on_sigterm():
+            ray_session.get(pending)
+    ray_session.cancel(pending, force=True)
+    with pytest.raises(ValueError):  # anything else passes unchanged
+        with stop_on_sigterm():
+            raise ValueError("not a signal")

@@ -1,0 +1,247 @@
+"""Keypoints pairs: candidates from shared ORB keypoint keys, verified by ORB + RANSAC. Pure: no Ray.
+
+An off-centre crop or a 3-10 degree rotation moves PDQ far (~25 of 256 bits per 1% shift), but most of its
+ORB keypoints survive with descriptors 10-30 bits from the original's. With ``dedup.pdq.verify`` the score
+phase stores each image's keypoints (``orb_features``, strongest first); here each of the ``points``
+strongest gives ``tables`` keys, each ``bits`` bits sampled from ``BALANCED_BITS``, and keys are grouped
+like MinHash band keys: two images sharing ``min_shared`` keys are a candidate, a key held by more than
+``max_bucket`` images (a text corner, a white-background edge) pairs nobody. A candidate is a ``keypoints``
+pair when a homography close to a similarity (``max_rotation``, ``max_anisotropy``) has ``min_inliers``
+inliers, against the other image or its mirror; its similarity is the inliers' share of the smaller
+keypoint set.
+
+Both engines share the functions: ``detectors.keypoint_pairs`` in one process, ``keypoint_pairs(plan)``
+as partitioned work:
+
+1. a map task per batch of score files: (sample_id, key) rows bucketed by key, and the keypoints
+   bucketed by sample_id (``pdqverify.shuffle_features``);
+2. a task per key bucket: each key's holders paired (``shared_keys``; all of one key meet in one
+   bucket), one row per shared key, sent to the bucket of ``a``;
+3. a task per bucket of ``a``: pairs sharing ``min_shared`` keys (``candidates``), sent to a's keypoint
+   bucket; a join task adds a's keypoints, a second adds b's and verifies (as ``dedup.pdqverify`` does).
+
+Memory per task: one bucket of keys, of shared-key rows, or of keypoints and the candidates that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
+from dedup.config import KeypointConfig, VerifyConfig
+from dedup.pdqverify import FEATURE_SCHEMA, ROW_BYTES, _joined, shuffle_features
+from dedup.plan import Plan
+from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
+from dedup.verify import feature_size, fit, parse_features, plausible
+from manifests import schema as col
+
+# The 128 descriptor bits (np.unpackbits order: byte-major, most significant bit first) whose mean over the
+# tuning half's keypoints (bundled photos, their edits, hard negatives) is closest to 0.5: with this
+# detector's patch size ORB's other bits are 80-97% constant, and keys sampled from them collide by chance.
+BALANCED_BITS = np.array([
+    1, 2, 9, 10, 11, 12, 14, 17, 18, 20, 21, 22, 23, 24, 26, 31, 32, 34, 37, 38, 39, 40, 41, 42, 43, 44, 45, 48,
+    56, 58, 59, 60, 61, 64, 65, 67, 68, 69, 73, 74, 75, 76, 78, 79, 83, 84, 85, 89, 92, 94, 95, 96, 97, 98, 100,
+    102, 103, 106, 110, 111, 116, 117, 118, 119, 123, 124, 125, 127, 128, 129, 131, 133, 136, 138, 139, 141, 142,
+    143, 145, 147, 149, 150, 151, 153, 154, 155, 156, 158, 160, 162, 163, 164, 165, 170, 171, 175, 178, 180, 182,
+    183, 185, 188, 190, 193, 196, 197, 198, 199, 201, 202, 204, 207, 209, 211, 219, 223, 224, 227, 232, 235, 236,
+    237, 239, 247, 248, 249, 254, 255])
+SEED = 24  # picks each table's bits: fixed, so the keys of two runs (and both engines) agree
+KEY_SCHEMA = {col.SAMPLE_ID: pl.String, "key": pl.UInt64}
+SHARED_SCHEMA = {"a": pl.String, "b": pl.String}
+KEY_BYTES = 64  # a shuffled key or shared-key row with hash-table overhead
+MIN_CHROMA = 12  # a keypoint's colour has a hue when its chroma (a, b distance from grey) is at least this
+MIN_COLOURED = 4  # matched keypoints with a hue needed before hues are compared
+GREY_GAIN = 1.5  # lightness gain a greyscale copy may show (greyscale conversion keeps lightness)
+
+
+def table_bits(config: KeypointConfig) -> np.ndarray:
+    """(tables, bits) descriptor bit positions, each table a sample without replacement of ``BALANCED_BITS``."""
+    rng = np.random.default_rng(SEED)
+    return np.stack([rng.choice(BALANCED_BITS, config.bits, replace=False) for _ in range(config.tables)])
+
+
+def image_keys(value: bytes, config: KeypointConfig, positions: np.ndarray) -> np.ndarray:
+    """The distinct uint64 keys of one ``orb_features`` value: table number in the top byte, sampled bits below."""
+    plain, _ = parse_features(value)
+    bits = np.unpackbits(plain["desc"][:config.points], axis=1)[:, positions]  # (points, tables, bits)
+    weights = np.uint64(1) << np.arange(config.bits, dtype=np.uint64)
+    keys = (bits.astype(np.uint64) * weights).sum(axis=2, dtype=np.uint64)
+    keys |= np.arange(config.tables, dtype=np.uint64)[None, :] << np.uint64(56)
+    return np.unique(keys)
+
+
+def key_rows(ids: pl.Series, values: list[bytes], config: KeypointConfig) -> pl.DataFrame:
+    """(sample_id, key) rows of a batch of ``orb_features`` values."""
+    positions = table_bits(config)
+    keys = [image_keys(v, config, positions) for v in values]
+    counts = [len(k) for k in keys]
+    return pl.DataFrame({col.SAMPLE_ID: ids.gather(np.repeat(np.arange(len(keys)), counts)),
+                         "key": np.concatenate(keys) if keys else np.empty(0, np.uint64)}, schema=KEY_SCHEMA)
+
+
+def shared_keys(rows: pl.LazyFrame, max_bucket: int) -> pl.LazyFrame:
+    """(a, b), a < b, once per key both hold; keys held by one image or more than ``max_bucket`` dropped."""
+    holders = (rows.unique().group_by("key").agg(pl.col(col.SAMPLE_ID).sort().alias("a"))
+               .filter(pl.col("a").list.len().is_between(2, max_bucket)))
+    return (holders.select("a", pl.col("a").alias("b")).explode("a").explode("b")
+            .filter(pl.col("a") < pl.col("b")))
+
+
+def candidates(shared: pl.LazyFrame, min_shared: int) -> pl.LazyFrame:
+    """Pairs sharing at least ``min_shared`` keys, sorted."""
+    return (shared.group_by("a", "b").len().filter(pl.col("len") >= min_shared).select("a", "b")
+            .sort("a", "b"))
+
+
+def copy_score(a: bytes, b: bytes, config: VerifyConfig) -> float:
+    """The inliers' share of the smaller keypoint set for a plausible near-similarity with at least
+    ``keypoints.min_inliers`` inliers (a against b, else a against b's mirror); 0.0 when neither has one."""
+    plain_a, _ = parse_features(a)
+    plain_b, mirror_b = parse_features(b)
+    sizes = (feature_size(a), feature_size(b))
+    for other in (plain_b, mirror_b):
+        found = _inliers(plain_a, other, sizes, config)
+        if found:
+            return min(1.0, found / max(1, min(len(plain_a), len(plain_b))))
+    return 0.0
+
+
+def _inliers(a: np.ndarray, b: np.ndarray, sizes: tuple, config: VerifyConfig) -> int:
+    keys = config.keypoints
+    homography, in_a, in_b = fit(a, b, config.ratio, config.reprojection_px, keys.min_inliers)
+    if len(in_a) < keys.min_inliers or not plausible(homography) or not near_similarity(homography, keys):
+        return 0
+    if "lab" in a.dtype.names and "lab" in b.dtype.names and not same_colours(a["lab"][in_a], b["lab"][in_b], keys):
+        return 0
+    if None not in sizes and max(spread(a["xy"][in_a], sizes[0]), spread(b["xy"][in_b], sizes[1])) < keys.min_spread:
+        return 0
+    return len(in_a)
+
+
+def spread(xy: np.ndarray, size: tuple[int, int]) -> float:
+    """How far inliers reach across an image: the 10th-90th percentile range of their x and of their y,
+    as a share of its width and height, the smaller of the two. A crop's inliers span the crop, a turned
+    copy's the picture; a shared banner, caption or logo is a strip or a patch."""
+    low, high = np.percentile(xy, [10, 90], axis=0)
+    return float(((high - low) / np.maximum(np.array(size, dtype=np.float64), 1)).min())
+
+
+def same_colours(a: np.ndarray, b: np.ndarray, config: KeypointConfig) -> bool:
+    """Whether matched keypoints' colours (CIELAB, OpenCV's 8-bit scale, (n, 3)) are one picture's: a
+    copy maps lightness by a moderate increasing function (brightness, contrast, gamma: least-squares gain
+    within ``max_gain`` either way) and keeps hues (median shift within ``max_hue_shift`` degrees over the
+    keypoints coloured on both sides); a greyscale copy drops the hues and keeps lightness (gain within
+    ``GREY_GAIN``). One shape in two colours has the same keypoints: a red circle against a purple one
+    shifts hue by 80 degrees, a yellow bottle against a black one loses its hue with a lightness gain of 2.3."""
+    light_a, light_b = a[:, 0].astype(np.float64), b[:, 0].astype(np.float64)
+    gain = 1.0
+    if light_a.var() > 1.0 and light_b.var() > 1.0:
+        gain = float(np.cov(light_a, light_b, bias=True)[0, 1] / light_a.var())
+    if not 1 / config.max_gain <= gain <= config.max_gain:
+        return False
+    chroma_a, chroma_b = a[:, 1:].astype(np.float64) - 128, b[:, 1:].astype(np.float64) - 128
+    coloured_a, coloured_b = np.hypot(*chroma_a.T) >= MIN_CHROMA, np.hypot(*chroma_b.T) >= MIN_CHROMA
+    both = coloured_a & coloured_b
+    if both.sum() >= MIN_COLOURED:
+        hue_a = np.arctan2(chroma_a[both, 1], chroma_a[both, 0])
+        hue_b = np.arctan2(chroma_b[both, 1], chroma_b[both, 0])
+        shift = np.degrees(np.abs(np.angle(np.exp(1j * (hue_a - hue_b)))))
+        return float(np.median(shift)) <= config.max_hue_shift
+    if max(coloured_a.sum(), coloured_b.sum()) >= MIN_COLOURED:  # one side lost its colours
+        return 1 / GREY_GAIN <= gain <= GREY_GAIN
+    return True
+
+
+def near_similarity(homography: np.ndarray, config: KeypointConfig) -> bool:
+    """Rotation within ``max_rotation`` degrees and singular values within ``max_anisotropy`` of each other:
+    a crop, rescale or small turn. On the tuning half, every false candidate with 10+ inliers failed this
+    (turned 90-140 degrees, or squashed 2-50x), while true pairs stayed within 17 degrees and 1.6x."""
+    affine = homography[:2, :2] / homography[2, 2]
+    angle = abs(np.degrees(np.arctan2(affine[1, 0] - affine[0, 1], affine[0, 0] + affine[1, 1])))
+    high, low = np.linalg.svd(affine, compute_uv=False)
+    return angle <= config.max_rotation and high <= config.max_anisotropy * low
+
+
+def named(pairs: pl.DataFrame) -> pl.DataFrame:
+    return with_kind(pairs.select(pl.col("a").alias(SAMPLE_A), pl.col("b").alias(SAMPLE_B),
+                                  pl.lit("keypoints").alias(DETECTOR), pl.col(SIMILARITY).cast(pl.Float32)))
+
+
+# --- partitioned --------------------------------------------------------------------------------
+
+def keypoint_pairs(plan: Plan) -> int:
+    """Driver: keypoints pairs to ``dedup/pairs/keypoints-NNNNN.parquet``; returns their count."""
+    config, files = plan.config.pdq.verify, plan.layout.score_files()
+    keys = config.keypoints
+    rows = sum(plan.file_rows(f) for f in files)
+    per_image = keys.points * keys.tables
+    key_buckets = plan.buckets(rows * per_image, KEY_BYTES)
+    orb_bytes = 2 * config.features * 48
+    feature_buckets = plan.buckets(rows, ROW_BYTES + 2 * orb_bytes)
+    keyed, shared, check, features, half = (plan.fresh(n) for n in ("kp-keys", "kp-shared", "kp-check",
+                                                                    "kp-orb", "kp-half"))
+    plan.each(shuffle_keys, [(batch, keys, key_buckets, keyed, f"{i:05d}")
+                             for i, batch in enumerate(plan.batches(files, ROW_BYTES + orb_bytes))])
+    plan.each(shuffle_features, [(batch, feature_buckets, features, f"{i:05d}")
+                                 for i, batch in enumerate(plan.batches(files, ROW_BYTES + orb_bytes))])
+    # a key held by h images pairs h(h-1)/2: counted before the pairs are shuffled, so buckets hold what they say
+    pairs = sum(plan.each(shared_count, [(keyed, b, keys.max_bucket) for b in range(key_buckets)]))
+    shared_buckets = plan.buckets(pairs, KEY_BYTES)
+    plan.each(pair_keys, [(keyed, b, keys.max_bucket, shared_buckets, shared) for b in range(key_buckets)])
+    plan.each(count_shared, [(shared, b, keys.min_shared, feature_buckets, check) for b in range(shared_buckets)])
+    plan.each(attach_first, [(check, features, b, feature_buckets, half) for b in range(feature_buckets)])
+    return sum(plan.each(verify_second, [(half, features, b, config, plan.layout.pairs_dir)
+                                         for b in range(feature_buckets)]))
+
+
+def shuffle_keys(sources: list[Path], config: KeypointConfig, buckets: int, out: Path, part: str) -> int:
+    """Map task: a batch of score files' keypoint keys, bucketed by key."""
+    frame = concat(_keys(source, config) for source in sources)
+    return write_buckets(frame, pl.col("key"), buckets, out, part)
+
+
+def _keys(source: Path, config: KeypointConfig) -> pl.DataFrame:
+    if col.ORB_FEATURES not in pq.ParquetFile(source).schema_arrow.names:
+        return pl.DataFrame()
+    frame = pl.read_parquet(source, columns=[col.SAMPLE_ID, col.ORB_FEATURES]).drop_nulls()
+    return key_rows(frame[col.SAMPLE_ID], frame[col.ORB_FEATURES].to_list(), config)
+
+
+def shared_count(source: Path, bucket: int, max_bucket: int) -> int:
+    """Task: the (a, b, key) rows ``pair_keys`` will write for one key bucket."""
+    held = (scan_bucket(source, bucket, KEY_SCHEMA).unique().group_by("key").len()
+            .filter(pl.col("len").is_between(2, max_bucket)).collect())
+    return int((held["len"].cast(pl.Int64) * (held["len"].cast(pl.Int64) - 1) // 2).sum())
+
+
+def pair_keys(source: Path, bucket: int, max_bucket: int, buckets: int, out: Path) -> int:
+    """Task: one key bucket's shared keys, a row per (a, b, key), sent to the bucket of ``a``."""
+    shared = shared_keys(scan_bucket(source, bucket, KEY_SCHEMA), max_bucket).collect()
+    return write_buckets(shared, pl.col("a"), buckets, out, f"{bucket:05d}")
+
+
+def count_shared(source: Path, bucket: int, min_shared: int, buckets: int, out: Path) -> int:
+    """Task: pairs sharing ``min_shared`` keys (every shared key of a pair is in this bucket: bucketed by
+    ``a``), sent to a's keypoint bucket."""
+    found = candidates(scan_bucket(source, bucket, SHARED_SCHEMA), min_shared).collect()
+    return write_buckets(found, pl.col("a"), buckets, out, f"{bucket:05d}")
+
+
+def attach_first(check: Path, features: Path, bucket: int, buckets: int, out: Path) -> int:
+    """Task: the candidates of this keypoint bucket's ``a``, with a's keypoints, sent to b's bucket."""
+    frame = _joined(scan_bucket(check, bucket, SHARED_SCHEMA), features, bucket, "a", "orb_a")
+    return write_buckets(frame, pl.col("b"), buckets, out, f"{bucket:05d}")
+
+
+def verify_second(half: Path, features: Path, bucket: int, config: VerifyConfig, out: Path) -> int:
+    """Task: b's keypoints added, ORB + RANSAC run; verified pairs written as ``keypoints``."""
+    schema = {**SHARED_SCHEMA, "orb_a": pl.Binary}
+    frame = _joined(scan_bucket(half, bucket, schema), features, bucket, "b", "orb_b")
+    scores = pl.Series(SIMILARITY, [copy_score(a, b, config) for a, b in zip(frame["orb_a"], frame["orb_b"])],
+                       dtype=pl.Float32)
+    verified = frame.with_columns(scores).filter(pl.col(SIMILARITY) > 0)
+    return write_pairs(named(verified), out / f"keypoints-{bucket:05d}.parquet")

@@ -1,0 +1,128 @@
+"""Keypoints pairs (dedup.keypoints): off-centre crops and small rotations found, look-alikes refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from dedup import keypoints
+from dedup.artefacts import SampleIndex
+from dedup.config import PdqConfig, SearchConfig
+from dedup.detectors import keypoint_pairs, pdq_pairs
+from dedup.pdq import PdqHasher
+from manifests import schema as col
+from manifests.io import write_parquet
+from pipelines.corpus import load_photos, photo_dirs, png
+from support.evalset import objects_on_white, similar_scenes
+
+CONFIG = PdqConfig(enabled=True, verify={"enabled": True, "keypoints": {"enabled": True}})
+
+
+def scored(tmp_path, images: list[Image.Image]) -> tuple[list, SampleIndex]:
+    """The images' PDQ codes and ORB keypoints as a score file, with the run's sample index."""
+    ids = [f"{i:04d}" for i in range(len(images))]
+    batch = PdqHasher(CONFIG)({col.SAMPLE_ID: np.array(ids, dtype=object),
+                               col.IMAGE: np.array([png(i) for i in images], dtype=object)})
+    path = tmp_path / "scores.parquet"
+    write_parquet(pa.table({c: batch[c].tolist() for c in (col.SAMPLE_ID, col.PDQ_QUALITY, col.PDQ_CODES,
+                                                             col.ORB_FEATURES)}), path)
+    return [path], SampleIndex.of(pl.Series(ids))
+
+
+def found(pairs: pl.DataFrame) -> list[tuple[str, str]]:
+    return sorted(pairs.select("sample_a", "sample_b").rows())
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, Image.Image]:
+    out = {}
+    for name in ("astronaut", "coffee", "brick"):
+        img = load_photos()[name][0].copy()
+        img.thumbnail((400, 400))
+        out[name] = img
+    return out
+
+
+def test_an_off_centre_crop_pairs_with_its_original_and_look_alikes_do_not(tmp_path, photos):
+    """A 70% crop at the top-right corner moves PDQ far beyond its threshold (no pdq pair even with the
+    centre-crop regions); its keypoints still pair it with its original. Two far-apart crops of one brick
+    wall, and one bottle shape on white in two colours, share keys with each other but are not copies."""
+    original = photos["coffee"]
+    w, h = original.size
+    crop = original.crop((w - round(0.7 * w), 0, w, round(0.7 * h)))
+    scenes = similar_scenes({"brick": photos["brick"]})
+    bottles = objects_on_white(photo_dirs())
+    images = [original, crop, scenes["scene_brick_a"], scenes["scene_brick_b"],
+              bottles["object_bottle_3"], bottles["object_bottle_5"]]
+    files, index = scored(tmp_path, images)
+    plain = CONFIG.model_copy(update={"verify": CONFIG.verify.model_copy(update={"enabled": False})})
+    assert ("0000", "0001") not in found(pdq_pairs(plain, SearchConfig(use_gpu=False), files, index))
+    pairs = keypoint_pairs(CONFIG, files, index)
+    assert found(pairs) == [("0000", "0001")]
+    assert pairs["detector"].to_list() == ["keypoints"] and 0 < pairs["similarity"][0] <= 1
+
+
+def test_a_seven_degree_rotation_pairs_with_its_original(tmp_path, photos):
+    original = photos["astronaut"]
+    rotated = original.rotate(7, resample=Image.Resampling.BICUBIC)
+    files, index = scored(tmp_path, [original, rotated, photos["coffee"]])
+    assert found(keypoint_pairs(CONFIG, files, index)) == [("0000", "0001")]
+
+
+def test_a_turned_or_squashed_transform_is_not_a_copy():
+    config = CONFIG.verify.keypoints
+    turn = lambda degrees: np.array([[np.cos(np.radians(degrees)), -np.sin(np.radians(degrees)), 5],
+                                     [np.sin(np.radians(degrees)), np.cos(np.radians(degrees)), 7], [0, 0, 1]])
+    assert keypoints.near_similarity(turn(7), config) and keypoints.near_similarity(turn(-10) * 2, config)
+    assert not keypoints.near_similarity(turn(45), config)
+    assert not keypoints.near_similarity(np.diag([1.0, 2.0, 1.0]), config)  # one axis squashed 2x
+
+
+key_sets = st.lists(st.sets(st.integers(0, 12), max_size=8), min_size=2, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(key_sets, st.integers(1, 3), st.integers(2, 5), st.integers(1, 4))
+def test_candidates_are_the_pairs_sharing_enough_uncapped_keys_whatever_the_key_buckets(sets, min_shared,
+                                                                                       max_bucket, parts):
+    """Brute force: keys held by 2..max_bucket images count; pairs sharing min_shared of them are
+    candidates. Cutting the rows into key buckets (as the partitioned engine does) gives the same."""
+    ids = [f"{i:02d}" for i in range(len(sets))]
+    rows = pl.DataFrame({col.SAMPLE_ID: [i for i, s in zip(ids, sets) for _ in s],
+                         "key": [k for s in sets for k in sorted(s)]},
+                        schema={col.SAMPLE_ID: pl.String, "key": pl.UInt64})
+    holders = {k: sum(k in s for s in sets) for k in set().union(*sets)}
+    counted = {k for k, n in holders.items() if 2 <= n <= max_bucket}
+    want = [(ids[a], ids[b]) for a in range(len(sets)) for b in range(a + 1, len(sets))
+            if len(sets[a] & sets[b] & counted) >= min_shared]
+    whole = keypoints.candidates(keypoints.shared_keys(rows.lazy(), max_bucket), min_shared).collect()
+    assert whole.rows() == want
+    shared = pl.concat([keypoints.shared_keys(rows.filter(pl.col("key") % parts == p).lazy(), max_bucket).collect()
+                        for p in range(parts)])
+    assert keypoints.candidates(shared.lazy(), min_shared).collect().rows() == want
+
+
+def test_image_keys_are_distinct_and_tagged_by_table(photos):
+    from dedup.verify import orb_features
+
+    config = CONFIG.verify.keypoints
+    value = orb_features(np.asarray(photos["astronaut"]), CONFIG.verify.features)
+    keys = keypoints.image_keys(value, config, keypoints.table_bits(config))
+    assert len(np.unique(keys)) == len(keys) <= config.points * config.tables
+    assert set((keys >> np.uint64(56)).tolist()) == set(range(config.tables))
+    assert (keys & np.uint64((1 << 56) - 1)).max() < 1 << config.bits
+
+
+def test_the_keypoints_detector_is_opt_in():
+    """Verification alone does not enable it (look-alike product shots still pair on the reporting split)."""
+    from dedup.config import DedupConfig
+
+    verify = {"pdq": {"enabled": True, "verify": {"enabled": True}}}
+    assert "keypoints" not in DedupConfig.model_validate(verify).enabled_detectors()
+    verify["pdq"]["verify"]["keypoints"] = {"enabled": True}
+    assert "keypoints" in DedupConfig.model_validate(verify).enabled_detectors()
