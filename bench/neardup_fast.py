@@ -157,9 +157,10 @@ def search_cost(config, scores: pa.Table, sizes: tuple[int, ...] = (10_000, 20_0
     """CPU and wall seconds of the one-process PDQ finder (``dedup.detectors.pdq_pairs``) on ``sizes`` synthetic
     samples (least of 2 passes, after a warm-up), and a power-law fit of the CPU seconds extrapolated to 1M. Each
     synthetic sample is one of the set's real ``pdq_codes`` rows with every code XOR-ed by one random 256-bit mask
-    (its qualities and region structure kept, its codes unrelated to every other row's), so the cost is the
-    index's, with few pairs; ``search.exact_max`` is set to 1 so the sizes take the IVF path that a 1M run (about
-    10M region codes) takes. A fit over 10-40k samples is an estimate: IVF with sqrt(n) lists costs ~n^1.5."""
+    (its qualities, colour signature and region structure kept, its codes unrelated to every other row's), so the
+    cost is the index's, with few pairs; ``search.exact_max`` is set to 1 so the sizes take the IVF path that a 1M
+    run (about 10M region codes) takes. A fit over 10-40k samples is an estimate: IVF with sqrt(n) lists costs
+    ~n^1.5."""
     from dedup.detectors import pdq_pairs
     from dedup.pdq import row_width
 
@@ -178,8 +179,9 @@ def search_cost(config, scores: pa.Table, sizes: tuple[int, ...] = (10_000, 20_0
         ids = [f"{k:08d}" for k in range(n)]
         with tempfile.TemporaryDirectory(prefix="neardup-search-") as work:
             path = Path(work) / "scores.parquet"
+            colour = {col.PDQ_COLOUR: real[col.PDQ_COLOUR].take(pick)} if col.PDQ_COLOUR in real.column_names else {}
             write_parquet(pa.table({col.SAMPLE_ID: ids, col.PDQ_QUALITY: quality[pick].tolist(),
-                                    col.PDQ_CODES: [row.tobytes() for row in rows]}), path)
+                                    col.PDQ_CODES: [row.tobytes() for row in rows], **colour}), path)
             passes = []
             for _ in range(2):
                 wall, cpu = time.perf_counter(), time.process_time()

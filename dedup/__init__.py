@@ -1,7 +1,7 @@
 """Exact, caption (MinHash LSH) and image near-duplicate detection, and global clusters.
 
 Score phase (per row, any shard split, any number of workers): ``PixelHasher`` -> ``pixel_hash``,
-``PerceptualHasher`` -> ``phash``, ``PdqHasher`` -> ``pdq_hash``, ``pdq_quality``, ``pdq_codes``,
+``PerceptualHasher`` -> ``phash``, ``PdqHasher`` -> ``pdq_hash``, ``pdq_quality``, ``pdq_codes``, ``pdq_colour``,
 ``CaptionMinHasher`` -> ``caption_minhash``, ``SscdEmbedder`` -> ``sscd_embedding``. Dedup phase (global, ``run.run_dedup``): every enabled detector turns those columns
 (and ingest's ``sha256``) into pairs numbered by the sorted sample_ids of the run -> dedup/pairs.parquet
 (sample_a, sample_b, detector, dup_kind, similarity) -> ``cluster.cluster`` (union-find, ``keep`` policy)

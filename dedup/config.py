@@ -25,6 +25,12 @@ Defaults:
   >= 12 inliers; it lifts centred 60% crops from 0 to ~0.6 and 5-degree rotations from 0 to ~0.7.
   The region is hashed with its luminance stretched (gain <= 2.5; not under a 48-level spread): contrast x0.5-0.8
   copies of photos kept their PDQ hash (distance <= 12) but fell under min_quality, and lost their pairs.
+  Colour gate: PDQ hashes luminance, so one design in two colours (a recolour) hashes alike (PDQ 0-24 apart). A
+  pdq or pdq_verified pair counts only when the less colourful image's chroma lies >= 0.2 at hues the other has
+  (24 CIELAB hue bins, ``dedup.pdq.colour_overlap``), or either image is grey (mean chroma < 0.005). Chosen by
+  bench/colour_gate.py on the tune split: of 32 recolour twins within PDQ distance 80 (seeds 0 and 1) the highest
+  overlap is 0.165; of 2774 true pairs (crops, photometric edits, banner, grey) 5 fall under 0.2 (a banner
+  over the coloured part; copies of a near-grey slide), 3 of them within distance 31.
 - layout (on whenever pdq is): the images under pdq.min_quality + 20 get a 16 x 16 CIELAB colour layout,
   matched at RMS Delta E <= 4 and <= 0.15 of the two images' own variation, over the whole image or all but its
   top or bottom quarter (``dedup.layout``). Chosen on the tune split of bench/neardup_eval.py, where 0.2 and
@@ -321,6 +327,19 @@ class PdqConfig(_Detector):
         json_schema_extra=SCORES)
     stretch_percentile: float = Field(1.0, ge=0, lt=50, description="the stretch maps this percentile of the "
                                       "luminance, and 100 minus it, to 0 and 255", json_schema_extra=SCORES)
+    colour_min_chroma: float = Field(
+        10.0, ge=0, le=100, description="CIELAB chroma C* from which a pixel counts in the colour signature "
+                                        "(dedup.pdq.colour_signature); under it a pixel is grey",
+        json_schema_extra=SCORES)
+    min_colour_overlap: float = Field(
+        0.2, ge=0, le=1, description="a PDQ pair (pdq, pdq_verified) counts only when the less colourful image's "
+                                     "chroma lies at least this much at hues the other has too (dedup.pdq.compatible): "
+                                     "PDQ hashes luminance, so one design in two colours hashes alike; 0: no gate",
+        json_schema_extra=FINDS)
+    achromatic_chroma: float = Field(
+        0.005, ge=0, le=100, description="an image whose mean chroma (its signature's sum) is under this is grey and "
+                                         "passes the colour gate with every image (a greyscale copy is a copy)",
+        json_schema_extra=FINDS)
     verify: VerifyConfig = Field(VerifyConfig(), description="the pdq_verified detector")
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from dedup.artefacts import SampleIndex, binary_matrix, column_matrix, hex_matri
 from dedup.cluster import PAIRS_SCHEMA, SIMILARITY, named_pairs
 from dedup.config import LayoutConfig, MinHashConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
 from dedup.layout import LAYOUT_BYTES, candidate_cosine, match, search_vectors, similarity, unpack
-from dedup.pdq import row_width, unpack_rows, variants
+from dedup.pdq import HUE_BINS, colour_signatures, compatible, row_width, unpack_rows, variants
 from dedup.phash import split_codes
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
 from dedup.search import binary_pairs, float_pairs, region_pairs
@@ -95,8 +95,10 @@ def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index:
     near_distance = math.floor((1.0 - config.stored_from) * 256 + 1e-9)
     verify = config.verify
     radius = max(near_distance, verify.max_distance) if verify.enabled else near_distance
+    colours = pdq_colours(config, files, index, pos)
+    allowed = None if colours is None else lambda x, y: compatible(colours[x], colours[y], config)
     a, b, sim = region_pairs(codes[usable], owner[usable], codes[queried], owner[queried], radius, search,
-                             near_distance)
+                             near_distance, allowed)
     near = sim >= 1.0 - near_distance / 256 - 1e-6
     if not verify.enabled:
         return named_pairs(index, pos[a], pos[b], sim, "pdq")
@@ -108,6 +110,19 @@ def pdq_pairs(config: PdqConfig, search: SearchConfig, files: list[Path], index:
     far = ~near & passed
     return pl.concat([named_pairs(index, pos[a[keep_near]], pos[b[keep_near]], sim[keep_near], "pdq"),
                       named_pairs(index, pos[a[far]], pos[b[far]], sim[far], "pdq_verified")])
+
+
+def pdq_colours(config: PdqConfig, files: list[Path], index: SampleIndex, pos: np.ndarray) -> np.ndarray | None:
+    """The ``pdq_colour`` signatures (len(pos), HUE_BINS) of the samples at ``pos``, which the colour gate
+    (``dedup.pdq.compatible``) compares before a hit counts; None with the gate off. A sample without one
+    (scored before the gate) gets a zero signature: compatible with every image."""
+    if config.min_colour_overlap <= 0:
+        return None
+    signatures = np.zeros((len(index), HUE_BINS), np.float16)
+    cpos, rows = column_matrix(files, col.PDQ_COLOUR, index, colour_signatures)
+    if rows is not None:
+        signatures[cpos] = rows
+    return signatures[pos]
 
 
 def layout_descriptors(config: LayoutConfig, pdq: PdqConfig, files: list[Path],

@@ -4,21 +4,32 @@ Pure functions of an RGB uint8 array (the content region, see ``dedup.content``)
 gives the codes the dedup phase indexes (the full region in its 8 dihedral variants, then one centre
 crop per ``regions`` fraction) and each region's PDQ quality. The hex form is PDQ's: bit i of the
 hash vector is the i-th bit, most significant first (ThreatExchange's ``pdq`` strings).
+
+PDQ hashes luminance only, so one design in two colours (a red and a blue mark on white, a word in
+two colours) hashes alike. ``colour_signature`` is the content region's hue distribution, and a PDQ
+pair counts only between ``compatible`` signatures: either image nearly achromatic (a greyscale copy
+is a copy), or their hue histograms overlapping by at least ``min_colour_overlap``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pdqhash
+from PIL import Image
 
+from dedup.artefacts import binary_matrix
 from dedup.config import PdqConfig
 from dedup.content import centre_crop
+from dedup.layout import lab
 from dedup.verify import orb_features
 from manifests import schema as col
 from manifests.images import CONTENT_RGB, DECODED, RgbArray, ensure
 
 
 CODE_BYTES = 32
+HUE_BINS = 24  # 15 degrees of CIELAB hue each: 12 bins let a two-colour design's recolour overlap it by 0.4
+COLOUR_BYTES = 2 * HUE_BINS  # the ``pdq_colour`` column: float16 little-endian
+COLOUR_SIDE = 64  # on a 32 x 32 thumbnail thin coloured lines average out to grey
 
 
 def pdq(rgb: np.ndarray) -> tuple[np.ndarray, int]:
@@ -71,6 +82,49 @@ def stretched(rgb: np.ndarray, config: PdqConfig) -> np.ndarray:
     return table[rgb]  # one gain and offset on every channel, as a lookup table
 
 
+def colour_signature(rgb: np.ndarray, min_chroma: float) -> np.ndarray:
+    """(HUE_BINS,) float16: the content region's chroma by CIELAB hue. On a 64 x 64 box-filtered thumbnail, each
+    pixel of chroma C* >= ``min_chroma`` adds its C* to its two nearest of ``HUE_BINS`` hue bins (split linearly),
+    divided by the pixel count: the bins sum to the mean chroma (0 for a grey image), and a banner or a wider
+    crop adds mass without taking any away. Taken on the unstretched region: the luminance stretch moves chroma."""
+    if rgb.size == 0:
+        return np.zeros(HUE_BINS, np.float16)
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).resize(
+        (COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX))
+    values = lab(small).reshape(-1, 3)
+    chroma = np.hypot(values[:, 1], values[:, 2])
+    weight = np.where(chroma >= min_chroma, chroma, 0.0) / len(values)
+    position = np.arctan2(values[:, 2], values[:, 1]) / (2 * np.pi) % 1.0 * HUE_BINS
+    low = np.floor(position)
+    part = position - low
+    low = low.astype(np.int64) % HUE_BINS
+    hist = (np.bincount(low, weight * (1 - part), HUE_BINS)
+            + np.bincount((low + 1) % HUE_BINS, weight * part, HUE_BINS))
+    return hist.astype(np.float16)
+
+
+def colour_signatures(values) -> np.ndarray:
+    """A ``pdq_colour`` binary column (pyarrow) -> (n, HUE_BINS) float16 signatures."""
+    return binary_matrix(values, np.dtype("<f2"), HUE_BINS)
+
+
+def colour_overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(overlap, chroma) of signature pairs (rows of two (n, HUE_BINS) arrays): the share of the less colourful
+    image's chroma that the other has at the same hues (0-1; 1 when one holds the other's colours), and that
+    image's mean chroma."""
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    chroma = np.minimum(a.sum(1), b.sum(1))
+    return np.minimum(a, b).sum(1) / np.maximum(chroma, 1e-9), chroma
+
+
+def compatible(a: np.ndarray, b: np.ndarray, config: PdqConfig) -> np.ndarray:
+    """Which signature pairs may be a PDQ pair: either image has a mean chroma under ``achromatic_chroma`` (a
+    greyscale copy is a copy; a zero signature, scored before the gate, is compatible with every image), or
+    their colours overlap by at least ``min_colour_overlap``."""
+    overlap, chroma = colour_overlap(a, b)
+    return (chroma < config.achromatic_chroma) | (overlap >= config.min_colour_overlap - 1e-6)
+
+
 def to_hex(code: np.ndarray) -> str:
     return code.tobytes().hex()
 
@@ -113,11 +167,12 @@ def unpack_rows(rows: np.ndarray, full_quality: np.ndarray, config: PdqConfig) -
 class PdqHasher:
     """Score stage: reads ``RgbArray`` of the content region (the decode stage makes it from ``image`` and
     ``content_box``), writes ``pdq_hash`` (hex PDQ of the content region), ``pdq_quality`` (0-100), the
-    ``pdq_codes`` artefact (every indexed region's code and quality) and, with ``verify.enabled``,
-    ``orb_features`` for geometric verification (else null). An image that does not decode gets nulls."""
+    ``pdq_codes`` artefact (every indexed region's code and quality), the ``pdq_colour`` artefact (the
+    ``colour_signature`` the colour gate compares) and, with ``verify.enabled``, ``orb_features`` for
+    geometric verification (else null). An image that does not decode gets nulls."""
 
     reads = ()
-    writes = (col.PDQ_HASH, col.PDQ_QUALITY, col.PDQ_CODES, col.ORB_FEATURES)
+    writes = (col.PDQ_HASH, col.PDQ_QUALITY, col.PDQ_CODES, col.PDQ_COLOUR, col.ORB_FEATURES)
 
     @staticmethod
     def needs(config: PdqConfig) -> tuple[RgbArray]:
@@ -136,6 +191,7 @@ class PdqHasher:
             full, quality, (crop_codes, crop_quality) = region_codes(stretched(rgb, self.config), self.config)
             out[col.PDQ_HASH][i], out[col.PDQ_QUALITY][i] = to_hex(full[0]), quality
             out[col.PDQ_CODES][i] = pack_row(full, crop_codes, crop_quality)
+            out[col.PDQ_COLOUR][i] = colour_signature(rgb, self.config.colour_min_chroma).astype("<f2").tobytes()
             if self.config.verify.enabled:
                 out[col.ORB_FEATURES][i] = orb_features(rgb, self.config.verify.features)
         batch.update(out)

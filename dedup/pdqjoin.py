@@ -12,7 +12,8 @@ exactly up to ``search.exact_max`` indexed codes and through ``IndexBinaryIVF`` 
    each query code to its ``nprobe`` nearest lists (a *prober*), written (list, sample_id, code,
    member) bucketed by list: an IVF search's candidates, list by list;
 3. a task per bucket of lists range-searches each list's probers among its members (Hamming radius);
-   two codes of one image are no pair;
+   two codes of one image are no pair, nor two images whose colours differ (each list row carries its
+   image's ``pdq_colour`` signature: the one-process detector's ``colour_gate``, applied where both meet);
 4. pairs found by several codes, from both sides or in several lists keep their best match, merged
    per bucket of ``sample_a`` (``listjoin.merge_pairs``).
 
@@ -29,13 +30,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup import listjoin, pdqverify
 from dedup.artefacts import SampleIndex, binary_matrix
 from dedup.config import PdqConfig, SearchConfig
 from dedup.detectors import pdq_pairs as one_process_pdq_pairs
-from dedup.pdq import CODE_BYTES, row_width, unpack_rows, variants
+from dedup.pdq import (CODE_BYTES, COLOUR_BYTES, HUE_BINS, colour_signatures, compatible, row_width, unpack_rows,
+                      variants)
 from dedup.shuffle import concat, write_buckets, write_pairs
 from dedup.plan import Plan
 from manifests import schema as col
@@ -60,14 +63,14 @@ def pdq_pairs(plan: Plan) -> int:
     centroids = listjoin.binary_lists(np.concatenate([s for _, s in found]), nlist, search.seed)
     queries = count // codes_per_row * queried_per_row * nprobe
     lists, raw = plan.fresh("pdq-lists"), plan.fresh("pdq-raw")
-    list_buckets = plan.buckets(count + queries, ROW_BYTES + CODE_BYTES)
+    list_buckets = plan.buckets(count + queries, ROW_BYTES + CODE_BYTES + COLOUR_BYTES)
     near, verify = near_distance(config), config.verify.enabled
     radius = max(near, config.verify.max_distance) if verify else near
     raw_buckets = plan.buckets(count * (search.k if verify else 1), ROW_BYTES)  # hits: ~pairs, or k per query
-    row_bytes = (codes_per_row + queried_per_row * nprobe) * (ROW_BYTES + CODE_BYTES)  # members and probes
+    row_bytes = (codes_per_row + queried_per_row * nprobe) * (ROW_BYTES + CODE_BYTES + COLOUR_BYTES)  # members, probes
     plan.each(assign_codes, [(batch, config, centroids, nprobe, list_buckets, lists, f"{i:05d}")
                              for i, batch in enumerate(plan.batches(files, row_bytes))])
-    plan.each(join_lists, [(lists, b, radius, raw_buckets, raw, verify) for b in range(list_buckets)])
+    plan.each(join_lists, [(lists, b, radius, raw_buckets, raw, config, verify) for b in range(list_buckets)])
     if verify:
         return pdqverify.verified_pairs(plan, raw, raw_buckets, near)
     return sum(plan.each(listjoin.merge_pairs, [(raw, b, "pdq", plan.layout.pairs_dir)
@@ -79,21 +82,29 @@ def near_distance(config: PdqConfig) -> int:
     return math.floor((1.0 - config.stored_from) * BITS + 1e-9)
 
 
-def read_codes(source: Path, config: PdqConfig) -> tuple[pl.Series, np.ndarray, np.ndarray, np.ndarray]:
-    """(sample_ids, codes (n, V + R, 32), indexed (n, V + R), queried (n, V + R)) of one score file: a code
-    is indexed when its region's quality reaches ``min_quality``, queried when indexed and not a rotation."""
+def read_codes(source: Path, config: PdqConfig) -> tuple[pl.Series, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(sample_ids, codes (n, V + R, 32), indexed (n, V + R), queried (n, V + R), colour signatures (n,
+    HUE_BINS)) of one score file: a code is indexed when its region's quality reaches ``min_quality``, queried
+    when indexed and not a rotation. A file or row without ``pdq_colour`` (scored before the colour gate) gets
+    a zero signature, which passes the gate with every image, as in the one-process detector."""
     names = pq.ParquetFile(source).schema_arrow.names
     if col.PDQ_CODES not in names:
         empty = np.empty((0, variants(config) + len(config.regions)), bool)
         return pl.Series(col.SAMPLE_ID, [], pl.String), np.empty((0, *empty.shape[1:], CODE_BYTES), np.uint8), \
-            empty, empty
-    frame = pl.read_parquet(source, columns=[col.SAMPLE_ID, col.PDQ_CODES, col.PDQ_QUALITY]).drop_nulls(col.PDQ_CODES)
+            empty, empty, np.empty((0, HUE_BINS), np.float16)
+    colour = [col.PDQ_COLOUR] if col.PDQ_COLOUR in names else []
+    frame = (pl.read_parquet(source, columns=[col.SAMPLE_ID, col.PDQ_CODES, col.PDQ_QUALITY, *colour])
+             .drop_nulls(col.PDQ_CODES))
     rows = binary_matrix(frame[col.PDQ_CODES].to_arrow(), np.uint8, row_width(config))
     codes, quality = unpack_rows(rows, frame[col.PDQ_QUALITY].cast(pl.Int64).to_numpy(), config)
     indexed = quality >= config.min_quality
     queried = indexed.copy()
     queried[:, 1:variants(config)] = False  # rotated copies of the full region are matched in the index only
-    return frame[col.SAMPLE_ID], codes, indexed, queried
+    signatures = np.zeros((frame.height, HUE_BINS), np.float16)
+    if colour:
+        present = frame[col.PDQ_COLOUR].is_not_null().to_numpy()
+        signatures[present] = colour_signatures(frame[col.PDQ_COLOUR].drop_nulls().to_arrow())
+    return frame[col.SAMPLE_ID], codes, indexed, queried, signatures
 
 
 def sample_codes(sources: list[Path], config: PdqConfig, rate: float, seed: int) -> tuple[int, np.ndarray]:
@@ -101,7 +112,7 @@ def sample_codes(sources: list[Path], config: PdqConfig, rate: float, seed: int)
     batch draws with ``seed + k``, so the sample does not depend on the batching."""
     count, samples = 0, [np.empty((0, CODE_BYTES), np.uint8)]
     for k, source in enumerate(sources):
-        _, codes, indexed, _ = read_codes(source, config)
+        _, codes, indexed, _, _ = read_codes(source, config)
         usable = codes[indexed]
         count += len(usable)
         samples.append(usable[np.random.default_rng(seed + k).random(len(usable)) < rate])
@@ -125,25 +136,31 @@ def assign_codes(sources: list[Path], config: PdqConfig, centroids: np.ndarray, 
 
 
 def _probes(source: Path, config: PdqConfig, quantizer: faiss.IndexBinaryFlat, nprobe: int) -> pl.DataFrame:
-    """One file's member and prober rows (``listjoin.LIST_SCHEMA`` + the code's ``slot``)."""
-    ids, codes, indexed, queried = read_codes(source, config)
+    """One file's member and prober rows (``listjoin.LIST_SCHEMA`` + the code's ``slot`` and its image's
+    ``colour`` signature)."""
+    ids, codes, indexed, queried, signatures = read_codes(source, config)
     owner = np.broadcast_to(np.arange(len(ids))[:, None], indexed.shape)
     slot = np.broadcast_to(np.arange(indexed.shape[1], dtype=np.int16)[None, :], indexed.shape)
+    raw = np.ascontiguousarray(signatures.astype("<f2")).view(np.uint8)
+    colours = pl.Series("colour", pa.Array.from_buffers(pa.binary(COLOUR_BYTES), len(raw), [None, pa.py_buffer(
+        raw.tobytes())]).cast(pa.binary()))
     rows = []
     for mask, probes, member in ((indexed, 1, True), (queried, nprobe, False)):
         found = np.ascontiguousarray(codes[mask])
         if len(found):
             lists = quantizer.search(found, probes)[1]
             probed = listjoin._probe_rows(ids.gather(owner[mask]), found, lists, member)
-            rows.append(probed.with_columns(pl.Series("slot", np.repeat(slot[mask], probes), pl.Int16)))
+            rows.append(probed.with_columns(pl.Series("slot", np.repeat(slot[mask], probes), pl.Int16),
+                                            colours.gather(np.repeat(owner[mask], probes))))
     return concat(rows)
 
 
-def join_lists(source: Path, bucket: int, max_distance: int, raw_buckets: int, out: Path,
+def join_lists(source: Path, bucket: int, max_distance: int, raw_buckets: int, out: Path, config: PdqConfig,
                hits: bool = False) -> int:
     """Task: each list's probers range-searched among its members (Hamming <= ``max_distance``); hits
-    between two codes of one image dropped; ordered pairs sent on to the bucket of their smaller id
-    (``hits``: every hit with its query code and distance, to the bucket of the querying sample)."""
+    between two codes of one image, or between two images whose colours are not ``dedup.pdq.compatible``,
+    dropped; ordered pairs sent on to the bucket of their smaller id (``hits``: every hit with its query code
+    and distance, to the bucket of the querying sample)."""
     found = []
     for members, probers in listjoin._lists(source, bucket):
         if members.is_empty() or probers.is_empty():
@@ -153,6 +170,10 @@ def join_lists(source: Path, bucket: int, max_distance: int, raw_buckets: int, o
         lims, dist, hit = index.range_search(binary_matrix(probers["vector"].to_arrow(), np.uint8, CODE_BYTES),
                                              max_distance + 1)  # faiss returns distances strictly below
         q = np.repeat(np.arange(probers.height), np.diff(lims.astype(np.int64)))
+        if config.min_colour_overlap > 0 and len(q):
+            keep = compatible(colour_signatures(probers["colour"].gather(q).to_arrow()),
+                              colour_signatures(members["colour"].gather(hit).to_arrow()), config)
+            q, hit, dist = q[keep], hit[keep], dist[keep]
         a, b = probers[col.SAMPLE_ID].gather(q), members[col.SAMPLE_ID].gather(hit)
         if hits:
             found.append(pl.DataFrame({"a": a, "b": b, "slot": probers["slot"].gather(q), "distance": dist},

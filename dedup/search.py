@@ -14,6 +14,7 @@ batch boundaries.
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import faiss
 import numpy as np
@@ -149,14 +150,16 @@ def _cap_far(row: np.ndarray, dist: np.ndarray, near: int, k: int) -> np.ndarray
 
 def region_pairs(index_codes: np.ndarray, index_owner: np.ndarray, query_codes: np.ndarray,
                  query_owner: np.ndarray, max_distance: int, config: SearchConfig,
-                 near_distance: int | None = None) -> tuple[np.ndarray, ...]:
+                 near_distance: int | None = None,
+                 allowed: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
     """(a, b, 1 - hamming/bits) between owners (samples) of several codes each, a < b.
 
     Every query code is range-searched among ``index_codes`` (exact up to ``exact_max`` codes, IVF
-    beyond); a hit between two codes of one owner is no pair, and a pair of owners keeps its best
-    (closest) code match. Hits farther than ``near_distance`` (candidates for verification) are kept
-    for each query code's ``config.k`` closest only, so a crowd of look-alikes cannot grow the result
-    past queries x k. Memory: the index, one query batch of hits, and the pairs found.
+    beyond); a hit between two codes of one owner is no pair, nor one between owners ``allowed`` refuses
+    (a boolean per (query owner, index owner)), and a pair of owners keeps its best (closest) code match.
+    Hits farther than ``near_distance`` (candidates for verification) are kept for each query code's
+    ``config.k`` closest of the rest only, so a crowd of look-alikes cannot grow the result past
+    queries x k. Memory: the index, one query batch of hits, and the pairs found.
     """
     if len(index_codes) < 2 or len(query_codes) == 0:
         return _pairs([], [], [])
@@ -169,6 +172,8 @@ def region_pairs(index_codes: np.ndarray, index_owner: np.ndarray, query_codes: 
         row = np.repeat(np.arange(len(batch)), np.diff(lims.astype(np.int64)))
         a, b = query_owner[start + row], index_owner[ids.astype(np.int64)]
         other = a != b
+        if allowed is not None:
+            other[other] = allowed(a[other], b[other])
         if near_distance is not None and near_distance < max_distance:
             other &= _cap_far(row, np.where(other, dist, -1), near_distance, config.k)
         out_a.append(a[other])

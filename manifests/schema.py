@@ -127,10 +127,11 @@ CONTENT_BOX = "content_box"
 # Score-phase artefacts of the perceptual detectors (score/ only): PDQ codes of every indexed region,
 # ORB keypoints for geometric verification, SSCD similarity to blank images.
 PDQ_CODES = "pdq_codes"
+PDQ_COLOUR = "pdq_colour"  # dedup.pdq.colour_signature: chroma by hue (24 x float16), PDQ pairs' colour gate
 ORB_FEATURES = "orb_features"
 SSCD_BLANK_SIMILARITY = "sscd_blank_similarity"
 LAYOUT_CODE = "layout_code"  # dedup.layout: the colour layout (16 x 8 x Lab bytes) of the content region
-ARTEFACT_COLUMNS = ARTEFACT_COLUMNS | {PDQ_CODES, ORB_FEATURES, SSCD_BLANK_SIMILARITY, LAYOUT_CODE}
+ARTEFACT_COLUMNS = ARTEFACT_COLUMNS | {PDQ_CODES, PDQ_COLOUR, ORB_FEATURES, SSCD_BLANK_SIMILARITY, LAYOUT_CODE}
 
 
 class Status:

@@ -10,8 +10,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from dedup.config import DedupConfig
+from dedup.config import DedupConfig, PdqConfig
 from dedup.partitioned import run_partitioned
+from dedup.pdq import HUE_BINS
 from dedup.plan import local_tasks
 from dedup.run import run_dedup
 from dedup.survivors import centroid_dir, centroid_path
@@ -114,7 +115,7 @@ def pdq_columns(index: np.ndarray) -> pl.DataFrame:
     crop); a low-quality full region (every 40th row) and low-quality crops only match through other
     regions; every 97th row has no codes (it did not decode)."""
     src = sources(index, "phash")
-    rows, quality = [], []
+    rows, quality, colours = [], [], []
     for i, s in zip(index.tolist(), src.tolist()):
         rng = np.random.default_rng(3 * 10**7 + i)
         codes = np.random.default_rng(4 * 10**7 + s).integers(0, 256, (10, 32), dtype=np.uint8)
@@ -131,8 +132,20 @@ def pdq_columns(index: np.ndarray) -> pl.DataFrame:
         crop_quality = rng.integers(30, 101, 2).astype(np.uint8)
         rows.append(None if i % 97 == 5 else crop_quality.tobytes() + codes.tobytes())
         quality.append(None if i % 97 == 5 else (30 if i % 40 == 3 else 100))
+        colours.append(None if i % 97 == 5 else pdq_colour(s, recoloured=s != i and i % 5 == 0, grey=i % 13 == 0))
     return pl.DataFrame({col.PDQ_CODES: pl.Series(rows, dtype=pl.Binary),
-                         col.PDQ_QUALITY: pl.Series(quality, dtype=pl.Int32)})
+                         col.PDQ_QUALITY: pl.Series(quality, dtype=pl.Int32),
+                         col.PDQ_COLOUR: pl.Series(colours, dtype=pl.Binary)})
+
+
+def pdq_colour(source: int, recoloured: bool, grey: bool) -> bytes:
+    """A ``pdq_colour`` signature: the source's two hues (its chroma mostly in one bin), turned half way round
+    the hue circle for a recolour (refused by the colour gate), zero for a grey copy (compatible with all)."""
+    signature = np.zeros(HUE_BINS, np.float16)
+    if not grey:
+        first = (source + (HUE_BINS // 2 if recoloured else 0)) % HUE_BINS
+        signature[first], signature[(first + 1) % HUE_BINS] = 6.0, 2.0
+    return signature.astype("<f2").tobytes()
 
 
 def pdq_config(buckets: int, **search) -> DedupConfig:
@@ -160,8 +173,13 @@ def test_partitioned_pdq_equals_one_process_below_exact_max(tmp_path, pdq_refere
 
 def test_pdq_lists_probing_every_list_equal_the_exact_search(tmp_path, pdq_reference):
     """Beyond exact_max the lists run as tasks; probing every list is exhaustive, so pairs and survivors
-    must be the exact search's. Probing 2 of 16 lists finds nearly all of them and nothing else."""
-    layout = generated_run(tmp_path, 3, pdq_columns)
+    must be the exact search's, the colour gate's refusals (recoloured copies) included. Probing 2 of 16
+    lists finds nearly all of them and nothing else."""
+    ungated = generated_run(tmp_path / "ungated", 1, pdq_columns)
+    run_dedup(pdq_config(1).model_copy(update={"pdq": PdqConfig(enabled=True, min_colour_overlap=0)}), ungated)
+    refused = outputs(ungated)[0].join(pdq_reference[0], on=["sample_a", "sample_b", "detector"], how="anti")
+    assert refused.height > 5 and set(refused["detector"]) == {"pdq"}  # recoloured copies: the lists must refuse them
+    layout = generated_run(tmp_path / "lists", 3, pdq_columns)
     run_partitioned(pdq_config(3, exact_max=100, nlist=8, nprobe=8), layout)
     assert outputs(layout)[0].equals(pdq_reference[0])
     assert outputs(layout)[1].equals(pdq_reference[1])
@@ -265,7 +283,7 @@ def test_batched_map_tasks_find_the_same_semantic_and_pdq_pairs(tmp_path):
         return calls, *outputs(layout), distances
 
     one, *want = run(1)
-    batched, *got = run(1_500_000)  # 400 rows a file: pdq assignment ~0.6 MB a file, sampling ~0.3 MB
+    batched, *got = run(2_000_000)  # 400 rows a file: pdq assignment (codes, colour) ~0.9 MB a file, sampling ~0.3 MB
     assert {"semantic", "pdq"} <= set(want[0]["detector"])
     for table, expected in zip(got, want):
         assert table.equals(expected)

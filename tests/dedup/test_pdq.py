@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings, strategies as st
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageOps
 
 from crawl.config import CrawlConfig
 from crawl.image import stage_image
@@ -20,7 +20,7 @@ from dedup.content import centre_crop
 from manifests.images import crop_to_box, parse_box
 from dedup.detectors import pdq_pairs, phash_pairs
 from support.evalset import low_texture_set
-from dedup.pdq import PdqHasher, stretched
+from dedup.pdq import HUE_BINS, PdqHasher, colour_overlap, colour_signature, compatible, stretched
 from dedup.phash import PerceptualHasher
 from dedup.pixels import PixelHasher
 from manifests import schema as col
@@ -205,3 +205,63 @@ def test_the_stretch_leaves_images_under_its_spread_as_they_are(base, spread, se
     wide = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8) // 2
     out = stretched(wide, config)
     assert out.shape == wide.shape and out.dtype == np.uint8 and int(out.max()) - int(out.min()) > 127
+
+
+# --- the colour gate: PDQ hashes luminance, so one design in two colours hashes alike ---------------------------
+
+def gated_pairs(tmp_path, images: list[Image.Image], config: PdqConfig) -> set[tuple[int, int]]:
+    """The PDQ pairs (row numbers) among ``images`` under ``config``, through the score file as a run has it."""
+    batch = PdqHasher(config)(batch_of([png(img) for img in images]))
+    files = score_file(tmp_path, batch, [col.PDQ_QUALITY, col.PDQ_CODES, col.PDQ_COLOUR])
+    index = SampleIndex.of(pl.Series(batch[col.SAMPLE_ID].tolist()))
+    pairs = pdq_pairs(config, SEARCH, files, index)
+    return {(int(a), int(b)) for a, b in pairs.select("sample_a", "sample_b").iter_rows()}
+
+
+def test_a_recolour_twin_is_refused_and_its_grey_and_brighter_copies_still_pair(tmp_path):
+    """support.evalset's product on white and its recolour (hues turned half way round): PDQ 4 bits apart, a
+    pair without the gate, refused with it; the greyscale copy (achromatic) and the brightness x1.3 copy pair."""
+    from support.evalset import _rng, product_white, recolour
+
+    design = product_white(_rng(0, "twin1"), (320, 320))
+    images = [design, recolour(design, 0.5), ImageOps.grayscale(design).convert("RGB"),
+              ImageEnhance.Brightness(design).enhance(1.3)]
+    assert (0, 1) in gated_pairs(tmp_path, images, PdqConfig(enabled=True, min_colour_overlap=0))  # can fail
+    pairs = gated_pairs(tmp_path, images, PdqConfig(enabled=True))
+    assert (0, 1) not in pairs and (1, 3) not in pairs
+    assert {(0, 2), (0, 3), (1, 2), (2, 3)} <= pairs  # grey meets both colours: it is a copy of each
+
+
+def test_a_photo_and_its_contrast_copy_pass_the_colour_gate(tmp_path, photo):
+    images = [photo, ImageEnhance.Contrast(photo).enhance(0.6), ImageOps.grayscale(photo).convert("RGB")]
+    assert gated_pairs(tmp_path, images, PdqConfig(enabled=True)) == {(0, 1), (0, 2), (1, 2)}
+
+
+signature = st.lists(st.floats(0, 20, width=16), min_size=HUE_BINS, max_size=HUE_BINS).map(
+    lambda v: np.array(v, np.float16))
+
+
+@settings(max_examples=200, deadline=None)
+@given(signature, signature, st.floats(0.05, 1.0))
+def test_colour_overlap_is_symmetric_and_holds_under_a_chroma_scale(a, b, scale):
+    """The gate is one rule for both engines and both orders; a copy whose chroma is scaled (contrast, part of
+    the picture cropped away in equal measure) overlaps its original fully; a grey image meets every image."""
+    config = PdqConfig(enabled=True)
+    ab, ba = colour_overlap(a[None], b[None]), colour_overlap(b[None], a[None])
+    assert np.allclose(ab, ba) and 0 <= ab[0][0] <= 1 + 1e-6
+    if a.astype(np.float32).sum() * scale >= 1e-2:
+        assert colour_overlap(a[None], (a.astype(np.float32) * scale).astype(np.float16)[None])[0][0] >= 0.95
+    assert compatible(np.zeros((1, HUE_BINS), np.float16), a[None], config).all()
+    assert compatible(a[None], a[None], config).all()
+
+
+def test_colour_signature_sees_hue_not_lightness():
+    red, blue = np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)
+    red[...], blue[...] = (200, 30, 30), (30, 30, 200)
+    grey = np.full((64, 64, 3), 128, np.uint8)
+    sig = {name: colour_signature(rgb, 10.0) for name, rgb in
+           {"red": red, "blue": blue, "grey": grey, "dark red": red // 2}.items()}
+    assert sig["grey"].sum() == 0
+    config = PdqConfig(enabled=True)
+    assert not compatible(sig["red"][None], sig["blue"][None], config)[0]
+    assert compatible(sig["red"][None], sig["dark red"][None], config)[0]
