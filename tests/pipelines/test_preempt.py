@@ -125,14 +125,14 @@ def test_sigterm_during_ray_get_stops_as_preempted_not_as_rays_system_error(ray_
 
     @ray_session.remote
     def sleeper() -> None:
-        time.sleep(20)
+        time.sleep(5)
 
     pending = sleeper.remote()
     threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
     with pytest.raises(Preempted):
         with stop_on_sigterm():
             ray_session.get(pending)
-    ray_session.cancel(pending, force=True)
+    ray_session.get(pending)  # let it end by itself: a force-cancel racing its reply aborted the driver (a Ray bug)
     with pytest.raises(ValueError):  # anything else passes unchanged
         with stop_on_sigterm():
             raise ValueError("not a signal")
