@@ -60,11 +60,15 @@ from support.evalset import (EDIT_SETS, SCENE_PHOTOS, bundled_graphics, bundled_
 METHODS = {
     "phash": {"phash": {"enabled": True}},
     "pdq": {"pdq": {"enabled": True, "regions": []}},
-    "pdq_regions": {"pdq": {"enabled": True}},  # with the luminance stretch and the layout detector (defaults)
-    # Issue 24's photometric and low-texture additions one at a time: PDQ + regions as before both, each alone.
-    "pdq_before": {"pdq": {"enabled": True, "stretch_max_gain": 1}, "layout": {"enabled": False}},
-    "pdq_stretch": {"pdq": {"enabled": True}, "layout": {"enabled": False}},
-    "pdq_layout": {"pdq": {"enabled": True, "stretch_max_gain": 1}},
+    "pdq_regions": {"pdq": {"enabled": True}},  # the default: with the stretch, the layout detector and the colour gate
+    # Issue 24's additions one at a time: PDQ + regions as before all three, then each alone.
+    "pdq_before": {"pdq": {"enabled": True, "stretch_max_gain": 1, "min_colour_overlap": 0},
+                   "layout": {"enabled": False}},
+    "pdq_stretch": {"pdq": {"enabled": True, "min_colour_overlap": 0}, "layout": {"enabled": False}},
+    "pdq_layout": {"pdq": {"enabled": True, "stretch_max_gain": 1, "min_colour_overlap": 0}},
+    "pdq_gate": {"pdq": {"enabled": True, "stretch_max_gain": 1}, "layout": {"enabled": False}},
+    # The opt-in keypoints detector (off-centre crops, small rotations) on top of verification.
+    "pdq_keypoints": {"pdq": {"enabled": True, "verify": {"enabled": True, "keypoints": {"enabled": True}}}},
     # Pairs beyond the PDQ threshold, up to distance 80, count when ORB + RANSAC verifies them.
     "pdq_verify": {"pdq": {"enabled": True, "verify": {"enabled": True}}},
     # Every pair verified, the near ones too: what verification removes, and what it loses.
