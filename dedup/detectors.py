@@ -188,7 +188,7 @@ def scores(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray, 
            score: Callable[[bytes, bytes], float]) -> np.ndarray:
     """``score`` of each pair's keypoints (run positions). Pairs are taken in chunks whose samples number
     at most ``verify.cache_samples``; each chunk reads the keypoints of its samples only."""
-    passed = np.zeros(len(a), dtype=np.float64)
+    out = np.zeros(len(a), dtype=np.float64)
     order = np.lexsort((b, a))
     start = 0
     while start < len(order):
@@ -198,9 +198,9 @@ def scores(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray, 
             end += 1
         chunk = order[start:end]
         features = _keypoints(files, index, np.array(sorted(seen)))
-        passed[chunk] = [score(features[int(a[i])], features[int(b[i])]) for i in chunk]
+        out[chunk] = [score(features[int(a[i])], features[int(b[i])]) for i in chunk]
         start = end
-    return passed
+    return out
 
 
 def _keypoints(files: list[Path], index: SampleIndex, wanted: np.ndarray) -> dict[int, bytes]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import faiss
 import numpy as np
@@ -199,16 +199,12 @@ def join_sscd_lists(source: Path, bucket: int, threshold: float, dims: int, k: i
     """ivfjoin's list join (members with each other, then with the probers), k best per query per list;
     ``device`` (``cuda``, ``cpu``): the block products in torch on it (``dedup.gpujoin``), else numpy."""
     join = _device_join(device)
-    found = []
-    for members, probers in _lists(source, bucket):
-        if members.is_empty():
-            continue
-        rows = pl.concat([members, probers])
+
+    def pairs(rows: pl.DataFrame, members: int) -> tuple[np.ndarray, ...]:
         vectors = binary_matrix(rows["vector"].to_arrow(), np.float32, dims)
-        a, b, s = join(vectors, np.arange(members.height), np.arange(members.height, rows.height), threshold, k)
-        ids = rows[col.SAMPLE_ID]
-        found.append(pl.DataFrame({"a": ids.gather(a), "b": ids.gather(b), SIMILARITY: s}, schema=RAW_SCHEMA))
-    return _write_raw(found, raw_buckets, out, f"{bucket:05d}", by="a")
+        return join(vectors, np.arange(members), np.arange(members, rows.height), threshold, k)
+
+    return _join_each_list(source, bucket, pairs, raw_buckets, out)
 
 
 def join_layout_lists(source: Path, bucket: int, config: LayoutConfig, k: int, raw_buckets: int, out: Path) -> int:
@@ -216,15 +212,25 @@ def join_layout_lists(source: Path, bucket: int, config: LayoutConfig, k: int, r
     ``k`` best per query), then checked by ``dedup.layout.match`` (``dedup.detectors.layout_matches``)."""
     from dedup.detectors import layout_matches  # detectors imports the search modules, not this one
 
+    def pairs(rows: pl.DataFrame, members: int) -> tuple[np.ndarray, ...]:
+        layouts = binary_matrix(rows["vector"].to_arrow(), np.uint8, LAYOUT_BYTES)
+        a, b, _ = _ListJoin(search_vectors(unpack(layouts)), candidate_cosine(config.max_delta_e), k)(
+            (np.arange(members), np.arange(members, rows.height)))
+        return layout_matches(layouts, a, b, config)
+
+    return _join_each_list(source, bucket, pairs, raw_buckets, out)
+
+
+def _join_each_list(source: Path, bucket: int, pairs: Callable[[pl.DataFrame, int], tuple[np.ndarray, ...]],
+                    raw_buckets: int, out: Path) -> int:
+    """``pairs(rows, members)`` -> (a, b, similarity) row numbers of each list's rows (its members first, then
+    its probers), as raw pairs of sample ids bucketed by ``a``."""
     found = []
     for members, probers in _lists(source, bucket):
         if members.is_empty():
             continue
         rows = pl.concat([members, probers])
-        layouts = binary_matrix(rows["vector"].to_arrow(), np.uint8, LAYOUT_BYTES)
-        a, b, _ = _ListJoin(search_vectors(unpack(layouts)), candidate_cosine(config.max_delta_e), k)(
-            (np.arange(members.height), np.arange(members.height, rows.height)))
-        a, b, s = layout_matches(layouts, a, b, config)
+        a, b, s = pairs(rows, members.height)
         ids = rows[col.SAMPLE_ID]
         found.append(pl.DataFrame({"a": ids.gather(a), "b": ids.gather(b), SIMILARITY: s}, schema=RAW_SCHEMA))
     return _write_raw(found, raw_buckets, out, f"{bucket:05d}", by="a")
