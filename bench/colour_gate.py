@@ -37,7 +37,7 @@ from dedup.config import PdqConfig  # noqa: E402
 from dedup.pdq import colour_overlap, colour_signature, region_codes, stretched, variants  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.images import CONTENT_RGB, prepare  # noqa: E402
-from pipelines.corpus import png  # noqa: E402
+from pipelines.cli.corpus import png  # noqa: E402
 from support.evalset import low_texture_negatives  # noqa: E402
 
 OVERLAPS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)

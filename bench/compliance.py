@@ -33,7 +33,7 @@ XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.o
 def photos(count: int) -> list[bytes]:
     from PIL import Image, ImageOps
 
-    from pipelines.corpus import load_photos
+    from pipelines.cli.corpus import load_photos
 
     out = []
     for name, (img, _) in sorted(load_photos().items()):

@@ -4,7 +4,7 @@
     python bench/crawl_vs_img2dataset.py --rounds 3 --figure  # also writes bench/figures/crawl_vs_img2dataset.json
     python bench/crawl_vs_img2dataset.py --flat-memory 10000000 --flat-crawl 200000
 
-Photos are the bundled real photos of ``pipelines.corpus`` rescaled to 0.3-4 MP (plus mirrored copies),
+Photos are the bundled real photos of ``pipelines.cli.corpus`` rescaled to 0.3-4 MP (plus mirrored copies),
 served from a separate aiohttp process on 127.0.0.1. Three rows, each a process started by the bench:
 
 - ``img2dataset``: its CLI as it is, from its own venv (``.venv-img2dataset``, created with
@@ -58,7 +58,7 @@ def build_photos(out_dir: Path) -> list[str]:
     """Each bundled photo at each size in MEGAPIXELS, and mirrored: ~170 distinct JPEGs of 0.3-4 MP."""
     from PIL import Image, ImageOps
 
-    from pipelines.corpus import load_photos
+    from pipelines.cli.corpus import load_photos
 
     names = []
     for name, (img, _) in sorted(load_photos().items()):

@@ -231,7 +231,7 @@ def descriptor_ms(stage, images: list[bytes], repeat: int = 2) -> float:
 
 def staged_photos(n: int) -> list[bytes]:
     """``n`` 256-px JPEGs of the bundled photos (as ingest stages them), cycling through the photos."""
-    from pipelines.corpus import jpeg, load_photos
+    from pipelines.cli.corpus import jpeg, load_photos
 
     photos = [img for img, _ in load_photos().values()]
     out = []

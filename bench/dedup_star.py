@@ -48,10 +48,10 @@ def case(copies: int, centre: str) -> tuple[pl.DataFrame, pl.DataFrame]:
 def curated(copies: int, out: Path) -> dict:
     """A real run: the copies (first one captioned "img"), a PNG sibling, and every other bundled photo."""
     from pipelines.config import build_config
-    from pipelines.corpus import Sample, jpeg, load_photos
-    from pipelines.demo import demo_config, serve_files, write_url_list
-    from pipelines.run import run
-    from pipelines.runtime import init_ray
+    from pipelines.cli.corpus import Sample, jpeg, load_photos
+    from pipelines.cli.demo import demo_config, serve_files, write_url_list
+    from pipelines.run.driver import run
+    from pipelines.run.runtime import init_ray
 
     photos = sorted(load_photos().items())
     (name, (img, caption)), others = photos[0], photos[1:]

@@ -31,7 +31,7 @@ from dedup.layout import LayoutHasher  # noqa: E402
 from dedup.pdq import PdqHasher, colour_signature  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.images import CONTENT_RGB, prepare  # noqa: E402
-from pipelines.corpus import jpeg  # noqa: E402
+from pipelines.cli.corpus import jpeg  # noqa: E402
 from support.evalset import EDIT_SETS, split_originals  # noqa: E402
 
 

@@ -49,7 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def staged_images(n: int, images: list | None = None) -> list[bytes]:
     """``images`` (default: the demo photos), fitted into 256 px and JPEG-encoded like ingest's staged images,
     repeated to ``n``."""
-    from pipelines.corpus import load_photos
+    from pipelines.cli.corpus import load_photos
 
     encoded = []
     for img in images if images is not None else [img for img, _ in load_photos().values()]:
@@ -161,7 +161,7 @@ def signal_rows(n: int, batch_size: int) -> list[dict]:
     from filters.ocr import OcrScorer
     from filters.quality import QualityScorer, blur_var, grey, qr_codes
     from filters.watermark import WatermarkScorer
-    from pipelines.corpus import BANNERS, load_photos, with_banner
+    from pipelines.cli.corpus import BANNERS, load_photos, with_banner
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)

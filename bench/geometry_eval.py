@@ -46,7 +46,7 @@ from dedup.pdq import pack_row, region_codes, to_hex  # noqa: E402
 from dedup.verify import orb_features  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.io import write_parquet  # noqa: E402
-from pipelines.corpus import jpeg, photo_dirs  # noqa: E402
+from pipelines.cli.corpus import jpeg, photo_dirs  # noqa: E402
 from support.evalset import (EDIT_SETS, SCENE_PHOTOS, bundled_photos, low_texture_negatives,  # noqa: E402
                              objects_on_white, similar_scenes, split_originals)
 

@@ -4,7 +4,7 @@
                                               [--fast] [--set KEY=VALUE] [--search-cost] [--figure]
 
 The set (``build_set``, from ``support.evalset``) is one split's originals, each with its own edit family, and
-low-texture negatives. Originals: the bundled photos (scikit-image, matplotlib; ``pipelines.corpus``) whose name
+low-texture negatives. Originals: the bundled photos (scikit-image, matplotlib; ``pipelines.cli.corpus``) whose name
 falls in the split by a stable hash, and ``--per-type`` generated originals of each hard-to-hash type (flat colours
 with marks, soft gradients, line art and icons, pastel landscapes, text slides, products on white). Edits: the
 tuning split keeps the Copydays-style set (resize 50%, JPEG q20, crops keeping 80%/60% centred and off-centre,
@@ -17,8 +17,8 @@ marks, icons, words and slides, products on white, pastel scenes) with recolour 
 a pair between them is false, and counted apart), bundled logos on white, and far-apart crops of four texture
 photos. Metrics: ``bench/neardup_metrics.py`` (pair and cluster precision and recall, per edit and image type).
 
-Two modes. The default serves the set on a loopback HTTP server (``pipelines.demo.serve_files``) and curates it
-with ``pipelines.run.run`` (what ``thresher run`` calls; partitioned dedup, the manifest's ``cluster_id``), once
+Two modes. The default serves the set on a loopback HTTP server (``pipelines.cli.demo.serve_files``) and curates it
+with ``pipelines.run.driver.run`` (what ``thresher run`` calls; partitioned dedup, the manifest's ``cluster_id``), once
 per method on one run directory (ingest shared, score and dedup redone): reported figures come from this mode.
 ``--fast`` runs the same ingest, decode and descriptor stages and the one-process dedup phase in this process
 (``bench/neardup_fast.py``), with no Ray and no HTTP: for sweeping a setting in a minute. ``--set`` overrides
@@ -53,7 +53,7 @@ from bench.neardup_metrics import Label, evaluate  # noqa: E402
 from dedup.config import KIND_OF_DETECTOR  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
 from manifests.schema import DupKind  # noqa: E402
-from pipelines.corpus import jpeg, photo_dirs, png  # noqa: E402
+from pipelines.cli.corpus import jpeg, photo_dirs, png  # noqa: E402
 from support.evalset import (EDIT_SETS, SCENE_PHOTOS, bundled_graphics, bundled_photos,  # noqa: E402
                              low_texture_negatives, similar_scenes, split_originals)
 
@@ -172,9 +172,9 @@ def run_fast(files: dict, labels: dict, split: str, methods: list[str], override
 
 def run_real(files: dict, labels: dict, split: str, methods: list[str], overrides: list[str], work: Path) -> dict:
     from pipelines.config import build_config
-    from pipelines.demo import serve_files, write_url_list
-    from pipelines.run import run
-    from pipelines.runtime import init_ray
+    from pipelines.cli.demo import serve_files, write_url_list
+    from pipelines.run.driver import run
+    from pipelines.run.runtime import init_ray
 
     results = {}
     with serve_files(files) as base_url:

@@ -3,7 +3,7 @@
 Fast mode does what a run does to each image, in this process and without Ray or HTTP: ingest's
 ``crawl.image.stage_image`` (``border`` resize to 256, content box, re-encode), the shared decode
 (``manifests.images.prepare``: content region), every enabled dedup score stage's ``__call__`` (the classes
-``pipelines.stages.score_stages`` picks, so a new descriptor stage is picked up), one score Parquet file, and the
+``pipelines.run.stages.score_stages`` picks, so a new descriptor stage is picked up), one score Parquet file, and the
 one-process dedup phase ``dedup.run.run_dedup`` (pairs, clusters, ``cluster_id``). Its descriptors are a run's;
 what differs from a run is the dedup phase (one process, not partitioned tasks: the same pairs and clusters,
 as tests/dedup/test_partitioned.py checks), no manifest/decision, and sample ids (the URL path here).
@@ -64,7 +64,7 @@ def staged_cached(files: tuple[tuple[str, bytes], ...], image_size: int, resize_
 
 
 def descriptor_specs(config) -> list:
-    from pipelines.stages import score_stages
+    from pipelines.run.stages import score_stages
 
     return [s for s in score_stages(config) if s.name in DESCRIPTOR_STAGES]
 

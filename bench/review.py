@@ -15,7 +15,7 @@ Without ``--pairs`` the manifest has no stored dedup pairs, so no change re-pick
 pixel-hash, caption-MinHash and pHash copies of earlier rows, each with the similarity its detector would
 measure from the generated signatures and codes) in ``dedup/pairs.parquet``, and its manifest is decided
 with the survivors ``dedup.survivors.duplicates`` picks from them, as a one-process dedup run's is. Every
-changed rule then re-picks survivors (in memory: ``pipelines.review.survivors``), and the moves go on
+changed rule then re-picks survivors (in memory: ``pipelines.tools.review.survivors``), and the moves go on
 with dedup thresholds. Prints a table and writes bench/results/review-<rows>[-pairs].json (``--figure``
 also bench/figures/review[-pairs].json).
 """
@@ -200,8 +200,8 @@ def timed(results: list, step: str, fn) -> object:
 
 
 def measure(root: Path, pairs: bool = False) -> list[dict]:
-    from pipelines.review.app import start
-    from pipelines.review.service import Review
+    from pipelines.tools.review.app import start
+    from pipelines.tools.review.service import Review
 
     results: list[dict] = []
     review = timed(results, "start-up (masks of the run's decision, histograms)", lambda: Review(root, "bench"))

@@ -145,9 +145,9 @@ def main() -> None:
     from manifests.export_parts import write_manifest
     from manifests.shardplan import plan_sizes, spans_by_partition
     from pipelines.config import RunConfig
-    from pipelines.decide_tasks import decide_partitioned, kept_counts, record_rules
-    from pipelines.dedup_tasks import ray_tasks
-    from pipelines.runtime import bind_to_loopback
+    from pipelines.run.decide_tasks import decide_partitioned, kept_counts, record_rules
+    from pipelines.run.tasks import ray_tasks
+    from pipelines.run.runtime import bind_to_loopback
 
     bind_to_loopback()
     repo = str(Path(__file__).resolve().parent.parent)

@@ -45,7 +45,7 @@ def staged_images(n: int, side: int = 256) -> tuple[list[bytes], list[str]]:
     """The demo photos as ingest stages them, repeated to ``n``, with their captions."""
     from crawl.config import CrawlConfig
     from crawl.image import stage_image
-    from pipelines.corpus import load_photos
+    from pipelines.cli.corpus import load_photos
 
     blobs, captions = [], []
     for img, caption in load_photos().values():

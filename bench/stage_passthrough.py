@@ -21,7 +21,7 @@ from PIL import Image
 
 from crawl.config import CrawlConfig
 from crawl.image import encode, oriented, resize, stage_image, to_rgb
-from pipelines.corpus import load_photos
+from pipelines.cli.corpus import load_photos
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -15,7 +15,7 @@ interleaved round by round (A B C A B C ...), so background load hits all alike:
 - ``tune: new rules, survivors re-picked``: the same change on the real run: eligibility per part,
   then components and groups over the stored pairs, before counting.
 
-Before timing, each case's survivor path is asked of ``pipelines.repick.for_manifest`` (the function
+Before timing, each case's survivor path is asked of ``pipelines.run.repick.for_manifest`` (the function
 tune calls) and asserted, and the re-picked survivors are counted against the manifest's.
 Prints a table and writes bench/results/tune-ROWS.json (``--figure`` also writes bench/figures/tune.json).
 """
@@ -42,7 +42,7 @@ from dedup.config import DedupConfig  # noqa: E402
 from support.scalegen import write_part  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
-from pipelines import repick  # noqa: E402
+from pipelines.run import repick  # noqa: E402
 from pipelines.config import RunConfig, dump_config, load_config  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -72,7 +72,7 @@ def build_run(root: Path, rows: int, per_file: int) -> dict:
     from manifests.export import shard_sizes
     from manifests.export_parts import write_manifest
     from manifests.shardplan import plan_sizes, spans_by_partition
-    from pipelines.decide_tasks import decide_partitioned, kept_counts, record_rules
+    from pipelines.run.decide_tasks import decide_partitioned, kept_counts, record_rules
 
     layout, config, tasks, times = RunLayout.at(root), run_config(root), repick.in_process, {}
     bounds = list(range(0, rows, per_file)) + [rows]

@@ -55,7 +55,7 @@ from manifests.schema import DupKind
 class _Detector(StrictModel):
     enabled: bool = Field(False, description="run this detector: its duplicate pairs feed dedup's clusters")
     # Clustering re-applies both to the stored pairs; the dedup phase is done again only when a new
-    # config needs pairs below those it stored (``stored_from``), see pipelines/phase_inputs.py.
+    # config needs pairs below those it stored (``stored_from``), see pipelines/run/phase_inputs.py.
     threshold: float = Field(0.8, ge=0, le=1, description="pairs at or above this similarity are duplicates",
                              json_schema_extra=DECIDES)
     store_threshold: float | None = Field(

@@ -2,7 +2,7 @@
 
 The driver only plans: it sizes each shuffle from Parquet footers and task results, trains IVF
 quantizers on a sample, and hands lists of independent task arguments to ``tasks`` (a Ray map in
-``pipelines.dedup_tasks``, a plain loop in tests). Every task reads and writes its own bucket files,
+``pipelines.run.tasks``, a plain loop in tests). Every task reads and writes its own bucket files,
 so memory per process follows ``dedup.partitions.bytes_per_bucket``, never the run; a shuffle's map
 tasks each read a batch of input files of about ``bytes_per_map_task`` (``Plan.batches``). The result equals
 ``dedup.run.run_dedup`` (the one-process reference): same pairs, clusters and survivors. The pair
@@ -36,7 +36,7 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
     """Write dedup/pairs/ and dedup/duplicates/ (part files); with no detector enabled, write nothing.
 
     The keep policy ranks first the rows that pass every other rule: ``eligible`` as one frame, or,
-    when None, the per-unit files of ``eligible_dir`` if any (written by ``pipelines.decide_tasks``).
+    when None, the per-unit files of ``eligible_dir`` if any (written by ``pipelines.run.decide_tasks``).
     """
     for path in (layout.pairs_dir, layout.duplicates_dir, centroid_dir(layout)):
         shutil.rmtree(path, ignore_errors=True)

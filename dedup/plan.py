@@ -1,5 +1,5 @@
 """One partitioned dedup run's plan: its work directory, bucket sizing, batches of input files and the
-executor that runs a list of independent tasks (a Ray map in ``pipelines.dedup_tasks``, ``local_tasks`` here).
+executor that runs a list of independent tasks (a Ray map in ``pipelines.run.tasks``, ``local_tasks`` here).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ clusters are redone from the stored pairs with the new eligibility; re-applying 
 columns instead would lose a whole cluster whenever the new rule rejects its survivor. ``duplicates``
 is that step in one process (a one-process dedup's ``dedup/pairs.parquet``; ``with_duplicates`` joins
 its result back); partitioned pairs go through ``dedup.partitioned.recluster_partitioned`` instead,
-with the same ``cluster()`` per group (``pipelines.repick`` picks the path).
+with the same ``cluster()`` per group (``pipelines.run.repick`` picks the path).
 """
 
 from __future__ import annotations

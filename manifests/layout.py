@@ -35,7 +35,7 @@
                                   never writes into (see manifests/reexport.py)
 
 A phase is complete when its ``_DONE`` marker exists; the marker records what its output depends on
-(``pipelines/phase_inputs.py``), so a rerun redoes a phase only when that changed. Outputs are written
+(``pipelines/run/phase_inputs.py``), so a rerun redoes a phase only when that changed. Outputs are written
 under a temporary name and renamed, so a crash never leaves a half-written file under a final name.
 """
 
@@ -54,7 +54,7 @@ class RunLayout:
         return cls(Path(root))
 
     def phase_dir(self, phase: str) -> Path:
-        """The folder of a phase (``pipelines.run.PHASES`` names them)."""
+        """The folder of a phase (``pipelines.run.driver.PHASES`` names them)."""
         return self.root / phase
 
     def done_marker(self, phase: str) -> Path:

@@ -15,7 +15,7 @@ the run named ``<RUN>-<NAME>``::
 Its ``staged_shard`` / ``staged_member`` columns still name the source run's staged images (``export.json``
 records where that is), so query, tune, plots and audit work on an export as on a run. It is
 written under a temporary name and renamed whole, so a crash leaves no half export. The decision and
-the writing are ``pipelines.reexport``'s, part by part.
+the writing are ``pipelines.tools.reexport``'s, part by part.
 """
 
 from __future__ import annotations

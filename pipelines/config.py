@@ -35,7 +35,7 @@ class StageResources(StrictModel):
 
 
 # CPUs of each task that reads staged images for the model stages: they run beside the actor pools,
-# so they count in pipelines.cluster's check (a full CPU each left small clusters deadlocked: pools up, no reader).
+# so they count in pipelines.run.cluster's check (a full CPU each left small clusters deadlocked: pools up, no reader).
 READ_NUM_CPUS = 0.5
 
 

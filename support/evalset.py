@@ -1,7 +1,7 @@
 """Generated evaluation images: Copydays-style edits of a photo, and hard negatives that fool perceptual hashes.
 
 Deterministic for a seed. Used by tests/dedup and bench/neardup_eval.py, never by a run. Photos come
-from packages only (``pipelines.corpus.load_photos`` and a few more bundled files read from disk).
+from packages only (``pipelines.cli.corpus.load_photos`` and a few more bundled files read from disk).
 
 Issue 24's set: ``split_originals(split)`` (bundled photos and generated hard-to-hash originals, split in two
 by a stable hash of the name), ``EDIT_SETS[split]`` (the tuning split's Copydays edits, the reporting split's
@@ -144,7 +144,7 @@ def low_texture_set() -> dict[str, Image.Image]:
 
 def objects_on_white(photo_dirs: dict[str, Path]) -> dict[str, Image.Image]:
     """Shaded shapes, and the logos and silhouettes on white that ``photo_dirs`` (scikit-image's and
-    matplotlib's data folders, see ``pipelines.corpus.photo_dirs``) hold."""
+    matplotlib's data folders, see ``pipelines.cli.corpus.photo_dirs``) hold."""
     out = {f"object_{shape}_{i}": object_on_white(shape, COLOURS[i])
            for i, shape in enumerate(["circle", "square", "triangle", "bottle", "circle", "bottle"])}
     for name, path in bundled_graphics(photo_dirs).items():
@@ -353,8 +353,8 @@ SCENE_PHOTOS = ("brick", "grass", "gravel", "hubble_deep_field")  # negatives on
 
 
 def bundled_photos() -> dict[str, Image.Image]:
-    """Every bundled photo (``pipelines.corpus.load_photos``) and ``EXTRA_PHOTOS``, RGB, by name."""
-    from pipelines.corpus import load_photos, photo_dirs
+    """Every bundled photo (``pipelines.cli.corpus.load_photos``) and ``EXTRA_PHOTOS``, RGB, by name."""
+    from pipelines.cli.corpus import load_photos, photo_dirs
 
     photos = {name: img for name, (img, _) in sorted(load_photos().items())}
     for name in EXTRA_PHOTOS:

@@ -46,7 +46,7 @@ def decode_log(tmp_path_factory) -> Path:
 def _release_run_locks():
     """A test's runs hold their directories' locks until the process exits; one pytest process runs many."""
     yield
-    from pipelines.runlock import release_all
+    from pipelines.run.runlock import release_all
 
     release_all()
 
@@ -56,7 +56,7 @@ def ray_session(decode_log):
     """One single-node Ray for the whole test session, bound to 127.0.0.1 only."""
     import ray
 
-    from pipelines.runtime import bind_to_loopback
+    from pipelines.run.runtime import bind_to_loopback
 
     bind_to_loopback()
     if not ray.is_initialized():

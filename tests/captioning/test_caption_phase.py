@@ -14,7 +14,7 @@ from manifests.io import read_json, write_json, write_parquet
 from manifests.layout import RunLayout
 from manifests.shards import iter_tar, write_tar
 from pipelines.config import build_config
-from pipelines.run import prepare, run_phase
+from pipelines.run.driver import prepare, run_phase
 
 KEEP = [True, False, True, True, False]
 
@@ -85,7 +85,7 @@ def test_caption_phase_recaptions_kept_rows_only_on_actor_pools(ray_session, tmp
 
 def test_a_rerun_captions_only_newly_kept_rows_and_drops_the_unkept(tmp_path: Path, photos: list) -> None:
     """New thresholds changed the kept set: captions of rows still kept stay, only new ones are made."""
-    from pipelines.phases import caption_todo
+    from pipelines.run.phases import caption_todo
 
     layout = _staged_run(tmp_path / "run", photos)
     ids = [f"{i:09d}" for i in range(5)]

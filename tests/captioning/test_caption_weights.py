@@ -10,7 +10,7 @@ import pytest
 from captioning.config import Blip2CaptionerConfig, CaptionConfig, LlavaCaptionerConfig
 from captioning.weights import MissingWeightsError, check_weights, resolve_weights
 from pipelines.config import ConfigError, build_config
-from pipelines.run import validate
+from pipelines.run.driver import validate
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 

@@ -34,7 +34,7 @@ from crawl.sources import plan_units
 from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.schema import Status
-from pipelines.corpus import jpeg, load_photos
+from pipelines.cli.corpus import jpeg, load_photos
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -194,7 +194,7 @@ def test_a_bad_line_is_named(tmp_path: Path, content: str, kind: str, line: int)
 
 def test_a_missing_file_fails_config_validation_before_work(tmp_path: Path) -> None:
     from pipelines.config import ConfigError, build_config
-    from pipelines.run import validate
+    from pipelines.run.driver import validate
 
     config = build_config({"output_dir": str(tmp_path / "run"), "input": {"path": str(tmp_path / "in.parquet")},
                            "crawl": {"blocklists": [{"path": str(tmp_path / "absent.txt")}]}})

@@ -28,9 +28,9 @@ from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.shards import iter_tar
 from pipelines.config import build_config
-from pipelines.corpus import load_photos
-from pipelines.demo import serve_files
-from pipelines.run import prepare, run, run_phase
+from pipelines.cli.corpus import load_photos
+from pipelines.cli.demo import serve_files
+from pipelines.run.driver import prepare, run, run_phase
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 
 from manifests.images import decode_rgb
 from support.dedup_synthetic import near_duplicates
-from pipelines.corpus import jpeg, load_photos, png
+from pipelines.cli.corpus import jpeg, load_photos, png
 from tests.dedup.runs import Item
 
 

@@ -15,9 +15,9 @@ from manifests import schema as col
 from manifests.export import shard_sizes
 from manifests.shardplan import plan_sizes
 from pipelines.config import RunConfig
-from pipelines.decide_tasks import assemble, decide_partitioned, kept_counts, record_rules
-from pipelines.decision import current_duplicates
-from pipelines.repick import join_duplicates
+from pipelines.run.decide_tasks import assemble, decide_partitioned, kept_counts, record_rules
+from pipelines.tools.decision import current_duplicates
+from pipelines.run.repick import join_duplicates
 from tests.dedup.test_partitioned import DETECTORS, generated_run
 
 
@@ -94,7 +94,7 @@ def test_the_one_process_pairs_are_re_picked_in_one_process(tmp_path):
 def test_eligibility_per_unit_equals_the_driver_decision(tmp_path):
     from dedup.partitioned import eligible_dir
     from dedup.run import ELIGIBLE
-    from pipelines.decide_tasks import eligible_unit
+    from pipelines.run.decide_tasks import eligible_unit
 
     layout = generated_run(tmp_path, 3)
     filters = run_config(3, aesthetic={"enabled": True, "min_score": 5.0}).filters

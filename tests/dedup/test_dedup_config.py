@@ -8,7 +8,7 @@ from dedup.config import DedupConfig
 from dedup.run import run_dedup
 from manifests.layout import RunLayout
 from pipelines.config import ConfigError, build_config
-from pipelines.stages import check_stages, score_stages
+from pipelines.run.stages import check_stages, score_stages
 
 
 def test_store_threshold_above_threshold_is_rejected():

@@ -13,7 +13,7 @@ from dedup.config import DedupConfig
 from dedup.partitioned import run_partitioned
 from dedup.plan import local_tasks
 from dedup.run import run_dedup
-from pipelines.cluster import check_pools, dedup_pools
+from pipelines.run.cluster import check_pools, dedup_pools
 from pipelines.config import ConfigError, RunConfig
 from tests.dedup.test_partitioned import _add_embeddings, generated_run
 

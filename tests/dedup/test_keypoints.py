@@ -17,7 +17,7 @@ from dedup.detectors import keypoint_pairs, pdq_pairs
 from dedup.pdq import PdqHasher
 from manifests import schema as col
 from manifests.io import write_parquet
-from pipelines.corpus import load_photos, photo_dirs, png
+from pipelines.cli.corpus import load_photos, photo_dirs, png
 from support.evalset import objects_on_white, similar_scenes
 
 CONFIG = PdqConfig(enabled=True, verify={"enabled": True, "keypoints": {"enabled": True}})

@@ -21,7 +21,7 @@ from dedup.pdq import PdqHasher
 from dedup.run import run_dedup
 from manifests import schema as col
 from manifests.io import write_parquet
-from pipelines.corpus import jpeg
+from pipelines.cli.corpus import jpeg
 from support.evalset import flat, flat_mark, hard_originals, low_texture_negatives, recolour
 from tests.dedup.runs import Item, write_run
 

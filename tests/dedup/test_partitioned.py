@@ -164,7 +164,7 @@ def _add_embeddings(layout: RunLayout) -> None:
 @pytest.mark.parametrize("cap", [None, 3])
 def test_partitioned_on_ray_equals_one_process(tmp_path, reference, ray_session, cap):
     """cap 3: the larger components go through the giant rounds' tasks on Ray too."""
-    from pipelines.dedup_tasks import run
+    from pipelines.run.tasks import run
 
     layout = generated_run(tmp_path, 3)
     capped = {"max_component_rows": cap} if cap else {}

@@ -25,7 +25,7 @@ from dedup.phash import PerceptualHasher
 from dedup.pixels import PixelHasher
 from manifests import schema as col
 from manifests.io import write_parquet
-from pipelines.corpus import load_photos, png
+from pipelines.cli.corpus import load_photos, png
 
 SEARCH = SearchConfig(use_gpu=False)
 

@@ -129,7 +129,7 @@ def test_least_prototypical_keeps_the_row_farthest_from_its_centroid(tmp_path):
 
 def test_removed_share_grows_with_eps_and_is_plotted(tmp_path):
     from pipelines.config import build_config, dump_config
-    from pipelines.tools import run_plots
+    from pipelines.tools.commands import run_plots
 
     vectors, _ = planted(groups=30, noise_rows=60)
     files, index = _score_file(tmp_path, vectors)

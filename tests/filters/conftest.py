@@ -45,7 +45,7 @@ def _png(img: Image.Image) -> bytes:
 @pytest.fixture(scope="session")
 def photos() -> dict[str, tuple[bytes, str]]:
     """The demo's bundled photos, losslessly encoded (PNG), with their captions."""
-    from pipelines.corpus import load_photos
+    from pipelines.cli.corpus import load_photos
 
     return {name: (_png(img), caption) for name, (img, caption) in load_photos().items()}
 
@@ -83,7 +83,7 @@ def _jpeg(img: Image.Image, side: int = 256) -> bytes:
 def staged_photos() -> dict[int, list[Image.Image]]:
     """Every bundled photo as ingest stages it, a JPEG of long side 128 and 256 px, decoded: what the
     resize parity figures are measured on."""
-    from pipelines.corpus import load_photos
+    from pipelines.cli.corpus import load_photos
 
     photos = [img for img, _ in load_photos().values()]
     return {side: [Image.open(io.BytesIO(_jpeg(img, side))).convert("RGB") for img in photos] for side in (128, 256)}
@@ -92,7 +92,7 @@ def staged_photos() -> dict[int, list[Image.Image]]:
 @pytest.fixture(scope="session")
 def staged() -> dict[str, np.ndarray]:
     """Six demo photos as staged JPEGs (256 px), one PNG and a row that does not decode, as a score batch."""
-    from pipelines.corpus import load_photos
+    from pipelines.cli.corpus import load_photos
 
     photos = list(load_photos().values())[:6]  # enough for parity; the stages dominate the tests' time
     blobs = [_jpeg(img) for img, _ in photos]

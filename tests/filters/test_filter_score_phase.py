@@ -19,9 +19,9 @@ from manifests.layout import RunLayout
 from manifests.schema import Status
 from manifests.shards import iter_tar
 from pipelines.config import build_config
-from pipelines.corpus import build_corpus
-from pipelines.demo import serve_files, write_url_list
-from pipelines.run import prepare, run_phase
+from pipelines.cli.corpus import build_corpus
+from pipelines.cli.demo import serve_files, write_url_list
+from pipelines.run.driver import prepare, run_phase
 from parity import assert_same_embeddings
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from filters.decide import threshold_rules
 from filters.ocr import OcrScorer, caption_text_overlap, text_area_frac, words
 from manifests import schema as col
 from manifests.schema import Reason
-from pipelines.corpus import load_photos, with_banner
+from pipelines.cli.corpus import load_photos, with_banner
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from filters.decide import decide, threshold_rules
 from filters.quality import QualityScorer, blur_var, grey, grey_entropy, qr_codes
 from manifests import schema as col
 from manifests.schema import Reason
-from pipelines.corpus import load_photos
+from pipelines.cli.corpus import load_photos
 
 NAMES = ["astronaut", "chelsea", "coffee", "grass", "hubble_deep_field", "motorcycle_left", "rocket"]
 

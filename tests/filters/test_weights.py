@@ -9,10 +9,10 @@ from filters.config import AestheticConfig, ClipScorerConfig, FiltersConfig, Nsf
 from filters.config import threshold_rules
 from manifests import schema as col
 from manifests.schema import Reason
-from pipelines.cli import main
+from pipelines.cli.main import main
 from pipelines.config import ConfigError, build_config
-from pipelines.run import validate
-from pipelines.stages import score_stages
+from pipelines.run.driver import validate
+from pipelines.run.stages import score_stages
 
 
 def run_config(tmp_path, filters: dict) -> dict:
@@ -119,7 +119,7 @@ def test_threshold_fields_and_rules():
 
 def test_demo_runs_open_nsfw_and_reports_the_rest_as_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
-    from pipelines.demo import demo_filters
+    from pipelines.cli.demo import demo_filters
 
     section, skipped = demo_filters()
     if "clip" in section:

@@ -117,8 +117,8 @@ def review_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(review_run):
-    from pipelines.review.app import start
-    from pipelines.review.service import Review
+    from pipelines.tools.review.app import start
+    from pipelines.tools.review.service import Review
 
     handle = start(Review(review_run, "tester"))
     yield handle

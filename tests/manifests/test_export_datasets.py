@@ -26,7 +26,7 @@ from manifests.io import write_parquet
 from manifests.layout import RunLayout
 from manifests.shardplan import plan_sizes
 from manifests.shards import iter_tar
-from pipelines.corpus import load_photos
+from pipelines.cli.corpus import load_photos
 
 SAMPLES, SHARD_SIZE = 12, 6
 XMP = b"""<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">

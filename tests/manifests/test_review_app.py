@@ -12,8 +12,8 @@ from review_support import (DUP_ROW, HOSTILE_ROW, HOSTILE_URL, ROWS, SURVIVOR_RO
                             review_run, served)
 from tooling_support import SCRIPT_CAPTION, tree_hashes
 from manifests import schema as col
-from pipelines.review import labels as lab
-from pipelines.tools import run_tune
+from pipelines.tools.review import labels as lab
+from pipelines.tools.commands import run_tune
 
 SETTINGS = [{}, {"filters.nsfw.max_prob": 0.3}, {"filters.clip.min_score": 0.31, "filters.rules.min_image_side": 400},
             {"filters.aesthetic.min_score": 3.0, "filters.rules.min_caption_words": 5}]
@@ -205,7 +205,7 @@ def test_counts_equal_tune_when_survivors_are_re_picked(tmp_path):
     """Each rule is its own query over the re-picked parts; their rows must line up (polars may drop the
     order of a union for a lone elementwise select, which once rejected the wrong rows here)."""
     from review_support import make_run
-    from pipelines.review.service import Review
+    from pipelines.tools.review.service import Review
 
     run = make_run(tmp_path / "run", pairs=True)
     review = Review(run, "tester")
@@ -220,8 +220,8 @@ def test_counts_equal_tune_when_survivors_are_re_picked(tmp_path):
 
 
 def _repicked(run, config) -> dict[str, str | None]:
-    """sample_id -> duplicate_of as tune's re-pick (``pipelines.repick``) writes the manifest."""
-    from pipelines import repick
+    """sample_id -> duplicate_of as tune's re-pick (``pipelines.run.repick``) writes the manifest."""
+    from pipelines.run import repick
 
     with repick.current_manifest(run, config, repick.in_process) as frame:
         rows = frame.select(col.SAMPLE_ID, col.DUPLICATE_OF).collect()
@@ -229,11 +229,11 @@ def _repicked(run, config) -> dict[str, str | None]:
 
 
 def test_a_move_that_moves_a_survivor_and_a_dedup_threshold_move_equal_tune(tmp_path):
-    """In-memory re-picks (``pipelines.review.survivors``): a score threshold that rejects one member of a
+    """In-memory re-picks (``pipelines.tools.review.survivors``): a score threshold that rejects one member of a
     duplicate pair makes the other its survivor, and a dedup threshold drops the pairs below it; counts, the
     sample page's survivor and link equal tune's re-pick."""
     from review_support import make_run
-    from pipelines.review.service import Review
+    from pipelines.tools.review.service import Review
 
     run = make_run(tmp_path / "run", pairs=True)
     review = Review(run, "tester")

@@ -10,7 +10,7 @@ import pytest
 from chromium_cdp import Browser
 from review_support import HOSTILE_URL, review_run, served  # noqa: F401
 from tooling_support import REPO, SCRIPT_CAPTION
-from pipelines.tools import run_tune
+from pipelines.tools.commands import run_tune
 
 NSFW = "filters.nsfw.max_prob"
 

@@ -1,4 +1,4 @@
-"""The review app's in-memory re-pick (``pipelines.review.survivors``) against tune's one-process re-pick.
+"""The review app's in-memory re-pick (``pipelines.tools.review.survivors``) against tune's one-process re-pick.
 
 Each example is a random pair graph (exact stars, caption and pHash links, pairs outside the manifest) and
 a walk of settings (eligibility and dedup thresholds moving); after every step the survivors stepped from
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from dedup.config import DedupConfig
 from dedup.survivors import duplicates, stored_pairs
 from manifests import schema as col
-from pipelines.review.survivors import KINDS, LiveSurvivors
+from pipelines.tools.review.survivors import KINDS, LiveSurvivors
 
 DETECTORS = ("sha256", "pixel_hash", "minhash", "phash")
 
@@ -63,7 +63,7 @@ settings_walk = st.lists(st.tuples(st.lists(st.booleans(), min_size=14, max_size
 
 
 def _tune(manifest: pl.DataFrame, files: list[Path], dedup: DedupConfig, eligible: np.ndarray) -> pl.DataFrame:
-    """What tune's one-process re-pick writes (``pipelines.decision.current_duplicates`` without the run)."""
+    """What tune's one-process re-pick writes (``pipelines.tools.decision.current_duplicates`` without the run)."""
     frame = manifest.with_columns(pl.Series("ok", eligible)).lazy()
     table = duplicates(frame, stored_pairs(files, dedup), dedup,
                        lambda f: f.select(col.SAMPLE_ID, pl.col("ok").alias(col.KEEP)))

@@ -18,7 +18,7 @@ from manifests import schema as col
 from manifests.reexport import read_manifest
 from manifests.plots import Threshold
 from manifests.schema import Reason, Status
-from pipelines.cli import main
+from pipelines.cli.main import main
 
 pytestmark = pytest.mark.slow
 LIMIT = 6

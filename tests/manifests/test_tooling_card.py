@@ -17,8 +17,8 @@ from crawl.image import stage_image
 from manifests.reexport import read_manifest
 from manifests import schema as col
 from manifests.schema import Status
-from pipelines import tools
-from pipelines.cli import main
+from pipelines.tools import commands as tools
+from pipelines.cli.main import main
 
 
 @pytest.fixture(scope="module")

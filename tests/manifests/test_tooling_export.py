@@ -16,8 +16,8 @@ from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.schema import Status
 from manifests.shards import iter_tar
-from pipelines.cli import build_parser, main
-from pipelines.tools_cli import is_tool
+from pipelines.cli.main import build_parser, main
+from pipelines.cli.tools import is_tool
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def expected_kept(manifest: pl.DataFrame, min_side: int, max_nsfw: float = 0.5,
 
 
 def passes_demo_signals(row: dict, max_text_area: float) -> bool:
-    """The demo's curation-signal rules (pipelines.demo.DEMO_SIGNALS, OCR defaults), by hand; null passes."""
+    """The demo's curation-signal rules (pipelines.cli.demo.DEMO_SIGNALS, OCR defaults), by hand; null passes."""
     def within(column: str, minimum: float | None = None, maximum: float | None = None) -> bool:
         value = row.get(column)
         return value is None or ((minimum is None or value >= minimum) and (maximum is None or value < maximum))
@@ -142,8 +142,8 @@ def test_stricter_threshold_repicks_survivors_on_every_path(real_run, tmp_path):
     from dedup.keep import check_keep_invariant
     from filters.decide import decide
     from pipelines.config import load_config
-    from pipelines.run import run
-    from pipelines.tools import run_export, run_tune
+    from pipelines.run.driver import run
+    from pipelines.tools.commands import run_export, run_tune
 
     strict = "filters.nsfw.max_prob=0.1"
     source = read_manifest(real_run)

@@ -12,7 +12,7 @@ from manifests import plots
 from manifests import schema as col
 from manifests.reexport import read_manifest
 from manifests.plots import Threshold
-from pipelines.cli import main
+from pipelines.cli.main import main
 
 
 def test_cli_writes_every_score_histogram(synthetic_run, tmp_path, capsys):

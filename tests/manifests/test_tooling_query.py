@@ -11,7 +11,7 @@ from manifests import query
 from manifests.layout import RunLayout
 from manifests.reexport import read_manifest
 from manifests import schema as col
-from pipelines.cli import main
+from pipelines.cli.main import main
 
 
 def test_group_by_matches_polars(synthetic_run):

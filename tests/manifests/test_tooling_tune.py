@@ -58,7 +58,7 @@ def expected_report(rows: list[dict], reasons_after: list[list[str]]) -> dict:
 
 
 def test_rules_overrides_match_python(synthetic_run):
-    from pipelines.tools import run_tune
+    from pipelines.tools.commands import run_tune
     overrides = ["filters.rules.min_image_side=100", "filters.rules.min_caption_words=4",
                  "filters.rules.max_aspect_ratio=2.0"]
     report, text = run_tune(synthetic_run, overrides)
@@ -70,7 +70,7 @@ def test_rules_overrides_match_python(synthetic_run):
 
 
 def test_no_override_changes_nothing(synthetic_run):
-    from pipelines.tools import run_tune
+    from pipelines.tools.commands import run_tune
     report, _ = run_tune(synthetic_run, [])
     assert report.newly_kept == report.newly_rejected == 0
     assert report.reasons_before == report.reasons_after
@@ -99,7 +99,7 @@ def test_manifest_without_score_columns():
 
 CHILD = """
 import json, sys
-from pipelines.cli import main
+from pipelines.cli.main import main
 rc = main(["tune", sys.argv[1], "--set", "filters.rules.min_image_side=300"])
 heavy = sorted(m for m in ("torch", "ray", "open_clip", "onnxruntime", "transformers", "PIL.Image") if m in sys.modules)
 print(json.dumps({"rc": rc, "heavy": heavy}))
@@ -143,7 +143,7 @@ def _bare_run(tmp_path, **sections):
 def test_tune_says_when_an_override_cannot_act(tmp_path):
     """A stage that never ran, a detector that never ran, a threshold below the stored pairs: each is named,
     with the command that would make it act, instead of a silent +0."""
-    from pipelines.tools import run_tune
+    from pipelines.tools.commands import run_tune
 
     run = _bare_run(tmp_path, dedup={"phash": {"enabled": True}})
     _, text = run_tune(run, ["filters.nsfw.enabled=true", "filters.nsfw.max_prob=0.1", "filters.clip.min_score=0.3",
@@ -162,7 +162,7 @@ def test_tune_says_when_an_override_cannot_act(tmp_path):
 
 
 def test_tune_notes_every_switch_that_cannot_act_on_this_run(tmp_path):
-    from pipelines.tools import run_tune
+    from pipelines.tools.commands import run_tune
 
     run = _bare_run(tmp_path, dedup={"exact": {"enabled": False}})  # on by default: this run never ran it
     notes = lambda *sets: [line for line in run_tune(run, list(sets))[1].splitlines() if line.startswith("note:")]
@@ -185,7 +185,7 @@ def test_a_detector_the_config_names_but_no_dedup_phase_ran_is_noted(tmp_path):
     """``thresher score RUN --set dedup.exact.enabled=true`` writes exact into config.yaml before any dedup
     phase ran it: run.json's record of the dedup phase says which detectors stored pairs."""
     from manifests.io import write_json
-    from pipelines.tools import run_tune
+    from pipelines.tools.commands import run_tune
 
     run = _bare_run(tmp_path, dedup={"exact": {"enabled": True}})
     write_json({"phases": {"dedup": {"detectors": []}}}, run / "run.json")

@@ -76,7 +76,7 @@ def compliance_rows(files: dict[str, bytes], out: Path) -> list:
 
     from PIL import Image
 
-    from pipelines.corpus import Sample, jpeg
+    from pipelines.cli.corpus import Sample, jpeg
 
     originals = sorted(p for p in files if p.startswith("/img/") and p.count("-") == 0 and p.endswith(".jpg"))
     files["/optout/photo.jpg"] = files[originals[1]]
@@ -96,9 +96,9 @@ def compliance_rows(files: dict[str, bytes], out: Path) -> list:
 @pytest.fixture(scope="session")
 def real_run(tmp_path_factory, ray_session) -> Path:
     """A real curation of the demo corpus (loopback server, every phase on Ray), one row's caption hostile."""
-    from pipelines.corpus import build_corpus
-    from pipelines.demo import demo_config, serve_files, write_url_list
-    from pipelines.run import run
+    from pipelines.cli.corpus import build_corpus
+    from pipelines.cli.demo import demo_config, serve_files, write_url_list
+    from pipelines.run.driver import run
 
     out = tmp_path_factory.mktemp("real")
     files, rows = build_corpus(0)

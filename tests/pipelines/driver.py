@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 from pipelines.config import build_config
-from pipelines.corpus import build_corpus
-from pipelines.demo import demo_config, serve_files, write_url_list
+from pipelines.cli.corpus import build_corpus
+from pipelines.cli.demo import demo_config, serve_files, write_url_list
 
 ROWS_PER_UNIT = 6
 # The open_nsfw stage's class: a test finds its actors' processes by it (Ray Data titles an actor's process
@@ -67,8 +67,8 @@ def config_data(args: argparse.Namespace, url_list: Path) -> dict:
 
 
 def main() -> None:
-    from pipelines.run import prepare, run_all
-    from pipelines.runtime import init_ray
+    from pipelines.run.driver import prepare, run_all
+    from pipelines.run.runtime import init_ray
 
     args = parse()
     work = Path(args.work)

@@ -159,10 +159,10 @@ def photo_run(out: Path, rows: int, overrides: tuple[str, ...] = (), port: int =
     session's Ray; its origin stays up while the block runs, so a rerun can crawl a unit again. Two runs
     served on the same ``port`` from the same ``url_list`` (written by the first) have the same input, so their
     manifests can be compared."""
-    from pipelines import run as runner
+    from pipelines.run import driver as runner
     from pipelines.config import build_config
-    from pipelines.corpus import build_corpus
-    from pipelines.demo import demo_config, serve_files, write_url_list
+    from pipelines.cli.corpus import build_corpus
+    from pipelines.cli.demo import demo_config, serve_files, write_url_list
 
     files, corpus_rows = build_corpus(0)
     photos = [r for r in corpus_rows if r.path.startswith("/img/")][:rows]

@@ -4,7 +4,7 @@ finishes by itself, and its dataset equals a fault-free run's (manifest rows, ke
 with every unit scored once.
 
 The restart is Ray Data's: its actor pools ask for ``max_restarts=-1, max_task_retries=-1`` unless a stage
-sets them (``pipelines/cluster.py``). With ``max_restarts=0`` these tests fail: the run ends in
+sets them (``pipelines/run/cluster.py``). With ``max_restarts=0`` these tests fail: the run ends in
 ``ActorDiedError``.
 """
 

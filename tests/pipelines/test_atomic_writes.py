@@ -5,7 +5,7 @@ writing under the run directory has a temporary name (a ``.NAME.….tmp`` compon
 caption), and every final name (Parquet parts, ``_DONE``, staged and exported tars, ``run.json``, the manifest,
 ``config.yaml``) appears only through a rename from a temporary name.
 
-Exempt: the run lock's protocol files (``.lock*``, not data: ``pipelines/runlock.py`` links its own file onto
+Exempt: the run lock's protocol files (``.lock*``, not data: ``pipelines/run/runlock.py`` links its own file onto
 ``.lock``) and ``logs/``, an append-only log.
 """
 
@@ -129,7 +129,7 @@ def traced_run(tmp_path: Path) -> tuple[Trace, Path]:
         pytest.skip(f"strace cannot trace here: {probe.stderr.strip()[:300]}")
 
     from driver import config_data, corpus
-    from pipelines.demo import serve_files, write_url_list
+    from pipelines.cli.demo import serve_files, write_url_list
     from support.random_models import save_random
 
     torch.manual_seed(0)

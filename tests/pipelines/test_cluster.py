@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import ray
 
-from pipelines.cluster import Pool, check_pools, pool_args
+from pipelines.run.cluster import Pool, check_pools, pool_args
 from pipelines.config import ConfigError, StageResources
 
 CPU_NODE = {"CPU": 8.0, "memory": 3e10, "node:10.0.0.1": 1.0}
@@ -66,7 +66,7 @@ def test_pool_args_use_an_actor_pool_from_one_actor() -> None:
 
 
 def test_fp8_on_gpus_older_than_hopper_fails_before_any_work() -> None:
-    from pipelines.cluster import check_fp8
+    from pipelines.run.cluster import check_fp8
     from pipelines.config import RunConfig
 
     def config(**clip) -> RunConfig:

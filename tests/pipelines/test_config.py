@@ -96,7 +96,7 @@ def test_top_level_must_be_a_mapping(tmp_path):
 
 def test_stage_names_are_exactly_the_stages_a_full_config_builds():
     """resources.stages keys are checked against STAGE_NAMES, which derives from the one table of stages."""
-    from pipelines.stages import STAGE_NAMES, caption_stages, score_stages
+    from pipelines.run.stages import STAGE_NAMES, caption_stages, score_stages
 
     everything = RunConfig.model_validate({
         "input": {"kind": "url_list", "path": "x.parquet"}, "output_dir": "/tmp/unused",

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pipelines import console
+from pipelines.run import console
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOISE = (b"[2026-11-26 02:13:30,439 E 17175 17175] core_worker.cc:2465: Actor with class name: 'MapWorker(Map(X))'"
@@ -38,7 +38,7 @@ def test_verbose_leaves_native_stderr_on_the_console(tmp_path, capfd):
 
 
 def test_a_driver_that_aborts_still_shows_and_logs_its_last_native_lines(tmp_path):
-    script = ("import os, sys\nfrom pathlib import Path\nfrom pipelines import console\n"
+    script = ("import os, sys\nfrom pathlib import Path\nfrom pipelines.run import console\n"
               f"with console.native_stderr(Path({str(tmp_path)!r})):\n"
               "    os.write(2, b'[ts F 1 1] raylet_client.cc:60: Check failed: boom\\n*** StackTrace ***\\n')\n"
               "    os.abort()\n")
@@ -51,7 +51,7 @@ def test_a_driver_that_aborts_still_shows_and_logs_its_last_native_lines(tmp_pat
 def test_a_phase_with_nothing_to_do_says_so_and_draws_no_bar(tmp_path, capsys):
     from manifests.layout import RunLayout
     from pipelines.config import build_config
-    from pipelines.run import Run, phase
+    from pipelines.run.driver import Run, phase
 
     assert console.phase("dedup", dict, idle="no duplicate detector enabled") == {}
     out, err = capsys.readouterr()
@@ -74,7 +74,7 @@ def test_row_progress_moves_while_a_unit_is_still_working(ray_session, tmp_path,
     import ray
 
     from manifests.schema import Status
-    from pipelines.progress import RowReporter, row_bar
+    from pipelines.run.progress import RowReporter, row_bar
 
     gate = tmp_path / "gate"
 
@@ -105,9 +105,9 @@ def test_single_phase_commands_count_rows_and_print_a_summary(ray_session, tmp_p
     nothing to do says so in one line and draws no bar."""
     import yaml
 
-    from pipelines.cli import main
-    from pipelines.corpus import build_corpus
-    from pipelines.demo import serve_files, write_url_list
+    from pipelines.cli.main import main
+    from pipelines.cli.corpus import build_corpus
+    from pipelines.cli.demo import serve_files, write_url_list
 
     files, rows = build_corpus(samples=30, seed=5)
     config = tmp_path / "config.yaml"

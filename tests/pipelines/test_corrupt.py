@@ -13,10 +13,10 @@ import pytest
 
 from manifests.io import read_json
 from manifests.layout import RunLayout
-from pipelines import run as runner
+from pipelines.run import driver as runner
 from pipelines.config import load_config
-from pipelines.runlock import LOCK_NAME
-from pipelines.score_units import DIGEST_KEY
+from pipelines.run.runlock import LOCK_NAME
+from pipelines.run.score_units import DIGEST_KEY
 from scaleout_support import check_same_dataset, photo_run
 
 pytestmark = pytest.mark.slow

@@ -114,10 +114,10 @@ def _fault_free_scores(layout: RunLayout, config: RunConfig) -> pl.DataFrame:
     """The configured score stages (``score_stages``, as ``thresher run`` builds them) over each staged tar,
     called as plain callables: the tar's batch as the reader makes it, the shared decode, then each stage."""
     from manifests.decode import decode_batch
-    from pipelines import score_units
-    from pipelines.decode import plan
-    from pipelines.phases import _stage_batch
-    from pipelines.stages import score_stages
+    from pipelines.run import score_units
+    from pipelines.run.decode import plan
+    from pipelines.run.phases import _stage_batch
+    from pipelines.run.stages import score_stages
 
     specs = score_stages(config)
     decode_plan = plan(config, specs)

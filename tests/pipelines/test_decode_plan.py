@@ -9,10 +9,10 @@ import pytest
 
 from filters.images import ClipPixels, ClipTokens, OpenNsfwPixels
 from manifests.images import ResizedArray, RgbArray, ShortSideArray
-from pipelines.cluster import READER, check_pools, decode_pool, stage_pools
+from pipelines.run.cluster import READER, check_pools, decode_pool, stage_pools
 from pipelines.config import ConfigError, RunConfig
-from pipelines.decode import plan
-from pipelines.stages import caption_stages, check_resources, check_stages, score_stages
+from pipelines.run.decode import plan
+from pipelines.run.stages import caption_stages, check_resources, check_stages, score_stages
 
 EVERYTHING = {
     "input": {"kind": "url_list", "path": "x.parquet"}, "output_dir": "/tmp/unused",

@@ -19,7 +19,7 @@ from PIL import Image
 from skimage import data
 
 from manifests.layout import RunLayout
-from pipelines.diskspace import is_disk_full
+from pipelines.run.diskspace import is_disk_full
 from scaleout_support import check_complete_run
 
 REPO = Path(__file__).resolve().parents[2]

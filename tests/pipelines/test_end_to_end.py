@@ -15,9 +15,9 @@ from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.shards import write_tar
 from pipelines.config import build_config
-from pipelines.corpus import build_corpus, jpeg, load_photos
-from pipelines.demo import demo_config, serve_files, write_url_list
-from pipelines.run import run
+from pipelines.cli.corpus import build_corpus, jpeg, load_photos
+from pipelines.cli.demo import demo_config, serve_files, write_url_list
+from pipelines.run.driver import run
 
 pytestmark = pytest.mark.slow
 

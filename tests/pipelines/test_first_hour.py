@@ -12,12 +12,12 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from pipelines.cli import main
+from pipelines.cli.main import main
 from pipelines.config import ConfigError, RunConfig, build_config, load_config
-from pipelines.configdoc import default_config, render
-from pipelines.cluster import Pool, stage_pools
-from pipelines.cpufit import fit_cpus, scaled_cpus, with_cpus
-from pipelines.stages import score_stages
+from pipelines.cli.configdoc import default_config, render
+from pipelines.run.cluster import Pool, stage_pools
+from pipelines.run.cpufit import fit_cpus, scaled_cpus, with_cpus
+from pipelines.run.stages import score_stages
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -105,7 +105,7 @@ def test_a_ray_that_cannot_start_is_one_line_with_a_retry_hint_and_leaves_no_run
 
 
 def test_every_way_ray_init_reports_a_node_that_did_not_start_is_one_line():
-    from pipelines.runtime import is_start_failure, start_failure
+    from pipelines.run.runtime import is_start_failure, start_failure
 
     overloaded = Exception("The current node timed out during startup. This could happen because some of the "
                            "raylet failed to startup or the GCS has become overloaded.\n")  # ray/_private/node.py
@@ -223,10 +223,10 @@ def test_the_commands_tune_suggests_make_its_overrides_act(ray_session, tmp_path
     import polars as pl
 
     from manifests.layout import RunLayout
-    from pipelines.corpus import build_corpus
-    from pipelines.demo import serve_files, write_url_list
-    from pipelines.run import run
-    from pipelines.tools import run_tune
+    from pipelines.cli.corpus import build_corpus
+    from pipelines.cli.demo import serve_files, write_url_list
+    from pipelines.run.driver import run
+    from pipelines.tools.commands import run_tune
 
     files, rows = build_corpus(samples=40, seed=3)
     with serve_files(files) as base_url:

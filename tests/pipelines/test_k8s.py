@@ -22,9 +22,9 @@ import yaml
 
 from k8s_render import OVERLAYS, REPO, TREES, by_kind, groups, load_docs, render
 from manifests.config import StrictModel
-from pipelines.cluster import Pool, check_pools, stage_pools
+from pipelines.run.cluster import Pool, check_pools, stage_pools
 from pipelines.config import RunConfig, build_config
-from pipelines.stages import check_resources, score_stages
+from pipelines.run.stages import check_resources, score_stages
 
 CONFIG_KEY = "thresher.yaml"
 KUBERNETES = "1.30"  # the oldest Kubernetes the built-in kinds are checked against

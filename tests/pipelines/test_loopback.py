@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 from skimage import data
 
-from pipelines.runtime import RayNotLoopback, check_loopback
+from pipelines.run.runtime import RayNotLoopback, check_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from pipelines.cluster import Pool
+from pipelines.run.cluster import Pool
 from pipelines.config import RayConfig, StageResources
-from pipelines.nodeloss import NodeLost, unplaceable, watched
+from pipelines.run.nodeloss import NodeLost, unplaceable, watched
 
 NSFW = Pool("resources.stages.nsfw", StageResources(num_cpus=0.5, resources={"gpu_node": 1}))
 HEAD = {"CPU": 2.0}

@@ -42,7 +42,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import torch
 
     from driver import config_data, corpus
-    from pipelines.demo import serve_files, write_url_list
+    from pipelines.cli.demo import serve_files, write_url_list
     from support.random_models import save_random
 
     torch.manual_seed(0)

@@ -121,7 +121,7 @@ def test_sigterm_mid_score_exits_143_and_the_same_command_resumes(config):
 def test_sigterm_during_ray_get_stops_as_preempted_not_as_rays_system_error(ray_session):
     """Ray runs the handler inside ``ray.get`` and hands its exception back as a SystemError caused by it
     (what SIGTERM mid-dedup met, whose phase waits on plain Ray tasks); the block still raises Preempted."""
-    from pipelines.preempt import Preempted, stop_on_sigterm
+    from pipelines.run.preempt import Preempted, stop_on_sigterm
 
     @ray_session.remote
     def sleeper() -> None:

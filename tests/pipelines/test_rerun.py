@@ -15,10 +15,10 @@ from manifests import schema as col
 from manifests.io import read_json
 from manifests.layout import RunLayout
 from manifests.reexport import read_manifest
-from pipelines import run as runner
+from pipelines.run import driver as runner
 from pipelines.config import build_config, load_config
-from pipelines.corpus import jpeg, load_photos
-from pipelines.tools import run_tune
+from pipelines.cli.corpus import jpeg, load_photos
+from pipelines.tools.commands import run_tune
 from scaleout_support import photo_run
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def test_new_thresholds_rescore_nothing_and_redo_decide_and_export_only(finished
 
 def test_a_default_config_drops_byte_identical_copies(ray_session, tmp_path: Path) -> None:
     """``thresher config > c.yaml; thresher run c.yaml`` on a folder holding copies of one photo."""
-    from pipelines.configdoc import render
+    from pipelines.cli.configdoc import render
 
     photos = sorted(load_photos().items())[:3]
     folder = tmp_path / "photos"

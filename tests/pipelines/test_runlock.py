@@ -13,21 +13,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import runlock
-from pipelines.cli import LOCKED_EXIT, main
-from pipelines.runlock import LOCK_NAME, RunLocked, acquire, release
+from pipelines.run import runlock
+from pipelines.cli.main import LOCKED_EXIT, main
+from pipelines.run.runlock import LOCK_NAME, RunLocked, acquire, release
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = """
 import sys, time
-from pipelines.runlock import acquire
+from pipelines.run.runlock import acquire
 acquire(sys.argv[1])
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))
 """
 TAKE = """
 import sys, time
-from pipelines.runlock import RunLocked, acquire
+from pipelines.run.runlock import RunLocked, acquire
 while time.time() < float(sys.argv[2]):
     pass
 try:

@@ -15,7 +15,7 @@ from manifests import storage
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
 from manifests.schema import INGEST_SCHEMA, Status
-from pipelines import score_units
+from pipelines.run import score_units
 
 
 def _stage_unit(layout: RunLayout, unit: int, ids: list[str], failed: list[str] = ()) -> None:

@@ -21,8 +21,8 @@ import numpy as np
 import polars as pl
 
 from manifests import schema as col
-from pipelines.review.decision import in_order
-from pipelines.review.survivors import Repicked
+from pipelines.tools.review.decision import in_order
+from pipelines.tools.review.survivors import Repicked
 
 INDEX = "row"
 PAGE = 60

@@ -1,6 +1,6 @@
 """On a local cluster, scale stage CPU requests down until each phase's pools can start together.
 
-A phase starts one actor of each of its pools at once (``pipelines/cluster.py``); three dedup stages
+A phase starts one actor of each of its pools at once (``pipelines/run/cluster.py``); three dedup stages
 asking for a CPU each cannot start on a two-core laptop, which a first run should not refuse. The
 CPU a pool asks for is only a scheduling share, never a result, so on a local cluster every pool of
 an over-asking phase is scaled by the same factor, with a warning. GPUs and custom resources are
@@ -14,7 +14,7 @@ import logging
 import math
 import os
 
-from pipelines.cluster import READER, Pool, cluster_nodes
+from pipelines.run.cluster import READER, Pool, cluster_nodes
 from pipelines.config import RayConfig, ResourcesConfig
 
 log = logging.getLogger(__name__)

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from manifests.config import dump_without
 from manifests.io import read_json
 from manifests.layout import RunLayout
-from pipelines import score_units
+from pipelines.run import score_units
 
 if TYPE_CHECKING:
     from pipelines.config import RunConfig
-    from pipelines.prepared import Run
+    from pipelines.run.prepared import Run
 
 # The phases each phase reads, besides its config.
 UPSTREAM = {"ingest": (), "score": ("ingest",), "dedup": ("ingest", "score"), "decide": ("ingest", "score", "dedup"),

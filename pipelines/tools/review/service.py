@@ -17,11 +17,11 @@ from filters.decide import SCORE_COLUMNS, decide
 from manifests import reexport
 from manifests import schema as col
 from manifests.schema import Reason, Status
-from pipelines.review import labels as lab
-from pipelines.review import sliders as sl
-from pipelines.review.decision import Decision, LiveDecision
-from pipelines.review.images import StagedImages
-from pipelines.review.rows import INDEX, PAGE, ManifestRows, Query, Search
+from pipelines.tools.review import labels as lab
+from pipelines.tools.review import sliders as sl
+from pipelines.tools.review.decision import Decision, LiveDecision
+from pipelines.tools.review.images import StagedImages
+from pipelines.tools.review.rows import INDEX, PAGE, ManifestRows, Query, Search
 
 GRID = 24
 HIDDEN = col.ARTEFACT_COLUMNS  # embeddings and signatures: bytes, not something to read

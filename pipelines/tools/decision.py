@@ -2,7 +2,7 @@
 
 A new threshold changes which rows pass the other rules, so the survivors of the duplicate
 clusters are picked again from the run's stored pairs (``dedup.survivors``) before deciding;
-``pipelines.repick`` decides where (here, or by tasks over partitioned pairs).
+``pipelines.run.repick`` decides where (here, or by tasks over partitioned pairs).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def run(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = 
 
 def run_with_eligibility(config: RunConfig, layout: RunLayout) -> dict:
     """The partitioned dedup phase, eligibility decided per ingest unit by tasks (no row on the driver)."""
-    from pipelines.decide_tasks import eligible_unit
+    from pipelines.run.decide_tasks import eligible_unit
 
     shutil.rmtree(eligible_dir(layout), ignore_errors=True)
     tasks = RayTasks()

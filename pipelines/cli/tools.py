@@ -1,6 +1,6 @@
 """CLI wiring of the manifest tools: ``thresher query|tune|plots|audit|card|reexport|review RUN``.
 
-``thresher reexport RUN`` writes new shards under a new name (``pipelines.tools.run_export``) and never
+``thresher reexport RUN`` writes new shards under a new name (``pipelines.tools.commands.run_export``) and never
 writes into the run. ``thresher export`` is the export phase; given a run directory (without
 ``--in-place``) it still re-exports, with a deprecation note, for one release.
 """
@@ -62,7 +62,7 @@ def _reexport_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_tool(args: argparse.Namespace) -> None:
-    from pipelines import tools
+    from pipelines.tools import commands as tools
     if args.command == "query":
         print(tools.run_query(args.run, args.sql, args.out, args.max_rows))
     elif args.command == "tune":
@@ -74,7 +74,7 @@ def run_tool(args: argparse.Namespace) -> None:
     elif args.command == "review":
         import getpass
 
-        from pipelines.review.app import serve_forever
+        from pipelines.tools.review.app import serve_forever
         serve_forever(args.run, args.host, args.port, args.who or getpass.getuser())
     elif args.command == "card":
         print("\n".join(str(p) for p in tools.run_card(args.run, args.out, args.overrides)))

@@ -23,7 +23,8 @@ from manifests import schema as col
 from manifests.plots import Threshold
 from manifests.schema import Status
 from pipelines.config import RunConfig, dump_config, load_config
-from pipelines import decision, repick
+from pipelines.tools import decision
+from pipelines.run import repick
 
 
 def _threshold(rule: ThresholdRule) -> Threshold:
@@ -40,7 +41,7 @@ def thresholds(config: RunConfig) -> list[Threshold]:
 @contextmanager
 def manifest(run: Path, overrides: list[str]) -> Iterator[tuple[pl.LazyFrame, RunConfig]]:
     """The run's manifest, lazily over its parts; with overrides, re-decided under them (survivors
-    re-picked from the stored pairs, ``pipelines.repick``), still lazily, valid inside the block."""
+    re-picked from the stored pairs, ``pipelines.run.repick``), still lazily, valid inside the block."""
     config = load_config(run, overrides)
     if not overrides:
         yield reexport.scan_manifest(RunLayout.at(run)), config
@@ -101,7 +102,7 @@ def default_export_name(overrides: list[str]) -> str:
 
 
 def run_export(run: Path, overrides: list[str], name: str | None, out: Path | None) -> tuple[Path, dict]:
-    from pipelines.reexport import write_reexport  # the partitioned survivors' tasks: tune must not import them
+    from pipelines.tools.reexport import write_reexport  # the partitioned survivors' tasks: tune must not import them
 
     name = name or default_export_name(overrides)
     target = out or reexport.export_dir(run.resolve(), name)

@@ -14,22 +14,22 @@ from typing import TYPE_CHECKING, Iterator
 from crawl.readers import InputError
 from manifests import storage
 from manifests.layout import RunLayout
-from pipelines import console, diskspace
+from pipelines.run import console, diskspace
 from pipelines.config import ConfigError, load_config
-from pipelines.configdoc import add_config_command, config_command
-from pipelines.run import PHASE_NAMES
-from pipelines.diskspace import DiskFull
-from pipelines.nodeloss import NodeLost
-from pipelines.preempt import Preempted, stop_on_sigterm
-from pipelines.runlock import RunLocked
-from pipelines.tools_cli import add_tool_commands, is_tool, run_tool
+from pipelines.cli.configdoc import add_config_command, config_command
+from pipelines.run.driver import PHASE_NAMES
+from pipelines.run.diskspace import DiskFull
+from pipelines.run.nodeloss import NodeLost
+from pipelines.run.preempt import Preempted, stop_on_sigterm
+from pipelines.run.runlock import RunLocked
+from pipelines.cli.tools import add_tool_commands, is_tool, run_tool
 
 LOCKED_EXIT = 75  # EX_TEMPFAIL: another driver holds the run directory; try again when it ends
 DISK_FULL_EXIT = 74  # EX_IOERR: the output volume is full; rerun after freeing space
 UNAVAILABLE_EXIT = 69  # EX_UNAVAILABLE: the object store or a node the run needs is gone; rerun once it is back
 
 if TYPE_CHECKING:
-    from pipelines.prepared import Run
+    from pipelines.run.prepared import Run
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +124,7 @@ def guarded(layout: RunLayout, verbose: bool) -> Iterator[None]:
 def start_ray(run: Run, address: str | None, verbose: bool, fresh: bool) -> None:
     """Start or join Ray with its native lines in the run's log; when it fails, a run directory this command
     created goes again (its log kept beside, in the temp dir) and the error is one line."""
-    from pipelines.runtime import RayStartError, init_ray
+    from pipelines.run.runtime import RayStartError, init_ray
 
     root = run.layout.root
     try:
@@ -149,7 +149,7 @@ def local_root(output_dir: str, staging_dir: str | None) -> Path:
 
 def run_command(args: argparse.Namespace, verbose: bool) -> None:
     """``thresher run`` or one phase: prepare the run once, route the logs, start or join Ray, then work."""
-    from pipelines import run as runner
+    from pipelines.run import driver as runner
 
     config = load_config(args.config, args.overrides)
     fresh = not storage.is_uri(config.output_dir) and not Path(config.output_dir).exists()
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             return config_command(args)
         if args.command == "demo":
-            from pipelines.demo import run_demo
+            from pipelines.cli.demo import run_demo
             run_demo(args.out, args.samples, verbose=verbose)
             return 0
         if args.command == "models":
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
               f"to resume", file=sys.stderr)
         return exc.exit_code
     except RuntimeError as exc:
-        runtime = sys.modules.get("pipelines.runtime")  # imported (with Ray) by the commands that start Ray only
+        runtime = sys.modules.get("pipelines.run.runtime")  # imported (with Ray) by the commands that start Ray only
         if runtime is None or not isinstance(exc, runtime.RayStartError):
             raise
         print(f"thresher: {exc}", file=sys.stderr)

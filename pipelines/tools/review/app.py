@@ -19,9 +19,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pipelines.review.images import OutsideRun
-from pipelines.review.rows import Query
-from pipelines.review.service import Review
+from pipelines.tools.review.images import OutsideRun
+from pipelines.tools.review.rows import Query
+from pipelines.tools.review.service import Review
 
 STATIC = Path(__file__).parent / "static"
 PAGES = {"/": ("index.html", "text/html"), "/static/review.js": ("review.js", "text/javascript"),

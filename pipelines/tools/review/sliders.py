@@ -19,7 +19,7 @@ import yaml
 from filters.config import threshold_rules
 from manifests import schema as col
 from manifests.schema import Reason, Status
-from pipelines import decision as run_decision
+from pipelines.tools import decision as run_decision
 from pipelines.config import RunConfig
 
 BINS = 40

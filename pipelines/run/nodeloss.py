@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from pipelines.cluster import Pool, check_pools, cluster_nodes
+from pipelines.run.cluster import Pool, check_pools, cluster_nodes
 from pipelines.config import ConfigError, RayConfig
 
 POLL_S = 2.0

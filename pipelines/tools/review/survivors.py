@@ -1,6 +1,6 @@
 """Survivors re-picked in memory for ``thresher review``: a move re-runs the keep policy only where it can change.
 
-``thresher tune`` re-picks every duplicate cluster from the stored pairs (``pipelines.repick``), seconds to
+``thresher tune`` re-picks every duplicate cluster from the stored pairs (``pipelines.run.repick``), seconds to
 minutes on a large run. A slider move changes which rows are eligible (pass every rule but dedup) or, for a
 dedup threshold, which stored pairs count; a component with no row of changed eligibility and no pair across
 the moved threshold keeps its survivors. So the app holds the stored pairs as int32 node indices (nodes: the
@@ -31,7 +31,7 @@ from dedup.survivors import (DUP_COLUMNS, ELIGIBLE, join_duplicates, keep_order,
                              with_centroid_distance, without_duplicates)
 from manifests import schema as col
 from manifests.schema import DupKind
-from pipelines import repick
+from pipelines.run import repick
 
 KINDS = (DupKind.EXACT, DupKind.IMAGE, DupKind.CAPTION, DupKind.SEMANTIC)  # a node's kind: an index, -1 none
 NODE = "node"
@@ -242,7 +242,7 @@ def _members(component: np.ndarray, nodes: np.ndarray) -> np.ndarray:
 class Repicked:
     """Rows as a setting's decision sees them: read from the stored parts, their duplicate columns replaced by
     ``cluster``'s table for the components holding them (one call per page of rows), as tune's re-picked
-    parts (``pipelines.repick.part_frames``) hold them."""
+    parts (``pipelines.run.repick.part_frames``) hold them."""
     live: LiveSurvivors
     picked: Picked
     dedup: DedupConfig

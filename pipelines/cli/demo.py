@@ -16,7 +16,7 @@ import yaml
 from filters.config import AestheticConfig, ClipScorerConfig, WatermarkConfig
 from filters.weights import FETCH_COMMAND, cache_root, clip_weights, head_entry, watermark_entry
 from pipelines.config import build_config
-from pipelines.corpus import build_corpus
+from pipelines.cli.corpus import build_corpus
 
 
 @contextmanager
@@ -119,9 +119,9 @@ def demo_config(url_list: Path, run_dir: Path) -> dict:
 
 
 def run_demo(out: str, samples: int = 300, verbose: bool = False) -> dict:
-    from pipelines import console
-    from pipelines.run import run
-    from pipelines.runtime import init_ray
+    from pipelines.run import console
+    from pipelines.run.driver import run
+    from pipelines.run.runtime import init_ray
 
     out_dir = Path(out).resolve()
     files, rows = build_corpus(samples)

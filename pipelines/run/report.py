@@ -29,7 +29,7 @@ def versions() -> dict[str, str | None]:
 
 
 def git_revision() -> str | None:
-    source = Path(__file__).resolve().parent.parent
+    source = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5, check=False)

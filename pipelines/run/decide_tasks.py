@@ -29,8 +29,8 @@ from manifests.layout import RunLayout
 from manifests.parts import conform_file, unified
 from manifests.schema import INGEST_SCHEMA
 from pipelines.config import RunConfig
-from pipelines.phase_inputs import rules_digest
-from pipelines.repick import Duplicates, by_tasks, in_one_process, join_duplicates
+from pipelines.run.phase_inputs import rules_digest
+from pipelines.run.repick import Duplicates, by_tasks, in_one_process, join_duplicates
 
 
 # --- assembling rows: ingest rows + scores + duplicates ------------------------------------------

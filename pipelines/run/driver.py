@@ -3,7 +3,7 @@
 ``prepare(config)`` validates the config once and returns a ``Run``: the config, its local copy, the
 run directory and the model stages, built and checked once. ``PHASES`` is the one list of phases; the
 CLI, the cluster check and the resume logic read it. Each phase leaves its files and a ``_DONE``
-marker under the run directory, naming what its output depends on (``pipelines.phase_inputs``).
+marker under the run directory, naming what its output depends on (``pipelines.run.phase_inputs``).
 ``run_all`` resumes: it skips every phase whose inputs are unchanged, so a rerun of a finished run
 does nothing, and a changed threshold redoes the decision and export without touching a model.
 """
@@ -27,26 +27,26 @@ from filters.weights import FilterSetupError, check_filters
 from manifests import integrity, storage
 from manifests.io import atomic_path, update_run_json, write_json
 from manifests.layout import RunLayout
-from pipelines import console, cpufit, cluster, nodeloss, phase_inputs, report, runlock
-from pipelines.cluster import Pool, decode_pool, dedup_pools, stage_pools
+from pipelines.run import console, cpufit, cluster, nodeloss, phase_inputs, report, runlock
+from pipelines.run.cluster import Pool, decode_pool, dedup_pools, stage_pools
 from pipelines.config import ConfigError, ResourcesConfig, RunConfig, absolute_paths, dump_config
-from pipelines.prepared import Run
+from pipelines.run.prepared import Run
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from pipelines.stages import StageSpec
+    from pipelines.run.stages import StageSpec
 
 
 @dataclass(frozen=True)
 class Phase:
-    name: str  # also the name of the function in pipelines.phases that runs it
+    name: str  # also the name of the function in pipelines.run.phases that runs it
     pools: Callable[[Run], list[Pool]]  # the actor pools it starts, for the cluster check
     idle: Callable[[Run], str | None] = lambda run: None  # why the phase has nothing to do (it draws no bar then)
 
     def __call__(self, run: Run) -> dict:
         # Imported here so that the CLI, which lists the phases, and the manifest tools never load Ray or stages.
-        from pipelines import phases
+        from pipelines.run import phases
 
         return getattr(phases, self.name)(run)
 
@@ -78,7 +78,7 @@ def phase(name: str) -> Phase:
 def validate(config: RunConfig) -> tuple[list[StageSpec], list[StageSpec]]:
     """Everything that can be checked before work starts; returns the score and caption stages it checked."""
     from crawl.blocklist import BlocklistError, load_blocklists
-    from pipelines.stages import caption_stages, check_resources, check_stages, score_stages
+    from pipelines.run.stages import caption_stages, check_resources, check_stages, score_stages
 
     check_resources(config)
     specs = score_stages(config), caption_stages(config)
@@ -158,7 +158,7 @@ def check_cluster(run: Run, names: tuple[str, ...]) -> None:
 
 def fit_local_cluster(run: Run) -> Run:
     """On a local single-node cluster, CPU requests whose pools cannot start together are scaled down, with a
-    warning (``pipelines/cpufit.py``); a remote cluster's run is unchanged."""
+    warning (``pipelines/run/cpufit.py``); a remote cluster's run is unchanged."""
     cpus = cpufit.local_cpus(run.config.ray)
     if cpus is None:
         return run
@@ -181,7 +181,7 @@ def with_resources(run: Run, resources: ResourcesConfig) -> Run:
 def run_phase(run: Run, name: str, fresh: bool = False) -> dict:
     """Run one phase, after checking that its pools fit the cluster; marks it done with what its output
     depends on (``fresh``: under a new name, so that every phase after it runs again) and syncs. A phase
-    after it stays done if this phase's output is named as before (``pipelines.phase_inputs``)."""
+    after it stays done if this phase's output is named as before (``pipelines.run.phase_inputs``)."""
     current, layout = phase(name), run.layout
     if name != "ingest" and not layout.is_done("ingest") and layout.staged_row_files():
         log.warning("ingest is not complete (interrupted, or a corrupt unit was removed): staging first")

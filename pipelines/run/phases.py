@@ -25,14 +25,14 @@ from manifests.export_parts import captions_schema, export_shard, write_manifest
 from manifests.io import read_json, write_json, write_parquet
 from manifests.layout import RunLayout
 from manifests.shardplan import ShardRange, plan_sizes, spans_by_partition
-from pipelines import decide_tasks, dedup_tasks, progress, score_units
-from pipelines.cluster import READ_NUM_CPUS, pool_args
+from pipelines.run import decide_tasks, tasks as dedup_tasks, progress, score_units
+from pipelines.run.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
-from pipelines.decode import add_decode
-from pipelines.stages import StageSpec
+from pipelines.run.decode import add_decode
+from pipelines.run.stages import StageSpec
 
 if TYPE_CHECKING:
-    from pipelines.prepared import Run
+    from pipelines.run.prepared import Run
 
 STAGED_IMAGE_EXTS = ("jpg", "png", "webp")
 UNIT = "unit"  # the ingest unit of a caption row: its hive partition under caption/captions/

@@ -2,7 +2,7 @@
 
 The rules are ``filters.decide.reason_exprs`` under the setting's config, evaluated over the run's
 manifest with its survivors re-picked as tune re-picks them: one decision, never a copy. Where the run
-stored pairs, the re-pick is ``pipelines.review.survivors``: the stored pairs held as node indices, and a
+stored pairs, the re-pick is ``pipelines.tools.review.survivors``: the stored pairs held as node indices, and a
 move re-runs ``dedup.cluster.cluster`` on the components it touches (tune re-picks every cluster, which
 takes seconds to minutes). What makes a slider move cheap on 10M rows is a cache: each reason
 expression's result (which rows it rejects and how many per reason) is kept under the expression's own
@@ -32,11 +32,11 @@ from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.plots import reason_counts
 from manifests.tune import TuneReport
-from pipelines import repick
+from pipelines.run import repick
 from pipelines.config import RunConfig, load_config
-from pipelines.decision import pairs_layout
-from pipelines.phase_inputs import rules_digest
-from pipelines.review.survivors import LiveSurvivors, Picked, Repicked
+from pipelines.tools.decision import pairs_layout
+from pipelines.run.phase_inputs import rules_digest
+from pipelines.tools.review.survivors import LiveSurvivors, Picked, Repicked
 
 REASON = "reason"
 ROW = "_review_row"

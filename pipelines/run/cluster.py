@@ -121,7 +121,7 @@ def cluster_nodes() -> list[dict[str, float]]:
 
 def decode_pool(config: RunConfig, specs) -> list[Pool]:
     """The shared decode's tasks, when a stage needs them and they do not fuse into the reader's (other CPUs)."""
-    from pipelines.decode import DECODE, decode_resources, plan
+    from pipelines.run.decode import DECODE, decode_resources, plan
 
     res = decode_resources(config)
     if plan(config, specs) is None or res.num_cpus == READ_NUM_CPUS:
@@ -155,4 +155,4 @@ def check_cluster(phase_pools: dict[str, list[Pool]], config: RunConfig) -> None
         if not pools:
             continue
         for warning in check_pools(phase, pools, nodes, config.ray.autoscaling):
-            log.warning(warning)  # the console shows it (pipelines/console.py)
+            log.warning(warning)  # the console shows it (pipelines/run/console.py)

@@ -134,7 +134,7 @@ def check_stages(config: RunConfig, specs: list[StageSpec], start: tuple[str, ..
         if unknown:
             raise ConfigError(f"stage {spec.name!r} writes {unknown}, which are not in manifests/schema.py")
         available.update(spec.writes)
-    from pipelines.decode import plan  # decode imports this module's config types; import at call time
+    from pipelines.run.decode import plan  # decode imports this module's config types; import at call time
 
     plan(config, specs)  # the shared decode planned from the stages' needs: a need no decode makes fails here
 

@@ -1,6 +1,6 @@
-"""The run value: what ``pipelines.run.prepare`` checks once and every phase is a function of.
+"""The run value: what ``pipelines.run.driver.prepare`` checks once and every phase is a function of.
 
-Apart from ``pipelines.run`` so that the phases, which the run calls, and the phase digests can name it
+Apart from ``pipelines.run.driver`` so that the phases, which the run calls, and the phase digests can name it
 without importing the run.
 """
 
@@ -13,7 +13,7 @@ from manifests.layout import RunLayout
 from pipelines.config import RunConfig
 
 if TYPE_CHECKING:
-    from pipelines.stages import StageSpec
+    from pipelines.run.stages import StageSpec
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The command line: ``thresher ...``, the config reference, the demo."""

@@ -1,0 +1,1 @@
+"""Tools on a finished run: query, tune, plots, audit, card, reexport, review."""
