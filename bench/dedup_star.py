@@ -24,8 +24,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dedup.cluster import PAIRS_SCHEMA, cluster, with_kind  # noqa: E402
-from dedup.config import DedupConfig  # noqa: E402
 from dedup.cluster import equal_key_pairs  # noqa: E402
+from dedup.config import DedupConfig  # noqa: E402
 from manifests import schema as col  # noqa: E402
 
 ELIGIBLE = "eligible"
@@ -47,9 +47,9 @@ def case(copies: int, centre: str) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def curated(copies: int, out: Path) -> dict:
     """A real run: the copies (first one captioned "img"), a PNG sibling, and every other bundled photo."""
-    from pipelines.config import build_config
     from pipelines.cli.corpus import Sample, jpeg, load_photos
     from pipelines.cli.demo import demo_config, serve_files, write_url_list
+    from pipelines.config import build_config
     from pipelines.run.driver import run
     from pipelines.run.runtime import init_ray
 

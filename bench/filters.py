@@ -121,9 +121,9 @@ def _rss_mib() -> float:
 
 def language_row(name: str, config_json: str) -> dict:
     """One detector in a fresh process (so its memory is its own): captions/s on one core, accuracy, MiB held."""
-    from support.language_captions import labelled
     from filters.config import LanguageConfig
     from filters.language import identify, load_detector
+    from support.language_captions import labelled
 
     texts, codes = labelled()
     before = _rss_mib()
@@ -142,8 +142,8 @@ def language_row(name: str, config_json: str) -> dict:
 def language_rows() -> list[dict]:
     import multiprocessing
 
-    from support.language_captions import CAPTIONS
     from filters.config import LanguageConfig
+    from support.language_captions import CAPTIONS
 
     configs = {"lingua high accuracy (75 languages)": LanguageConfig(),
                "lingua low accuracy (75 languages)": LanguageConfig(low_accuracy=True),

@@ -171,8 +171,8 @@ def run_fast(files: dict, labels: dict, split: str, methods: list[str], override
 
 
 def run_real(files: dict, labels: dict, split: str, methods: list[str], overrides: list[str], work: Path) -> dict:
-    from pipelines.config import build_config
     from pipelines.cli.demo import serve_files, write_url_list
+    from pipelines.config import build_config
     from pipelines.run.driver import run
     from pipelines.run.runtime import init_ray
 

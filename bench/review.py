@@ -47,8 +47,8 @@ from bench.machine import figure_record, write_figure  # noqa: E402
 from filters.decide import decide  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
-from support.manifest_synthetic import chunk  # noqa: E402
 from pipelines.config import build_config, dump_config  # noqa: E402
+from support.manifest_synthetic import chunk  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 TARS, PER_TAR = 20, 1000

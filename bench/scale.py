@@ -34,9 +34,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dedup.config import DedupConfig  # noqa: E402
-from support.scalegen import RATES, planted, write_part  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
+from support.scalegen import RATES, planted, write_part  # noqa: E402
 
 MIB = 1 << 20
 
@@ -146,8 +146,8 @@ def main() -> None:
     from manifests.shardplan import plan_sizes, spans_by_partition
     from pipelines.config import RunConfig
     from pipelines.run.decide_tasks import decide_partitioned, kept_counts, record_rules
-    from pipelines.run.tasks import ray_tasks
     from pipelines.run.runtime import bind_to_loopback
+    from pipelines.run.tasks import ray_tasks
 
     bind_to_loopback()
     repo = str(Path(__file__).resolve().parent.parent)

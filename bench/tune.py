@@ -39,11 +39,11 @@ import polars as pl  # noqa: E402
 
 from bench.machine import figure_record, write_figure  # noqa: E402
 from dedup.config import DedupConfig  # noqa: E402
-from support.scalegen import write_part  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
-from pipelines.run import repick  # noqa: E402
 from pipelines.config import RunConfig, dump_config, load_config  # noqa: E402
+from pipelines.run import repick  # noqa: E402
+from support.scalegen import write_part  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 NEW_RULE = ["--set", "filters.aesthetic.min_score=5.0"]

@@ -45,6 +45,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# The phases of a run, in run order; each writes the folder of its name (``pipelines.run.phases.PHASES`` holds
+# what runs each one). Known here, below Ray and the models, so the CLI and the tools can name them.
+PHASE_NAMES = ("ingest", "score", "dedup", "decide", "caption", "export")
+
 @dataclass(frozen=True)
 class RunLayout:
     root: Path
@@ -54,7 +58,7 @@ class RunLayout:
         return cls(Path(root))
 
     def phase_dir(self, phase: str) -> Path:
-        """The folder of a phase (``pipelines.run.driver.PHASES`` names them)."""
+        """The folder of a phase (``PHASE_NAMES``)."""
         return self.root / phase
 
     def done_marker(self, phase: str) -> Path:

@@ -15,8 +15,8 @@ import yaml
 
 from filters.config import AestheticConfig, ClipScorerConfig, WatermarkConfig
 from filters.weights import FETCH_COMMAND, cache_root, clip_weights, head_entry, watermark_entry
-from pipelines.config import build_config
 from pipelines.cli.corpus import build_corpus
+from pipelines.config import build_config
 
 
 @contextmanager

@@ -13,16 +13,15 @@ from typing import TYPE_CHECKING, Iterator
 
 from crawl.readers import InputError
 from manifests import storage
-from manifests.layout import RunLayout
-from pipelines.run import console, diskspace
-from pipelines.config import ConfigError, load_config
+from manifests.layout import PHASE_NAMES, RunLayout
 from pipelines.cli.configdoc import add_config_command, config_command
-from pipelines.run.driver import PHASE_NAMES
+from pipelines.cli.tools import add_tool_commands, is_tool, run_tool
+from pipelines.config import ConfigError, load_config
+from pipelines.run import console, diskspace
 from pipelines.run.diskspace import DiskFull
 from pipelines.run.nodeloss import NodeLost
 from pipelines.run.preempt import Preempted, stop_on_sigterm
 from pipelines.run.runlock import RunLocked
-from pipelines.cli.tools import add_tool_commands, is_tool, run_tool
 
 LOCKED_EXIT = 75  # EX_TEMPFAIL: another driver holds the run directory; try again when it ends
 DISK_FULL_EXIT = 74  # EX_IOERR: the output volume is full; rerun after freeing space

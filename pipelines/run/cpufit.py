@@ -14,8 +14,8 @@ import logging
 import math
 import os
 
-from pipelines.run.cluster import READER, Pool, cluster_nodes
 from pipelines.config import RayConfig, ResourcesConfig
+from pipelines.run.cluster import READER, Pool, cluster_nodes
 
 log = logging.getLogger(__name__)
 MIN_CPUS = 0.05

@@ -14,10 +14,9 @@ import shutil
 from contextlib import contextmanager
 from typing import Iterator
 
-from manifests.layout import RunLayout
+from manifests.layout import PHASE_NAMES, RunLayout
 
 NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device"
-PHASES = ("ingest", "score", "dedup", "decide", "caption", "export")
 
 
 class DiskFull(RuntimeError):
@@ -54,7 +53,7 @@ def needed_bytes(layout: RunLayout) -> int | None:
 def message(layout: RunLayout) -> str:
     volume = next(p for p in (layout.root.absolute(), *layout.root.absolute().parents) if p.exists())
     usage = shutil.disk_usage(volume)  # the run directory itself may not be made yet
-    phase = next((p for p in PHASES if not layout.is_done(p)), "export")
+    phase = next((p for p in PHASE_NAMES if not layout.is_done(p)), "export")
     staged = sum(p.stat().st_size for p in layout.staged_tars()) if layout.staged_dir.exists() else 0
     need = needed_bytes(layout) if phase == "ingest" else staged  # export rewrites up to the staged bytes
     hint = f"; the {phase} phase needs about {_mb(need)} more" if need else ""

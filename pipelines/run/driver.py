@@ -1,9 +1,10 @@
 """A curation run, top to bottom: ingest -> score -> dedup -> decide -> caption -> export.
 
 ``prepare(config)`` validates the config once and returns a ``Run``: the config, its local copy, the
-run directory and the model stages, built and checked once. ``PHASES`` is the one list of phases; the
-CLI, the cluster check and the resume logic read it. Each phase leaves its files and a ``_DONE``
-marker under the run directory, naming what its output depends on (``pipelines.run.phase_inputs``).
+run directory and the model stages, built and checked once. ``pipelines.run.phases.PHASES`` is the one
+list of phases, each holding the function that runs it; the cluster check and the resume logic read it.
+Each phase leaves its files and a ``_DONE`` marker under the run directory, naming what its output
+depends on (``pipelines.run.phase_inputs``).
 ``run_all`` resumes: it skips every phase whose inputs are unchanged, so a rerun of a finished run
 does nothing, and a changed threshold redoes the decision and export without touching a model.
 """
@@ -15,9 +16,8 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -26,46 +26,16 @@ from crawl.inputcheck import check_input
 from filters.weights import FilterSetupError, check_filters
 from manifests import integrity, storage
 from manifests.io import atomic_path, update_run_json, write_json
-from manifests.layout import RunLayout
-from pipelines.run import console, cpufit, cluster, nodeloss, phase_inputs, report, runlock
-from pipelines.run.cluster import Pool, decode_pool, dedup_pools, stage_pools
+from manifests.layout import PHASE_NAMES, RunLayout
 from pipelines.config import ConfigError, ResourcesConfig, RunConfig, absolute_paths, dump_config
+from pipelines.run import console, cpufit, cluster, nodeloss, phase_inputs, report, runlock
+from pipelines.run.phases import PHASES, Phase
 from pipelines.run.prepared import Run
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pipelines.run.stages import StageSpec
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str  # also the name of the function in pipelines.run.phases that runs it
-    pools: Callable[[Run], list[Pool]]  # the actor pools it starts, for the cluster check
-    idle: Callable[[Run], str | None] = lambda run: None  # why the phase has nothing to do (it draws no bar then)
-
-    def __call__(self, run: Run) -> dict:
-        # Imported here so that the CLI, which lists the phases, and the manifest tools never load Ray or stages.
-        from pipelines.run import phases
-
-        return getattr(phases, self.name)(run)
-
-
-def _no_pools(run: Run) -> list[Pool]:
-    return []
-
-
-PHASES = (
-    Phase("ingest", lambda r: [Pool("resources.ingest", r.config.resources.ingest)]),
-    Phase("score", lambda r: stage_pools(r.score_specs) + decode_pool(r.config, r.score_specs)),
-    Phase("dedup", lambda r: dedup_pools(r.config),
-          lambda r: None if r.config.dedup.enabled_detectors() else "no duplicate detector enabled"),
-    Phase("decide", _no_pools),
-    Phase("caption", lambda r: stage_pools(r.caption_specs),
-          lambda r: None if r.caption_specs else "no captioner enabled"),
-    Phase("export", lambda r: [Pool("resources.export", r.config.resources.export)]),
-)
-PHASE_NAMES = tuple(p.name for p in PHASES)
 
 
 def phase(name: str) -> Phase:

@@ -14,8 +14,8 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from pipelines.run.cluster import Pool, check_pools, cluster_nodes
 from pipelines.config import ConfigError, RayConfig
+from pipelines.run.cluster import Pool, check_pools, cluster_nodes
 
 POLL_S = 2.0
 

@@ -1,13 +1,14 @@
-"""The six phases. Each reads the files of the phases before it under the run directory and writes its own."""
+"""The six phases, ``PHASES``: each reads the files of the phases before it under the run directory and writes its
+own folder (``manifests.layout.PHASE_NAMES``, the same names in the same order)."""
 
 from __future__ import annotations
 
 import functools
 import shutil
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import polars as pl
@@ -25,9 +26,9 @@ from manifests.export_parts import captions_schema, export_shard, write_manifest
 from manifests.io import read_json, write_json, write_parquet
 from manifests.layout import RunLayout
 from manifests.shardplan import ShardRange, plan_sizes, spans_by_partition
-from pipelines.run import decide_tasks, tasks as dedup_tasks, progress, score_units
-from pipelines.run.cluster import READ_NUM_CPUS, pool_args
 from pipelines.config import RunConfig
+from pipelines.run import decide_tasks, tasks as dedup_tasks, progress, score_units
+from pipelines.run.cluster import READ_NUM_CPUS, Pool, decode_pool, dedup_pools, pool_args, stage_pools
 from pipelines.run.decode import add_decode
 from pipelines.run.stages import StageSpec
 
@@ -302,3 +303,35 @@ def export(run: Run) -> dict:
     rows = write_manifest(layout, sorted(kept), spans_by_partition(plan), captions, dedup_tasks.RayTasks(),
                           config.export.manifest_file)
     return {"shards": len(plan), "kept": sum(sizes), "rows": rows}
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase: its name (its folder), the function that runs it, the actor pools it starts (for the cluster
+    check) and why it has nothing to do, if so (it draws no bar then)."""
+
+    name: str
+    run: Callable[[Run], dict]
+    pools: Callable[[Run], list[Pool]]
+    idle: Callable[[Run], str | None] = lambda run: None
+
+    def __call__(self, run: Run) -> dict:
+        return self.run(run)
+
+
+def _no_pools(run: Run) -> list[Pool]:
+    return []
+
+
+PHASES = (
+    Phase("ingest", ingest, lambda r: [Pool("resources.ingest", r.config.resources.ingest)]),
+    Phase("score", score, lambda r: stage_pools(r.score_specs) + decode_pool(r.config, r.score_specs)),
+    Phase("dedup", dedup, lambda r: dedup_pools(r.config),
+          lambda r: None if r.config.dedup.enabled_detectors() else "no duplicate detector enabled"),
+    Phase("decide", decide, _no_pools),
+    Phase("caption", caption, lambda r: stage_pools(r.caption_specs),
+          lambda r: None if r.caption_specs else "no captioner enabled"),
+    Phase("export", export, lambda r: [Pool("resources.export", r.config.resources.export)]),
+)

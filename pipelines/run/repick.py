@@ -27,9 +27,9 @@ from manifests import reexport
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
-from pipelines.tools import decision
 from pipelines.config import RunConfig, load_config
 from pipelines.run.phase_inputs import marker, rules_digest
+from pipelines.tools import decision
 
 Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import polars as pl
 import ray
 
+from dedup.config import DedupConfig
 from dedup.partitioned import eligible_dir, run_partitioned
 from dedup.run import run_dedup
-from dedup.config import DedupConfig
 from manifests.layout import RunLayout
 
 if TYPE_CHECKING:

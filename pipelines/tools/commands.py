@@ -17,14 +17,14 @@ import polars as pl
 from filters.config import ThresholdRule, threshold_rules
 from filters.decide import decide, reason_exprs
 from manifests import audit, card, plots, query, reexport, tune
+from manifests import schema as col
 from manifests.io import atomic_path, read_json, write_json
 from manifests.layout import RunLayout
-from manifests import schema as col
 from manifests.plots import Threshold
 from manifests.schema import Status
 from pipelines.config import RunConfig, dump_config, load_config
-from pipelines.tools import decision
 from pipelines.run import repick
+from pipelines.tools import decision
 
 
 def _threshold(rule: ThresholdRule) -> Threshold:

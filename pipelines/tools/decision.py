@@ -17,8 +17,8 @@ from dedup.config import DETECTORS
 from filters.config import FiltersConfig, threshold_rules
 from filters.decide import passes_rules
 from manifests import reexport
-from manifests.io import read_json
 from manifests import schema as col
+from manifests.io import read_json
 from manifests.layout import RunLayout
 from pipelines.config import RunConfig
 

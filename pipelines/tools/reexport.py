@@ -28,8 +28,8 @@ from manifests.export_parts import export_shard, write_manifest
 from manifests.io import write_json
 from manifests.layout import RunLayout
 from manifests.shardplan import plan_sizes, spans_by_partition
-from pipelines.run import repick
 from pipelines.config import RunConfig
+from pipelines.run import repick
 from pipelines.run.decide_tasks import one_schema, write_decided
 
 def decide_part(part: str, root: str, filters: FiltersConfig, duplicates: list[Path] | None) -> tuple[str, int, int, pl.Schema]:

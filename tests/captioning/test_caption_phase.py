@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from manifests.reexport import read_manifest
 from manifests import schema as col
 from manifests.io import read_json, write_json, write_parquet
 from manifests.layout import RunLayout
+from manifests.reexport import read_manifest
 from manifests.shards import iter_tar, write_tar
 from pipelines.config import build_config
 from pipelines.run.driver import prepare, run_phase

@@ -23,13 +23,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from manifests.reexport import read_manifest
 from manifests import schema as col
 from manifests.layout import RunLayout
+from manifests.reexport import read_manifest
 from manifests.shards import iter_tar
-from pipelines.config import build_config
 from pipelines.cli.corpus import load_photos
 from pipelines.cli.demo import serve_files
+from pipelines.config import build_config
 from pipelines.run.driver import prepare, run, run_phase
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from manifests.images import decode_rgb
-from support.dedup_synthetic import near_duplicates
 from pipelines.cli.corpus import jpeg, load_photos, png
+from support.dedup_synthetic import near_duplicates
 from tests.dedup.runs import Item
 
 

@@ -13,8 +13,8 @@ from dedup.config import DedupConfig
 from dedup.partitioned import run_partitioned
 from dedup.plan import local_tasks
 from dedup.run import run_dedup
-from pipelines.run.cluster import check_pools, dedup_pools
 from pipelines.config import ConfigError, RunConfig
+from pipelines.run.cluster import check_pools, dedup_pools
 from tests.dedup.test_partitioned import _add_embeddings, generated_run
 
 SSCD = {"sscd": {"enabled": True, "random_init": True, "dims": 16, "threshold": 0.9}}

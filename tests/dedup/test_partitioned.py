@@ -10,10 +10,10 @@ import pytest
 from dedup.config import DedupConfig
 from dedup.partitioned import run_partitioned
 from dedup.run import ELIGIBLE, run_dedup
-from support.scalegen import write_part
 from dedup.shuffle import scan_parts
 from manifests import schema as col
 from manifests.layout import RunLayout
+from support.scalegen import write_part
 
 ROWS = 3000
 DETECTORS = {"exact": {"enabled": True}, "minhash": {"enabled": True}, "phash": {"enabled": True}}

@@ -17,15 +17,15 @@ from crawl.image import stage_image
 from dedup.artefacts import SampleIndex
 from dedup.config import ExactConfig, PdqConfig, PHashConfig, SearchConfig
 from dedup.content import centre_crop
-from manifests.images import crop_to_box, parse_box
 from dedup.detectors import pdq_pairs, phash_pairs
-from support.evalset import low_texture_set
 from dedup.pdq import HUE_BINS, PdqHasher, colour_overlap, colour_signature, compatible, stretched
 from dedup.phash import PerceptualHasher
 from dedup.pixels import PixelHasher
 from manifests import schema as col
+from manifests.images import crop_to_box, parse_box
 from manifests.io import write_parquet
 from pipelines.cli.corpus import load_photos, png
+from support.evalset import low_texture_set
 
 SEARCH = SearchConfig(use_gpu=False)
 

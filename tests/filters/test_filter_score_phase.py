@@ -18,9 +18,9 @@ from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.schema import Status
 from manifests.shards import iter_tar
-from pipelines.config import build_config
 from pipelines.cli.corpus import build_corpus
 from pipelines.cli.demo import serve_files, write_url_list
+from pipelines.config import build_config
 from pipelines.run.driver import prepare, run_phase
 from parity import assert_same_embeddings
 

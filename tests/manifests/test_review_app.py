@@ -12,8 +12,8 @@ from review_support import (DUP_ROW, HOSTILE_ROW, HOSTILE_URL, ROWS, SURVIVOR_RO
                             review_run, served)
 from tooling_support import SCRIPT_CAPTION, tree_hashes
 from manifests import schema as col
-from pipelines.tools.review import labels as lab
 from pipelines.tools.commands import run_tune
+from pipelines.tools.review import labels as lab
 
 SETTINGS = [{}, {"filters.nsfw.max_prob": 0.3}, {"filters.clip.min_score": 0.31, "filters.rules.min_image_side": 400},
             {"filters.aesthetic.min_score": 3.0, "filters.rules.min_caption_words": 5}]

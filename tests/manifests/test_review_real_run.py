@@ -10,9 +10,9 @@ import pytest
 
 from manifests.reexport import read_manifest
 from pipelines.cli.main import main
+from pipelines.tools.commands import run_tune
 from pipelines.tools.review import sliders as sl
 from pipelines.tools.review.service import Review
-from pipelines.tools.commands import run_tune
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from filters.decide import decide
 from manifests import audit
 from manifests import plots
 from manifests import schema as col
-from manifests.reexport import read_manifest
 from manifests.plots import Threshold
+from manifests.reexport import read_manifest
 from manifests.schema import Reason, Status
 from pipelines.cli.main import main
 

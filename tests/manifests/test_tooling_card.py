@@ -14,11 +14,11 @@ from tooling_support import BLOCKED_KIND, GENERATED_KIND, OPTED_OUT_KIND
 
 from crawl.config import CrawlConfig
 from crawl.image import stage_image
-from manifests.reexport import read_manifest
 from manifests import schema as col
+from manifests.reexport import read_manifest
 from manifests.schema import Status
-from pipelines.tools import commands as tools
 from pipelines.cli.main import main
+from pipelines.tools import commands as tools
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pytest
 import webdataset as wds
 
 from tooling_support import tree_hashes
-from manifests.reexport import read_manifest
 from manifests import schema as col
 from manifests.layout import RunLayout
+from manifests.reexport import read_manifest
 from manifests.schema import Status
 from manifests.shards import iter_tar
 from pipelines.cli.main import build_parser, main

@@ -10,8 +10,8 @@ from PIL import Image
 
 from manifests import plots
 from manifests import schema as col
-from manifests.reexport import read_manifest
 from manifests.plots import Threshold
+from manifests.reexport import read_manifest
 from pipelines.cli.main import main
 
 

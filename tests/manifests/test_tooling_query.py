@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 
 from manifests import query
+from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.reexport import read_manifest
-from manifests import schema as col
 from pipelines.cli.main import main
 
 

@@ -16,8 +16,8 @@ from filters.decide import decide, reason_exprs
 from manifests import schema as col
 from manifests.reexport import read_manifest
 from manifests.schema import Reason, Status
-from support.manifest_synthetic import chunk
 from manifests.tune import retune
+from support.manifest_synthetic import chunk
 
 
 def python_reasons(row: dict, rules: RulesConfig, clip_min: float | None = None,

@@ -15,8 +15,8 @@ from filters.config import AestheticConfig, ClipScorerConfig, FiltersConfig, Nsf
 from filters.decide import decide
 from manifests import schema as col
 from manifests.layout import RunLayout
-from support.manifest_synthetic import write_manifest
 from pipelines.config import build_config, dump_config
+from support.manifest_synthetic import write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 KINDS = ("original", "too_small", "rescale", "truncated", "not_image", "zero_bytes", "not_found")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import build_config
 from pipelines.cli.corpus import build_corpus
 from pipelines.cli.demo import demo_config, serve_files, write_url_list
+from pipelines.config import build_config
 
 ROWS_PER_UNIT = 6
 # The open_nsfw stage's class: a test finds its actors' processes by it (Ray Data titles an actor's process

@@ -16,9 +16,9 @@ from typing import Callable, Iterator
 
 import polars as pl
 
-from manifests.reexport import read_manifest
 from manifests import schema as col
 from manifests.layout import RunLayout
+from manifests.reexport import read_manifest
 from manifests.shards import iter_tar
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,10 +159,10 @@ def photo_run(out: Path, rows: int, overrides: tuple[str, ...] = (), port: int =
     session's Ray; its origin stays up while the block runs, so a rerun can crawl a unit again. Two runs
     served on the same ``port`` from the same ``url_list`` (written by the first) have the same input, so their
     manifests can be compared."""
-    from pipelines.run import driver as runner
-    from pipelines.config import build_config
     from pipelines.cli.corpus import build_corpus
     from pipelines.cli.demo import demo_config, serve_files, write_url_list
+    from pipelines.config import build_config
+    from pipelines.run import driver as runner
 
     files, corpus_rows = build_corpus(0)
     photos = [r for r in corpus_rows if r.path.startswith("/img/")][:rows]

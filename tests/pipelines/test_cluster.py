@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import ray
 
-from pipelines.run.cluster import Pool, check_pools, pool_args
 from pipelines.config import ConfigError, StageResources
+from pipelines.run.cluster import Pool, check_pools, pool_args
 
 CPU_NODE = {"CPU": 8.0, "memory": 3e10, "node:10.0.0.1": 1.0}
 GPU_NODE = {"CPU": 16.0, "GPU": 2.0, "accelerator_type:A100": 1.0}
@@ -66,8 +66,8 @@ def test_pool_args_use_an_actor_pool_from_one_actor() -> None:
 
 
 def test_fp8_on_gpus_older_than_hopper_fails_before_any_work() -> None:
-    from pipelines.run.cluster import check_fp8
     from pipelines.config import RunConfig
+    from pipelines.run.cluster import check_fp8
 
     def config(**clip) -> RunConfig:
         return RunConfig.model_validate({"input": {"kind": "url_list", "path": "x.parquet"}, "output_dir": "/tmp/x",

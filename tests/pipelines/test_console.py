@@ -105,9 +105,9 @@ def test_single_phase_commands_count_rows_and_print_a_summary(ray_session, tmp_p
     nothing to do says so in one line and draws no bar."""
     import yaml
 
-    from pipelines.cli.main import main
     from pipelines.cli.corpus import build_corpus
     from pipelines.cli.demo import serve_files, write_url_list
+    from pipelines.cli.main import main
 
     files, rows = build_corpus(samples=30, seed=5)
     config = tmp_path / "config.yaml"
@@ -147,3 +147,13 @@ def test_a_full_volume_drops_log_lines_without_a_traceback_per_record(tmp_path, 
         console.setup(None)
     err = capfd.readouterr().err
     assert err.count("--- Logging error ---") == 1 and "not writable" in err
+
+
+def test_the_phase_table_runs_the_phases_the_run_directory_names_in_order():
+    """``PHASE_NAMES`` (the run directory's folders, which the CLI and tools read without Ray) and ``PHASES`` (what
+    runs each) are one order."""
+    from manifests.layout import PHASE_NAMES
+    from pipelines.run import phases
+
+    assert tuple(p.name for p in phases.PHASES) == PHASE_NAMES
+    assert [p.run for p in phases.PHASES] == [getattr(phases, name) for name in PHASE_NAMES]

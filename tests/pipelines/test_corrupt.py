@@ -13,8 +13,8 @@ import pytest
 
 from manifests.io import read_json
 from manifests.layout import RunLayout
-from pipelines.run import driver as runner
 from pipelines.config import load_config
+from pipelines.run import driver as runner
 from pipelines.run.runlock import LOCK_NAME
 from pipelines.run.score_units import DIGEST_KEY
 from scaleout_support import check_same_dataset, photo_run

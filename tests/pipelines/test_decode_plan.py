@@ -9,8 +9,8 @@ import pytest
 
 from filters.images import ClipPixels, ClipTokens, OpenNsfwPixels
 from manifests.images import ResizedArray, RgbArray, ShortSideArray
-from pipelines.run.cluster import READER, check_pools, decode_pool, stage_pools
 from pipelines.config import ConfigError, RunConfig
+from pipelines.run.cluster import READER, check_pools, decode_pool, stage_pools
 from pipelines.run.decode import plan
 from pipelines.run.stages import caption_stages, check_resources, check_stages, score_stages
 

@@ -10,13 +10,13 @@ import polars as pl
 import pytest
 import webdataset as wds
 
-from manifests.reexport import read_manifest
 from manifests import schema as col
 from manifests.layout import RunLayout
+from manifests.reexport import read_manifest
 from manifests.shards import write_tar
-from pipelines.config import build_config
 from pipelines.cli.corpus import build_corpus, jpeg, load_photos
 from pipelines.cli.demo import demo_config, serve_files, write_url_list
+from pipelines.config import build_config
 from pipelines.run.driver import run
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from pipelines.cli.configdoc import default_config, render
 from pipelines.cli.main import main
 from pipelines.config import ConfigError, RunConfig, build_config, load_config
-from pipelines.cli.configdoc import default_config, render
 from pipelines.run.cluster import Pool, stage_pools
 from pipelines.run.cpufit import fit_cpus, scaled_cpus, with_cpus
 from pipelines.run.stages import score_stages

@@ -22,8 +22,8 @@ import yaml
 
 from k8s_render import OVERLAYS, REPO, TREES, by_kind, groups, load_docs, render
 from manifests.config import StrictModel
-from pipelines.run.cluster import Pool, check_pools, stage_pools
 from pipelines.config import RunConfig, build_config
+from pipelines.run.cluster import Pool, check_pools, stage_pools
 from pipelines.run.stages import check_resources, score_stages
 
 CONFIG_KEY = "thresher.yaml"

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from pipelines.run.cluster import Pool
 from pipelines.config import RayConfig, StageResources
+from pipelines.run.cluster import Pool
 from pipelines.run.nodeloss import NodeLost, unplaceable, watched
 
 NSFW = Pool("resources.stages.nsfw", StageResources(num_cpus=0.5, resources={"gpu_node": 1}))

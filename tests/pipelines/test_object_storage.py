@@ -20,10 +20,10 @@ from manifests import schema as col
 from manifests import storage
 from manifests.layout import RunLayout
 from manifests.shards import iter_tar
-from pipelines.run import driver as runner
-from pipelines.config import build_config
 from pipelines.cli.corpus import build_corpus
 from pipelines.cli.demo import demo_config, serve_files, write_url_list
+from pipelines.config import build_config
+from pipelines.run import driver as runner
 
 pytestmark = pytest.mark.slow
 

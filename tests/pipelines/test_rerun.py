@@ -15,9 +15,9 @@ from manifests import schema as col
 from manifests.io import read_json
 from manifests.layout import RunLayout
 from manifests.reexport import read_manifest
-from pipelines.run import driver as runner
-from pipelines.config import build_config, load_config
 from pipelines.cli.corpus import jpeg, load_photos
+from pipelines.config import build_config, load_config
+from pipelines.run import driver as runner
 from pipelines.tools.commands import run_tune
 from scaleout_support import photo_run
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.run import runlock
 from pipelines.cli.main import LOCKED_EXIT, main
+from pipelines.run import runlock
 from pipelines.run.runlock import LOCK_NAME, RunLocked, acquire, release
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ from manifests.config import USED_BY, used_by
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
 from manifests.schema import INGEST_SCHEMA, Status
-from pipelines.run import phase_inputs, score_units
 from pipelines.config import RunConfig, build_config
+from pipelines.run import phase_inputs, score_units
 from pipelines.run.stages import STAGES, score_stages
 
 THRESHOLD_LIKE = re.compile(r"^(min|max)_|threshold|^reject_|eps$|_prob$|_frac$")

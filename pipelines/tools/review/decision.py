@@ -32,10 +32,10 @@ from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.plots import reason_counts
 from manifests.tune import TuneReport
-from pipelines.run import repick
 from pipelines.config import RunConfig, load_config
-from pipelines.tools.decision import pairs_layout
+from pipelines.run import repick
 from pipelines.run.phase_inputs import rules_digest
+from pipelines.tools.decision import pairs_layout
 from pipelines.tools.review.survivors import LiveSurvivors, Picked, Repicked
 
 REASON = "reason"

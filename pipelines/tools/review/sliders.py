@@ -19,8 +19,8 @@ import yaml
 from filters.config import threshold_rules
 from manifests import schema as col
 from manifests.schema import Reason, Status
-from pipelines.tools import decision as run_decision
 from pipelines.config import RunConfig
+from pipelines.tools import decision as run_decision
 
 BINS = 40
 
