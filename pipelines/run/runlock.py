@@ -6,12 +6,20 @@ when the name exists, also on NFS), holds host, pid, the pid's start time and si
 refreshed every ``HEARTBEAT_S`` by a daemon thread. A lock is stale when its holder is on this host and
 that process is gone (or the pid was reused: the start time differs), or, held from another host (a
 pod on a shared volume), when it was not refreshed for ``STALE_AFTER_S``. A stale lock is renamed
-away, atomically, then the new one is linked in; the holder removes its lock at exit.
+away, then the new one is linked in; the holder removes its lock at exit.
+
+Taking over is a read, a judgement and a rename: without a guard, of several drivers that read the same
+stale lock, a late one could rename away the fresh lock an early one had just linked, and two would win.
+So every acquisition runs under a kernel lock (``flock`` on the run directory, or on ``.lock.guard``
+where the file system refuses that, as NFS does): the kernel drops it when its process dies, so the guard
+itself never goes stale, and it is held only for the few system calls of one acquisition.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -21,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 LOCK_NAME = ".lock"
+GUARD_NAME = ".lock.guard"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0  # 10 missed heartbeats: a driver on another host that stopped refreshing is gone
 _held: dict[Path, threading.Event] = {}
@@ -75,17 +84,38 @@ def acquire(root: Path) -> None:
     mine = root / f"{LOCK_NAME}.{me['host']}.{me['pid']}"
     try:
         mine.write_text(json.dumps(me))  # inside the try: a full volume must not leave it behind
-        while True:
-            try:
-                os.link(mine, lock)
-                break
-            except FileExistsError:
-                pass
-            _take_over_if_stale(lock, root)
+        with _guard(root):
+            while True:
+                try:
+                    os.link(mine, lock)
+                    break
+                except FileExistsError:
+                    pass
+                _take_over_if_stale(lock, root)
     finally:
         mine.unlink(missing_ok=True)
     _held[root] = _heartbeat(lock)
     atexit.register(release, root)
+
+
+@contextlib.contextmanager
+def _guard(root: Path):
+    """Hold the kernel lock that makes one acquisition of ``root`` at a time."""
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # NFS emulates flock with byte-range locks, which need a file open for writing
+        os.close(fd)
+        fd = os.open(root / GUARD_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def _take_over_if_stale(lock: Path, root: Path) -> None:

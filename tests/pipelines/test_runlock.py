@@ -27,7 +27,11 @@ time.sleep(float(sys.argv[2]))
 """
 TAKE = """
 import sys, time
+from pipelines.run import runlock
 from pipelines.run.runlock import RunLocked, acquire
+if len(sys.argv) > 3:  # widen the window between reading the stale lock and renaming it away
+    read = runlock._read
+    runlock._read = lambda path: (read(path), time.sleep(float(sys.argv[3])))[0]
 while time.time() < float(sys.argv[2]):
     pass
 try:
@@ -111,13 +115,16 @@ def test_another_hosts_lock_is_kept_while_it_beats_and_taken_when_it_stops(tmp_p
     release(tmp_path)
 
 
-def test_of_many_drivers_taking_over_one_stale_lock_exactly_one_wins(tmp_path):
+@pytest.mark.parametrize("pause", ["0", "0.2"], ids=["at-once", "slow-readers"])
+def test_of_many_drivers_taking_over_one_stale_lock_exactly_one_wins(tmp_path, pause):
+    """With slow readers, every taker has read the stale lock before the first renames it: unguarded, a late
+    taker renamed away the lock an early one had just linked, and two won (seen once in CI without the pause)."""
     for attempt in range(3):
         root = tmp_path / f"run{attempt}"
         root.mkdir()
         _write_lock(root, pid=_dead_pid(), pid_start="1")
         start = time.time() + 2.0  # all of them start the take-over at the same moment
-        procs = [_python(TAKE, str(root), str(start)) for _ in range(6)]
+        procs = [_python(TAKE, str(root), str(start), pause) for _ in range(6)]
         outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
         assert outcomes == ["refused"] * 5 + ["won"], outcomes
 
