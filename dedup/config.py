@@ -387,8 +387,9 @@ class PartitionsConfig(StrictModel):
     one task per batch, so a shuffle writes batches x buckets files, not input files x buckets.
     """
 
-    enabled: bool = Field(True, description="run dedup as partitioned tasks on the cluster; false: in one "
-                                            "process (the reference implementation, for small runs and tests)")
+    enabled: bool = Field(True, description="run dedup's tasks on the cluster; false: the same tasks one "
+                                            "after another in the driver process, one bucket per shuffle unless "
+                                            "buckets is set (small runs and tests); the same part files either way")
     bytes_per_bucket: int = Field(128 << 20, ge=1, description="shuffled bytes per bucket (one task's input)")
     buckets: int | None = Field(None, ge=1, description="a fixed bucket count for every shuffle (tests)")
     bytes_per_map_task: int = Field(128 << 20, ge=1, description="in-memory bytes of input rows one map task "

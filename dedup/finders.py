@@ -22,7 +22,6 @@ from dedup.config import DedupConfig, LayoutConfig, PdqConfig
 from dedup.layout import LAYOUT_BYTES, search_vectors, unpack
 from dedup.lsh import band_shape
 from dedup.plan import Plan
-from dedup.run import find_pairs, staged_rows
 from dedup.survivors import centroid_dir
 from manifests import schema as col
 
@@ -158,19 +157,6 @@ def exact_search_pairs(detector: str, config: DedupConfig, files: list[Path], ou
     else:
         pairs = detectors.sscd_pairs(config.sscd, config.search, files, index)
     return shuffle.write_pairs(pairs, out / f"{detector}-00000.parquet")
-
-
-def one_process_finder(name: str) -> Callable[[Plan], int]:
-    """A detector with no partitioned finder (none today: every detector of ``dedup.config.DETECTORS`` has
-    one in ``FINDERS``): its one-process finder, its pairs written as one part file. Correct, but its memory
-    follows the run, not a bucket; the fallback for a detector added without a partitioned finder."""
-    def find(plan: Plan) -> int:
-        if name == "pdq_verified":  # found with pdq, in the same pass
-            return 0
-        rows = staged_rows(plan.layout)
-        pairs, _ = find_pairs(plan.config, plan.layout, rows, plan.fresh(f"one-{name}"), names=(name,))
-        return shuffle.write_pairs(pairs, plan.layout.pairs_dir / f"{name}-00000.parquet")
-    return find
 
 
 FINDERS: dict[str, Callable[[Plan], int]] = {

