@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from dedup import detectors, keyjoin, keypoints, listjoin, pdqjoin, semjoin, shuffle
+from dedup import detectors, keyjoin, keypointjoin, listjoin, pdqjoin, semjoin, shuffle
 from dedup.artefacts import SampleIndex
 from dedup.config import DedupConfig, LayoutConfig, PdqConfig
 from dedup.layout import LAYOUT_BYTES, search_vectors, unpack
@@ -169,5 +169,5 @@ FINDERS: dict[str, Callable[[Plan], int]] = {
     "pdq": pdqjoin.pdq_pairs,
     "pdq_verified": lambda p: 0,  # found with pdq, in the same pass
     "layout": layout_pairs,
-    "keypoints": keypoints.keypoint_pairs,
+    "keypoints": keypointjoin.keypoint_pairs,
 }
