@@ -6,7 +6,7 @@
 A generated run (scalegen rows; a float16 clip_embedding and PDQ codes per row, copies planted from
 scalegen's pHash sources) is written once per size. Each (detector, path, size) then runs in a fresh
 child process that reports its wall time and peak RSS (ru_maxrss); k-means and IVF quantizers train on
-``TRAIN_SAMPLE`` rows/codes at both sizes: ``one`` is ``dedup.run.run_dedup``,
+``TRAIN_SAMPLE`` rows/codes at both sizes: ``one`` is ``support.dedup_reference.run_dedup``,
 ``partitioned`` is ``dedup.partitioned.run_partitioned`` with its tasks run in that same process one
 after another (``local_tasks``), so its peak is the largest of the driver and every task. The table
 gives each peak and its ratio to the smaller size's, the pairs found and the partitioned path's task
@@ -87,7 +87,7 @@ def config(detector: str, bytes_per_bucket: int, map_bytes: int | None = None) -
 def _measure(root: str, detector: str, path: str, bytes_per_bucket: int, map_bytes: int | None, queue) -> None:
     from dedup.partitioned import run_partitioned
     from dedup.plan import local_tasks
-    from dedup.run import run_dedup
+    from support.dedup_reference import run_dedup
 
     layout, cfg = RunLayout.at(Path(root)), config(detector, bytes_per_bucket, map_bytes)
     tasks = [0]

@@ -4,7 +4,7 @@ Fast mode does what a run does to each image, in this process and without Ray or
 ``crawl.image.stage_image`` (``border`` resize to 256, content box, re-encode), the shared decode
 (``manifests.images.prepare``: content region), every enabled dedup score stage's ``__call__`` (the classes
 ``pipelines.run.stages.score_stages`` picks, so a new descriptor stage is picked up), one score Parquet file, and the
-one-process dedup phase ``dedup.run.run_dedup`` (pairs, clusters, ``cluster_id``). Its descriptors are a run's;
+one-process dedup phase ``support.dedup_reference.run_dedup`` (pairs, clusters, ``cluster_id``). Its descriptors are a run's;
 what differs from a run is the dedup phase (one process, not partitioned tasks: the same pairs and clusters,
 as tests/dedup/test_partitioned.py checks), no manifest/decision, and sample ids (the URL path here).
 
@@ -113,7 +113,7 @@ def descriptor_cost(config, batch: dict[str, np.ndarray], sample: int = 128, rep
 def dedup(config, batch: dict[str, np.ndarray], scores: pa.Table,
           work: Path) -> tuple[pl.DataFrame, dict[str, str | None]]:
     """The one-process dedup phase on ``scores``: (pairs with url_a/url_b, path -> cluster_id or None)."""
-    from dedup.run import run_dedup
+    from support.dedup_reference import run_dedup
 
     layout = RunLayout.at(work)
     layout.staged_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ the partitioned dedup (dedup.partitioned on Ray tasks), the decision per unit wi
 (survivors read as dedup wrote them), the decision under a changed rule (survivors re-picked by tasks,
 what a rerun with a new threshold does), the shard plan from per-unit counts and the manifest parts. A sampler thread reads the RSS of the driver and of every process under it (Ray
 workers, raylet, GCS) every 0.2 s; the table shows the largest process per step. --reference also
-runs the one-process dedup (dedup.run.run_dedup) in a child process, for its time, peak RSS and
+runs the one-process dedup (support.dedup_reference.run_dedup) in a child process, for its time, peak RSS and
 recall. Recall: the fraction of planted (copy, source) pairs whose two samples share a cluster.
 Writes bench/results/scale-<rows>-<time>.json.
 """
@@ -109,7 +109,7 @@ def recall(duplicates: list[Path], rows: int) -> dict[str, float]:
 
 
 def _reference(root: str, cfg_json: str, queue) -> None:
-    from dedup.run import run_dedup
+    from support.dedup_reference import run_dedup
 
     start = time.perf_counter()
     stats = run_dedup(DedupConfig.model_validate_json(cfg_json), RunLayout.at(root))

@@ -387,8 +387,9 @@ class PartitionsConfig(StrictModel):
     one task per batch, so a shuffle writes batches x buckets files, not input files x buckets.
     """
 
-    enabled: bool = Field(True, description="run dedup as partitioned tasks on the cluster; false: in one "
-                                            "process (the reference implementation, for small runs and tests)")
+    enabled: bool = Field(True, description="run dedup's tasks on the cluster; false: the same tasks one "
+                                            "after another in the driver process, one bucket per shuffle unless "
+                                            "buckets is set (small runs and tests); the same part files either way")
     bytes_per_bucket: int = Field(128 << 20, ge=1, description="shuffled bytes per bucket (one task's input)")
     buckets: int | None = Field(None, ge=1, description="a fixed bucket count for every shuffle (tests)")
     bytes_per_map_task: int = Field(128 << 20, ge=1, description="in-memory bytes of input rows one map task "
@@ -429,41 +430,58 @@ class DedupConfig(StrictModel):
 
     def stored_from(self) -> dict[str, float]:
         """Per enabled detector with a threshold of its own, the lowest similarity of the pairs it stores."""
-        sections = {"minhash": self.minhash, "phash": self.phash, "sscd": self.sscd, "pdq": self.pdq,
-                    "layout": self.layout, "semantic": self.semantic}
-        return {name: sections[name].stored_from for name in self.enabled_detectors() if name in sections}
+        return {d.name: getattr(self, d.section).stored_from for d in DETECTORS
+                if d.setting in ("threshold", "eps") and d.enabled(self)}
 
 
 @dataclass(frozen=True)
 class Detector:
-    """One duplicate detector. ``name`` is its value in the pairs table's ``detector`` column and, where a
-    score stage computes its descriptor, that stage's name too."""
+    """One duplicate detector, its one row: everything else that names a detector derives from ``DETECTORS``
+    (``dedup.finders.FINDERS``, the tune notes' sections, the review sliders). ``name`` is its value in the
+    pairs table's ``detector`` column and, where a score stage computes its descriptor, that stage's name too."""
 
     name: str
     kind: str  # DupKind: what a pair of it means, and so the reject reason
     enabled: Callable[[DedupConfig], bool]
     threshold: Callable[[DedupConfig], float]
     stage: bool  # a score-phase stage of the same name writes its descriptor (sha256 comes from ingest)
+    section: str  # dedup.<section> holds its settings (several detectors may share one)
+    column: str  # the descriptor column its finder reads
+    finder: str  # its partitioned finder: a function of dedup.finders, (Plan) -> pairs written
+    # What sets its threshold under its section: "threshold" (a similarity, stored from ``stored_from`` up),
+    # "eps" (semantic: a cosine distance, stored up to ``store_eps``), another setting, or None (fixed).
+    setting: str | None
 
 
 DETECTORS = (
-    Detector("sha256", DupKind.EXACT, lambda d: d.exact.enabled and d.exact.sha256, lambda d: 1.0, False),
-    Detector("pixel_hash", DupKind.EXACT, lambda d: d.exact.enabled and d.exact.pixels, lambda d: 1.0, True),
-    Detector("minhash", DupKind.CAPTION, lambda d: d.minhash.enabled, lambda d: d.minhash.threshold, True),
-    Detector("phash", DupKind.IMAGE, lambda d: d.phash.enabled, lambda d: d.phash.threshold, True),
-    Detector("sscd", DupKind.IMAGE, lambda d: d.sscd.enabled, lambda d: d.sscd.threshold, True),
-    Detector("pdq", DupKind.IMAGE, lambda d: d.pdq.enabled, lambda d: d.pdq.threshold, True),
+    Detector("sha256", DupKind.EXACT, lambda d: d.exact.enabled and d.exact.sha256, lambda d: 1.0, False,
+             "exact", col.SHA256, "sha256_pairs", None),
+    Detector("pixel_hash", DupKind.EXACT, lambda d: d.exact.enabled and d.exact.pixels, lambda d: 1.0, True,
+             "exact", col.PIXEL_HASH, "pixel_hash_pairs", None),
+    Detector("minhash", DupKind.CAPTION, lambda d: d.minhash.enabled, lambda d: d.minhash.threshold, True,
+             "minhash", col.CAPTION_MINHASH, "minhash_pairs", "threshold"),
+    Detector("phash", DupKind.IMAGE, lambda d: d.phash.enabled, lambda d: d.phash.threshold, True,
+             "phash", col.PHASH, "phash_pairs", "threshold"),
+    Detector("sscd", DupKind.IMAGE, lambda d: d.sscd.enabled, lambda d: d.sscd.threshold, True,
+             "sscd", col.SSCD_EMBEDDING, "sscd_pairs", "threshold"),
+    Detector("pdq", DupKind.IMAGE, lambda d: d.pdq.enabled, lambda d: d.pdq.threshold, True,
+             "pdq", col.PDQ_HASH, "pdq_pairs", "threshold"),
     # Beyond the PDQ threshold, out to verify.max_distance, a pair counts once ORB + RANSAC verify it.
     Detector("pdq_verified", DupKind.IMAGE, lambda d: d.pdq.enabled and d.pdq.verify.enabled,
-             lambda d: 1.0 - d.pdq.verify.max_distance / 256, False),
+             lambda d: 1.0 - d.pdq.verify.max_distance / 256, False,
+             "pdq", col.ORB_FEATURES, "found_with_pdq", "verify.max_distance"),
     # The colour layout of the images under PDQ's quality guard (and a margin above it).
     Detector("layout", DupKind.IMAGE, lambda d: d.pdq.enabled and d.layout.enabled, lambda d: d.layout.threshold,
-             True),
+             True, "layout", col.LAYOUT_CODE, "layout_pairs", "threshold"),
     # Images sharing ORB keypoint keys (dedup.keypoints), verified: every verified pair counts.
     Detector("keypoints", DupKind.IMAGE,
              lambda d: d.pdq.enabled and d.pdq.verify.enabled and d.pdq.verify.keypoints.enabled,
-             lambda d: 0.0, False),
+             lambda d: 0.0, False, "pdq", col.ORB_FEATURES, "keypoint_pairs", None),
     # SemDeDup over the CLIP stage's clip_embedding (no stage of its own).
-    Detector("semantic", DupKind.SEMANTIC, lambda d: d.semantic.enabled, lambda d: d.semantic.threshold, False),
+    Detector("semantic", DupKind.SEMANTIC, lambda d: d.semantic.enabled, lambda d: d.semantic.threshold, False,
+             "semantic", col.CLIP_EMBEDDING, "semantic_pairs", "eps"),
 )
 KIND_OF_DETECTOR = {d.name: d.kind for d in DETECTORS}
+# A dedup section -> its detectors (``pipelines.tools.decision``'s notes on a --set under dedup.SECTION).
+SECTION_DETECTORS = {s: tuple(d.name for d in DETECTORS if d.section == s) for s in dict.fromkeys(
+    d.section for d in DETECTORS)}

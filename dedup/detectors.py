@@ -13,7 +13,7 @@ from dedup import keypoints
 from dedup.artefacts import SampleIndex, binary_matrix, column_matrix, hex_matrix, iter_column
 from dedup.cluster import PAIRS_SCHEMA, SIMILARITY, named_pairs
 from dedup.config import LayoutConfig, MinHashConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
-from dedup.layout import LAYOUT_BYTES, candidate_cosine, match, search_vectors, similarity, unpack
+from dedup.layout import LAYOUT_BYTES, candidate_cosine, layout_matches, search_vectors, unpack
 from dedup.pdq import HUE_BINS, colour_signatures, compatible, row_width, unpack_rows, variants
 from dedup.phash import split_codes
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
@@ -137,16 +137,6 @@ def layout_descriptors(config: LayoutConfig, pdq: PdqConfig, files: list[Path],
     if quality is not None:
         low[qpos] = quality.astype(np.int64) < pdq.min_quality + config.quality_margin
     return pos, rows, low[pos]
-
-
-def layout_matches(rows: np.ndarray, a: np.ndarray, b: np.ndarray, config: LayoutConfig) -> tuple[np.ndarray, ...]:
-    """The candidate pairs (a, b: row numbers in ``rows``) whose layouts match, with their similarity."""
-    if len(a) == 0:
-        return a, b, np.empty(0, np.float32)
-    delta_e = match(unpack(rows[a]), unpack(rows[b]), config.max_delta_e, config.max_relative)
-    sim = similarity(delta_e)
-    keep = np.isfinite(delta_e) & (sim >= config.stored_from - 1e-6)
-    return a[keep], b[keep], sim[keep]
 
 
 def layout_pairs(config: LayoutConfig, pdq: PdqConfig, search: SearchConfig, files: list[Path],

@@ -4,6 +4,7 @@ Each finder gets the run's ``dedup.plan.Plan`` (bucket sizing, batches of input 
 executor) and returns its pair count. Exact keys and LSH band keys are shuffles grouped per bucket
 (``dedup.keyjoin`` over ``dedup.shuffle``); pHash and SSCD are IVF lists as buckets (``dedup.listjoin``,
 on a GPU with ``dedup.partitions.join_gpus``); semantic and PDQ live in ``dedup.semjoin`` / ``dedup.pdqjoin``.
+A detector's row in ``dedup.config.DETECTORS`` names its finder here; ``FINDERS`` maps each detector to it.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from dedup import detectors, keyjoin, keypoints, listjoin, pdqjoin, semjoin, shuffle
+from dedup import detectors, keyjoin, keypointjoin, listjoin, pdqjoin, semjoin, shuffle
 from dedup.artefacts import SampleIndex
-from dedup.config import DedupConfig, LayoutConfig, PdqConfig
+from dedup.config import DETECTORS, DedupConfig, LayoutConfig, PdqConfig
 from dedup.layout import LAYOUT_BYTES, search_vectors, unpack
 from dedup.lsh import band_shape
 from dedup.plan import Plan
-from dedup.run import find_pairs, staged_rows
 from dedup.survivors import centroid_dir
 from manifests import schema as col
 
@@ -148,7 +148,7 @@ def count_layouts(sources: list[Path], config: LayoutConfig, pdq: PdqConfig) -> 
 
 def exact_search_pairs(detector: str, config: DedupConfig, files: list[Path], out: Path) -> int:
     """Task: the one-process detector on every descriptor (at most ``search.exact_max`` of them)."""
-    column = {"phash": col.PHASH, "sscd": col.SSCD_EMBEDDING, "layout": col.LAYOUT_CODE}[detector]
+    column = next(d.column for d in DETECTORS if d.name == detector)
     ids = pl.concat([listjoin.read_descriptors(f, column)[col.SAMPLE_ID] for f in files])
     index = SampleIndex.of(ids)
     if detector == "phash":
@@ -160,28 +160,23 @@ def exact_search_pairs(detector: str, config: DedupConfig, files: list[Path], ou
     return shuffle.write_pairs(pairs, out / f"{detector}-00000.parquet")
 
 
-def one_process_finder(name: str) -> Callable[[Plan], int]:
-    """A detector with no partitioned finder (none today: every detector of ``dedup.config.DETECTORS`` has
-    one in ``FINDERS``): its one-process finder, its pairs written as one part file. Correct, but its memory
-    follows the run, not a bucket; the fallback for a detector added without a partitioned finder."""
-    def find(plan: Plan) -> int:
-        if name == "pdq_verified":  # found with pdq, in the same pass
-            return 0
-        rows = staged_rows(plan.layout)
-        pairs, _ = find_pairs(plan.config, plan.layout, rows, plan.fresh(f"one-{name}"), names=(name,))
-        return shuffle.write_pairs(pairs, plan.layout.pairs_dir / f"{name}-00000.parquet")
-    return find
+def sha256_pairs(plan: Plan) -> int:
+    return exact_pairs(plan, col.SHA256, "sha256", plan.layout.staged_row_files(), True)
 
 
-FINDERS: dict[str, Callable[[Plan], int]] = {
-    "sha256": lambda p: exact_pairs(p, col.SHA256, "sha256", p.layout.staged_row_files(), True),
-    "pixel_hash": lambda p: exact_pairs(p, col.PIXEL_HASH, "pixel_hash", p.layout.score_files(), False),
-    "minhash": minhash_pairs,
-    "phash": phash_pairs,
-    "sscd": sscd_pairs,
-    "semantic": lambda p: semjoin.semantic_pairs(p, centroid_dir(p.layout)),
-    "pdq": pdqjoin.pdq_pairs,
-    "pdq_verified": lambda p: 0,  # found with pdq, in the same pass
-    "layout": layout_pairs,
-    "keypoints": keypoints.keypoint_pairs,
-}
+def pixel_hash_pairs(plan: Plan) -> int:
+    return exact_pairs(plan, col.PIXEL_HASH, "pixel_hash", plan.layout.score_files(), False)
+
+
+def semantic_pairs(plan: Plan) -> int:
+    return semjoin.semantic_pairs(plan, centroid_dir(plan.layout))
+
+
+def found_with_pdq(plan: Plan) -> int:
+    """pdq_verified: its pairs are found in the pdq finder's pass (``pdqjoin.pdq_pairs``), none here."""
+    return 0
+
+
+pdq_pairs, keypoint_pairs = pdqjoin.pdq_pairs, keypointjoin.keypoint_pairs
+# Each detector's finder, as its row of dedup.config.DETECTORS names it (a KeyError here: a row names none).
+FINDERS: dict[str, Callable[[Plan], int]] = {d.name: globals()[d.finder] for d in DETECTORS}

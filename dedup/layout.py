@@ -133,3 +133,13 @@ class LayoutHasher:
                 out[i] = layout(rgb).tobytes()
         batch[col.LAYOUT_CODE] = out
         return batch
+
+
+def layout_matches(rows: np.ndarray, a: np.ndarray, b: np.ndarray, config: LayoutConfig) -> tuple[np.ndarray, ...]:
+    """The candidate pairs (a, b: row numbers in ``rows``) whose layouts match, with their similarity."""
+    if len(a) == 0:
+        return a, b, np.empty(0, np.float32)
+    delta_e = match(unpack(rows[a]), unpack(rows[b]), config.max_delta_e, config.max_relative)
+    sim = similarity(delta_e)
+    keep = np.isfinite(delta_e) & (sim >= config.stored_from - 1e-6)
+    return a[keep], b[keep], sim[keep]

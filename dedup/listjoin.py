@@ -31,7 +31,7 @@ from dedup.artefacts import binary_matrix, hex_matrix
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
 from dedup.config import LayoutConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
 from dedup.ivfjoin import _ListJoin, keep_best, nearest_lists, train_centroids
-from dedup.layout import LAYOUT_BYTES, candidate_cosine, search_vectors, unpack
+from dedup.layout import LAYOUT_BYTES, candidate_cosine, layout_matches, search_vectors, unpack
 from dedup.phash import split_codes
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from manifests import schema as col
@@ -209,9 +209,7 @@ def join_sscd_lists(source: Path, bucket: int, threshold: float, dims: int, k: i
 
 def join_layout_lists(source: Path, bucket: int, config: LayoutConfig, k: int, raw_buckets: int, out: Path) -> int:
     """Each list's candidates as the one-process search finds them (inner product of the search vectors, its
-    ``k`` best per query), then checked by ``dedup.layout.match`` (``dedup.detectors.layout_matches``)."""
-    from dedup.detectors import layout_matches  # detectors imports the search modules, not this one
-
+    ``k`` best per query), then checked by ``dedup.layout.layout_matches``."""
     def pairs(rows: pl.DataFrame, members: int) -> tuple[np.ndarray, ...]:
         layouts = binary_matrix(rows["vector"].to_arrow(), np.uint8, LAYOUT_BYTES)
         a, b, _ = _ListJoin(search_vectors(unpack(layouts)), candidate_cosine(config.max_delta_e), k)(

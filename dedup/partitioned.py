@@ -2,10 +2,12 @@
 
 The driver only plans: it sizes each shuffle from Parquet footers and task results, trains IVF
 quantizers on a sample, and hands lists of independent task arguments to ``tasks`` (a Ray map in
-``pipelines.run.tasks``, a plain loop in tests). Every task reads and writes its own bucket files,
+``pipelines.run.tasks``; a plain loop in the driver when ``dedup.partitions.enabled`` is false, and in
+tests). Every task reads and writes its own bucket files,
 so memory per process follows ``dedup.partitions.bytes_per_bucket``, never the run; a shuffle's map
 tasks each read a batch of input files of about ``bytes_per_map_task`` (``Plan.batches``). The result equals
-``dedup.run.run_dedup`` (the one-process reference): same pairs, clusters and survivors. The pair
+``support.dedup_reference.run_dedup`` (the one-process reference, for tests and bench): same pairs, clusters
+and survivors. The pair
 finders, one per detector, are ``dedup.finders``; this module runs them, then components and survivors.
 """
 
@@ -24,7 +26,7 @@ from dedup import groups as grouping
 from dedup import shuffle
 from dedup.cluster import DUPLICATES_SCHEMA
 from dedup.config import DedupConfig
-from dedup.finders import FINDERS, KEY_BYTES, one_process_finder, require
+from dedup.finders import FINDERS, KEY_BYTES, require
 from dedup.plan import Plan, Tasks, local_tasks
 from dedup.survivors import ELIGIBLE, centroid_dir, centroid_files, centroid_path, eligible_path, keep_order
 from manifests import schema as col
@@ -56,7 +58,7 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
         scored = bool(layout.score_files())  # none when no image was staged (every download failed)
         for name in detectors:
             start = time.perf_counter()
-            pairs = FINDERS.get(name, one_process_finder(name))(plan) if scored or name == "sha256" else 0
+            pairs = FINDERS[name](plan) if scored or name == "sha256" else 0
             stats[name] = {"pairs": pairs, "wall_s": round(time.perf_counter() - start, 3)}
         start = time.perf_counter()
         clusters = recluster_partitioned(config, layout, tasks, keep_work=True)
@@ -66,6 +68,15 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
         shutil.rmtree(plan.work, ignore_errors=True)
     return {"detectors": detectors, "pairs": stats, **clusters, "shuffled_bytes": shuffled, "shuffled_files": files,
             "shuffle_files_written": {**plan.written, **clusters.pop("shuffle_files_written")}}
+
+
+def run_in_driver(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None) -> dict:
+    """``dedup.partitions.enabled`` false: the same plan and part files, its tasks one after another in this
+    process, one bucket per shuffle unless ``partitions.buckets`` sets a count (a small run's tasks each hold
+    the whole of a shuffle; fewer files, the same pairs and survivors)."""
+    if config.partitions.buckets is None:
+        config = config.model_copy(update={"partitions": config.partitions.model_copy(update={"buckets": 1})})
+    return run_partitioned(config, layout, eligible, tasks=local_tasks)
 
 
 def eligible_dir(layout: RunLayout) -> Path:

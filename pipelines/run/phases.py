@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from crawl.ingest import ingest_unit, retry_unit, units_to_retry
 from crawl.sources import Unit, plan_units
-from dedup import run as dedup_run
+from dedup.survivors import ELIGIBLE
 from filters.decide import decide as apply_decision
 from manifests import schema as col
 from manifests.export import shard_sizes, write_sizes
@@ -158,7 +158,7 @@ def dedup(run: Run) -> dict:
         found = dedup_tasks.run_with_eligibility(config, layout)
     else:
         eligible = (apply_decision(decide_tasks.assemble(layout), config.filters)
-                    .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(dedup_run.ELIGIBLE)).collect())
+                    .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE)).collect())
         found = dedup_tasks.run(config.dedup, layout, eligible)
     decide_tasks.record_rules(config, layout)
     return found

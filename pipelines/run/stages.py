@@ -8,6 +8,7 @@ from typing import Any, Callable, Literal
 from captioning.blip2 import Blip2Captioner
 from captioning.llava import LlavaCaptioner
 from captioning.qwen_vl import QwenVlCaptioner
+from dedup.config import DETECTORS
 from dedup.layout import LayoutHasher
 from dedup.minhash import CaptionMinHasher
 from dedup.pdq import PdqHasher
@@ -70,8 +71,11 @@ class Stage:
     cls: Callable[[Any], type]
 
 
-def _detector_on(name: str) -> Callable[[RunConfig], bool]:
-    return lambda config: name in config.dedup.enabled_detectors()
+def _descriptor_stage(name: str, cls: type) -> Stage:
+    """The score stage that writes detector ``name``'s descriptor: its section and switch from its row."""
+    detector = next(d for d in DETECTORS if d.name == name and d.stage)
+    return Stage(name, "score", lambda c: getattr(c.dedup, detector.section), lambda c: detector.enabled(c.dedup),
+                 lambda s: cls)
 
 
 # Every stage, in run order within its phase. CLIP comes first: the aesthetic and CLIP-NSFW heads read
@@ -88,12 +92,12 @@ STAGES = (
           lambda s: QualityScorer),
     Stage("watermark", "score", lambda c: c.filters.watermark, lambda c: c.filters.watermark.enabled,
           lambda s: WatermarkScorer),
-    Stage("pixel_hash", "score", lambda c: c.dedup.exact, _detector_on("pixel_hash"), lambda s: PixelHasher),
-    Stage("phash", "score", lambda c: c.dedup.phash, _detector_on("phash"), lambda s: PerceptualHasher),
-    Stage("minhash", "score", lambda c: c.dedup.minhash, _detector_on("minhash"), lambda s: CaptionMinHasher),
-    Stage("sscd", "score", lambda c: c.dedup.sscd, _detector_on("sscd"), lambda s: SscdEmbedder),
-    Stage("pdq", "score", lambda c: c.dedup.pdq, _detector_on("pdq"), lambda s: PdqHasher),
-    Stage("layout", "score", lambda c: c.dedup.layout, _detector_on("layout"), lambda s: LayoutHasher),
+    _descriptor_stage("pixel_hash", PixelHasher),
+    _descriptor_stage("phash", PerceptualHasher),
+    _descriptor_stage("minhash", CaptionMinHasher),
+    _descriptor_stage("sscd", SscdEmbedder),
+    _descriptor_stage("pdq", PdqHasher),
+    _descriptor_stage("layout", LayoutHasher),
     Stage("blip2", "caption", lambda c: c.caption.blip2, lambda c: c.caption.blip2.enabled, lambda s: Blip2Captioner),
     Stage("llava", "caption", lambda c: c.caption.llava, lambda c: c.caption.llava.enabled, lambda s: LlavaCaptioner),
     Stage("qwen_vl", "caption", lambda c: c.caption.qwen_vl, lambda c: c.caption.qwen_vl.enabled,

@@ -14,8 +14,7 @@ import polars as pl
 import ray
 
 from dedup.config import DedupConfig
-from dedup.partitioned import eligible_dir, run_partitioned
-from dedup.run import run_dedup
+from dedup.partitioned import eligible_dir, run_in_driver, run_partitioned
 from manifests.layout import RunLayout
 
 if TYPE_CHECKING:
@@ -47,9 +46,9 @@ def ray_tasks(fn: Callable[..., Any], args: list[tuple], num_gpus: float = 0.0) 
 
 
 def run(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None) -> dict:
-    """The dedup phase: partitioned on the cluster unless ``dedup.partitions.enabled`` is false."""
+    """The dedup phase: its tasks on the cluster, or in this process when ``dedup.partitions.enabled`` is false."""
     if not config.partitions.enabled:
-        return run_dedup(config, layout, eligible)
+        return run_in_driver(config, layout, eligible)
     tasks = RayTasks()
     return {**run_partitioned(config, layout, eligible, tasks=tasks), "task_nodes": sorted(tasks.nodes)}
 

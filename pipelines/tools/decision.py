@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from dedup import survivors
-from dedup.config import DETECTORS
+from dedup.config import DETECTORS, SECTION_DETECTORS
 from filters.config import FiltersConfig, threshold_rules
 from filters.decide import passes_rules
 from manifests import reexport
@@ -97,9 +97,7 @@ def _filter_note(override: str, filters: FiltersConfig, name: str, columns: set[
 
 # A dedup section -> its detectors (dedup.config.DETECTORS); one whose descriptor a score stage writes needs the
 # score phase again, the others (sha256 from ingest, semantic from CLIP's embedding) only the dedup phase.
-DEDUP_SECTIONS = {"exact": ("sha256", "pixel_hash"), "minhash": ("minhash",), "phash": ("phash",),
-                  "sscd": ("sscd",), "pdq": ("pdq", "pdq_verified", "keypoints"), "layout": ("layout",),
-                  "semantic": ("semantic",)}
+DEDUP_SECTIONS = SECTION_DETECTORS
 
 
 def detectors_run(pairs: RunLayout, ran: RunConfig) -> set[str]:

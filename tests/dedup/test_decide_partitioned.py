@@ -9,7 +9,7 @@ import pytest
 
 from dedup.partitioned import run_partitioned
 from dedup.plan import local_tasks
-from dedup.run import run_dedup
+from support.dedup_reference import run_dedup
 from filters.decide import decide as apply_decision
 from manifests import schema as col
 from manifests.export import shard_sizes
@@ -93,7 +93,7 @@ def test_the_one_process_pairs_are_re_picked_in_one_process(tmp_path):
 
 def test_eligibility_per_unit_equals_the_driver_decision(tmp_path):
     from dedup.partitioned import eligible_dir
-    from dedup.run import ELIGIBLE
+    from support.dedup_reference import ELIGIBLE
     from pipelines.run.decide_tasks import eligible_unit
 
     layout = generated_run(tmp_path, 3)

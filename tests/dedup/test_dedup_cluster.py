@@ -46,7 +46,7 @@ def test_keep_policy_prefers_aesthetic_then_clip_then_resolution_then_id():
 def test_a_survivor_that_fails_other_rules_is_passed_over():
     # "b" has the best aesthetic score but another rule rejects it (eligible False): keeping it
     # would leave the cluster with no sample in the training set.
-    from dedup.run import ELIGIBLE
+    from support.dedup_reference import ELIGIBLE
 
     p = pairs([("a", "b", "sha256", 1.0), ("b", "c", "sha256", 1.0)])
     scores = pl.DataFrame({col.SAMPLE_ID: ["a", "b", "c"], ELIGIBLE: [True, False, True],

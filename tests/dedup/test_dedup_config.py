@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dedup.config import DedupConfig
-from dedup.run import run_dedup
+from support.dedup_reference import run_dedup
 from manifests.layout import RunLayout
 from pipelines.config import ConfigError, build_config
 from pipelines.run.stages import check_stages, score_stages
@@ -35,3 +35,23 @@ def test_nothing_enabled_writes_nothing(tmp_path):
     layout = RunLayout.at(tmp_path)
     assert run_dedup(DedupConfig(exact={"enabled": False}), layout) == {"detectors": []}
     assert not layout.pairs.exists() and not layout.duplicates.exists()
+
+
+def test_each_detector_has_one_row_that_the_others_derive_from():
+    """dedup.config.DETECTORS is the one table: its rows name a finder dedup.finders has, a config section,
+    a descriptor column of the manifests schema; FINDERS and the tune sections list the same detectors."""
+    from dedup.config import DETECTORS, SECTION_DETECTORS
+    from dedup.finders import FINDERS
+    from manifests import schema as col
+
+    names = [d.name for d in DETECTORS]
+    assert len(set(names)) == len(names) and list(FINDERS) == names
+    assert sorted(n for group in SECTION_DETECTORS.values() for n in group) == sorted(names)
+    columns = {v for k, v in vars(col).items() if k.isupper() and isinstance(v, str)}
+    for d in DETECTORS:
+        assert d.section in DedupConfig.model_fields and d.column in columns
+        assert d.setting is None or d.setting in ("threshold", "eps") or d.setting.split(".")[0] in type(
+            getattr(DedupConfig(), d.section)).model_fields
+    assert set(DedupConfig().stored_from()) <= {d.name for d in DETECTORS if d.setting in ("threshold", "eps")}
+    from pipelines.run.stages import STAGES
+    assert {s.name for s in STAGES if s.name in names} == {d.name for d in DETECTORS if d.stage}

@@ -18,7 +18,7 @@ from dedup.config import DedupConfig
 from dedup.keep import check_keep_invariant
 from dedup.partitioned import recluster_partitioned
 from dedup.plan import local_tasks
-from dedup.run import ELIGIBLE
+from support.dedup_reference import ELIGIBLE
 from dedup.survivors import eligible_path, keep_order
 from manifests import schema as col
 from manifests.io import write_parquet

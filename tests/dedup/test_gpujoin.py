@@ -12,7 +12,7 @@ from dedup import gpujoin, ivfjoin
 from dedup.config import DedupConfig
 from dedup.partitioned import run_partitioned
 from dedup.plan import local_tasks
-from dedup.run import run_dedup
+from support.dedup_reference import run_dedup
 from pipelines.config import ConfigError, RunConfig
 from pipelines.run.cluster import check_pools, dedup_pools
 from tests.dedup.test_partitioned import _add_embeddings, generated_run

@@ -6,7 +6,7 @@ import polars as pl
 
 from dedup.config import DedupConfig
 from dedup.keep import union_find
-from dedup.run import recluster, run_dedup
+from support.dedup_reference import recluster, run_dedup
 from manifests import schema as col
 from tests.dedup.runs import write_run
 

@@ -18,7 +18,7 @@ from dedup.detectors import layout_pairs, pdq_pairs
 from dedup.layout import GRID, HALF, LAYOUT_BYTES, LayoutHasher, layout, unpack
 from dedup.partitioned import run_partitioned
 from dedup.pdq import PdqHasher
-from dedup.run import run_dedup
+from support.dedup_reference import run_dedup
 from manifests import schema as col
 from manifests.io import write_parquet
 from pipelines.cli.corpus import jpeg

@@ -9,7 +9,7 @@ import pytest
 
 from dedup.config import DedupConfig
 from dedup.partitioned import run_partitioned
-from dedup.run import ELIGIBLE, run_dedup
+from support.dedup_reference import ELIGIBLE, run_dedup
 from dedup.shuffle import scan_parts
 from manifests import schema as col
 from manifests.layout import RunLayout
@@ -174,10 +174,29 @@ def test_partitioned_on_ray_equals_one_process(tmp_path, reference, ray_session,
     assert not (layout.root / "dedup" / "work").exists()
 
 
+def test_partitions_disabled_runs_the_same_plan_in_the_driver(tmp_path):
+    """dedup.partitions.enabled false: the phase runs the partitioned plan's tasks in this process, one bucket
+    per shuffle, and writes the same part files (pairs, duplicates) as the run with several buckets."""
+    from pipelines.run.tasks import run
+
+    several = generated_run(tmp_path / "several", 3)
+    run_partitioned(config(3), several, eligible())
+    driver = generated_run(tmp_path / "driver", 3)
+    found = run(DedupConfig.model_validate({**DETECTORS, "partitions": {"enabled": False}}), driver, eligible())
+    assert not driver.pairs.exists() and not driver.duplicates.exists()  # part files only, as on a cluster
+    assert {p.name[-14:] for p in driver.pairs_dir.glob("*.parquet")} == {"-00000.parquet"}  # one bucket
+    pairs, duplicates = outputs(driver)
+    want_pairs, want_duplicates = outputs(several)
+    assert want_pairs.height > 200 and pairs.equals(want_pairs)
+    assert duplicates.equals(want_duplicates)
+    assert found["duplicates"] == want_duplicates[col.DUPLICATE_OF].is_not_null().sum()
+    assert not (driver.root / "dedup" / "work").exists()
+
+
 def test_recluster_partitioned_with_stricter_thresholds(tmp_path):
     """Re-clustering the stored part files with other thresholds equals the one-process recluster."""
     from dedup.partitioned import recluster_partitioned
-    from dedup.run import recluster
+    from support.dedup_reference import recluster
 
     layout = generated_run(tmp_path, 3)
     run_dedup(config(3), layout)

@@ -14,7 +14,7 @@ from dedup.config import DedupConfig, PdqConfig
 from dedup.partitioned import run_partitioned
 from dedup.pdq import HUE_BINS
 from dedup.plan import local_tasks
-from dedup.run import run_dedup
+from support.dedup_reference import run_dedup
 from dedup.survivors import centroid_dir, centroid_path
 from support.scalegen import sources, write_part
 from dedup.semantic import CENTROID_DISTANCE

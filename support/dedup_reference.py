@@ -1,4 +1,11 @@
-"""The dedup phase: duplicate pairs from every enabled detector -> clusters -> the duplicates table."""
+"""The one-process dedup, the reference the partitioned engine (``dedup.partitioned``) is tested and benched
+against: duplicate pairs from every enabled detector -> clusters -> dedup/pairs.parquet and
+dedup/duplicates.parquet, each detector's kernel (``dedup.detectors``) run once over the whole run.
+
+Not production: the dedup phase always runs ``dedup.partitioned`` (with ``dedup.partitions.enabled`` false,
+its tasks one after another in the driver). Readers still accept these single files (``RunLayout.pairs_files``),
+as runs written before the one engine have them.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +35,6 @@ def staged_rows(layout: RunLayout) -> pl.LazyFrame:
             .select(col.SAMPLE_ID, col.SHA256,
                     (pl.col(col.ORIGINAL_WIDTH).cast(pl.Int64) * pl.col(col.ORIGINAL_HEIGHT)).alias(RESOLUTION)))
 
-
-# ELIGIBLE (dedup.survivors): passes every rule but dedup; ranked first, so a survivor is not itself rejected
 
 
 def semantic_finder(config: DedupConfig, layout: RunLayout, files: list[Path], index: SampleIndex,
