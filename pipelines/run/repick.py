@@ -15,11 +15,12 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import polars as pl
 
 from dedup.cluster import DETECTOR, DUPLICATES_SCHEMA
+from dedup.plan import Tasks
 from dedup.survivors import DUP_COLUMNS, ELIGIBLE
 from filters.config import FiltersConfig
 from filters.decide import passes_rules
@@ -30,13 +31,6 @@ from manifests.layout import RunLayout
 from pipelines.config import RunConfig, load_config
 from pipelines.run.phase_inputs import marker, rules_digest
 from pipelines.tools import decision
-
-Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]
-
-
-def in_process(fn: Callable[..., Any], args: list[tuple], num_gpus: float = 0.0) -> list[Any]:
-    """The tools' executor: each task in this process, one after another (memory: one task's)."""
-    return [fn(*a) for a in args]
 
 EXPORT_COLUMNS = (col.EXPORT_SHARD, col.EXPORT_MEMBER)
 

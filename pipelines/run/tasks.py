@@ -42,10 +42,6 @@ class RayTasks:
         return [result for _, result in found]
 
 
-def ray_tasks(fn: Callable[..., Any], args: list[tuple], num_gpus: float = 0.0) -> list[Any]:
-    return RayTasks()(fn, args, num_gpus)
-
-
 def run(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None) -> dict:
     """The dedup phase: partitioned on the cluster unless ``dedup.partitions.enabled`` is false."""
     if not config.partitions.enabled:

@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY
+from dedup.plan import local_tasks
 from dedup.survivors import CENTROIDS_FILE
 from filters.decide import CAPTION_MEASURES, reason_exprs
 from manifests import reexport
@@ -118,7 +119,7 @@ class LiveDecision:
         digest = rules_digest(config)
         if digest not in self._survivors:
             work = tempfile.TemporaryDirectory(prefix="thresher-review-")
-            found, _ = repick.for_manifest(self.run, self.parts, config, Path(work.name), repick.in_process)
+            found, _ = repick.for_manifest(self.run, self.parts, config, Path(work.name), local_tasks)
             self._survivors[digest] = (found, work)
             while len(self._survivors) > SURVIVOR_SETS:
                 gone, (_, old) = self._survivors.popitem(last=False)
