@@ -70,7 +70,7 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
 
 def eligible_dir(layout: RunLayout) -> Path:
     """dedup/eligible/UNIT.parquet: (sample_id, eligible) per ingest unit, written by decision tasks."""
-    return layout.root / "dedup" / "eligible"
+    return layout.dedup_eligible_dir
 
 
 def _eligible_files(layout: RunLayout) -> list[Path]:
@@ -106,7 +106,7 @@ def recluster_partitioned(config: DedupConfig, layout: RunLayout, tasks: Tasks =
                           keep_work: bool = False, into: Survivors | None = None) -> dict:
     """dedup/pairs/ + keep-policy scores -> dedup/duplicates/ (or ``into.out``) with ``config``'s thresholds
     and keep policy."""
-    into = into or Survivors(layout.duplicates_dir, layout.root / "dedup" / "work")
+    into = into or Survivors(layout.duplicates_dir, layout.dedup_work)
     try:
         return _recluster(config, layout, tasks, into)
     finally:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import polars as pl
 
-from dedup.partitioned import eligible_dir
 from dedup.plan import Tasks
 from dedup.survivors import ELIGIBLE
 from filters.config import FiltersConfig
@@ -63,13 +62,9 @@ def unit_frame(layout: RunLayout, unit: str, duplicates: list[Path] | None) -> p
 
 # --- which survivors ------------------------------------------------------------------------------
 
-def rules_record(layout: RunLayout) -> Path:
-    return layout.root / "dedup" / "rules.json"
-
-
 def record_rules(config: RunConfig, layout: RunLayout) -> None:
     """Called by the dedup phase once its survivors are written."""
-    write_json({"rules": rules_digest(config)}, rules_record(layout))
+    write_json({"rules": rules_digest(config)}, layout.rules_json)
 
 
 def as_dedup_wrote(layout: RunLayout) -> Duplicates | None:
@@ -81,21 +76,21 @@ def as_dedup_wrote(layout: RunLayout) -> Duplicates | None:
 def current_survivors(config: RunConfig, layout: RunLayout, tasks: Tasks) -> tuple[Duplicates | None, dict]:
     """The duplicates rows under ``config``'s rules, and how they were had."""
     shutil.rmtree(layout.decided_duplicates_dir, ignore_errors=True)
-    table = layout.root / "decide" / "duplicates.parquet"
+    table = layout.decided_duplicates
     table.unlink(missing_ok=True)
     if not layout.pairs_files():
         return as_dedup_wrote(layout), {"survivors": "no stored pairs"}
-    if read_json(rules_record(layout)).get("rules") == rules_digest(config):
+    if read_json(layout.rules_json).get("rules") == rules_digest(config):
         return as_dedup_wrote(layout), {"survivors": "as the dedup phase picked them (same rules)"}
     if layout.pairs.exists():  # the one-process dedup: a run small enough for one process, by choice
         return in_one_process(assemble(layout), config, layout, table), {"survivors": "re-picked in one process"}
-    work = layout.root / "decide"
-    args = [(str(layout.root), u, config.filters, str(work / "eligible")) for u in units(layout)]
+    work = layout.decided_duplicates_dir.parent
+    args = [(str(layout.root), u, config.filters, str(layout.decide_eligible_dir)) for u in units(layout)]
     try:
         found = by_tasks(config, layout, args, eligible_unit, work, tasks)
     finally:
-        shutil.rmtree(work / "eligible", ignore_errors=True)
-        shutil.rmtree(work / "shuffle", ignore_errors=True)
+        shutil.rmtree(layout.decide_eligible_dir, ignore_errors=True)
+        shutil.rmtree(layout.decide_shuffle_dir, ignore_errors=True)
     return found, {"survivors": "re-picked by tasks"}
 
 
@@ -110,7 +105,7 @@ def eligible_unit(root: str, unit: str, filters: FiltersConfig, out: str | None 
     layout = RunLayout.at(root)
     frame = (apply_decision(unit_frame(layout, unit, None), filters)
              .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE)).collect())
-    write_parquet(frame.to_arrow(), (Path(out) if out else eligible_dir(layout)) / f"{unit}.parquet")
+    write_parquet(frame.to_arrow(), (Path(out) if out else layout.dedup_eligible_dir) / f"{unit}.parquet")
     return frame.height
 
 

@@ -153,7 +153,7 @@ def dedup(run: Run) -> dict:
     config, layout = run.local, run.layout
     layout.duplicates.unlink(missing_ok=True)  # the decision must not see an earlier dedup's assignments
     shutil.rmtree(layout.duplicates_dir, ignore_errors=True)
-    decide_tasks.rules_record(layout).unlink(missing_ok=True)
+    layout.rules_json.unlink(missing_ok=True)
     if config.dedup.partitions.enabled:
         found = dedup_tasks.run_with_eligibility(config, layout)
     else:

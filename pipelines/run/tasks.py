@@ -14,7 +14,7 @@ import polars as pl
 import ray
 
 from dedup.config import DedupConfig
-from dedup.partitioned import eligible_dir, run_partitioned
+from dedup.partitioned import run_partitioned
 from dedup.run import run_dedup
 from manifests.layout import RunLayout
 
@@ -54,7 +54,7 @@ def run_with_eligibility(config: RunConfig, layout: RunLayout) -> dict:
     """The partitioned dedup phase, eligibility decided per ingest unit by tasks (no row on the driver)."""
     from pipelines.run.decide_tasks import eligible_unit
 
-    shutil.rmtree(eligible_dir(layout), ignore_errors=True)
+    shutil.rmtree(layout.dedup_eligible_dir, ignore_errors=True)
     tasks = RayTasks()
     if config.dedup.enabled_detectors():  # no detector: nothing to rank, run_partitioned clears the outputs
         units = [p.stem for p in layout.staged_row_files()]
