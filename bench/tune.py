@@ -54,7 +54,7 @@ CASES = {  # name -> (which run, argv after the run)
     "tune: new rules, survivors re-picked": ("run", NEW_RULE),
     "query: count by status, keep": ("run", ["SELECT status, keep, count(*) FROM manifest GROUP BY ALL"]),
 }
-EXPECTED_PATH = {"tune: same rules": "as the run picked them (same rules)",
+EXPECTED_PATH = {"tune: same rules": "as the dedup phase picked them (same rules)",
                  "tune: new rules, pairs hidden": "no stored pairs",
                  "tune: new rules, survivors re-picked": "re-picked by tasks"}
 

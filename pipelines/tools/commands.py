@@ -62,7 +62,7 @@ def run_query(run: Path, sql: str, out: Path | None, max_rows: int) -> str:
 def run_tune(run: Path, overrides: list[str]) -> tuple[tune.TuneReport, str]:
     config = load_config(run, overrides)
     source = reexport.scan_manifest(RunLayout.at(run))
-    pairs = decision.pairs_layout(run)
+    pairs = repick.pairs_layout(run)
     with repick.current_manifest(run, config, local_tasks) as frame:  # survivors under the new rules
         report = tune.retune(frame, reason_exprs(config.filters, set(frame.collect_schema().names())))
     heading = f"Tuning {run} with " + (" ".join(f"--set {o}" for o in overrides) or "its own thresholds")
@@ -82,7 +82,7 @@ def semantic_eps_plot(run: Path, frame: pl.LazyFrame, config: RunConfig, out: Pa
     from dedup.cluster import DETECTOR
     from dedup.semantic import removed_by_eps
 
-    files = decision.pairs_layout(run).pairs_files()
+    files = repick.pairs_layout(run).pairs_files()
     if not config.dedup.semantic.enabled or not files:
         return []
     pairs = pl.scan_parquet([str(f) for f in files]).filter(pl.col(DETECTOR) == "semantic").collect()

@@ -36,7 +36,6 @@ from manifests.tune import TuneReport
 from pipelines.config import RunConfig, load_config
 from pipelines.run import repick
 from pipelines.run.phase_inputs import rules_digest
-from pipelines.tools.decision import pairs_layout
 from pipelines.tools.review.survivors import LiveSurvivors, Picked, Repicked
 
 REASON = "reason"
@@ -272,7 +271,7 @@ class LiveDecision:
 
 def _live_survivors(run: Path, stored: pl.LazyFrame) -> LiveSurvivors | None:
     """The run's stored pairs held for in-memory re-picks; None when it stored none."""
-    layout = pairs_layout(run)
+    layout = repick.pairs_layout(run)
     files = layout.pairs_files()
     if not files:
         return None
