@@ -147,7 +147,7 @@ def main() -> None:
     from pipelines.config import RunConfig
     from pipelines.run.decide_tasks import decide_partitioned, kept_counts, record_rules
     from pipelines.run.runtime import bind_to_loopback
-    from pipelines.run.tasks import ray_tasks
+    from pipelines.run.tasks import RayTasks
 
     bind_to_loopback()
     repo = str(Path(__file__).resolve().parent.parent)
@@ -171,6 +171,7 @@ def main() -> None:
         print(f"{name}: {times[name]:.1f} s, largest process {sampler.largest(name)[1]:.0f} MiB", flush=True)
         return out
 
+    ray_tasks = RayTasks()
     step("generate", lambda: generate(layout, args.rows, args.rows_per_file, ray_tasks))
     ray.shutdown()  # fresh workers: the global steps' peaks must not include the generator's heap
     start_ray()

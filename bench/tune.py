@@ -39,6 +39,7 @@ import polars as pl  # noqa: E402
 
 from bench.machine import figure_record, write_figure  # noqa: E402
 from dedup.config import DedupConfig  # noqa: E402
+from dedup.plan import local_tasks  # noqa: E402
 from manifests import schema as col  # noqa: E402
 from manifests.layout import RunLayout  # noqa: E402
 from pipelines.config import RunConfig, dump_config, load_config  # noqa: E402
@@ -53,7 +54,7 @@ CASES = {  # name -> (which run, argv after the run)
     "tune: new rules, survivors re-picked": ("run", NEW_RULE),
     "query: count by status, keep": ("run", ["SELECT status, keep, count(*) FROM manifest GROUP BY ALL"]),
 }
-EXPECTED_PATH = {"tune: same rules": "as the run picked them (same rules)",
+EXPECTED_PATH = {"tune: same rules": "as the dedup phase picked them (same rules)",
                  "tune: new rules, pairs hidden": "no stored pairs",
                  "tune: new rules, survivors re-picked": "re-picked by tasks"}
 
@@ -74,7 +75,7 @@ def build_run(root: Path, rows: int, per_file: int) -> dict:
     from manifests.shardplan import plan_sizes, spans_by_partition
     from pipelines.run.decide_tasks import decide_partitioned, kept_counts, record_rules
 
-    layout, config, tasks, times = RunLayout.at(root), run_config(root), repick.in_process, {}
+    layout, config, tasks, times = RunLayout.at(root), run_config(root), local_tasks, {}
     bounds = list(range(0, rows, per_file)) + [rows]
     steps = {
         "generate": lambda: tasks(write_part, [(layout, k, a, b) for k, (a, b) in enumerate(zip(bounds, bounds[1:]))]),
@@ -110,7 +111,7 @@ def survivor_path(run: Path, overrides: list[str]) -> dict:
     config = load_config(run, [o for o in overrides if o != "--set"])
     with tempfile.TemporaryDirectory(prefix="tune-bench-") as work:
         start = time.perf_counter()
-        found, how = repick.for_manifest(run, parts, config, Path(work), repick.in_process)
+        found, how = repick.for_manifest(run, parts, config, Path(work), local_tasks)
         record = {"path": how, "in_process_s": round(time.perf_counter() - start, 2)}
         if found is None:
             return record

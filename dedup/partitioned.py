@@ -70,18 +70,9 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
             "shuffle_files_written": {**plan.written, **clusters.pop("shuffle_files_written")}}
 
 
-def run_in_driver(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None) -> dict:
-    """``dedup.partitions.enabled`` false: the same plan and part files, its tasks one after another in this
-    process, one bucket per shuffle unless ``partitions.buckets`` sets a count (a small run's tasks each hold
-    the whole of a shuffle; fewer files, the same pairs and survivors)."""
-    if config.partitions.buckets is None:
-        config = config.model_copy(update={"partitions": config.partitions.model_copy(update={"buckets": 1})})
-    return run_partitioned(config, layout, eligible, tasks=local_tasks)
-
-
 def eligible_dir(layout: RunLayout) -> Path:
     """dedup/eligible/UNIT.parquet: (sample_id, eligible) per ingest unit, written by decision tasks."""
-    return layout.root / "dedup" / "eligible"
+    return layout.dedup_eligible_dir
 
 
 def _eligible_files(layout: RunLayout) -> list[Path]:
@@ -117,7 +108,7 @@ def recluster_partitioned(config: DedupConfig, layout: RunLayout, tasks: Tasks =
                           keep_work: bool = False, into: Survivors | None = None) -> dict:
     """dedup/pairs/ + keep-policy scores -> dedup/duplicates/ (or ``into.out``) with ``config``'s thresholds
     and keep policy."""
-    into = into or Survivors(layout.duplicates_dir, layout.root / "dedup" / "work")
+    into = into or Survivors(layout.duplicates_dir, layout.dedup_work)
     try:
         return _recluster(config, layout, tasks, into)
     finally:

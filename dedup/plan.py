@@ -25,7 +25,7 @@ class Plan:
 
     def __init__(self, config: DedupConfig, layout: RunLayout, tasks: Tasks, work: Path | None = None) -> None:
         self.config, self.layout, self.tasks = config, layout, tasks
-        self.work = work or layout.root / "dedup" / "work"
+        self.work = work or layout.dedup_work
         self.footer_rows: dict[Path, int] = {}  # input file -> rows, read once from its footer
         self.rows = sum(self.file_rows(f) for f in layout.staged_row_files())
         self.cc_buckets = 1  # set by components() from the pair count

@@ -108,7 +108,7 @@ def with_duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame | None, config: Ded
 
 
 def eligible_path(layout: RunLayout) -> Path:
-    return layout.pairs.parent / "eligible.parquet"
+    return layout.dedup_eligible
 
 
 def centroid_path(layout: RunLayout) -> Path:

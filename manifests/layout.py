@@ -15,8 +15,13 @@
       decide/parts/part-UNIT.parquet  the decided rows of ingest unit UNIT (the staged file's stem): all
                                   columns, keep and reject_reasons
       decide/counts.json          UNIT -> [rows, kept] (what export plans shards from)
+      dedup/rules.json            the rules digest the dedup phase ranked survivors under
+      dedup/eligible/UNIT.parquet sample_id, eligible (passes every rule but dedup), per ingest unit, written
+                                  by the dedup phase's eligibility tasks (dedup/eligible.parquet: one frame)
       decide/duplicates/UNIT/*.parquet  survivors re-picked under this decision's rules, when they differ
                                   from the dedup phase's (else decide reads dedup/duplicates/)
+      decide/duplicates.parquet   the same, re-picked in one process from a one-process dedup's pairs file
+      decide/eligible/, decide/shuffle/  the re-pick's eligibility per unit and shuffle buckets, removed after it
       caption/captions/unit=UNIT/*.parquet  recaptions of the kept rows of unit UNIT (a rerun adds files for
                                   newly kept rows; caption/stages.json: the captioners they were made by)
       manifest/part-UNIT.parquet  the final manifest (decide + captions + export location), one part per
@@ -111,6 +116,26 @@ class RunLayout:
         return self.root / "dedup" / "duplicates.parquet"
 
     @property
+    def rules_json(self) -> Path:
+        """The rules digest the dedup phase ranked its survivors under (``pipelines.run.decide_tasks``)."""
+        return self.root / "dedup" / "rules.json"
+
+    @property
+    def dedup_eligible(self) -> Path:
+        """sample_id, eligible as one frame, when the dedup phase was handed one."""
+        return self.root / "dedup" / "eligible.parquet"
+
+    @property
+    def dedup_eligible_dir(self) -> Path:
+        """dedup/eligible/UNIT.parquet: (sample_id, eligible) per ingest unit, written by eligibility tasks."""
+        return self.root / "dedup" / "eligible"
+
+    @property
+    def dedup_work(self) -> Path:
+        """The dedup phase's shuffle buckets between steps; removed when the phase ends."""
+        return self.root / "dedup" / "work"
+
+    @property
     def decided(self) -> Path:
         """The decided manifest as one file (runs made before the decision ran per unit)."""
         return self.root / "decide" / "manifest.parquet"
@@ -134,6 +159,19 @@ class RunLayout:
     @property
     def decided_duplicates_dir(self) -> Path:
         return self.root / "decide" / "duplicates"
+
+    @property
+    def decided_duplicates(self) -> Path:
+        """Survivors re-picked in one process (a one-process dedup's pairs file)."""
+        return self.root / "decide" / "duplicates.parquet"
+
+    @property
+    def decide_eligible_dir(self) -> Path:
+        return self.root / "decide" / "eligible"
+
+    @property
+    def decide_shuffle_dir(self) -> Path:
+        return self.root / "decide" / "shuffle"
 
     @property
     def captions(self) -> Path:

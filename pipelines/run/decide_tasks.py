@@ -4,9 +4,8 @@ Once each unit's duplicates rows are known, the decision is row-local: a task jo
 ingest rows, scores and duplicates, applies the rules and writes ``decide/parts/part-UNIT.parquet``.
 Which duplicates: the dedup phase ranked survivors by the rules of its config (``dedup/rules.json``
 holds their digest). When decide runs with the same rules it reads ``dedup/duplicates/``; when a rule
-changed, a row that passed may now fail, so the survivors are picked again from the stored pairs --
-by tasks (eligibility per unit, then ``dedup.partitioned``'s components and groups) when the pairs are
-partitioned, in one process (memory ~ the paired rows) when the one-process dedup stored them.
+changed, a row that passed may now fail, so the survivors are picked again from the stored pairs
+(``pipelines.run.repick.survivors``, the one survivor path tune and re-export share).
 The driver holds only counts; export plans shards from them (``manifests.shardplan``).
 Nothing here imports Ray: ``tasks`` is a Ray map in the phases and a plain loop in tests and tools.
 """
@@ -14,13 +13,12 @@ Nothing here imports Ray: ``tasks`` is a Ray map in the phases and a plain loop 
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 
-from dedup.partitioned import eligible_dir
 from dedup.plan import Tasks
-from dedup.survivors import ELIGIBLE
 from filters.config import FiltersConfig
 from filters.decide import decide as apply_decision
 from manifests import schema as col
@@ -29,8 +27,9 @@ from manifests.layout import RunLayout
 from manifests.parts import conform_file, unified
 from manifests.schema import INGEST_SCHEMA
 from pipelines.config import RunConfig
+from pipelines.run import repick
 from pipelines.run.phase_inputs import rules_digest
-from pipelines.run.repick import Duplicates, by_tasks, in_one_process, join_duplicates
+from pipelines.run.repick import Duplicates, join_duplicates
 
 
 # --- assembling rows: ingest rows + scores + duplicates ------------------------------------------
@@ -63,13 +62,9 @@ def unit_frame(layout: RunLayout, unit: str, duplicates: list[Path] | None) -> p
 
 # --- which survivors ------------------------------------------------------------------------------
 
-def rules_record(layout: RunLayout) -> Path:
-    return layout.root / "dedup" / "rules.json"
-
-
 def record_rules(config: RunConfig, layout: RunLayout) -> None:
     """Called by the dedup phase once its survivors are written."""
-    write_json({"rules": rules_digest(config)}, rules_record(layout))
+    write_json({"rules": rules_digest(config)}, layout.rules_json)
 
 
 def as_dedup_wrote(layout: RunLayout) -> Duplicates | None:
@@ -79,24 +74,11 @@ def as_dedup_wrote(layout: RunLayout) -> Duplicates | None:
 
 
 def current_survivors(config: RunConfig, layout: RunLayout, tasks: Tasks) -> tuple[Duplicates | None, dict]:
-    """The duplicates rows under ``config``'s rules, and how they were had."""
-    shutil.rmtree(layout.decided_duplicates_dir, ignore_errors=True)
-    table = layout.root / "decide" / "duplicates.parquet"
-    table.unlink(missing_ok=True)
-    if not layout.pairs_files():
-        return as_dedup_wrote(layout), {"survivors": "no stored pairs"}
-    if read_json(rules_record(layout)).get("rules") == rules_digest(config):
-        return as_dedup_wrote(layout), {"survivors": "as the dedup phase picked them (same rules)"}
-    if layout.pairs.exists():  # the one-process dedup: a run small enough for one process, by choice
-        return in_one_process(assemble(layout), config, layout, table), {"survivors": "re-picked in one process"}
-    work = layout.root / "decide"
-    args = [(str(layout.root), u, config.filters, str(work / "eligible")) for u in units(layout)]
-    try:
-        found = by_tasks(config, layout, args, eligible_unit, work, tasks)
-    finally:
-        shutil.rmtree(work / "eligible", ignore_errors=True)
-        shutil.rmtree(work / "shuffle", ignore_errors=True)
-    return found, {"survivors": "re-picked by tasks"}
+    """The duplicates rows under ``config``'s rules (``repick.survivors``), and how they were had."""
+    rows = [(u, partial(unit_rows, str(layout.root), u)) for u in units(layout)]
+    found, how = repick.survivors(config, layout, read_json(layout.rules_json).get("rules"), rows,
+                                  lambda: assemble(layout), repick.Work.of_decide(layout), tasks)
+    return found or as_dedup_wrote(layout), {"survivors": how}
 
 
 # --- tasks ----------------------------------------------------------------------------------------
@@ -105,13 +87,15 @@ def units(layout: RunLayout) -> list[str]:
     return [p.stem for p in layout.staged_row_files()]
 
 
+def unit_rows(root: str, unit: str) -> pl.LazyFrame:
+    """One unit's ingest rows with their scores, no duplicate columns: what its eligibility is decided on."""
+    return unit_frame(RunLayout.at(root), unit, None)
+
+
 def eligible_unit(root: str, unit: str, filters: FiltersConfig, out: str | None = None) -> int:
     """Task: which of one unit's rows pass every rule but dedup -> OUT/UNIT.parquet (default dedup/eligible/)."""
-    layout = RunLayout.at(root)
-    frame = (apply_decision(unit_frame(layout, unit, None), filters)
-             .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE)).collect())
-    write_parquet(frame.to_arrow(), (Path(out) if out else eligible_dir(layout)) / f"{unit}.parquet")
-    return frame.height
+    return repick.eligible(partial(unit_rows, root, unit), unit, filters,
+                           out or str(RunLayout.at(root).dedup_eligible_dir))
 
 
 def decide_unit(root: str, unit: str, filters: FiltersConfig, duplicates: Duplicates | None) -> tuple[str, int, int, pl.Schema]:

@@ -18,8 +18,6 @@ from tqdm import tqdm
 
 from crawl.ingest import ingest_unit, retry_unit, units_to_retry
 from crawl.sources import Unit, plan_units
-from dedup.survivors import ELIGIBLE
-from filters.decide import decide as apply_decision
 from manifests import schema as col
 from manifests.export import shard_sizes, write_sizes
 from manifests.export_parts import captions_schema, export_shard, write_manifest
@@ -153,13 +151,8 @@ def dedup(run: Run) -> dict:
     config, layout = run.local, run.layout
     layout.duplicates.unlink(missing_ok=True)  # the decision must not see an earlier dedup's assignments
     shutil.rmtree(layout.duplicates_dir, ignore_errors=True)
-    decide_tasks.rules_record(layout).unlink(missing_ok=True)
-    if config.dedup.partitions.enabled:
-        found = dedup_tasks.run_with_eligibility(config, layout)
-    else:
-        eligible = (apply_decision(decide_tasks.assemble(layout), config.filters)
-                    .select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE)).collect())
-        found = dedup_tasks.run(config.dedup, layout, eligible)
+    layout.rules_json.unlink(missing_ok=True)
+    found = dedup_tasks.run_with_eligibility(config, layout)
     decide_tasks.record_rules(config, layout)
     return found
 

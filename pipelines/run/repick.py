@@ -1,25 +1,31 @@
-"""Which duplicates rows a decision uses: as the run picked them, or re-picked from the stored pairs.
+"""Which duplicates rows a decision uses: as the dedup phase picked them, or re-picked from the stored pairs.
 
 A duplicate cluster's survivor is picked among the rows that pass every other rule, so a decision
 under new rules (the decide phase of a rerun, tune, plots/audit with ``--set``, re-export) needs the
 survivors picked again -- unless its rules are the ones the survivors were picked under (a digest of
-the filters and dedup settings, ``rules_digest``). Re-picking never holds the run: partitioned pairs
-go through eligibility per part and the partitioned components and groups (``dedup.partitioned``);
-the one-process dedup's single pairs file is re-picked in one process (memory ~ the paired rows).
-The result is a ``Duplicates``: where each part's duplicates rows are.
+the filters and dedup settings, ``rules_digest``). ``survivors`` is that one choice for every caller:
+the decide phase (``decide_tasks.current_survivors``, rows per ingest unit) and a finished run's manifest
+(``for_manifest``: tune, plots, audit, review, re-export; rows per manifest part). Re-picking never holds
+the run: eligibility is one task per unit or part (``eligible``), then the partitioned components and
+groups (``dedup.partitioned``); a one-process dedup's single pairs file is re-picked in one process
+(memory ~ the paired rows). The result is a ``Duplicates``: where each part's duplicates rows are.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import polars as pl
 
+from dedup import survivors as one_process
 from dedup.cluster import DETECTOR, DUPLICATES_SCHEMA
+from dedup.plan import Tasks
 from dedup.survivors import DUP_COLUMNS, ELIGIBLE
 from filters.config import FiltersConfig
 from filters.decide import passes_rules
@@ -29,14 +35,6 @@ from manifests.io import write_parquet
 from manifests.layout import RunLayout
 from pipelines.config import RunConfig, load_config
 from pipelines.run.phase_inputs import marker, rules_digest
-from pipelines.tools import decision
-
-Tasks = Callable[[Callable[..., Any], list[tuple]], list[Any]]
-
-
-def in_process(fn: Callable[..., Any], args: list[tuple], num_gpus: float = 0.0) -> list[Any]:
-    """The tools' executor: each task in this process, one after another (memory: one task's)."""
-    return [fn(*a) for a in args]
 
 EXPORT_COLUMNS = (col.EXPORT_SHARD, col.EXPORT_MEMBER)
 
@@ -78,22 +76,75 @@ def decided_rules(run: Path) -> str:
     return found.get("inputs", {}).get("config") or rules_digest(load_config(run))
 
 
-def by_tasks(config: RunConfig, pairs: RunLayout, eligibility: list[tuple], eligible_fn: Callable[..., int],
-             work: Path, tasks: Tasks) -> Duplicates:
-    """Survivors re-picked from ``pairs``' partitioned pairs: ``eligible_fn(*args)`` per part writes
-    work/eligible/UNIT.parquet, then components and groups write work/duplicates/UNIT/."""
+def pairs_layout(run: Path) -> RunLayout:
+    """The layout of the run that holds ``run``'s stored pairs (a re-export's source run)."""
+    return RunLayout.at(reexport.images_root(run))
+
+
+@dataclass(frozen=True)
+class Work:
+    """Where a re-pick writes: the duplicates part files (``duplicates/UNIT/``), the one-process table,
+    the eligibility files (one per unit or part) and the shuffle buckets (both removed after the re-pick)."""
+    duplicates: Path
+    table: Path
+    eligible: Path
+    shuffle: Path
+
+    @classmethod
+    def under(cls, root: Path) -> Work:
+        return cls(root / "duplicates", root / "duplicates.parquet", root / "eligible", root / "shuffle")
+
+    @classmethod
+    def of_decide(cls, layout: RunLayout) -> Work:
+        return cls(layout.decided_duplicates_dir, layout.decided_duplicates, layout.decide_eligible_dir,
+                   layout.decide_shuffle_dir)
+
+
+def eligible(rows: Callable[[], pl.LazyFrame], unit: str, filters: FiltersConfig, out: str) -> int:
+    """Task: which of one unit's (or manifest part's) ``rows()`` pass every rule but dedup -> OUT/UNIT.parquet."""
+    frame = passes_rules(rows(), filters).select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE)).collect()
+    write_parquet(frame.to_arrow(), Path(out) / f"{unit}.parquet")
+    return frame.height
+
+
+def current_duplicates(frame: pl.LazyFrame, pairs: RunLayout, config: RunConfig) -> pl.DataFrame | None:
+    """The duplicates table of ``pairs``' stored pairs under ``config``, in one process (memory ~ the
+    paired rows); None when the run stored no pairs."""
+    stored = one_process.stored_pairs(pairs.pairs_files(), config.dedup)
+    if stored is None:
+        return None
+    ranked = one_process.with_centroid_distance(frame, one_process.centroid_path(pairs), config.dedup)
+    return one_process.duplicates(ranked, stored, config.dedup, partial(passes_rules, config=config.filters))
+
+
+SAME_RULES = "as the dedup phase picked them (same rules)"
+
+
+def survivors(config: RunConfig, pairs: RunLayout, picked_under: str | None,
+              rows: list[tuple[str, Callable[[], pl.LazyFrame]]], frame: Callable[[], pl.LazyFrame], work: Work,
+              tasks: Tasks) -> tuple[Duplicates | None, str]:
+    """The duplicates rows under ``config``'s rules, and how they were had; None: the stored ones stand
+    (no stored pairs, or ``picked_under``, the digest they were picked under, is ``config``'s). ``rows``:
+    (unit, its rows) for the eligibility tasks; ``frame``: every row, for the one-process re-pick."""
+    shutil.rmtree(work.duplicates, ignore_errors=True)
+    work.table.unlink(missing_ok=True)
+    if not pairs.pairs_files():
+        return None, "no stored pairs"
+    if picked_under == rules_digest(config):
+        return None, SAME_RULES
+    if pairs.pairs.exists():  # the one-process dedup: a run small enough for one process, by choice
+        write_parquet(current_duplicates(frame(), pairs, config).to_arrow(), work.table)
+        return Duplicates(table=work.table), "re-picked in one process"
     from dedup.partitioned import Survivors, recluster_partitioned  # the finders' imports: not for tune's start
 
-    tasks(eligible_fn, eligibility)
-    into = Survivors(work / "duplicates", work / "shuffle", sorted((work / "eligible").glob("*.parquet")))
-    recluster_partitioned(config.dedup, pairs, tasks, into=into)
-    return Duplicates(parts=work / "duplicates")
-
-
-def in_one_process(frame: pl.LazyFrame, config: RunConfig, pairs: RunLayout, out: Path) -> Duplicates:
-    """Survivors re-picked from the one-process dedup's pairs file (memory ~ the paired rows)."""
-    write_parquet(decision.current_duplicates(frame, pairs, config).to_arrow(), out)
-    return Duplicates(table=out)
+    try:
+        tasks(eligible, [(read, unit, config.filters, str(work.eligible)) for unit, read in rows])
+        into = Survivors(work.duplicates, work.shuffle, sorted(work.eligible.glob("*.parquet")))
+        recluster_partitioned(config.dedup, pairs, tasks, into=into)
+    finally:
+        shutil.rmtree(work.eligible, ignore_errors=True)
+        shutil.rmtree(work.shuffle, ignore_errors=True)
+    return Duplicates(parts=work.duplicates), "re-picked by tasks"
 
 
 # --- a finished run's manifest (tools, re-export) ---------------------------------------------------
@@ -105,25 +156,11 @@ def bare(part: Path, duplicates: bool = True) -> pl.LazyFrame:
     return frame.drop([c for c in (*(DUP_COLUMNS if duplicates else ()), *EXPORT_COLUMNS) if c in names])
 
 
-def eligible_part(part: str, filters: FiltersConfig, out: str) -> int:
-    """Task: which rows of one manifest part pass every rule but dedup -> OUT/UNIT.parquet."""
-    frame = passes_rules(bare(Path(part)), filters).select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE)).collect()
-    write_parquet(frame.to_arrow(), Path(out) / f"{RunLayout.unit_of(Path(part))}.parquet")
-    return frame.height
-
-
 def for_manifest(run: Path, parts: list[Path], config: RunConfig, work: Path, tasks: Tasks) -> tuple[Duplicates | None, str]:
     """The duplicates rows of ``run``'s manifest under ``config``; None: the manifest's own columns stand."""
-    pairs = decision.pairs_layout(run)
-    if not pairs.pairs_files():
-        return None, "no stored pairs"
-    if rules_digest(config) == decided_rules(run):
-        return None, "as the run picked them (same rules)"
-    if pairs.pairs.exists():
-        return in_one_process(pl.scan_parquet([str(p) for p in parts]), config, pairs, work / "duplicates.parquet"), \
-            "re-picked in one process"
-    args = [(str(p), config.filters, str(work / "eligible")) for p in parts]
-    return by_tasks(config, pairs, args, eligible_part, work, tasks), "re-picked by tasks"
+    rows = [(RunLayout.unit_of(p), partial(bare, p)) for p in parts]
+    return survivors(config, pairs_layout(run), decided_rules(run), rows,
+                     lambda: pl.scan_parquet([str(p) for p in parts]), Work.under(work), tasks)
 
 
 def part_duplicates(found: Duplicates | None, part: Path, parts: list[Path]) -> list[Path] | None:

@@ -14,7 +14,8 @@ import polars as pl
 import ray
 
 from dedup.config import DedupConfig
-from dedup.partitioned import eligible_dir, run_in_driver, run_partitioned
+from dedup.partitioned import run_partitioned
+from dedup.plan import Tasks, local_tasks
 from manifests.layout import RunLayout
 
 if TYPE_CHECKING:
@@ -41,25 +42,34 @@ class RayTasks:
         return [result for _, result in found]
 
 
-def ray_tasks(fn: Callable[..., Any], args: list[tuple], num_gpus: float = 0.0) -> list[Any]:
-    return RayTasks()(fn, args, num_gpus)
+def _executor(config: DedupConfig) -> tuple[DedupConfig, Tasks]:
+    """Ray tasks on the cluster; with ``dedup.partitions.enabled`` false, the same tasks one after another in
+    this process, one bucket per shuffle unless ``partitions.buckets`` sets a count (a small run's tasks each
+    hold the whole of a shuffle: fewer files, the same pairs and survivors)."""
+    if config.partitions.enabled:
+        return config, RayTasks()
+    if config.partitions.buckets is None:
+        config = config.model_copy(update={"partitions": config.partitions.model_copy(update={"buckets": 1})})
+    return config, local_tasks
+
+
+def _nodes(tasks: Tasks) -> list[str]:
+    return sorted(tasks.nodes) if isinstance(tasks, RayTasks) else []
 
 
 def run(config: DedupConfig, layout: RunLayout, eligible: pl.DataFrame | None = None) -> dict:
-    """The dedup phase: its tasks on the cluster, or in this process when ``dedup.partitions.enabled`` is false."""
-    if not config.partitions.enabled:
-        return run_in_driver(config, layout, eligible)
-    tasks = RayTasks()
-    return {**run_partitioned(config, layout, eligible, tasks=tasks), "task_nodes": sorted(tasks.nodes)}
+    """The dedup engine on ``eligible`` (sample_id, eligible) as one frame: tests and benches."""
+    config, tasks = _executor(config)
+    return {**run_partitioned(config, layout, eligible, tasks=tasks), "task_nodes": _nodes(tasks)}
 
 
 def run_with_eligibility(config: RunConfig, layout: RunLayout) -> dict:
-    """The partitioned dedup phase, eligibility decided per ingest unit by tasks (no row on the driver)."""
+    """The dedup phase: eligibility decided per ingest unit by tasks (no row on the driver), then the engine."""
     from pipelines.run.decide_tasks import eligible_unit
 
-    shutil.rmtree(eligible_dir(layout), ignore_errors=True)
-    tasks = RayTasks()
-    if config.dedup.enabled_detectors():  # no detector: nothing to rank, run_partitioned clears the outputs
+    dedup, tasks = _executor(config.dedup)
+    shutil.rmtree(layout.dedup_eligible_dir, ignore_errors=True)
+    if dedup.enabled_detectors():  # no detector: nothing to rank, run_partitioned clears the outputs
         units = [p.stem for p in layout.staged_row_files()]
         tasks(eligible_unit, [(str(layout.root), u, config.filters) for u in units])
-    return {**run_partitioned(config.dedup, layout, None, tasks=tasks), "task_nodes": sorted(tasks.nodes)}
+    return {**run_partitioned(dedup, layout, None, tasks=tasks), "task_nodes": _nodes(tasks)}

@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 
+from dedup.plan import local_tasks
 from filters.config import ThresholdRule, threshold_rules
 from filters.decide import decide, reason_exprs
 from manifests import audit, card, plots, query, reexport, tune
@@ -46,7 +47,7 @@ def manifest(run: Path, overrides: list[str]) -> Iterator[tuple[pl.LazyFrame, Ru
     if not overrides:
         yield reexport.scan_manifest(RunLayout.at(run)), config
         return
-    with repick.current_manifest(run, config, repick.in_process) as frame:
+    with repick.current_manifest(run, config, local_tasks) as frame:
         yield decide(frame, config.filters), config
 
 
@@ -61,8 +62,8 @@ def run_query(run: Path, sql: str, out: Path | None, max_rows: int) -> str:
 def run_tune(run: Path, overrides: list[str]) -> tuple[tune.TuneReport, str]:
     config = load_config(run, overrides)
     source = reexport.scan_manifest(RunLayout.at(run))
-    pairs = decision.pairs_layout(run)
-    with repick.current_manifest(run, config, repick.in_process) as frame:  # survivors under the new rules
+    pairs = repick.pairs_layout(run)
+    with repick.current_manifest(run, config, local_tasks) as frame:  # survivors under the new rules
         report = tune.retune(frame, reason_exprs(config.filters, set(frame.collect_schema().names())))
     heading = f"Tuning {run} with " + (" ".join(f"--set {o}" for o in overrides) or "its own thresholds")
     notes = decision.override_notes(overrides, config, load_config(run), set(source.collect_schema().names()), pairs)
@@ -81,7 +82,7 @@ def semantic_eps_plot(run: Path, frame: pl.LazyFrame, config: RunConfig, out: Pa
     from dedup.cluster import DETECTOR
     from dedup.semantic import removed_by_eps
 
-    files = decision.pairs_layout(run).pairs_files()
+    files = repick.pairs_layout(run).pairs_files()
     if not config.dedup.semantic.enabled or not files:
         return []
     pairs = pl.scan_parquet([str(f) for f in files]).filter(pl.col(DETECTOR) == "semantic").collect()

@@ -1,41 +1,18 @@
-"""Survivors re-picked in one process from a one-process dedup's pairs file, and the notes tune prints.
+"""The notes tune prints: why an override changes nothing or less than asked.
 
-A new threshold changes which rows pass the other rules, so the survivors of the duplicate
-clusters are picked again from the run's stored pairs (``dedup.survivors``) before deciding;
-``pipelines.run.repick`` decides where (here, or by tasks over partitioned pairs).
+The survivors under the new rules are re-picked on the run side (``pipelines.run.repick``).
 """
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
-import polars as pl
-
-from dedup import survivors
 from dedup.config import DETECTORS, SECTION_DETECTORS
 from filters.config import FiltersConfig, threshold_rules
-from filters.decide import passes_rules
-from manifests import reexport
 from manifests import schema as col
 from manifests.io import read_json
 from manifests.layout import RunLayout
 from pipelines.config import RunConfig
-
-def pairs_layout(run: Path) -> RunLayout:
-    """The layout of the run that holds ``run``'s stored pairs (a re-export's source run)."""
-    return RunLayout.at(reexport.images_root(run))
-
-
-def current_duplicates(frame: pl.LazyFrame, pairs: RunLayout, config: RunConfig) -> pl.DataFrame | None:
-    """The duplicates table of ``pairs``' stored pairs under ``config`` (memory ~ the paired rows); None
-    when the run stored no pairs."""
-    stored = survivors.stored_pairs(pairs.pairs_files(), config.dedup)
-    if stored is None:
-        return None
-    ranked = survivors.with_centroid_distance(frame, pairs.pairs.with_name(survivors.CENTROIDS_FILE), config.dedup)
-    return survivors.duplicates(ranked, stored, config.dedup, partial(passes_rules, config=config.filters))
-
 
 # Sections tune reads: a score section by the column its stage writes, and the dedup detectors.
 LANGUAGE_COLUMN = col.CAPTION_LANG  # filters.language writes it; filters.rules.languages reads it

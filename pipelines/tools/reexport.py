@@ -5,8 +5,7 @@ in this process (``dedup.plan.local_tasks``), so memory follows one manifest par
 unit), not the run. The source run is only read; ``manifests.reexport`` says where the export goes.
 
 1. Survivors: when the new rules equal the run's, the manifest's duplicate columns stand; else they are
-   re-picked from the stored pairs (partitioned pairs: eligibility per part, then the partitioned
-   components and groups; one-file pairs: in one process, memory ~ the paired rows).
+   re-picked from the stored pairs (``pipelines.run.repick.survivors``, as decide and tune do).
 2. Each manifest part is decided again -> ``decide/parts/`` of the export (removed at the end).
 3. Shards planned from the per-part kept counts; each shard reads the parts its ranges name.
 4. ``manifest/part-UNIT.parquet`` per part, with the new export locations.

@@ -16,8 +16,7 @@ from manifests.export import shard_sizes
 from manifests.shardplan import plan_sizes
 from pipelines.config import RunConfig
 from pipelines.run.decide_tasks import assemble, decide_partitioned, kept_counts, record_rules
-from pipelines.run.repick import join_duplicates
-from pipelines.tools.decision import current_duplicates
+from pipelines.run.repick import current_duplicates, join_duplicates
 from tests.dedup.test_partitioned import DETECTORS, generated_run
 
 

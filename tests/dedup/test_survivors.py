@@ -42,7 +42,7 @@ def pairs(rows: list[tuple[str, str, str, float]]) -> pl.DataFrame:
 
 def redecide(frame: pl.DataFrame, stored: pl.DataFrame | None, config: FiltersConfig) -> pl.DataFrame:
     """The decide phase, tune and re-export in one process: the duplicate columns redone from the stored pairs
-    under ``config``'s rules (``dedup.survivors``, as ``pipelines.tools.decision.current_duplicates`` does), then
+    under ``config``'s rules (``dedup.survivors``, as ``pipelines.run.repick.current_duplicates`` does), then
     the decision."""
     lazy = with_duplicates(frame.lazy(), stored, DEDUP, partial(passes_rules, config=config))
     return decide(lazy, config).collect()

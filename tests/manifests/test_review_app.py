@@ -221,9 +221,10 @@ def test_counts_equal_tune_when_survivors_are_re_picked(tmp_path):
 
 def _repicked(run, config) -> dict[str, str | None]:
     """sample_id -> duplicate_of as tune's re-pick (``pipelines.run.repick``) writes the manifest."""
+    from dedup.plan import local_tasks
     from pipelines.run import repick
 
-    with repick.current_manifest(run, config, repick.in_process) as frame:
+    with repick.current_manifest(run, config, local_tasks) as frame:
         rows = frame.select(col.SAMPLE_ID, col.DUPLICATE_OF).collect()
     return dict(rows.iter_rows())
 

@@ -63,7 +63,7 @@ settings_walk = st.lists(st.tuples(st.lists(st.booleans(), min_size=14, max_size
 
 
 def _tune(manifest: pl.DataFrame, files: list[Path], dedup: DedupConfig, eligible: np.ndarray) -> pl.DataFrame:
-    """What tune's one-process re-pick writes (``pipelines.tools.decision.current_duplicates`` without the run)."""
+    """What tune's one-process re-pick writes (``pipelines.run.repick.current_duplicates`` without the run)."""
     frame = manifest.with_columns(pl.Series("ok", eligible)).lazy()
     table = duplicates(frame, stored_pairs(files, dedup), dedup,
                        lambda f: f.select(col.SAMPLE_ID, pl.col("ok").alias(col.KEEP)))

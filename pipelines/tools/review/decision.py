@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY
+from dedup.plan import local_tasks
 from dedup.survivors import CENTROIDS_FILE
 from filters.decide import CAPTION_MEASURES, reason_exprs
 from manifests import reexport
@@ -35,7 +36,6 @@ from manifests.tune import TuneReport
 from pipelines.config import RunConfig, load_config
 from pipelines.run import repick
 from pipelines.run.phase_inputs import rules_digest
-from pipelines.tools.decision import pairs_layout
 from pipelines.tools.review.survivors import LiveSurvivors, Picked, Repicked
 
 REASON = "reason"
@@ -118,7 +118,7 @@ class LiveDecision:
         digest = rules_digest(config)
         if digest not in self._survivors:
             work = tempfile.TemporaryDirectory(prefix="thresher-review-")
-            found, _ = repick.for_manifest(self.run, self.parts, config, Path(work.name), repick.in_process)
+            found, _ = repick.for_manifest(self.run, self.parts, config, Path(work.name), local_tasks)
             self._survivors[digest] = (found, work)
             while len(self._survivors) > SURVIVOR_SETS:
                 gone, (_, old) = self._survivors.popitem(last=False)
@@ -271,7 +271,7 @@ class LiveDecision:
 
 def _live_survivors(run: Path, stored: pl.LazyFrame) -> LiveSurvivors | None:
     """The run's stored pairs held for in-memory re-picks; None when it stored none."""
-    layout = pairs_layout(run)
+    layout = repick.pairs_layout(run)
     files = layout.pairs_files()
     if not files:
         return None

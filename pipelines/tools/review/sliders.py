@@ -21,7 +21,7 @@ from filters.config import threshold_rules
 from manifests import schema as col
 from manifests.schema import Reason, Status
 from pipelines.config import RunConfig
-from pipelines.tools import decision as run_decision
+from pipelines.run import repick
 
 BINS = 40
 
@@ -77,7 +77,7 @@ def rule_sliders(config: RunConfig) -> list[Slider]:
 
 def dedup_sliders(config: RunConfig, run: Path) -> list[Slider]:
     """A detector's threshold, from what it stored up: only where this run stored its pairs."""
-    if not run_decision.pairs_layout(run).pairs_files():
+    if not repick.pairs_layout(run).pairs_files():
         return []
     dedup, sliders = config.dedup, []
     for detector in (d for d in DETECTORS if d.enabled(dedup)):
