@@ -55,6 +55,10 @@ CELLS = (
          "_the_fault_free_dataset", RERUN, "units not committed before the kill"),
     Cell("1 worker node killed", "dedup", "test_multinode.py::test_a_worker_node_killed_mid_dedup_is_survived_by"
          "_itself_and_the_run_ends_in_the_fault_free_dataset", RECOVERED, "the lost node's tasks"),
+    *(Cell("1 worker node killed", phase, f"test_multinode.py::test_a_worker_node_killed_mid_phase_is_survived"
+           f"_by_itself_and_the_run_ends_in_the_fault_free_dataset[{phase}]", RECOVERED, redone)
+      for phase, redone in (("ingest", "the lost node's units in flight"), ("decide", "the lost node's tasks"),
+                            ("caption", "the lost actors' batches"), ("export", "the lost actors' shards"))),
     Cell("2 model actor killed", "score", "test_actor_kill.py::test_a_model_actor_killed_mid_batch_is_restarted_and"
          "_the_run_ends_in_the_fault_free_dataset[score]", RECOVERED, "the batch in flight"),
     Cell("2 model actor killed", "caption", "test_actor_kill.py::test_a_model_actor_killed_mid_batch_is_restarted"
@@ -65,6 +69,9 @@ CELLS = (
          "_ingest_is_waited_for_or_named_and_resumed[120.0]", RECOVERED, "0 (retried requests only)"),
     Cell("4 object store down 30 s", "ingest (its push), 5 s retry budget", "test_object_storage.py::test_a_store"
          "_stopped_for_30_s_mid_ingest_is_waited_for_or_named_and_resumed[5.0]", RERUN, "0 (uploads what is missing)"),
+    *(Cell("4 object store down 30 s", f"{phase} (its push)", f"test_object_storage.py::test_a_store_stopped_for"
+           f"_30_s_mid_phase_is_waited_for_and_the_run_ends_in_the_fault_free_dataset[{phase}]", RECOVERED,
+           "0 (retried requests only)") for phase in ("score", "export")),
     Cell("5 corrupt file", "ingest (staged tar truncated)", f"{CORRUPT}[staged tar truncated, --redo score]", REDONE,
          "1 unit staged (+ --redo score)"),
     Cell("5 corrupt file", "ingest (staged parquet emptied)", f"{CORRUPT}[staged parquet emptied]", REDONE,

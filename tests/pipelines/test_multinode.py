@@ -172,16 +172,16 @@ def _nsfw_mid_batch(worker: str) -> bool:
     return False
 
 
-def _fault_free_then_started(namespaces, tmp_path: Path, port: int):
-    """The cluster, a fault-free run of the demo corpus to compare with, then the run a fault will hit, started:
-    returns (its driver, its layout, the cluster's environment)."""
+def _fault_free_then_started(namespaces, tmp_path: Path, port: int, *extra: str):
+    """The cluster, a fault-free run of the demo corpus to compare with, then the run a fault will hit, started
+    (both with ``extra`` arguments): returns (its driver, its layout, the cluster's environment)."""
     head, _, _ = namespaces
     env = _start_cluster(namespaces)
     on_head = ("ip", "netns", "exec", head)
-    reference = start_driver(tmp_path / "fault-free", port, *CLUSTER_RUN, prefix=on_head, env=env)
+    reference = start_driver(tmp_path / "fault-free", port, *CLUSTER_RUN, *extra, prefix=on_head, env=env)
     assert reference.wait(timeout=400) == 0, "the fault-free run failed; see its driver log"
     work = tmp_path / "work"
-    return start_driver(work, port, *CLUSTER_RUN, prefix=on_head, env=env), RunLayout.at(work / "run"), env
+    return start_driver(work, port, *CLUSTER_RUN, *extra, prefix=on_head, env=env), RunLayout.at(work / "run"), env
 
 
 def _lose_node(ns: str) -> None:
@@ -237,5 +237,63 @@ def test_a_worker_node_killed_mid_dedup_is_survived_by_itself_and_the_run_ends_i
     wait_until(lambda: layout.is_done("score"), driver, timeout_s=400)
     _lose_node(worker)
     assert not layout.is_done("dedup"), "the kill should land in the middle of dedup"
+    assert driver.wait(timeout=400) == 0, "the run did not survive the lost node; see its driver log"
+    check_same_dataset(layout, RunLayout.at(tmp_path / "fault-free" / "run"))
+
+
+@pytest.fixture(scope="module")
+def captioner(tmp_path_factory) -> tuple[str, ...]:
+    """Driver arguments of a tiny random BLIP-2 captioner (saved once; each node reads it from the shared disk),
+    so the caption phase does real work and the shards carry its captions."""
+    import torch
+
+    from support.random_models import save_random
+
+    torch.manual_seed(0)
+    blip2 = save_random("blip2", tmp_path_factory.mktemp("tiny-blip2"))
+    overrides = ("caption.blip2.enabled=true", f"caption.blip2.model={blip2}",
+                 "caption.blip2.generation.max_new_tokens=6", "resources.stages.blip2={batch_size: 2, num_cpus: 0.5}",
+                 "export.caption_source=caption_blip2")
+    return tuple(arg for o in overrides for arg in ("--set", o))
+
+
+PHASES = ("ingest", "score", "dedup", "decide", "caption", "export")
+
+
+def _in_flight(phase: str, layout: RunLayout, worker: str):
+    """The moment to lose the worker node mid-``phase``: the phase before it is done and the phase has begun its
+    work (a unit staged while an ingest actor runs on the worker; the captioner's actors up on the worker;
+    export's temporary shard folder made; decide: as the phase before it ends)."""
+    before = PHASES[PHASES.index(phase) - 1] if phase != "ingest" else None
+    started = {
+        "ingest": lambda: bool(layout.staged_row_files()) and bool(processes_named(_processes_in(worker),
+                                                                                   "IngestWorker")),
+        "decide": lambda: True,
+        "caption": lambda: bool(processes_named(_processes_in(worker), "Blip2Captioner")),
+        "export": lambda: any(layout.root.glob(".shards.*.tmp")),
+    }[phase]
+    return lambda: (before is None or layout.is_done(before)) and started()
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("phase", ["decide", "caption", "export", "ingest"])
+def test_a_worker_node_killed_mid_phase_is_survived_by_itself_and_the_run_ends_in_the_fault_free_dataset(
+        namespaces, tmp_path: Path, captioner: tuple[str, ...], phase: str) -> None:
+    """Fault cell "a worker node killed" where no pool needs what only that node had (after score, whose open_nsfw
+    pool asks for ``gpu_node``; in ingest, with open_nsfw asking for nothing): the worker node (its raylet,
+    workers and agents) is killed while the phase runs on both nodes (decide's tasks take 0.1 s: the node is killed
+    as dedup ends, so decide sends its tasks to a node that is gone but not yet known dead, and they are retried
+    when Ray marks it dead, 10-20 s later). Ray retries the lost tasks and restarts the lost actors on the head;
+    the same driver finishes, with the fault-free run's dataset (a tiny BLIP-2 captioner in both runs)."""
+    _, worker, _ = namespaces
+    extra = captioner
+    if phase == "ingest":  # ingest actors on both nodes, each URL answered in 1.5 s so a unit takes seconds;
+        # open_nsfw on any node, so that score needs nothing the lost node alone had
+        extra += ("--fetch-delay", "1.5", "--set", "resources.ingest.concurrency=3",
+                  "--set", "resources.stages.nsfw.resources={}")
+    driver, layout, _ = _fault_free_then_started(namespaces, tmp_path, 18613, *extra)
+    wait_until(_in_flight(phase, layout, worker), driver, timeout_s=400, poll_s=0.01)
+    _lose_node(worker)
+    assert not layout.is_done(phase), f"the kill should land in the middle of {phase}"
     assert driver.wait(timeout=400) == 0, "the run did not survive the lost node; see its driver log"
     check_same_dataset(layout, RunLayout.at(tmp_path / "fault-free" / "run"))

@@ -4,6 +4,7 @@ out; and the fault cell "the object store stopped for 30 s mid-phase"."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -216,6 +217,47 @@ def test_a_store_stopped_for_30_s_mid_ingest_is_waited_for_or_named_and_resumed(
     assert outage.happened
     if retry_s > OUTAGE_S:  # with 5 s, botocore's own retries of one request use the budget: StoreUnreachable says it
         assert "retrying" in caplog.text, "the outage did not meet a request to the store"
+    pulled = tmp_path / "pulled"  # what a fresh machine would read from the bucket
+    storage.pull(uri, pulled)
+    check_same_dataset(RunLayout.at(pulled), fault_free)
+
+
+# The moment the store stops, mid-phase: the phase has committed its first unit (score) or begun writing its
+# shards (export), so the push of its files (export's: the shards and manifest) meets the outage.
+MID_PHASE = {
+    "score": lambda layout: bool(layout.score_files()),
+    "export": lambda layout: any(layout.root.glob(".shards.*.tmp")),
+}
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("phase", sorted(MID_PHASE))
+def test_a_store_stopped_for_30_s_mid_phase_is_waited_for_and_the_run_ends_in_the_fault_free_dataset(
+        tmp_path: Path, ray_session, seaweed: Seaweed, reference: tuple[RunLayout, Path], phase: str,
+        caplog) -> None:
+    """Fault cell "the object store stopped for 30 s" in a phase after ingest (the run directory is local while a
+    phase works, so the store is met by the push that ends the phase): retried with backoff for
+    ``storage.RETRY_S`` (120 s), the run waits the outage out and finishes by itself, and the bucket holds the
+    fault-free run's dataset."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec would hand the run an earlier test's client (its endpoint)
+    assert storage.RETRY_S > OUTAGE_S
+    uri = f"s3://{BUCKET}/runs/outage-{phase}"
+    staging = RunLayout.at(tmp_path / "staging")
+    fault_free, url_list = reference
+    with serve_files(build_corpus(0)[0], port=ORIGIN):
+        config = build_config(_outage_config(url_list, output_dir=uri, staging_dir=str(staging.root)))
+        outage = Outage(seaweed, lambda: MID_PHASE[phase](staging), OUTAGE_S)
+        outage.start()
+        try:
+            runner.run(config)
+        finally:
+            outage.cancel.set()
+            outage.join()
+    assert outage.happened
+    assert "retrying" in caplog.text, "the outage did not meet a request to the store"
+    assert json.loads(staging.done_marker(phase).read_text()), f"{phase} did not finish"
     pulled = tmp_path / "pulled"  # what a fresh machine would read from the bucket
     storage.pull(uri, pulled)
     check_same_dataset(RunLayout.at(pulled), fault_free)
