@@ -94,8 +94,9 @@ CELLS = (
     Cell("7 SIGTERM (preemption)", "score", "test_preempt.py::test_sigterm_mid_score_exits_143_and_the_same"
          "_command_resumes", RERUN, "score units not committed before", "complete run (every row once)"),
     *(Cell("3 output volume full", phase, f"{PHASE_FAULTS}::test_a_volume_full_mid_phase_ends_in_one_line_and_a"
-           f"_rerun_after_freeing_it_ends_in_the_fault_free_dataset[{phase}]", RERUN, "the phase in flight")
-      for phase in LATER),
+           f"_rerun_after_freeing_it_ends_in_the_fault_free_dataset[{phase}]", RERUN,
+           "score units not committed before" if phase == "score" else "the phase in flight")
+      for phase in ("score", *LATER)),
     *(Cell("7 SIGTERM (preemption)", phase, f"{PHASE_FAULTS}::test_sigterm_mid_phase_exits_143_and_the_same"
            f"_command_resumes_to_the_fault_free_dataset[{phase}]", RERUN, "the phase in flight") for phase in LATER),
     Cell("no partial file visible", "every phase (strace -f)", "test_atomic_writes.py::test_no_partial_or"
