@@ -79,6 +79,8 @@ CELLS = (
     Cell("5 corrupt file", "score (unit truncated)", f"{CORRUPT}[score unit truncated]", REDONE, "1 unit scored"),
     Cell("5 corrupt file", "score (wrong digest)", f"{CORRUPT}[score unit with a wrong digest]", REDONE,
          "1 unit scored"),
+    Cell("5 corrupt file", "dedup (pairs part truncated)", f"{CORRUPT}[dedup pairs part truncated]", REDONE,
+         "dedup + decide + caption + export phases"),
     Cell("5 corrupt file", "decide (part truncated)", f"{CORRUPT}[decided part truncated]", REDONE,
          "decide + caption + export phases"),
     Cell("5 corrupt file", "export (manifest part emptied)", f"{CORRUPT}[manifest part emptied]", REDONE,

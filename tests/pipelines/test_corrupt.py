@@ -11,6 +11,7 @@ from typing import Callable
 import pyarrow.parquet as pq
 import pytest
 
+from manifests import integrity
 from manifests.io import read_json
 from manifests.layout import RunLayout
 from pipelines.config import load_config
@@ -45,6 +46,7 @@ CELLS: dict[str, tuple[Callable[[RunLayout], Path], Callable[[Path], None], tupl
     "staged parquet emptied": (lambda l: l.staged_rows(0), lambda p: p.write_bytes(b""), (), "ingest", 1),
     "score unit truncated": (lambda l: l.score_files()[0], _truncate, (), "score", 1),
     "score unit with a wrong digest": (lambda l: l.score_files()[1], _wrong_digest, (), "score", 1),
+    "dedup pairs part truncated": (lambda l: l.pairs_files()[0], _truncate, (), "dedup", 0),
     "decided part truncated": (lambda l: l.decided_files()[0], _truncate, (), "decide", 0),
     "manifest part emptied": (lambda l: l.manifest_files()[1], lambda p: p.write_bytes(b""), (), "export", 0),
 }
@@ -64,6 +66,8 @@ def test_a_corrupt_file_is_redone_and_the_run_ends_in_the_fault_free_dataset(ref
         assert phases["score"]["units_run"] == (2 if "score" in redo else 1)
     assert stats == read_json(reference.run_json)["counts"]
     check_same_dataset(copy, reference)
+    if phase in integrity.WRITTEN_BY:  # redone, not merely left unread (dedup's pairs are read only on a re-pick)
+        assert not [p for p in integrity.WRITTEN_BY[phase](copy) if integrity.parquet_problem(p)]
 
 
 def test_a_single_phase_command_stages_a_corrupt_unit_again_before_it_scores(reference: RunLayout,
