@@ -90,7 +90,7 @@ def bench_lsh(scale: float, threads: int) -> dict:
     import pyarrow.parquet as pq
 
     from dedup.artefacts import SampleIndex
-    from dedup.detectors import caption_pairs
+    from support.dedup_reference import caption_pairs
 
     n = int(1_000_000 * scale)
     start = time.perf_counter()

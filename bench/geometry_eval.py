@@ -8,7 +8,7 @@ edits, the reporting split's crops at random positions 50-90% and rotations 3-10
 encoded and decoded, plus hard negatives (``low_texture_negatives`` with recolour twins, shapes and logos on
 white, far-apart crops of texture photos). Each image is scored as ``dedup.pdq.PdqHasher`` does (PDQ of the
 regions, ORB keypoints), then paired by the one-process detectors (``dedup.detectors.pdq_pairs`` with
-verification, ``dedup.detectors.keypoint_pairs``).
+verification, ``support.dedup_reference.keypoint_pairs``).
 
 A true pair joins two images of one original; every other pair is false (two recolours of one design included).
 Recall counts (original, edit) pairs found directly, per edit and per image type. Cost: seconds per image of PDQ +
@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dedup import keypoints  # noqa: E402
 from dedup.artefacts import SampleIndex  # noqa: E402
 from dedup.config import PdqConfig, SearchConfig  # noqa: E402
-from dedup.detectors import keypoint_pairs, pdq_pairs  # noqa: E402
+from dedup.detectors import pdq_pairs  # noqa: E402
+from support.dedup_reference import keypoint_pairs  # noqa: E402
 from dedup.pdq import pack_row, region_codes, to_hex  # noqa: E402
 from dedup.verify import orb_features  # noqa: E402
 from manifests import schema as col  # noqa: E402

@@ -9,37 +9,15 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from dedup import keypoints
 from dedup.artefacts import SampleIndex, binary_matrix, column_matrix, hex_matrix, iter_column
-from dedup.cluster import PAIRS_SCHEMA, SIMILARITY, named_pairs
-from dedup.config import LayoutConfig, MinHashConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
+from dedup.cluster import PAIRS_SCHEMA, named_pairs
+from dedup.config import LayoutConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
 from dedup.layout import LAYOUT_BYTES, candidate_cosine, layout_matches, search_vectors, unpack
 from dedup.pdq import HUE_BINS, colour_signatures, compatible, row_width, unpack_rows, variants
 from dedup.phash import split_codes
-from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
 from dedup.search import binary_pairs, float_pairs, region_pairs
 from dedup.verify import pair_inliers
 from manifests import schema as col
-
-
-def caption_pairs(config: MinHashConfig, files: list[Path], index: SampleIndex, work: Path) -> pl.DataFrame:
-    """MinHash LSH over every signature of the run; candidates verified against ``stored_from``."""
-    work.mkdir(parents=True, exist_ok=True)
-    bands, rows = band_shape(config.num_perm, config.stored_from, config.bands, config.false_negative_weight)
-    signatures = np.lib.format.open_memmap(work / "minhash.npy", mode="w+", dtype=np.uint32,
-                                           shape=(max(len(index), 1), config.num_perm))
-    band_files = []
-    for k, (ids, values) in enumerate(iter_column(files, col.CAPTION_MINHASH)):
-        pos, sigs = index.positions(ids), binary_matrix(values, np.uint32, config.num_perm)
-        signatures[pos] = sigs
-        band_files.append(work / f"bands-{k:05d}.parquet")
-        band_frame(pos, band_keys(sigs, bands, rows)).write_parquet(band_files[-1])
-    if not band_files:
-        return pl.DataFrame(schema=PAIRS_SCHEMA)
-    candidates = candidate_pairs(band_files, config.max_bucket).collect(engine="streaming")
-    verified = verify(candidates, signatures, config.stored_from)
-    return named_pairs(index, verified["a"].to_numpy(), verified["b"].to_numpy(),
-                       verified[SIMILARITY].to_numpy(), "minhash")
 
 
 def phash_pairs(config: PHashConfig, search: SearchConfig, files: list[Path], index: SampleIndex) -> pl.DataFrame:
@@ -152,20 +130,6 @@ def layout_pairs(config: LayoutConfig, pdq: PdqConfig, search: SearchConfig, fil
     either = low[a] | low[b]  # two images PDQ hashes are PDQ's to pair
     a, b, sim = layout_matches(rows, a[either], b[either], config)
     return named_pairs(index, pos[a], pos[b], sim, "layout")
-
-
-def keypoint_pairs(config: PdqConfig, files: list[Path], index: SampleIndex) -> pl.DataFrame:
-    """Images sharing ``verify.keypoints.min_shared`` keypoint keys, verified (``dedup.keypoints``)."""
-    keys = config.verify.keypoints
-    rows = [keypoints.key_rows(ids, values.to_pylist(), keys) for ids, values in iter_column(files, col.ORB_FEATURES)]
-    if not rows:
-        return pl.DataFrame(schema=PAIRS_SCHEMA)
-    found = keypoints.candidates(keypoints.shared_keys(pl.concat(rows).lazy(), keys.max_bucket),
-                                 keys.min_shared).collect()
-    a, b = index.positions(found["a"]), index.positions(found["b"])
-    sim = scores(files, index, a, b, config, lambda x, y: keypoints.copy_score(x, y, config.verify))
-    ok = sim > 0
-    return named_pairs(index, a[ok], b[ok], sim[ok], "keypoints")
 
 
 def verified(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray, config: PdqConfig) -> np.ndarray:

@@ -13,12 +13,16 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
-from dedup.artefacts import SampleIndex
-from dedup.cluster import PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, DETECTOR, cluster, cluster_counts, equal_key_pairs
-from dedup.config import DedupConfig
-from dedup.detectors import caption_pairs, keypoint_pairs, layout_pairs, pdq_pairs, phash_pairs, sscd_pairs
+from dedup import keypoints
+from dedup.artefacts import SampleIndex, binary_matrix, iter_column
+from dedup.cluster import (PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, SIMILARITY, DETECTOR, cluster, cluster_counts,
+                           equal_key_pairs, named_pairs)
+from dedup.config import DedupConfig, MinHashConfig, PdqConfig
+from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
+from dedup.detectors import layout_pairs, pdq_pairs, phash_pairs, scores, sscd_pairs
 from dedup.semantic import CENTROID_DISTANCE, semantic_pairs
 from dedup.survivors import ELIGIBLE, centroid_dir, centroid_path, eligible_path, keep_order
 from manifests import schema as col
@@ -35,6 +39,41 @@ def staged_rows(layout: RunLayout) -> pl.LazyFrame:
             .select(col.SAMPLE_ID, col.SHA256,
                     (pl.col(col.ORIGINAL_WIDTH).cast(pl.Int64) * pl.col(col.ORIGINAL_HEIGHT)).alias(RESOLUTION)))
 
+
+# The one-process finders no bucket task calls: the partitioned engine has keyjoin/keypointjoin for them.
+
+def caption_pairs(config: MinHashConfig, files: list[Path], index: SampleIndex, work: Path) -> pl.DataFrame:
+    """MinHash LSH over every signature of the run; candidates verified against ``stored_from``."""
+    work.mkdir(parents=True, exist_ok=True)
+    bands, rows = band_shape(config.num_perm, config.stored_from, config.bands, config.false_negative_weight)
+    signatures = np.lib.format.open_memmap(work / "minhash.npy", mode="w+", dtype=np.uint32,
+                                           shape=(max(len(index), 1), config.num_perm))
+    band_files = []
+    for k, (ids, values) in enumerate(iter_column(files, col.CAPTION_MINHASH)):
+        pos, sigs = index.positions(ids), binary_matrix(values, np.uint32, config.num_perm)
+        signatures[pos] = sigs
+        band_files.append(work / f"bands-{k:05d}.parquet")
+        band_frame(pos, band_keys(sigs, bands, rows)).write_parquet(band_files[-1])
+    if not band_files:
+        return pl.DataFrame(schema=PAIRS_SCHEMA)
+    candidates = candidate_pairs(band_files, config.max_bucket).collect(engine="streaming")
+    verified = verify(candidates, signatures, config.stored_from)
+    return named_pairs(index, verified["a"].to_numpy(), verified["b"].to_numpy(),
+                       verified[SIMILARITY].to_numpy(), "minhash")
+
+
+def keypoint_pairs(config: PdqConfig, files: list[Path], index: SampleIndex) -> pl.DataFrame:
+    """Images sharing ``verify.keypoints.min_shared`` keypoint keys, verified (``dedup.keypoints``)."""
+    keys = config.verify.keypoints
+    rows = [keypoints.key_rows(ids, values.to_pylist(), keys) for ids, values in iter_column(files, col.ORB_FEATURES)]
+    if not rows:
+        return pl.DataFrame(schema=PAIRS_SCHEMA)
+    found = keypoints.candidates(keypoints.shared_keys(pl.concat(rows).lazy(), keys.max_bucket),
+                                 keys.min_shared).collect()
+    a, b = index.positions(found["a"]), index.positions(found["b"])
+    sim = scores(files, index, a, b, config, lambda x, y: keypoints.copy_score(x, y, config.verify))
+    ok = sim > 0
+    return named_pairs(index, a[ok], b[ok], sim[ok], "keypoints")
 
 
 def semantic_finder(config: DedupConfig, layout: RunLayout, files: list[Path], index: SampleIndex,

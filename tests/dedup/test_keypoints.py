@@ -13,7 +13,8 @@ from PIL import Image
 from dedup import keypoints
 from dedup.artefacts import SampleIndex
 from dedup.config import PdqConfig, SearchConfig
-from dedup.detectors import keypoint_pairs, pdq_pairs
+from dedup.detectors import pdq_pairs
+from support.dedup_reference import keypoint_pairs
 from dedup.pdq import PdqHasher
 from manifests import schema as col
 from manifests.io import write_parquet
