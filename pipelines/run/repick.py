@@ -132,7 +132,7 @@ def survivors(config: RunConfig, pairs: RunLayout, picked_under: str | None,
         return None, "no stored pairs"
     if picked_under == rules_digest(config):
         return None, SAME_RULES
-    if pairs.pairs.exists():  # the one-process dedup: a run small enough for one process, by choice
+    if pairs.pairs.exists():  # a run made before the one engine (its one-process dedup wrote one pairs file)
         write_parquet(current_duplicates(frame(), pairs, config).to_arrow(), work.table)
         return Duplicates(table=work.table), "re-picked in one process"
     from dedup.partitioned import Survivors, recluster_partitioned  # the finders' imports: not for tune's start
