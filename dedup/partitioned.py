@@ -38,7 +38,8 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
     """Write dedup/pairs/ and dedup/duplicates/ (part files); with no detector enabled, write nothing.
 
     The keep policy ranks first the rows that pass every other rule: ``eligible`` as one frame, or,
-    when None, the per-unit files of ``eligible_dir`` if any (written by ``pipelines.run.decide_tasks``).
+    when None, the per-unit files of ``RunLayout.dedup_eligible_dir`` if any (written by eligibility tasks,
+    ``pipelines.run.decide_tasks.eligible_unit``).
     """
     for path in (layout.pairs_dir, layout.duplicates_dir, centroid_dir(layout)):
         shutil.rmtree(path, ignore_errors=True)
@@ -70,15 +71,10 @@ def run_partitioned(config: DedupConfig, layout: RunLayout, eligible: pl.DataFra
             "shuffle_files_written": {**plan.written, **clusters.pop("shuffle_files_written")}}
 
 
-def eligible_dir(layout: RunLayout) -> Path:
-    """dedup/eligible/UNIT.parquet: (sample_id, eligible) per ingest unit, written by decision tasks."""
-    return layout.dedup_eligible_dir
-
-
 def _eligible_files(layout: RunLayout) -> list[Path]:
     if eligible_path(layout).exists():
         return [eligible_path(layout)]
-    return sorted(eligible_dir(layout).glob("*.parquet"))
+    return sorted(layout.dedup_eligible_dir.glob("*.parquet"))
 
 
 def _shuffled_bytes(work: Path) -> dict[str, int]:

@@ -4,7 +4,8 @@ A cluster's survivor is picked among the rows that pass every other rule. So whe
 changes (the decide phase of a rerun, ``thresher tune``, ``thresher reexport RUN --set``), the
 clusters are redone from the stored pairs with the new eligibility; re-applying the stored duplicate
 columns instead would lose a whole cluster whenever the new rule rejects its survivor. ``duplicates``
-is that step in one process (a one-process dedup's ``dedup/pairs.parquet``; ``with_duplicates`` joins
+is that step in one process (``dedup/pairs.parquet`` of a run made before the one engine, and the
+reference engine; ``with_duplicates`` joins
 its result back); partitioned pairs go through ``dedup.partitioned.recluster_partitioned`` instead,
 with the same ``cluster()`` per group (``pipelines.run.repick`` picks the path).
 """

@@ -20,7 +20,8 @@
                                   by the dedup phase's eligibility tasks (dedup/eligible.parquet: one frame)
       decide/duplicates/UNIT/*.parquet  survivors re-picked under this decision's rules, when they differ
                                   from the dedup phase's (else decide reads dedup/duplicates/)
-      decide/duplicates.parquet   the same, re-picked in one process from a one-process dedup's pairs file
+      decide/duplicates.parquet   the same, re-picked in one process from the single pairs file of a run
+                                  made before the one dedup engine
       decide/eligible/, decide/shuffle/  the re-pick's eligibility per unit and shuffle buckets, removed after it
       caption/captions/unit=UNIT/*.parquet  recaptions of the kept rows of unit UNIT (a rerun adds files for
                                   newly kept rows; caption/stages.json: the captioners they were made by)
@@ -162,7 +163,7 @@ class RunLayout:
 
     @property
     def decided_duplicates(self) -> Path:
-        """Survivors re-picked in one process (a one-process dedup's pairs file)."""
+        """Survivors re-picked in one process (the single pairs file of a run made before the one engine)."""
         return self.root / "decide" / "duplicates.parquet"
 
     @property

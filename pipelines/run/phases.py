@@ -149,9 +149,7 @@ def score(run: Run) -> dict:
 def dedup(run: Run) -> dict:
     """Pairs -> clusters; survivors are chosen among rows the decision keeps on every other rule."""
     config, layout = run.local, run.layout
-    layout.duplicates.unlink(missing_ok=True)  # the decision must not see an earlier dedup's assignments
-    shutil.rmtree(layout.duplicates_dir, ignore_errors=True)
-    layout.rules_json.unlink(missing_ok=True)
+    layout.rules_json.unlink(missing_ok=True)  # the engine clears its outputs before any work (run_partitioned)
     found = dedup_tasks.run_with_eligibility(config, layout)
     decide_tasks.record_rules(config, layout)
     return found

@@ -7,8 +7,8 @@ the filters and dedup settings, ``rules_digest``). ``survivors`` is that one cho
 the decide phase (``decide_tasks.current_survivors``, rows per ingest unit) and a finished run's manifest
 (``for_manifest``: tune, plots, audit, review, re-export; rows per manifest part). Re-picking never holds
 the run: eligibility is one task per unit or part (``eligible``), then the partitioned components and
-groups (``dedup.partitioned``); a one-process dedup's single pairs file is re-picked in one process
-(memory ~ the paired rows). The result is a ``Duplicates``: where each part's duplicates rows are.
+groups (``dedup.partitioned``); the single pairs file of a run made before the one engine is re-picked
+in one process (memory ~ the paired rows). The result is a ``Duplicates``: where each part's duplicates rows are.
 """
 
 from __future__ import annotations

@@ -91,14 +91,13 @@ def test_the_one_process_pairs_are_re_picked_in_one_process(tmp_path):
 
 
 def test_eligibility_per_unit_equals_the_driver_decision(tmp_path):
-    from dedup.partitioned import eligible_dir
     from support.dedup_reference import ELIGIBLE
     from pipelines.run.decide_tasks import eligible_unit
 
     layout = generated_run(tmp_path, 3)
     filters = run_config(3, aesthetic={"enabled": True, "min_score": 5.0}).filters
     local_tasks(eligible_unit, [(str(layout.root), p.stem, filters) for p in layout.staged_row_files()])
-    parts = pl.read_parquet(sorted(eligible_dir(layout).glob("*.parquet"))).sort(col.SAMPLE_ID)
+    parts = pl.read_parquet(sorted(layout.dedup_eligible_dir.glob("*.parquet"))).sort(col.SAMPLE_ID)
     whole = (apply_decision(assemble(layout), filters).select(col.SAMPLE_ID, pl.col(col.KEEP).alias(ELIGIBLE))
              .sort(col.SAMPLE_ID).collect())
     assert parts.equals(whole)

@@ -25,7 +25,7 @@ from driver import NSFW_ACTOR, corpus
 from scaleout_support import (check_complete_run, check_same_dataset, node_env, processes_named, start_driver,
                               wait_until)
 from manifests import schema as col
-from manifests.layout import RunLayout
+from manifests.layout import PHASE_NAMES, RunLayout
 
 pytestmark = pytest.mark.slow
 
@@ -257,14 +257,12 @@ def captioner(tmp_path_factory) -> tuple[str, ...]:
     return tuple(arg for o in overrides for arg in ("--set", o))
 
 
-PHASES = ("ingest", "score", "dedup", "decide", "caption", "export")
-
 
 def _in_flight(phase: str, layout: RunLayout, worker: str):
     """The moment to lose the worker node mid-``phase``: the phase before it is done and the phase has begun its
     work (a unit staged while an ingest actor runs on the worker; the captioner's actors up on the worker;
     export's temporary shard folder made; decide: as the phase before it ends)."""
-    before = PHASES[PHASES.index(phase) - 1] if phase != "ingest" else None
+    before = PHASE_NAMES[PHASE_NAMES.index(phase) - 1] if phase != "ingest" else None
     started = {
         "ingest": lambda: bool(layout.staged_row_files()) and bool(processes_named(_processes_in(worker),
                                                                                    "IngestWorker")),

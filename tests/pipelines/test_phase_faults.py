@@ -22,12 +22,11 @@ from typing import Callable
 import pytest
 import yaml
 
-from manifests.layout import RunLayout
+from manifests.layout import PHASE_NAMES, RunLayout
 from scaleout_support import check_same_dataset, descendants, free_port, node_env, processes_named, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 REPO = Path(__file__).resolve().parents[2]
-PHASES = ("ingest", "score", "dedup", "decide", "caption", "export")
 LATER = ("dedup", "decide", "caption", "export")
 # What a phase finds free when it starts: room for the start of a run (config, run.json), not for the phase.
 # Score writes a few KB a unit, so it is left less than the others, and still fills up after some units.
@@ -115,7 +114,7 @@ def test_a_volume_full_mid_phase_ends_in_one_line_and_a_rerun_after_freeing_it_e
         settings: dict, reference: RunLayout, volume: Path, phase: str) -> None:
     layout = RunLayout.at(volume / "run")
     config = write_config(settings, layout.root)
-    before = PHASES[:PHASES.index(phase)]
+    before = PHASE_NAMES[:PHASE_NAMES.index(phase)]
     for name in before:  # the run up to the end of the phase before
         done = thresher(name, str(config))
         assert done.returncode == 0, done.stderr[-3000:]
@@ -142,7 +141,7 @@ def test_a_volume_full_mid_phase_ends_in_one_line_and_a_rerun_after_freeing_it_e
 def in_flight(layout: RunLayout, phase: str, proc: subprocess.Popen) -> Callable[[], bool]:
     """The moment ``phase`` is working: the phase before it is done and the phase has begun its work (the
     captioner's actors up; export's temporary shard folder made)."""
-    before = PHASES[PHASES.index(phase) - 1]
+    before = PHASE_NAMES[PHASE_NAMES.index(phase) - 1]
     started = {
         "dedup": lambda: layout.phase_dir("dedup").exists(),
         "decide": lambda: True,  # a few seconds of tasks: signalled as soon as dedup is done
@@ -171,7 +170,7 @@ def test_sigterm_mid_phase_exits_143_and_the_same_command_resumes_to_the_fault_f
     assert "Traceback" not in err, err[-3000:]
     assert not layout.is_done(phase), f"{phase} ended before the signal landed"
     assert not (layout.root / ".lock").exists()
-    finished = snapshot(layout, PHASES[:PHASES.index(phase)])
+    finished = snapshot(layout, PHASE_NAMES[:PHASE_NAMES.index(phase)])
     partial = {p: m for p, m in snapshot(layout, (phase,)).items()  # committed: no temporary name or folder
                if not any(part.startswith(".") for part in p.relative_to(layout.root).parts)}
 
