@@ -77,42 +77,104 @@ class Classes:
                    union_find(n, a[same_caption], b[same_caption]))
 
 
-def _adjacency(n: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return group_rows(np.concatenate([a, b]), np.concatenate([b, a]), n)
+ROUNDS = 32  # rounds of the parallel greedy before the nodes still undecided are walked one by one
 
 
-def keep_greedy(order: np.ndarray, classes: Classes, a: np.ndarray, b: np.ndarray, kind: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class _Hubs:
+    """The conflict graph in hub terms: per node its image and caption class (its two hubs); the image links
+    between image classes and the caption links between caption classes, each both ways."""
+
+    image: np.ndarray
+    caption: np.ndarray
+    image_links: np.ndarray  # (2, m): from-hub, to-hub
+    caption_links: np.ndarray
+
+    @classmethod
+    def of(cls, classes: Classes, a: np.ndarray, b: np.ndarray, kind: np.ndarray) -> _Hubs:
+        def both_ways(hub: np.ndarray, on: np.ndarray) -> np.ndarray:
+            x, y = hub[a[on]], hub[b[on]]
+            apart = x != y  # a link inside a class adds no conflict
+            return np.stack([np.concatenate([x[apart], y[apart]]), np.concatenate([y[apart], x[apart]])])
+        image = (kind == IMAGE) | (kind == EXACT) | (kind == DupKind.SEMANTIC)  # semantic: a look-alike picture
+        return cls(classes.image, classes.caption, both_ways(classes.image, image),
+                   both_ways(classes.caption, kind == CAPTION))
+
+    def least(self, nodes: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """For each node of ``at``: the least of ``values`` (one per node of ``nodes``) over the nodes of
+        ``nodes`` it conflicts with, itself included; ``NONE`` where it conflicts with none of them."""
+        found = np.full(len(at), NONE, np.int64)
+        for hub, links in ((self.image, self.image_links), (self.caption, self.caption_links)):
+            per_hub = np.full(len(hub), NONE, np.int64)
+            np.minimum.at(per_hub, hub[nodes], values)
+            reach = per_hub.copy()
+            np.minimum.at(reach, links[0], per_hub[links[1]])
+            np.minimum(found, reach[hub[at]], out=found)
+        return found
+
+    def live(self, undecided: np.ndarray) -> _Hubs:
+        """The same graph less the links with an end hub no undecided node is in (they decide nothing more)."""
+        def kept(hub: np.ndarray, links: np.ndarray) -> np.ndarray:
+            has = np.zeros(len(hub), bool)
+            has[hub[undecided]] = True
+            return links[:, has[links[0]] & has[links[1]]]
+        return _Hubs(self.image, self.caption, kept(self.image, self.image_links),
+                     kept(self.caption, self.caption_links))
+
+
+NONE = np.iinfo(np.int64).max
+
+
+def keep_greedy(order: np.ndarray, classes: Classes, a: np.ndarray, b: np.ndarray, kind: np.ndarray,
+                rounds: int = ROUNDS) -> np.ndarray:
     """Survivor of each node, walking nodes best-ranked first (``order``).
 
     A node is kept unless its image class or caption class already keeps a sample, or an image link
     of its image class or a caption link of its caption class reaches a class that keeps one; then
     it duplicates the best-ranked of those kept samples.
+
+    That walk's kept set is the lexicographically first maximal independent set of the conflict graph
+    (two nodes conflict when they share a hub -- image or caption class -- or a link joins their hubs),
+    which rounds give exactly (Blelloch, Fineman and Shun, SPAA 2012; ``dedup.giant`` runs the same
+    rounds as tasks): keep every undecided node that beats every undecided node it conflicts with, drop
+    every node that conflicts with a kept one, repeat. A round is a few array passes over what is still
+    undecided, and random-like rankings finish in a few rounds; a chain ranked along itself takes a
+    round per two links, so after ``rounds`` rounds the nodes left are walked one by one. A dropped
+    node's survivor is the best-ranked kept node it conflicts with: the walk met that one first, and
+    had kept it by then.
     """
     n = len(order)
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)
-    image = (kind == IMAGE) | (kind == EXACT) | (kind == DupKind.SEMANTIC)  # semantic: a look-alike picture
-    img_dst, img_ptr = _adjacency(n, classes.image[a[image]], classes.image[b[image]])
-    cap = kind == CAPTION
-    cap_dst, cap_ptr = _adjacency(n, classes.caption[a[cap]], classes.caption[b[cap]])
-    # The walk is sequential, so it runs on Python lists: per node a few list reads, where numpy's
-    # per-call overhead on arrays of a handful of entries cost ~20 us a node.
-    image_of, caption_of, rank_of = classes.image.tolist(), classes.caption.tolist(), rank.tolist()
-    img_dst, img_ptr, cap_dst, cap_ptr = img_dst.tolist(), img_ptr.tolist(), cap_dst.tolist(), cap_ptr.tolist()
-    kept_image, kept_caption = [-1] * n, [-1] * n  # per image / caption class root: the sample it keeps
-    survivor = [-1] * n
-    for v in order.tolist():
+    every = live = _Hubs.of(classes, a, b, kind)
+    kept, undecided = np.zeros(n, bool), np.arange(n)
+    for _ in range(rounds):
+        if not len(undecided):
+            break
+        won = undecided[live.least(undecided, rank[undecided], undecided) == rank[undecided]]
+        kept[won] = True
+        undecided = undecided[live.least(won, rank[won], undecided) == NONE]
+        live = live.live(undecided)
+    if len(undecided):  # none of them conflicts with a node kept so far: walk them among themselves
+        _walk(undecided[np.argsort(rank[undecided])], kept, live)
+    survivors = np.flatnonzero(kept)
+    return order[every.least(survivors, rank[survivors], np.arange(n))]
+
+
+def _walk(nodes: np.ndarray, kept: np.ndarray, hubs: _Hubs) -> None:
+    """The sequential walk over ``nodes`` (best first): each is kept unless it conflicts with a node kept
+    before it in the walk. It runs on Python lists: per node a few list reads, where numpy's per-call
+    overhead on arrays of a handful of entries cost ~20 us a node."""
+    n = len(kept)
+    img_dst, img_ptr = (x.tolist() for x in group_rows(hubs.image_links[0], hubs.image_links[1], n))
+    cap_dst, cap_ptr = (x.tolist() for x in group_rows(hubs.caption_links[0], hubs.caption_links[1], n))
+    image_of, caption_of = hubs.image.tolist(), hubs.caption.tolist()
+    kept_image, kept_caption = [False] * n, [False] * n  # per image / caption class root: keeps a node
+    for v in nodes.tolist():
         ic, cc = image_of[v], caption_of[v]
-        best, best_rank = -1, n  # the best-ranked kept sample reached (ranks are distinct)
-        for k in (kept_image[ic], kept_caption[cc], *[kept_image[c] for c in img_dst[img_ptr[ic]:img_ptr[ic + 1]]],
-                  *[kept_caption[c] for c in cap_dst[cap_ptr[cc]:cap_ptr[cc + 1]]]):
-            if k >= 0 and rank_of[k] < best_rank:
-                best, best_rank = k, rank_of[k]
-        if best >= 0:
-            survivor[v] = best
-        else:
-            survivor[v] = kept_image[ic] = kept_caption[cc] = v
-    return np.array(survivor, dtype=np.int64)
+        if not (kept_image[ic] or kept_caption[cc] or any(kept_image[c] for c in img_dst[img_ptr[ic]:img_ptr[ic + 1]])
+                or any(kept_caption[c] for c in cap_dst[cap_ptr[cc]:cap_ptr[cc + 1]])):
+            kept[v] = kept_image[ic] = kept_caption[cc] = True
 
 
 def keep_per_component(order: np.ndarray, component: np.ndarray) -> np.ndarray:

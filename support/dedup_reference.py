@@ -21,6 +21,7 @@ from dedup.artefacts import SampleIndex, binary_matrix, iter_column
 from dedup.cluster import (PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, SIMILARITY, DETECTOR, cluster, cluster_counts,
                            equal_key_pairs, named_pairs)
 from dedup.config import DedupConfig, MinHashConfig, PdqConfig
+from dedup.keep import CAPTION, EXACT, IMAGE, Classes, group_rows
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
 from dedup.detectors import layout_pairs, pdq_pairs, phash_pairs, scores, sscd_pairs
 from dedup.semantic import CENTROID_DISTANCE, semantic_pairs
@@ -28,7 +29,7 @@ from dedup.survivors import ELIGIBLE, centroid_dir, centroid_path, eligible_path
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
-from manifests.schema import Status
+from manifests.schema import DupKind, Status
 
 
 def staged_rows(layout: RunLayout) -> pl.LazyFrame:
@@ -169,3 +170,44 @@ def recluster(config: DedupConfig, layout: RunLayout) -> dict:
     duplicates = cluster(pairs, config.thresholds(), scores, order, config.keep.mode)
     write_parquet(duplicates.to_arrow(), layout.duplicates)
     return cluster_counts(duplicates)
+
+
+# --- the keep policy's greedy walk, one node at a time --------------------------------------------------
+
+def _adjacency(n: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return group_rows(np.concatenate([a, b]), np.concatenate([b, a]), n)
+
+
+def keep_greedy_walk(order: np.ndarray, classes: Classes, a: np.ndarray, b: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """``dedup.keep.keep_greedy`` as the one-by-one walk it was before it ran in rounds: the reference its
+    rounds are checked against. Survivor of each node, walking nodes best-ranked first (``order``).
+
+    A node is kept unless its image class or caption class already keeps a sample, or an image link
+    of its image class or a caption link of its caption class reaches a class that keeps one; then
+    it duplicates the best-ranked of those kept samples.
+    """
+    n = len(order)
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    image = (kind == IMAGE) | (kind == EXACT) | (kind == DupKind.SEMANTIC)  # semantic: a look-alike picture
+    img_dst, img_ptr = _adjacency(n, classes.image[a[image]], classes.image[b[image]])
+    cap = kind == CAPTION
+    cap_dst, cap_ptr = _adjacency(n, classes.caption[a[cap]], classes.caption[b[cap]])
+    # The walk is sequential, so it runs on Python lists: per node a few list reads, where numpy's
+    # per-call overhead on arrays of a handful of entries cost ~20 us a node.
+    image_of, caption_of, rank_of = classes.image.tolist(), classes.caption.tolist(), rank.tolist()
+    img_dst, img_ptr, cap_dst, cap_ptr = img_dst.tolist(), img_ptr.tolist(), cap_dst.tolist(), cap_ptr.tolist()
+    kept_image, kept_caption = [-1] * n, [-1] * n  # per image / caption class root: the sample it keeps
+    survivor = [-1] * n
+    for v in order.tolist():
+        ic, cc = image_of[v], caption_of[v]
+        best, best_rank = -1, n  # the best-ranked kept sample reached (ranks are distinct)
+        for k in (kept_image[ic], kept_caption[cc], *[kept_image[c] for c in img_dst[img_ptr[ic]:img_ptr[ic + 1]]],
+                  *[kept_caption[c] for c in cap_dst[cap_ptr[cc]:cap_ptr[cc + 1]]]):
+            if k >= 0 and rank_of[k] < best_rank:
+                best, best_rank = k, rank_of[k]
+        if best >= 0:
+            survivor[v] = best
+        else:
+            survivor[v] = kept_image[ic] = kept_caption[cc] = v
+    return np.array(survivor, dtype=np.int64)
