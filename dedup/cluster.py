@@ -17,7 +17,7 @@ from dedup.keep import PIXELS, SHA256, Classes, group_rows, keep_greedy, keep_pe
 from manifests import schema as col
 from manifests.schema import DupKind
 
-__all__ = ["cluster", "cluster_counts", "group_rows", "union_find", "with_kind"]
+__all__ = ["cluster", "cluster_nodes", "cluster_counts", "group_rows", "union_find", "with_kind"]
 
 # Pair table columns (dedup/pairs.parquet).
 SAMPLE_A, SAMPLE_B, DETECTOR = "sample_a", "sample_b", "detector"
@@ -79,8 +79,8 @@ def _ranked(nodes: pl.DataFrame, scores: pl.DataFrame | None, order: tuple[str, 
 
 def _best(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     """The strongest link per ``by``: identical before same picture before same caption, then similarity."""
-    return (frame.sort([*by, "rank", SIMILARITY, DETECTOR], descending=[False] * len(by) + [False, True, False])
-            .group_by(by, maintain_order=True).first())
+    ranked = frame.sort([*by, "rank", SIMILARITY, DETECTOR], descending=[False] * len(by) + [False, True, False])
+    return ranked.filter(pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in by]))  # each first
 
 
 def _explain(dropped: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
@@ -145,21 +145,30 @@ def cluster(pairs: pl.DataFrame, thresholds: dict[str, float], scores: pl.DataFr
     ids = pl.concat([edges[SAMPLE_A], edges[SAMPLE_B]]).unique().sort()
     a = ids.search_sorted(edges[SAMPLE_A]).to_numpy()
     b = ids.search_sorted(edges[SAMPLE_B]).to_numpy()
-    kind, detector = edges[col.DUP_KIND].to_numpy(), edges[DETECTOR].to_numpy()
-    classes = Classes.of(len(ids), a, b, detector, kind, edges[SIMILARITY].to_numpy())
     best_first = _ranked(pl.DataFrame({col.SAMPLE_ID: ids, "node": np.arange(len(ids))}), scores, order)
-    survivor = (keep_greedy(best_first, classes, a, b, kind) if mode == "greedy"
-                else keep_per_component(best_first, union_find(len(ids), a, b)))
-    nodes = pl.DataFrame({"node": np.arange(len(ids)), "survivor": survivor,
-                          "iv": classes.image, "it": classes.image[survivor],
-                          "cv": classes.caption, "ct": classes.caption[survivor],
-                          "same_bytes": classes.sha256 == classes.sha256[survivor]})
-    why = _explain(nodes.filter(pl.col("node") != pl.col("survivor")), _both_ways(edges, a, b, classes))
+    survivor, why = cluster_nodes(a, b, edges, best_first, mode)
     out = pl.DataFrame({col.SAMPLE_ID: ids, col.CLUSTER_ID: ids.gather(survivor), KEPT_SAMPLE_ID: ids.gather(survivor),
                         "node": np.arange(len(ids))}).join(why, on="node", how="left")
     dropped = pl.col(col.SAMPLE_ID) != pl.col(KEPT_SAMPLE_ID)
     out = out.with_columns(pl.when(dropped).then(pl.col(KEPT_SAMPLE_ID)).alias(col.DUPLICATE_OF))
     return out.select(list(DUPLICATES_SCHEMA)).cast(DUPLICATES_SCHEMA).sort(col.SAMPLE_ID)
+
+
+def cluster_nodes(a: np.ndarray, b: np.ndarray, links: pl.DataFrame, best_first: np.ndarray,
+                  mode: Literal["greedy", "component"] = "greedy") -> tuple[np.ndarray, pl.DataFrame]:
+    """``cluster`` over nodes 0..n-1 (n = ``len(best_first)``, each in a counted pair): pairs (``a``, ``b``)
+    with their ``links`` (detector, dup_kind, similarity), nodes ranked ``best_first`` -> each node's survivor,
+    and per dropped node the link that makes it a duplicate (node, detector, dup_kind, similarity)."""
+    n = len(best_first)
+    kind, detector = links[col.DUP_KIND].to_numpy(), links[DETECTOR].to_numpy()
+    classes = Classes.of(n, a, b, detector, kind, links[SIMILARITY].to_numpy())
+    survivor = (keep_greedy(best_first, classes, a, b, kind) if mode == "greedy"
+                else keep_per_component(best_first, union_find(n, a, b)))
+    nodes = pl.DataFrame({"node": np.arange(n), "survivor": survivor,
+                          "iv": classes.image, "it": classes.image[survivor],
+                          "cv": classes.caption, "ct": classes.caption[survivor],
+                          "same_bytes": classes.sha256 == classes.sha256[survivor]})
+    return survivor, _explain(nodes.filter(pl.col("node") != pl.col("survivor")), _both_ways(links, a, b, classes))
 
 
 def cluster_counts(duplicates: pl.DataFrame) -> dict:

@@ -152,6 +152,12 @@ def build_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Load a YAML config, or the resolved config of an existing run directory: a run directory's config
     works on that directory, wherever it was moved or copied (its ``output_dir`` is replaced by it)."""
+    return build_config(config_data(path), overrides)
+
+
+def config_data(path: str | Path) -> dict[str, Any]:
+    """``load_config``'s document before the overrides: a YAML config, or a run directory's config at that
+    directory (an override of ``output_dir`` still wins)."""
     path = Path(path)
     run_dir = path if path.is_dir() else None
     if run_dir is not None:
@@ -161,9 +167,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    if run_dir is not None and not any(o.partition("=")[0].strip() == "output_dir" for o in overrides):
-        data = at_run_dir(data, run_dir)
-    return build_config(data, overrides)
+    return at_run_dir(data, run_dir) if run_dir is not None else data
 
 
 def read_yaml(path: Path) -> Any:

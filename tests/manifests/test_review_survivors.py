@@ -93,8 +93,8 @@ def test_stepped_survivors_equal_tunes_re_pick_after_every_move(tmp_path_factory
 
 
 def test_a_move_re_picks_only_the_components_it_touches():
-    """Two clusters; eligibility moves inside one: the other is never handed to cluster(), nor is the moved
-    one when its best-first order stands. A two-member cluster goes through cluster()'s vectorised component
+    """Two clusters; eligibility moves inside one: the other is never handed to cluster_nodes(), nor is the moved
+    one when its best-first order stands. A two-member cluster goes through cluster_nodes()'s vectorised component
     mode when its pairs are new, and not at all when only its eligibility moved."""
     manifest = pl.DataFrame({col.SAMPLE_ID: [_ids(k) for k in range(5)], col.AESTHETIC_SCORE: [1.0, 2.0, 3.0, 4.0, 5.0]})
     pairs = pl.DataFrame({"sample_a": [_ids(0), _ids(1), _ids(3)], "sample_b": [_ids(1), _ids(2), _ids(4)],
@@ -103,8 +103,8 @@ def test_a_move_re_picks_only_the_components_it_touches():
     live = LiveSurvivors(manifest.lazy(), pairs, Path("/nonexistent"))
     dedup = _dedup(0.8, 0.85, "greedy", True)
     walked = []
-    live.duplicates = lambda picked, nodes, d, mode=None: walked.append((np.flatnonzero(nodes).tolist(), mode)) or \
-        LiveSurvivors.duplicates(live, picked, nodes, d, mode)
+    live._walk = lambda picked, nodes, d, mode: walked.append((np.flatnonzero(nodes).tolist(), mode)) or \
+        LiveSurvivors._walk(live, picked, nodes, d, mode)
     first = live.pick(None, dedup, np.ones(5, bool))
     assert walked == [([3, 4], "component"), ([0, 1, 2], "greedy")]  # from nothing: every cluster
     stood = live.pick(first, dedup, np.array([False, True, True, True, True]))  # the last-ranked one: order stands
@@ -113,7 +113,7 @@ def test_a_move_re_picks_only_the_components_it_touches():
     assert walked[2:] == [([0, 1, 2], "greedy")]  # the three-member cluster only
     assert moved.survivor.tolist() == [1, 1, 1, 4, 4] and first.survivor.tolist() == [0, 2, 2, 4, 4]
     swapped = live.pick(moved, dedup, np.array([True, True, False, True, False]))
-    assert len(walked) == 3  # the two-member cluster settled without cluster()
+    assert len(walked) == 3  # the two-member cluster settled without cluster_nodes()
     assert swapped.survivor.tolist() == [1, 1, 1, 3, 3] and KINDS[swapped.kind[4]] == "image"
 
 

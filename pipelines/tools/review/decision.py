@@ -13,6 +13,7 @@ that rejects it, and is kept when no rule does.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import threading
 from collections import OrderedDict
@@ -33,7 +34,7 @@ from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.plots import reason_counts
 from manifests.tune import TuneReport
-from pipelines.config import RunConfig, load_config
+from pipelines.config import RunConfig, build_config, config_data
 from pipelines.run import repick
 from pipelines.run.phase_inputs import rules_digest
 from pipelines.tools.review.survivors import LiveSurvivors, Picked, Repicked
@@ -82,7 +83,8 @@ class LiveDecision:
 
     def __init__(self, run: Path) -> None:
         self.run = run
-        self.base = load_config(run)
+        self._document = config_data(run)  # the run's config.yaml, read once
+        self.base = build_config(copy.deepcopy(self._document))
         self.parts = reexport.manifest_files(RunLayout.at(run))
         self.sizes = [pq.read_metadata(p).num_rows for p in self.parts]
         stored = pl.scan_parquet([str(p) for p in self.parts])
@@ -109,8 +111,8 @@ class LiveDecision:
 
     def config(self, overrides: list[str]) -> RunConfig:
         key = tuple(overrides)
-        if key not in self._configs:  # read and validated once per setting (a few ms each, every request)
-            self._configs[key] = load_config(self.run, overrides)
+        if key not in self._configs:  # validated once per setting (overrides write into the copy)
+            self._configs[key] = build_config(copy.deepcopy(self._document), overrides)
         return self._configs[key]
 
     def survivors(self, config: RunConfig) -> tuple[str, repick.Duplicates | None]:

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, _ranked, _threshold_edges, cluster
+from dedup.cluster import (DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, _ranked, _threshold_edges, cluster, cluster_nodes,
+                            with_kind)
 from dedup.config import DedupConfig
 from dedup.keep import keep_per_component, union_find
 from dedup.survivors import (DUP_COLUMNS, ELIGIBLE, join_duplicates, keep_order, keep_scores, switched_off,
@@ -65,7 +66,7 @@ class LiveSurvivors:
         self.ids = pl.concat([pairs[SAMPLE_A], pairs[SAMPLE_B]]).unique().sort().rename(col.SAMPLE_ID)
         self.a = self.ids.search_sorted(pairs[SAMPLE_A]).to_numpy().astype(np.int32)
         self.b = self.ids.search_sorted(pairs[SAMPLE_B]).to_numpy().astype(np.int32)
-        self.links = pairs.select(DETECTOR, pl.col(SIMILARITY).cast(pl.Float32))
+        self.links = with_kind(pairs.select(DETECTOR, pl.col(SIMILARITY).cast(pl.Float32)))
         self.stored, self.centroids = stored, centroids
         found = (stored.with_row_index("_row").select("_row", col.SAMPLE_ID)
                  .filter(pl.col(col.SAMPLE_ID).is_in(self.ids.implode())).collect(engine="streaming"))
@@ -73,6 +74,7 @@ class LiveSurvivors:
         self.rows[self.ids.search_sorted(found[col.SAMPLE_ID]).to_numpy()] = found["_row"].to_numpy()
         self._by_row = np.argsort(self.rows)  # nodes in row order, to find the node of a row
         self._scores: dict[tuple[str, ...], pl.DataFrame] = {}
+        self._rank: dict[tuple[str, ...], np.ndarray] = {}
         self._counted: dict[tuple, np.ndarray] = {}
 
     @property
@@ -91,6 +93,19 @@ class LiveSurvivors:
             self._scores[order] = self.ids.to_frame().join(found.drop(ELIGIBLE), on=col.SAMPLE_ID, how="left",
                                                            maintain_order="left")
         return self._scores[order]
+
+    def best_first(self, dedup: DedupConfig, eligible: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """Positions in ``nodes`` best first by the keep policy, as ``cluster._ranked`` ranks their scores: eligible,
+        then not, then outside the manifest (eligible null: nulls last); then the rest of the keep order."""
+        order = keep_order(dedup)
+        if order not in self._rank:  # the rest of the order ranks every node once per keep order
+            assert order[0] == ELIGIBLE, order
+            best = _ranked(self.ids.to_frame().with_columns(pl.int_range(self.n).alias(NODE)), self.scores(dedup),
+                           order[1:])
+            self._rank[order] = np.empty(self.n, np.int64)
+            self._rank[order][best] = np.arange(self.n)
+        first = np.where(self.rows[nodes] < 0, 2, np.where(eligible[nodes], 0, 1))
+        return np.lexsort((self._rank[order][nodes], first))
 
     def counted(self, dedup: DedupConfig) -> np.ndarray:
         """Which stored pairs count under ``dedup``: ``cluster``'s own threshold test over the enabled detectors."""
@@ -138,7 +153,7 @@ class LiveSurvivors:
             last = self.empty(dedup)
         counted, eligible = self.counted(dedup), self.node_eligible(eligible_rows)
         crossing = counted != last.counted
-        component = union_find(self.n, self.a[counted], self.b[counted]) if crossing.any() else last.component
+        component = _components(self.n, self.a, self.b, counted, last)
         relinked = np.zeros(self.n, bool)  # nodes with a pair that started or stopped counting
         relinked[self.a[crossing]] = relinked[self.b[crossing]] = True
         touched = _members(component, relinked | (eligible != last.eligible))
@@ -168,9 +183,8 @@ class LiveSurvivors:
             return
         link = np.full(self.n, -1, np.int8)
         np.maximum.at(link, picked.component[nodes], last.kind[nodes])  # the dropped member's kind, per root
-        ranked = _ranked(pl.DataFrame({col.SAMPLE_ID: self.ids.gather(nodes), NODE: np.arange(len(nodes))}),
-                         self._with_eligible(dedup, picked.eligible, nodes), keep_order(dedup))
-        best = keep_per_component(ranked, np.searchsorted(nodes, picked.component[nodes]))
+        best = keep_per_component(self.best_first(dedup, picked.eligible, nodes),
+                                  np.searchsorted(nodes, picked.component[nodes]))
         picked.survivor[nodes] = nodes[best]
         picked.kind[nodes] = np.where(best != np.arange(len(nodes)), link[picked.component[nodes]], -1)
 
@@ -179,8 +193,7 @@ class LiveSurvivors:
         eligibility and ``picked``'s. ``cluster`` reads a component's scores only through that order (its
         ranking), so a component whose pairs and order stand keeps its survivors and links."""
         def rank(eligible: np.ndarray) -> np.ndarray:
-            best_first = _ranked(pl.DataFrame({col.SAMPLE_ID: self.ids.gather(nodes), NODE: np.arange(len(nodes))}),
-                                 self._with_eligible(dedup, eligible, nodes), keep_order(dedup))
+            best_first = self.best_first(dedup, eligible, nodes)
             out = np.empty(len(nodes), np.int64)
             out[best_first] = np.arange(len(nodes))
             return out
@@ -205,14 +218,17 @@ class LiveSurvivors:
         return cluster(frame, picked.thresholds, scores, keep_order(dedup), mode or dedup.keep.mode)
 
     def _walk(self, picked: Picked, nodes: np.ndarray, dedup: DedupConfig, mode: str) -> None:
-        out = self.duplicates(picked, nodes, dedup, mode)
-        node = self.ids.search_sorted(out[col.SAMPLE_ID]).to_numpy()
-        dropped = out[col.DUPLICATE_OF].is_not_null().to_numpy()
-        to = self.ids.search_sorted(out[col.DUPLICATE_OF].fill_null(out[col.SAMPLE_ID])).to_numpy()
-        picked.survivor[node] = np.where(dropped, to, node)
-        codes = out[col.DUP_KIND].replace_strict({k: i for i, k in enumerate(KINDS)},  # a new kind: an error
-                                                 return_dtype=pl.Int8).fill_null(-1).to_numpy()
-        picked.kind[node] = np.where(dropped, codes, -1)
+        """``cluster``'s policy (``cluster_nodes``, on node indices) over the components of ``nodes``."""
+        inside = _members(picked.component, nodes)
+        pairs = np.flatnonzero(picked.counted & inside[self.a])
+        local = np.flatnonzero(inside)  # every node of a walked component is in one of its counted pairs
+        survivor, why = cluster_nodes(np.searchsorted(local, self.a[pairs]), np.searchsorted(local, self.b[pairs]),
+                                      self.links[pairs], self.best_first(dedup, picked.eligible, local), mode)
+        picked.survivor[local] = local[survivor]
+        kind = np.full(len(local), -1, np.int8)
+        kind[why["node"].to_numpy()] = why[col.DUP_KIND].replace_strict({k: i for i, k in enumerate(KINDS)},
+                                                                         return_dtype=pl.Int8).to_numpy()  # a new kind: an error
+        picked.kind[local] = kind
 
     # --- what the decision and the pages read ----------------------------------------------------------
     def columns(self, picked: Picked) -> pl.DataFrame:
@@ -229,6 +245,17 @@ class LiveSurvivors:
         out = np.zeros(self.n, bool)
         out[found] = True
         return out
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray, counted: np.ndarray, last: Picked) -> np.ndarray:
+    """Root node per node over the ``counted`` pairs: ``last``'s components joined by the pairs counted now and
+    not then when no pair stopped counting (a loosened threshold), else found again from every counted pair."""
+    if (last.counted & ~counted).any():
+        return union_find(n, a[counted], b[counted])
+    new = counted & ~last.counted
+    if not new.any():
+        return last.component
+    return union_find(n, last.component[a[new]], last.component[b[new]])[last.component]  # roots: smallest nodes
 
 
 def _members(component: np.ndarray, nodes: np.ndarray) -> np.ndarray:
