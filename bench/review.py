@@ -13,8 +13,8 @@ time as a browser does, none cached) for three searches, the flips grid. Peak RS
 Without ``--pairs`` the manifest has no stored dedup pairs, so no change re-picks survivors. With
 ``--pairs`` the run stores the pairs the scale generator plants (``support.scalegen.planted``: sha256,
 pixel-hash, caption-MinHash and pHash copies of earlier rows, each with the similarity its detector would
-measure from the generated signatures and codes) in ``dedup/pairs.parquet``, and its manifest is decided
-with the survivors ``dedup.survivors.duplicates`` picks from them, as a one-process dedup run's is. Every
+measure from the generated signatures and codes) as part files under ``dedup/pairs/``, as the dedup phase
+stores them, and its manifest is decided with the survivors ``dedup.survivors.duplicates`` picks from them. Every
 changed rule then re-picks survivors (in memory: ``pipelines.tools.review.survivors``), and the moves go on
 with dedup thresholds. Prints a table and writes bench/results/review-<rows>[-pairs].json (``--figure``
 also bench/figures/review[-pairs].json).
@@ -52,6 +52,7 @@ from support.manifest_synthetic import chunk  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 TARS, PER_TAR = 20, 1000
+PAIR_PARTS = 16  # stored pairs part files
 FILTERS = {"clip": {"enabled": True, "min_score": 0.22}, "aesthetic": {"enabled": True, "min_score": 4.0},
            "nsfw": {"enabled": True, "max_prob": 0.5}}
 MOVES = [("filters.nsfw.max_prob", 0.3), ("filters.clip.min_score", 0.25), ("filters.aesthetic.min_score", 4.5),
@@ -138,16 +139,19 @@ def planted_pairs(rows: int, step: int = 200_000) -> pl.DataFrame:
 
 
 def decide_with_pairs(layout: RunLayout, config, rows: int, per_part: int) -> None:
-    """Store the planted pairs as a one-process dedup does, pick their survivors under the run's rules (as its
-    decide phase does) and decide each part with them."""
+    """Store the planted pairs as the dedup phase does (part files under ``dedup/pairs/``, by a hash of sample_a),
+    pick their survivors under the run's rules (``dedup.survivors.duplicates``: the same ``cluster()`` as the
+    decide phase) and decide each part with them."""
     from functools import partial
 
     from dedup import survivors
     from filters.decide import passes_rules
 
     pairs = planted_pairs(rows)
-    layout.pairs.parent.mkdir(parents=True, exist_ok=True)
-    pairs.write_parquet(layout.pairs)
+    layout.pairs_dir.mkdir(parents=True, exist_ok=True)
+    bucket = pl.col("sample_a").hash(seed=0) % PAIR_PARTS
+    for (k,), part in pairs.with_columns(bucket.alias("_bucket")).partition_by("_bucket", as_dict=True).items():
+        part.drop("_bucket").write_parquet(layout.pairs_dir / f"{k:05d}.parquet")
     parts = layout.manifest_files()
     table = survivors.duplicates(pl.scan_parquet([str(p) for p in parts]), pairs, config.dedup,
                                  partial(passes_rules, config=config.filters))
@@ -258,7 +262,7 @@ def main() -> None:
     record = {**figure_record(command, [load, os.getloadavg()[0]]), "rows": args.rows,
               "rows_per_part": args.rows_per_part, "peak_rss_mib": round(rss), "steps": results}
     if args.pairs:
-        stored = pl.scan_parquet(RunLayout.at(root).pairs)
+        stored = pl.scan_parquet(RunLayout.at(root).pairs_files())
         record["stored_pairs"] = stored.select(pl.len()).collect().item()
         record["paired_rows"] = pl.concat([stored.select(pl.col("sample_a").alias("s")),
                                            stored.select(pl.col("sample_b").alias("s"))]).unique().select(
