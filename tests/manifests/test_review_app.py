@@ -118,7 +118,9 @@ def test_browse_filters_and_pages(served):
 
 
 QUERIES = [{"status": "success"}, {"reason": "nsfw"}, {"reason": "status:failed_to_download"}, {"kept": True},
-           {"kept": False, "caption": "DOG"}, {"caption": "the b"}, {"reason": "clip_score_low", "ranges": {col.CLIP_SCORE: [0.2, None]}},
+           {"kept": False, "caption": "DOG"}, {"caption": "the b"},
+           {"caption": "g."}, {"caption": "(a"},  # regex characters match themselves only
+           {"reason": "clip_score_low", "ranges": {col.CLIP_SCORE: [0.2, None]}},
            {"ranges": {col.NSFW_PROB: [None, 0.4], col.AESTHETIC_SCORE: [5.0, None]}}, {"status": "no-such-status"}]
 
 
