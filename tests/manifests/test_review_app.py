@@ -98,12 +98,19 @@ def test_flips_are_the_rows_whose_decision_changes(served, review_run):
     assert all(c["blur"] for c in flips["cards"])  # NSFW rejections are blurred until clicked
 
 
-def test_nearest_threshold_rows_sit_either_side(served):
+def test_nearest_threshold_rows_sit_either_side(served, review_run):
     near = call(served, "/api/nearest", {"setting": {"filters.clip.min_score": 0.3}, "key": "filters.clip.min_score"})[1]
     below = [c["scores"][col.CLIP_SCORE] for c in near["below"]]
     above = [c["scores"][col.CLIP_SCORE] for c in near["above"]]
     assert below and above and max(below) < 0.3 <= min(above)
     assert below == sorted(below, reverse=True) and above == sorted(above)
+    parts = sorted(str(p) for p in (review_run / "manifest").glob("*.parquet"))
+    scored = (pl.scan_parquet(parts).with_row_index("row").filter((pl.col(col.STATUS) == "success")
+              & pl.col(col.CLIP_SCORE).fill_nan(None).is_not_null()).select("row", col.CLIP_SCORE).collect())
+    want_below = scored.filter(pl.col(col.CLIP_SCORE) < 0.3).sort([col.CLIP_SCORE, "row"], descending=[True, False])
+    want_above = scored.filter(pl.col(col.CLIP_SCORE) >= 0.3).sort([col.CLIP_SCORE, "row"])
+    assert [c["row"] for c in near["below"]] == want_below["row"].head(len(near["below"])).to_list()
+    assert [c["row"] for c in near["above"]] == want_above["row"].head(len(near["above"])).to_list()
 
 
 def test_browse_filters_and_pages(served):

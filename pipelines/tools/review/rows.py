@@ -130,14 +130,14 @@ class ManifestRows:
         for index in indices:
             part, offset = self.locate(index)
             by_part.setdefault(part, []).append((offset, index))
-        pieces = []
+        reads = []
         for part, wanted in by_part.items():
             frame = frames[part] if frames is not None else pl.scan_parquet(self.parts[part])
-            offsets = [o for o, _ in wanted]
-            rows = frame.with_row_index("_offset").filter(pl.col("_offset").is_in(offsets)).collect()
             order = {o: i for o, i in wanted}
-            pieces.append(rows.with_columns(pl.col("_offset").replace_strict(order, return_dtype=pl.Int64)
-                                            .alias(INDEX)).drop("_offset"))
+            reads.append(frame.with_row_index("_offset").filter(pl.col("_offset").is_in(list(order)))
+                         .with_columns(pl.col("_offset").replace_strict(order, return_dtype=pl.Int64).alias(INDEX))
+                         .drop("_offset"))
+        pieces = pl.collect_all(reads)  # the parts read in parallel: a page's rows sit in up to 60 of them
         if not pieces:
             return pl.DataFrame({INDEX: []}, schema={INDEX: pl.Int64})
         rows = pl.concat(pieces, how="diagonal_relaxed")

@@ -154,11 +154,10 @@ class Review:
             raise ValueError(f"{key!r} has no score column to sort by")
         decision = self.decision(setting)
         value = float(setting.get(key, slider.value))
-        frame = pl.DataFrame({"s": self.live.column(slider.column).fill_nan(None).cast(pl.Float64),
-                              "ok": self.live.column(col.STATUS) == Status.SUCCESS})
-        frame = frame.with_row_index("i").filter(pl.col("ok") & pl.col("s").is_not_null())
-        below = frame.filter(pl.col("s") < value).top_k(n, by="s")["i"].to_list()
-        above = frame.filter(pl.col("s") >= value).bottom_k(n, by="s")["i"].to_list()
+        scores = self.live.column(slider.column).cast(pl.Float64).fill_nan(None).to_numpy()  # null: NaN
+        ok = (self.live.column(col.STATUS) == Status.SUCCESS).fill_null(False).to_numpy()
+        below = _closest(_near(scores, ok, value, n, below=True), -scores, n)
+        above = _closest(_near(scores, ok, value, n, below=False), scores, n)
         return {"value": value, "below": self.cards(below, decision), "above": self.cards(above, decision)}
 
     def browse(self, query: Query, setting: dict) -> dict:
@@ -212,3 +211,31 @@ class Review:
                         "precision": precision.as_dict(), "bad_among_kept": left.as_dict(),
                         "recall": lab.recall(precision, left, int(rejected.sum()), int(kept.sum()))})
         return out
+
+
+def _near(scores: np.ndarray, ok: np.ndarray, value: float, n: int, below: bool) -> np.ndarray:
+    """Rows of ``ok`` in a window beside ``value`` (below: [value - w, value); above: [value, value + w]) that
+    holds ``n`` of them or every one on that side: the ``n`` closest are among them (NaN is in no window)."""
+    on_side = ok & (scores < value if below else scores >= value)
+    side = scores[on_side]
+    width, reach = 1e-3 * (abs(value) + 1), float(value - side.min() if below else side.max() - value) if len(side) else 0.0
+    while len(side) > n and width < reach:
+        window = (scores >= value - width) if below else (scores <= value + width)
+        rows = np.flatnonzero(on_side & window)
+        if len(rows) >= n:
+            return rows
+        width *= 8
+    return np.flatnonzero(on_side)
+
+
+def _closest(rows: np.ndarray, key: np.ndarray, n: int) -> list[int]:
+    """The ``n`` of ``rows`` (ascending) with the least ``key`` (one per manifest row), least first, ties by row."""
+    keys = key[rows]
+    if len(rows) > n:
+        if n <= 0:
+            return []
+        kth = np.partition(keys, n - 1)[n - 1]
+        inside = keys < kth
+        inside[np.flatnonzero(keys == kth)[:n - np.count_nonzero(inside)]] = True  # the boundary's ties: first rows
+        rows, keys = rows[inside], keys[inside]
+    return rows[np.lexsort((rows, keys))].tolist()
