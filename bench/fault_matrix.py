@@ -85,6 +85,8 @@ CELLS = (
          "decide + caption + export phases"),
     Cell("5 corrupt file", "export (manifest part emptied)", f"{CORRUPT}[manifest part emptied]", REDONE,
          "export phase"),
+    Cell("5 corrupt file", "caption (part truncated)", "test_corrupt.py::test_a_truncated_caption_part_is_redone_and"
+         "_the_run_ends_in_the_fault_free_dataset", REDONE, "1 unit captioned, export phase"),
     Cell("5 corrupt file", "score (single-phase command)", "test_corrupt.py::test_a_single_phase_command_stages_a"
          "_corrupt_unit_again_before_it_scores", REDONE, "1 unit staged, 1 scored"),
     Cell("6 second run", "any (before work)", "test_runlock.py::test_a_second_thresher_run_exits_75_in_one_line"

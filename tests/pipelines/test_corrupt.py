@@ -31,6 +31,22 @@ def reference(ray_session, tmp_path_factory):
         yield layout
 
 
+@pytest.fixture(scope="module")
+def captioned(ray_session, tmp_path_factory):
+    """The same run with a tiny random BLIP-2 captioner (its captions exported), so the caption phase writes parts."""
+    import torch
+
+    from support.random_models import save_random
+
+    torch.manual_seed(0)
+    blip2 = save_random("blip2", tmp_path_factory.mktemp("tiny-blip2"))
+    overrides = ("caption.blip2.enabled=true", f"caption.blip2.model={blip2}",
+                 "caption.blip2.generation.max_new_tokens=6", "resources.stages.blip2={batch_size: 2, num_cpus: 0.5}",
+                 "export.caption_source=caption_blip2")
+    with photo_run(tmp_path_factory.mktemp("corrupt-captioned"), ROWS, overrides) as layout:
+        yield layout
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -80,3 +96,19 @@ def test_a_single_phase_command_stages_a_corrupt_unit_again_before_it_scores(ref
     assert result["units_run"] == 1
     assert runner.run_all(runner.prepare(load_config(copy.root))) == read_json(reference.run_json)["counts"]
     check_same_dataset(copy, reference)
+
+
+@pytest.mark.faults
+def test_a_truncated_caption_part_is_redone_and_the_run_ends_in_the_fault_free_dataset(captioned: RunLayout,
+                                                                                     tmp_path: Path) -> None:
+    """A caption part cut in half: found by its footer, its unit's captions made again (the other unit's kept),
+    and the shards carry the fault-free run's captions."""
+    copy = RunLayout.at(shutil.copytree(captioned.root, tmp_path / "run", ignore=shutil.ignore_patterns(LOCK_NAME)))
+    parts = sorted(copy.captions_dir.rglob("*.parquet"))
+    assert len({p.parent for p in parts}) == 2, parts  # a part per unit
+    untouched = {p: p.stat().st_mtime_ns for p in parts[1:] if p.parent != parts[0].parent}
+    _truncate(parts[0])
+    assert runner.run_all(runner.prepare(load_config(copy.root))) == read_json(captioned.run_json)["counts"]
+    check_same_dataset(copy, captioned)
+    assert not [p for p in integrity.WRITTEN_BY["caption"](copy) if integrity.parquet_problem(p)]
+    assert untouched and all(p.stat().st_mtime_ns == t for p, t in untouched.items())  # the other unit: not redone
