@@ -18,11 +18,7 @@ Every figure is CPU time per image (process time, torch on one thread) measured 
 from __future__ import annotations
 
 import argparse
-import collections
-import io
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,24 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from manifests import schema as col  # noqa: E402
 from manifests.decode import decode_batch, plan_decode  # noqa: E402
 from manifests.images import DECODE_LOG_ENV, decode_rgb  # noqa: E402
+from bench.score_inputs import staged_images, write  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = 3000.0  # images/s per GPU (issue 14's ViT-L/14 goal)
-
-
-def staged_images(n: int, side: int = 256) -> tuple[list[bytes], list[str]]:
-    """The demo photos as ingest stages them, repeated to ``n``, with their captions."""
-    from crawl.config import CrawlConfig
-    from crawl.image import stage_image
-    from pipelines.cli.corpus import load_photos
-
-    blobs, captions = [], []
-    for img, caption in load_photos().values():
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        blobs.append(stage_image(buf.getvalue(), CrawlConfig(image_size=side)).data)
-        captions.append(caption)
-    return [blobs[i % len(blobs)] for i in range(n)], [captions[i % len(captions)] for i in range(n)]
 
 
 def stage_needs() -> dict[str, tuple]:
@@ -180,17 +161,6 @@ def print_cpu(r: dict) -> None:
           f"(old {c['all_old']:.1f})")
     print(f"CPU cores per GPU to feed 10000 img/s (the ViT-B/32 goal), CLIP path: {c['clip_at_10000']:.1f}; "
           f"resize on the GPU {c['clip_resize_on_gpu_at_10000']:.1f}")
-
-
-def write(name: str, payload: dict, quiet: bool = False) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / name
-    payload |= {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "machine": platform.platform(),
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out.write_text(json.dumps(payload, indent=2, default=str))
-    if not quiet:
-        print(f"\nwritten {out}")
-    return out
 
 
 def main() -> None:

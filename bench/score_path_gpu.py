@@ -48,7 +48,7 @@ def architecture(model: str, tiny: bool) -> tuple[str, dict | None]:
 
 
 def write_staged_tars(folder: Path, n: int, per_tar: int = 1024) -> list[Path]:
-    from bench.score_path import staged_images
+    from bench.score_inputs import staged_images
 
     blobs, captions = staged_images(n)
     tars = []
@@ -385,7 +385,7 @@ def gpu_report(args: Any) -> dict:
     keeps what it measured."""
     import torch
 
-    from bench.score_path import write
+    from bench.score_inputs import write
 
     device = torch.device(args.device)
     args.workers = args.workers or max(1, (os.cpu_count() or 2) - 2)
