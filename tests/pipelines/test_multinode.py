@@ -354,7 +354,12 @@ def _check_work_redone(layout: RunLayout, reference: RunLayout, phase: str, at_k
     assert len(rewritten) <= in_flight, f"{phase} redid {rewritten}, more than the {in_flight} in flight on the node"
     expected = json.loads(reference.run_json.read_text())["phases"][phase]
     assert _counts(now[phase]) == _counts(expected), (now[phase], expected)
-    print(f"{phase}: {len(mine)} files committed before the kill, redone: {rewritten or 'none'}")
+    units = len({_work_of(rel) for rel in mine})
+    running = "task" if phase in ("dedup", "decide") else f"{ACTORS[phase]} actor"
+    # The fault matrix's "work redone" (bench/fault_matrix.py reads this line).
+    print(f"work redone: {in_flight} {running}(s) in flight on the lost node; {len(rewritten)} of {units} {phase} "
+          f"units committed before the kill rewritten{': ' + ', '.join(rewritten) if rewritten else ''}; "
+          f"{', '.join(PHASE_NAMES[:PHASE_NAMES.index(phase)]) or 'no earlier phase'} not re-run")
     return rewritten
 
 
