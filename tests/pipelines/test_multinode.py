@@ -261,12 +261,13 @@ def _stopped(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
 
 
-def _freeze_a_task_in_flight(worker: str, phase: str, layout: RunLayout):
-    """The moment to lose the worker node mid-``phase`` for a phase of Ray tasks (dedup, decide), observed from
-    outside: the phase before it is done and a worker process on the node is titled ``RAY_TASK``. That process
-    is stopped (SIGSTOP) and looked at again: still so titled, it has not sent its result, so the task is in
-    flight on the node and Ray must run it again elsewhere; the check is then true and the node is to be killed.
-    A task that ended in between is let go on. Fails at once if the phase ends before one is caught."""
+def _freeze_in_flight(worker: str, phase: str, layout: RunLayout, title: str = RAY_TASK, busy: str = RAY_TASK):
+    """The moment to lose the worker node mid-``phase``, observed from outside: the phase before it is done and a
+    process on the node titled ``title`` is running a task of it (its title holds ``busy``: ``RAY_TASK`` for a
+    task; an actor's process, ``ray::MapWorker(...Class)``, appends ``.submit`` while it runs a call). That
+    process is stopped (SIGSTOP) and looked at again: still so titled, it has not sent its result, so the task is
+    in flight on the node and Ray must run it again elsewhere; the check is then true and the node is to be
+    killed. A task that ended in between is let go on. Fails at once if the phase ends before one is caught."""
     before = PHASE_NAMES[PHASE_NAMES.index(phase) - 1]
     inode = _netns_inode(worker)
 
@@ -274,12 +275,14 @@ def _freeze_a_task_in_flight(worker: str, phase: str, layout: RunLayout):
         if not layout.is_done(before):
             return False
         assert not layout.is_done(phase), f"{phase} ended before a task of it was caught on the worker node"
-        for pid in _titled(inode, RAY_TASK):
+        for pid in _titled(inode, title):
             try:
+                if busy not in _cmdline(pid):
+                    continue
                 os.kill(pid, signal.SIGSTOP)
                 while not _stopped(pid):
                     time.sleep(0.001)
-                if RAY_TASK in _cmdline(pid):
+                if busy in _cmdline(pid):
                     return True
                 os.kill(pid, signal.SIGCONT)
             except OSError:
@@ -325,7 +328,7 @@ def _work_of(rel: str) -> str:
 
 
 def _at_the_kill(layout: RunLayout) -> tuple[dict[str, int], dict]:
-    return _files(layout), json.loads(layout.run_json.read_text())["phases"]
+    return _files(layout), json.loads(layout.run_json.read_text()).get("phases", {})  # none yet in ingest
 
 
 def _counts(record: dict) -> dict:
@@ -357,9 +360,10 @@ def _check_work_redone(layout: RunLayout, reference: RunLayout, phase: str, at_k
     units = len({_work_of(rel) for rel in mine})
     running = "task" if phase in ("dedup", "decide") else f"{ACTORS[phase]} actor"
     # The fault matrix's "work redone" (bench/fault_matrix.py reads this line).
+    earlier = ", ".join(PHASE_NAMES[:PHASE_NAMES.index(phase)])
     print(f"work redone: {in_flight} {running}(s) in flight on the lost node; {len(rewritten)} of {units} {phase} "
-          f"units committed before the kill rewritten{': ' + ', '.join(rewritten) if rewritten else ''}; "
-          f"{', '.join(PHASE_NAMES[:PHASE_NAMES.index(phase)]) or 'no earlier phase'} not re-run")
+          f"outputs committed before the kill rewritten{': ' + ', '.join(rewritten) if rewritten else ''}"
+          f"{'; ' + earlier + ' not re-run' if earlier else ''}")
     return rewritten
 
 
@@ -368,12 +372,12 @@ def test_a_worker_node_killed_mid_dedup_is_survived_by_itself_and_the_run_ends_i
         namespaces, tmp_path: Path) -> None:
     """Fault cell "a worker node killed" where no pool needs what only that node had: once score is done, the
     worker node (its raylet, workers and agents) is killed while a dedup task runs on it (caught in flight, see
-    ``_freeze_a_task_in_flight``). Ray retries the lost task on the head; the same driver finishes, with the
+    ``_freeze_in_flight``). Ray retries the lost task on the head; the same driver finishes, with the
     fault-free run's dataset, having redone at most that task: ingest and score not again, no dedup file
     committed before the kill written again but the lost task's."""
     _, worker, _ = namespaces
     driver, layout, _ = _fault_free_then_started(namespaces, tmp_path, 18612)
-    wait_until(_freeze_a_task_in_flight(worker, "dedup", layout), driver, timeout_s=400, poll_s=0.002)
+    wait_until(_freeze_in_flight(worker, "dedup", layout), driver, timeout_s=400, poll_s=0.002)
     at_kill = _at_the_kill(layout)
     _lose_node(worker)
     assert driver.wait(timeout=400) == 0, "the run did not survive the lost node; see its driver log"
@@ -406,15 +410,16 @@ ACTORS = {"ingest": "IngestWorker", "caption": "Blip2Captioner", "export": "Expo
 def _in_flight(phase: str, layout: RunLayout, worker: str):
     """The moment to lose the worker node mid-``phase``: the phase before it is done and the phase has begun its
     work (a unit staged while an ingest actor runs on the worker; the captioner's actors up on the worker;
-    export's temporary shard folder made; decide: a task of it caught in flight on the worker, then stopped)."""
+    decide, export: a task or an actor's call of it caught in flight on the worker, then stopped)."""
     if phase == "decide":
-        return _freeze_a_task_in_flight(worker, phase, layout)
+        return _freeze_in_flight(worker, phase, layout)
+    if phase == "export":
+        return _freeze_in_flight(worker, phase, layout, ACTORS[phase], ".submit")
     before = PHASE_NAMES[PHASE_NAMES.index(phase) - 1] if phase != "ingest" else None
     started = {
         "ingest": lambda: bool(layout.staged_row_files()) and bool(processes_named(_processes_in(worker),
                                                                                    ACTORS["ingest"])),
         "caption": lambda: bool(processes_named(_processes_in(worker), ACTORS["caption"])),
-        "export": lambda: any(layout.root.glob(".shards.*.tmp")),
     }[phase]
     return lambda: (before is None or layout.is_done(before)) and started()
 
@@ -447,9 +452,9 @@ def test_a_worker_node_killed_mid_phase_is_survived_by_itself_and_the_run_ends_i
         extra += ("--fetch-delay", "1.5", "--set", "resources.ingest.concurrency=3",
                   "--set", "resources.stages.nsfw.resources={}")
     driver, layout, _ = _fault_free_then_started(namespaces, tmp_path, 18613, *extra)
-    wait_until(_in_flight(phase, layout, worker), driver, timeout_s=400, poll_s=0.002 if phase == "decide" else 0.01)
+    wait_until(_in_flight(phase, layout, worker), driver, timeout_s=400, poll_s=0.002 if phase in ("decide", "export") else 0.01)
     at_kill = _at_the_kill(layout)
-    in_flight = 1 if phase == "decide" else len(processes_named(_processes_in(worker), ACTORS[phase]))
+    in_flight = 1 if phase in ("decide", "export") else len(processes_named(_processes_in(worker), ACTORS[phase]))
     _lose_node(worker)
     assert not layout.is_done(phase), f"the kill should land in the middle of {phase}"
     assert driver.wait(timeout=400) == 0, "the run did not survive the lost node; see its driver log"
