@@ -7,7 +7,8 @@ Runs the cells' test files one at a time (each file in one pytest process, so a 
 is made once), with the cells marked ``faults`` included (``make test`` leaves those out), and prints one row per
 cell: the fault, the phase, the outcome (``recovered by itself``, ``clear error + rerun equal``, ``detected +
 redone, equal``, or ``NOT equal`` when the test failed), the work redone as the test asserts it (a cell whose
-test prints a ``work redone: ...`` line fills it from that line, what it measured), and the seconds the test took (its file's fault-free reference run is counted in the file's first cell). Writes
+test prints a ``work redone: ...`` line fills it from that line, what it measured), and the seconds the test took
+(its file's fault-free reference run is counted in the file's first cell). Writes
 bench/results/fault_matrix.json, and with ``--figure`` bench/figures/fault_matrix.json.
 """
 
@@ -116,8 +117,8 @@ def run_file(cells: list[Cell], junit: Path) -> dict[str, dict]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     ids = [f"tests/pipelines/{c.test}" for c in cells]
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "faults or not faults",
-                    f"--junitxml={junit}", "-o", "junit_logging=system-out", *ids], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+                    f"--junitxml={junit}", "-o", "junit_logging=system-out", *ids], cwd=REPO, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     found = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         trouble = next((t for t in (case.find(k) for k in ("failure", "error", "skipped")) if t is not None), None)

@@ -225,6 +225,8 @@ def test_the_gpu_node_killed_mid_score_ends_in_one_line_and_a_rerun_on_a_new_nod
     for path in layout.score_files():  # committed before the fault: kept, not redone
         if path.name in scored_before:
             assert path.stat().st_mtime_ns == scored_before[path.name]
+    print(f"work redone: {units - len(scored_before)} of {units} score units, those not committed before the kill; "
+          f"the {len(scored_before)} committed kept")  # the fault matrix's "work redone" (bench/fault_matrix.py)
 
 
 # Ray titles a worker process ``ray::<function>`` while it runs a task and ``ray::IDLE`` after it has sent the
@@ -440,7 +442,8 @@ def test_a_worker_node_killed_mid_phase_is_survived_by_itself_and_the_run_ends_i
     """Fault cell "a worker node killed" where no pool needs what only that node had (after score, whose open_nsfw
     pool asks for ``gpu_node``; in ingest, with open_nsfw asking for nothing): the worker node (its raylet,
     workers and agents) is killed while the phase runs on both nodes (decide's tasks take 0.1 s: one is caught
-    running on the worker and stopped there, so the node is lost with it in flight). Ray retries the lost tasks
+    running on the worker and stopped there, so the node is lost with it in flight; export's actor calls the
+    same way). Ray retries the lost tasks
     and restarts the lost actors on the head; the same driver finishes, with the fault-free run's dataset (a tiny
     BLIP-2 captioner in both runs), having redone at most the units of work in flight on the lost node (one
     task; one unit or shard per actor it ran): no earlier phase again, no file of the phase committed before the
@@ -452,9 +455,10 @@ def test_a_worker_node_killed_mid_phase_is_survived_by_itself_and_the_run_ends_i
         extra += ("--fetch-delay", "1.5", "--set", "resources.ingest.concurrency=3",
                   "--set", "resources.stages.nsfw.resources={}")
     driver, layout, _ = _fault_free_then_started(namespaces, tmp_path, 18613, *extra)
-    wait_until(_in_flight(phase, layout, worker), driver, timeout_s=400, poll_s=0.002 if phase in ("decide", "export") else 0.01)
+    caught = phase in ("decide", "export")  # one task or actor call caught in flight and stopped
+    wait_until(_in_flight(phase, layout, worker), driver, timeout_s=400, poll_s=0.002 if caught else 0.01)
     at_kill = _at_the_kill(layout)
-    in_flight = 1 if phase in ("decide", "export") else len(processes_named(_processes_in(worker), ACTORS[phase]))
+    in_flight = 1 if caught else len(processes_named(_processes_in(worker), ACTORS[phase]))
     _lose_node(worker)
     assert not layout.is_done(phase), f"the kill should land in the middle of {phase}"
     assert driver.wait(timeout=400) == 0, "the run did not survive the lost node; see its driver log"
