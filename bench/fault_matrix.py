@@ -6,8 +6,9 @@ the fault mid-phase and checks the outcome against a fault-free run (or a comple
 Runs the cells' test files one at a time (each file in one pytest process, so a file's fault-free reference run
 is made once), with the cells marked ``faults`` included (``make test`` leaves those out), and prints one row per
 cell: the fault, the phase, the outcome (``recovered by itself``, ``clear error + rerun equal``, ``detected +
-redone, equal``, or ``NOT equal`` when the test failed), the work redone as the test asserts it, and the seconds the
-test took (its file's fault-free reference run is counted in the file's first cell). Writes
+redone, equal``, or ``NOT equal`` when the test failed), the work redone as the test asserts it (a cell whose
+test prints a ``work redone: ...`` line fills it from that line, what it measured), and the seconds the test took
+(its file's fault-free reference run is counted in the file's first cell). Writes
 bench/results/fault_matrix.json, and with ``--figure`` bench/figures/fault_matrix.json.
 """
 
@@ -30,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from bench.machine import figure_record, write_figure  # noqa: E402
 
 RECOVERED, RERUN, REDONE = "recovered by itself", "clear error + rerun equal", "detected + redone, equal"
+REDONE_LINE = "work redone:"  # a test's printed line of the work it saw redone (tests/pipelines/test_multinode.py)
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Cell:
     phase: str
     test: str  # pytest node id under tests/pipelines/
     outcome: str  # what the cell shows when its test passes
-    redone: str  # the work a recovery redoes, as the test asserts it
+    redone: str  # the work a recovery redoes, as the test asserts it (a printed "work redone: ..." line replaces it)
     compared: str = "fault-free run"  # what the outcome is compared with
 
     @property
@@ -54,11 +56,12 @@ CELLS = (
          "test_multinode.py::test_the_gpu_node_killed_mid_score_ends_in_one_line_and_a_rerun_on_a_new_node_ends_in"
          "_the_fault_free_dataset", RERUN, "units not committed before the kill"),
     Cell("1 worker node killed", "dedup", "test_multinode.py::test_a_worker_node_killed_mid_dedup_is_survived_by"
-         "_itself_and_the_run_ends_in_the_fault_free_dataset", RECOVERED, "the lost node's tasks"),
+         "_itself_and_the_run_ends_in_the_fault_free_dataset", RECOVERED, "1 task in flight on the lost node"),
     *(Cell("1 worker node killed", phase, f"test_multinode.py::test_a_worker_node_killed_mid_phase_is_survived"
            f"_by_itself_and_the_run_ends_in_the_fault_free_dataset[{phase}]", RECOVERED, redone)
-      for phase, redone in (("ingest", "the lost node's units in flight"), ("decide", "the lost node's tasks"),
-                            ("caption", "the lost actors' batches"), ("export", "the lost actors' shards"))),
+      for phase, redone in (("ingest", "<= 1 unit per lost ingest actor"),
+                            ("decide", "1 task in flight on the lost node"), ("caption", "the lost actors' batches"),
+                            ("export", "<= 1 shard per lost export actor"))),
     Cell("2 model actor killed", "score", "test_actor_kill.py::test_a_model_actor_killed_mid_batch_is_restarted_and"
          "_the_run_ends_in_the_fault_free_dataset[score]", RECOVERED, "the batch in flight"),
     Cell("2 model actor killed", "caption", "test_actor_kill.py::test_a_model_actor_killed_mid_batch_is_restarted"
@@ -116,14 +119,17 @@ def run_file(cells: list[Cell], junit: Path) -> dict[str, dict]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     ids = [f"tests/pipelines/{c.test}" for c in cells]
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "faults or not faults",
-                    f"--junitxml={junit}", *ids], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+                    f"--junitxml={junit}", "-o", "junit_logging=system-out", *ids], cwd=REPO, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     found = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         trouble = next((t for t in (case.find(k) for k in ("failure", "error", "skipped")) if t is not None), None)
         name = f"{Path(case.get('classname').replace('.', '/')).name}.py::{case.get('name')}"
+        out = case.findtext("system-out") or ""
+        redone = [line.removeprefix(REDONE_LINE).strip() for line in out.splitlines() if line.startswith(REDONE_LINE)]
         found[name] = {"passed": trouble is None, "seconds": round(float(case.get("time", 0)), 1),
-                       "message": None if trouble is None else (trouble.get("message") or "")[:300]}
+                       "message": None if trouble is None else (trouble.get("message") or "")[:300],
+                       **({"redone": redone[-1]} if redone and trouble is None else {})}
     return found
 
 
@@ -146,7 +152,7 @@ def main() -> None:
                 result = results.get(cell.test, {"passed": False, "seconds": 0.0, "message": "not run"})
                 outcome = cell.outcome if result["passed"] else f"NOT equal ({result['message']})"
                 rows.append({**asdict(cell), "outcome": outcome, **result})
-                print(f"{cell.fault:27s} {cell.phase:38s} {outcome[:28]:28s} {cell.redone:35s} "
+                print(f"{cell.fault:27s} {cell.phase:38s} {outcome[:28]:28s} {rows[-1]['redone']:35s} "
                       f"{result['seconds']:6.1f}", flush=True)
     record = {"cells": rows, "total_s": round(time.monotonic() - start, 1),
               "failed": [r["test"] for r in rows if not r["passed"]]}

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -224,21 +225,167 @@ def test_the_gpu_node_killed_mid_score_ends_in_one_line_and_a_rerun_on_a_new_nod
     for path in layout.score_files():  # committed before the fault: kept, not redone
         if path.name in scored_before:
             assert path.stat().st_mtime_ns == scored_before[path.name]
+    print(f"work redone: {units - len(scored_before)} of {units} score units, those not committed before the kill; "
+          f"the {len(scored_before)} committed kept")  # the fault matrix's "work redone" (bench/fault_matrix.py)
+
+
+# Ray titles a worker process ``ray::<function>`` while it runs a task and ``ray::IDLE`` after it has sent the
+# result back; dedup's and decide's tasks all run through pipelines.run.tasks.RayTasks, whose function is this.
+RAY_TASK = "ray::_located"
+
+
+def _netns_inode(ns: str) -> int:
+    return os.stat(f"/run/netns/{ns}").st_ino
+
+
+def _titled(ns_inode: int, title: str) -> list[int]:
+    """Processes of the namespace whose command line (Ray's process title) holds ``title``: a scan of /proc,
+    quick enough to poll every few milliseconds."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == ns_inode and title in _cmdline(int(pid)):
+                found.append(int(pid))
+        except OSError:  # exited while we looked
+            continue
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode(errors="replace")
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def _freeze_in_flight(worker: str, phase: str, layout: RunLayout, title: str = RAY_TASK, busy: str = RAY_TASK):
+    """The moment to lose the worker node mid-``phase``, observed from outside: the phase before it is done and a
+    process on the node titled ``title`` is running a task of it (its title holds ``busy``: ``RAY_TASK`` for a
+    task; an actor's process, ``ray::MapWorker(...Class)``, appends ``.submit`` while it runs a call). That
+    process is stopped (SIGSTOP) and looked at again: still so titled, it has not sent its result, so the task is
+    in flight on the node and Ray must run it again elsewhere; the check is then true and the node is to be
+    killed. A task that ended in between is let go on. Fails at once if the phase ends before one is caught."""
+    before = PHASE_NAMES[PHASE_NAMES.index(phase) - 1]
+    inode = _netns_inode(worker)
+
+    def check() -> bool:
+        if not layout.is_done(before):
+            return False
+        assert not layout.is_done(phase), f"{phase} ended before a task of it was caught on the worker node"
+        for pid in _titled(inode, title):
+            try:
+                if busy not in _cmdline(pid):
+                    continue
+                os.kill(pid, signal.SIGSTOP)
+                while not _stopped(pid):
+                    time.sleep(0.001)
+                if busy in _cmdline(pid):
+                    return True
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                continue
+        return False
+
+    return check
+
+
+# Each phase's files, by folder under the run directory: what "committed before the kill" is checked against.
+PHASE_TOPS = {"ingest": ("ingest",), "score": ("score",), "dedup": ("dedup",), "decide": ("decide",),
+              "caption": ("caption",), "export": ("shards", "manifest", "manifest.parquet")}
+
+
+def _files(layout: RunLayout) -> dict[str, int]:
+    """Path (relative to the run) -> mtime of every file under a final name; a temporary export shard folder's
+    files under shards/, where export renames the folder whole (a rename keeps the mtimes)."""
+    found = {}
+    for folder, _, names in os.walk(layout.root):
+        rel = Path(folder).relative_to(layout.root)
+        if rel.parts and rel.parts[0].startswith(".shards."):
+            rel = Path("shards", *rel.parts[1:])
+        elif any(part.startswith(".") for part in rel.parts):
+            continue  # another temporary folder: not committed
+        for name in names:
+            if name.startswith("."):
+                continue  # a file being written under a temporary name
+            try:
+                found[(rel / name).as_posix()] = os.stat(Path(folder, name)).st_mtime_ns
+            except FileNotFoundError:
+                continue
+    return found
+
+
+def _work_of(rel: str) -> str:
+    """The unit of work that wrote a file: its folder (two levels deep) and stem, a shard's files one
+    (NNNNN.tar, NNNNN.parquet, NNNNN_stats.json), a dedup group's duplicates parts of every unit one."""
+    parts = rel.split("/")
+    folder = "/".join(parts[:2]) if len(parts) > 2 else parts[0]
+    if folder.startswith("dedup/duplicates"):
+        folder = "dedup/duplicates"
+    return f"{folder}:{parts[-1].split('.')[0].removesuffix('_stats')}"
+
+
+def _at_the_kill(layout: RunLayout) -> tuple[dict[str, int], dict]:
+    return _files(layout), json.loads(layout.run_json.read_text()).get("phases", {})  # none yet in ingest
+
+
+def _counts(record: dict) -> dict:
+    """A phase's run.json record without what differs between two runs of the same input: times, bytes of
+    shuffle files, the nodes, the inputs (paths) and the output's name."""
+    return {k: _counts(v) if isinstance(v, dict) else v for k, v in record.items()
+            if not k.endswith(("wall_s", "bytes")) and k not in ("task_nodes", "inputs", "output")}
+
+
+def _check_work_redone(layout: RunLayout, reference: RunLayout, phase: str, at_kill: tuple[dict[str, int], dict],
+                       in_flight: int) -> list[str]:
+    """What a node lost mid-``phase`` made the run redo, from its files and run.json: the phases done before the
+    kill are not run again (their run.json records and files, _DONE markers included, unchanged); of the
+    ``phase`` files committed before the kill, only those of the ``in_flight`` units of work the lost node was
+    running are written again; run.json records ``phase`` as the fault-free run does, bar times and nodes.
+    Returns the units of work written again."""
+    files, phases = at_kill
+    after, now = _files(layout), json.loads(layout.run_json.read_text())["phases"]
+    for done in PHASE_NAMES[:PHASE_NAMES.index(phase)]:
+        assert now[done] == phases[done], f"{done}, done before the kill, ran again"
+        for rel, mtime in files.items():
+            if rel.split("/")[0] in PHASE_TOPS[done]:
+                assert after.get(rel) == mtime, f"{rel}, committed by {done} before the kill, was removed or rewritten"
+    mine = {rel: mtime for rel, mtime in files.items() if rel.split("/")[0] in PHASE_TOPS[phase]}
+    rewritten = sorted({_work_of(rel) for rel, mtime in mine.items() if after.get(rel, mtime) != mtime})
+    assert len(rewritten) <= in_flight, f"{phase} redid {rewritten}, more than the {in_flight} in flight on the node"
+    expected = json.loads(reference.run_json.read_text())["phases"][phase]
+    assert _counts(now[phase]) == _counts(expected), (now[phase], expected)
+    units = len({_work_of(rel) for rel in mine})
+    running = "task" if phase in ("dedup", "decide") else f"{ACTORS[phase]} actor"
+    # The fault matrix's "work redone" (bench/fault_matrix.py reads this line).
+    earlier = ", ".join(PHASE_NAMES[:PHASE_NAMES.index(phase)])
+    print(f"work redone: {in_flight} {running}(s) in flight on the lost node; {len(rewritten)} of {units} {phase} "
+          f"outputs committed before the kill rewritten{': ' + ', '.join(rewritten) if rewritten else ''}"
+          f"{'; ' + earlier + ' not re-run' if earlier else ''}")
+    return rewritten
 
 
 @pytest.mark.faults
 def test_a_worker_node_killed_mid_dedup_is_survived_by_itself_and_the_run_ends_in_the_fault_free_dataset(
         namespaces, tmp_path: Path) -> None:
     """Fault cell "a worker node killed" where no pool needs what only that node had: once score is done, the
-    worker node (its raylet, workers and agents) is killed while the dedup tasks run on both nodes. Ray
-    retries the lost tasks on the head; the same driver finishes, with the fault-free run's dataset."""
+    worker node (its raylet, workers and agents) is killed while a dedup task runs on it (caught in flight, see
+    ``_freeze_in_flight``). Ray retries the lost task on the head; the same driver finishes, with the
+    fault-free run's dataset, having redone at most that task: ingest and score not again, no dedup file
+    committed before the kill written again but the lost task's."""
     _, worker, _ = namespaces
     driver, layout, _ = _fault_free_then_started(namespaces, tmp_path, 18612)
-    wait_until(lambda: layout.is_done("score"), driver, timeout_s=400)
+    wait_until(_freeze_in_flight(worker, "dedup", layout), driver, timeout_s=400, poll_s=0.002)
+    at_kill = _at_the_kill(layout)
     _lose_node(worker)
-    assert not layout.is_done("dedup"), "the kill should land in the middle of dedup"
     assert driver.wait(timeout=400) == 0, "the run did not survive the lost node; see its driver log"
-    check_same_dataset(layout, RunLayout.at(tmp_path / "fault-free" / "run"))
+    reference = RunLayout.at(tmp_path / "fault-free" / "run")
+    check_same_dataset(layout, reference)
+    _check_work_redone(layout, reference, "dedup", at_kill, in_flight=1)
 
 
 @pytest.fixture(scope="module")
@@ -258,19 +405,34 @@ def captioner(tmp_path_factory) -> tuple[str, ...]:
 
 
 
+# The actors of a phase's pool, by the class Ray titles their processes after.
+ACTORS = {"ingest": "IngestWorker", "caption": "Blip2Captioner", "export": "ExportWorker"}
+
+
 def _in_flight(phase: str, layout: RunLayout, worker: str):
     """The moment to lose the worker node mid-``phase``: the phase before it is done and the phase has begun its
     work (a unit staged while an ingest actor runs on the worker; the captioner's actors up on the worker;
-    export's temporary shard folder made; decide: as the phase before it ends)."""
+    decide, export: a task or an actor's call of it caught in flight on the worker, then stopped)."""
+    if phase == "decide":
+        return _freeze_in_flight(worker, phase, layout)
+    if phase == "export":
+        return _freeze_in_flight(worker, phase, layout, ACTORS[phase], ".submit")
     before = PHASE_NAMES[PHASE_NAMES.index(phase) - 1] if phase != "ingest" else None
     started = {
         "ingest": lambda: bool(layout.staged_row_files()) and bool(processes_named(_processes_in(worker),
-                                                                                   "IngestWorker")),
-        "decide": lambda: True,
-        "caption": lambda: bool(processes_named(_processes_in(worker), "Blip2Captioner")),
-        "export": lambda: any(layout.root.glob(".shards.*.tmp")),
+                                                                                   ACTORS["ingest"])),
+        "caption": lambda: bool(processes_named(_processes_in(worker), ACTORS["caption"])),
     }[phase]
     return lambda: (before is None or layout.is_done(before)) and started()
+
+
+def _captioned_once(layout: RunLayout) -> None:
+    """Every caption row is of a distinct kept row, as many as run.json says the phase captioned: no batch
+    that a lost actor had finished was kept twice."""
+    ids = pl.scan_parquet(str(layout.captions_dir / "**" / "*.parquet"), hive_partitioning=False) \
+        .select(col.SAMPLE_ID).collect()[col.SAMPLE_ID]
+    assert ids.n_unique() == ids.len()
+    assert ids.len() == json.loads(layout.run_json.read_text())["phases"]["caption"]["rows_captioned"]
 
 
 @pytest.mark.faults
@@ -279,10 +441,13 @@ def test_a_worker_node_killed_mid_phase_is_survived_by_itself_and_the_run_ends_i
         namespaces, tmp_path: Path, captioner: tuple[str, ...], phase: str) -> None:
     """Fault cell "a worker node killed" where no pool needs what only that node had (after score, whose open_nsfw
     pool asks for ``gpu_node``; in ingest, with open_nsfw asking for nothing): the worker node (its raylet,
-    workers and agents) is killed while the phase runs on both nodes (decide's tasks take 0.1 s: the node is killed
-    as dedup ends, so decide sends its tasks to a node that is gone but not yet known dead, and they are retried
-    when Ray marks it dead, 10-20 s later). Ray retries the lost tasks and restarts the lost actors on the head;
-    the same driver finishes, with the fault-free run's dataset (a tiny BLIP-2 captioner in both runs)."""
+    workers and agents) is killed while the phase runs on both nodes (decide's tasks take 0.1 s: one is caught
+    running on the worker and stopped there, so the node is lost with it in flight; export's actor calls the
+    same way). Ray retries the lost tasks
+    and restarts the lost actors on the head; the same driver finishes, with the fault-free run's dataset (a tiny
+    BLIP-2 captioner in both runs), having redone at most the units of work in flight on the lost node (one
+    task; one unit or shard per actor it ran): no earlier phase again, no file of the phase committed before the
+    kill written again but theirs, and run.json records the phase as the fault-free run does."""
     _, worker, _ = namespaces
     extra = captioner
     if phase == "ingest":  # ingest actors on both nodes, each URL answered in 1.5 s so a unit takes seconds;
@@ -290,8 +455,15 @@ def test_a_worker_node_killed_mid_phase_is_survived_by_itself_and_the_run_ends_i
         extra += ("--fetch-delay", "1.5", "--set", "resources.ingest.concurrency=3",
                   "--set", "resources.stages.nsfw.resources={}")
     driver, layout, _ = _fault_free_then_started(namespaces, tmp_path, 18613, *extra)
-    wait_until(_in_flight(phase, layout, worker), driver, timeout_s=400, poll_s=0.01)
+    caught = phase in ("decide", "export")  # one task or actor call caught in flight and stopped
+    wait_until(_in_flight(phase, layout, worker), driver, timeout_s=400, poll_s=0.002 if caught else 0.01)
+    at_kill = _at_the_kill(layout)
+    in_flight = 1 if caught else len(processes_named(_processes_in(worker), ACTORS[phase]))
     _lose_node(worker)
     assert not layout.is_done(phase), f"the kill should land in the middle of {phase}"
     assert driver.wait(timeout=400) == 0, "the run did not survive the lost node; see its driver log"
-    check_same_dataset(layout, RunLayout.at(tmp_path / "fault-free" / "run"))
+    reference = RunLayout.at(tmp_path / "fault-free" / "run")
+    check_same_dataset(layout, reference)
+    _check_work_redone(layout, reference, phase, at_kill, in_flight)
+    if phase == "caption":
+        _captioned_once(layout)
