@@ -105,7 +105,7 @@ class LiveSurvivors:
             self._rank[order] = np.empty(self.n, np.int64)
             self._rank[order][best] = np.arange(self.n)
         first = np.where(self.rows[nodes] < 0, 2, np.where(eligible[nodes], 0, 1))
-        return np.lexsort((self._rank[order][nodes], first))
+        return np.argsort(first * self.n + self._rank[order][nodes], kind="stable")  # one key: (first, rank)
 
     def counted(self, dedup: DedupConfig) -> np.ndarray:
         """Which stored pairs count under ``dedup``: ``cluster``'s own threshold test over the enabled detectors."""
@@ -222,8 +222,9 @@ class LiveSurvivors:
         inside = _members(picked.component, nodes)
         pairs = np.flatnonzero(picked.counted & inside[self.a])
         local = np.flatnonzero(inside)  # every node of a walked component is in one of its counted pairs
-        survivor, why = cluster_nodes(np.searchsorted(local, self.a[pairs]), np.searchsorted(local, self.b[pairs]),
-                                      self.links[pairs], self.best_first(dedup, picked.eligible, local), mode)
+        position = np.cumsum(inside) - 1  # node -> its index in ``local``
+        survivor, why = cluster_nodes(position[self.a[pairs]], position[self.b[pairs]], self.links[pairs],
+                                      self.best_first(dedup, picked.eligible, local), mode)
         picked.survivor[local] = local[survivor]
         kind = np.full(len(local), -1, np.int8)
         kind[why["node"].to_numpy()] = why[col.DUP_KIND].replace_strict({k: i for i, k in enumerate(KINDS)},
