@@ -78,6 +78,7 @@ class Classes:
 
 
 ROUNDS = 32  # rounds of the parallel greedy before the nodes still undecided are walked one by one
+NONE = np.iinfo(np.int64).max  # no conflicting node: the least of nothing
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,6 @@ class _Hubs:
         return _Hubs(self.image, self.caption, kept(self.image, self.image_links),
                      kept(self.caption, self.caption_links))
 
-
-NONE = np.iinfo(np.int64).max
 
 
 def keep_greedy(order: np.ndarray, classes: Classes, a: np.ndarray, b: np.ndarray, kind: np.ndarray,

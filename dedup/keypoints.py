@@ -10,8 +10,8 @@ pair when a homography close to a similarity (``max_rotation``, ``max_anisotropy
 inliers, against the other image or its mirror; its similarity is the inliers' share of the smaller
 keypoint set.
 
-These functions are the kernels: ``support.dedup_reference.keypoint_pairs`` runs them over a whole run in one process (the
-reference), ``dedup.keypointjoin`` as partitioned tasks.
+These functions are the kernels: ``support.dedup_reference.keypoint_pairs`` runs them over a whole run in
+one process (the reference), ``dedup.keypointjoin`` as partitioned tasks.
 """
 
 from __future__ import annotations

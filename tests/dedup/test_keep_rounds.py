@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedup.keep import MINHASH, PIXELS, SHA256, Classes, keep_greedy
+from dedup.keep import MINHASH, PIXELS, ROUNDS, SHA256, Classes, keep_greedy
 from manifests.schema import DupKind
 from support.dedup_reference import keep_greedy_walk
 
@@ -34,10 +34,9 @@ def graphs(draw):
     return order, a, b, detector, kind, similarity
 
 
-def _both(order, a, b, detector, kind, similarity):
-    n = len(order)
-    classes = Classes.of(n, a, b, detector, kind, similarity)
-    return keep_greedy(order, classes, a, b, kind), keep_greedy_walk(order, classes, a, b, kind)
+def _both(order, a, b, detector, kind, similarity, rounds=ROUNDS):
+    classes = Classes.of(len(order), a, b, detector, kind, similarity)
+    return keep_greedy(order, classes, a, b, kind, rounds=rounds), keep_greedy_walk(order, classes, a, b, kind)
 
 
 @settings(max_examples=400, deadline=None)
@@ -50,10 +49,8 @@ def test_rounds_keep_what_the_walk_keeps_with_the_same_survivors(graph) -> None:
 @settings(max_examples=300, deadline=None)
 @given(graph=graphs(), rounds=st.integers(0, 3))
 def test_a_capped_number_of_rounds_then_the_walk_gives_the_same(graph, rounds) -> None:
-    order, a, b, detector, kind, similarity = graph
-    classes = Classes.of(len(order), a, b, detector, kind, similarity)
-    np.testing.assert_array_equal(keep_greedy(order, classes, a, b, kind, rounds=rounds),
-                                  keep_greedy_walk(order, classes, a, b, kind))
+    capped, walk = _both(*graph, rounds=rounds)
+    np.testing.assert_array_equal(capped, walk)
 
 
 def test_a_long_chain_ranked_along_itself_keeps_every_other_sample() -> None:

@@ -84,7 +84,8 @@ class LiveDecision:
     def __init__(self, run: Path) -> None:
         self.run = run
         self._document = config_data(run)  # the run's config.yaml, read once
-        self.base = build_config(copy.deepcopy(self._document))
+        self._configs: dict[tuple[str, ...], RunConfig] = {}
+        self.base = self.config([])
         self.parts = reexport.manifest_files(RunLayout.at(run))
         self.sizes = [pq.read_metadata(p).num_rows for p in self.parts]
         stored = pl.scan_parquet([str(p) for p in self.parts])
@@ -97,7 +98,6 @@ class LiveDecision:
         self._survivors: OrderedDict[str, tuple[repick.Duplicates | None, tempfile.TemporaryDirectory | None]] = \
             OrderedDict()
         self._frames: dict[str, tuple[pl.LazyFrame, list[pl.LazyFrame], set[str]]] = {}
-        self._configs: dict[tuple[str, ...], RunConfig] = {}
         self._lock, self._column_lock = threading.RLock(), threading.Lock()
         self._stored_reasons: dict[str, np.ndarray] | None = None
         self.decided = repick.decided_rules(run)

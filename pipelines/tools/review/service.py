@@ -154,7 +154,7 @@ class Review:
             raise ValueError(f"{key!r} has no score column to sort by")
         decision = self.decision(setting)
         value = float(setting.get(key, slider.value))
-        scores = self.live.column(slider.column).cast(pl.Float64).fill_nan(None).to_numpy()  # null: NaN
+        scores = self.live.column(slider.column).cast(pl.Float64).to_numpy()  # null: NaN, as NaN is
         ok = (self.live.column(col.STATUS) == Status.SUCCESS).fill_null(False).to_numpy()
         below = _closest(_near(scores, ok, value, n, below=True), -scores, n)
         above = _closest(_near(scores, ok, value, n, below=False), scores, n)
@@ -218,8 +218,10 @@ def _near(scores: np.ndarray, ok: np.ndarray, value: float, n: int, below: bool)
     holds ``n`` of them or every one on that side: the ``n`` closest are among them (NaN is in no window)."""
     on_side = ok & (scores < value if below else scores >= value)
     side = scores[on_side]
-    width, reach = 1e-3 * (abs(value) + 1), float(value - side.min() if below else side.max() - value) if len(side) else 0.0
-    while len(side) > n and width < reach:
+    if len(side) <= n:
+        return np.flatnonzero(on_side)
+    width, reach = 1e-3 * (abs(value) + 1), float(value - side.min() if below else side.max() - value)
+    while width < reach:
         window = (scores >= value - width) if below else (scores <= value + width)
         rows = np.flatnonzero(on_side & window)
         if len(rows) >= n:

@@ -227,8 +227,9 @@ class LiveSurvivors:
                                       self.best_first(dedup, picked.eligible, local), mode)
         picked.survivor[local] = local[survivor]
         kind = np.full(len(local), -1, np.int8)
-        kind[why["node"].to_numpy()] = why[col.DUP_KIND].replace_strict({k: i for i, k in enumerate(KINDS)},
-                                                                         return_dtype=pl.Int8).to_numpy()  # a new kind: an error
+        # a kind not in KINDS: an error
+        codes = why[col.DUP_KIND].replace_strict({k: i for i, k in enumerate(KINDS)}, return_dtype=pl.Int8)
+        kind[why["node"].to_numpy()] = codes.to_numpy()
         picked.kind[local] = kind
 
     # --- what the decision and the pages read ----------------------------------------------------------
