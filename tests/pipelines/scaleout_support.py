@@ -152,6 +152,19 @@ def check_same_dataset(run: RunLayout, reference: RunLayout) -> None:
     assert shards == expected, [k for k in shards if shards[k] != expected[k]][:5]
 
 
+def tiny_captioner(folder: Path) -> tuple[str, ...]:
+    """``--set`` overrides of a tiny random BLIP-2 captioner saved in ``folder`` (seeded: the same weights each
+    time), its captions exported, so the caption phase does real work and the shards carry its captions."""
+    import torch
+
+    from support.random_models import save_random
+
+    torch.manual_seed(0)
+    blip2 = save_random("blip2", folder)
+    return ("caption.blip2.enabled=true", f"caption.blip2.model={blip2}", "caption.blip2.generation.max_new_tokens=6",
+            "resources.stages.blip2={batch_size: 2, num_cpus: 0.5}", "export.caption_source=caption_blip2")
+
+
 @contextmanager
 def photo_run(out: Path, rows: int, overrides: tuple[str, ...] = (), port: int = 0,
               url_list: Path | None = None) -> Iterator[RunLayout]:

@@ -18,7 +18,7 @@ import pytest
 
 from manifests.io import read_json
 from manifests.layout import RunLayout
-from scaleout_support import check_same_dataset, free_port, photo_run, processes_named
+from scaleout_support import check_same_dataset, free_port, photo_run, processes_named, tiny_captioner
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]  # 2.5 min: bench/fault_matrix.py runs it
 ROWS = 20
@@ -28,15 +28,7 @@ UNITS = 2
 @pytest.fixture(scope="module")
 def captioned(tmp_path_factory) -> tuple[str, ...]:
     """Overrides of the runs: small model batches, so a kill lands inside one, and a tiny random BLIP-2 captioner."""
-    import torch
-
-    from support.random_models import save_random
-
-    torch.manual_seed(0)
-    blip2 = save_random("blip2", tmp_path_factory.mktemp("tiny-blip2"))
-    return ("resources.stages.nsfw.batch_size=4", "caption.blip2.enabled=true", f"caption.blip2.model={blip2}",
-            "caption.blip2.generation.max_new_tokens=6", "resources.stages.blip2={batch_size: 2, num_cpus: 0.5}",
-            "export.caption_source=caption_blip2")
+    return ("resources.stages.nsfw.batch_size=4", *tiny_captioner(tmp_path_factory.mktemp("tiny-blip2")))
 
 
 @pytest.fixture(scope="module")

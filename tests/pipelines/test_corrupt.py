@@ -18,7 +18,7 @@ from pipelines.config import load_config
 from pipelines.run import driver as runner
 from pipelines.run.runlock import LOCK_NAME
 from pipelines.run.score_units import DIGEST_KEY
-from scaleout_support import check_same_dataset, photo_run
+from scaleout_support import check_same_dataset, photo_run, tiny_captioner
 
 pytestmark = pytest.mark.slow
 ROWS = 20
@@ -34,15 +34,7 @@ def reference(ray_session, tmp_path_factory):
 @pytest.fixture(scope="module")
 def captioned(ray_session, tmp_path_factory):
     """The same run with a tiny random BLIP-2 captioner (its captions exported), so the caption phase writes parts."""
-    import torch
-
-    from support.random_models import save_random
-
-    torch.manual_seed(0)
-    blip2 = save_random("blip2", tmp_path_factory.mktemp("tiny-blip2"))
-    overrides = ("caption.blip2.enabled=true", f"caption.blip2.model={blip2}",
-                 "caption.blip2.generation.max_new_tokens=6", "resources.stages.blip2={batch_size: 2, num_cpus: 0.5}",
-                 "export.caption_source=caption_blip2")
+    overrides = tiny_captioner(tmp_path_factory.mktemp("tiny-blip2"))
     with photo_run(tmp_path_factory.mktemp("corrupt-captioned"), ROWS, overrides) as layout:
         yield layout
 

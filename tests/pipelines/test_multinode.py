@@ -24,7 +24,7 @@ import pytest
 
 from driver import NSFW_ACTOR, corpus
 from scaleout_support import (check_complete_run, check_same_dataset, node_env, processes_named, start_driver,
-                              wait_until)
+                              tiny_captioner, wait_until)
 from manifests import schema as col
 from manifests.layout import PHASE_NAMES, RunLayout
 
@@ -392,15 +392,7 @@ def test_a_worker_node_killed_mid_dedup_is_survived_by_itself_and_the_run_ends_i
 def captioner(tmp_path_factory) -> tuple[str, ...]:
     """Driver arguments of a tiny random BLIP-2 captioner (saved once; each node reads it from the shared disk),
     so the caption phase does real work and the shards carry its captions."""
-    import torch
-
-    from support.random_models import save_random
-
-    torch.manual_seed(0)
-    blip2 = save_random("blip2", tmp_path_factory.mktemp("tiny-blip2"))
-    overrides = ("caption.blip2.enabled=true", f"caption.blip2.model={blip2}",
-                 "caption.blip2.generation.max_new_tokens=6", "resources.stages.blip2={batch_size: 2, num_cpus: 0.5}",
-                 "export.caption_source=caption_blip2")
+    overrides = tiny_captioner(tmp_path_factory.mktemp("tiny-blip2"))
     return tuple(arg for o in overrides for arg in ("--set", o))
 
 
