@@ -85,13 +85,26 @@ def _ray_start(ns: str, env: dict, *args: str) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+def _pids_in(ns: str) -> list[int]:
+    """The processes of network namespace ``ns`` (what ``ip netns pids`` lists): a scan of /proc, quick enough
+    to poll every few milliseconds."""
+    inode, found = os.stat(f"/run/netns/{ns}").st_ino, []
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.stat(f"/proc/{pid}/ns/net").st_ino == inode:
+                found.append(int(pid))
+        except OSError:  # exited while we looked
+            continue
+    return found
+
+
 def _processes_in(ns: str) -> list:
     import psutil
 
     procs = []
-    for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
+    for pid in _pids_in(ns):
         try:
-            procs.append(psutil.Process(int(pid)))
+            procs.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue
     return procs
@@ -234,20 +247,13 @@ def test_the_gpu_node_killed_mid_score_ends_in_one_line_and_a_rerun_on_a_new_nod
 RAY_TASK = "ray::_located"
 
 
-def _netns_inode(ns: str) -> int:
-    return os.stat(f"/run/netns/{ns}").st_ino
-
-
-def _titled(ns_inode: int, title: str) -> list[int]:
-    """Processes of the namespace whose command line (Ray's process title) holds ``title``: a scan of /proc,
-    quick enough to poll every few milliseconds."""
+def _titled(ns: str, title: str) -> list[int]:
+    """Processes of the namespace whose command line (Ray's process title) holds ``title``."""
     found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in _pids_in(ns):
         try:
-            if os.stat(f"/proc/{pid}/ns/net").st_ino == ns_inode and title in _cmdline(int(pid)):
-                found.append(int(pid))
+            if title in _cmdline(pid):
+                found.append(pid)
         except OSError:  # exited while we looked
             continue
     return found
@@ -271,13 +277,12 @@ def _freeze_in_flight(worker: str, phase: str, layout: RunLayout, title: str = R
     in flight on the node and Ray must run it again elsewhere; the check is then true and the node is to be
     killed. A task that ended in between is let go on. Fails at once if the phase ends before one is caught."""
     before = PHASE_NAMES[PHASE_NAMES.index(phase) - 1]
-    inode = _netns_inode(worker)
 
     def check() -> bool:
         if not layout.is_done(before):
             return False
         assert not layout.is_done(phase), f"{phase} ended before a task of it was caught on the worker node"
-        for pid in _titled(inode, title):
+        for pid in _titled(worker, title):
             try:
                 if busy not in _cmdline(pid):
                     continue
