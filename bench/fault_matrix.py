@@ -60,8 +60,11 @@ CELLS = (
     *(Cell("1 worker node killed", phase, f"test_multinode.py::test_a_worker_node_killed_mid_phase_is_survived"
            f"_by_itself_and_the_run_ends_in_the_fault_free_dataset[{phase}]", RECOVERED, redone)
       for phase, redone in (("ingest", "<= 1 unit per lost ingest actor"),
-                            ("decide", "1 task in flight on the lost node"), ("caption", "the lost actors' batches"),
+                            ("decide", "1 task in flight on the lost node"),
                             ("export", "<= 1 shard per lost export actor"))),
+    Cell("1 worker node killed", "caption", "test_multinode.py::test_the_captioner_node_killed_mid_batch_is_survived"
+         "_once_a_new_node_joins_and_the_run_ends_in_the_fault_free_dataset", RECOVERED,
+         "the lost actor's batch in flight"),
     Cell("2 model actor killed", "score", "test_actor_kill.py::test_a_model_actor_killed_mid_batch_is_restarted_and"
          "_the_run_ends_in_the_fault_free_dataset[score]", RECOVERED, "the batch in flight"),
     Cell("2 model actor killed", "caption", "test_actor_kill.py::test_a_model_actor_killed_mid_batch_is_restarted"
