@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 NO_OCR = ("--set", "filters.ocr.enabled=false")
 
 
+@pytest.mark.faults  # 90-100 s: run by bench/fault_matrix.py, not make test
 def test_driver_killed_mid_ingest_then_mid_score_then_resumed(tmp_path: Path) -> None:
     work, port = tmp_path / "work", free_port()
     layout = RunLayout.at(work / "run")
