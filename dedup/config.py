@@ -355,13 +355,14 @@ class ToneConfig(StrictModel):
     correlated) and their colour the same hues (the cosine of the (a, b) layouts, and of the (a, b) layouts less
     their means), whatever the brightness, contrast or gamma: those move lightness monotonically and scale chroma,
     where a recolour turns the hues. A greyscale copy (RMS chroma under ``grey_chroma``) has no hues: it matches a
-    colour layout whose greyscale lightness (ITU-R 601 luma) it keeps, in shape and in level. A near-flat layout
-    (lightness spread under ``min_spread``) has no shape but noise: only the raw match applies to it.
+    colour layout whose greyscale lightness (ITU-R 601 luma) it keeps, in shape and in level. A layout flat in
+    lightness (spread under ``min_spread``) has no shape but noise; when its colour changes (a mark as light as its
+    background: ``tint_*``) it is compared by its hues alone, else only the raw match applies to it.
 
-    Chosen on the tuning split of bench/neardup_eval.py --fast: recall of the contrast/brightness/grey copies
-    0.62/0.60/0.67 -> 0.93/0.74/0.93 (brightness x1.3 clips the pastels to white) with no false pair; min_change
-    0.9 lets a pair of distinct gradients in; a greyscale copy's own design sits at RMS grey-L difference <= 1.1
-    (one at 1.33) and other designs at >= 1.51 (grey_max_delta_l between)."""
+    Chosen on the tuning split of bench/neardup_eval.py --fast (pdq_regions): recall of the contrast/brightness/
+    grey copies 0.62/0.60/0.67 -> 0.97/0.78/0.93 (brightness x1.3 clips the pastels to white) with no false pair;
+    min_change 0.9 lets a pair of distinct gradients in; a greyscale copy's own design sits at RMS grey-L
+    difference <= 1.1 (one at 1.33) and other designs at >= 1.51 (grey_max_delta_l between)."""
 
     enabled: bool = Field(True, description="also match layouts photometrically (else the raw CIELAB match only)",
                           json_schema_extra=FINDS)
@@ -374,6 +375,11 @@ class ToneConfig(StrictModel):
                            "chroma keeps it, a turn of the hues (a recolour) lowers it", json_schema_extra=FINDS)
     min_change: float = Field(0.94, gt=-1, le=1, description="cosine of the two (a, b) layouts less their means: "
                               "where the colour changes, and to which hue", json_schema_extra=FINDS)
+    tint_min_spread: float = Field(2.0, ge=0, description="a layout flat in grey L (under min_spread) is compared by "
+                                   "its colour changes alone when the RMS of its (a, b) about their mean is at least "
+                                   "this (a mark as light as its background)", json_schema_extra=FINDS)
+    tint_min_change: float = Field(0.97, gt=-1, le=1, description="two such layouts: cosine of their (a, b) layouts "
+                                   "less their means (and min_hue)", json_schema_extra=FINDS)
     grey_chroma: float = Field(2.0, ge=0, description="RMS chroma under which a layout is grey (its hues are noise)",
                                json_schema_extra=FINDS)
     grey_min_correlation: float = Field(0.95, gt=-1, le=1, description="a grey layout and a colour one: correlation "

@@ -23,13 +23,15 @@ middle half of the rows (outside a banner), when
 
 - their grey lightness (``grey_level``: the CIELAB L of a greyscale copy) has the same shape: its deviations from
   the mean correlate (a monotone edit keeps that), and the shape is more than noise (a spread of at least
-  ``min_spread``; a near-flat layout is left to the raw match); and
+  ``min_spread``); and
 - two colour layouts have the same hues: the (a, b) layouts, whole and less their means, point the same way
   (a common scale of the chroma keeps that, a recolour turns it); a greyscale layout and a colour one instead
   have the same grey lightness, level and all. Two greyscale layouts are the raw match's.
 
-A photometric match at its limits counts as Delta E ``max_delta_e``. On the tuning split (bench/neardup_eval.py
---fast, pdq_regions) it lifts the recall of contrast copies 0.62 -> 0.93, brightness 0.60 -> 0.74, greyscale
+Two colour layouts flat in grey lightness whose colour changes (a mark as light as its background) are compared
+by their hues alone; a layout flat in both is left to the raw match: its normalised shape would be noise. A
+photometric match at its limits counts as Delta E ``max_delta_e``. On the tuning split (bench/neardup_eval.py
+--fast, pdq_regions) it lifts the recall of contrast copies 0.62 -> 0.97, brightness 0.60 -> 0.78, greyscale
 0.67 -> 0.93 with no false pair; figures on the reporting split are in ``LayoutConfig``'s notes.
 
 The search (``search_vectors``) indexes the middle half of the rows, which every window holds, mapped onto
@@ -132,6 +134,7 @@ class Tone(NamedTuple):
     spread: np.ndarray  # (n,): RMS of grey L about its mean
     hue: np.ndarray  # (n, 2 cells): the (a, b) layout, unit length
     change: np.ndarray  # (n, 2 cells): the (a, b) layout less its mean, unit length
+    chroma_spread: np.ndarray  # (n,): RMS of the (a, b) layout about its mean
     chroma: np.ndarray  # (n,): RMS chroma
     level: np.ndarray  # (n, cells): grey L itself
 
@@ -141,10 +144,9 @@ def tone(values: np.ndarray) -> Tone:
     cells = values[:, MIDDLE[0]:MIDDLE[1]].reshape(len(values), -1, 3).astype(np.float64)
     level, ab = grey_level(cells), cells[..., 1:]
     centred = level - level.mean(1, keepdims=True)
-    flat_ab = ab.reshape(len(values), -1)
-    return Tone(_unit(centred), np.sqrt((centred ** 2).mean(1)), _unit(flat_ab),
-                _unit((ab - ab.mean(1, keepdims=True)).reshape(len(values), -1)),
-                np.sqrt((flat_ab ** 2).sum(1) / cells.shape[1]), level)
+    flat_ab, change = ab.reshape(len(values), -1), (ab - ab.mean(1, keepdims=True)).reshape(len(values), -1)
+    return Tone(_unit(centred), np.sqrt((centred ** 2).mean(1)), _unit(flat_ab), _unit(change),
+                np.sqrt((change ** 2).sum(1) / cells.shape[1]), np.sqrt((flat_ab ** 2).sum(1) / cells.shape[1]), level)
 
 
 def grey_level(values: np.ndarray) -> np.ndarray:
@@ -170,38 +172,48 @@ def tone_match(x: np.ndarray, y: np.ndarray, config: ToneConfig) -> np.ndarray:
     worst of its checks (0: the same tone, 1: at a limit), else inf (no match; see ``ToneConfig``). Two colour
     layouts: L correlation, hue and change cosines, each within its limit and the three shortfalls (each over
     its limit's) summing to at most 2: a pair near every limit at once is two designs whose tones are alike, a
-    photometric copy is near one at most (tuning split). A grey and a colour one: L correlation and RMS L
-    difference. Two grey ones are the raw match's."""
+    photometric copy is near one at most (tuning split). Two colour layouts flat in grey L whose colour changes
+    (``tinted``, a mark as light as its background): hue and change cosines. A grey and a colour one: L
+    correlation and RMS L difference. Two grey ones are the raw match's."""
     tx, ty = tone(x), tone(y)
-    corr = (tx.shape * ty.shape).sum(1)
-    deficits = np.stack([(1 - corr) / (1 - config.min_correlation),
-                         (1 - (tx.hue * ty.hue).sum(1)) / (1 - config.min_hue),
-                         (1 - (tx.change * ty.change).sum(1)) / (1 - config.min_change)])
+    corr, hue, change = ((u * v).sum(1) for u, v in ((tx.shape, ty.shape), (tx.hue, ty.hue), (tx.change, ty.change)))
+    deficits = np.stack([(1 - corr) / (1 - config.min_correlation), (1 - hue) / (1 - config.min_hue),
+                         (1 - change) / (1 - config.min_change)])
     coloured = np.maximum(deficits.max(0), deficits.sum(0) / 2)  # near all three limits at once: two designs
+    tints = np.maximum((1 - hue) / (1 - config.min_hue), (1 - change) / (1 - config.tint_min_change))
     delta_l = np.sqrt(((tx.level - ty.level) ** 2).mean(1))
     greyed = np.maximum((1 - corr) / (1 - config.grey_min_correlation), delta_l / config.grey_max_delta_l)
-    grey_x, grey_y = tx.chroma < config.grey_chroma, ty.chroma < config.grey_chroma
-    used = np.where(~grey_x & ~grey_y, coloured, np.where(grey_x ^ grey_y, greyed, np.inf))
-    shaped = (tx.spread >= config.min_spread) & (ty.spread >= config.min_spread)
-    return np.where(shaped & (used <= 1 + 1e-9), used, np.inf)
+    (shaped_x, tinted_x, grey_x), (shaped_y, tinted_y, grey_y) = kinds(tx, config), kinds(ty, config)
+    used = np.select([shaped_x & shaped_y & ~grey_x & ~grey_y, tinted_x & tinted_y,
+                      shaped_x & shaped_y & (grey_x ^ grey_y)], [coloured, tints, greyed], np.inf)
+    return np.where(used <= 1 + 1e-9, used, np.inf)
+
+
+def kinds(t: Tone, config: ToneConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shaped: grey L spread at least ``min_spread``; tinted: not shaped, a colour layout whose (a, b) spread is at
+    least ``tint_min_spread``; grey: RMS chroma under ``grey_chroma``) of each layout."""
+    grey = t.chroma < config.grey_chroma
+    shaped = t.spread >= config.min_spread
+    return shaped, ~shaped & ~grey & (t.chroma_spread >= config.tint_min_spread), grey
 
 
 def tone_vectors(values: np.ndarray, config: ToneConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, unit vectors float32): the layouts (n, GRID, HALF, 3) with a shape (L spread at least
-    ``min_spread``, what ``tone_match`` can pair) and their search vectors: the L shape with weight sqrt(TONE_L)
-    beside the hue with weight sqrt(1 - TONE_L), none for a grey layout (see ``tone_cosine``)."""
+    """(rows, unit vectors float32): the layouts (n, GRID, HALF, 3) that are shaped or tinted (``kinds``: what
+    ``tone_match`` can pair) and their search vectors: the L shape (shaped) or the change (tinted) with weight
+    sqrt(TONE_L), beside the hue with weight sqrt(1 - TONE_L), none for a grey layout (see ``tone_cosine``)."""
     t = tone(values)
-    rows = np.flatnonzero(t.spread >= config.min_spread)
-    hue = np.where((t.chroma >= config.grey_chroma)[:, None], t.hue, 0.0)
-    vectors = np.concatenate([np.sqrt(TONE_L) * t.shape, np.sqrt(1 - TONE_L) * hue], axis=1)[rows]
-    return rows, _unit(vectors).astype(np.float32)
+    shaped, tinted, grey = kinds(t, config)
+    parts = [np.sqrt(TONE_L) * t.shape * shaped[:, None], np.sqrt(TONE_L) * t.change * tinted[:, None],
+             np.sqrt(1 - TONE_L) * t.hue * ~grey[:, None]]
+    rows = np.flatnonzero(shaped | tinted)
+    return rows, _unit(np.concatenate(parts, axis=1)[rows]).astype(np.float32)
 
 
 def tone_cosine(config: ToneConfig) -> float:
-    """The cosine of ``tone_vectors`` every photometric match reaches: two colour layouts, TONE_L x correlation +
-    (1 - TONE_L) x hue cosine; a grey and a colour layout (the grey one is its shape alone), sqrt(TONE_L) x
-    correlation."""
-    colour = TONE_L * config.min_correlation + (1 - TONE_L) * config.min_hue
+    """The cosine of ``tone_vectors`` every photometric match reaches: two shaped colour layouts, TONE_L x
+    correlation + (1 - TONE_L) x hue cosine; two tinted ones, the same with the change cosine; a grey and a colour
+    layout (the grey one is its shape alone), sqrt(TONE_L) x correlation."""
+    colour = TONE_L * min(config.min_correlation, config.tint_min_change) + (1 - TONE_L) * config.min_hue
     return float(min(colour, np.sqrt(TONE_L) * config.grey_min_correlation) - 1e-5)
 
 

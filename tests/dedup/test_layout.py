@@ -114,21 +114,23 @@ def test_a_low_texture_design_pairs_with_its_photometric_copies_not_with_its_rec
 
 
 def test_a_near_flat_layout_is_not_compared_by_its_shape():
-    """A flat colour with a faint mark (L spread under tone.min_spread) and its darker copy: their normalised
+    """A flat colour with a faint mark (grey L spread under tone.min_spread) and its darker copy: their normalised
     shapes would agree (the mark), but at this spread they are noise, so only the raw match may pair them (it
-    does not: the colours differ). The same mark drawn stronger has a shape, and its darker copy matches."""
+    does not: the colours differ). The same mark drawn stronger has a shape, and its darker copy matches; a mark
+    as light as the background but of another hue is compared by its colour change, and matches too."""
     config = ToneConfig()
 
-    def pair(step: int) -> tuple[np.ndarray, np.ndarray]:
-        img = flat((120, 140, 200), (256, 192))
-        img.paste((120 + step, 140 + step, 200 + step), (96, 72, 160, 120))
+    def pair(mark: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        img = flat((200, 120, 120), (256, 192))
+        img.paste(mark, (96, 72, 160, 120))
         return (unpack(layout(np.asarray(img)).reshape(1, -1)),
                 unpack(layout(np.asarray(ImageEnhance.Brightness(img).enhance(0.8))).reshape(1, -1)))
 
-    faint, strong = pair(3), pair(40)
+    faint, strong, hue = pair((203, 123, 123)), pair((240, 160, 160)), pair((120, 157, 110))
     assert tone(faint[0]).spread[0] < config.min_spread <= tone(strong[0]).spread[0]
+    assert tone(hue[0]).spread[0] < config.min_spread <= config.tint_min_spread <= tone(hue[0]).chroma_spread[0]
     assert np.isinf(tone_match(*faint, config)[0])
-    assert np.isfinite(tone_match(*strong, config)[0])
+    assert np.isfinite(tone_match(*strong, config)[0]) and np.isfinite(tone_match(*hue, config)[0])
 
 
 @settings(max_examples=25, deadline=None)
