@@ -32,7 +32,7 @@ Two colour layouts flat in grey lightness whose colour changes (a mark as light 
 by their hues alone; a layout flat in both is left to the raw match: its normalised shape would be noise. A
 photometric match at its limits counts as Delta E ``max_delta_e``. On the tuning split (bench/neardup_eval.py
 --fast, pdq_regions) it lifts the recall of contrast copies 0.62 -> 0.97, brightness 0.60 -> 0.78, greyscale
-0.67 -> 0.93 with no false pair; figures on the reporting split are in ``LayoutConfig``'s notes.
+0.67 -> 0.93 with no false pair; the reporting split's figures are in ``ToneConfig``'s notes.
 
 The search (``search_vectors``) indexes the middle half of the rows, which every window holds, mapped onto
 the unit sphere (``ROOF``) so that FAISS's inner-product search finds every pair whose middle rows are within
