@@ -97,8 +97,9 @@ CELLS = (
          "_corrupt_unit_again_before_it_scores", REDONE, "1 unit staged, 1 scored"),
     Cell("6 second run", "any (before work)", "test_runlock.py::test_a_second_thresher_run_exits_75_in_one_line"
          "_before_any_work", "refused at once (exit 75)", "0", "nothing written"),
-    Cell("6 second run", "any (stale lock)", "test_runlock.py::test_of_many_drivers_taking_over_one_stale_lock"
-         "_exactly_one_wins", "stale lock taken over once", "0", "one winner"),
+    *(Cell("6 second run", f"any (stale lock, {how})", "test_runlock.py::test_of_many_drivers_taking_over_one_stale"
+           f"_lock_exactly_one_wins[{how}]", "stale lock taken over once", "0", "one winner")
+      for how in ("at-once", "slow-readers")),
     Cell("7 SIGTERM (preemption)", "ingest", "test_preempt.py::test_sigterm_mid_ingest_exits_143_and_the_same"
          "_command_resumes", RERUN, "units not committed before", "complete run (every row once)"),
     Cell("7 SIGTERM (preemption)", "score", "test_preempt.py::test_sigterm_mid_score_exits_143_and_the_same"

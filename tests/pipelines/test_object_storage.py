@@ -88,6 +88,8 @@ def s3(seaweed: Seaweed):
 
 
 def _connect(proc: subprocess.Popen):
+    """An s3fs filesystem once the store takes writes: the bucket made (a restarted server keeps it) and a probe
+    object written. A restarted server lists its buckets a while before its volume server takes writes (500s)."""
     import s3fs
     from botocore.exceptions import BotoCoreError
 
@@ -95,11 +97,14 @@ def _connect(proc: subprocess.Popen):
     while True:
         fs = s3fs.S3FileSystem(skip_instance_cache=True)
         try:
-            fs.mkdir(BUCKET)
+            try:
+                fs.mkdir(BUCKET)
+            except FileExistsError:
+                pass
+            fs.pipe(f"{BUCKET}/.probe", b"up")
+            fs.rm(f"{BUCKET}/.probe")
             return fs
-        except FileExistsError:  # a restarted server keeps its buckets
-            return fs
-        except (OSError, BotoCoreError):  # not up yet: refused (botocore's own error, unwrapped by s3fs)
+        except (OSError, BotoCoreError):  # not up yet: refused (botocore's own error, unwrapped by s3fs), or 500
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
