@@ -67,6 +67,8 @@ METHODS = {
     "pdq_stretch": {"pdq": {"enabled": True, "min_colour_overlap": 0}, "layout": {"enabled": False}},
     "pdq_layout": {"pdq": {"enabled": True, "stretch_max_gain": 1, "min_colour_overlap": 0}},
     "pdq_gate": {"pdq": {"enabled": True, "stretch_max_gain": 1}, "layout": {"enabled": False}},
+    # The default but the layout detector's photometric match (dedup.layout.tone): what that match adds.
+    "pdq_no_tone": {"pdq": {"enabled": True}, "layout": {"tone": {"enabled": False}}},
     # The opt-in keypoints detector (off-centre crops, small rotations) on top of verification.
     "pdq_keypoints": {"pdq": {"enabled": True, "verify": {"enabled": True, "keypoints": {"enabled": True}}}},
     # Pairs beyond the PDQ threshold, up to distance 80, count when ORB + RANSAC verifies them.

@@ -349,11 +349,54 @@ class PdqConfig(_Detector):
         return self
 
 
+class ToneConfig(StrictModel):
+    """The layout detector's photometric match (``dedup.layout.tone_match``), in the middle half of the rows (a
+    banner stays outside): two layouts match when their lightness has the same shape (grey L less its mean,
+    correlated) and their colour the same hues (the cosine of the (a, b) layouts, and of the (a, b) layouts less
+    their means), whatever the brightness, contrast or gamma: those move lightness monotonically and scale chroma,
+    where a recolour turns the hues. A greyscale copy (RMS chroma under ``grey_chroma``) has no hues: it matches a
+    colour layout whose greyscale lightness (ITU-R 601 luma) it keeps, in shape and in level. A layout flat in
+    lightness (spread under ``min_spread``) has no shape but noise; when its colour changes (a mark as light as its
+    background: ``tint_*``) it is compared by its hues alone, else only the raw match applies to it.
+
+    Chosen on the tuning split of bench/neardup_eval.py --fast (pdq_regions): recall of the contrast/brightness/
+    grey copies 0.62/0.60/0.67 -> 0.97/0.78/0.93 (brightness x1.3 clips the pastels to white) with no false pair;
+    min_change 0.9 lets a pair of distinct gradients in; a greyscale copy's own design sits at RMS grey-L
+    difference <= 1.1 (one at 1.33) and other designs at >= 1.51 (grey_max_delta_l between). Reported on the
+    reporting split (--fast): contrast/brightness/gamma/grey 0.56/0.53/0.60/0.60 -> 0.96/0.89/0.91/0.84, the
+    flat_mark/pastel_landscape/soft_gradient originals 0.53/0.63/0.54 -> 0.85/0.96/0.90, and no false pair
+    among the low-texture negatives and their recolours, as before."""
+
+    enabled: bool = Field(True, description="also match layouts photometrically (else the raw CIELAB match only)",
+                          json_schema_extra=FINDS)
+    min_spread: float = Field(0.6, ge=0, description="RMS of a layout's grey L (the CIELAB L of its greyscale) "
+                              "about its mean from which it has a shape to compare; under it only the raw match "
+                              "applies", json_schema_extra=FINDS)
+    min_correlation: float = Field(0.85, gt=-1, le=1, description="correlation of the two grey-L layouts",
+                                   json_schema_extra=FINDS)
+    min_hue: float = Field(0.95, gt=-1, le=1, description="cosine of the two (a, b) layouts: a common scale of the "
+                           "chroma keeps it, a turn of the hues (a recolour) lowers it", json_schema_extra=FINDS)
+    min_change: float = Field(0.94, gt=-1, le=1, description="cosine of the two (a, b) layouts less their means: "
+                              "where the colour changes, and to which hue", json_schema_extra=FINDS)
+    tint_min_spread: float = Field(2.0, ge=0, description="a layout flat in grey L (under min_spread) is compared by "
+                                   "its colour changes alone when the RMS of its (a, b) about their mean is at least "
+                                   "this (a mark as light as its background)", json_schema_extra=FINDS)
+    tint_min_change: float = Field(0.97, gt=-1, le=1, description="two such layouts: cosine of their (a, b) layouts "
+                                   "less their means (and min_hue)", json_schema_extra=FINDS)
+    grey_chroma: float = Field(2.0, ge=0, description="RMS chroma under which a layout is grey (its hues are noise)",
+                               json_schema_extra=FINDS)
+    grey_min_correlation: float = Field(0.95, gt=-1, le=1, description="a grey layout and a colour one: correlation "
+                                        "of their grey-L layouts", json_schema_extra=FINDS)
+    grey_max_delta_l: float = Field(1.25, gt=0, description="a grey layout and a colour one: RMS difference of their "
+                                    "grey L (a greyscale copy keeps it)", json_schema_extra=FINDS)
+
+
 class LayoutConfig(_Detector):
     """Colour layout of the images PDQ cannot hash (``dedup.layout``): a 16 x 16 CIELAB thumbnail of the content
     region, mirror-averaged, for every image whose PDQ quality is under ``dedup.pdq.min_quality +
     quality_margin``; two match when, over the whole image or all but its top or bottom quarter, their colours
-    agree (RMS Delta E) and their layouts agree (that difference relative to the images' own variation).
+    agree (RMS Delta E) and their layouts agree (that difference relative to the images' own variation), or when
+    their tones agree (``tone``: the photometric match, for brightness, contrast, gamma and greyscale copies).
 
     On (with pdq) by default: the pdq detector leaves these images to exact pairs. Settings chosen on the
     tuning split of bench/neardup_eval.py (support/evalset.py); see there for the reporting split's figures.
@@ -370,6 +413,8 @@ class LayoutConfig(_Detector):
     max_relative: float = Field(0.15, gt=0, le=1, description="that Delta E at most this fraction of the two "
                                                                "images' own colour variation in the window (+1)",
                                 json_schema_extra=FINDS)
+    tone: ToneConfig = Field(ToneConfig(), description="the photometric match: brightness, contrast, gamma, grey",
+                             json_schema_extra=FINDS)
 
     @property
     def max_delta_e(self) -> float:

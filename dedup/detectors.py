@@ -11,8 +11,9 @@ import polars as pl
 
 from dedup.artefacts import SampleIndex, binary_matrix, column_matrix, hex_matrix, iter_column
 from dedup.cluster import PAIRS_SCHEMA, named_pairs
-from dedup.config import LayoutConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
-from dedup.layout import LAYOUT_BYTES, candidate_cosine, layout_matches, search_vectors, unpack
+from dedup.config import LayoutConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig, ToneConfig
+from dedup.layout import (LAYOUT_BYTES, candidate_cosine, layout_matches, search_vectors, tone_cosine, tone_vectors,
+                          unpack)
 from dedup.pdq import HUE_BINS, colour_signatures, compatible, row_width, unpack_rows, variants
 from dedup.phash import split_codes
 from dedup.search import binary_pairs, float_pairs, region_pairs
@@ -126,10 +127,24 @@ def layout_pairs(config: LayoutConfig, pdq: PdqConfig, search: SearchConfig, fil
     pos, rows, low = layout_descriptors(config, pdq, files, index)
     if len(pos) < 2 or not low.any():
         return pl.DataFrame(schema=PAIRS_SCHEMA)
-    a, b, _ = float_pairs(search_vectors(unpack(rows)), candidate_cosine(config.max_delta_e), search)
+    values = unpack(rows)
+    a, b, _ = float_pairs(search_vectors(values), candidate_cosine(config.max_delta_e), search)
+    if config.tone.enabled:
+        a, b = with_tone_candidates(values, config.tone, search, a, b)
     either = low[a] | low[b]  # two images PDQ hashes are PDQ's to pair
     a, b, sim = layout_matches(rows, a[either], b[either], config)
     return named_pairs(index, pos[a], pos[b], sim, "layout")
+
+
+def with_tone_candidates(values: np.ndarray, config: ToneConfig, search: SearchConfig, a: np.ndarray,
+                         b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (a, b) and those an inner-product search of the photometric vectors finds
+    (``dedup.layout.tone_vectors``, ``tone_cosine``), each once, a < b."""
+    rows, vectors = tone_vectors(values, config)
+    ta, tb, _ = float_pairs(vectors, tone_cosine(config), search)
+    n = len(values)
+    keys = np.unique(np.concatenate([a.astype(np.int64) * n + b, rows[ta].astype(np.int64) * n + rows[tb]]))
+    return keys // n, keys % n
 
 
 def verified(files: list[Path], index: SampleIndex, a: np.ndarray, b: np.ndarray, config: PdqConfig) -> np.ndarray:

@@ -120,7 +120,8 @@ def sscd_pairs(plan: Plan) -> int:
 
 def layout_pairs(plan: Plan) -> int:
     """The layout detector: below ``search.exact_max`` layouts the one-process search in one task; beyond, the
-    layouts as IVF lists (``listjoin.assign_layout``, ``join_layout_lists``), each query's ``k`` best kept."""
+    layouts as IVF lists (``listjoin.assign_layout``, ``join_layout_lists``), each query's ``k`` best kept: lists
+    of the search vectors and, for the photometric match, lists of the photometric vectors after them."""
     config, pdq, search, files = plan.config.layout, plan.config.pdq, plan.config.search, plan.layout.score_files()
     count = sum(plan.each(count_layouts, [(batch, config, pdq) for batch in plan.batches(files, KEY_BYTES)]))
     if count <= search.exact_max:
@@ -129,13 +130,16 @@ def layout_pairs(plan: Plan) -> int:
     _, sample = _sample(plan, col.LAYOUT_CODE, nlist * search.train_per_list)
     layouts = listjoin.binary_matrix(sample[col.LAYOUT_CODE].to_arrow(), np.uint8, LAYOUT_BYTES)
     centroids = listjoin.float_lists(search_vectors(unpack(layouts)), nlist, search)
+    tone = listjoin.tone_lists(layouts, config, nlist, search)
+    copies = nprobe * (1 if tone is None else 2)
     lists, raw, capped = plan.fresh("layout-lists"), plan.fresh("layout-raw"), plan.fresh("layout-capped")
-    list_buckets = plan.buckets(count * nprobe, KEY_BYTES + LAYOUT_BYTES)
+    list_buckets = plan.buckets(count * copies, KEY_BYTES + LAYOUT_BYTES)
     raw_buckets = plan.buckets(count * search.k, KEY_BYTES)
-    row_bytes = (nprobe + 1) * (KEY_BYTES + LAYOUT_BYTES)
-    plan.each(listjoin.assign_layout, [(batch, config, pdq, search, centroids, nprobe, list_buckets, lists, f"{i:05d}")
-                                       for i, batch in enumerate(plan.batches(files, row_bytes))])
-    plan.each(listjoin.join_layout_lists, [(lists, b, config, search.k, raw_buckets, raw) for b in range(list_buckets)])
+    row_bytes = (copies + 1) * (KEY_BYTES + LAYOUT_BYTES)
+    plan.each(listjoin.assign_layout, [(batch, config, pdq, search, centroids, tone, nprobe, list_buckets, lists,
+                                        f"{i:05d}") for i, batch in enumerate(plan.batches(files, row_bytes))])
+    plan.each(listjoin.join_layout_lists, [(lists, b, config, search.k, len(centroids), raw_buckets, raw)
+                                           for b in range(list_buckets)])
     plan.each(listjoin.cap_queries, [(raw, b, search.k, raw_buckets, capped) for b in range(raw_buckets)])
     return sum(plan.each(listjoin.merge_pairs, [(capped, b, "layout", plan.layout.pairs_dir)
                                                 for b in range(raw_buckets)]))

@@ -31,7 +31,8 @@ from dedup.artefacts import binary_matrix, hex_matrix
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
 from dedup.config import LayoutConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
 from dedup.ivfjoin import _ListJoin, keep_best, nearest_lists, train_centroids
-from dedup.layout import LAYOUT_BYTES, candidate_cosine, layout_matches, search_vectors, unpack
+from dedup.layout import (LAYOUT_BYTES, candidate_cosine, layout_matches, search_vectors, tone_cosine, tone_vectors,
+                          unpack)
 from dedup.phash import split_codes
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from manifests import schema as col
@@ -135,11 +136,14 @@ def _sscd_probes(source: Path, config: SscdConfig, search: SearchConfig, centroi
 
 
 def assign_layout(sources: list[Path], config: LayoutConfig, pdq: PdqConfig, search: SearchConfig,
-                  centroids: np.ndarray, nprobe: int, buckets: int, out: Path, part: str) -> int:
+                  centroids: np.ndarray, tone_centroids: np.ndarray | None, nprobe: int, buckets: int, out: Path,
+                  part: str) -> int:
     """Each layout probes its ``nprobe`` nearest lists (its search vector, ``dedup.layout.search_vectors``); an
-    image under the quality band is a member of the first: so two images above it never meet. Rows carry the
-    layout."""
-    rows = concat(_layout_probes(source, config, pdq, search, centroids, nprobe) for source in sources)
+    image under the quality band is a member of the first: so two images above it never meet. A layout with a
+    shape (``dedup.layout.tone_vectors``) also probes the photometric lists (``tone_centroids``, numbered after
+    the ``centroids``) by its photometric vector. Rows carry the layout."""
+    rows = concat(_layout_probes(source, config, pdq, search, (centroids, tone_centroids), nprobe)
+                  for source in sources)
     return write_buckets(rows, pl.col("list"), buckets, out, part)
 
 
@@ -154,15 +158,28 @@ def layout_rows(source: Path, config: LayoutConfig, pdq: PdqConfig) -> pl.DataFr
 
 
 def _layout_probes(source: Path, config: LayoutConfig, pdq: PdqConfig, search: SearchConfig,
-                   centroids: np.ndarray, nprobe: int) -> pl.DataFrame:
+                   centroids: tuple[np.ndarray, np.ndarray | None], nprobe: int) -> pl.DataFrame:
     frame = layout_rows(source, config, pdq)
     if frame.is_empty():
         return pl.DataFrame()
     rows = binary_matrix(frame[col.LAYOUT_CODE].to_arrow(), np.uint8, LAYOUT_BYTES)
-    probes = nearest_lists(search_vectors(unpack(rows)), centroids, nprobe, search.query_batch)
-    low = frame["low"].to_numpy()
-    return concat([_probe_rows(frame[col.SAMPLE_ID].filter(keep), rows[keep], probes[keep], member)
-                   for keep, member in ((low, True), (~low, False)) if keep.any()])
+    values, ids, low = unpack(rows), frame[col.SAMPLE_ID], frame["low"].to_numpy()
+    raw, tone = centroids
+    probed = [(np.arange(len(rows)), nearest_lists(search_vectors(values), raw, nprobe, search.query_batch))]
+    if tone is not None:
+        shaped, vectors = tone_vectors(values, config.tone)
+        probed.append((shaped, len(raw) + nearest_lists(vectors, tone, min(nprobe, len(tone)), search.query_batch)))
+    return concat([_probe_rows(ids.gather(at[keep]), rows[at[keep]], probes[keep], member)
+                   for at, probes in probed for keep, member in ((low[at], True), (~low[at], False)) if keep.any()])
+
+
+def tone_lists(layouts: np.ndarray, config: LayoutConfig, nlist: int, search: SearchConfig) -> np.ndarray | None:
+    """Centroids of the photometric lists, trained on the sampled layouts with a shape; None: the photometric
+    match is off or no sampled layout has a shape (then the lists find no photometric pair)."""
+    if not config.tone.enabled:
+        return None
+    _, vectors = tone_vectors(unpack(layouts), config.tone)
+    return float_lists(vectors, min(nlist, len(vectors)), search) if len(vectors) else None
 
 
 # --- the per-list joins: one task per bucket of lists -------------------------------------------
@@ -207,13 +224,18 @@ def join_sscd_lists(source: Path, bucket: int, threshold: float, dims: int, k: i
     return _join_each_list(source, bucket, pairs, raw_buckets, out)
 
 
-def join_layout_lists(source: Path, bucket: int, config: LayoutConfig, k: int, raw_buckets: int, out: Path) -> int:
+def join_layout_lists(source: Path, bucket: int, config: LayoutConfig, k: int, tone_from: int, raw_buckets: int,
+                      out: Path) -> int:
     """Each list's candidates as the one-process search finds them (inner product of the search vectors, its
-    ``k`` best per query), then checked by ``dedup.layout.layout_matches``."""
+    ``k`` best per query; the photometric vectors in the lists from ``tone_from`` on), then checked by
+    ``dedup.layout.layout_matches``."""
     def pairs(rows: pl.DataFrame, members: int) -> tuple[np.ndarray, ...]:
         layouts = binary_matrix(rows["vector"].to_arrow(), np.uint8, LAYOUT_BYTES)
-        a, b, _ = _ListJoin(search_vectors(unpack(layouts)), candidate_cosine(config.max_delta_e), k)(
-            (np.arange(members), np.arange(members, rows.height)))
+        if rows["list"][0] >= tone_from:  # every row here has a shape: tone_vectors keeps them all
+            vectors, threshold = tone_vectors(unpack(layouts), config.tone)[1], tone_cosine(config.tone)
+        else:
+            vectors, threshold = search_vectors(unpack(layouts)), candidate_cosine(config.max_delta_e)
+        a, b, _ = _ListJoin(vectors, threshold, k)((np.arange(members), np.arange(members, rows.height)))
         return layout_matches(layouts, a, b, config)
 
     return _join_each_list(source, bucket, pairs, raw_buckets, out)

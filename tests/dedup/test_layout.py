@@ -9,20 +9,20 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings, strategies as st
-from PIL import Image, ImageOps
+from hypothesis import assume, given, settings, strategies as st
+from PIL import Image, ImageEnhance, ImageOps
 
 from dedup.artefacts import SampleIndex
-from dedup.config import DedupConfig, LayoutConfig, PdqConfig, SearchConfig
+from dedup.config import DedupConfig, LayoutConfig, PdqConfig, SearchConfig, ToneConfig
 from dedup.detectors import layout_pairs, pdq_pairs
-from dedup.layout import GRID, HALF, LAYOUT_BYTES, LayoutHasher, layout, unpack
+from dedup.layout import GRID, HALF, LAYOUT_BYTES, LayoutHasher, layout, tone, tone_match, unpack
 from dedup.partitioned import run_partitioned
 from dedup.pdq import PdqHasher
 from support.dedup_reference import run_dedup
 from manifests import schema as col
 from manifests.io import write_parquet
 from pipelines.cli.corpus import jpeg
-from support.evalset import flat, flat_mark, hard_originals, low_texture_negatives, recolour
+from support.evalset import flat, flat_mark, hard_originals, low_texture_negatives, recolour, soft_gradient
 from tests.dedup.runs import Item, write_run
 
 SEARCH = SearchConfig(use_gpu=False)
@@ -83,10 +83,74 @@ def test_the_low_texture_copy_case(tmp_path):
     assert by_pdq.height < len(copies)
 
 
+def photometric(img: Image.Image) -> list[Image.Image]:
+    """Contrast 0.6, brightness 0.8, gamma 1.4 and greyscale copies of ``img``."""
+    lut = [round(255 * (v / 255) ** 1.4) for v in range(256)] * 3
+    return [ImageEnhance.Contrast(img).enhance(0.6), ImageEnhance.Brightness(img).enhance(0.8), img.point(lut),
+            ImageOps.grayscale(img).convert("RGB")]
+
+
+def test_a_low_texture_design_pairs_with_its_photometric_copies_not_with_its_recolour(tmp_path):
+    """The flat design with marks of the copy case pairs with its contrast, brightness, gamma and greyscale copies
+    through the photometric match (with it off, the raw CIELAB match finds none of them: the test can fail); its
+    recolour, a soft gradient and that gradient's copies pair with none of them."""
+    design, other = flat_mark(random.Random(0), (384, 288)), soft_gradient(random.Random(0), (384, 288))
+    images = [design, *photometric(design), recolour(design, 0.4), other, *photometric(other)]
+    config = DedupConfig.model_validate({"pdq": {"enabled": True}})
+    batch = scored([jpeg(img, 90) for img in images], config)
+    files = score_file(tmp_path, batch)
+    index = SampleIndex.of(pl.Series(batch[col.SAMPLE_ID].tolist()))
+
+    def found(layout_config: LayoutConfig) -> set[tuple[int, int]]:
+        pairs = layout_pairs(layout_config, config.pdq, SEARCH, files, index)
+        return {(int(a), int(b)) for a, b in zip(pairs["sample_a"], pairs["sample_b"])}
+
+    pairs = found(config.layout)
+    assert {(0, k) for k in range(1, 5)} <= pairs
+    assert all((a < 5) == (b < 5) and 5 not in (a, b) for a, b in pairs)  # no design meets the other, nor the recolour
+    assert (6, 10) in pairs  # the gradient and its greyscale copy
+    raw = found(config.layout.model_copy(update={"tone": config.layout.tone.model_copy(update={"enabled": False})}))
+    assert not raw & {(0, k) for k in range(1, 5)}
+
+
+def test_a_near_flat_layout_is_not_compared_by_its_shape():
+    """A flat colour with a faint mark (grey L spread under tone.min_spread) and its darker copy: their normalised
+    shapes would agree (the mark), but at this spread they are noise, so only the raw match may pair them (it
+    does not: the colours differ). The same mark drawn stronger has a shape, and its darker copy matches; a mark
+    as light as the background but of another hue is compared by its colour change, and matches too."""
+    config = ToneConfig()
+
+    def pair(mark: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        img = flat((200, 120, 120), (256, 192))
+        img.paste(mark, (96, 72, 160, 120))
+        return (unpack(layout(np.asarray(img)).reshape(1, -1)),
+                unpack(layout(np.asarray(ImageEnhance.Brightness(img).enhance(0.8))).reshape(1, -1)))
+
+    faint, strong, hue = pair((203, 123, 123)), pair((240, 160, 160)), pair((120, 157, 110))
+    assert tone(faint[0]).spread[0] < config.min_spread <= tone(strong[0]).spread[0]
+    assert tone(hue[0]).spread[0] < config.min_spread <= config.tint_min_spread <= tone(hue[0]).chroma_spread[0]
+    assert np.isinf(tone_match(*faint, config)[0])
+    assert np.isfinite(tone_match(*strong, config)[0]) and np.isfinite(tone_match(*hue, config)[0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.7, 1.4), st.floats(0.6, 1.0), st.floats(0.8, 1.1))
+def test_a_monotone_lightness_edit_of_a_structured_layout_still_matches(seed, gamma, contrast, brightness):
+    """A smooth colour field with a clear lightness structure, under a gamma, a contrast and a brightness edit
+    (each monotone in lightness, none clipping): the photometric match pairs it with its copy."""
+    field = Image.fromarray(np.random.default_rng(seed).integers(60, 200, (4, 4, 3), dtype=np.uint8))
+    field = field.resize((64, 64), Image.Resampling.BILINEAR)
+    lut = [round(255 * (v / 255) ** gamma) for v in range(256)] * 3
+    copy = ImageEnhance.Brightness(ImageEnhance.Contrast(field.point(lut)).enhance(contrast)).enhance(brightness)
+    x, y = (unpack(layout(np.asarray(img)).reshape(1, -1)) for img in (field, copy))
+    assume(tone(x).spread[0] >= 3.0 and tone(x).chroma[0] >= 4 * ToneConfig().grey_chroma)
+    assert np.isfinite(tone_match(x, y, ToneConfig())[0])
+
+
 def test_distinct_low_texture_images_and_their_recolours_get_no_layout_pair(tmp_path):
     """The 300 generated low-texture negatives (flat colours, gradients, marks, pastels, stripes; some with a
-    recolour twin) and the hard originals of both splits: no two distinct images pair. With the relative check
-    off, the same set does: the test can fail."""
+    recolour twin) and the hard originals of both splits: no two distinct images pair, by the raw or the
+    photometric match. With the relative check off, the same set does: the test can fail."""
     negatives = low_texture_negatives(seed=0)
     images = [n.image for n in negatives.values()]
     images += [img for split in ("tune", "report") for img, _ in hard_originals(split, per_type=4).values()]
@@ -100,14 +164,17 @@ def test_distinct_low_texture_images_and_their_recolours_get_no_layout_pair(tmp_
 
 
 def low_texture_items() -> list[Item]:
-    """Hard originals, each with copies (half size, JPEG q30, mirror, a banner), and distinct negatives."""
+    """Hard originals, each with copies (half size, JPEG q30, mirror, a banner, contrast 0.6, greyscale), and
+    distinct negatives."""
     items, rng = [], random.Random(0)
     for name, (img, _) in hard_originals("tune", per_type=3).items():
         w, h = img.size
         banner = img.copy()
         banner.paste((200, 20, 40), (0, round(h * 0.85), w, h))
         variants = {"original": jpeg(img, 90), "half": jpeg(img.resize((w // 2, h // 2)), 90),
-                    "q30": jpeg(img, 30), "flip": jpeg(ImageOps.mirror(img), 90), "banner": jpeg(banner, 90)}
+                    "q30": jpeg(img, 30), "flip": jpeg(ImageOps.mirror(img), 90), "banner": jpeg(banner, 90),
+                    "contrast": jpeg(ImageEnhance.Contrast(img).enhance(0.6), 90),
+                    "grey": jpeg(ImageOps.grayscale(img).convert("RGB"), 90)}
         items += [(data, name, edit) for edit, data in variants.items()]
     items += [(jpeg(n.image, 90), name, "negative") for name, n in list(low_texture_negatives(seed=0).items())[:60]]
     order = rng.sample(range(len(items)), len(items))
@@ -131,7 +198,8 @@ def outputs(layout_dir) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def test_partitioned_layout_pairs_equal_the_one_process_ones(tmp_path):
     """Below exact_max (one task, the one-process search) and as IVF lists probing every list (k above any
-    group, so no query saturates): the same layout pairs and survivors as the one-process engine."""
+    group, so no query saturates): the same layout pairs and survivors as the one-process engine, the
+    photometric match's (contrast, greyscale copies; ``listjoin.tone_lists``) among them."""
     items = low_texture_items()
 
     def config(parts: int, **search) -> DedupConfig:
@@ -147,8 +215,10 @@ def test_partitioned_layout_pairs_equal_the_one_process_ones(tmp_path):
     want = outputs(one)
     found = want[0].filter(pl.col("detector") == "layout")
     assert found.height > 30
-    by_id = {i.sample_id: i.photo for i in items}
+    by_id, edit = {i.sample_id: i.photo for i in items}, {i.sample_id: i.edit for i in items}
     assert all(by_id[a] == by_id[b] for a, b in zip(found["sample_a"], found["sample_b"]))
+    toned = [p for p in zip(found["sample_a"], found["sample_b"]) if {edit[p[0]], edit[p[1]]} & {"contrast", "grey"}]
+    assert len(toned) > 10  # the photometric match's pairs are in what both engines must agree on
     for parts, search in ((3, {}), (3, {"exact_max": 20, "nlist": 4, "nprobe": 4})):
         got = layout_run(tmp_path / f"parts-{len(search)}", items, config(parts), parts, columns)
         run_partitioned(config(parts, **search), got)
