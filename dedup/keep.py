@@ -123,7 +123,6 @@ class _Hubs:
                      kept(self.caption, self.caption_links))
 
 
-
 def keep_greedy(order: np.ndarray, classes: Classes, a: np.ndarray, b: np.ndarray, kind: np.ndarray,
                 rounds: int = ROUNDS) -> np.ndarray:
     """Survivor of each node, walking nodes best-ranked first (``order``).

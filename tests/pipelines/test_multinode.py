@@ -401,7 +401,6 @@ def captioner(tmp_path_factory) -> tuple[str, ...]:
     return tuple(arg for o in overrides for arg in ("--set", o))
 
 
-
 # The actors of a phase's pool, by the class Ray titles their processes after.
 ACTORS = {"ingest": "IngestWorker", "caption": "Blip2Captioner", "export": "ExportWorker"}
 
@@ -472,9 +471,8 @@ def test_the_captioner_node_killed_mid_batch_is_survived_once_a_new_node_joins_a
     place it: a new worker node joins within ``ray.lost_node_wait_s`` (as KubeRay replaces a lost pod), and the
     same driver finishes by itself, with the fault-free run's dataset, having redone only the lost actor's
     batches: no earlier phase again, every kept row captioned once."""
-    head, worker, _ = namespaces
-    on_gpu_node = ("--set", "resources.stages.blip2={batch_size: 2, num_cpus: 0.5, resources: {gpu_node: 1}}",
-                   "--set", "ray.lost_node_wait_s=180")
+    _, worker, _ = namespaces
+    on_gpu_node = ("--set", "resources.stages.blip2.resources={gpu_node: 1}", "--set", "ray.lost_node_wait_s=180")
     driver, layout, env = _fault_free_then_started(namespaces, tmp_path, 18614, *captioner, *on_gpu_node)
     wait_until(_freeze_in_flight(worker, "caption", layout, ACTORS["caption"], ".submit"), driver, timeout_s=400,
                poll_s=0.002)
