@@ -489,7 +489,9 @@ class Detector:
     kind: str  # DupKind: what a pair of it means, and so the reject reason
     enabled: Callable[[DedupConfig], bool]
     threshold: Callable[[DedupConfig], float]
-    stage: bool  # a score-phase stage of the same name writes its descriptor (sha256 comes from ingest)
+    # "module:Class" of the score stage, of the same name, that writes its descriptor (pipelines.run.stages
+    # adds it, in this table's order); None: it reads a column another phase writes (sha256 from ingest).
+    stage: str | None
     section: str  # dedup.<section> holds its settings (several detectors may share one)
     column: str  # the descriptor column its finder reads
     finder: str  # its partitioned finder: a function of dedup.finders, (Plan) -> pairs written
@@ -499,31 +501,31 @@ class Detector:
 
 
 DETECTORS = (
-    Detector("sha256", DupKind.EXACT, lambda d: d.exact.enabled and d.exact.sha256, lambda d: 1.0, False,
+    Detector("sha256", DupKind.EXACT, lambda d: d.exact.enabled and d.exact.sha256, lambda d: 1.0, None,
              "exact", col.SHA256, "sha256_pairs", None),
-    Detector("pixel_hash", DupKind.EXACT, lambda d: d.exact.enabled and d.exact.pixels, lambda d: 1.0, True,
-             "exact", col.PIXEL_HASH, "pixel_hash_pairs", None),
-    Detector("minhash", DupKind.CAPTION, lambda d: d.minhash.enabled, lambda d: d.minhash.threshold, True,
-             "minhash", col.CAPTION_MINHASH, "minhash_pairs", "threshold"),
-    Detector("phash", DupKind.IMAGE, lambda d: d.phash.enabled, lambda d: d.phash.threshold, True,
-             "phash", col.PHASH, "phash_pairs", "threshold"),
-    Detector("sscd", DupKind.IMAGE, lambda d: d.sscd.enabled, lambda d: d.sscd.threshold, True,
-             "sscd", col.SSCD_EMBEDDING, "sscd_pairs", "threshold"),
-    Detector("pdq", DupKind.IMAGE, lambda d: d.pdq.enabled, lambda d: d.pdq.threshold, True,
+    Detector("pixel_hash", DupKind.EXACT, lambda d: d.exact.enabled and d.exact.pixels, lambda d: 1.0,
+             "dedup.pixels:PixelHasher", "exact", col.PIXEL_HASH, "pixel_hash_pairs", None),
+    Detector("phash", DupKind.IMAGE, lambda d: d.phash.enabled, lambda d: d.phash.threshold,
+             "dedup.phash:PerceptualHasher", "phash", col.PHASH, "phash_pairs", "threshold"),
+    Detector("minhash", DupKind.CAPTION, lambda d: d.minhash.enabled, lambda d: d.minhash.threshold,
+             "dedup.minhash:CaptionMinHasher", "minhash", col.CAPTION_MINHASH, "minhash_pairs", "threshold"),
+    Detector("sscd", DupKind.IMAGE, lambda d: d.sscd.enabled, lambda d: d.sscd.threshold,
+             "dedup.sscd:SscdEmbedder", "sscd", col.SSCD_EMBEDDING, "sscd_pairs", "threshold"),
+    Detector("pdq", DupKind.IMAGE, lambda d: d.pdq.enabled, lambda d: d.pdq.threshold, "dedup.pdq:PdqHasher",
              "pdq", col.PDQ_HASH, "pdq_pairs", "threshold"),
     # Beyond the PDQ threshold, out to verify.max_distance, a pair counts once ORB + RANSAC verify it.
     Detector("pdq_verified", DupKind.IMAGE, lambda d: d.pdq.enabled and d.pdq.verify.enabled,
-             lambda d: 1.0 - d.pdq.verify.max_distance / 256, False,
+             lambda d: 1.0 - d.pdq.verify.max_distance / 256, None,
              "pdq", col.ORB_FEATURES, "found_with_pdq", "verify.max_distance"),
     # The colour layout of the images under PDQ's quality guard (and a margin above it).
     Detector("layout", DupKind.IMAGE, lambda d: d.pdq.enabled and d.layout.enabled, lambda d: d.layout.threshold,
-             True, "layout", col.LAYOUT_CODE, "layout_pairs", "threshold"),
+             "dedup.layout:LayoutHasher", "layout", col.LAYOUT_CODE, "layout_pairs", "threshold"),
     # Images sharing ORB keypoint keys (dedup.keypoints), verified: every verified pair counts.
     Detector("keypoints", DupKind.IMAGE,
              lambda d: d.pdq.enabled and d.pdq.verify.enabled and d.pdq.verify.keypoints.enabled,
-             lambda d: 0.0, False, "pdq", col.ORB_FEATURES, "keypoint_pairs", None),
+             lambda d: 0.0, None, "pdq", col.ORB_FEATURES, "keypoint_pairs", None),
     # SemDeDup over the CLIP stage's clip_embedding (no stage of its own).
-    Detector("semantic", DupKind.SEMANTIC, lambda d: d.semantic.enabled, lambda d: d.semantic.threshold, False,
+    Detector("semantic", DupKind.SEMANTIC, lambda d: d.semantic.enabled, lambda d: d.semantic.threshold, None,
              "semantic", col.CLIP_EMBEDDING, "semantic_pairs", "eps"),
 )
 KIND_OF_DETECTOR = {d.name: d.kind for d in DETECTORS}

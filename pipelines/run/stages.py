@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from captioning.blip2 import Blip2Captioner
 from captioning.llava import LlavaCaptioner
 from captioning.qwen_vl import QwenVlCaptioner
-from dedup.config import DETECTORS
-from dedup.layout import LayoutHasher
-from dedup.minhash import CaptionMinHasher
-from dedup.pdq import PdqHasher
-from dedup.phash import PerceptualHasher
-from dedup.pixels import PixelHasher
-from dedup.sscd import SscdEmbedder
+from dedup.config import DETECTORS, Detector
 from filters.aesthetic import AestheticScorer
 from filters.clip import ClipScorer
 from filters.language import CaptionLanguageIdentifier
@@ -71,11 +66,12 @@ class Stage:
     cls: Callable[[Any], type]
 
 
-def _descriptor_stage(name: str, cls: type) -> Stage:
-    """The score stage that writes detector ``name``'s descriptor: its section and switch from its row."""
-    detector = next(d for d in DETECTORS if d.name == name and d.stage)
-    return Stage(name, "score", lambda c: getattr(c.dedup, detector.section), lambda c: detector.enabled(c.dedup),
-                 lambda s: cls)
+def _descriptor_stage(detector: Detector) -> Stage:
+    """The score stage that writes ``detector``'s descriptor: its class, section and switch from its row."""
+    module, _, name = detector.stage.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    return Stage(detector.name, "score", lambda c: getattr(c.dedup, detector.section),
+                 lambda c: detector.enabled(c.dedup), lambda s: cls)
 
 
 # Every stage, in run order within its phase. CLIP comes first: the aesthetic and CLIP-NSFW heads read
@@ -92,12 +88,7 @@ STAGES = (
           lambda s: QualityScorer),
     Stage("watermark", "score", lambda c: c.filters.watermark, lambda c: c.filters.watermark.enabled,
           lambda s: WatermarkScorer),
-    _descriptor_stage("pixel_hash", PixelHasher),
-    _descriptor_stage("phash", PerceptualHasher),
-    _descriptor_stage("minhash", CaptionMinHasher),
-    _descriptor_stage("sscd", SscdEmbedder),
-    _descriptor_stage("pdq", PdqHasher),
-    _descriptor_stage("layout", LayoutHasher),
+    *(_descriptor_stage(detector) for detector in DETECTORS if detector.stage),
     Stage("blip2", "caption", lambda c: c.caption.blip2, lambda c: c.caption.blip2.enabled, lambda s: Blip2Captioner),
     Stage("llava", "caption", lambda c: c.caption.llava, lambda c: c.caption.llava.enabled, lambda s: LlavaCaptioner),
     Stage("qwen_vl", "caption", lambda c: c.caption.qwen_vl, lambda c: c.caption.qwen_vl.enabled,
