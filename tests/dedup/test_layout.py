@@ -129,8 +129,8 @@ def test_a_near_flat_layout_is_not_compared_by_its_shape():
     faint, strong, hue = pair((203, 123, 123)), pair((240, 160, 160)), pair((120, 157, 110))
     assert tone(faint[0]).spread[0] < config.min_spread <= tone(strong[0]).spread[0]
     assert tone(hue[0]).spread[0] < config.min_spread <= config.tint_min_spread <= tone(hue[0]).chroma_spread[0]
-    assert np.isinf(tone_match(*faint, config)[0])
-    assert np.isfinite(tone_match(*strong, config)[0]) and np.isfinite(tone_match(*hue, config)[0])
+    assert np.isinf(tone_match(*map(tone, faint), config)[0])
+    assert all(np.isfinite(tone_match(*map(tone, layouts), config)[0]) for layouts in (strong, hue))
 
 
 @settings(max_examples=25, deadline=None)
@@ -144,7 +144,7 @@ def test_a_monotone_lightness_edit_of_a_structured_layout_still_matches(seed, ga
     copy = ImageEnhance.Brightness(ImageEnhance.Contrast(field.point(lut)).enhance(contrast)).enhance(brightness)
     x, y = (unpack(layout(np.asarray(img)).reshape(1, -1)) for img in (field, copy))
     assume(tone(x).spread[0] >= 3.0 and tone(x).chroma[0] >= 4 * ToneConfig().grey_chroma)
-    assert np.isfinite(tone_match(x, y, ToneConfig())[0])
+    assert np.isfinite(tone_match(tone(x), tone(y), ToneConfig())[0])
 
 
 def test_distinct_low_texture_images_and_their_recolours_get_no_layout_pair(tmp_path):
