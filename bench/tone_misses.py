@@ -1,7 +1,7 @@
 """Why the layout detector's photometric match (``dedup.layout.tone_match``) misses a copy, and how close distinct
 images come to it: a diagnosis for tuning ``dedup.layout.tone`` (issue 24).
 
-    PYTHONPATH=. python bench/tone_misses.py [--split tune] [--set KEY=VALUE] [--closest 8]
+    PYTHONPATH=. python bench/tone_misses.py [--split tune] [--edits report] [--set KEY=VALUE] [--closest 8]
 
 Runs bench/neardup_eval.py's fast mode once (pdq_regions, the default method) on the split, then prints
 
@@ -14,7 +14,9 @@ Runs bench/neardup_eval.py's fast mode once (pdq_regions, the default method) on
 - the distinct-image pairs (other groups, one image at least under the layout band) closest to each rule's
   limits, as ``tone_match``'s share of them (1: at a limit), the false pairs a looser setting lets in first.
 
-Tune on the tuning split only. Writes bench/results/tone_misses-<split>-<time>.json.
+``--edits report``: the reporting split's edit family (its parameter ranges: brightness 0.7-1.4, gamma 0.6-1.6,
+contrast 0.5-0.8) on the tuning split's originals. Tune on the tuning split's originals only. Writes
+bench/results/tone_misses-<split>-<edits>-<time>.json.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ def closest_distinct(t: Tone, urls: list[str], low: np.ndarray, labels: dict, co
     best = np.argsort(share)[:count]
     stats = statistics(t, a[best], b[best], config)
     return [{"a": urls[a[k]], "b": urls[b[k]], "share": round(float(share[k]), 3),
+             "low": [bool(low[a[k]]), bool(low[b[k]])],
              **{name: values[n] for name, values in stats.items()}} for n, k in enumerate(best)]
 
 
@@ -155,30 +158,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", default="tune", choices=("tune", "report"))
     parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--edits", choices=("tune", "report"),
+                        help="another split's edit family (default: the split's own)")
     parser.add_argument("--closest", type=int, default=8)
     args = parser.parse_args()
-    files, labels = build_set(args.split)
+    files, labels = build_set(args.split, edits=args.edits)
+    edits = args.edits or args.split  # the edit names the metrics group as photometric and geometric
     with tempfile.TemporaryDirectory(prefix="tone-misses-") as work:
         config = build_config(run_config(Path(work) / "urls.parquet", Path(work) / "run", METHODS["pdq_regions"]),
                               args.overrides)
         pairs, clusters, _ = fast_run(config, files)
-    result = evaluate(image_pairs(pairs, config)[0], clusters, labels, args.split)
+    result = evaluate(image_pairs(pairs, config)[0], clusters, labels, edits)
     urls, values, low = layouts(config, files)
     tone_config = config.dedup.layout.tone
     t, at = tone(values), {u: k for k, u in enumerate(urls)}
-    missed = misses(result, labels, args.split)
+    missed = misses(result, labels, edits)
     i = np.array([at[f"/o/{g}/original.jpg"] for _, g, _ in missed], np.int64)
     j = np.array([at[f"/o/{g}/{e}.jpg"] for e, g, _ in missed], np.int64)
     stats = statistics(t, i, j, tone_config)
     rows = [{"edit": e, "group": g, "type": kind, "low": [bool(low[i[n]]), bool(low[j[n]])],
              **{name: values[n] for name, values in stats.items()}} for n, (e, g, kind) in enumerate(missed)]
     closest = closest_distinct(t, urls, low, labels, tone_config, args.closest)
-    for row in rows + [{"edit": "DISTINCT", **c} for c in closest]:
+    summary = {k: result[k] for k in ("precision", "false_pairs", "negative_false_pairs", "recolour_false_pairs",
+                                      "recall_per_edit", "recall_per_type", "false")}
+    for row in [summary, *rows, *({"edit": "DISTINCT", **c} for c in closest)]:
         print(json.dumps(row))
-    out = Path(__file__).parent / "results" / f"tone_misses-{args.split}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out = Path(__file__).parent / "results" / f"tone_misses-{args.split}-{edits}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"split": args.split, "overrides": args.overrides, "missed": rows,
-                               "closest_distinct": closest}, indent=1))
+    out.write_text(json.dumps({"split": args.split, "edits": edits, "overrides": args.overrides, **summary,
+                               "missed": rows, "closest_distinct": closest}, indent=1))
     print(f"wrote {out}")
 
 
