@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.neardup_eval import METHODS, build_set, image_pairs, run_config  # noqa: E402
 from bench.neardup_fast import fast_run, staged_cached  # noqa: E402
 from bench.neardup_metrics import GEOMETRY, PHOTOMETRIC, evaluate  # noqa: E402
-from dedup.config import DedupConfig, ToneConfig  # noqa: E402
+from dedup.config import ToneConfig  # noqa: E402
 from dedup.layout import Tone, kinds, tone, tone_match, unpack  # noqa: E402
 from pipelines.config import build_config  # noqa: E402
 
