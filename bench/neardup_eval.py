@@ -79,20 +79,22 @@ METHODS = {
 IMAGE_DETECTORS = {d for d, kind in KIND_OF_DETECTOR.items() if kind == DupKind.IMAGE}
 
 
-def build_set(split: str, seed: int = 0, per_type: int = 8, negatives: int = 300,
-              max_photos: int | None = None) -> tuple[dict[str, bytes], dict[str, Label]]:
-    """(URL path -> served bytes, URL path -> Label) of one split; each negative is a group of its own."""
+def build_set(split: str, seed: int = 0, per_type: int = 8, negatives: int = 300, max_photos: int | None = None,
+              edits: str | None = None) -> tuple[dict[str, bytes], dict[str, Label]]:
+    """(URL path -> served bytes, URL path -> Label) of one split; each negative is a group of its own. ``edits``:
+    another split's edit family on this split's originals (the reporting split's parameter ranges on the tuning
+    originals: tuning for those ranges without the reporting originals)."""
     files, labels = {}, {}
     originals = split_originals(split, seed, per_type)
     photos = [n for n, (_, kind) in originals.items() if kind == "photo"]
     drop = set(photos[max_photos:]) if max_photos is not None else set()
-    rng = random.Random(f"{seed}:{split}:edits")
+    rng = random.Random(f"{seed}:{split}:edits" if edits in (None, split) else f"{seed}:{split}:{edits}-edits")
     for name, (img, kind) in originals.items():
         if name in drop:
             continue
         path = f"/o/{name}/original.jpg"
         files[path], labels[path] = jpeg(img, 90), Label(name, "original", kind)
-        for edit, e in EDIT_SETS[split](img, rng).items():
+        for edit, e in EDIT_SETS[edits or split](img, rng).items():
             path = f"/o/{name}/{edit}.jpg"
             files[path], labels[path] = jpeg(e.image, e.quality), Label(name, edit, kind)
     for name, neg in low_texture_negatives(seed, negatives).items():

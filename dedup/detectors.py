@@ -12,8 +12,8 @@ import polars as pl
 from dedup.artefacts import SampleIndex, binary_matrix, column_matrix, hex_matrix, iter_column
 from dedup.cluster import PAIRS_SCHEMA, named_pairs
 from dedup.config import LayoutConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig, ToneConfig
-from dedup.layout import (LAYOUT_BYTES, candidate_cosine, layout_matches, search_vectors, tone_cosine, tone_vectors,
-                          unpack)
+from dedup.layout import (LAYOUT_BYTES, Tone, candidate_cosine, layout_matches, search_vectors, tone, tone_cosine,
+                          tone_vectors, unpack)
 from dedup.pdq import HUE_BINS, colour_signatures, compatible, row_width, unpack_rows, variants
 from dedup.phash import split_codes
 from dedup.search import binary_pairs, float_pairs, region_pairs
@@ -129,20 +129,21 @@ def layout_pairs(config: LayoutConfig, pdq: PdqConfig, search: SearchConfig, fil
         return pl.DataFrame(schema=PAIRS_SCHEMA)
     values = unpack(rows)
     a, b, _ = float_pairs(search_vectors(values), candidate_cosine(config.max_delta_e), search)
-    if config.tone.enabled:
-        a, b = with_tone_candidates(values, config.tone, search, a, b)
+    tones = tone(values) if config.tone.enabled else None  # once per layout: the search's and the check's
+    if tones is not None:
+        a, b = with_tone_candidates(tones, config.tone, search, a, b)
     either = low[a] | low[b]  # two images PDQ hashes are PDQ's to pair
-    a, b, sim = layout_matches(rows, a[either], b[either], config)
+    a, b, sim = layout_matches(rows, a[either], b[either], config, tones)
     return named_pairs(index, pos[a], pos[b], sim, "layout")
 
 
-def with_tone_candidates(values: np.ndarray, config: ToneConfig, search: SearchConfig, a: np.ndarray,
+def with_tone_candidates(tones: Tone, config: ToneConfig, search: SearchConfig, a: np.ndarray,
                          b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs (a, b) and those an inner-product search of the photometric vectors finds
-    (``dedup.layout.tone_vectors``, ``tone_cosine``), each once, a < b."""
-    rows, vectors = tone_vectors(values, config)
+    """The pairs (a, b) and those an inner-product search of the photometric vectors (``dedup.layout.tone_vectors``
+    of the layouts' ``tones``, ``tone_cosine``) finds, each once, a < b."""
+    rows, vectors = tone_vectors(tones, config)
     ta, tb, _ = float_pairs(vectors, tone_cosine(config), search)
-    n = len(values)
+    n = len(tones.spread)
     keys = np.unique(np.concatenate([a.astype(np.int64) * n + b, rows[ta].astype(np.int64) * n + rows[tb]]))
     return keys // n, keys % n
 

@@ -89,23 +89,29 @@ def unpack(rows: np.ndarray) -> np.ndarray:
     return (values - np.float32([0, 128, 128])) / np.float32([2.55, 1, 1])
 
 
-def distances(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(Delta E, relative) of layouts x[i] and y[i] (float, (n, GRID, HALF, 3)) in each window: (n, windows)."""
-    delta = np.sqrt(((x - y) ** 2).sum(-1))  # (n, GRID, HALF) per-cell Delta E
-    out_e, out_r = [], []
+def variation(values: np.ndarray) -> np.ndarray:
+    """(n, windows): each layout's own colour variation in each window, the root-mean-square Delta E of its cells
+    from the window's mean colour (a property of one layout: ``layout_matches`` computes it once per row)."""
+    out = []
     for top, bottom in WINDOWS:
-        cells = (bottom - top) * HALF
-        rms = np.sqrt((delta[:, top:bottom] ** 2).sum((1, 2)) / cells)
-        own = [np.sqrt((((v[:, top:bottom] - v[:, top:bottom].mean((1, 2), keepdims=True)) ** 2).sum(-1))
-                       .sum((1, 2)) / cells) for v in (x, y)]
-        out_e.append(rms)
-        out_r.append(rms / (own[0] + own[1] + 1.0))
-    return np.stack(out_e, axis=1), np.stack(out_r, axis=1)
+        v = values[:, top:bottom]
+        out.append(np.sqrt((((v - v.mean((1, 2), keepdims=True)) ** 2).sum(-1)).sum((1, 2)) / ((bottom - top) * HALF)))
+    return np.stack(out, axis=1)
 
 
-def match(x: np.ndarray, y: np.ndarray, max_delta_e: float, max_relative: float) -> np.ndarray:
+def distances(x: np.ndarray, y: np.ndarray, own_x: np.ndarray, own_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Delta E, relative) of layouts x[i] and y[i] (float, (n, GRID, HALF, 3)), whose ``variation`` is own_x[i]
+    and own_y[i], in each window: (n, windows)."""
+    delta = np.sqrt(((x - y) ** 2).sum(-1))  # (n, GRID, HALF) per-cell Delta E
+    rms = np.stack([np.sqrt((delta[:, top:bottom] ** 2).sum((1, 2)) / ((bottom - top) * HALF))
+                    for top, bottom in WINDOWS], axis=1)
+    return rms, rms / (own_x + own_y + 1.0)
+
+
+def match(x: np.ndarray, y: np.ndarray, own_x: np.ndarray, own_y: np.ndarray, max_delta_e: float,
+          max_relative: float) -> np.ndarray:
     """Per pair: the best Delta E among the windows that pass both checks, else inf (no match)."""
-    delta_e, relative = distances(x, y)
+    delta_e, relative = distances(x, y, own_x, own_y)
     passed = (delta_e <= max_delta_e + 1e-4) & (relative <= max_relative)
     return np.where(passed, delta_e, np.inf).min(axis=1)
 
@@ -138,6 +144,10 @@ class Tone(NamedTuple):
     chroma: np.ndarray  # (n,): RMS chroma
     level: np.ndarray  # (n, cells): grey L itself
 
+    def take(self, rows: np.ndarray) -> Tone:
+        """The ``Tone`` of layouts ``rows`` (indices, repeats allowed): a pair's statistics come from its rows'."""
+        return Tone(*(field[rows] for field in self))
+
 
 def tone(values: np.ndarray) -> Tone:
     """The ``Tone`` of layouts (n, GRID, HALF, 3)."""
@@ -167,15 +177,15 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return np.divide(v, norm, out=np.zeros_like(v), where=norm > 1e-9)
 
 
-def tone_match(x: np.ndarray, y: np.ndarray, config: ToneConfig) -> np.ndarray:
-    """Per pair of layouts (float, (n, GRID, HALF, 3)): how much of the photometric match's limits it uses, the
-    worst of its checks (0: the same tone, 1: at a limit), else inf (no match; see ``ToneConfig``). Two colour
+def tone_match(tx: Tone, ty: Tone, config: ToneConfig) -> np.ndarray:
+    """Per pair of layouts, given by their tones (tx[i], ty[i]: ``Tone.take`` of one ``tone`` per row): how much of
+    the photometric match's limits it uses, the worst of its checks (0: the same tone, 1: at a limit), else inf (no
+    match; see ``ToneConfig``). Two colour
     layouts: L correlation, hue and change cosines, each within its limit and the three shortfalls (each over
     its limit's) summing to at most 2: a pair near every limit at once is two designs whose tones are alike, a
     photometric copy is near one at most (tuning split). Two colour layouts flat in grey L whose colour changes
     (``tinted``, a mark as light as its background): hue and change cosines. A grey and a colour one: L
     correlation and RMS L difference. Two grey ones are the raw match's."""
-    tx, ty = tone(x), tone(y)
     corr, hue, change = ((u * v).sum(1) for u, v in ((tx.shape, ty.shape), (tx.hue, ty.hue), (tx.change, ty.change)))
     deficits = np.stack([(1 - corr) / (1 - config.min_correlation), (1 - hue) / (1 - config.min_hue),
                          (1 - change) / (1 - config.min_change)])
@@ -197,11 +207,11 @@ def kinds(t: Tone, config: ToneConfig) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return shaped, ~shaped & ~grey & (t.chroma_spread >= config.tint_min_spread), grey
 
 
-def tone_vectors(values: np.ndarray, config: ToneConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, unit vectors float32): the layouts (n, GRID, HALF, 3) that are shaped or tinted (``kinds``: what
-    ``tone_match`` can pair) and their search vectors: the L shape (shaped) or the change (tinted) with weight
-    sqrt(TONE_L), beside the hue with weight sqrt(1 - TONE_L), none for a grey layout (see ``tone_cosine``)."""
-    t = tone(values)
+def tone_vectors(t: Tone, config: ToneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, unit vectors float32): the layouts of ``t`` (the ``tone`` of layouts (n, GRID, HALF, 3)) that are
+    shaped or tinted (``kinds``: what ``tone_match`` can pair) and their search vectors: the L shape (shaped) or
+    the change (tinted) with weight sqrt(TONE_L), beside the hue with weight sqrt(1 - TONE_L), none for a grey
+    layout (see ``tone_cosine``)."""
     shaped, tinted, grey = kinds(t, config)
     parts = [np.sqrt(TONE_L) * t.shape * shaped[:, None], np.sqrt(TONE_L) * t.change * tinted[:, None],
              np.sqrt(1 - TONE_L) * t.hue * ~grey[:, None]]
@@ -249,14 +259,21 @@ class LayoutHasher:
         return batch
 
 
-def layout_matches(rows: np.ndarray, a: np.ndarray, b: np.ndarray, config: LayoutConfig) -> tuple[np.ndarray, ...]:
-    """The candidate pairs (a, b: row numbers in ``rows``) whose layouts match, with their similarity."""
+def layout_matches(rows: np.ndarray, a: np.ndarray, b: np.ndarray, config: LayoutConfig,
+                   tones: Tone | None = None) -> tuple[np.ndarray, ...]:
+    """The candidate pairs (a, b: row numbers in ``rows``) whose layouts match, with their similarity. What one
+    layout has alone (its ``variation``, its ``Tone``: ``tones`` when the caller has those of every row) is
+    computed once per row, not per pair: a row is in many candidate pairs."""
     if len(a) == 0:
         return a, b, np.empty(0, np.float32)
-    x, y = unpack(rows[a]), unpack(rows[b])
-    delta_e = match(x, y, config.max_delta_e, config.max_relative)
+    used, at = np.unique(np.concatenate([a, b]), return_inverse=True)
+    ia, ib = at[:len(a)], at[len(a):]
+    values = unpack(rows[used])
+    own = variation(values)
+    delta_e = match(values[ia], values[ib], own[ia], own[ib], config.max_delta_e, config.max_relative)
     if config.tone.enabled:  # a photometric match at its limits counts as Delta E max_delta_e
-        delta_e = np.minimum(delta_e, config.max_delta_e * tone_match(x, y, config.tone))
+        t = tone(values) if tones is None else tones.take(used)
+        delta_e = np.minimum(delta_e, config.max_delta_e * tone_match(t.take(ia), t.take(ib), config.tone))
     sim = similarity(delta_e)
     keep = np.isfinite(delta_e) & (sim >= config.stored_from - 1e-6)
     return a[keep], b[keep], sim[keep]

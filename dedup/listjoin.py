@@ -31,8 +31,8 @@ from dedup.artefacts import binary_matrix, hex_matrix
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
 from dedup.config import LayoutConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
 from dedup.ivfjoin import _ListJoin, keep_best, nearest_lists, train_centroids
-from dedup.layout import (LAYOUT_BYTES, candidate_cosine, layout_matches, search_vectors, tone_cosine, tone_vectors,
-                          unpack)
+from dedup.layout import (LAYOUT_BYTES, candidate_cosine, layout_matches, search_vectors, tone, tone_cosine,
+                          tone_vectors, unpack)
 from dedup.phash import split_codes
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from manifests import schema as col
@@ -164,11 +164,11 @@ def _layout_probes(source: Path, config: LayoutConfig, pdq: PdqConfig, search: S
         return pl.DataFrame()
     rows = binary_matrix(frame[col.LAYOUT_CODE].to_arrow(), np.uint8, LAYOUT_BYTES)
     values, ids, low = unpack(rows), frame[col.SAMPLE_ID], frame["low"].to_numpy()
-    raw, tone = centroids
+    raw, toned = centroids
     probed = [(np.arange(len(rows)), nearest_lists(search_vectors(values), raw, nprobe, search.query_batch))]
-    if tone is not None:
-        shaped, vectors = tone_vectors(values, config.tone)
-        probed.append((shaped, len(raw) + nearest_lists(vectors, tone, min(nprobe, len(tone)), search.query_batch)))
+    if toned is not None:
+        shaped, vectors = tone_vectors(tone(values), config.tone)
+        probed.append((shaped, len(raw) + nearest_lists(vectors, toned, min(nprobe, len(toned)), search.query_batch)))
     return concat([_probe_rows(ids.gather(at[keep]), rows[at[keep]], probes[keep], member)
                    for at, probes in probed for keep, member in ((low[at], True), (~low[at], False)) if keep.any()])
 
@@ -178,7 +178,7 @@ def tone_lists(layouts: np.ndarray, config: LayoutConfig, nlist: int, search: Se
     match is off or no sampled layout has a shape (then the lists find no photometric pair)."""
     if not config.tone.enabled:
         return None
-    _, vectors = tone_vectors(unpack(layouts), config.tone)
+    _, vectors = tone_vectors(tone(unpack(layouts)), config.tone)
     return float_lists(vectors, min(nlist, len(vectors)), search) if len(vectors) else None
 
 
@@ -231,12 +231,14 @@ def join_layout_lists(source: Path, bucket: int, config: LayoutConfig, k: int, t
     ``dedup.layout.layout_matches``."""
     def pairs(rows: pl.DataFrame, members: int) -> tuple[np.ndarray, ...]:
         layouts = binary_matrix(rows["vector"].to_arrow(), np.uint8, LAYOUT_BYTES)
+        tones = None
         if rows["list"][0] >= tone_from:  # every row here has a shape: tone_vectors keeps them all
-            vectors, threshold = tone_vectors(unpack(layouts), config.tone)[1], tone_cosine(config.tone)
+            tones = tone(unpack(layouts))  # once per row: the search's and the check's
+            vectors, threshold = tone_vectors(tones, config.tone)[1], tone_cosine(config.tone)
         else:
             vectors, threshold = search_vectors(unpack(layouts)), candidate_cosine(config.max_delta_e)
         a, b, _ = _ListJoin(vectors, threshold, k)((np.arange(members), np.arange(members, rows.height)))
-        return layout_matches(layouts, a, b, config)
+        return layout_matches(layouts, a, b, config, tones)
 
     return _join_each_list(source, bucket, pairs, raw_buckets, out)
 

@@ -15,7 +15,8 @@ from PIL import Image, ImageEnhance, ImageOps
 from dedup.artefacts import SampleIndex
 from dedup.config import DedupConfig, LayoutConfig, PdqConfig, SearchConfig, ToneConfig
 from dedup.detectors import layout_pairs, pdq_pairs
-from dedup.layout import GRID, HALF, LAYOUT_BYTES, LayoutHasher, layout, tone, tone_match, unpack
+from dedup.layout import (GRID, HALF, LAYOUT_BYTES, LayoutHasher, layout, layout_matches, match, similarity, tone,
+                          tone_match, unpack, variation)
 from dedup.partitioned import run_partitioned
 from dedup.pdq import PdqHasher
 from support.dedup_reference import run_dedup
@@ -129,8 +130,8 @@ def test_a_near_flat_layout_is_not_compared_by_its_shape():
     faint, strong, hue = pair((203, 123, 123)), pair((240, 160, 160)), pair((120, 157, 110))
     assert tone(faint[0]).spread[0] < config.min_spread <= tone(strong[0]).spread[0]
     assert tone(hue[0]).spread[0] < config.min_spread <= config.tint_min_spread <= tone(hue[0]).chroma_spread[0]
-    assert np.isinf(tone_match(*faint, config)[0])
-    assert np.isfinite(tone_match(*strong, config)[0]) and np.isfinite(tone_match(*hue, config)[0])
+    assert np.isinf(tone_match(*map(tone, faint), config)[0])
+    assert all(np.isfinite(tone_match(*map(tone, layouts), config)[0]) for layouts in (strong, hue))
 
 
 @settings(max_examples=25, deadline=None)
@@ -144,7 +145,28 @@ def test_a_monotone_lightness_edit_of_a_structured_layout_still_matches(seed, ga
     copy = ImageEnhance.Brightness(ImageEnhance.Contrast(field.point(lut)).enhance(contrast)).enhance(brightness)
     x, y = (unpack(layout(np.asarray(img)).reshape(1, -1)) for img in (field, copy))
     assume(tone(x).spread[0] >= 3.0 and tone(x).chroma[0] >= 4 * ToneConfig().grey_chroma)
-    assert np.isfinite(tone_match(x, y, ToneConfig())[0])
+    assert np.isfinite(tone_match(tone(x), tone(y), ToneConfig())[0])
+
+
+def test_each_layout_s_statistics_are_computed_once_and_give_every_pair_of_it_the_same_answer():
+    """layout_matches computes a row's colour variation and Tone once and hands them to each of its pairs: the same
+    pairs and similarities as computing both from each pair's own two layouts, with the Tone of every row passed in
+    or not, pairs in any order, and rows that no pair uses."""
+    designs = [make(random.Random(k), (192, 144)) for k in range(3) for make in (flat_mark, soft_gradient)]
+    rows = np.stack([layout(np.asarray(img)).reshape(-1) for d in designs for img in (d, *photometric(d))])
+    a, b = np.triu_indices(len(rows), 1)
+    order = np.random.default_rng(0).permutation(len(a))
+    a, b, config = a[order], b[order], LayoutConfig()
+    x, y = unpack(rows[a]), unpack(rows[b])
+    delta_e = np.minimum(match(x, y, variation(x), variation(y), config.max_delta_e, config.max_relative),
+                         config.max_delta_e * tone_match(tone(x), tone(y), config.tone))
+    sim = similarity(delta_e)
+    keep = np.isfinite(delta_e) & (sim >= config.stored_from - 1e-6)
+    assert keep.any() and not keep.all()
+    for tones in (None, tone(unpack(rows))):
+        for n in (len(a), 40):  # every row, or some rows unused
+            got = layout_matches(rows, a[:n], b[:n], config, tones)
+            assert all(np.array_equal(g, w[:n][keep[:n]]) for g, w in zip(got, (a, b, sim)))
 
 
 def test_distinct_low_texture_images_and_their_recolours_get_no_layout_pair(tmp_path):
