@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,11 +16,13 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import polars as pl
+import pytest
 
 from manifests import schema as col
 from manifests.layout import RunLayout
 from manifests.reexport import read_manifest
 from manifests.shards import iter_tar
+from pipelines.run.runlock import LOCK_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -167,8 +170,8 @@ def tiny_captioner(folder: Path) -> tuple[str, ...]:
 
 @contextmanager
 def photo_run(out: Path, rows: int, overrides: tuple[str, ...] = (), port: int = 0,
-              url_list: Path | None = None) -> Iterator[RunLayout]:
-    """A finished ``thresher run`` of the corpus's first ``rows`` photos, 10 rows a unit, 8 a shard, on the
+              url_list: Path | None = None, unit_rows: int = 10) -> Iterator[RunLayout]:
+    """A finished ``thresher run`` of the corpus's first ``rows`` photos, ``unit_rows`` a unit, 8 a shard, on the
     session's Ray; its origin stays up while the block runs, so a rerun can crawl a unit again. Two runs
     served on the same ``port`` from the same ``url_list`` (written by the first) have the same input, so their
     manifests can be compared."""
@@ -184,7 +187,27 @@ def photo_run(out: Path, rows: int, overrides: tuple[str, ...] = (), port: int =
         if not url_list.exists():
             write_url_list(photos, base_url, url_list)
         data = demo_config(url_list, out / "run")
-        data["input"]["rows_per_shard"] = 10
+        data["input"]["rows_per_shard"] = unit_rows
         data["export"]["shard_size"] = 8
         runner.run(build_config(data, list(overrides)))
         yield RunLayout.at(out / "run")
+
+
+# The first 30 photos in two units: test_rerun's new aspect-ratio limit needs the fourth photo (the first
+# three and their copies are square), test_corrupt's cells two units.
+PHOTO_ROWS, PHOTO_UNIT_ROWS = 30, 15
+
+
+@pytest.fixture(scope="session")
+def photo_reference(ray_session, tmp_path_factory) -> Iterator[RunLayout]:
+    """One fault-free ``photo_run`` for every module that needs a plain finished run (test_corrupt, test_rerun):
+    it costs a whole run, so it is made once. Its origin stays up for the session, so a copy can crawl a unit
+    again. Never changed: a test that reruns it works on a copy (``copy_run``)."""
+    with photo_run(tmp_path_factory.mktemp("photo-reference"), PHOTO_ROWS, unit_rows=PHOTO_UNIT_ROWS) as layout:
+        yield layout
+
+
+def copy_run(layout: RunLayout, to: Path) -> RunLayout:
+    """A copy of a finished run at ``to`` without its lock: a run directory works wherever it is copied
+    (``load_config(copy)`` reads its config at the copy)."""
+    return RunLayout.at(shutil.copytree(layout.root, to, ignore=shutil.ignore_patterns(LOCK_NAME)))

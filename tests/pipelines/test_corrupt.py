@@ -25,10 +25,10 @@ ROWS = 20
 
 
 @pytest.fixture(scope="module")
-def reference(ray_session, tmp_path_factory):
-    """A fault-free run of 20 photos in two units; its origin stays up so a unit can be crawled again."""
-    with photo_run(tmp_path_factory.mktemp("corrupt"), ROWS) as layout:
-        yield layout
+def reference(photo_reference: RunLayout) -> RunLayout:
+    """A fault-free run of 30 photos in two units; its origin stays up so a unit can be crawled again. The
+    session's (test_rerun reruns a copy of it): each cell below works on a copy."""
+    return photo_reference
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,9 @@ from pipelines.cli.corpus import jpeg, load_photos
 from pipelines.config import build_config, load_config
 from pipelines.run import driver as runner
 from pipelines.tools.commands import run_tune
-from scaleout_support import photo_run
+from scaleout_support import copy_run
 
 pytestmark = pytest.mark.slow
-ROWS = 30
 NEW_THRESHOLDS = ["filters.nsfw.max_prob=0.3", "dedup.pdq.threshold=0.9", "filters.rules.max_aspect_ratio=1.2"]
 
 
@@ -37,9 +36,10 @@ def _markers(layout: RunLayout) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def finished(ray_session, tmp_path_factory) -> RunLayout:
-    with photo_run(tmp_path_factory.mktemp("rerun"), ROWS) as layout:
-        return layout
+def finished(photo_reference: RunLayout, tmp_path_factory) -> RunLayout:
+    """A copy of the session's finished run of the first 30 photos (test_corrupt's reference, which must stay
+    as it is): the tests below rerun it in order, as one user would."""
+    return copy_run(photo_reference, tmp_path_factory.mktemp("rerun") / "run")
 
 
 def test_a_finished_run_rerun_unchanged_does_nothing(finished: RunLayout, capsys) -> None:
