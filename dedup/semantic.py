@@ -77,13 +77,6 @@ def assign(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.n
     return labels, best
 
 
-def kmeans_labels(vectors: np.ndarray, k: int, config: SemanticConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(label, cosine to its centroid) of each unit row; spherical k-means trained on a seeded sample."""
-    size = min(len(vectors), max(k, config.train_sample))
-    sample = np.sort(np.random.default_rng(config.seed).choice(len(vectors), size=size, replace=False))
-    return assign(vectors, train_centroids(vectors[sample], k, config))
-
-
 def within_cluster_pairs(vectors: np.ndarray, labels: np.ndarray, threshold: float,
                          max_neighbours: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, cosine) with a < b, same label, cosine >= threshold; each row keeps its ``max_neighbours``

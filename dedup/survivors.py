@@ -5,9 +5,9 @@ changes (the decide phase of a rerun, ``thresher tune``, ``thresher reexport RUN
 clusters are redone from the stored pairs with the new eligibility; re-applying the stored duplicate
 columns instead would lose a whole cluster whenever the new rule rejects its survivor. ``duplicates``
 is that step in one process (``dedup/pairs.parquet`` of a run made before the one engine, and the
-reference engine; ``with_duplicates`` joins
-its result back); partitioned pairs go through ``dedup.partitioned.recluster_partitioned`` instead,
-with the same ``cluster()`` per group (``pipelines.run.repick`` picks the path).
+reference engine; ``join_duplicates`` joins its result back); partitioned pairs go through
+``dedup.partitioned.recluster_partitioned`` instead, with the same ``cluster()`` per group
+(``pipelines.run.repick`` picks the path).
 """
 
 from __future__ import annotations
@@ -97,15 +97,6 @@ def duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame, config: DedupConfig, el
     scores = keep_scores(without_duplicates(frame).filter(pl.col(col.SAMPLE_ID).is_in(paired.implode())),
                          eligibility, order)
     return cluster(pairs, config.thresholds(), scores, order, config.keep.mode)
-
-
-def with_duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame | None, config: DedupConfig,
-                    eligibility: Eligibility) -> pl.LazyFrame:
-    """``frame`` with its duplicate columns redone from ``pairs`` (None: the run stored no pairs, and
-    the columns ``frame`` has, if any, stand as they are). Decide on the result."""
-    if pairs is None:
-        return frame
-    return join_duplicates(without_duplicates(frame), duplicates(frame, pairs, config, eligibility))
 
 
 def eligible_path(layout: RunLayout) -> Path:
