@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from dedup.config import KeypointConfig, VerifyConfig
 from dedup.cluster import SIMILARITY
 from dedup.keypoints import KEY_SCHEMA, SHARED_SCHEMA, candidates, copy_score, key_rows, named, shared_keys
-from dedup.pdqverify import ROW_BYTES, _joined, shuffle_features
+from dedup.pdqverify import ROW_BYTES, _joined, attach_first, shuffle_features
 from dedup.plan import Plan
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from manifests import schema as col
@@ -48,7 +48,8 @@ def keypoint_pairs(plan: Plan) -> int:
     shared_buckets = plan.buckets(pairs, KEY_BYTES)
     plan.each(pair_keys, [(keyed, b, keys.max_bucket, shared_buckets, shared) for b in range(key_buckets)])
     plan.each(count_shared, [(shared, b, keys.min_shared, feature_buckets, check) for b in range(shared_buckets)])
-    plan.each(attach_first, [(check, features, b, feature_buckets, half) for b in range(feature_buckets)])
+    plan.each(attach_first, [(check, features, b, feature_buckets, half, SHARED_SCHEMA)
+                             for b in range(feature_buckets)])
     return sum(plan.each(verify_second, [(half, features, b, config, plan.layout.pairs_dir)
                                          for b in range(feature_buckets)]))
 
@@ -84,12 +85,6 @@ def count_shared(source: Path, bucket: int, min_shared: int, buckets: int, out: 
     ``a``), sent to a's keypoint bucket."""
     found = candidates(scan_bucket(source, bucket, SHARED_SCHEMA), min_shared).collect()
     return write_buckets(found, pl.col("a"), buckets, out, f"{bucket:05d}")
-
-
-def attach_first(check: Path, features: Path, bucket: int, buckets: int, out: Path) -> int:
-    """Task: the candidates of this keypoint bucket's ``a``, with a's keypoints, sent to b's bucket."""
-    frame = _joined(scan_bucket(check, bucket, SHARED_SCHEMA), features, bucket, "a", "orb_a")
-    return write_buckets(frame, pl.col("b"), buckets, out, f"{bucket:05d}")
 
 
 def verify_second(half: Path, features: Path, bucket: int, config: VerifyConfig, out: Path) -> int:

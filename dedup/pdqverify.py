@@ -111,9 +111,11 @@ def _joined(candidates: pl.LazyFrame, keypoints: Path, bucket: int, on: str, nam
     return frame
 
 
-def attach_first(check: Path, keypoints: Path, bucket: int, buckets: int, out: Path) -> int:
-    """Join task 1: candidates of this ``sample_a`` bucket with a's keypoints, sent on to b's bucket."""
-    frame = _joined(scan_bucket(check, bucket, CANDIDATE_SCHEMA), keypoints, bucket, "a", "orb_a")
+def attach_first(check: Path, keypoints: Path, bucket: int, buckets: int, out: Path,
+                 schema: dict[str, pl.DataType] = CANDIDATE_SCHEMA) -> int:
+    """Join task 1: candidates (``schema``) of this ``sample_a`` bucket with a's keypoints, sent on to b's bucket
+    (also the keypoints detector's, whose candidates carry no similarity)."""
+    frame = _joined(scan_bucket(check, bucket, schema), keypoints, bucket, "a", "orb_a")
     return write_buckets(frame, pl.col("b"), buckets, out, f"{bucket:05d}")
 
 
