@@ -23,8 +23,8 @@ import pyarrow as pa
 from dedup.artefacts import SampleIndex, iter_column
 from dedup.cluster import group_rows, named_pairs
 from dedup.config import SemanticConfig
-from dedup.shuffle import parquet_rows
 from manifests import schema as col
+from manifests.io import parquet_rows
 
 CENTROID_DISTANCE = col.CENTROID_DISTANCE
 _BLOCK = 2048  # query rows per similarity block
