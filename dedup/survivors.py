@@ -49,12 +49,14 @@ def without_duplicates(frame: pl.LazyFrame) -> pl.LazyFrame:
     return frame.drop([c for c in DUP_COLUMNS if c in names])
 
 
-def join_duplicates(frame: pl.LazyFrame, duplicates: pl.DataFrame) -> pl.LazyFrame:
-    """``frame`` (no duplicate columns) left-joined with a duplicates table under the manifest's names."""
-    dups = duplicates.lazy().select(col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
-                                    pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY),
-                                    pl.col(DETECTOR).alias(col.DUP_DETECTOR))
-    return frame.join(dups, on=col.SAMPLE_ID, how="left", maintain_order="left")
+def join_duplicates(frame: pl.LazyFrame, duplicates: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """``frame`` (no duplicate columns) left-joined with a duplicates table under the manifest's names
+    (``dup_detector`` only where the table has a detector column: tables of older runs have none)."""
+    dups = duplicates.lazy()
+    detector = [pl.col(DETECTOR).alias(col.DUP_DETECTOR)] if DETECTOR in dups.collect_schema().names() else []
+    return frame.join(dups.select(col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
+                                  pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY), *detector),
+                      on=col.SAMPLE_ID, how="left", maintain_order="left")
 
 
 def keep_scores(frame: pl.LazyFrame, eligibility: Eligibility, order: tuple[str, ...]) -> pl.DataFrame:
