@@ -18,8 +18,8 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from dedup.config import KeypointConfig, VerifyConfig
-from dedup.cluster import SIMILARITY
-from dedup.keypoints import KEY_SCHEMA, SHARED_SCHEMA, candidates, copy_score, key_rows, named, shared_keys
+from dedup.cluster import SIMILARITY, found_pairs
+from dedup.keypoints import KEY_SCHEMA, SHARED_SCHEMA, candidates, copy_score, key_rows, shared_keys
 from dedup.pdqverify import ROW_BYTES, _joined, attach_first, shuffle_features
 from dedup.plan import Plan
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
@@ -94,4 +94,4 @@ def verify_second(half: Path, features: Path, bucket: int, config: VerifyConfig,
     scores = pl.Series(SIMILARITY, [copy_score(a, b, config) for a, b in zip(frame["orb_a"], frame["orb_b"])],
                        dtype=pl.Float32)
     verified = frame.with_columns(scores).filter(pl.col(SIMILARITY) > 0)
-    return write_pairs(named(verified), out / f"keypoints-{bucket:05d}.parquet")
+    return write_pairs(found_pairs(verified, "keypoints"), out / f"keypoints-{bucket:05d}.parquet")
