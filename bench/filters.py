@@ -1,8 +1,8 @@
 """Throughput of the filter stages: images/s, batched vs one image at a time. Prints a table, writes JSON.
 
-CPU (always): the tiny random-initialised CLIP (``filters.clip.TINY_ARCHITECTURE``) through ``ClipScorer``,
-open_nsfw through ``OpenNsfwScorer`` (the real ONNX weights), and the LAION heads (aesthetic v2, CLIP-NSFW
-L/14; random weights, the compute is the same) on 768-d embeddings. Inputs are the demo photos staged as
+CPU (always): the tiny random-initialised CLIP (``support.random_models.TINY_ARCHITECTURE``) through
+``ClipScorer``, open_nsfw through ``OpenNsfwScorer`` (the real ONNX weights), and the LAION heads (aesthetic v2,
+CLIP-NSFW L/14; random weights, the compute is the same) on 768-d embeddings. Inputs are the demo photos staged as
 256-px JPEGs, as ingest stages them, so decoding is included.
 
 Curation signals (issue 16), one core each (ONNX Runtime and OpenCV held to one thread): OCR (RapidOCR
@@ -37,10 +37,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from filters.clip import ClipScorer, write_architecture  # noqa: E402
+from filters.clip import ClipScorer  # noqa: E402
 from filters.config import ClipScorerConfig, NsfwConfig  # noqa: E402
 from filters.nsfw import OpenNsfwScorer  # noqa: E402
 from manifests import schema as col  # noqa: E402
+from support.random_models import write_architecture  # noqa: E402
 
 VIT_L14_GFLOP = 162.0
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -308,7 +308,8 @@ def clip_stages(model: str, arch: dict | None, head: str, nsfw: str, args: Any, 
     import torch
 
     from filters.aesthetic import AestheticScorer
-    from filters.clip import ClipScorer, write_architecture
+    from filters.clip import ClipScorer
+    from support.random_models import write_architecture
     from filters.config import AestheticConfig, ClipScorerConfig, NsfwConfig
     from filters.nets import aesthetic_head, nsfw_head
     from filters.nsfw import ClipNsfwScorer

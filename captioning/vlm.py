@@ -72,11 +72,6 @@ def generate_from(vlm: Vlm, inputs: Any, gen: GenerationConfig) -> Any:
     return out[:, inputs["input_ids"].shape[1]:]
 
 
-def generate_ids(vlm: Vlm, images: list[Image.Image], prompts: list[str], gen: GenerationConfig) -> Any:
-    """Token ids generated after each prompt, shape (batch, new tokens); greedy unless num_beams > 1."""
-    return generate_from(vlm, model_inputs(vlm, images, prompts), gen)
-
-
 @dataclass
 class Generated:
     """One batch's answers with what a caption record keeps of each: token counts and whether it was cut."""

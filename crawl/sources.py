@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from crawl.config import InputConfig
 from crawl.image import sniff_mime

@@ -38,6 +38,12 @@ def with_kind(pairs: pl.DataFrame) -> pl.DataFrame:
     return pairs.with_columns(kinds.alias(col.DUP_KIND))
 
 
+def found_pairs(found: pl.DataFrame, detector: str) -> pl.DataFrame:
+    """A bucket task's (a, b, similarity) sample_id rows -> pairs of ``detector`` under the pairs table's names."""
+    return with_kind(found.select(pl.col("a").alias(SAMPLE_A), pl.col("b").alias(SAMPLE_B),
+                                  pl.lit(detector).alias(DETECTOR), pl.col(SIMILARITY).cast(pl.Float32)))
+
+
 def named_pairs(index: SampleIndex, a: np.ndarray, b: np.ndarray, sim: np.ndarray, detector: str) -> pl.DataFrame:
     """Positions in the sorted run index -> the pairs table (a < b by position is a < b by sample_id)."""
     frame = pl.DataFrame({SAMPLE_A: index.names(a), SAMPLE_B: index.names(b),

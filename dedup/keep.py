@@ -22,9 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 
-from manifests import schema as col
 from manifests.schema import DupKind
 
 SHA256, PIXELS, MINHASH = "sha256", "pixel_hash", "minhash"  # detector names (dedup.config.DETECTORS)
@@ -181,29 +179,3 @@ def keep_per_component(order: np.ndarray, component: np.ndarray) -> np.ndarray:
     best = np.full(len(order), -1, np.int64)
     best[roots] = order[first]
     return best[component]
-
-
-def check_keep_invariant(pairs: pl.DataFrame, thresholds: dict[str, float], kept: pl.Series,
-                         rows: pl.DataFrame | None = None, keys: tuple[str, ...] = (col.SHA256, col.PIXEL_HASH),
-                         limit: int = 20) -> list[str]:
-    """Violations of the keep invariant (empty when it holds), at most ``limit`` of them.
-
-    ``kept``: the sample_ids kept (by dedup, or by the whole decision: any subset of a valid kept
-    set is valid). No two of them may be a stored pair at or above its detector's threshold, and, when
-    ``rows`` (sample_id + ``keys`` columns) is given, no two may share a non-null value of a key.
-    """
-    kept = kept.unique()
-    limit_of = pl.col("detector").replace_strict(thresholds, default=None, return_dtype=pl.Float64)
-    linked = pairs.filter(pl.col("sample_a").is_in(kept.implode()) & pl.col("sample_b").is_in(kept.implode())
-                          & (pl.col("similarity").cast(pl.Float64) >= limit_of - 1e-6))
-    problems = [f"kept {a} and {b} are a {d} pair at similarity {s:.4g}"
-                for a, b, d, s in linked.select("sample_a", "sample_b", "detector", "similarity")
-                .head(limit).iter_rows()]
-    for key in keys if rows is not None else ():
-        if key not in rows.columns:
-            continue
-        shared = (rows.filter(pl.col(col.SAMPLE_ID).is_in(kept.implode())).drop_nulls(key).group_by(key)
-                  .agg(pl.col(col.SAMPLE_ID).sort()).filter(pl.col(col.SAMPLE_ID).list.len() > 1))
-        problems += [f"kept {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''} share {key} {value}"
-                     for value, ids in shared.sort(key).head(limit).iter_rows()]
-    return problems[:limit]

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from dedup.artefacts import binary_matrix
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, equal_key_pairs, with_kind
 from dedup.config import MinHashConfig
-from dedup.lsh import band_keys, band_shape, candidate_pairs, signature_keys
+from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs
 from dedup.minhash import jaccard_estimate
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from manifests import schema as col
@@ -64,10 +64,7 @@ def shuffle_bands(sources: list[Path], config: MinHashConfig, band_buckets: int,
         return 0
     bands, rows = band_shape(config.num_perm, config.stored_from, config.bands, config.false_negative_weight)
     keys = band_keys(binary_matrix(sigs[SIGNATURE].to_arrow(), np.uint32, config.num_perm), bands, rows)
-    frame = pl.DataFrame({"idx": np.repeat(sigs[col.SAMPLE_ID].to_numpy(), bands),
-                          "band": np.tile(np.arange(bands, dtype=np.int16), sigs.height),
-                          "key": keys.reshape(-1), "sig": np.repeat(signature_keys(keys), bands)},
-                         schema=BAND_SCHEMA)
+    frame = band_frame(sigs[col.SAMPLE_ID].to_numpy(), keys)
     write_buckets(frame, pl.struct("band", "key"), band_buckets, bands_out, part)
     write_buckets(sigs, pl.col(col.SAMPLE_ID), sig_buckets, sigs_out, part)
     return sigs.height

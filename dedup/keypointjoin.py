@@ -18,9 +18,9 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from dedup.config import KeypointConfig, VerifyConfig
-from dedup.cluster import SIMILARITY
-from dedup.keypoints import KEY_SCHEMA, SHARED_SCHEMA, candidates, copy_score, key_rows, named, shared_keys
-from dedup.pdqverify import ROW_BYTES, _joined, shuffle_features
+from dedup.cluster import SIMILARITY, found_pairs
+from dedup.keypoints import KEY_SCHEMA, SHARED_SCHEMA, candidates, copy_score, key_rows, shared_keys
+from dedup.pdqverify import ROW_BYTES, _joined, attach_first, shuffle_features
 from dedup.plan import Plan
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from manifests import schema as col
@@ -48,7 +48,8 @@ def keypoint_pairs(plan: Plan) -> int:
     shared_buckets = plan.buckets(pairs, KEY_BYTES)
     plan.each(pair_keys, [(keyed, b, keys.max_bucket, shared_buckets, shared) for b in range(key_buckets)])
     plan.each(count_shared, [(shared, b, keys.min_shared, feature_buckets, check) for b in range(shared_buckets)])
-    plan.each(attach_first, [(check, features, b, feature_buckets, half) for b in range(feature_buckets)])
+    plan.each(attach_first, [(check, features, b, feature_buckets, half, SHARED_SCHEMA)
+                             for b in range(feature_buckets)])
     return sum(plan.each(verify_second, [(half, features, b, config, plan.layout.pairs_dir)
                                          for b in range(feature_buckets)]))
 
@@ -86,12 +87,6 @@ def count_shared(source: Path, bucket: int, min_shared: int, buckets: int, out: 
     return write_buckets(found, pl.col("a"), buckets, out, f"{bucket:05d}")
 
 
-def attach_first(check: Path, features: Path, bucket: int, buckets: int, out: Path) -> int:
-    """Task: the candidates of this keypoint bucket's ``a``, with a's keypoints, sent to b's bucket."""
-    frame = _joined(scan_bucket(check, bucket, SHARED_SCHEMA), features, bucket, "a", "orb_a")
-    return write_buckets(frame, pl.col("b"), buckets, out, f"{bucket:05d}")
-
-
 def verify_second(half: Path, features: Path, bucket: int, config: VerifyConfig, out: Path) -> int:
     """Task: b's keypoints added, ORB + RANSAC run; verified pairs written as ``keypoints``."""
     schema = {**SHARED_SCHEMA, "orb_a": pl.Binary}
@@ -99,4 +94,4 @@ def verify_second(half: Path, features: Path, bucket: int, config: VerifyConfig,
     scores = pl.Series(SIMILARITY, [copy_score(a, b, config) for a, b in zip(frame["orb_a"], frame["orb_b"])],
                        dtype=pl.Float32)
     verified = frame.with_columns(scores).filter(pl.col(SIMILARITY) > 0)
-    return write_pairs(named(verified), out / f"keypoints-{bucket:05d}.parquet")
+    return write_pairs(found_pairs(verified, "keypoints"), out / f"keypoints-{bucket:05d}.parquet")

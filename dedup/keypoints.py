@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
 from dedup.config import KeypointConfig, VerifyConfig
 from dedup.verify import feature_size, fit, parse_features, plausible
 from manifests import schema as col
@@ -148,8 +147,3 @@ def near_similarity(homography: np.ndarray, config: KeypointConfig) -> bool:
     angle = abs(np.degrees(np.arctan2(affine[1, 0] - affine[0, 1], affine[0, 0] + affine[1, 1])))
     high, low = np.linalg.svd(affine, compute_uv=False)
     return angle <= config.max_rotation and high <= config.max_anisotropy * low
-
-
-def named(pairs: pl.DataFrame) -> pl.DataFrame:
-    return with_kind(pairs.select(pl.col("a").alias(SAMPLE_A), pl.col("b").alias(SAMPLE_B),
-                                  pl.lit("keypoints").alias(DETECTOR), pl.col(SIMILARITY).cast(pl.Float32)))

@@ -54,16 +54,16 @@ def signature_keys(keys: np.ndarray) -> np.ndarray:
     return whole
 
 
-def band_frame(positions: np.ndarray, keys: np.ndarray) -> pl.DataFrame:
+def band_frame(ids: np.ndarray, keys: np.ndarray) -> pl.DataFrame:
     """Long format: one row per (sample, band), with ``sig``, a key of all the sample's bands together
-    (equal for identical signatures), which oversized buckets group by."""
+    (equal for identical signatures), which oversized buckets group by. ``ids``: the samples' sample_ids
+    (the shuffle) or int64 positions (one process)."""
     n, bands = keys.shape
-    whole = signature_keys(keys)
     return pl.DataFrame({
-        "idx": np.repeat(positions, bands).astype(np.int64),
+        "idx": np.repeat(ids, bands),
         "band": np.tile(np.arange(bands, dtype=np.int16), n),
         "key": keys.reshape(-1),
-        "sig": np.repeat(whole, bands),
+        "sig": np.repeat(signature_keys(keys), bands),
     })
 
 

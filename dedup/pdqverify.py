@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
+from dedup.cluster import SIMILARITY, found_pairs
 from dedup.config import VerifyConfig
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from dedup.verify import pair_inliers
@@ -88,7 +88,7 @@ def split_near(source: Path, bucket: int, near: int, verify_all: bool, buckets: 
     counted = pairs.filter(is_near(near)) if not verify_all else pairs.clear()
     write_buckets(pairs.filter(~is_near(near)) if not verify_all else pairs, pl.col("a"), buckets, check,
                   f"{bucket:05d}")
-    return write_pairs(_named(counted, "pdq"), out / f"pdq-{bucket:05d}.parquet")
+    return write_pairs(found_pairs(counted, "pdq"), out / f"pdq-{bucket:05d}.parquet")
 
 
 def shuffle_features(sources: list[Path], buckets: int, out: Path, part: str) -> int:
@@ -111,9 +111,11 @@ def _joined(candidates: pl.LazyFrame, keypoints: Path, bucket: int, on: str, nam
     return frame
 
 
-def attach_first(check: Path, keypoints: Path, bucket: int, buckets: int, out: Path) -> int:
-    """Join task 1: candidates of this ``sample_a`` bucket with a's keypoints, sent on to b's bucket."""
-    frame = _joined(scan_bucket(check, bucket, CANDIDATE_SCHEMA), keypoints, bucket, "a", "orb_a")
+def attach_first(check: Path, keypoints: Path, bucket: int, buckets: int, out: Path,
+                 schema: dict[str, pl.DataType] = CANDIDATE_SCHEMA) -> int:
+    """Join task 1: candidates (``schema``) of this ``sample_a`` bucket with a's keypoints, sent on to b's bucket
+    (also the keypoints detector's, whose candidates carry no similarity)."""
+    frame = _joined(scan_bucket(check, bucket, schema), keypoints, bucket, "a", "orb_a")
     return write_buckets(frame, pl.col("b"), buckets, out, f"{bucket:05d}")
 
 
@@ -126,10 +128,5 @@ def verify_second(half: Path, keypoints: Path, bucket: int, config: VerifyConfig
     frame = frame.filter(pl.Series(passed, dtype=pl.Boolean)).drop("orb_a", "orb_b")
     near_pairs, far_pairs = frame.filter(is_near(near)), frame.filter(~is_near(near))
     # near pairs reach here only with verify_all, when split_near writes no pdq part of its own
-    return (write_pairs(_named(near_pairs, "pdq"), out / f"pdq-{bucket:05d}.parquet")
-            + write_pairs(_named(far_pairs, "pdq_verified"), out / f"pdq_verified-{bucket:05d}.parquet"))
-
-
-def _named(pairs: pl.DataFrame, detector: str) -> pl.DataFrame:
-    return with_kind(pairs.select(pl.col("a").alias(SAMPLE_A), pl.col("b").alias(SAMPLE_B),
-                                  pl.lit(detector).alias(DETECTOR), SIMILARITY))
+    return (write_pairs(found_pairs(near_pairs, "pdq"), out / f"pdq-{bucket:05d}.parquet")
+            + write_pairs(found_pairs(far_pairs, "pdq_verified"), out / f"pdq_verified-{bucket:05d}.parquet"))

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from dedup import shuffle
 from dedup.config import DedupConfig
+from manifests.io import parquet_rows
 from manifests.layout import RunLayout
 
 Tasks = Callable[..., list[Any]]  # (fn, args, num_gpus=0.0) -> results in the order of args
@@ -38,7 +39,7 @@ class Plan:
 
     def file_rows(self, path: Path) -> int:
         if path not in self.footer_rows:
-            self.footer_rows[path] = shuffle.parquet_rows([path])
+            self.footer_rows[path] = parquet_rows([path])
         return self.footer_rows[path]
 
     def batches(self, files: list[Path], row_bytes: int) -> list[list[Path]]:

@@ -23,8 +23,8 @@ import pyarrow as pa
 from dedup.artefacts import SampleIndex, iter_column
 from dedup.cluster import group_rows, named_pairs
 from dedup.config import SemanticConfig
-from dedup.shuffle import parquet_rows
 from manifests import schema as col
+from manifests.io import parquet_rows
 
 CENTROID_DISTANCE = col.CENTROID_DISTANCE
 _BLOCK = 2048  # query rows per similarity block
@@ -75,13 +75,6 @@ def assign(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.n
         labels[start:start + _BLOCK] = top = sims.argmax(axis=1)
         best[start:start + _BLOCK] = sims[np.arange(len(sims)), top]
     return labels, best
-
-
-def kmeans_labels(vectors: np.ndarray, k: int, config: SemanticConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(label, cosine to its centroid) of each unit row; spherical k-means trained on a seeded sample."""
-    size = min(len(vectors), max(k, config.train_sample))
-    sample = np.sort(np.random.default_rng(config.seed).choice(len(vectors), size=size, replace=False))
-    return assign(vectors, train_centroids(vectors[sample], k, config))
 
 
 def within_cluster_pairs(vectors: np.ndarray, labels: np.ndarray, threshold: float,

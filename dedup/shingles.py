@@ -3,8 +3,8 @@
 Normalisation is columnar, in Polars (Rust): NFKC, lower case, every run of ``[\\W_]+`` to one space,
 strip. That expression *is* the definition of a normalised caption. It differs from Python's ``re``
 on some Unicode: Rust's ``\\w`` includes combining marks (Mn/Mc/Me) and joiners that Python's ``\\w``
-does not, so a decomposed mark that NFKC cannot compose stays in its word here. ``normalise()``
-runs the same expression on one caption, so scalar and columnar words never disagree.
+does not, so a decomposed mark that NFKC cannot compose stays in its word here. The tests' scalar reference
+(``support.dedup_reference.normalise``) runs the same expression on one caption, so its words never disagree.
 
 After it, words are separated by exactly one space byte, so the word n-gram "w1 w2 w3" is a byte
 substring of the normalised caption: shingle j of a row spans [start of word j, end of word j+n-1).
@@ -47,20 +47,6 @@ def _nfkc(column: pl.Series) -> pl.Series:
     if len(non_ascii) == 0:
         return column
     return column.scatter(non_ascii, column.gather(non_ascii).str.normalize("NFKC"))
-
-
-def normalise(caption: str) -> list[str]:
-    """The words of one caption, by the same expression as the batch path."""
-    text = normalised([caption])[0]
-    return text.split(" ") if text else []
-
-
-def shingles(words: list[str], ngram: int) -> list[str]:
-    """Word n-grams joined by a space (repeats kept: a minimum ignores them); a caption shorter than
-    ``ngram`` is one shingle of all its words. The scalar reference of ``Shingles.of``."""
-    if len(words) <= ngram:
-        return [" ".join(words)]
-    return list(map(" ".join, zip(*(words[k:] for k in range(ngram)))))
 
 
 def fmix64(h: int) -> int:

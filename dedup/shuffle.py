@@ -28,7 +28,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 
 from dedup.cluster import PAIRS_SCHEMA
 from manifests.io import write_parquet
@@ -174,11 +173,6 @@ def _concat(tables: list[pa.Table], schema: dict[str, pl.DataType]) -> pl.LazyFr
     if not tables:
         return pl.LazyFrame(schema=schema)
     return pl.from_arrow(pa.concat_tables(tables, promote_options="permissive")).lazy()
-
-
-def parquet_rows(files: list[Path]) -> int:
-    """Row count from the Parquet footers: the driver sizes shuffles without reading a row."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
 def plan_batches(sizes: Sequence[int], budget: int) -> list[list[int]]:

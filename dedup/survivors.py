@@ -5,9 +5,9 @@ changes (the decide phase of a rerun, ``thresher tune``, ``thresher reexport RUN
 clusters are redone from the stored pairs with the new eligibility; re-applying the stored duplicate
 columns instead would lose a whole cluster whenever the new rule rejects its survivor. ``duplicates``
 is that step in one process (``dedup/pairs.parquet`` of a run made before the one engine, and the
-reference engine; ``with_duplicates`` joins
-its result back); partitioned pairs go through ``dedup.partitioned.recluster_partitioned`` instead,
-with the same ``cluster()`` per group (``pipelines.run.repick`` picks the path).
+reference engine; ``join_duplicates`` joins its result back); partitioned pairs go through
+``dedup.partitioned.recluster_partitioned`` instead, with the same ``cluster()`` per group
+(``pipelines.run.repick`` picks the path).
 """
 
 from __future__ import annotations
@@ -49,12 +49,14 @@ def without_duplicates(frame: pl.LazyFrame) -> pl.LazyFrame:
     return frame.drop([c for c in DUP_COLUMNS if c in names])
 
 
-def join_duplicates(frame: pl.LazyFrame, duplicates: pl.DataFrame) -> pl.LazyFrame:
-    """``frame`` (no duplicate columns) left-joined with a duplicates table under the manifest's names."""
-    dups = duplicates.lazy().select(col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
-                                    pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY),
-                                    pl.col(DETECTOR).alias(col.DUP_DETECTOR))
-    return frame.join(dups, on=col.SAMPLE_ID, how="left", maintain_order="left")
+def join_duplicates(frame: pl.LazyFrame, duplicates: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """``frame`` (no duplicate columns) left-joined with a duplicates table under the manifest's names
+    (``dup_detector`` only where the table has a detector column: tables of older runs have none)."""
+    dups = duplicates.lazy()
+    detector = [pl.col(DETECTOR).alias(col.DUP_DETECTOR)] if DETECTOR in dups.collect_schema().names() else []
+    return frame.join(dups.select(col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
+                                  pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY), *detector),
+                      on=col.SAMPLE_ID, how="left", maintain_order="left")
 
 
 def keep_scores(frame: pl.LazyFrame, eligibility: Eligibility, order: tuple[str, ...]) -> pl.DataFrame:
@@ -97,15 +99,6 @@ def duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame, config: DedupConfig, el
     scores = keep_scores(without_duplicates(frame).filter(pl.col(col.SAMPLE_ID).is_in(paired.implode())),
                          eligibility, order)
     return cluster(pairs, config.thresholds(), scores, order, config.keep.mode)
-
-
-def with_duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame | None, config: DedupConfig,
-                    eligibility: Eligibility) -> pl.LazyFrame:
-    """``frame`` with its duplicate columns redone from ``pairs`` (None: the run stored no pairs, and
-    the columns ``frame`` has, if any, stand as they are). Decide on the result."""
-    if pairs is None:
-        return frame
-    return join_duplicates(without_duplicates(frame), duplicates(frame, pairs, config, eligibility))
 
 
 def eligible_path(layout: RunLayout) -> Path:

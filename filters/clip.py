@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,14 +21,6 @@ from filters.images import ClipPixels, ClipTokens, scatter
 from manifests import schema as col
 from manifests.gpu_images import device_pixels, normalise, to_device
 from manifests.images import ensure
-
-# A CLIP small enough to build in a second on a CPU: the same code path as ViT-B-32 and ViT-L-14, for tests
-# and CPU benchmarks with random weights (``pretrained: null``). open_clip reads it like its own configs.
-TINY_ARCHITECTURE = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
 
 
 @dataclass
@@ -49,14 +40,6 @@ class ClipModel:
     text: Callable[[Any], Any] | None = None  # text_embeddings bound to this model, compiled when asked
     padded: bool = False  # image batches padded to fastpath.bucket sizes (compiled: few shapes)
     cuts_text: bool = False  # the text tower may run on tokens cut after each caption's end (cut_text)
-
-
-def write_architecture(folder: Path, name: str, architecture: dict = TINY_ARCHITECTURE) -> Path:
-    """Write an open_clip model-config JSON; point ``architecture_file`` at it and set ``model`` to ``name``."""
-    path = Path(folder) / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(architecture))
-    return path
 
 
 def register_architecture(config: ClipScorerConfig) -> None:

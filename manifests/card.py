@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 

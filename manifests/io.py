@@ -77,6 +77,11 @@ def read_parquet_files(paths: list[Path], schema: pa.Schema | None = None) -> pa
     return pa.concat_tables(tables, promote_options="default")
 
 
+def parquet_rows(files: list[Path]) -> int:
+    """Row count from the Parquet footers, without reading a row (how drivers size work)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
 def update_run_json(path: Path, **sections: Any) -> dict:
     """Merge ``sections`` into run.json (dict sections are merged one level deep)."""
     data = read_json(path)

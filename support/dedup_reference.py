@@ -2,6 +2,9 @@
 against: duplicate pairs from every enabled detector -> clusters -> dedup/pairs.parquet and
 dedup/duplicates.parquet, each detector's kernel (``dedup.detectors``) run once over the whole run.
 
+It also holds what tests check any engine's output with: the keep invariant, k-means in one call, the
+duplicate columns redone and joined back in one call, and caption shingling one caption at a time.
+
 Not production: the dedup phase always runs ``dedup.partitioned`` (with ``dedup.partitions.enabled`` false,
 its tasks one after another in the driver). Readers still accept these single files (``RunLayout.pairs_files``),
 as runs written before the one engine have them.
@@ -20,12 +23,14 @@ from dedup import keypoints
 from dedup.artefacts import SampleIndex, binary_matrix, iter_column
 from dedup.cluster import (PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, SIMILARITY, DETECTOR, cluster, cluster_counts,
                            equal_key_pairs, named_pairs)
-from dedup.config import DedupConfig, MinHashConfig, PdqConfig
+from dedup.config import DedupConfig, MinHashConfig, PdqConfig, SemanticConfig
 from dedup.keep import CAPTION, EXACT, IMAGE, Classes, group_rows
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
 from dedup.detectors import layout_pairs, pdq_pairs, phash_pairs, scores, sscd_pairs
-from dedup.semantic import CENTROID_DISTANCE, semantic_pairs
-from dedup.survivors import ELIGIBLE, centroid_dir, centroid_path, eligible_path, keep_order
+from dedup.semantic import CENTROID_DISTANCE, assign, semantic_pairs, train_centroids
+from dedup.shingles import normalised
+from dedup.survivors import (ELIGIBLE, Eligibility, centroid_dir, centroid_path, duplicates, eligible_path,
+                             join_duplicates, keep_order, without_duplicates)
 from manifests import schema as col
 from manifests.io import write_parquet
 from manifests.layout import RunLayout
@@ -211,3 +216,61 @@ def keep_greedy_walk(order: np.ndarray, classes: Classes, a: np.ndarray, b: np.n
         else:
             survivor[v] = kept_image[ic] = kept_caption[cc] = v
     return np.array(survivor, dtype=np.int64)
+
+
+# --- what the tests hold an engine's output to ----------------------------------------------------------
+
+def check_keep_invariant(pairs: pl.DataFrame, thresholds: dict[str, float], kept: pl.Series,
+                         rows: pl.DataFrame | None = None, keys: tuple[str, ...] = (col.SHA256, col.PIXEL_HASH),
+                         limit: int = 20) -> list[str]:
+    """Violations of the keep invariant (empty when it holds), at most ``limit`` of them.
+
+    ``kept``: the sample_ids kept (by dedup, or by the whole decision: any subset of a valid kept
+    set is valid). No two of them may be a stored pair at or above its detector's threshold, and, when
+    ``rows`` (sample_id + ``keys`` columns) is given, no two may share a non-null value of a key.
+    """
+    kept = kept.unique()
+    limit_of = pl.col("detector").replace_strict(thresholds, default=None, return_dtype=pl.Float64)
+    linked = pairs.filter(pl.col("sample_a").is_in(kept.implode()) & pl.col("sample_b").is_in(kept.implode())
+                          & (pl.col("similarity").cast(pl.Float64) >= limit_of - 1e-6))
+    problems = [f"kept {a} and {b} are a {d} pair at similarity {s:.4g}"
+                for a, b, d, s in linked.select("sample_a", "sample_b", "detector", "similarity")
+                .head(limit).iter_rows()]
+    for key in keys if rows is not None else ():
+        if key not in rows.columns:
+            continue
+        shared = (rows.filter(pl.col(col.SAMPLE_ID).is_in(kept.implode())).drop_nulls(key).group_by(key)
+                  .agg(pl.col(col.SAMPLE_ID).sort()).filter(pl.col(col.SAMPLE_ID).list.len() > 1))
+        problems += [f"kept {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''} share {key} {value}"
+                     for value, ids in shared.sort(key).head(limit).iter_rows()]
+    return problems[:limit]
+
+
+def kmeans_labels(vectors: np.ndarray, k: int, config: SemanticConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(label, cosine to its centroid) of each unit row; spherical k-means trained on a seeded sample."""
+    size = min(len(vectors), max(k, config.train_sample))
+    sample = np.sort(np.random.default_rng(config.seed).choice(len(vectors), size=size, replace=False))
+    return assign(vectors, train_centroids(vectors[sample], k, config))
+
+
+def with_duplicates(frame: pl.LazyFrame, pairs: pl.DataFrame | None, config: DedupConfig,
+                    eligibility: Eligibility) -> pl.LazyFrame:
+    """``frame`` with its duplicate columns redone from ``pairs`` (None: the run stored no pairs, and
+    the columns ``frame`` has, if any, stand as they are). Decide on the result."""
+    if pairs is None:
+        return frame
+    return join_duplicates(without_duplicates(frame), duplicates(frame, pairs, config, eligibility))
+
+
+def normalise(caption: str) -> list[str]:
+    """The words of one caption, by the same expression as the batch path."""
+    text = normalised([caption])[0]
+    return text.split(" ") if text else []
+
+
+def shingles(words: list[str], ngram: int) -> list[str]:
+    """Word n-grams joined by a space (repeats kept: a minimum ignores them); a caption shorter than
+    ``ngram`` is one shingle of all its words. The scalar reference of ``Shingles.of``."""
+    if len(words) <= ngram:
+        return [" ".join(words)]
+    return list(map(" ".join, zip(*(words[k:] for k in range(ngram)))))

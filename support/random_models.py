@@ -2,13 +2,21 @@
 
 Tests and the CPU benchmark use the tiny ones (no weights can be downloaded here); the GPU benchmark
 uses the real-size architectures, whose cost does not depend on the weight values. The tokenizer is a
-word-level one trained on a few sentences, so nothing is fetched.
+word-level one trained on a few sentences, so nothing is fetched. ``TINY_ARCHITECTURE`` is the same for
+CLIP: a random-initialised open_clip model that ``filters.clip`` loads from ``write_architecture``'s file.
+``generate_ids`` is the captioners' generation without the decoding, for the tests of batching and padding.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
+
+from captioning.config import GenerationConfig
+from captioning.vlm import Vlm, generate_from, model_inputs
 
 IMAGE_TOKEN = "<image>"
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]
@@ -193,6 +201,11 @@ def build_qwen3_vl(real_size: bool = False) -> tuple[Any, Any]:
 BUILDERS = {"blip2": build_blip2, "llava": build_llava, "qwen2_5_vl": build_qwen2_5_vl, "qwen3_vl": build_qwen3_vl}
 
 
+def generate_ids(vlm: Vlm, images: list[Image.Image], prompts: list[str], gen: GenerationConfig) -> Any:
+    """Token ids generated after each prompt, shape (batch, new tokens); greedy unless num_beams > 1."""
+    return generate_from(vlm, model_inputs(vlm, images, prompts), gen)
+
+
 def save_random(kind: str, out: Path, real_size: bool = False) -> Path:
     """Build a random ``kind`` (a BUILDERS key) and save it as a model directory ``load_vlm`` accepts."""
     model, processor = BUILDERS[kind](real_size)
@@ -200,3 +213,20 @@ def save_random(kind: str, out: Path, real_size: bool = False) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+# A CLIP small enough to build in a second on a CPU: the same code path as ViT-B-32 and ViT-L-14, for tests
+# and CPU benchmarks with random weights (``pretrained: null``). open_clip reads it like its own configs.
+TINY_ARCHITECTURE = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def write_architecture(folder: Path, name: str, architecture: dict = TINY_ARCHITECTURE) -> Path:
+    """Write an open_clip model-config JSON; point ``architecture_file`` at it and set ``model`` to ``name``."""
+    path = Path(folder) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(architecture))
+    return path

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
@@ -21,7 +20,7 @@ from crawl.sources import Unit, plan_units
 from manifests import schema as col
 from manifests.export import shard_sizes, write_sizes
 from manifests.export_parts import captions_schema, export_shard, write_manifest
-from manifests.io import read_json, write_json, write_parquet
+from manifests.io import parquet_rows, read_json, write_json, write_parquet
 from manifests.layout import RunLayout
 from manifests.shardplan import ShardRange, plan_sizes, spans_by_partition
 from pipelines.config import RunConfig
@@ -61,7 +60,7 @@ def unit_rows(units: list[Unit]) -> int | None:
     """Input rows of the units, from their Parquet footers; None when a unit is an input tar (not counted)."""
     if any(u.kind == "webdataset" for u in units):
         return None
-    return sum(pq.ParquetFile(u.path).metadata.num_rows for u in units)
+    return parquet_rows([u.path for u in units])
 
 
 def ingest(run: Run) -> dict:

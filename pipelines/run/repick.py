@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import polars as pl
 
 from dedup import survivors as one_process
-from dedup.cluster import DETECTOR, DUPLICATES_SCHEMA
+from dedup.cluster import DUPLICATES_SCHEMA
 from dedup.plan import Tasks
 from dedup.survivors import DUP_COLUMNS, ELIGIBLE
 from filters.config import FiltersConfig
@@ -62,10 +62,7 @@ def join_duplicates(frame: pl.LazyFrame, files: list[Path] | None) -> pl.LazyFra
     if files is None:
         return frame
     dups = pl.scan_parquet([str(p) for p in files]) if files else pl.LazyFrame(schema=DUPLICATES_SCHEMA)
-    detector = [pl.col(DETECTOR).alias(col.DUP_DETECTOR)] if DETECTOR in dups.collect_schema().names() else []
-    return frame.join(dups.select(col.SAMPLE_ID, col.CLUSTER_ID, col.DUPLICATE_OF, col.DUP_KIND,
-                                  pl.col(col.SIMILARITY).alias(col.DUP_SIMILARITY), *detector),
-                      on=col.SAMPLE_ID, how="left", maintain_order="left")
+    return one_process.join_duplicates(frame, dups)
 
 
 def decided_rules(run: Path) -> str:

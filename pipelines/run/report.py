@@ -8,9 +8,9 @@ from importlib import metadata
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from manifests import schema as col
+from manifests.io import parquet_rows
 from manifests.layout import RunLayout
 
 PACKAGES = ("thresher", "ray", "pyarrow", "polars", "torch", "torchvision", "open_clip_torch", "transformers",
@@ -93,10 +93,6 @@ def phase_table(name: str, result: dict, layout: RunLayout, next_phase: str | No
     return "\n".join(lines)
 
 
-def _file_rows(files: list[Path]) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-
-
 def _ingest_lines(result: dict, layout: RunLayout) -> list[str]:
     files = layout.staged_row_files()
     status = {} if not files else dict(sorted(
@@ -107,7 +103,7 @@ def _ingest_lines(result: dict, layout: RunLayout) -> list[str]:
 
 
 def _stage_lines(result: dict, files: list[Path], label: str) -> list[str]:
-    return [_row("stages", ", ".join(result.get("stages", {})) or "(none enabled)"), _row(label, _file_rows(files))]
+    return [_row("stages", ", ".join(result.get("stages", {})) or "(none enabled)"), _row(label, parquet_rows(files))]
 
 
 def _dedup_lines(result: dict, layout: RunLayout) -> list[str]:

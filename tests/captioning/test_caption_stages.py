@@ -12,8 +12,9 @@ from captioning.config import Blip2CaptionerConfig, GenerationConfig, LlavaCapti
 from captioning.llava import LlavaCaptioner, llava_prompt, load_llava
 from captioning.qwen_vl import QwenVlCaptioner, load_qwen_vl, qwen_prompt
 from captioning.postprocess import CaptionStatus
-from captioning.vlm import decode_images, generate_ids
+from captioning.vlm import decode_images
 from manifests import schema as col
+from support.random_models import generate_ids
 
 FORCED = GenerationConfig(max_new_tokens=7, min_new_tokens=7)
 BACKENDS = {

@@ -15,10 +15,9 @@ from pydantic import ValidationError
 from dedup import giant
 from dedup.cluster import cluster
 from dedup.config import DedupConfig
-from dedup.keep import check_keep_invariant
 from dedup.partitioned import recluster_partitioned
 from dedup.plan import local_tasks
-from support.dedup_reference import ELIGIBLE
+from support.dedup_reference import ELIGIBLE, check_keep_invariant
 from dedup.survivors import eligible_path, keep_order
 from manifests import schema as col
 from manifests.io import write_parquet

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from dedup.cluster import PAIRS_SCHEMA, cluster, with_kind
 from dedup.cluster import equal_key_pairs
-from dedup.keep import check_keep_invariant, union_find
-from support.dedup_reference import ELIGIBLE
+from dedup.keep import union_find
+from support.dedup_reference import ELIGIBLE, check_keep_invariant
 from manifests import schema as col
 
 THRESHOLDS = {"sha256": 1.0, "pixel_hash": 1.0, "minhash": 0.8, "phash": 0.85, "sscd": 0.75}

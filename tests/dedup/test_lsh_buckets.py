@@ -9,10 +9,10 @@ from dedup.cluster import cluster
 from dedup.config import MinHashConfig
 from dedup.cluster import named_pairs
 from dedup.artefacts import SampleIndex
-from dedup.keep import check_keep_invariant
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
 from dedup.minhash import MinHasher
 from manifests import schema as col
+from support.dedup_reference import check_keep_invariant
 
 THRESHOLDS = {"sha256": 1.0, "pixel_hash": 1.0, "minhash": 0.8, "phash": 0.85, "sscd": 0.75}
 BOILERPLATE = "stock photo of a beautiful young woman smiling at the camera in a sunny park"

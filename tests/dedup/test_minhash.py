@@ -19,7 +19,8 @@ from dedup.cluster import union_find
 from dedup.config import MinHashConfig
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
 from dedup.minhash import CaptionMinHasher, MinHasher
-from dedup.shingles import NON_WORD, ShingleHasher, Shingles, hash32, normalise, normalised, shingles
+from dedup.shingles import NON_WORD, ShingleHasher, Shingles, hash32, normalised
+from support.dedup_reference import normalise, shingles
 from support.dedup_synthetic import captions
 from manifests import schema as col
 

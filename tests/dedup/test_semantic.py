@@ -11,9 +11,10 @@ import pytest
 from dedup.artefacts import SampleIndex
 from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, cluster
 from dedup.config import DedupConfig, SemanticConfig
-from dedup.semantic import (CENTROID_DISTANCE, cluster_count, kmeans_labels, removed_by_eps, semantic_pairs,
-                            unit_vectors, within_cluster_pairs)
+from dedup.semantic import (CENTROID_DISTANCE, cluster_count, removed_by_eps, semantic_pairs, unit_vectors,
+                            within_cluster_pairs)
 from manifests import schema as col
+from support.dedup_reference import kmeans_labels
 
 DIM = 64
 

@@ -11,12 +11,11 @@ from hypothesis import strategies as st
 
 from dedup.cluster import PAIRS_SCHEMA, with_kind
 from dedup.config import DedupConfig
-from dedup.keep import check_keep_invariant
-from dedup.survivors import with_duplicates
 from filters.config import FiltersConfig, NsfwConfig
 from filters.decide import decide, passes_rules
 from manifests import schema as col
 from manifests.schema import Status
+from support.dedup_reference import check_keep_invariant, with_duplicates
 
 DEDUP = DedupConfig.model_validate({"exact": {"enabled": True}, "phash": {"enabled": True}})
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from filters.clip import TINY_ARCHITECTURE, write_architecture
 from filters.config import ClipScorerConfig
+from support.random_models import TINY_ARCHITECTURE, write_architecture
 
 TINY = "thresher-tiny"
 TINY_768 = "thresher-tiny-768"  # the width the LAION heads take, so they can sit on a tiny CLIP

@@ -139,7 +139,7 @@ def test_export_of_a_run_directory_still_reexports_with_a_deprecation_note(real_
 def test_stricter_threshold_repicks_survivors_on_every_path(real_run, tmp_path):
     """tune, re-export, a plain rerun and run --redo dedup keep the same rows under a stricter NSFW limit,
     and every one of them holds the keep invariant."""
-    from dedup.keep import check_keep_invariant
+    from support.dedup_reference import check_keep_invariant
     from filters.decide import decide
     from pipelines.config import load_config
     from pipelines.run.driver import run
