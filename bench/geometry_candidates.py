@@ -83,9 +83,14 @@ def candidate_pairs(found: np.ndarray, k: int) -> set[tuple[int, int]]:
 
 
 def true_pairs(images: list[dict]) -> dict[tuple[int, int], tuple[str, str]]:
+    """(original, geometric edit) position pairs, a < b -> (edit, image type)."""
     originals = {im["group"]: i for i, im in enumerate(images) if im["edit"] == "original"}
-    return {(min(o, i), max(o, i)): (im["edit"], im["type"]) for i, im in enumerate(images)
-            if im["edit"] in GEOMETRIC for o in [originals[im["group"]]]}
+    wanted = {}
+    for i, im in enumerate(images):
+        if im["edit"] in GEOMETRIC:
+            o = originals[im["group"]]
+            wanted[(min(o, i), max(o, i))] = (im["edit"], im["type"])
+    return wanted
 
 
 def recall(found: set, wanted: dict) -> dict:

@@ -180,12 +180,11 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def tone_match(tx: Tone, ty: Tone, config: ToneConfig) -> np.ndarray:
     """Per pair of layouts, given by their tones (tx[i], ty[i]: ``Tone.take`` of one ``tone`` per row): how much of
     the photometric match's limits it uses, the worst of its checks (0: the same tone, 1: at a limit), else inf (no
-    match; see ``ToneConfig``). Two colour
-    layouts: L correlation, hue and change cosines, each within its limit and the three shortfalls (each over
-    its limit's) summing to at most 2: a pair near every limit at once is two designs whose tones are alike, a
-    photometric copy is near one at most (tuning split). Two colour layouts flat in grey L whose colour changes
-    (``tinted``, a mark as light as its background): hue and change cosines. A grey and a colour one: L
-    correlation and RMS L difference. Two grey ones are the raw match's."""
+    match; see ``ToneConfig``). Two colour layouts: L correlation, hue and change cosines, each within its limit
+    and the three shortfalls (each over its limit's) summing to at most 2: a pair near every limit at once is two
+    designs whose tones are alike, a photometric copy is near one at most (tuning split). Two colour layouts flat
+    in grey L whose colour changes (``tinted``, a mark as light as its background): hue and change cosines. A grey
+    and a colour one: L correlation and RMS L difference. Two grey ones are the raw match's."""
     corr, hue, change = ((u * v).sum(1) for u, v in ((tx.shape, ty.shape), (tx.hue, ty.hue), (tx.change, ty.change)))
     deficits = np.stack([(1 - corr) / (1 - config.min_correlation), (1 - hue) / (1 - config.min_hue),
                          (1 - change) / (1 - config.min_change)])

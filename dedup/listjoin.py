@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup.artefacts import binary_matrix, hex_matrix
-from dedup.cluster import DETECTOR, SAMPLE_A, SAMPLE_B, SIMILARITY, with_kind
+from dedup.cluster import SIMILARITY, found_pairs
 from dedup.config import LayoutConfig, PdqConfig, PHashConfig, SearchConfig, SscdConfig
 from dedup.ivfjoin import _ListJoin, keep_best, nearest_lists, train_centroids
 from dedup.layout import (LAYOUT_BYTES, candidate_cosine, layout_matches, search_vectors, tone, tone_cosine,
@@ -299,6 +299,4 @@ def merge_pairs(source: Path, bucket: int, detector: str, out: Path) -> int:
     """A pair found several times (both sides, several lists, mirrored) keeps its best similarity."""
     raw = (scan_bucket(source, bucket, RAW_SCHEMA).group_by("a", "b").agg(pl.col(SIMILARITY).max())
            .sort("a", "b").collect())
-    pairs = raw.select(pl.col("a").alias(SAMPLE_A), pl.col("b").alias(SAMPLE_B),
-                       pl.lit(detector).alias(DETECTOR), SIMILARITY)
-    return write_pairs(with_kind(pairs), out / f"{detector}-{bucket:05d}.parquet")
+    return write_pairs(found_pairs(raw, detector), out / f"{detector}-{bucket:05d}.parquet")
