@@ -4,7 +4,6 @@ fault-free dataset (manifest rows, kept set, shard contents by key), redoing onl
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -16,9 +15,8 @@ from manifests.io import read_json
 from manifests.layout import RunLayout
 from pipelines.config import load_config
 from pipelines.run import driver as runner
-from pipelines.run.runlock import LOCK_NAME
 from pipelines.run.score_units import DIGEST_KEY
-from scaleout_support import check_same_dataset, photo_run, tiny_captioner
+from scaleout_support import check_same_dataset, copy_run, photo_run, tiny_captioner
 
 pytestmark = pytest.mark.slow
 ROWS = 20
@@ -69,7 +67,7 @@ SLOW = {"staged tar truncated, --redo score", "staged parquet emptied", "score u
 def test_a_corrupt_file_is_redone_and_the_run_ends_in_the_fault_free_dataset(reference: RunLayout, tmp_path: Path,
                                                                             cell: str) -> None:
     target, fault, redo, phase, units = CELLS[cell]
-    copy = RunLayout.at(shutil.copytree(reference.root, tmp_path / "run", ignore=shutil.ignore_patterns(LOCK_NAME)))
+    copy = copy_run(reference, tmp_path / "run")
     fault(target(copy))
     stats = runner.run_all(runner.prepare(load_config(copy.root)), redo=redo)
     phases = read_json(copy.run_json)["phases"]
@@ -86,7 +84,7 @@ def test_a_corrupt_file_is_redone_and_the_run_ends_in_the_fault_free_dataset(ref
 def test_a_single_phase_command_stages_a_corrupt_unit_again_before_it_scores(reference: RunLayout,
                                                                             tmp_path: Path) -> None:
     """``thresher score RUN`` after a staged tar was truncated: the unit is crawled again first, then scored."""
-    copy = RunLayout.at(shutil.copytree(reference.root, tmp_path / "run", ignore=shutil.ignore_patterns(LOCK_NAME)))
+    copy = copy_run(reference, tmp_path / "run")
     _truncate(copy.staged_tar(0))
     result = runner.run_phase(runner.prepare(load_config(copy.root)), "score")
     assert copy.is_done("ingest") and read_json(copy.done_marker("ingest"))["units_run"] == 1
@@ -100,7 +98,7 @@ def test_a_truncated_caption_part_is_redone_and_the_run_ends_in_the_fault_free_d
                                                                                      tmp_path: Path) -> None:
     """A caption part cut in half: found by its footer, its unit's captions made again (the other unit's kept),
     and the shards carry the fault-free run's captions."""
-    copy = RunLayout.at(shutil.copytree(captioned.root, tmp_path / "run", ignore=shutil.ignore_patterns(LOCK_NAME)))
+    copy = copy_run(captioned, tmp_path / "run")
     parts = sorted(copy.captions_dir.rglob("*.parquet"))
     assert len({p.parent for p in parts}) == 2, parts  # a part per unit
     untouched = {p: p.stat().st_mtime_ns for p in parts[1:] if p.parent != parts[0].parent}
