@@ -226,8 +226,11 @@ class KeypointConfig(StrictModel):
     candidates, a key held by more than ``max_bucket`` images (text corners, white-background edges) pairs
     nobody. A candidate counts when ORB + RANSAC finds ``min_inliers`` inliers of a homography within
     ``max_rotation`` degrees and ``max_anisotropy`` of a similarity (90-degree turns and flips are PDQ's),
-    whose inliers reach across one image (``min_spread``: a shared banner or logo does not) and whose matched
-    keypoints' colours agree (``max_gain``, ``max_hue_shift``: one shape in two colours is two images).
+    whose inliers reach across one image (``min_spread``: a shared banner or logo does not), whose matched
+    keypoints' colours agree (``max_gain``, ``max_hue_shift``: one shape in two colours is two images) and
+    whose thumbnails, laid one over the other by that transform, differ in at most ``max_differing`` of the
+    overlap (one shape in near colours, two slides sharing a line of text: the keypoints agree, the pixels
+    between them do not).
     Key settings chosen on a scratch half of the bundled photos (crops 50-90% at any position, rotations 3-10
     degrees), verification settings on ``support.evalset``'s tuning split (``bench/geometry_eval.py``).
     """
@@ -264,6 +267,11 @@ class KeypointConfig(StrictModel):
     max_hue_shift: float = Field(45.0, ge=0, le=180, description="median hue shift, in degrees, between matched "
                                                                 "coloured keypoints a copy may show",
                                  json_schema_extra=FINDS)
+    max_differing: float = Field(0.15, ge=0, le=1, description="share of the overlap where the two thumbnails, "
+                                                              "laid one over the other, may differ (CIELAB "
+                                                              "distance over 16): a crop or turn differs at its "
+                                                              "edges, a look-alike across its subject",
+                                 json_schema_extra=FINDS)
 
 
 class VerifyConfig(StrictModel):
@@ -289,8 +297,9 @@ class VerifyConfig(StrictModel):
                                                             "count; each query code keeps its search.k closest "
                                                             "candidates beyond the PDQ threshold",
                               json_schema_extra=FINDS)
-    cache_samples: int = Field(50_000, ge=2, description="keypoint sets held at once (about 24 KB each); more "
-                                                         "candidates are verified in several passes",
+    cache_samples: int = Field(40_000, ge=2, description="keypoint sets held at once (about 31 KB each with "
+                                                         "their thumbnail, 1.2 GB); more candidates are "
+                                                         "verified in several passes",
                                json_schema_extra=FINDS)
     verify_all: bool = Field(False, description="verify the pairs within the PDQ threshold too",
                              json_schema_extra=FINDS)

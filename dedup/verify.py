@@ -3,7 +3,8 @@
 Two look-alike pictures (two product shots on white, two sunsets) can share a perceptual hash; a
 copy shares a geometric transform between many keypoints. The score phase stores each image's ORB
 keypoints (``orb_features``: of the content region and of its mirror, since ORB is rotation- but not
-reflection-invariant); the dedup phase counts the inliers of the best homography between two images.
+reflection-invariant) and a small CIELAB thumbnail of the region; the dedup phase counts the inliers of the
+best homography between two images, and the keypoints detector lays one thumbnail over the other with it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ _KEYPOINT = np.dtype([("xy", "<f4", 2), ("desc", "u1", 32)])  # 40 bytes per key
 # with its colour: the mean CIELAB (OpenCV's 8-bit scale) of the 5x5 pixels around it, 43 bytes
 _KEYPOINT_LAB = np.dtype([("xy", "<f4", 2), ("desc", "u1", 32), ("lab", "u1", 3)])
 _COLOURED = 1 << 31  # set in the count of a value whose keypoints carry their colour
+_THUMBED = 1 << 30  # set in the count of a value that holds a thumbnail after its size
+THUMB_SIDE = 48  # the thumbnail's long side in pixels: 48 x 36 x 3 bytes for a 4:3 picture
 _MIN_SIDE = 64  # ORB's 31-px patches need room: small content is upscaled to this short side first
 
 
@@ -35,10 +38,19 @@ def _orb(grey: np.ndarray, lab: np.ndarray, features: int) -> np.ndarray:
     return out
 
 
+def lab_thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 CIELAB (OpenCV's 8-bit scale) of ``rgb`` with its long side ``THUMB_SIDE`` pixels."""
+    scale = THUMB_SIDE / max(rgb.shape[:2])
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    return cv2.cvtColor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2LAB)
+
+
 def orb_features(rgb: np.ndarray, features: int) -> bytes:
-    """The ``orb_features`` value: uint32 count (with ``_COLOURED`` set), uint16 width and height, then the
-    keypoints of the image, then of its mirror, each with its colour."""
+    """The ``orb_features`` value: uint32 count (with ``_COLOURED`` and ``_THUMBED`` set), uint16 width and
+    height, uint8 thumbnail width and height and the thumbnail, then the keypoints of the image, then of its
+    mirror, each with its colour."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    thumb = lab_thumbnail(rgb)
     grey, lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
     scale = max(1.0, _MIN_SIDE / min(grey.shape))
     if scale > 1:
@@ -48,7 +60,16 @@ def orb_features(rgb: np.ndarray, features: int) -> bytes:
     plain = _orb(grey, lab, features)
     mirror = _orb(np.ascontiguousarray(grey[:, ::-1]), np.ascontiguousarray(lab[:, ::-1]), features)
     size = np.array(grey.shape[::-1], dtype=np.uint16).tobytes()  # width, height in keypoint pixels
-    return np.uint32(len(plain) | _COLOURED).tobytes() + size + plain.tobytes() + mirror.tobytes()
+    thumbed = np.array(thumb.shape[1::-1], dtype=np.uint8).tobytes() + thumb.tobytes()
+    return (np.uint32(len(plain) | _COLOURED | _THUMBED).tobytes() + size + thumbed + plain.tobytes()
+            + mirror.tobytes())
+
+
+def _thumb_end(value: bytes) -> int:
+    """Where the keypoints start in a coloured value: after the size and, in a thumbed one, the thumbnail."""
+    if not int(np.frombuffer(value[:4], dtype=np.uint32)[0]) & _THUMBED:
+        return 8
+    return 10 + 3 * value[8] * value[9]
 
 
 def parse_features(value: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -56,9 +77,18 @@ def parse_features(value: bytes) -> tuple[np.ndarray, np.ndarray]:
     keypoints carried their colour parse too, without the ``lab`` field."""
     header = int(np.frombuffer(value[:4], dtype=np.uint32)[0])
     coloured = bool(header & _COLOURED)
-    points = np.frombuffer(value[8:] if coloured else value[4:], dtype=_KEYPOINT_LAB if coloured else _KEYPOINT)
-    count = header & ~_COLOURED
+    points = np.frombuffer(value[_thumb_end(value):] if coloured else value[4:],
+                           dtype=_KEYPOINT_LAB if coloured else _KEYPOINT)
+    count = header & ~(_COLOURED | _THUMBED)
     return points[:count], points[count:]
+
+
+def thumbnail(value: bytes) -> np.ndarray | None:
+    """The CIELAB thumbnail an ``orb_features`` value holds; None for values written before it was stored."""
+    if not int(np.frombuffer(value[:4], dtype=np.uint32)[0]) & _THUMBED:
+        return None
+    width, height = value[8], value[9]
+    return np.frombuffer(value[10:_thumb_end(value)], dtype=np.uint8).reshape(height, width, 3)
 
 
 def feature_size(value: bytes) -> tuple[int, int] | None:

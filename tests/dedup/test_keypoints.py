@@ -127,3 +127,38 @@ def test_the_keypoints_detector_is_opt_in():
     assert "keypoints" not in DedupConfig.model_validate(verify).enabled_detectors()
     verify["pdq"]["verify"]["keypoints"] = {"enabled": True}
     assert "keypoints" in DedupConfig.model_validate(verify).enabled_detectors()
+
+
+def test_a_crop_laid_over_its_original_differs_at_its_edges_only_and_a_recolour_across_it(photos):
+    """``differing`` with a 70% crop's true transform: the crop's thumbnail agrees with its original's, the
+    same crop with its hues turned a tenth of a circle does not."""
+    from dedup.verify import feature_size, orb_features, thumbnail
+    from support.evalset import recolour
+
+    limit = CONFIG.verify.keypoints.max_differing
+    for name in ("coffee", "astronaut"):
+        original = np.asarray(photos[name].convert("RGB"))
+        h, w = original.shape[:2]
+        x0, y0 = w // 5, h // 10
+        crop = np.ascontiguousarray(original[y0:y0 + int(h * 0.7), x0:x0 + int(w * 0.7)])
+        turned = np.asarray(recolour(Image.fromarray(crop), 0.1))
+        a, b, c = (orb_features(rgb, CONFIG.verify.features) for rgb in (original, crop, turned))
+        to_crop = np.array([[1.0, 0, -x0], [0, 1, -y0], [0, 0, 1]])  # original's keypoint pixels -> the crop's
+        sizes = (feature_size(a), feature_size(b))
+        assert keypoints.differing(thumbnail(a), thumbnail(b), to_crop, sizes) <= limit / 2, name
+        assert keypoints.differing(thumbnail(a), thumbnail(c), to_crop, sizes) > limit, name
+
+
+def test_a_value_written_before_the_thumbnail_parses_to_the_same_keypoints(photos):
+    from dedup.verify import _THUMBED, feature_size, orb_features, parse_features, thumbnail
+
+    value = orb_features(np.asarray(photos["coffee"].convert("RGB")), CONFIG.verify.features)
+    width, height = value[8], value[9]
+    assert thumbnail(value).shape == (height, width, 3) and max(width, height) == 48
+    header = np.frombuffer(value[:4], dtype=np.uint32)[0] & ~np.uint32(_THUMBED)
+    older = header.tobytes() + value[4:8] + value[10 + 3 * width * height:]
+    assert thumbnail(older) is None and feature_size(older) == feature_size(value)
+    for new, old in zip(parse_features(value), parse_features(older)):
+        assert new.tobytes() == old.tobytes() and len(new) > 0
+    config = CONFIG.verify
+    assert keypoints.copy_score(older, older, config) == keypoints.copy_score(value, value, config) > 0
