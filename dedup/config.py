@@ -301,6 +301,10 @@ class VerifyConfig(StrictModel):
                                                          "their thumbnail, 1.2 GB); more candidates are "
                                                          "verified in several passes",
                                json_schema_extra=FINDS)
+    max_differing: float = Field(1.0, ge=0, le=1, description="share of the overlap where the two thumbnails, "
+                                                             "laid one over the other, may differ (CIELAB "
+                                                             "distance over 16); 1: not checked",
+                                 json_schema_extra=FINDS)
     verify_all: bool = Field(False, description="verify the pairs within the PDQ threshold too",
                              json_schema_extra=FINDS)
     keypoints: KeypointConfig = Field(KeypointConfig(), description="the keypoints detector: candidates from "

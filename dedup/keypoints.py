@@ -16,12 +16,11 @@ one process (the reference), ``dedup.keypointjoin`` as partitioned tasks.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import polars as pl
 
 from dedup.config import KeypointConfig, VerifyConfig
-from dedup.verify import feature_size, fit, parse_features, plausible, thumbnail
+from dedup.verify import feature_size, fit, laid_apart, parse_features, plausible, thumbnails
 from manifests import schema as col
 
 # The 128 descriptor bits (np.unpackbits order: byte-major, most significant bit first) whose mean over the
@@ -40,8 +39,6 @@ SHARED_SCHEMA = {"a": pl.String, "b": pl.String}
 MIN_CHROMA = 12  # a keypoint's colour has a hue when its chroma (a, b distance from grey) is at least this
 MIN_COLOURED = 4  # matched keypoints with a hue needed before hues are compared
 GREY_GAIN = 1.5  # lightness gain a greyscale copy may show (greyscale conversion keeps lightness)
-DIFFERING = 16.0  # CIELAB distance (OpenCV's 8-bit scale) at which an overlaid thumbnail pixel differs
-MIN_OVERLAP = 20  # overlaid thumbnail pixels needed to compare (a 50% crop overlays ~430)
 
 
 def table_bits(config: KeypointConfig) -> np.ndarray:
@@ -89,10 +86,9 @@ def copy_score(a: bytes, b: bytes, config: VerifyConfig) -> float:
     plain_a, _ = parse_features(a)
     plain_b, mirror_b = parse_features(b)
     sizes = (feature_size(a), feature_size(b))
-    thumb_a, thumb_b = thumbnail(a), thumbnail(b)
-    mirrored = None if thumb_b is None else np.ascontiguousarray(thumb_b[:, ::-1])
-    for other, thumb in ((plain_b, thumb_b), (mirror_b, mirrored)):
-        found = _inliers(plain_a, other, sizes, (thumb_a, thumb), config)
+    thumb_a = thumbnails(a)[0]
+    for other, thumb_b in zip((plain_b, mirror_b), thumbnails(b)):
+        found = _inliers(plain_a, other, sizes, (thumb_a, thumb_b), config)
         if found:
             return min(1.0, found / max(1, min(len(plain_a), len(plain_b))))
     return 0.0
@@ -107,35 +103,9 @@ def _inliers(a: np.ndarray, b: np.ndarray, sizes: tuple, thumbs: tuple, config: 
         return 0
     if None not in sizes and max(spread(a["xy"][in_a], sizes[0]), spread(b["xy"][in_b], sizes[1])) < keys.min_spread:
         return 0
-    laid = None not in sizes and thumbs[0] is not None and thumbs[1] is not None
-    if laid and differing(*thumbs, homography, sizes) > keys.max_differing:
+    if laid_apart(*thumbs, homography, sizes, keys.max_differing):
         return 0
     return len(in_a)
-
-
-def differing(thumb_a: np.ndarray, thumb_b: np.ndarray, homography: np.ndarray, sizes: tuple) -> float:
-    """The share of ``thumb_a``'s pixels under ``thumb_b``, laid over it by ``homography`` (keypoint pixels of
-    a to those of b, whose images are ``sizes``), whose colours differ by more than ``DIFFERING``; 1.0 when
-    fewer than ``MIN_OVERLAP`` pixels overlap. Both are blurred a little first: a crop's thumbnail is sharper
-    than the same part of its original's. A copy differs at its edges only; two products of one shape in
-    near colours, or two slides sharing a line of text, differ across the part that makes them two images."""
-    to_b = _to_thumb(sizes[1], thumb_b.shape) @ homography @ np.linalg.inv(_to_thumb(sizes[0], thumb_a.shape))
-    size, flags = (thumb_a.shape[1], thumb_a.shape[0]), cv2.WARP_INVERSE_MAP
-    laid = cv2.warpPerspective(thumb_b.astype(np.float32), to_b, size, flags=cv2.INTER_LINEAR | flags)
-    inside = cv2.warpPerspective(np.ones(thumb_b.shape[:2], np.uint8), to_b, size, flags=cv2.INTER_NEAREST | flags)
-    inside = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0  # interpolated border pixels left out
-    if inside.sum() < MIN_OVERLAP:
-        return 1.0
-    a = cv2.GaussianBlur(thumb_a.astype(np.float32), (0, 0), 1.0)[inside]
-    b = cv2.GaussianBlur(laid, (0, 0), 1.0)[inside]
-    return float((np.linalg.norm(a - b, axis=1) > DIFFERING).mean())
-
-
-def _to_thumb(size: tuple[int, int], shape: tuple) -> np.ndarray:
-    """Keypoint pixel coordinates of an image of ``size`` (width, height) -> those of its thumbnail (pixel
-    centres at whole numbers in both)."""
-    sx, sy = shape[1] / size[0], shape[0] / size[1]
-    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
 
 
 def spread(xy: np.ndarray, size: tuple[int, int]) -> float:

@@ -20,6 +20,8 @@ _KEYPOINT_LAB = np.dtype([("xy", "<f4", 2), ("desc", "u1", 32), ("lab", "u1", 3)
 _COLOURED = 1 << 31  # set in the count of a value whose keypoints carry their colour
 _THUMBED = 1 << 30  # set in the count of a value that holds a thumbnail after its size
 THUMB_SIDE = 48  # the thumbnail's long side in pixels: 48 x 36 x 3 bytes for a 4:3 picture
+DIFFERING = 16.0  # CIELAB distance (OpenCV's 8-bit scale) at which an overlaid thumbnail pixel differs
+MIN_OVERLAP = 20  # overlaid thumbnail pixels needed to compare (a 50% crop overlays ~430)
 _MIN_SIDE = 64  # ORB's 31-px patches need room: small content is upscaled to this short side first
 
 
@@ -99,10 +101,6 @@ def feature_size(value: bytes) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-def inliers(a: np.ndarray, b: np.ndarray, config: VerifyConfig) -> int:
-    """RANSAC homography inliers among the ratio-test matches of keypoints ``a`` and ``b``."""
-    homography, inlying, _ = fit(a, b, config.ratio, config.reprojection_px, config.min_inliers)
-    return len(inlying) if plausible(homography) else 0
 
 
 def fit(a: np.ndarray, b: np.ndarray, ratio: float, reprojection_px: float,
@@ -137,8 +135,59 @@ def plausible(homography: np.ndarray) -> bool:
 
 
 def pair_inliers(a: bytes, b: bytes, config: VerifyConfig) -> int:
-    """Inliers of the better of: a against b, a against b's mirror (a flipped copy)."""
+    """RANSAC homography inliers of the better of: a against b, a against b's mirror (a flipped copy); a
+    transform under which the thumbnails differ in more than ``max_differing`` of their overlap has none."""
     plain_a, _ = parse_features(a)
-    plain_b, mirror_b = parse_features(b)
-    best = inliers(plain_a, plain_b, config)
-    return best if best >= config.min_inliers else max(best, inliers(plain_a, mirror_b, config))
+    thumb_a, sizes = thumbnails(a)[0], (feature_size(a), feature_size(b))
+    best = 0
+    for other, thumb_b in zip(parse_features(b), thumbnails(b)):
+        homography, inlying, _ = fit(plain_a, other, config.ratio, config.reprojection_px, config.min_inliers)
+        found = len(inlying) if plausible(homography) else 0
+        if found and config.max_differing < 1 and laid_apart(thumb_a, thumb_b, homography, sizes,
+                                                             config.max_differing):
+            found = 0
+        best = max(best, found)
+        if best >= config.min_inliers:
+            break
+    return best
+
+
+def thumbnails(value: bytes) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The value's thumbnail and its mirror image (the mirror's keypoints are found in); None, None for values
+    written before it was stored."""
+    thumb = thumbnail(value)
+    return (None, None) if thumb is None else (thumb, np.ascontiguousarray(thumb[:, ::-1]))
+
+
+def laid_apart(thumb_a: np.ndarray | None, thumb_b: np.ndarray | None, homography: np.ndarray, sizes: tuple,
+               max_differing: float) -> bool:
+    """Whether the thumbnails, laid one over the other, differ in more than ``max_differing`` of their overlap;
+    False when a value holds no thumbnail or size (written before they were stored)."""
+    if thumb_a is None or thumb_b is None or None in sizes:
+        return False
+    return differing(thumb_a, thumb_b, homography, sizes) > max_differing
+
+
+def differing(thumb_a: np.ndarray, thumb_b: np.ndarray, homography: np.ndarray, sizes: tuple) -> float:
+    """The share of ``thumb_a``'s pixels under ``thumb_b``, laid over it by ``homography`` (keypoint pixels of
+    a to those of b, whose images are ``sizes``), whose colours differ by more than ``DIFFERING``; 1.0 when
+    fewer than ``MIN_OVERLAP`` pixels overlap. Both are blurred a little first: a crop's thumbnail is sharper
+    than the same part of its original's. A copy differs at its edges only; two products of one shape in
+    near colours, or two slides sharing a line of text, differ across the part that makes them two images."""
+    to_b = _to_thumb(sizes[1], thumb_b.shape) @ homography @ np.linalg.inv(_to_thumb(sizes[0], thumb_a.shape))
+    size, flags = (thumb_a.shape[1], thumb_a.shape[0]), cv2.WARP_INVERSE_MAP
+    laid = cv2.warpPerspective(thumb_b.astype(np.float32), to_b, size, flags=cv2.INTER_LINEAR | flags)
+    inside = cv2.warpPerspective(np.ones(thumb_b.shape[:2], np.uint8), to_b, size, flags=cv2.INTER_NEAREST | flags)
+    inside = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0  # interpolated border pixels left out
+    if inside.sum() < MIN_OVERLAP:
+        return 1.0
+    a = cv2.GaussianBlur(thumb_a.astype(np.float32), (0, 0), 1.0)[inside]
+    b = cv2.GaussianBlur(laid, (0, 0), 1.0)[inside]
+    return float((np.linalg.norm(a - b, axis=1) > DIFFERING).mean())
+
+
+def _to_thumb(size: tuple[int, int], shape: tuple) -> np.ndarray:
+    """Keypoint pixel coordinates of an image of ``size`` (width, height) -> those of its thumbnail (pixel
+    centres at whole numbers in both)."""
+    sx, sy = shape[1] / size[0], shape[0] / size[1]
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])

@@ -16,10 +16,11 @@ from dedup.config import PdqConfig, SearchConfig
 from dedup.detectors import pdq_pairs
 from support.dedup_reference import keypoint_pairs
 from dedup.pdq import PdqHasher
+from dedup.verify import _THUMBED, differing, feature_size, orb_features, parse_features, thumbnail
 from manifests import schema as col
 from manifests.io import write_parquet
 from pipelines.cli.corpus import load_photos, photo_dirs, png
-from support.evalset import objects_on_white, similar_scenes
+from support.evalset import objects_on_white, recolour, similar_scenes
 
 CONFIG = PdqConfig(enabled=True, verify={"enabled": True, "keypoints": {"enabled": True}})
 
@@ -109,8 +110,6 @@ def test_candidates_are_the_pairs_sharing_enough_uncapped_keys_whatever_the_key_
 
 
 def test_image_keys_are_distinct_and_tagged_by_table(photos):
-    from dedup.verify import orb_features
-
     config = CONFIG.verify.keypoints
     value = orb_features(np.asarray(photos["astronaut"]), CONFIG.verify.features)
     keys = keypoints.image_keys(value, config, keypoints.table_bits(config))
@@ -132,9 +131,6 @@ def test_the_keypoints_detector_is_opt_in():
 def test_a_crop_laid_over_its_original_differs_at_its_edges_only_and_a_recolour_across_it(photos):
     """``differing`` with a 70% crop's true transform: the crop's thumbnail agrees with its original's, the
     same crop with its hues turned a tenth of a circle does not."""
-    from dedup.verify import feature_size, orb_features, thumbnail
-    from support.evalset import recolour
-
     limit = CONFIG.verify.keypoints.max_differing
     for name in ("coffee", "astronaut"):
         original = np.asarray(photos[name].convert("RGB"))
@@ -145,13 +141,11 @@ def test_a_crop_laid_over_its_original_differs_at_its_edges_only_and_a_recolour_
         a, b, c = (orb_features(rgb, CONFIG.verify.features) for rgb in (original, crop, turned))
         to_crop = np.array([[1.0, 0, -x0], [0, 1, -y0], [0, 0, 1]])  # original's keypoint pixels -> the crop's
         sizes = (feature_size(a), feature_size(b))
-        assert keypoints.differing(thumbnail(a), thumbnail(b), to_crop, sizes) <= limit / 2, name
-        assert keypoints.differing(thumbnail(a), thumbnail(c), to_crop, sizes) > limit, name
+        assert differing(thumbnail(a), thumbnail(b), to_crop, sizes) <= limit / 2, name
+        assert differing(thumbnail(a), thumbnail(c), to_crop, sizes) > limit, name
 
 
 def test_a_value_written_before_the_thumbnail_parses_to_the_same_keypoints(photos):
-    from dedup.verify import _THUMBED, feature_size, orb_features, parse_features, thumbnail
-
     value = orb_features(np.asarray(photos["coffee"].convert("RGB")), CONFIG.verify.features)
     width, height = value[8], value[9]
     assert thumbnail(value).shape == (height, width, 3) and max(width, height) == 48
