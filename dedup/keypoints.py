@@ -8,7 +8,7 @@ like MinHash band keys: two images sharing ``min_shared`` keys are a candidate, 
 ``max_bucket`` images (a text corner, a white-background edge) pairs nobody. A candidate is a ``keypoints``
 pair when a homography close to a similarity (``max_rotation``, ``max_anisotropy``) has ``min_inliers``
 inliers, against the other image or its mirror, and the two thumbnails agree where it lays one over the
-other (``max_differing``); its similarity is the inliers' share of the smaller keypoint set.
+other (``verify.max_differing``); its similarity is the inliers' share of the smaller keypoint set.
 
 These functions are the kernels: ``support.dedup_reference.keypoint_pairs`` runs them over a whole run in
 one process (the reference), ``dedup.keypointjoin`` as partitioned tasks.
@@ -103,7 +103,7 @@ def _inliers(a: np.ndarray, b: np.ndarray, sizes: tuple, thumbs: tuple, config: 
         return 0
     if None not in sizes and max(spread(a["xy"][in_a], sizes[0]), spread(b["xy"][in_b], sizes[1])) < keys.min_spread:
         return 0
-    if laid_apart(*thumbs, homography, sizes, keys.max_differing):
+    if laid_apart(*thumbs, homography, sizes, config.max_differing):
         return 0
     return len(in_a)
 

@@ -131,7 +131,7 @@ def test_the_keypoints_detector_is_opt_in():
 def test_a_crop_laid_over_its_original_differs_at_its_edges_only_and_a_recolour_across_it(photos):
     """``differing`` with a 70% crop's true transform: the crop's thumbnail agrees with its original's, the
     same crop with its hues turned a tenth of a circle does not."""
-    limit = CONFIG.verify.keypoints.max_differing
+    limit = CONFIG.verify.max_differing
     for name in ("coffee", "astronaut"):
         original = np.asarray(photos[name].convert("RGB"))
         h, w = original.shape[:2]

@@ -129,6 +129,30 @@ def test_geometric_verification_accepts_edited_copies_and_refuses_other_pictures
     assert pair_inliers(features["photo"], features["other"], config) < config.min_inliers
 
 
+
+@pytest.mark.parametrize("first, second", [("neg_product_0_0028", "product_white_0_001"),
+                                           ("text_slide_0_003", "text_slide_0_005")])
+def test_look_alikes_that_share_a_transform_are_refused_by_their_pixels_and_their_crops_are_not(first, second):
+    """One product shape drawn twice in near colours, and two slides sharing lines of text, reach 25-54 inliers
+    of one plausible homography (pdq_verified paired both on the reporting split); laid one over the other by
+    it, their thumbnails differ across the subject. A crop of either still passes."""
+    from dedup.config import VerifyConfig
+    from dedup.verify import orb_features, pair_inliers
+    from support.evalset import HARD_MAKERS, SIZES, _rng
+
+    def made(name: str) -> np.ndarray:
+        rng = _rng(0, name)
+        image = HARD_MAKERS[second.rsplit("_0_", 1)[0]](rng, rng.choice(SIZES))
+        return np.asarray(Image.open(io.BytesIO(png(image))).convert("RGB"))
+
+    config, unchecked = VerifyConfig(enabled=True), VerifyConfig(enabled=True, max_differing=1.0)
+    a, b = made(first), made(second)
+    fa, fb = orb_features(a, config.features), orb_features(b, config.features)
+    crop = orb_features(np.ascontiguousarray(a[10:-20, 10:-30]), config.features)
+    assert pair_inliers(fa, fb, unchecked) >= config.min_inliers  # the keypoints alone pair them
+    assert pair_inliers(fa, fb, config) < config.min_inliers
+    assert pair_inliers(fa, crop, config) >= config.min_inliers
+
 def test_sscd_refuses_pairs_of_two_near_blank_images(tmp_path):
     from dedup.config import SscdConfig
     from dedup.detectors import sscd_pairs
