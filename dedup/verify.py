@@ -4,7 +4,7 @@ Two look-alike pictures (two product shots on white, two sunsets) can share a pe
 copy shares a geometric transform between many keypoints. The score phase stores each image's ORB
 keypoints (``orb_features``: of the content region and of its mirror, since ORB is rotation- but not
 reflection-invariant) and a small CIELAB thumbnail of the region; the dedup phase counts the inliers of the
-best homography between two images, and the keypoints detector lays one thumbnail over the other with it.
+best homography between two images and lays one thumbnail over the other with it.
 """
 
 from __future__ import annotations
@@ -101,8 +101,6 @@ def feature_size(value: bytes) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-
-
 def fit(a: np.ndarray, b: np.ndarray, ratio: float, reprojection_px: float,
         min_inliers: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """(RANSAC homography, indices of its inliers in ``a``, and in ``b``) among the ratio-test matches of
@@ -143,8 +141,7 @@ def pair_inliers(a: bytes, b: bytes, config: VerifyConfig) -> int:
     for other, thumb_b in zip(parse_features(b), thumbnails(b)):
         homography, inlying, _ = fit(plain_a, other, config.ratio, config.reprojection_px, config.min_inliers)
         found = len(inlying) if plausible(homography) else 0
-        if found and config.max_differing < 1 and laid_apart(thumb_a, thumb_b, homography, sizes,
-                                                             config.max_differing):
+        if found and laid_apart(thumb_a, thumb_b, homography, sizes, config.max_differing):
             found = 0
         best = max(best, found)
         if best >= config.min_inliers:
