@@ -67,9 +67,14 @@ def orb_features(rgb: np.ndarray, features: int) -> bytes:
             + mirror.tobytes())
 
 
+def _header(value: bytes) -> int:
+    """The uint32 an ``orb_features`` value starts with: the keypoint count and the ``_COLOURED``/``_THUMBED`` bits."""
+    return int(np.frombuffer(value[:4], dtype=np.uint32)[0])
+
+
 def _thumb_end(value: bytes) -> int:
     """Where the keypoints start in a coloured value: after the size and, in a thumbed one, the thumbnail."""
-    if not int(np.frombuffer(value[:4], dtype=np.uint32)[0]) & _THUMBED:
+    if not _header(value) & _THUMBED:
         return 8
     return 10 + 3 * value[8] * value[9]
 
@@ -77,7 +82,7 @@ def _thumb_end(value: bytes) -> int:
 def parse_features(value: bytes) -> tuple[np.ndarray, np.ndarray]:
     """``orb_features`` -> (keypoints of the image, keypoints of its mirror); values written before
     keypoints carried their colour parse too, without the ``lab`` field."""
-    header = int(np.frombuffer(value[:4], dtype=np.uint32)[0])
+    header = _header(value)
     coloured = bool(header & _COLOURED)
     points = np.frombuffer(value[_thumb_end(value):] if coloured else value[4:],
                            dtype=_KEYPOINT_LAB if coloured else _KEYPOINT)
@@ -87,7 +92,7 @@ def parse_features(value: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 def thumbnail(value: bytes) -> np.ndarray | None:
     """The CIELAB thumbnail an ``orb_features`` value holds; None for values written before it was stored."""
-    if not int(np.frombuffer(value[:4], dtype=np.uint32)[0]) & _THUMBED:
+    if not _header(value) & _THUMBED:
         return None
     width, height = value[8], value[9]
     return np.frombuffer(value[10:_thumb_end(value)], dtype=np.uint8).reshape(height, width, 3)
@@ -95,7 +100,7 @@ def thumbnail(value: bytes) -> np.ndarray | None:
 
 def feature_size(value: bytes) -> tuple[int, int] | None:
     """(width, height) of the image the keypoints were found in; None for values written before it was stored."""
-    if not int(np.frombuffer(value[:4], dtype=np.uint32)[0]) & _COLOURED:
+    if not _header(value) & _COLOURED:
         return None
     width, height = np.frombuffer(value[4:8], dtype=np.uint16)
     return int(width), int(height)

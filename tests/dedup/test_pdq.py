@@ -129,7 +129,6 @@ def test_geometric_verification_accepts_edited_copies_and_refuses_other_pictures
     assert pair_inliers(features["photo"], features["other"], config) < config.min_inliers
 
 
-
 @pytest.mark.parametrize("first, second", [("neg_product_0_0028", "product_white_0_001"),
                                            ("text_slide_0_003", "text_slide_0_005")])
 def test_look_alikes_that_share_a_transform_are_refused_by_their_pixels_and_their_crops_are_not(first, second):
@@ -140,9 +139,11 @@ def test_look_alikes_that_share_a_transform_are_refused_by_their_pixels_and_thei
     from dedup.verify import orb_features, pair_inliers
     from support.evalset import HARD_MAKERS, SIZES, _rng
 
+    make = HARD_MAKERS[second.rsplit("_0_", 1)[0]]  # both are drawn by the generator of the second's type
+
     def made(name: str) -> np.ndarray:
         rng = _rng(0, name)
-        image = HARD_MAKERS[second.rsplit("_0_", 1)[0]](rng, rng.choice(SIZES))
+        image = make(rng, rng.choice(SIZES))
         return np.asarray(Image.open(io.BytesIO(png(image))).convert("RGB"))
 
     config, unchecked = VerifyConfig(enabled=True), VerifyConfig(enabled=True, max_differing=1.0)
@@ -152,6 +153,7 @@ def test_look_alikes_that_share_a_transform_are_refused_by_their_pixels_and_thei
     assert pair_inliers(fa, fb, unchecked) >= config.min_inliers  # the keypoints alone pair them
     assert pair_inliers(fa, fb, config) < config.min_inliers
     assert pair_inliers(fa, crop, config) >= config.min_inliers
+
 
 def test_sscd_refuses_pairs_of_two_near_blank_images(tmp_path):
     from dedup.config import SscdConfig
