@@ -218,6 +218,39 @@ class KeepConfig(StrictModel):
                               "chain distinct pictures into one component, e.g. via a reused caption)")
 
 
+class PlacementConfig(StrictModel):
+    """Copies of the images ORB finds too few keypoints in (pastels, soft gradients, flat designs with a mark):
+    found by where one 48-pixel CIELAB thumbnail lies in the other (``dedup.placement``). An image with fewer
+    than ``below_keypoints`` keypoints also gets palette keys: each pair of colours covering ``palette_share`` of
+    its thumbnail, quantised on two offset grids; two images sharing one are a keypoints candidate. A candidate
+    with fewer than ``keypoints.min_inliers`` keypoints on one side (RANSAC cannot verify it) counts when the best
+    placement of one thumbnail in the other, as a crop (45-95% of each side, any position) or a copy turned
+    1.5-10.5 degrees, differs in at most ``max_differing`` of its pixels, by an RMS CIELAB distance (OpenCV's
+    8-bit scale) of at most ``max_distance`` and at most ``max_relative`` of the placed part's own variation,
+    which must reach ``min_variation`` (a flat part fits anywhere). Chosen on the tuning split
+    (``bench/placement_eval.py``, the most copies placed with no false pair): 111 of its 125 crops and turned
+    copies with under 25 keypoints; on the reporting split 84 of 107, no false pair among the candidates of 300
+    low-texture negatives (recolours included). A flat design's copy that cropped its mark away is a flat field:
+    it places nothing.
+    """
+
+    enabled: bool = Field(True, description="with keypoints.enabled: place the thumbnails of keypoint-poor images",
+                          json_schema_extra=FINDS)
+    below_keypoints: int = Field(50, ge=0, description="images with fewer ORB keypoints get palette keys",
+                                 json_schema_extra=FINDS)
+    palette_share: float = Field(0.02, gt=0, le=1, description="share of the thumbnail a colour must cover to "
+                                                               "enter a palette key", json_schema_extra=FINDS)
+    max_differing: float = Field(0.08, ge=0, le=1, description="share of the placed pixels that may differ "
+                                                              "(CIELAB distance over 16)", json_schema_extra=FINDS)
+    max_distance: float = Field(10.0, ge=0, description="RMS CIELAB distance (OpenCV 8-bit) of the placement",
+                                json_schema_extra=FINDS)
+    max_relative: float = Field(0.3, ge=0, description="that distance over the placed part's own variation + 1",
+                                json_schema_extra=FINDS)
+    min_variation: float = Field(3.0, ge=0, description="RMS CIELAB distance of the placed part from its mean "
+                                                        "colour: a flatter part places nothing",
+                                 json_schema_extra=FINDS)
+
+
 class KeypointConfig(StrictModel):
     """Candidates an off-centre crop or a small rotation can reach (detector ``keypoints``), verified before
     a pair counts. PDQ moves ~25 of 256 bits per 1% shift, so such copies never become PDQ candidates; their
@@ -267,6 +300,8 @@ class KeypointConfig(StrictModel):
     max_hue_shift: float = Field(45.0, ge=0, le=180, description="median hue shift, in degrees, between matched "
                                                                 "coloured keypoints a copy may show",
                                  json_schema_extra=FINDS)
+    placement: PlacementConfig = Field(PlacementConfig(), description="copies of keypoint-poor images, found by "
+                                       "placing one thumbnail in the other")
 
 
 class VerifyConfig(StrictModel):

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from dedup.config import KeypointConfig, VerifyConfig
 from dedup.cluster import SIMILARITY, found_pairs
+from dedup.keyjoin import CANDIDATE_SCHEMA
 from dedup.keypoints import KEY_SCHEMA, SHARED_SCHEMA, candidates, copy_score, key_rows, shared_keys
 from dedup.pdqverify import ROW_BYTES, _joined, attach_first, shuffle_features
 from dedup.plan import Plan
@@ -48,7 +49,7 @@ def keypoint_pairs(plan: Plan) -> int:
     shared_buckets = plan.buckets(pairs, KEY_BYTES)
     plan.each(pair_keys, [(keyed, b, keys.max_bucket, shared_buckets, shared) for b in range(key_buckets)])
     plan.each(count_shared, [(shared, b, keys.min_shared, feature_buckets, check) for b in range(shared_buckets)])
-    plan.each(attach_first, [(check, features, b, feature_buckets, half, SHARED_SCHEMA)
+    plan.each(attach_first, [(check, features, b, feature_buckets, half, CANDIDATE_SCHEMA)
                              for b in range(feature_buckets)])
     return sum(plan.each(verify_second, [(half, features, b, config, plan.layout.pairs_dir)
                                          for b in range(feature_buckets)]))
@@ -89,7 +90,7 @@ def count_shared(source: Path, bucket: int, min_shared: int, buckets: int, out: 
 
 def verify_second(half: Path, features: Path, bucket: int, config: VerifyConfig, out: Path) -> int:
     """Task: b's keypoints added, ORB + RANSAC run; verified pairs written as ``keypoints``."""
-    schema = {**SHARED_SCHEMA, "orb_a": pl.Binary}
+    schema = {**CANDIDATE_SCHEMA, "orb_a": pl.Binary}
     frame = _joined(scan_bucket(half, bucket, schema), features, bucket, "b", "orb_b")
     scores = pl.Series(SIMILARITY, [copy_score(a, b, config) for a, b in zip(frame["orb_a"], frame["orb_b"])],
                        dtype=pl.Float32)

@@ -10,6 +10,11 @@ pair when a homography close to a similarity (``max_rotation``, ``max_anisotropy
 inliers, against the other image or its mirror, and the two thumbnails agree where it lays one over the
 other (``verify.max_differing``); its similarity is the inliers' share of the smaller keypoint set.
 
+An image with fewer than ``placement.below_keypoints`` keypoints (a pastel, a soft gradient, a flat design) also
+gets palette keys (``palette_keys``): a candidate needs one of those only. A candidate with too few keypoints on
+one side for RANSAC to reach ``min_inliers`` is judged by placing one thumbnail in the other instead
+(``dedup.placement``); its similarity is 1 - the placement's relative distance.
+
 These functions are the kernels: ``support.dedup_reference.keypoint_pairs`` runs them over a whole run in
 one process (the reference), ``dedup.keypointjoin`` as partitioned tasks.
 """
@@ -19,8 +24,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+import cv2
+
 from dedup.config import KeypointConfig, VerifyConfig
-from dedup.verify import feature_size, fit, laid_apart, parse_features, plausible, thumbnails
+from dedup.placement import placed_copy
+from dedup.verify import feature_size, fit, laid_apart, parse_features, plausible, thumbnail, thumbnails
 from manifests import schema as col
 
 # The 128 descriptor bits (np.unpackbits order: byte-major, most significant bit first) whose mean over the
@@ -35,7 +43,9 @@ BALANCED_BITS = np.array([
     237, 239, 247, 248, 249, 254, 255])
 SEED = 24  # picks each table's bits: fixed, so the keys of two runs (and both engines) agree
 KEY_SCHEMA = {col.SAMPLE_ID: pl.String, "key": pl.UInt64}
-SHARED_SCHEMA = {"a": pl.String, "b": pl.String}
+SHARED_SCHEMA = {"a": pl.String, "b": pl.String, "palette": pl.Boolean}  # a row per key two images share
+PALETTE = np.uint64(0x80 << 56)  # set in a palette key: keypoint keys hold their table number (< 33) up there
+PALETTE_STEPS = np.array([16.0, 8.0, 8.0])  # CIELAB bin sides (OpenCV's 8-bit L, a, b) of a palette colour
 MIN_CHROMA = 12  # a keypoint's colour has a hue when its chroma (a, b distance from grey) is at least this
 MIN_COLOURED = 4  # matched keypoints with a hue needed before hues are compared
 GREY_GAIN = 1.5  # lightness gain a greyscale copy may show (greyscale conversion keeps lightness)
@@ -54,7 +64,26 @@ def image_keys(value: bytes, config: KeypointConfig, positions: np.ndarray) -> n
     weights = np.uint64(1) << np.arange(config.bits, dtype=np.uint64)
     keys = (bits.astype(np.uint64) * weights).sum(axis=2, dtype=np.uint64)
     keys |= np.arange(config.tables, dtype=np.uint64)[None, :] << np.uint64(56)
+    thumb = thumbnail(value)
+    if len(plain) < config.placement.below_keypoints and thumb is not None:
+        keys = np.concatenate([keys.ravel(), palette_keys(thumb, config.placement.palette_share)])
     return np.unique(keys)
+
+
+def palette_keys(thumb: np.ndarray, share: float) -> np.ndarray:
+    """uint64 keys of a thumbnail's palette: each pair of its colours covering ``share`` of it, quantised to
+    ``PALETTE_STEPS`` on two grids half a bin apart (a colour on one grid's bin edge is inside the other's). A crop
+    or a small turn keeps most of a palette's colours; a recolour or another design keeps few of its pairs."""
+    pixels = cv2.GaussianBlur(thumb.astype(np.float32), (0, 0), 1.0).reshape(-1, 3)
+    keys = []
+    for grid in (0, 1):
+        bins = np.floor(pixels / PALETTE_STEPS + grid / 2).astype(np.uint64)
+        colours, counts = np.unique((bins[:, 0] << np.uint64(12)) | (bins[:, 1] << np.uint64(6)) | bins[:, 2],
+                                    return_counts=True)
+        main = colours[counts >= share * len(pixels)]  # sorted
+        first, second = np.triu_indices(len(main), 1)
+        keys.append(PALETTE | np.uint64(grid << 48) | (main[first] << np.uint64(18)) | main[second])
+    return np.concatenate(keys)
 
 
 def key_rows(ids: pl.Series, values: list[bytes], config: KeypointConfig) -> pl.DataFrame:
@@ -67,26 +96,32 @@ def key_rows(ids: pl.Series, values: list[bytes], config: KeypointConfig) -> pl.
 
 
 def shared_keys(rows: pl.LazyFrame, max_bucket: int) -> pl.LazyFrame:
-    """(a, b), a < b, once per key both hold; keys held by one image or more than ``max_bucket`` dropped."""
+    """(a, b, palette), a < b, once per key both hold (palette: it is a palette key); keys held by one image or
+    more than ``max_bucket`` dropped."""
     holders = (rows.unique().group_by("key").agg(pl.col(col.SAMPLE_ID).sort().alias("a"))
                .filter(pl.col("a").list.len().is_between(2, max_bucket)))
-    return (holders.select("a", pl.col("a").alias("b")).explode("a").explode("b")
+    palette = (pl.col("key") & pl.lit(int(PALETTE), pl.UInt64)) > 0
+    return (holders.select("a", pl.col("a").alias("b"), palette.alias("palette")).explode("a").explode("b")
             .filter(pl.col("a") < pl.col("b")))
 
 
 def candidates(shared: pl.LazyFrame, min_shared: int) -> pl.LazyFrame:
-    """Pairs sharing at least ``min_shared`` keys, sorted."""
-    return (shared.group_by("a", "b").len().filter(pl.col("len") >= min_shared).select("a", "b")
-            .sort("a", "b"))
+    """Pairs sharing at least ``min_shared`` keys, or one palette key, sorted."""
+    return (shared.group_by("a", "b").agg(pl.len(), pl.col("palette").any())
+            .filter((pl.col("len") >= min_shared) | pl.col("palette")).select("a", "b").sort("a", "b"))
 
 
 def copy_score(a: bytes, b: bytes, config: VerifyConfig) -> float:
     """The inliers' share of the smaller keypoint set for a plausible near-similarity with at least
-    ``keypoints.min_inliers`` inliers (a against b, else a against b's mirror); 0.0 when neither has one."""
+    ``keypoints.min_inliers`` inliers (a against b, else a against b's mirror); 0.0 when neither has one. With
+    fewer keypoints than that on one side, the placement's score (``dedup.placement.placed_copy``) instead."""
     plain_a, _ = parse_features(a)
     plain_b, mirror_b = parse_features(b)
-    sizes = (feature_size(a), feature_size(b))
     thumb_a = thumbnails(a)[0]
+    keys = config.keypoints
+    if min(len(plain_a), len(plain_b)) < keys.min_inliers:
+        return placed_copy(thumb_a, thumbnail(b), keys.placement) if keys.placement.enabled else 0.0
+    sizes = (feature_size(a), feature_size(b))
     for other, thumb_b in zip((plain_b, mirror_b), thumbnails(b)):
         found = _inliers(plain_a, other, sizes, (thumb_a, thumb_b), config)
         if found:

@@ -1,0 +1,123 @@
+"""Where one thumbnail lies in another: crops and small turns of the images ORB finds no keypoints in.
+
+A pastel landscape, a soft gradient or a flat design with a mark has too few ORB keypoints for RANSAC to
+verify a copy (``dedup.keypoints``: fewer than ``min_inliers``), and PDQ refuses to hash it. Its 48-pixel
+CIELAB thumbnail (stored with the keypoints, ``dedup.verify.thumbnail``) still shows its layout, and a crop or
+a turned copy shows part of it. ``placement`` searches where the smaller-looking one lies in the other: every
+scale from ``SCALES`` (a crop keeping 45-95% of each side), at every position (``cv2.matchTemplate``), and,
+for a copy turned about its centre, every angle of ``ANGLES`` with the turned copy's middle ``TURN_INNER`` (its
+corners are fill), both ways round. The best placement (least mean squared difference) is then judged:
+
+- its pixels agree: at most ``max_differing`` of the overlap differs by a CIELAB distance over ``DIFFERING``
+  (``dedup.verify``'s), and the root-mean-square distance is at most ``max_distance``;
+- the agreement means something: that distance is at most ``max_relative`` of the placed part's own variation
+  (its RMS distance from its mean colour, plus 1), and that variation is at least ``min_variation``. A flat part
+  fits anywhere in anything of its colour, so it places nothing.
+
+Distances are in OpenCV's 8-bit CIELAB (L x 2.55, a + 128, b + 128), both thumbnails blurred by sigma 1 first
+(a crop's thumbnail is sharper than the same part of its original's). Settings chosen on the tuning split
+(``bench/placement_eval.py``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from dedup.config import PlacementConfig
+from dedup.verify import DIFFERING
+
+SCALES = np.round(np.arange(0.45, 0.951, 0.025), 3)  # the placed thumbnail's width over the other's
+ANGLES = tuple(float(a) for a in np.arange(-10.5, 10.51, 0.75) if abs(a) >= 1.5)  # degrees, a turned copy
+TURN_INNER = 0.8  # the middle of a turned copy that is picture: at 10 degrees its corners are fill
+MIN_PIXELS = 20  # placed pixels needed to judge a placement
+
+
+class Placed(NamedTuple):
+    """A placement judged: share of differing pixels, RMS distance, the placed part's own variation."""
+
+    differing: float
+    distance: float
+    variation: float
+
+    @property
+    def relative(self) -> float:
+        return self.distance / (self.variation + 1.0)
+
+
+def placement(thumb_a: np.ndarray, thumb_b: np.ndarray) -> Placed | None:
+    """The best placement of either thumbnail (uint8 CIELAB) in the other, as a crop or a turned copy; None when
+    neither fits (the placed one larger than the other at every scale)."""
+    a, b = _blurred(thumb_a), _blurred(thumb_b)
+    found = [_best(x, y, inner, angles, scales) for x, y in ((a, b), (b, a))
+             for inner, angles, scales in ((1.0, (0.0,), SCALES), (TURN_INNER, ANGLES, (1.0,)))]
+    judged = [_judge(*f) for f in found if f is not None]
+    return min(judged, key=lambda p: p.relative, default=None)
+
+
+def placed_copy(thumb_a: np.ndarray | None, thumb_b: np.ndarray | None, config: PlacementConfig) -> float:
+    """1 - the best placement's relative distance when it passes every check of the module; 0.0 otherwise (or
+    when a value holds no thumbnail: written before it was stored)."""
+    if thumb_a is None or thumb_b is None:
+        return 0.0
+    found = placement(thumb_a, thumb_b)
+    if found is None or not (found.differing <= config.max_differing and found.distance <= config.max_distance
+                             and found.variation >= config.min_variation
+                             and found.relative <= config.max_relative):
+        return 0.0
+    return 1.0 - found.relative
+
+
+def _blurred(thumb: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(thumb.astype(np.float32), (0, 0), 1.0)
+
+
+def _best(image: np.ndarray, other: np.ndarray, inner: float, angles: tuple, scales: tuple) -> tuple | None:
+    """(image, template, mask, top-left) of the least mean squared difference placing ``other``'s middle ``inner``
+    part, turned by each of ``angles`` and scaled so ``other``'s width is each of ``scales`` of ``image``'s."""
+    middle = _middle(other, inner)
+    best, score = None, np.inf
+    for angle in angles:
+        for scale in scales:
+            warped = _warp(middle, angle, scale * image.shape[1] / other.shape[1], image.shape)
+            if warped is None:
+                continue
+            template, mask = warped
+            squared = cv2.matchTemplate(image, template, cv2.TM_SQDIFF, mask=np.repeat(mask[..., None], 3, axis=2))
+            low, _, at, _ = cv2.minMaxLoc(squared)
+            if low / mask.sum() < score:
+                best, score = (image, template, mask, at), low / mask.sum()
+    return best
+
+
+def _middle(thumb: np.ndarray, inner: float) -> np.ndarray:
+    h, w = thumb.shape[:2]
+    ih, iw = max(4, round(h * inner)), max(4, round(w * inner))
+    return thumb[(h - ih) // 2:(h - ih) // 2 + ih, (w - iw) // 2:(w - iw) // 2 + iw]
+
+
+def _warp(part: np.ndarray, angle: float, scale: float, within: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+    """(template, float32 0/1 mask with its border eroded) of ``part`` turned by ``angle`` degrees and scaled by
+    ``scale`` into its bounding box; None when that box does not fit ``within`` or too few pixels remain."""
+    h, w = part.shape[:2]
+    cos, sin = abs(np.cos(np.radians(angle))), abs(np.sin(np.radians(angle)))
+    box_w, box_h = int(np.ceil(scale * (w * cos + h * sin))), int(np.ceil(scale * (w * sin + h * cos)))
+    if box_w > within[1] or box_h > within[0] or min(box_w, box_h) < 6:
+        return None
+    matrix = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, scale)
+    matrix[:, 2] += (box_w / 2 - w / 2, box_h / 2 - h / 2)
+    template = cv2.warpAffine(part, matrix, (box_w, box_h), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpAffine(np.ones((h, w), np.uint8), matrix, (box_w, box_h), flags=cv2.INTER_NEAREST)
+    mask = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(np.float32)
+    return None if mask.sum() < MIN_PIXELS else (template, mask)
+
+
+def _judge(image: np.ndarray, template: np.ndarray, mask: np.ndarray, at: tuple[int, int]) -> Placed:
+    under = image[at[1]:at[1] + template.shape[0], at[0]:at[0] + template.shape[1]]
+    inside = mask > 0
+    distance = np.linalg.norm(under[inside] - template[inside], axis=1)
+    part = template[inside]
+    variation = float(np.sqrt(((part - part.mean(0)) ** 2).sum(1).mean()))
+    return Placed(float((distance > DIFFERING).mean()), float(np.sqrt((distance ** 2).mean())), variation)
