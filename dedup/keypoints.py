@@ -46,6 +46,7 @@ KEY_SCHEMA = {col.SAMPLE_ID: pl.String, "key": pl.UInt64}
 SHARED_SCHEMA = {"a": pl.String, "b": pl.String, "palette": pl.Boolean}  # a row per key two images share
 PALETTE = np.uint64(0x80 << 56)  # set in a palette key: keypoint keys hold their table number (< 33) up there
 PALETTE_STEPS = np.array([16.0, 8.0, 8.0])  # CIELAB bin sides (OpenCV's 8-bit L, a, b) of a palette colour
+PALETTE_COLOURS = 12  # the most covering colours kept per grid: at most 66 keys each, whatever the picture
 MIN_CHROMA = 12  # a keypoint's colour has a hue when its chroma (a, b distance from grey) is at least this
 MIN_COLOURED = 4  # matched keypoints with a hue needed before hues are compared
 GREY_GAIN = 1.5  # lightness gain a greyscale copy may show (greyscale conversion keeps lightness)
@@ -71,16 +72,18 @@ def image_keys(value: bytes, config: KeypointConfig, positions: np.ndarray) -> n
 
 
 def palette_keys(thumb: np.ndarray, share: float) -> np.ndarray:
-    """uint64 keys of a thumbnail's palette: each pair of its colours covering ``share`` of it, quantised to
-    ``PALETTE_STEPS`` on two grids half a bin apart (a colour on one grid's bin edge is inside the other's). A crop
-    or a small turn keeps most of a palette's colours; a recolour or another design keeps few of its pairs."""
+    """uint64 keys of a thumbnail's palette: each pair of its colours covering ``share`` of it (the
+    ``PALETTE_COLOURS`` that cover most), quantised to ``PALETTE_STEPS`` on two grids half a bin apart (a colour
+    on one grid's bin edge is inside the other's). A crop or a small turn keeps most of a palette's colours; a
+    recolour or another design keeps few of its pairs."""
     pixels = cv2.GaussianBlur(thumb.astype(np.float32), (0, 0), 1.0).reshape(-1, 3)
     keys = []
     for grid in (0, 1):
         bins = np.floor(pixels / PALETTE_STEPS + grid / 2).astype(np.uint64)
         colours, counts = np.unique((bins[:, 0] << np.uint64(12)) | (bins[:, 1] << np.uint64(6)) | bins[:, 2],
                                     return_counts=True)
-        main = colours[counts >= share * len(pixels)]  # sorted
+        covering = np.flatnonzero(counts >= share * len(pixels))
+        main = np.sort(colours[covering[np.argsort(-counts[covering], kind="stable")[:PALETTE_COLOURS]]])
         first, second = np.triu_indices(len(main), 1)
         keys.append(PALETTE | np.uint64(grid << 48) | (main[first] << np.uint64(18)) | main[second])
     return np.concatenate(keys)
