@@ -238,7 +238,7 @@ class PlacementConfig(StrictModel):
                           json_schema_extra=FINDS)
     below_keypoints: int = Field(50, ge=0, description="images with fewer ORB keypoints get palette keys",
                                  json_schema_extra=FINDS)
-    palette_share: float = Field(0.02, gt=0, le=1, description="share of the thumbnail a colour must cover to "
+    palette_share: float = Field(0.01, gt=0, le=1, description="share of the thumbnail a colour must cover to "
                                                                "enter a palette key", json_schema_extra=FINDS)
     max_differing: float = Field(0.08, ge=0, le=1, description="share of the placed pixels that may differ "
                                                               "(CIELAB distance over 16)", json_schema_extra=FINDS)

@@ -85,8 +85,8 @@ def _best(image: np.ndarray, other: np.ndarray, inner: float, angles: tuple, sca
             if warped is None:
                 continue
             template, mask = warped
-            squared = cv2.matchTemplate(image, template, cv2.TM_SQDIFF, mask=np.repeat(mask[..., None], 3, axis=2))
-            low, _, at, _ = cv2.minMaxLoc(squared)
+            masked = {} if angle == 0 else {"mask": np.repeat(mask[..., None], 3, axis=2)}  # a crop fills its box
+            low, _, at, _ = cv2.minMaxLoc(cv2.matchTemplate(image, template, cv2.TM_SQDIFF, **masked))
             if low / mask.sum() < score:
                 best, score = (image, template, mask, at), low / mask.sum()
     return best
@@ -99,13 +99,15 @@ def _middle(thumb: np.ndarray, inner: float) -> np.ndarray:
 
 
 def _warp(part: np.ndarray, angle: float, scale: float, within: tuple) -> tuple[np.ndarray, np.ndarray] | None:
-    """(template, float32 0/1 mask with its border eroded) of ``part`` turned by ``angle`` degrees and scaled by
-    ``scale`` into its bounding box; None when that box does not fit ``within`` or too few pixels remain."""
+    """(template, float32 0/1 mask: a turned template's border eroded) of ``part`` turned by ``angle`` degrees and
+    scaled by ``scale`` into its bounding box; None when that box does not fit ``within`` or too few pixels remain."""
     h, w = part.shape[:2]
     cos, sin = abs(np.cos(np.radians(angle))), abs(np.sin(np.radians(angle)))
     box_w, box_h = int(np.ceil(scale * (w * cos + h * sin))), int(np.ceil(scale * (w * sin + h * cos)))
     if box_w > within[1] or box_h > within[0] or min(box_w, box_h) < 6:
         return None
+    if angle == 0:  # a crop: resized, every pixel of its box is picture
+        return cv2.resize(part, (box_w, box_h), interpolation=cv2.INTER_AREA), np.ones((box_h, box_w), np.float32)
     matrix = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, scale)
     matrix[:, 2] += (box_w / 2 - w / 2, box_h / 2 - h / 2)
     template = cv2.warpAffine(part, matrix, (box_w, box_h), flags=cv2.INTER_LINEAR)
