@@ -228,10 +228,11 @@ class PlacementConfig(StrictModel):
     1.5-10.5 degrees, differs in at most ``max_differing`` of its pixels, by an RMS CIELAB distance (OpenCV's
     8-bit scale) of at most ``max_distance`` and at most ``max_relative`` of the placed part's own variation,
     which must reach ``min_variation`` (a flat part fits anywhere). Chosen on the tuning split
-    (``bench/placement_eval.py``, the most copies placed with no false pair): 111 of its 125 crops and turned
-    copies with under 25 keypoints; on the reporting split 84 of 107, no false pair among the candidates of 300
-    low-texture negatives (recolours included). A flat design's copy that cropped its mark away is a flat field:
-    it places nothing.
+    (``bench/placement_eval.py``, the most copies placed with no false pair): 120 of its 125 crops and turned
+    copies with under 25 keypoints; on the reporting split 98 of 107, no false pair among the candidates of 300
+    low-texture negatives (recolours included); about 9 ms per placement. A flat design's copy that cropped its
+    mark away is a flat field: it places nothing. Palette keys add 12% key rows and 40% candidates per image at
+    1M images (``bench/palette_cost.py``).
     """
 
     enabled: bool = Field(True, description="with keypoints.enabled: place the thumbnails of keypoint-poor images",
@@ -269,8 +270,8 @@ class KeypointConfig(StrictModel):
 
     enabled: bool = Field(False, description="with pdq.verify.enabled: find keypoints pairs (crops at any "
                                              "position, small rotations). Off by default: its candidates grow "
-                                             "with the corpus (~15,000 per image at 1M), and on the reporting "
-                                             "split one product drawn twice still pairs (precision 0.985)")
+                                             "with the corpus (~21,000 per image at 1M), and on the reporting "
+                                             "split one product drawn twice still pairs (precision 0.987)")
     points: int = Field(100, ge=4, le=5000, description="strongest ORB keypoints per image turned into keys",
                         json_schema_extra=FINDS)
     bits: int = Field(24, ge=8, le=48, description="descriptor bits per key: more, fewer chance collisions "
