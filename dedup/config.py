@@ -235,8 +235,8 @@ class PlacementConfig(StrictModel):
     1M images (``bench/palette_cost.py``).
     """
 
-    enabled: bool = Field(True, description="with keypoints.enabled: place the thumbnails of keypoint-poor images",
-                          json_schema_extra=FINDS)
+    enabled: bool = Field(True, description="with keypoints.enabled: palette keys for keypoint-poor images, and "
+                                            "their candidates judged by placement", json_schema_extra=FINDS)
     below_keypoints: int = Field(50, ge=0, description="images with fewer ORB keypoints get palette keys",
                                  json_schema_extra=FINDS)
     palette_share: float = Field(0.01, gt=0, le=1, description="share of the thumbnail a colour must cover to "

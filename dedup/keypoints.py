@@ -21,10 +21,9 @@ one process (the reference), ``dedup.keypointjoin`` as partitioned tasks.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import polars as pl
-
-import cv2
 
 from dedup.config import KeypointConfig, VerifyConfig
 from dedup.placement import placed_copy
@@ -66,7 +65,7 @@ def image_keys(value: bytes, config: KeypointConfig, positions: np.ndarray) -> n
     keys = (bits.astype(np.uint64) * weights).sum(axis=2, dtype=np.uint64)
     keys |= np.arange(config.tables, dtype=np.uint64)[None, :] << np.uint64(56)
     thumb = thumbnail(value)
-    if len(plain) < config.placement.below_keypoints and thumb is not None:
+    if config.placement.enabled and len(plain) < config.placement.below_keypoints and thumb is not None:
         keys = np.concatenate([keys.ravel(), palette_keys(thumb, config.placement.palette_share)])
     return np.unique(keys)
 
