@@ -5,8 +5,8 @@ verify a copy (``dedup.keypoints``: fewer than ``min_inliers``), and PDQ refuses
 CIELAB thumbnail (stored with the keypoints, ``dedup.verify.thumbnail``) still shows its layout, and a crop or
 a turned copy shows part of it. ``placement`` searches where the smaller-looking one lies in the other: every
 scale from ``SCALES`` (a crop keeping 45-95% of each side), at every position (``cv2.matchTemplate``), and,
-for a copy turned about its centre, every angle of ``ANGLES`` (then ``FINE`` degrees either side of the best) with
-the turned copy's middle ``TURN_INNER`` (its corners are fill), both ways round. The best placement (least mean squared difference) is then judged:
+for a copy turned about its centre, every angle of ``ANGLES`` with the turned copy's middle ``TURN_INNER`` (its
+corners are fill), both ways round. The best placement (least mean squared difference) is then judged:
 
 - its pixels agree: at most ``max_differing`` of the overlap differs by a CIELAB distance over ``DIFFERING``
   (``dedup.verify``'s), and the root-mean-square distance is at most ``max_distance``;
@@ -30,8 +30,9 @@ from dedup.config import PlacementConfig
 from dedup.verify import DIFFERING
 
 SCALES = np.round(np.arange(0.45, 0.951, 0.025), 3)  # the placed thumbnail's width over the other's
-ANGLES = tuple(float(a) for a in np.arange(-10.5, 10.51, 1.5) if abs(a) >= 1.5)  # degrees, a turned copy
-FINE = 0.75  # the best of ``ANGLES`` is tried this many degrees either side too
+# degrees, a turned copy: every 0.75 (a search every 1.5 refined 0.75 either side of its best is a third faster
+# and lost 2 of the tuning split's 58 turned copies)
+ANGLES = tuple(float(a) for a in np.arange(-10.5, 10.51, 0.75) if abs(a) >= 1.5)
 TURN_INNER = 0.8  # the middle of a turned copy that is picture: at 10 degrees its corners are fill
 MIN_PIXELS = 20  # placed pixels needed to judge a placement
 
@@ -52,13 +53,8 @@ def placement(thumb_a: np.ndarray, thumb_b: np.ndarray) -> Placed | None:
     """The best placement of either thumbnail (uint8 CIELAB) in the other, as a crop or a turned copy; None when
     neither fits (the placed one larger than the other at every scale)."""
     a, b = _blurred(thumb_a), _blurred(thumb_b)
-    found = []
-    for x, y in ((a, b), (b, a)):
-        found.append(_best(x, y, 1.0, (0.0,), SCALES))
-        turned = _best(x, y, TURN_INNER, ANGLES, (1.0,))
-        if turned is not None:  # the coarse angle's neighbours, FINE degrees either side
-            finer = _best(x, y, TURN_INNER, (turned.angle - FINE, turned.angle + FINE), (1.0,))
-            found.append(turned if finer is None or turned.score <= finer.score else finer)
+    found = [_best(x, y, inner, angles, scales) for x, y in ((a, b), (b, a))
+             for inner, angles, scales in ((1.0, (0.0,), SCALES), (TURN_INNER, ANGLES, (1.0,)))]
     judged = [_judge(f) for f in found if f is not None]
     return min(judged, key=lambda p: p.relative, default=None)
 
@@ -85,7 +81,6 @@ class _Fit(NamedTuple):
     template: np.ndarray
     mask: np.ndarray
     at: tuple[int, int]  # the template's top-left in the image
-    angle: float
     score: float  # mean squared difference over the mask
 
 
@@ -93,7 +88,7 @@ def _best(image: np.ndarray, other: np.ndarray, inner: float, angles: tuple, sca
     """The least mean squared difference placing ``other``'s middle ``inner`` part, turned by each of ``angles``
     and scaled so ``other``'s width is each of ``scales`` of ``image``'s; None when none fits."""
     middle = _middle(other, inner)
-    best, score = None, np.inf
+    best = None
     for angle in angles:
         for scale in scales:
             warped = _warp(middle, angle, scale * image.shape[1] / other.shape[1], image.shape)
@@ -102,8 +97,9 @@ def _best(image: np.ndarray, other: np.ndarray, inner: float, angles: tuple, sca
             template, mask = warped
             masked = {} if angle == 0 else {"mask": np.repeat(mask[..., None], 3, axis=2)}  # a crop fills its box
             low, _, at, _ = cv2.minMaxLoc(cv2.matchTemplate(image, template, cv2.TM_SQDIFF, **masked))
-            if low / mask.sum() < score:
-                best, score = _Fit(image, template, mask, at, angle, low / mask.sum()), low / mask.sum()
+            fit = _Fit(image, template, mask, at, low / mask.sum())
+            if best is None or fit.score < best.score:
+                best = fit
     return best
 
 
