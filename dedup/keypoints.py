@@ -21,13 +21,12 @@ one process (the reference), ``dedup.keypointjoin`` as partitioned tasks.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import polars as pl
 
 from dedup.config import KeypointConfig, VerifyConfig
 from dedup.placement import placed_copy
-from dedup.verify import feature_size, fit, laid_apart, parse_features, plausible, thumbnail, thumbnails
+from dedup.verify import blurred, feature_size, fit, laid_apart, parse_features, plausible, thumbnail, thumbnails
 from manifests import schema as col
 
 # The 128 descriptor bits (np.unpackbits order: byte-major, most significant bit first) whose mean over the
@@ -75,7 +74,7 @@ def palette_keys(thumb: np.ndarray, share: float) -> np.ndarray:
     ``PALETTE_COLOURS`` that cover most), quantised to ``PALETTE_STEPS`` on two grids half a bin apart (a colour
     on one grid's bin edge is inside the other's). A crop or a small turn keeps most of a palette's colours; a
     recolour or another design keeps few of its pairs."""
-    pixels = cv2.GaussianBlur(thumb.astype(np.float32), (0, 0), 1.0).reshape(-1, 3)
+    pixels = blurred(thumb).reshape(-1, 3)
     keys = []
     for grid in (0, 1):
         bins = np.floor(pixels / PALETTE_STEPS + grid / 2).astype(np.uint64)

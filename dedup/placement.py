@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from dedup.config import PlacementConfig
-from dedup.verify import DIFFERING
+from dedup.verify import DIFFERING, blurred
 
 SCALES = np.round(np.arange(0.45, 0.951, 0.025), 3)  # the placed thumbnail's width over the other's
 # degrees, a turned copy: every 0.75 (a search every 1.5 refined 0.75 either side of its best is a third faster
@@ -52,7 +52,7 @@ class Placed(NamedTuple):
 def placement(thumb_a: np.ndarray, thumb_b: np.ndarray) -> Placed | None:
     """The best placement of either thumbnail (uint8 CIELAB) in the other, as a crop or a turned copy; None when
     neither fits (the placed one larger than the other at every scale)."""
-    a, b = _blurred(thumb_a), _blurred(thumb_b)
+    a, b = blurred(thumb_a), blurred(thumb_b)
     found = [_best(x, y, inner, angles, scales) for x, y in ((a, b), (b, a))
              for inner, angles, scales in ((1.0, (0.0,), SCALES), (TURN_INNER, ANGLES, (1.0,)))]
     judged = [_judge(f) for f in found if f is not None]
@@ -70,10 +70,6 @@ def placed_copy(thumb_a: np.ndarray | None, thumb_b: np.ndarray | None, config: 
                              and found.relative <= config.max_relative):
         return 0.0
     return 1.0 - found.relative
-
-
-def _blurred(thumb: np.ndarray) -> np.ndarray:
-    return cv2.GaussianBlur(thumb.astype(np.float32), (0, 0), 1.0)
 
 
 class _Fit(NamedTuple):

@@ -183,9 +183,14 @@ def differing(thumb_a: np.ndarray, thumb_b: np.ndarray, homography: np.ndarray, 
     inside = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0  # interpolated border pixels left out
     if inside.sum() < MIN_OVERLAP:
         return 1.0
-    a = cv2.GaussianBlur(thumb_a.astype(np.float32), (0, 0), 1.0)[inside]
-    b = cv2.GaussianBlur(laid, (0, 0), 1.0)[inside]
+    a, b = blurred(thumb_a)[inside], blurred(laid)[inside]
     return float((np.linalg.norm(a - b, axis=1) > DIFFERING).mean())
+
+
+def blurred(thumb: np.ndarray) -> np.ndarray:
+    """A thumbnail as float32, blurred by sigma 1: thumbnails are compared blurred, since a crop's thumbnail is
+    sharper than the same part of its original's."""
+    return cv2.GaussianBlur(thumb.astype(np.float32), (0, 0), 1.0)
 
 
 def _to_thumb(size: tuple[int, int], shape: tuple) -> np.ndarray:
