@@ -24,9 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.geometry_candidates import RESULTS, features, true_pairs  # noqa: E402
 from bench.geometry_eval import CONFIG, build  # noqa: E402
 from dedup.keypoints import near_similarity, same_colours, spread  # noqa: E402
-from dedup.verify import differing, feature_size, fit, parse_features, plausible, thumbnails  # noqa: E402
+from dedup.verify import (feature_size, fit, overlay, parse_features, plausible, subject_distance,  # noqa: E402
+                          thumbnails)
 
-CHECKS = ("few keypoints", "inliers", "implausible", "not a similarity", "colours", "spread", "pixels", "OK")
+CHECKS = ("few keypoints", "inliers", "implausible", "not a similarity", "colours", "spread", "pixels", "subject",
+          "OK")
 
 
 def first_failure(a: bytes, b: bytes) -> str:
@@ -37,6 +39,7 @@ def first_failure(a: bytes, b: bytes) -> str:
     reached = []
     for other, thumb_b in zip(parse_features(b), thumbnails(b)):
         homography, in_a, in_b = fit(plain_a, other, verify.ratio, verify.reprojection_px, 4)
+        laid = overlay(thumb_a, thumb_b, homography, sizes) if plausible(homography) else None
         checks = [
             ("few keypoints", min(len(plain_a), len(other)) >= keys.min_inliers),
             ("inliers", len(in_a) >= keys.min_inliers),
@@ -45,7 +48,8 @@ def first_failure(a: bytes, b: bytes) -> str:
             ("colours", lambda: same_colours(plain_a["lab"][in_a], other["lab"][in_b], keys)),
             ("spread", lambda: max(spread(plain_a["xy"][in_a], sizes[0]),
                                    spread(other["xy"][in_b], sizes[1])) >= keys.min_spread),
-            ("pixels", lambda: differing(thumb_a, thumb_b, homography, sizes) <= verify.max_differing)]
+            ("pixels", lambda: laid is not None and laid.differing() <= verify.max_differing),
+            ("subject", lambda: subject_distance(laid) <= keys.max_subject_distance)]
         failed = next((name for name, ok in checks if not (ok() if callable(ok) else ok)), "OK")
         reached.append(CHECKS.index(failed))
     return CHECKS[max(reached)]

@@ -263,7 +263,8 @@ class KeypointConfig(StrictModel):
     whose inliers reach across one image (``min_spread``: a shared banner or logo does not), whose matched
     keypoints' colours agree (``max_gain``, ``max_hue_shift``: one shape in two colours is two images) and
     whose thumbnails, laid one over the other by that transform, differ in at most ``verify.max_differing``
-    of the overlap.
+    of the overlap and agree over their subject (``max_subject_distance``: a look-alike product on white agrees
+    over the white and differs across the product).
     Key settings chosen on a scratch half of the bundled photos (crops 50-90% at any position, rotations 3-10
     degrees), verification settings on ``support.evalset``'s tuning split (``bench/geometry_eval.py``).
     """
@@ -301,6 +302,12 @@ class KeypointConfig(StrictModel):
     max_hue_shift: float = Field(45.0, ge=0, le=180, description="median hue shift, in degrees, between matched "
                                                                 "coloured keypoints a copy may show",
                                  json_schema_extra=FINDS)
+    max_subject_distance: float = Field(4.0, ge=0, description="median CIELAB distance (OpenCV's 8-bit scale) "
+                                        "between the laid thumbnails over their subject, the pixels off the "
+                                        "background, a pixel of misregistration forgiven: on the tuning split "
+                                        "crops and turns agree within 3.4, look-alike products and slides "
+                                        "sharing a title differ by 3.6-40",
+                                        json_schema_extra=FINDS)
     placement: PlacementConfig = Field(PlacementConfig(), description="copies of keypoint-poor images, found by "
                                        "placing one thumbnail in the other")
 

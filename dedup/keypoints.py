@@ -8,7 +8,9 @@ like MinHash band keys: two images sharing ``min_shared`` keys are a candidate, 
 ``max_bucket`` images (a text corner, a white-background edge) pairs nobody. A candidate is a ``keypoints``
 pair when a homography close to a similarity (``max_rotation``, ``max_anisotropy``) has ``min_inliers``
 inliers, against the other image or its mirror, and the two thumbnails agree where it lays one over the
-other (``verify.max_differing``); its similarity is the inliers' share of the smaller keypoint set.
+other: few pixels differ (``verify.max_differing``) and the subject, off the background, agrees
+(``max_subject_distance``: a look-alike product on white differs in a small part of the picture, but across
+all of its subject). Its similarity is the inliers' share of the smaller keypoint set.
 
 An image with fewer than ``placement.below_keypoints`` keypoints (a pastel, a soft gradient, a flat design) also
 gets palette keys (``palette_keys``): a candidate needs one of those only. A candidate with too few keypoints on
@@ -26,7 +28,8 @@ import polars as pl
 
 from dedup.config import KeypointConfig, VerifyConfig
 from dedup.placement import placed_copy
-from dedup.verify import blurred, feature_size, fit, laid_apart, parse_features, plausible, thumbnail, thumbnails
+from dedup.verify import (blurred, feature_size, fit, overlay, parse_features, plausible, subject_distance,
+                          thumbnail, thumbnails)
 from manifests import schema as col
 
 # The 128 descriptor bits (np.unpackbits order: byte-major, most significant bit first) whose mean over the
@@ -139,7 +142,10 @@ def _inliers(a: np.ndarray, b: np.ndarray, sizes: tuple, thumbs: tuple, config: 
         return 0
     if None not in sizes and max(spread(a["xy"][in_a], sizes[0]), spread(b["xy"][in_b], sizes[1])) < keys.min_spread:
         return 0
-    if laid_apart(*thumbs, homography, sizes, config.max_differing):
+    if thumbs[0] is None or thumbs[1] is None or None in sizes:  # stored before thumbnails: nothing to lay
+        return len(in_a)
+    laid = overlay(*thumbs, homography, sizes)
+    if laid is None or laid.differing() > config.max_differing or subject_distance(laid) > keys.max_subject_distance:
         return 0
     return len(in_a)
 

@@ -9,6 +9,8 @@ best homography between two images and lays one thumbnail over the other with it
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
@@ -171,26 +173,87 @@ def laid_apart(thumb_a: np.ndarray | None, thumb_b: np.ndarray | None, homograph
 
 
 def differing(thumb_a: np.ndarray, thumb_b: np.ndarray, homography: np.ndarray, sizes: tuple) -> float:
-    """The share of ``thumb_a``'s pixels under ``thumb_b``, laid over it by ``homography`` (keypoint pixels of
-    a to those of b, whose images are ``sizes``), whose colours differ by more than ``DIFFERING``; 1.0 when
-    fewer than ``MIN_OVERLAP`` pixels overlap. Both are blurred a little first: a crop's thumbnail is sharper
-    than the same part of its original's. A copy differs at its edges only; two products of one shape in
-    near colours, or two slides sharing a line of text, differ across the part that makes them two images."""
+    """The share of ``thumb_a``'s pixels under ``thumb_b``, laid over it by ``homography`` (``overlay``), whose
+    colours differ by more than ``DIFFERING``; 1.0 when fewer than ``MIN_OVERLAP`` pixels overlap. A copy
+    differs at its edges only; two products of one shape in near colours, or two slides sharing a line of text,
+    differ across the part that makes them two images."""
+    laid = overlay(thumb_a, thumb_b, homography, sizes)
+    return 1.0 if laid is None else laid.differing()
+
+
+class Overlay(NamedTuple):
+    """Two thumbnails in ``a``'s pixels, blurred to one sharpness: ``a``, ``b`` laid over it, where ``b`` lies."""
+
+    a: np.ndarray  # (h, w, 3) float32 CIELAB
+    b: np.ndarray  # (h, w, 3) float32 CIELAB, meaningful where ``inside``
+    inside: np.ndarray  # (h, w) bool
+
+    def differing(self) -> float:
+        """The share of the overlap whose colours differ by more than ``DIFFERING``."""
+        return float((np.linalg.norm(self.a[self.inside] - self.b[self.inside], axis=1) > DIFFERING).mean())
+
+
+def overlay(thumb_a: np.ndarray, thumb_b: np.ndarray, homography: np.ndarray, sizes: tuple) -> Overlay | None:
+    """``thumb_b`` laid over ``thumb_a`` by ``homography`` (keypoint pixels of a to those of b, whose images are
+    ``sizes``); None when fewer than ``MIN_OVERLAP`` pixels overlap. Each is blurred over the part the other
+    shows, and the finer of the two (a crop's thumbnail has more pixels per picture than its original's) more,
+    so both show the picture equally sharp: a 60% crop compared at the original's blur shows edges the
+    original's thumbnail has lost, and a turned copy's black corners, blurred, darken its border."""
     to_b = _to_thumb(sizes[1], thumb_b.shape) @ homography @ np.linalg.inv(_to_thumb(sizes[0], thumb_a.shape))
-    size, flags = (thumb_a.shape[1], thumb_a.shape[0]), cv2.WARP_INVERSE_MAP
-    laid = cv2.warpPerspective(thumb_b.astype(np.float32), to_b, size, flags=cv2.INTER_LINEAR | flags)
-    inside = cv2.warpPerspective(np.ones(thumb_b.shape[:2], np.uint8), to_b, size, flags=cv2.INTER_NEAREST | flags)
-    inside = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0  # interpolated border pixels left out
+    finer = float(np.sqrt(abs(np.linalg.det(to_b[:2, :2] / to_b[2, 2]))))  # b's pixels per pixel of a
+    size_a, size_b = thumb_a.shape[1::-1], thumb_b.shape[1::-1]
+    under_b = cv2.warpPerspective(np.ones(thumb_b.shape[:2], np.uint8), to_b, size_a,
+                                  flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    under_a = cv2.warpPerspective(np.ones(thumb_a.shape[:2], np.uint8), to_b, size_b, flags=cv2.INTER_NEAREST)
+    laid = cv2.warpPerspective(_blurred_on(thumb_b, under_a, finer), to_b, size_a,
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    inside = cv2.erode(under_b, np.ones((3, 3), np.uint8)) > 0  # interpolated border pixels left out
     if inside.sum() < MIN_OVERLAP:
-        return 1.0
-    a, b = blurred(thumb_a)[inside], blurred(laid)[inside]
-    return float((np.linalg.norm(a - b, axis=1) > DIFFERING).mean())
+        return None
+    return Overlay(_blurred_on(thumb_a, under_b, 1 / finer), laid, inside)
 
 
 def blurred(thumb: np.ndarray) -> np.ndarray:
     """A thumbnail as float32, blurred by sigma 1: thumbnails are compared blurred, since a crop's thumbnail is
     sharper than the same part of its original's."""
     return cv2.GaussianBlur(thumb.astype(np.float32), (0, 0), 1.0)
+
+
+def _blurred_on(thumb: np.ndarray, footprint: np.ndarray, finer: float) -> np.ndarray:
+    """``thumb`` blurred like ``blurred`` over its ``footprint`` only (the part the other thumbnail shows: a turned
+    copy's fill corners, or the picture beyond a crop, do not bleed into it), and more when it is ``finer``
+    times as fine as the other, to the other's sharpness (a thumbnail pixel is a box of sigma 1/sqrt(12))."""
+    box = 1 / 12
+    sigma = float(np.sqrt(max(1.0, finer) ** 2 * (1 + box) - box))
+    weight = cv2.GaussianBlur(footprint.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+    total = cv2.GaussianBlur(thumb.astype(np.float32) * footprint[..., None], (0, 0), sigma,
+                             borderType=cv2.BORDER_CONSTANT)
+    return total / np.maximum(weight, 1e-6)[..., None]
+
+
+def subject_distance(laid: Overlay) -> float:
+    """How far apart the subjects of two laid thumbnails are: the median, over the overlap's pixels off its
+    background (the commonest colour of ``a``, where both lie within ``DIFFERING`` of it), of each pixel's CIELAB
+    distance to the nearest of the other's 3 x 3 around it (a pixel of misregistration forgiven, both ways);
+    0.0 when fewer than ``MIN_OVERLAP`` pixels are off the background. A copy's subject agrees; a look-alike
+    product in a near shade, or a slide sharing a title, differs across its subject, however small it is."""
+    a, b = laid.a, np.where(laid.inside[..., None], laid.b, laid.a)
+    nearest = np.maximum(_nearest(a, b), _nearest(b, a))[laid.inside]
+    pixels, other = laid.a[laid.inside], laid.b[laid.inside]
+    bins = np.floor(pixels / DIFFERING).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
+    codes, counts = np.unique(bins, return_counts=True)
+    background = pixels[bins == codes[counts.argmax()]].mean(axis=0)
+    subject = ((np.linalg.norm(pixels - background, axis=1) >= DIFFERING)
+               | (np.linalg.norm(other - background, axis=1) >= DIFFERING))
+    return float(np.median(nearest[subject])) if subject.sum() >= MIN_OVERLAP else 0.0
+
+
+def _nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(h, w): each pixel of ``a``'s CIELAB distance to the nearest pixel of ``b`` within one pixel of it."""
+    padded = np.pad(b, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    height, width = a.shape[:2]
+    return np.min([np.linalg.norm(a - padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width], axis=2)
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
 
 
 def _to_thumb(size: tuple[int, int], shape: tuple) -> np.ndarray:

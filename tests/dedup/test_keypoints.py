@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -16,11 +18,12 @@ from dedup.config import PdqConfig, SearchConfig
 from dedup.detectors import pdq_pairs
 from support.dedup_reference import keypoint_pairs
 from dedup.pdq import PdqHasher
-from dedup.verify import _THUMBED, differing, feature_size, orb_features, parse_features, thumbnail
+from dedup.verify import (_THUMBED, differing, feature_size, orb_features, overlay, parse_features,
+                          subject_distance, thumbnail)
 from manifests import schema as col
 from manifests.io import write_parquet
 from pipelines.cli.corpus import load_photos, photo_dirs, png
-from support.evalset import objects_on_white, recolour, similar_scenes
+from support.evalset import objects_on_white, product_white, recolour, similar_scenes
 
 CONFIG = PdqConfig(enabled=True, verify={"enabled": True, "keypoints": {"enabled": True}})
 
@@ -143,6 +146,50 @@ def test_a_crop_laid_over_its_original_differs_at_its_edges_only_and_a_recolour_
         sizes = (feature_size(a), feature_size(b))
         assert differing(thumbnail(a), thumbnail(b), to_crop, sizes) <= limit / 2, name
         assert differing(thumbnail(a), thumbnail(c), to_crop, sizes) > limit, name
+
+
+def look_alike_product(seed: int) -> tuple[Image.Image, Image.Image]:
+    """A product shot on white, and the same product drawn 35 levels darker, at 70% of the size, elsewhere on the
+    white: a look-alike whose subject differs in shade while most of the picture (the white) agrees."""
+    original = product_white(random.Random(seed), (480, 360))
+    rgb = np.asarray(original).astype(np.int16)
+    subject = rgb.min(axis=2) < 200  # off the white and the grey shadow
+    rgb[subject] -= 35
+    other = Image.new("RGB", original.size, (255, 255, 255))
+    other.paste(Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).resize((336, 252), Image.LANCZOS), (60, 70))
+    return original, other
+
+
+@pytest.mark.parametrize("seed", [2, 9])
+def test_a_look_alike_product_in_a_near_shade_is_refused_and_a_crop_of_it_is_not(seed):
+    """ORB finds the transform between the two shots (with the subject check off they pair), and the
+    thumbnails agree over most of the overlap (the white); the subject, off the background, does not. A 60%
+    corner crop of the shot agrees over its subject too."""
+    original, other = look_alike_product(seed)
+    w, h = original.size
+    crop = original.crop((0, h - int(0.6 * h), int(0.6 * w), h))
+    a, b, c = (orb_features(np.asarray(img), CONFIG.verify.features) for img in (original, other, crop))
+    unchecked = CONFIG.verify.model_copy(update={"keypoints": CONFIG.verify.keypoints.model_copy(
+        update={"max_subject_distance": float("inf")})})
+    assert keypoints.copy_score(a, b, unchecked) > 0
+    assert keypoints.copy_score(a, b, CONFIG.verify) == 0
+    assert keypoints.copy_score(a, c, CONFIG.verify) > 0
+
+
+def test_the_subject_distance_forgives_a_pixel_of_misregistration_and_not_a_shade():
+    """A thumbnail laid over itself one pixel off is at distance 0 however sharp its edges; laid over its
+    look-alike in a darker shade, it is far, though the background agrees."""
+    original, other = look_alike_product(2)
+    thumb = thumbnail(orb_features(np.asarray(original), CONFIG.verify.features))
+    size = thumb.shape[1::-1]
+    one_off = np.array([[1.0, 0, 1], [0, 1, 0], [0, 0, 1]])
+    assert subject_distance(overlay(thumb, thumb, one_off, (size, size))) < 1
+    rgb = np.asarray(original).astype(np.int16)
+    rgb[rgb.min(axis=2) < 200] -= 35
+    darker = thumbnail(orb_features(rgb.clip(0, 255).astype(np.uint8), CONFIG.verify.features))
+    limit = CONFIG.verify.keypoints.max_subject_distance
+    assert subject_distance(overlay(thumb, darker, np.eye(3), (size, size))) > 2 * limit
+    assert overlay(thumb, darker, np.eye(3), (size, size)).differing() <= CONFIG.verify.max_differing
 
 
 def test_a_value_written_before_the_thumbnail_parses_to_the_same_keypoints(photos):
