@@ -28,8 +28,7 @@ import polars as pl
 
 from dedup.config import KeypointConfig, VerifyConfig
 from dedup.placement import placed_copy
-from dedup.verify import (blurred, feature_size, fit, overlay, parse_features, plausible, subject_distance,
-                          thumbnail, thumbnails)
+from dedup.verify import agree, blurred, feature_size, fit, parse_features, plausible, thumbnail, thumbnails
 from manifests import schema as col
 
 # The 128 descriptor bits (np.unpackbits order: byte-major, most significant bit first) whose mean over the
@@ -142,12 +141,7 @@ def _inliers(a: np.ndarray, b: np.ndarray, sizes: tuple, thumbs: tuple, config: 
         return 0
     if None not in sizes and max(spread(a["xy"][in_a], sizes[0]), spread(b["xy"][in_b], sizes[1])) < keys.min_spread:
         return 0
-    if thumbs[0] is None or thumbs[1] is None or None in sizes:  # stored before thumbnails: nothing to lay
-        return len(in_a)
-    laid = overlay(*thumbs, homography, sizes)
-    if laid is None or laid.differing() > config.max_differing or subject_distance(laid) > keys.max_subject_distance:
-        return 0
-    return len(in_a)
+    return len(in_a) if agree(*thumbs, homography, sizes, config.max_differing, keys.max_subject_distance) else 0
 
 
 def spread(xy: np.ndarray, size: tuple[int, int]) -> float:

@@ -148,7 +148,7 @@ def pair_inliers(a: bytes, b: bytes, config: VerifyConfig) -> int:
     for other, thumb_b in zip(parse_features(b), thumbnails(b)):
         homography, inlying, _ = fit(plain_a, other, config.ratio, config.reprojection_px, config.min_inliers)
         found = len(inlying) if plausible(homography) else 0
-        if found and laid_apart(thumb_a, thumb_b, homography, sizes, config.max_differing):
+        if found and not agree(thumb_a, thumb_b, homography, sizes, config.max_differing):
             found = 0
         best = max(best, found)
         if best >= config.min_inliers:
@@ -163,22 +163,18 @@ def thumbnails(value: bytes) -> tuple[np.ndarray | None, np.ndarray | None]:
     return (None, None) if thumb is None else (thumb, np.ascontiguousarray(thumb[:, ::-1]))
 
 
-def laid_apart(thumb_a: np.ndarray | None, thumb_b: np.ndarray | None, homography: np.ndarray, sizes: tuple,
-               max_differing: float) -> bool:
-    """Whether the thumbnails, laid one over the other, differ in more than ``max_differing`` of their overlap;
-    False when a value holds no thumbnail or size (written before they were stored)."""
+def agree(thumb_a: np.ndarray | None, thumb_b: np.ndarray | None, homography: np.ndarray, sizes: tuple,
+          max_differing: float, max_subject_distance: float | None = None) -> bool:
+    """Whether the thumbnails, laid one over the other (``overlay``), agree: at most ``max_differing`` of their
+    overlap differs and, given ``max_subject_distance``, their subjects lie within it (``subject_distance``). A copy
+    differs at its edges only; two products of one shape in near colours, or two slides sharing a line of
+    text, differ across the part that makes them two images. True when a value holds no thumbnail or size
+    (written before they were stored: nothing to lay); False when too little overlaps."""
     if thumb_a is None or thumb_b is None or None in sizes:
-        return False
-    return differing(thumb_a, thumb_b, homography, sizes) > max_differing
-
-
-def differing(thumb_a: np.ndarray, thumb_b: np.ndarray, homography: np.ndarray, sizes: tuple) -> float:
-    """The share of ``thumb_a``'s pixels under ``thumb_b``, laid over it by ``homography`` (``overlay``), whose
-    colours differ by more than ``DIFFERING``; 1.0 when fewer than ``MIN_OVERLAP`` pixels overlap. A copy
-    differs at its edges only; two products of one shape in near colours, or two slides sharing a line of text,
-    differ across the part that makes them two images."""
+        return True
     laid = overlay(thumb_a, thumb_b, homography, sizes)
-    return 1.0 if laid is None else laid.differing()
+    return (laid is not None and laid.differing() <= max_differing
+            and (max_subject_distance is None or subject_distance(laid) <= max_subject_distance))
 
 
 class Overlay(NamedTuple):

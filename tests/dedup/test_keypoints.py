@@ -18,7 +18,7 @@ from dedup.config import PdqConfig, SearchConfig
 from dedup.detectors import pdq_pairs
 from support.dedup_reference import keypoint_pairs
 from dedup.pdq import PdqHasher
-from dedup.verify import (_THUMBED, differing, feature_size, orb_features, overlay, parse_features,
+from dedup.verify import (_THUMBED, feature_size, orb_features, overlay, parse_features,
                           subject_distance, thumbnail)
 from manifests import schema as col
 from manifests.io import write_parquet
@@ -144,8 +144,8 @@ def test_a_crop_laid_over_its_original_differs_at_its_edges_only_and_a_recolour_
         a, b, c = (orb_features(rgb, CONFIG.verify.features) for rgb in (original, crop, turned))
         to_crop = np.array([[1.0, 0, -x0], [0, 1, -y0], [0, 0, 1]])  # original's keypoint pixels -> the crop's
         sizes = (feature_size(a), feature_size(b))
-        assert differing(thumbnail(a), thumbnail(b), to_crop, sizes) <= limit / 2, name
-        assert differing(thumbnail(a), thumbnail(c), to_crop, sizes) > limit, name
+        assert overlay(thumbnail(a), thumbnail(b), to_crop, sizes).differing() <= limit / 2, name
+        assert overlay(thumbnail(a), thumbnail(c), to_crop, sizes).differing() > limit, name
 
 
 def look_alike_product(seed: int) -> tuple[Image.Image, Image.Image]:
