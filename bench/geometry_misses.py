@@ -3,8 +3,9 @@
     PYTHONPATH=. python bench/geometry_misses.py [--split tune|report]
 
 Every (original, geometric edit) pair of a split is verified directly with the keypoints detector's checks
-(``dedup.keypoints``: enough ORB keypoints, ``min_inliers`` RANSAC inliers, a plausible near-similarity, the
-keypoints' colours, their spread, then the thumbnails laid over each other, ``verify.max_differing``), against
+(``dedup.keypoints``: enough ORB keypoints, ``min_inliers`` RANSAC inliers of a similarity, a plausible small
+turn, the inliers' spread, then the thumbnails laid over each other, ``verify.max_differing`` and the subject
+distance; placement, which judges keypoint-poor pairs first, is left out), against
 the edit and against its mirror; the pair counts under the first check that fails on both (or OK). Candidate
 search is left out: this is what verification alone can reach. Prints a table, writes
 bench/results/geomisses-<split>-<time>.json.
@@ -23,12 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.geometry_candidates import RESULTS, features, true_pairs  # noqa: E402
 from bench.geometry_eval import CONFIG, build  # noqa: E402
-from dedup.keypoints import near_similarity, same_colours, spread  # noqa: E402
+from dedup.keypoints import near_similarity, spread  # noqa: E402
 from dedup.verify import (feature_size, fit, overlay, parse_features, plausible, subject_distance,  # noqa: E402
                           thumbnails)
 
-CHECKS = ("few keypoints", "inliers", "implausible", "not a similarity", "colours", "spread", "pixels", "subject",
-          "OK")
+CHECKS = ("few keypoints", "inliers", "implausible", "not a similarity", "spread", "pixels", "subject", "OK")
 
 
 def first_failure(a: bytes, b: bytes) -> str:
@@ -38,14 +38,13 @@ def first_failure(a: bytes, b: bytes) -> str:
     sizes, thumb_a = (feature_size(a), feature_size(b)), thumbnails(a)[0]
     reached = []
     for other, thumb_b in zip(parse_features(b), thumbnails(b)):
-        homography, in_a, in_b = fit(plain_a, other, verify.ratio, verify.reprojection_px, 4)
+        homography, in_a, in_b = fit(plain_a, other, verify.ratio, verify.reprojection_px, 4, similarity=True)
         laid = overlay(thumb_a, thumb_b, homography, sizes) if plausible(homography) else None
         checks = [
             ("few keypoints", min(len(plain_a), len(other)) >= keys.min_inliers),
             ("inliers", len(in_a) >= keys.min_inliers),
             ("implausible", lambda: plausible(homography)),
             ("not a similarity", lambda: near_similarity(homography, keys)),
-            ("colours", lambda: same_colours(plain_a["lab"][in_a], other["lab"][in_b], keys)),
             ("spread", lambda: max(spread(plain_a["xy"][in_a], sizes[0]),
                                    spread(other["xy"][in_b], sizes[1])) >= keys.min_spread),
             ("pixels", lambda: laid is not None and laid.differing() <= verify.max_differing),

@@ -5,7 +5,7 @@
 For each split (``bench.geometry_eval.build``: originals with that split's edits, plus hard negatives), the score
 phase's ``orb_features`` of every image, then the keypoints detector's candidates as production finds them
 (``dedup.keypoints.key_rows`` with palette keys, ``shared_keys``, ``candidates``). Of the candidates with fewer
-than ``keypoints.min_inliers`` keypoints on one side (those ``copy_score`` places instead of verifying), and of
+than ``placement.below_keypoints`` keypoints on one side (those ``copy_score`` places first), and of
 every such (original, crop or rotation) pair, the best placement (``dedup.placement.placement``) is measured once;
 then each combination of the settings in ``GRID`` is applied. The tuning split picks the combination that places
 the most geometric copies with no false pair (ties: the strictest); the reporting split is shown with it.
@@ -46,7 +46,7 @@ def measure(split: str, negatives: int) -> dict:
     found = candidates(shared_keys(key_rows(ids, values, keys).lazy(), keys.max_bucket), keys.min_shared).collect()
     pairs = {(int(a), int(b)) for a, b in found.rows()}
     points = [len(parse_features(v)[0]) for v in values]
-    poor = lambda p: min(points[p[0]], points[p[1]]) < keys.min_inliers  # noqa: E731
+    poor = lambda p: min(points[p[0]], points[p[1]]) < keys.placement.below_keypoints  # noqa: E731
     wanted = {p: v for p, v in true_pairs(images).items() if poor(p)}
     judged, start = {}, time.perf_counter()
     for p in sorted({p for p in pairs if poor(p)} | set(wanted)):

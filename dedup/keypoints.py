@@ -6,16 +6,17 @@ phase stores each image's keypoints (``orb_features``, strongest first); here ea
 strongest gives ``tables`` keys, each ``bits`` bits sampled from ``BALANCED_BITS``, and keys are grouped
 like MinHash band keys: two images sharing ``min_shared`` keys are a candidate, a key held by more than
 ``max_bucket`` images (a text corner, a white-background edge) pairs nobody. A candidate is a ``keypoints``
-pair when a homography close to a similarity (``max_rotation``, ``max_anisotropy``) has ``min_inliers``
-inliers, against the other image or its mirror, and the two thumbnails agree where it lays one over the
-other: few pixels differ (``verify.max_differing``) and the subject, off the background, agrees
-(``max_subject_distance``: a look-alike product on white differs in a small part of the picture, but across
-all of its subject). Its similarity is the inliers' share of the smaller keypoint set.
+pair when RANSAC finds a similarity (rotation within ``max_rotation``, uniform scale, shift) with
+``min_inliers`` inliers, against the other image or its mirror, reaching across one image (``min_spread``),
+and the two thumbnails agree where it lays one over the other: few pixels differ (``verify.max_differing``)
+and the subject, off the background, agrees (``max_subject_distance``: a look-alike product on white, or one
+shape in two colours, differs in a small part of the picture, but across all of its subject). Its similarity
+is the inliers' share of the smaller keypoint set.
 
-An image with fewer than ``placement.below_keypoints`` keypoints (a pastel, a soft gradient, a flat design) also
-gets palette keys (``palette_keys``): a candidate needs one of those only. A candidate with too few keypoints on
-one side for RANSAC to reach ``min_inliers`` is judged by placing one thumbnail in the other instead
-(``dedup.placement``); its similarity is 1 - the placement's relative distance.
+An image with fewer than ``placement.below_keypoints`` keypoints (a pastel, a soft gradient, a flat design, a
+small product on white) also gets palette keys (``palette_keys``): a candidate needs one of those only. A
+candidate with one such image is first judged by placing one thumbnail in the other (``dedup.placement``;
+its similarity is 1 - the placement's relative distance), then, if that places nothing, by RANSAC.
 
 These functions are the kernels: ``support.dedup_reference.keypoint_pairs`` runs them over a whole run in
 one process (the reference), ``dedup.keypointjoin`` as partitioned tasks.
@@ -47,9 +48,6 @@ SHARED_SCHEMA = {"a": pl.String, "b": pl.String, "palette": pl.Boolean}  # a row
 PALETTE = np.uint64(0x80 << 56)  # set in a palette key: keypoint keys hold their table number (< 33) up there
 PALETTE_STEPS = np.array([16.0, 8.0, 8.0])  # CIELAB bin sides (OpenCV's 8-bit L, a, b) of a palette colour
 PALETTE_COLOURS = 12  # the most covering colours kept per grid: at most 66 keys each, whatever the picture
-MIN_CHROMA = 12  # a keypoint's colour has a hue when its chroma (a, b distance from grey) is at least this
-MIN_COLOURED = 4  # matched keypoints with a hue needed before hues are compared
-GREY_GAIN = 1.5  # lightness gain a greyscale copy may show (greyscale conversion keeps lightness)
 
 
 def table_bits(config: KeypointConfig) -> np.ndarray:
@@ -115,33 +113,38 @@ def candidates(shared: pl.LazyFrame, min_shared: int) -> pl.LazyFrame:
 
 
 def copy_score(a: bytes, b: bytes, config: VerifyConfig) -> float:
-    """The inliers' share of the smaller keypoint set for a plausible near-similarity with at least
-    ``keypoints.min_inliers`` inliers (a against b, else a against b's mirror); 0.0 when neither has one. With
-    fewer keypoints than that on one side, the placement's score (``dedup.placement.placed_copy``) instead."""
+    """How surely ``b`` is a copy of ``a``, 0.0 when it is not. A pair with fewer than
+    ``placement.below_keypoints`` keypoints on one side is first placed (``dedup.placement.placed_copy``: 1 - the
+    placement's relative distance). Otherwise, or when it places nothing, the inliers' share of the smaller
+    keypoint set for a similarity with at least ``keypoints.min_inliers`` inliers whose thumbnails agree (a
+    against b, else a against b's mirror)."""
     plain_a, _ = parse_features(a)
     plain_b, mirror_b = parse_features(b)
     thumb_a = thumbnails(a)[0]
     keys = config.keypoints
-    if min(len(plain_a), len(plain_b)) < keys.min_inliers:
-        return placed_copy(thumb_a, thumbnail(b), keys.placement) if keys.placement.enabled else 0.0
+    fewest = min(len(plain_a), len(plain_b))
+    if keys.placement.enabled and fewest < keys.placement.below_keypoints:
+        placed = placed_copy(thumb_a, thumbnail(b), keys.placement)
+        if placed:
+            return placed
+    if fewest < keys.min_inliers:
+        return 0.0
     sizes = (feature_size(a), feature_size(b))
     for other, thumb_b in zip((plain_b, mirror_b), thumbnails(b)):
         found = _inliers(plain_a, other, sizes, (thumb_a, thumb_b), config)
         if found:
-            return min(1.0, found / max(1, min(len(plain_a), len(plain_b))))
+            return min(1.0, found / max(1, fewest))
     return 0.0
 
 
 def _inliers(a: np.ndarray, b: np.ndarray, sizes: tuple, thumbs: tuple, config: VerifyConfig) -> int:
     keys = config.keypoints
-    homography, in_a, in_b = fit(a, b, config.ratio, config.reprojection_px, keys.min_inliers)
-    if len(in_a) < keys.min_inliers or not plausible(homography) or not near_similarity(homography, keys):
-        return 0
-    if "lab" in a.dtype.names and "lab" in b.dtype.names and not same_colours(a["lab"][in_a], b["lab"][in_b], keys):
+    transform, in_a, in_b = fit(a, b, config.ratio, config.reprojection_px, keys.min_inliers, similarity=True)
+    if len(in_a) < keys.min_inliers or not plausible(transform) or not near_similarity(transform, keys):
         return 0
     if None not in sizes and max(spread(a["xy"][in_a], sizes[0]), spread(b["xy"][in_b], sizes[1])) < keys.min_spread:
         return 0
-    return len(in_a) if agree(*thumbs, homography, sizes, config.max_differing, keys.max_subject_distance) else 0
+    return len(in_a) if agree(*thumbs, transform, sizes, config.max_differing, keys.max_subject_distance) else 0
 
 
 def spread(xy: np.ndarray, size: tuple[int, int]) -> float:
@@ -150,32 +153,6 @@ def spread(xy: np.ndarray, size: tuple[int, int]) -> float:
     copy's the picture; a shared banner, caption or logo is a strip or a patch."""
     low, high = np.percentile(xy, [10, 90], axis=0)
     return float(((high - low) / np.maximum(np.array(size, dtype=np.float64), 1)).min())
-
-
-def same_colours(a: np.ndarray, b: np.ndarray, config: KeypointConfig) -> bool:
-    """Whether matched keypoints' colours (CIELAB, OpenCV's 8-bit scale, (n, 3)) are one picture's: a
-    copy maps lightness by a moderate increasing function (brightness, contrast, gamma: least-squares gain
-    within ``max_gain`` either way) and keeps hues (median shift within ``max_hue_shift`` degrees over the
-    keypoints coloured on both sides); a greyscale copy drops the hues and keeps lightness (gain within
-    ``GREY_GAIN``). One shape in two colours has the same keypoints: a red circle against a purple one
-    shifts hue by 80 degrees, a yellow bottle against a black one loses its hue with a lightness gain of 2.3."""
-    light_a, light_b = a[:, 0].astype(np.float64), b[:, 0].astype(np.float64)
-    gain = 1.0
-    if light_a.var() > 1.0 and light_b.var() > 1.0:
-        gain = float(np.cov(light_a, light_b, bias=True)[0, 1] / light_a.var())
-    if not 1 / config.max_gain <= gain <= config.max_gain:
-        return False
-    chroma_a, chroma_b = a[:, 1:].astype(np.float64) - 128, b[:, 1:].astype(np.float64) - 128
-    coloured_a, coloured_b = np.hypot(*chroma_a.T) >= MIN_CHROMA, np.hypot(*chroma_b.T) >= MIN_CHROMA
-    both = coloured_a & coloured_b
-    if both.sum() >= MIN_COLOURED:
-        hue_a = np.arctan2(chroma_a[both, 1], chroma_a[both, 0])
-        hue_b = np.arctan2(chroma_b[both, 1], chroma_b[both, 0])
-        shift = np.degrees(np.abs(np.angle(np.exp(1j * (hue_a - hue_b)))))
-        return float(np.median(shift)) <= config.max_hue_shift
-    if max(coloured_a.sum(), coloured_b.sum()) >= MIN_COLOURED:  # one side lost its colours
-        return 1 / GREY_GAIN <= gain <= GREY_GAIN
-    return True
 
 
 def near_similarity(homography: np.ndarray, config: KeypointConfig) -> bool:

@@ -1,7 +1,7 @@
 """Where one thumbnail lies in another: crops and small turns of the images ORB finds no keypoints in.
 
 A pastel landscape, a soft gradient or a flat design with a mark has too few ORB keypoints for RANSAC to
-verify a copy (``dedup.keypoints``: fewer than ``min_inliers``), and PDQ refuses to hash it. Its 48-pixel
+verify a copy (``dedup.keypoints``: fewer than ``placement.below_keypoints``), and PDQ refuses to hash it. Its 48-pixel
 CIELAB thumbnail (stored with the keypoints, ``dedup.verify.thumbnail``) still shows its layout, and a crop or
 a turned copy shows part of it. ``placement`` searches where the smaller-looking one lies in the other: every
 scale from ``SCALES`` (a crop keeping 45-95% of each side), at every position (``cv2.matchTemplate``), and,
@@ -12,7 +12,9 @@ corners are fill), both ways round. The best placement (least mean squared diffe
   (``dedup.verify``'s), and the root-mean-square distance is at most ``max_distance``;
 - the agreement means something: that distance is at most ``max_relative`` of the placed part's own variation
   (its RMS distance from its mean colour, plus 1), and that variation is at least ``min_variation``. A flat part
-  fits anywhere in anything of its colour, so it places nothing.
+  fits anywhere in anything of its colour, so it places nothing;
+- the subjects agree (``dedup.verify.subject_distance`` at most ``max_subject_distance``): a look-alike product
+  on white placed over another agrees over the white and differs across the product.
 
 Distances are in OpenCV's 8-bit CIELAB (L x 2.55, a + 128, b + 128), both thumbnails blurred by sigma 1 first
 (a crop's thumbnail is sharper than the same part of its original's). Settings chosen on the tuning split
@@ -27,7 +29,7 @@ import cv2
 import numpy as np
 
 from dedup.config import PlacementConfig
-from dedup.verify import DIFFERING, blurred
+from dedup.verify import DIFFERING, Overlay, blurred, subject_distance
 
 SCALES = np.round(np.arange(0.45, 0.951, 0.025), 3)  # the placed thumbnail's width over the other's
 # degrees, a turned copy: every 0.75 (a search every 1.5 refined 0.75 either side of its best is a third faster
@@ -38,11 +40,13 @@ MIN_PIXELS = 20  # placed pixels needed to judge a placement
 
 
 class Placed(NamedTuple):
-    """A placement judged: share of differing pixels, RMS distance, the placed part's own variation."""
+    """A placement judged: share of differing pixels, RMS distance, the placed part's own variation, and the
+    distance between the two subjects (``dedup.verify.subject_distance``)."""
 
     differing: float
     distance: float
     variation: float
+    subject: float = 0.0  # measured for the best placement only
 
     @property
     def relative(self) -> float:
@@ -55,8 +59,11 @@ def placement(thumb_a: np.ndarray, thumb_b: np.ndarray) -> Placed | None:
     a, b = blurred(thumb_a), blurred(thumb_b)
     found = [_best(x, y, inner, angles, scales) for x, y in ((a, b), (b, a))
              for inner, angles, scales in ((1.0, (0.0,), SCALES), (TURN_INNER, ANGLES, (1.0,)))]
-    judged = [_judge(f) for f in found if f is not None]
-    return min(judged, key=lambda p: p.relative, default=None)
+    judged = [(_judge(f), f) for f in found if f is not None]
+    if not judged:
+        return None
+    best, fit = min(judged, key=lambda p: p[0].relative)
+    return best._replace(subject=subject_distance(_laid(fit)))
 
 
 def placed_copy(thumb_a: np.ndarray | None, thumb_b: np.ndarray | None, config: PlacementConfig) -> float:
@@ -67,7 +74,8 @@ def placed_copy(thumb_a: np.ndarray | None, thumb_b: np.ndarray | None, config: 
     found = placement(thumb_a, thumb_b)
     if found is None or not (found.differing <= config.max_differing and found.distance <= config.max_distance
                              and found.variation >= config.min_variation
-                             and found.relative <= config.max_relative):
+                             and found.relative <= config.max_relative
+                             and found.subject <= config.max_subject_distance):
         return 0.0
     return 1.0 - found.relative
 
@@ -123,10 +131,15 @@ def _warp(part: np.ndarray, angle: float, scale: float, within: tuple) -> tuple[
     return None if mask.sum() < MIN_PIXELS else (template, mask)
 
 
-def _judge(fit: _Fit) -> Placed:
+def _laid(fit: _Fit) -> Overlay:
+    """The placed template over the part of the image it lies on."""
     (x, y), (h, w) = fit.at, fit.template.shape[:2]
-    inside = fit.mask > 0
-    part = fit.template[inside]
-    distance = np.linalg.norm(fit.image[y:y + h, x:x + w][inside] - part, axis=1)
+    return Overlay(fit.image[y:y + h, x:x + w], fit.template, fit.mask > 0)
+
+
+def _judge(fit: _Fit) -> Placed:
+    laid = _laid(fit)
+    part = laid.b[laid.inside]
+    distance = np.linalg.norm(laid.a[laid.inside] - part, axis=1)
     variation = float(np.sqrt(((part - part.mean(0)) ** 2).sum(1).mean()))
     return Placed(float((distance > DIFFERING).mean()), float(np.sqrt((distance ** 2).mean())), variation)

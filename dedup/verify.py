@@ -108,25 +108,33 @@ def feature_size(value: bytes) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-def fit(a: np.ndarray, b: np.ndarray, ratio: float, reprojection_px: float,
-        min_inliers: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """(RANSAC homography, indices of its inliers in ``a``, and in ``b``) among the ratio-test matches of
-    keypoints ``a`` and ``b``; no homography and no inliers when too few matches could reach ``min_inliers``."""
+def fit(a: np.ndarray, b: np.ndarray, ratio: float, reprojection_px: float, min_inliers: int,
+        similarity: bool = False) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(RANSAC transform as a 3 x 3 matrix, indices of its inliers in ``a``, and in ``b``) among the ratio-test
+    matches of keypoints ``a`` and ``b``; no transform and no inliers when too few matches could reach
+    ``min_inliers``. A homography, or with ``similarity`` a rotation, uniform scale and shift: a crop or a turned
+    copy is one, and its two-point samples find it among few true matches where a homography's four-point
+    samples, free to squash and tilt, fit the wrong ones."""
     none = (None, np.empty(0, np.int64), np.empty(0, np.int64))
     if len(a) < 4 or len(b) < 4:
         return none
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(np.ascontiguousarray(a["desc"]),
                                                      np.ascontiguousarray(b["desc"]), k=2)
     good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < ratio * m[1].distance]
-    if len(good) < max(4, min_inliers):  # too few matches for the homography to reach min_inliers
+    if len(good) < max(4, min_inliers):  # too few matches for the transform to reach min_inliers
         return none
     query, train = np.array([m.queryIdx for m in good]), np.array([m.trainIdx for m in good])
-    homography, mask = cv2.findHomography(a["xy"][query].reshape(-1, 1, 2), b["xy"][train].reshape(-1, 1, 2),
-                                          cv2.RANSAC, reprojection_px)
-    if mask is None:
+    source, target = a["xy"][query].reshape(-1, 1, 2), b["xy"][train].reshape(-1, 1, 2)
+    if similarity:
+        affine, mask = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC,
+                                                   ransacReprojThreshold=reprojection_px, confidence=0.995)
+        transform = None if affine is None else np.vstack([affine, [0.0, 0.0, 1.0]])
+    else:
+        transform, mask = cv2.findHomography(source, target, cv2.RANSAC, reprojection_px)
+    if transform is None or mask is None:
         return none
     kept = mask.ravel().astype(bool)
-    return homography, query[kept], train[kept]
+    return transform, query[kept], train[kept]
 
 
 def plausible(homography: np.ndarray) -> bool:

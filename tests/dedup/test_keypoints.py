@@ -18,12 +18,13 @@ from dedup.config import PdqConfig, SearchConfig
 from dedup.detectors import pdq_pairs
 from support.dedup_reference import keypoint_pairs
 from dedup.pdq import PdqHasher
+from dedup.placement import placed_copy
 from dedup.verify import (_THUMBED, feature_size, orb_features, overlay, parse_features,
                           subject_distance, thumbnail)
 from manifests import schema as col
 from manifests.io import write_parquet
 from pipelines.cli.corpus import load_photos, photo_dirs, png
-from support.evalset import objects_on_white, product_white, recolour, similar_scenes
+from support.evalset import objects_on_white, product_white, recolour, similar_scenes, text_slide
 
 CONFIG = PdqConfig(enabled=True, verify={"enabled": True, "keypoints": {"enabled": True}})
 
@@ -173,6 +174,35 @@ def test_a_look_alike_product_in_a_near_shade_is_refused_and_a_crop_of_it_is_not
         update={"max_subject_distance": float("inf")})})
     assert keypoints.copy_score(a, b, unchecked) > 0
     assert keypoints.copy_score(a, b, CONFIG.verify) == 0
+    assert keypoints.copy_score(a, c, CONFIG.verify) > 0
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_a_look_alike_product_placed_on_another_is_refused_by_its_subject_and_a_crop_is_placed(seed):
+    """Placement (pairs with a keypoint-poor side) finds where one shot's thumbnail lies in its look-alike's,
+    agreeing over the white: with the subject check off it places them; with it on it does not. A 60% corner
+    crop of the shot still places."""
+    original, other = look_alike_product(seed)
+    w, h = original.size
+    crop = original.crop((0, h - int(0.6 * h), int(0.6 * w), h))
+    a, b, c = (thumbnail(orb_features(np.asarray(img), CONFIG.verify.features)) for img in (original, other, crop))
+    checked = CONFIG.verify.keypoints.placement
+    unchecked = checked.model_copy(update={"max_subject_distance": float("inf")})
+    assert placed_copy(a, b, unchecked) > 0
+    assert placed_copy(a, b, checked) == 0
+    assert placed_copy(a, c, checked) > 0
+
+
+@pytest.mark.parametrize("seed", [2, 11])
+def test_an_off_centre_60_percent_crop_of_a_text_slide_pairs_at_the_staged_size(seed):
+    """At 256 pixels a text slide's 60% crop shows its letters 1.7x larger: the colours ORB samples around them
+    are sharper than the original's, and few of its keypoints match. A similarity found among those few, with
+    the thumbnails agreeing, pairs them (the keypoints' colours and a homography did not)."""
+    slide = text_slide(random.Random(seed), (480, 360))
+    x0, y0 = {2: (37, 91), 11: (54, 80)}[seed]
+    crop = slide.crop((x0, y0, x0 + 288, y0 + 216))
+    a, c = (orb_features(np.asarray(img.resize((256, 192), Image.LANCZOS)), CONFIG.verify.features)
+            for img in (slide, crop))
     assert keypoints.copy_score(a, c, CONFIG.verify) > 0
 
 
