@@ -134,6 +134,16 @@ def test_a_near_flat_layout_is_not_compared_by_its_shape():
     assert all(np.isfinite(tone_match(*map(tone, layouts), config)[0]) for layouts in (strong, hue))
 
 
+def test_a_greyscale_copy_whose_faint_shape_jpeg_blurs_still_matches_by_its_level():
+    """A soft gradient and its greyscale copy, both JPEG q90: the copy keeps the gradient's grey level (RMS
+    difference under grey_max_delta_l) while JPEG noise lowers the correlation of their faint shapes to 0.94."""
+    design = soft_gradient(random.Random(17), (384, 288))
+    x, y = (unpack(layout(np.asarray(Image.open(io.BytesIO(jpeg(img, 90))).convert("RGB"))).reshape(1, -1))
+            for img in (design, ImageOps.grayscale(design).convert("RGB")))
+    assert (tone(x).shape * tone(y).shape).sum() < 0.95
+    assert np.isfinite(tone_match(tone(x), tone(y), ToneConfig())[0])
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.floats(0.7, 1.4), st.floats(0.6, 1.0), st.floats(0.8, 1.1))
 def test_a_monotone_lightness_edit_of_a_structured_layout_still_matches(seed, gamma, contrast, brightness):
