@@ -274,6 +274,8 @@ class KeypointConfig(StrictModel):
     (``bench/figures/neardup-similarity.json``).
     """
 
+    retired = frozenset({"max_gain", "max_hue_shift"})  # the keypoints' colour check: the subject check does its work
+
     enabled: bool = Field(False, description="with pdq.verify.enabled: find keypoints pairs (crops at any "
                                              "position, small rotations). Off by default: its candidates grow "
                                              "with the corpus (~21,000 per image at 1M; on the reporting "

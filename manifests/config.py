@@ -12,18 +12,32 @@ a stage section that says neither.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 USED_BY = "used_by"
 DECIDES = {USED_BY: "decide"}  # applied to stored scores or pairs: a change re-decides, never re-scores
 FINDS = {USED_BY: "dedup"}  # the dedup phase reads it over stored descriptors: never re-scores
 SCORES = {USED_BY: "score"}  # changes what the stage itself writes
+log = logging.getLogger(__name__)
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # fields a later version removed: a run directory's config.yaml (every field, as recorded) may still hold
+    # them, and that run must still resume, tune and re-export, so they are dropped with a warning, not refused
+    retired: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, data: Any) -> Any:
+        if not cls.retired or not isinstance(data, dict) or not cls.retired & data.keys():
+            return data
+        log.warning("%s: %s no longer exist (a config recorded by an earlier version?) and are ignored",
+                    cls.__name__, ", ".join(sorted(cls.retired & data.keys())))
+        return {key: value for key, value in data.items() if key not in cls.retired}
 
 
 def used_by(model: type[BaseModel], name: str) -> str | None:

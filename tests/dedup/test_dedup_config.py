@@ -55,3 +55,17 @@ def test_each_detector_has_one_row_that_the_others_derive_from():
     assert set(DedupConfig().stored_from()) <= {d.name for d in DETECTORS if d.setting in ("threshold", "eps")}
     from pipelines.run.stages import STAGES
     assert {s.name for s in STAGES if s.name in names} == {d.name for d in DETECTORS if d.stage}
+
+
+def test_a_config_recorded_with_a_retired_field_still_loads_and_a_misspelt_one_does_not(caplog):
+    """A run directory's config.yaml records every field; one a later version retired (the keypoints' colour
+    check) is dropped with a warning so the run still resumes, while a misspelt field stays an error."""
+    recorded = {"output_dir": "/tmp/run", "input": {"path": "urls.parquet"},
+                "dedup": {"pdq": {"enabled": True, "verify": {"keypoints": {"max_gain": 3.0, "max_hue_shift": 45.0,
+                                                                          "min_inliers": 25}}}}}
+    config = build_config(recorded)
+    assert config.dedup.pdq.verify.keypoints.min_inliers == 25
+    assert "max_gain, max_hue_shift no longer exist" in caplog.text
+    recorded["dedup"]["pdq"]["verify"]["keypoints"]["max_gian"] = 3.0
+    with pytest.raises(ConfigError, match="max_gian"):
+        build_config(recorded)
