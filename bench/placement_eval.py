@@ -35,7 +35,7 @@ from dedup.placement import placement  # noqa: E402
 from dedup.verify import parse_features, thumbnail  # noqa: E402
 
 GRID = {"max_differing": (0.02, 0.05, 0.08), "max_distance": (6.0, 10.0), "max_relative": (0.2, 0.3, 0.4),
-        "min_variation": (2.0, 3.0, 5.0)}
+        "min_variation": (2.0, 3.0, 5.0), "max_subject_distance": (10.0, float("inf"))}
 
 
 def measure(split: str, negatives: int) -> dict:
@@ -64,7 +64,8 @@ def apply(m: dict, setting: dict) -> dict:
         return found is not None and (found.differing <= setting["max_differing"]
                                       and found.distance <= setting["max_distance"]
                                       and found.variation >= setting["min_variation"]
-                                      and found.relative <= setting["max_relative"])
+                                      and found.relative <= setting["max_relative"]
+                                      and found.subject <= setting["max_subject_distance"])
     by_edit, by_type = defaultdict(list), defaultdict(list)
     for p, (edit, kind) in m["wanted"].items():
         hit = p in m["pairs"] and passes(p)

@@ -264,10 +264,11 @@ class KeypointConfig(StrictModel):
     bits sampled from the 128 most balanced bits of the descriptor); images sharing ``min_shared`` keys are
     candidates, a key held by more than ``max_bucket`` images (text corners, white-background edges) pairs
     nobody. A candidate counts when ORB + RANSAC finds ``min_inliers`` inliers of a similarity (rotation, uniform
-    scale, shift) turned at most ``max_rotation`` degrees (90-degree turns and flips are PDQ's), whose inliers reach across one image (``min_spread``: a shared banner or logo does not) and whose
-    thumbnails, laid one over the other by that transform, differ in at most ``verify.max_differing`` of the
-    overlap and agree over their subject (``max_subject_distance``: a look-alike product on white agrees over
-    the white and differs across the product; one shape in two colours differs across the shape).
+    scale, shift) turned at most ``max_rotation`` degrees (90-degree turns and flips are PDQ's), whose inliers
+    reach across one image (``min_spread``: a shared banner or logo does not) and whose thumbnails, laid one over
+    the other by that transform, differ in at most ``verify.max_differing`` of the overlap and agree over their
+    subject (``max_subject_distance``: a look-alike product on white agrees over the white and differs across the
+    product; one shape in two colours differs across the shape).
     Key settings chosen on a scratch half of the bundled photos (crops 50-90% at any position, rotations 3-10
     degrees); verification settings (``min_inliers``, ``min_spread``, ``max_subject_distance``, the placement
     gate) by replaying every candidate of ``bench/neardup_eval.py``'s tuning split at its 256-pixel staged size
