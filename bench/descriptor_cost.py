@@ -54,6 +54,7 @@ def main() -> None:
     pdq = PdqConfig(enabled=True)
     stages = {"pdq_before": PdqHasher(PdqConfig(enabled=True, stretch_max_gain=1)),
               "pdq_stretch": PdqHasher(pdq),
+              "pdq_orb": PdqHasher(pdq.model_copy(update={"verify": pdq.verify.model_copy(update={"enabled": True})})),
               "layout": LayoutHasher(LayoutConfig()),
               "colour": lambda b: [colour_signature(rgb, pdq.colour_min_chroma) for rgb in b[CONTENT_RGB.column]]}
     times: dict[str, list[float]] = {name: [] for name in stages}
@@ -67,7 +68,8 @@ def main() -> None:
     stretch = ms["pdq_stretch"] - ms["colour"]
     rows = {"PDQ + regions (before)": base, "PDQ + regions, stretched": stretch,
             "PDQ + regions + layout": base + ms["layout"], "stretched + layout": stretch + ms["layout"],
-            "stretched + layout + colour (default)": ms["pdq_stretch"] + ms["layout"]}
+            "stretched + layout + colour (default)": ms["pdq_stretch"] + ms["layout"],
+            "default + ORB keypoints and thumbnails": ms["pdq_orb"] + ms["layout"]}
     print(f"{n} images ({args.split} split), median of {args.repeats} interleaved runs\n")
     print(f"{'descriptors':<40}{'ms/image':>10}{'x before':>10}")
     for name, value in rows.items():

@@ -140,7 +140,7 @@ def search_cost(files: list[Path], config: PdqConfig, n: int) -> dict:
     for share in (4, 2, 1):
         ids = frame[col.SAMPLE_ID].gather(np.sort(order[:n // share]))
         part = rows.filter(pl.col(col.SAMPLE_ID).is_in(ids.implode()))
-        shared = keypoints.shared_keys(part.lazy(), keys.max_bucket).collect()
+        shared = keypoints.shared_keys(part, keys.max_bucket, keys.refine_bits, keys.refine_levels).collect()
         found = keypoints.candidates(shared.lazy(), keys.min_shared).collect()
         points.append((len(ids), shared.height / len(ids), found.height / len(ids)))
     sizes = np.array([p[0] for p in points], float)

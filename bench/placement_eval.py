@@ -43,7 +43,8 @@ def measure(split: str, negatives: int) -> dict:
     values = features(images)
     keys = CONFIG.verify.keypoints
     ids = pl.Series([f"{i:06d}" for i in range(len(images))])
-    found = candidates(shared_keys(key_rows(ids, values, keys).lazy(), keys.max_bucket), keys.min_shared).collect()
+    shared = shared_keys(key_rows(ids, values, keys), keys.max_bucket, keys.refine_bits, keys.refine_levels)
+    found = candidates(shared, keys.min_shared, keys.max_candidates).collect()
     pairs = {(int(a), int(b)) for a, b in found.rows()}
     points = [len(parse_features(v)[0]) for v in values]
     poor = lambda p: min(points[p[0]], points[p[1]]) < keys.placement.below_keypoints  # noqa: E731

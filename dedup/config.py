@@ -35,9 +35,10 @@ Defaults:
   matched at RMS Delta E <= 4 and <= 0.15 of the two images' own variation, over the whole image or all but its
   top or bottom quarter (``dedup.layout``). Chosen on the tune split of bench/neardup_eval.py, where 0.2 and
   0.25 paired brightened and grey copies of two different pastel landscapes.
-  ``pdq.verify.keypoints.enabled`` (off by default) adds the ``keypoints`` detector: images sharing ORB keypoint
-  keys pair once a near-similarity with >= 25 inliers spread across one image verifies them (off-centre crops
-  PDQ never reaches); look-alike product shots on white still pair, see bench/geometry_eval.py.
+  With verification, the ``keypoints`` detector (``pdq.verify.keypoints.enabled``, off by default) pairs images
+  sharing ORB keypoint keys once a similarity with >= 10 inliers spread across one image verifies them and their
+  thumbnails agree (off-centre crops and rotations PDQ never reaches); at most ``max_candidates`` verified per
+  image, see bench/keypoint_scale.py for its cost as the corpus grows.
 """
 
 from __future__ import annotations
@@ -262,8 +263,14 @@ class KeypointConfig(StrictModel):
     a pair counts. PDQ moves ~25 of 256 bits per 1% shift, so such copies never become PDQ candidates; their
     ORB keypoints still match. Each image's ``points`` strongest keypoints give ``tables`` keys apiece (``bits``
     bits sampled from the 128 most balanced bits of the descriptor); images sharing ``min_shared`` keys are
-    candidates, a key held by more than ``max_bucket`` images (text corners, white-background edges) pairs
-    nobody. A candidate counts when ORB + RANSAC finds ``min_inliers`` inliers of a similarity (rotation, uniform
+    candidates, each image's ``max_candidates`` sharing the most. A key held by more than ``max_bucket`` images
+    (text corners, white-background edges, and in a large corpus most keys) is lengthened by ``refine_bits`` of
+    the same descriptors, up to ``refine_levels`` times, and its holders pair within the parts that are small
+    enough; what is still too common pairs nobody. So verification costs at most ``max_candidates`` per image
+    and the shared-key rows at most ``key rows x (max_bucket - 1) / 2`` per image, whatever the corpus
+    (``bench/keypoint_scale.py``: a background of 9,600 generated hard images, tuning split, 1,210 -> 10,810
+    images: 19.6 -> 23.1 candidates and 872 -> 2,190 shared rows per image; the geometric copies among the
+    candidates 269 -> 247 of 290, 247 -> 211 without the refinement, text slides losing most). A candidate counts when ORB + RANSAC finds ``min_inliers`` inliers of a similarity (rotation, uniform
     scale, shift) turned at most ``max_rotation`` degrees (90-degree turns and flips are PDQ's), whose inliers
     reach across one image (``min_spread``: a shared banner or logo does not) and whose thumbnails, laid one over
     the other by that transform, differ in at most ``verify.max_differing`` of the overlap and agree over their
@@ -278,9 +285,8 @@ class KeypointConfig(StrictModel):
     retired = frozenset({"max_gain", "max_hue_shift"})  # the keypoints' colour check: the subject check does its work
 
     enabled: bool = Field(False, description="with pdq.verify.enabled: find keypoints pairs (crops at any "
-                                             "position, small rotations). Off by default: its candidates grow "
-                                             "with the corpus (~21,000 per image at 1M; on the reporting "
-                                             "split precision 0.999, off-centre crops 0.95, 60% crops 0.81)")
+                                             "position, small rotations). Off by default (on the reporting "
+                                             "split precision 0.999, off-centre crops 0.93, 60% crops 0.79)")
     points: int = Field(100, ge=4, le=5000, description="strongest ORB keypoints per image turned into keys",
                         json_schema_extra=FINDS)
     bits: int = Field(24, ge=8, le=48, description="descriptor bits per key: more, fewer chance collisions "
@@ -291,6 +297,15 @@ class KeypointConfig(StrictModel):
                             json_schema_extra=FINDS)
     max_bucket: int = Field(64, ge=2, description="a key held by more images than this pairs none of them",
                             json_schema_extra=FINDS)
+    refine_bits: int = Field(6, ge=1, le=12, description="bits a key over max_bucket is lengthened by, per "
+                             "level: its holders pair within the parts that are small enough (``keypoints."
+                             "key_groups``)", json_schema_extra=FINDS)
+    refine_levels: int = Field(5, ge=0, le=5, description="times a key over max_bucket is lengthened before its "
+                               "holders pair nobody (0: dropped at once)", json_schema_extra=FINDS)
+    max_candidates: int = Field(30, ge=1, description="candidates verified per image at most, those sharing the "
+                                "most keys: verification costs at most this many per image whatever the corpus "
+                                "(on the tuning split 30 keeps 268 of the 271 geometric copies among candidates, "
+                                "10 keeps 247)", json_schema_extra=FINDS)
     min_inliers: int = Field(10, ge=4, description="RANSAC inliers of a similarity for a candidate to count "
                                                    "(the thumbnails must then agree): on the tuning split 6 "
                                                    "paired unrelated slides and icons, 8 and 10 none",

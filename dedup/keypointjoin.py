@@ -1,11 +1,12 @@
 """Keypoints pairs as partitioned tasks (``dedup.keypoints`` holds the kernels and the method):
 
-1. a map task per batch of score files: (sample_id, key) rows bucketed by key, and the keypoints
+1. a map task per batch of score files: (sample_id, key, fine) rows bucketed by key, and the keypoints
    bucketed by sample_id (``pdqverify.shuffle_features``);
-2. a task per key bucket: each key's holders paired (``shared_keys``; all of one key meet in one
-   bucket), one row per shared key, sent to the bucket of ``a``;
-3. a task per bucket of ``a``: pairs sharing ``min_shared`` keys (``candidates``), sent to a's keypoint
-   bucket; a join task adds a's keypoints, a second adds b's and verifies (as ``dedup.pdqverify`` does).
+2. a task per key bucket: each key's holders paired, a common key's by its refined parts (``key_groups``;
+   all of one key meet in one bucket), one row per shared group, sent to the bucket of ``a``;
+3. a task per bucket of ``a``: pairs sharing ``min_shared`` keys, each ``a``'s ``max_candidates`` that share
+   the most (``candidates``), sent to a's keypoint bucket; a join task adds a's keypoints, a second adds b's
+   and verifies (as ``dedup.pdqverify`` does).
 
 Memory per task: one bucket of keys, of shared-key rows, or of keypoints and the candidates that need them.
 """
@@ -20,7 +21,8 @@ import pyarrow.parquet as pq
 from dedup.config import KeypointConfig, VerifyConfig
 from dedup.cluster import SIMILARITY, found_pairs
 from dedup.keyjoin import CANDIDATE_SCHEMA
-from dedup.keypoints import KEY_SCHEMA, SHARED_SCHEMA, candidates, copy_score, key_rows, shared_keys
+from dedup.keypoints import (KEY_SCHEMA, SHARED_SCHEMA, candidates, copy_score, group_pairs, key_groups,
+                             key_rows)
 from dedup.pdqverify import ROW_BYTES, _joined, attach_first, shuffle_features
 from dedup.plan import Plan
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
@@ -45,10 +47,10 @@ def keypoint_pairs(plan: Plan) -> int:
     plan.each(shuffle_features, [(batch, feature_buckets, features, f"{i:05d}")
                                  for i, batch in enumerate(plan.batches(files, ROW_BYTES + orb_bytes))])
     # a key held by h images pairs h(h-1)/2: counted before the pairs are shuffled, so buckets hold what they say
-    pairs = sum(plan.each(shared_count, [(keyed, b, keys.max_bucket) for b in range(key_buckets)]))
+    pairs = sum(plan.each(shared_count, [(keyed, b, keys) for b in range(key_buckets)]))
     shared_buckets = plan.buckets(pairs, KEY_BYTES)
-    plan.each(pair_keys, [(keyed, b, keys.max_bucket, shared_buckets, shared) for b in range(key_buckets)])
-    plan.each(count_shared, [(shared, b, keys.min_shared, feature_buckets, check) for b in range(shared_buckets)])
+    plan.each(pair_keys, [(keyed, b, keys, shared_buckets, shared) for b in range(key_buckets)])
+    plan.each(count_shared, [(shared, b, keys, feature_buckets, check) for b in range(shared_buckets)])
     plan.each(attach_first, [(check, features, b, feature_buckets, half, CANDIDATE_SCHEMA)
                              for b in range(feature_buckets)])
     return sum(plan.each(verify_second, [(half, features, b, config, plan.layout.pairs_dir)
@@ -68,23 +70,27 @@ def _keys(source: Path, config: KeypointConfig) -> pl.DataFrame:
     return key_rows(frame[col.SAMPLE_ID], frame[col.ORB_FEATURES].to_list(), config)
 
 
-def shared_count(source: Path, bucket: int, max_bucket: int) -> int:
+def shared_count(source: Path, bucket: int, config: KeypointConfig) -> int:
     """Task: the (a, b, key) rows ``pair_keys`` will write for one key bucket."""
-    held = (scan_bucket(source, bucket, KEY_SCHEMA).unique().group_by("key").len()
-            .filter(pl.col("len").is_between(2, max_bucket)).collect())
-    return int((held["len"].cast(pl.Int64) * (held["len"].cast(pl.Int64) - 1) // 2).sum())
+    sizes = _groups(source, bucket, config)["a"].list.len().cast(pl.Int64)
+    return int((sizes * (sizes - 1) // 2).sum())
 
 
-def pair_keys(source: Path, bucket: int, max_bucket: int, buckets: int, out: Path) -> int:
-    """Task: one key bucket's shared keys, a row per (a, b, key), sent to the bucket of ``a``."""
-    shared = shared_keys(scan_bucket(source, bucket, KEY_SCHEMA), max_bucket).collect()
+def pair_keys(source: Path, bucket: int, config: KeypointConfig, buckets: int, out: Path) -> int:
+    """Task: one key bucket's shared keys, a row per (a, b, key group), sent to the bucket of ``a``."""
+    shared = group_pairs(_groups(source, bucket, config)).collect()
     return write_buckets(shared, pl.col("a"), buckets, out, f"{bucket:05d}")
 
 
-def count_shared(source: Path, bucket: int, min_shared: int, buckets: int, out: Path) -> int:
-    """Task: pairs sharing ``min_shared`` keys (every shared key of a pair is in this bucket: bucketed by
-    ``a``), sent to a's keypoint bucket."""
-    found = candidates(scan_bucket(source, bucket, SHARED_SCHEMA), min_shared).collect()
+def _groups(source: Path, bucket: int, config: KeypointConfig) -> pl.DataFrame:
+    return key_groups(scan_bucket(source, bucket, KEY_SCHEMA), config.max_bucket, config.refine_bits,
+                      config.refine_levels)
+
+
+def count_shared(source: Path, bucket: int, config: KeypointConfig, buckets: int, out: Path) -> int:
+    """Task: pairs sharing ``min_shared`` keys, at most ``max_candidates`` per ``a`` (every shared key of a
+    pair, and every pair of an ``a``, is in this bucket: bucketed by ``a``), sent to a's keypoint bucket."""
+    found = candidates(scan_bucket(source, bucket, SHARED_SCHEMA), config.min_shared, config.max_candidates).collect()
     return write_buckets(found, pl.col("a"), buckets, out, f"{bucket:05d}")
 
 

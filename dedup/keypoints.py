@@ -43,7 +43,7 @@ BALANCED_BITS = np.array([
     183, 185, 188, 190, 193, 196, 197, 198, 199, 201, 202, 204, 207, 209, 211, 219, 223, 224, 227, 232, 235, 236,
     237, 239, 247, 248, 249, 254, 255])
 SEED = 24  # picks each table's bits: fixed, so the keys of two runs (and both engines) agree
-KEY_SCHEMA = {col.SAMPLE_ID: pl.String, "key": pl.UInt64}
+KEY_SCHEMA = {col.SAMPLE_ID: pl.String, "key": pl.UInt64, "fine": pl.UInt64}
 SHARED_SCHEMA = {"a": pl.String, "b": pl.String, "palette": pl.Boolean}  # a row per key two images share
 PALETTE = np.uint64(0x80 << 56)  # set in a palette key: keypoint keys hold their table number (< 33) up there
 PALETTE_STEPS = np.array([16.0, 8.0, 8.0])  # CIELAB bin sides (OpenCV's 8-bit L, a, b) of a palette colour
@@ -51,22 +51,32 @@ PALETTE_COLOURS = 12  # the most covering colours kept per grid: at most 66 keys
 
 
 def table_bits(config: KeypointConfig) -> np.ndarray:
-    """(tables, bits) descriptor bit positions, each table a sample without replacement of ``BALANCED_BITS``."""
+    """(tables, bits + refine_bits x refine_levels) descriptor bit positions: each table's key bits, a sample
+    without replacement of ``BALANCED_BITS``, then its refining bits, drawn from the balanced bits it left."""
     rng = np.random.default_rng(SEED)
-    return np.stack([rng.choice(BALANCED_BITS, config.bits, replace=False) for _ in range(config.tables)])
+    keys = np.stack([rng.choice(BALANCED_BITS, config.bits, replace=False) for _ in range(config.tables)])
+    rng = np.random.default_rng(SEED + 1)
+    refine = np.stack([rng.choice(np.setdiff1d(BALANCED_BITS, own), config.refine_bits * config.refine_levels,
+                                  replace=False) for own in keys])
+    return np.concatenate([keys, refine], axis=1)
 
 
-def image_keys(value: bytes, config: KeypointConfig, positions: np.ndarray) -> np.ndarray:
-    """The distinct uint64 keys of one ``orb_features`` value: table number in the top byte, sampled bits below."""
+def image_keys(value: bytes, config: KeypointConfig, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, fine), distinct pairs, of one ``orb_features`` value: a key holds the table number in its top byte
+    and the sampled bits below; ``fine`` holds the keypoint's refining bits, level by level from the lowest
+    (``shared_keys`` reads them when a key is held by too many images). Palette keys have ``fine`` 0."""
     plain, _ = parse_features(value)
-    bits = np.unpackbits(plain["desc"][:config.points], axis=1)[:, positions]  # (points, tables, bits)
-    weights = np.uint64(1) << np.arange(config.bits, dtype=np.uint64)
-    keys = (bits.astype(np.uint64) * weights).sum(axis=2, dtype=np.uint64)
-    keys |= np.arange(config.tables, dtype=np.uint64)[None, :] << np.uint64(56)
+    bits = np.unpackbits(plain["desc"][:config.points], axis=1)[:, positions].astype(np.uint64)  # (points, tables, n)
+    weights = np.uint64(1) << np.arange(positions.shape[1], dtype=np.uint64)
+    keys = (bits[..., :config.bits] * weights[:config.bits]).sum(axis=2, dtype=np.uint64).ravel()
+    keys |= np.tile(np.arange(config.tables, dtype=np.uint64), len(bits)) << np.uint64(56)
+    fine = (bits[..., config.bits:] * weights[:positions.shape[1] - config.bits]).sum(axis=2, dtype=np.uint64).ravel()
     thumb = thumbnail(value)
     if config.placement.enabled and len(plain) < config.placement.below_keypoints and thumb is not None:
-        keys = np.concatenate([keys.ravel(), palette_keys(thumb, config.placement.palette_share)])
-    return np.unique(keys)
+        palette = palette_keys(thumb, config.placement.palette_share)
+        keys, fine = np.concatenate([keys, palette]), np.concatenate([fine, np.zeros(len(palette), np.uint64)])
+    both = np.unique(np.stack([keys, fine], axis=1), axis=0)
+    return both[:, 0], both[:, 1]
 
 
 def palette_keys(thumb: np.ndarray, share: float) -> np.ndarray:
@@ -88,28 +98,65 @@ def palette_keys(thumb: np.ndarray, share: float) -> np.ndarray:
 
 
 def key_rows(ids: pl.Series, values: list[bytes], config: KeypointConfig) -> pl.DataFrame:
-    """(sample_id, key) rows of a batch of ``orb_features`` values."""
+    """(sample_id, key, fine) rows of a batch of ``orb_features`` values."""
     positions = table_bits(config)
     keys = [image_keys(v, config, positions) for v in values]
-    counts = [len(k) for k in keys]
-    return pl.DataFrame({col.SAMPLE_ID: ids.gather(np.repeat(np.arange(len(keys)), counts)),
-                         "key": np.concatenate(keys) if keys else np.empty(0, np.uint64)}, schema=KEY_SCHEMA)
+    counts = [len(k) for k, _ in keys]
+    every = lambda i: np.concatenate([k[i] for k in keys]) if keys else np.empty(0, np.uint64)  # noqa: E731
+    return pl.DataFrame({col.SAMPLE_ID: ids.gather(np.repeat(np.arange(len(keys)), counts)), "key": every(0),
+                         "fine": every(1)}, schema=KEY_SCHEMA)
 
 
-def shared_keys(rows: pl.LazyFrame, max_bucket: int) -> pl.LazyFrame:
-    """(a, b, palette), a < b, once per key both hold (palette: it is a palette key); keys held by one image or
-    more than ``max_bucket`` dropped."""
-    holders = (rows.unique().group_by("key").agg(pl.col(col.SAMPLE_ID).sort().alias("a"))
-               .filter(pl.col("a").list.len().is_between(2, max_bucket)))
+def key_groups(rows: pl.LazyFrame | pl.DataFrame, max_bucket: int, refine_bits: int = 0,
+               refine_levels: int = 0) -> pl.DataFrame:
+    """(key, a): the sorted holders of each group of images that pair over one key. A key held by 2 to
+    ``max_bucket`` images is one group; a keypoint key held by more is split by its holders' next ``refine_bits``
+    bits (``fine``), each part a group when it is small enough, else split again, ``refine_levels`` times, and
+    what is still too large pairs nobody (a text corner held by thousands). Every (image, key, fine) row is in
+    one group at most, so an image pairs at most ``max_bucket - 1`` others per row whatever the corpus: a common
+    key's holders pair by longer keys instead of none. Eager: each level reads the one before."""
+    rows = rows.lazy().collect() if isinstance(rows, pl.LazyFrame) else rows
+    if "fine" not in rows.columns:
+        rows = rows.with_columns(pl.lit(0, pl.UInt64).alias("fine"))
     palette = (pl.col("key") & pl.lit(int(PALETTE), pl.UInt64)) > 0
-    return (holders.select("a", pl.col("a").alias("b"), palette.alias("palette")).explode("a").explode("b")
+    rows, groups = rows.select(col.SAMPLE_ID, "key", "fine").unique(), []
+    for level in range(refine_levels + 1):
+        part = pl.col("fine") & pl.lit((1 << (refine_bits * level)) - 1, pl.UInt64)
+        held = (rows.with_columns(part.alias("part")).group_by("key", "part")
+                .agg(pl.col(col.SAMPLE_ID).unique().sort().alias("a")))
+        size = pl.col("a").list.len()
+        groups.append(held.filter(size.is_between(2, max_bucket)).select("key", "a"))
+        over = held.filter((size > max_bucket) & ~palette).select("key", "part")
+        if over.is_empty():
+            break
+        rows = rows.with_columns(part.alias("part")).join(over, on=["key", "part"]).drop("part")
+    return pl.concat(groups)
+
+
+def shared_keys(rows: pl.LazyFrame | pl.DataFrame, max_bucket: int, refine_bits: int = 0,
+                refine_levels: int = 0) -> pl.LazyFrame:
+    """(a, b, palette), a < b, once per group of ``key_groups`` both are in (palette: a palette key's)."""
+    return group_pairs(key_groups(rows, max_bucket, refine_bits, refine_levels))
+
+
+def group_pairs(groups: pl.DataFrame) -> pl.LazyFrame:
+    """``shared_keys`` of ``key_groups``' groups."""
+    palette = (pl.col("key") & pl.lit(int(PALETTE), pl.UInt64)) > 0
+    return (groups.lazy().select("a", pl.col("a").alias("b"), palette.alias("palette")).explode("a").explode("b")
             .filter(pl.col("a") < pl.col("b")))
 
 
-def candidates(shared: pl.LazyFrame, min_shared: int) -> pl.LazyFrame:
-    """Pairs sharing at least ``min_shared`` keys, or one palette key, sorted."""
-    return (shared.group_by("a", "b").agg(pl.len(), pl.col("palette").any())
-            .filter((pl.col("len") >= min_shared) | pl.col("palette")).select("a", "b").sort("a", "b"))
+def candidates(shared: pl.LazyFrame, min_shared: int, most: int | None = None) -> pl.LazyFrame:
+    """Pairs sharing at least ``min_shared`` keys, or one palette key, sorted; with ``most``, each ``a``'s
+    ``most`` that share the most keys (ties to the smaller ``b``). Every pair of one ``a`` is in ``a``'s
+    bucket, so each bucket can cap its own: the pairs to verify are at most ``most`` per image, whatever
+    the corpus."""
+    found = (shared.group_by("a", "b").agg(pl.len(), pl.col("palette").any())
+             .filter((pl.col("len") >= min_shared) | pl.col("palette")))
+    if most is not None:
+        found = (found.sort(["a", "len", "b"], descending=[False, True, False])
+                 .group_by("a", maintain_order=True).head(most))
+    return found.select("a", "b").sort("a", "b")
 
 
 def copy_score(a: bytes, b: bytes, config: VerifyConfig) -> float:

@@ -74,8 +74,8 @@ def keypoint_pairs(config: PdqConfig, files: list[Path], index: SampleIndex) -> 
     rows = [keypoints.key_rows(ids, values.to_pylist(), keys) for ids, values in iter_column(files, col.ORB_FEATURES)]
     if not rows:
         return pl.DataFrame(schema=PAIRS_SCHEMA)
-    found = keypoints.candidates(keypoints.shared_keys(pl.concat(rows).lazy(), keys.max_bucket),
-                                 keys.min_shared).collect()
+    shared = keypoints.shared_keys(pl.concat(rows), keys.max_bucket, keys.refine_bits, keys.refine_levels)
+    found = keypoints.candidates(shared, keys.min_shared, keys.max_candidates).collect()
     a, b = index.positions(found["a"]), index.positions(found["b"])
     sim = scores(files, index, a, b, config, lambda x, y: keypoints.copy_score(x, y, config.verify))
     ok = sim > 0

@@ -113,13 +113,81 @@ def test_candidates_are_the_pairs_sharing_enough_uncapped_keys_whatever_the_key_
     assert keypoints.candidates(shared.lazy(), min_shared).collect().rows() == want
 
 
+@settings(max_examples=60, deadline=None)
+@given(key_sets, st.integers(1, 3), st.integers(1, 3))
+def test_each_image_keeps_its_candidates_sharing_the_most_keys(sets, min_shared, most):
+    """Brute force: with a cap, each a keeps the ``most`` of its candidates sharing the most keys (ties to
+    the smaller b), so no image sends more than ``most`` pairs to verification."""
+    ids = [f"{i:02d}" for i in range(len(sets))]
+    rows = pl.DataFrame({col.SAMPLE_ID: [i for i, s in zip(ids, sets) for _ in s],
+                         "key": [k for s in sets for k in sorted(s)]},
+                        schema={col.SAMPLE_ID: pl.String, "key": pl.UInt64})
+    holders = {k: sum(k in s for s in sets) for k in set().union(*sets)}
+    counted = {k for k, n in holders.items() if n >= 2}
+    want = []
+    for a in range(len(sets)):
+        found = [(-len(sets[a] & sets[b] & counted), b) for b in range(a + 1, len(sets))
+                 if len(sets[a] & sets[b] & counted) >= min_shared]
+        want += sorted((ids[a], ids[b]) for _, b in sorted(found)[:most])
+    shared = keypoints.shared_keys(rows.lazy(), len(sets))
+    assert keypoints.candidates(shared, min_shared, most).collect().rows() == want
+
+
 def test_image_keys_are_distinct_and_tagged_by_table(photos):
     config = CONFIG.verify.keypoints
     value = orb_features(np.asarray(photos["astronaut"]), CONFIG.verify.features)
-    keys = keypoints.image_keys(value, config, keypoints.table_bits(config))
-    assert len(np.unique(keys)) == len(keys) <= config.points * config.tables
+    positions = keypoints.table_bits(config)
+    keys, fine = keypoints.image_keys(value, config, positions)
+    assert len(set(zip(keys.tolist(), fine.tolist()))) == len(keys) <= config.points * config.tables
     assert set((keys >> np.uint64(56)).tolist()) == set(range(config.tables))
     assert (keys & np.uint64((1 << 56) - 1)).max() < 1 << config.bits
+    assert fine.max() < 1 << (config.refine_bits * config.refine_levels)
+    for own in positions:  # a table's refining bits are balanced bits its key does not use
+        key, refine = own[:config.bits], own[config.bits:]
+        assert not set(key) & set(refine) and set(own) <= set(keypoints.BALANCED_BITS.tolist())
+
+
+def brute_groups(rows: list[tuple[str, int, int]], max_bucket: int, bits: int, levels: int) -> list[tuple]:
+    """The holders of each group, by the definition: a key's holders are a group if 2..max_bucket; if more, the
+    rows are split by the next ``bits`` of fine and each part judged the same way, ``levels`` times."""
+    out = []
+
+    def judge(part: list[tuple[str, int, int]], level: int) -> None:
+        holders = sorted({r[0] for r in part})
+        if 2 <= len(holders) <= max_bucket:
+            out.append((part[0][1], tuple(holders)))
+        elif len(holders) > max_bucket and level < levels:
+            mask = (1 << (bits * (level + 1))) - 1
+            for f in sorted({r[2] & mask for r in part}):
+                judge([r for r in part if r[2] & mask == f], level + 1)
+
+    for key in sorted({r[1] for r in rows}):
+        judge([r for r in rows if r[1] == key], 0)
+    return sorted(out)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 2), st.integers(0, 15)), max_size=40),
+       st.integers(2, 4), st.integers(0, 3), st.integers(1, 3))
+def test_a_common_key_pairs_its_holders_by_their_refining_bits(triples, max_bucket, levels, parts):
+    """Brute force on random (image, key, fine) rows with 2-bit refinements: ``key_groups`` gives the groups
+    of the definition, and cutting the rows by key (as the partitioned engine's key buckets do) gives the same."""
+    rows = sorted({(f"{i:02d}", k, f) for i, k, f in triples})
+    frame = pl.DataFrame(rows, schema=keypoints.KEY_SCHEMA, orient="row")
+    groups = lambda f: sorted((k, tuple(a)) for k, a in keypoints.key_groups(f, max_bucket, 2, levels).rows())  # noqa: E731
+    want = brute_groups(rows, max_bucket, 2, levels)
+    assert groups(frame) == want
+    assert sorted(g for p in range(parts) for g in groups(frame.filter(pl.col("key") % parts == p))) == want
+
+
+def test_a_key_held_by_too_many_still_pairs_the_copies_that_agree_on_more_bits():
+    """Five images hold one key (max_bucket 3): dropped without refinement; refined, the two that agree on the
+    next bits pair, the three others split further."""
+    rows = pl.DataFrame([("a", 7, 0b0101), ("b", 7, 0b0101), ("c", 7, 0b1110), ("d", 7, 0b0110), ("e", 7, 0b0110)],
+                        schema=keypoints.KEY_SCHEMA, orient="row")
+    assert keypoints.key_groups(rows, 3).is_empty()
+    assert sorted(keypoints.key_groups(rows, 3, 2, 2)["a"].to_list()) == [["a", "b"], ["c", "d", "e"]]
+    assert sorted(keypoints.key_groups(rows, 2, 2, 2)["a"].to_list()) == [["a", "b"], ["d", "e"]]
 
 
 def test_the_keypoints_detector_is_opt_in():

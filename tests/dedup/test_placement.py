@@ -97,7 +97,7 @@ def test_one_palette_key_makes_a_candidate_five_keypoint_keys_do_not():
     rows = pl.DataFrame({"sample_id": ["a", "b"] * 6 + ["c", "d"] * 5,
                          "key": [palette] * 2 + [k for k in range(1, 6) for _ in range(2)] + [k for k in range(6, 11)
                                                                                           for _ in range(2)]},
-                        schema=keypoints.KEY_SCHEMA)
+                        schema={"sample_id": pl.String, "key": pl.UInt64})
     found_pairs = keypoints.candidates(keypoints.shared_keys(rows.lazy(), 64), 6).collect()
     assert found_pairs.rows() == [("a", "b")]
 
@@ -110,6 +110,6 @@ def test_values_without_a_thumbnail_get_no_palette_keys_and_place_nothing():
     older = header.tobytes() + value[4:8] + value[10 + 3 * width * height:]
     config = CONFIG.verify.keypoints
     positions = keypoints.table_bits(config)
-    assert (keypoints.image_keys(value, config, positions) & keypoints.PALETTE).any()
-    assert not (keypoints.image_keys(older, config, positions) & keypoints.PALETTE).any()
+    assert (keypoints.image_keys(value, config, positions)[0] & keypoints.PALETTE).any()
+    assert not (keypoints.image_keys(older, config, positions)[0] & keypoints.PALETTE).any()
     assert keypoints.copy_score(older, older, CONFIG.verify) == 0.0 < keypoints.copy_score(value, value, CONFIG.verify)
