@@ -69,12 +69,13 @@ METHODS = {
     "pdq_gate": {"pdq": {"enabled": True, "stretch_max_gain": 1}, "layout": {"enabled": False}},
     # The default but the layout detector's photometric match (dedup.layout.tone): what that match adds.
     "pdq_no_tone": {"pdq": {"enabled": True}, "layout": {"tone": {"enabled": False}}},
-    # The opt-in keypoints detector (off-centre crops, small rotations) on top of verification.
+    # Verification with the keypoints detector (off-centre crops, small rotations), as it comes: the demo's.
     "pdq_keypoints": {"pdq": {"enabled": True, "verify": {"enabled": True, "keypoints": {"enabled": True}}}},
-    # Pairs beyond the PDQ threshold, up to distance 80, count when ORB + RANSAC verifies them.
-    "pdq_verify": {"pdq": {"enabled": True, "verify": {"enabled": True}}},
+    # Pairs beyond the PDQ threshold, up to distance 80, count when ORB + RANSAC verifies them (no keypoints).
+    "pdq_verify": {"pdq": {"enabled": True, "verify": {"enabled": True, "keypoints": {"enabled": False}}}},
     # Every pair verified, the near ones too: what verification removes, and what it loses.
-    "pdq_verify_all": {"pdq": {"enabled": True, "verify": {"enabled": True, "verify_all": True}}},
+    "pdq_verify_all": {"pdq": {"enabled": True, "verify": {"enabled": True, "verify_all": True,
+                                                           "keypoints": {"enabled": False}}}},
 }
 IMAGE_DETECTORS = {d for d, kind in KIND_OF_DETECTOR.items() if kind == DupKind.IMAGE}
 

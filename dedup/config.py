@@ -35,7 +35,7 @@ Defaults:
   matched at RMS Delta E <= 4 and <= 0.15 of the two images' own variation, over the whole image or all but its
   top or bottom quarter (``dedup.layout``). Chosen on the tune split of bench/neardup_eval.py, where 0.2 and
   0.25 paired brightened and grey copies of two different pastel landscapes.
-  With verification, the ``keypoints`` detector (``pdq.verify.keypoints.enabled``, off by default) pairs images
+  With verification, the ``keypoints`` detector (``pdq.verify.keypoints``, on unless turned off) pairs images
   sharing ORB keypoint keys once a similarity with >= 10 inliers spread across one image verifies them and their
   thumbnails agree (off-centre crops and rotations PDQ never reaches); at most ``max_candidates`` verified per
   image, see bench/keypoint_scale.py for its cost as the corpus grows.
@@ -284,9 +284,9 @@ class KeypointConfig(StrictModel):
 
     retired = frozenset({"max_gain", "max_hue_shift"})  # the keypoints' colour check: the subject check does its work
 
-    enabled: bool = Field(False, description="with pdq.verify.enabled: find keypoints pairs (crops at any "
-                                             "position, small rotations). Off by default (on the reporting "
-                                             "split precision 0.999, off-centre crops 0.93, 60% crops 0.79)")
+    enabled: bool = Field(True, description="with pdq.verify.enabled: find keypoints pairs (crops at any "
+                                            "position, small rotations; on the reporting split precision 0.999, "
+                                            "off-centre crops 0.93, 60% crops 0.79, rotations 0.98)")
     points: int = Field(100, ge=4, le=5000, description="strongest ORB keypoints per image turned into keys",
                         json_schema_extra=FINDS)
     bits: int = Field(24, ge=8, le=48, description="descriptor bits per key: more, fewer chance collisions "

@@ -105,7 +105,8 @@ def demo_config(url_list: Path, run_dir: Path) -> dict:
         "input": {"kind": "url_list", "path": str(url_list), "rows_per_shard": 100},
         "crawl": {"allow_private_addresses": True, "retries": 1, "image_size": 256, "resize_mode": "border"},
         "filters": {**demo_filters()[0], **DEMO_SIGNALS},
-        # PDQ rather than pHash, with regions and verification: the best of bench/neardup_eval.py.
+        # PDQ rather than pHash, with regions, verification and its keypoints detector: the best of
+        # bench/neardup_eval.py.
         "dedup": {"exact": {"enabled": True}, "pdq": {"enabled": True, "verify": {"enabled": True}},
                   "minhash": {"enabled": True}, "semantic": {"enabled": "clip" in demo_filters()[0]}},
         "export": {"shard_size": 100},

@@ -190,14 +190,17 @@ def test_a_key_held_by_too_many_still_pairs_the_copies_that_agree_on_more_bits()
     assert sorted(keypoints.key_groups(rows, 2, 2, 2)["a"].to_list()) == [["a", "b"], ["d", "e"]]
 
 
-def test_the_keypoints_detector_is_opt_in():
-    """Verification alone does not enable it (look-alike product shots still pair on the reporting split)."""
+def test_the_keypoints_detector_comes_with_verification_and_can_be_turned_off():
+    """It needs the keypoints verification stores; its cost per image is capped (max_candidates), so it is on
+    whenever verification is, unless turned off."""
     from dedup.config import DedupConfig
 
+    pdq = {"pdq": {"enabled": True}}
+    assert "keypoints" not in DedupConfig.model_validate(pdq).enabled_detectors()
     verify = {"pdq": {"enabled": True, "verify": {"enabled": True}}}
-    assert "keypoints" not in DedupConfig.model_validate(verify).enabled_detectors()
-    verify["pdq"]["verify"]["keypoints"] = {"enabled": True}
     assert "keypoints" in DedupConfig.model_validate(verify).enabled_detectors()
+    verify["pdq"]["verify"]["keypoints"] = {"enabled": False}
+    assert "keypoints" not in DedupConfig.model_validate(verify).enabled_detectors()
 
 
 def test_a_crop_laid_over_its_original_differs_at_its_edges_only_and_a_recolour_across_it(photos):
