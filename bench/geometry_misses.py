@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.geometry_candidates import RESULTS, features, true_pairs  # noqa: E402
 from bench.geometry_eval import CONFIG, build  # noqa: E402
-from dedup.keypoints import near_similarity, spread  # noqa: E402
+from dedup.keypoints import small_turn, spread  # noqa: E402
 from dedup.verify import (feature_size, fit, overlay, parse_features, plausible, subject_distance,  # noqa: E402
                           thumbnails)
 
@@ -44,7 +44,7 @@ def first_failure(a: bytes, b: bytes) -> str:
             ("few keypoints", min(len(plain_a), len(other)) >= keys.min_inliers),
             ("inliers", len(in_a) >= keys.min_inliers),
             ("implausible", lambda: plausible(homography)),
-            ("not a similarity", lambda: near_similarity(homography, keys)),
+            ("turned too far", lambda: small_turn(homography, keys)),
             ("spread", lambda: max(spread(plain_a["xy"][in_a], sizes[0]),
                                    spread(other["xy"][in_b], sizes[1])) >= keys.min_spread),
             ("pixels", lambda: laid is not None and laid.differing() <= verify.max_differing),

@@ -282,7 +282,9 @@ class KeypointConfig(StrictModel):
     (``bench/figures/neardup-similarity.json``).
     """
 
-    retired = frozenset({"max_gain", "max_hue_shift"})  # the keypoints' colour check: the subject check does its work
+    # the keypoints' colour check (the subject check does its work), and the squash check (a fitted similarity
+    # has none)
+    retired = frozenset({"max_gain", "max_hue_shift", "max_anisotropy"})
 
     enabled: bool = Field(True, description="with pdq.verify.enabled: find keypoints pairs (crops at any "
                                             "position, small rotations; on the reporting split precision 0.999, "
@@ -312,9 +314,6 @@ class KeypointConfig(StrictModel):
                              json_schema_extra=FINDS)
     max_rotation: float = Field(20.0, ge=0, le=180, description="degrees of rotation a verified transform may "
                                                                "have", json_schema_extra=FINDS)
-    max_anisotropy: float = Field(1.5, ge=1, description="ratio of the transform's singular values (``near_"
-                                                         "similarity``; a fitted similarity has 1)",
-                                  json_schema_extra=FINDS)
     min_spread: float = Field(0.1, ge=0, le=1, description="share of the width and of the height the inliers "
                                                           "must reach across one of the two images (10th-90th "
                                                           "percentile): a shared banner or logo is a strip or a "

@@ -187,7 +187,7 @@ def copy_score(a: bytes, b: bytes, config: VerifyConfig) -> float:
 def _inliers(a: np.ndarray, b: np.ndarray, sizes: tuple, thumbs: tuple, config: VerifyConfig) -> int:
     keys = config.keypoints
     transform, in_a, in_b = fit(a, b, config.ratio, config.reprojection_px, keys.min_inliers, similarity=True)
-    if len(in_a) < keys.min_inliers or not plausible(transform) or not near_similarity(transform, keys):
+    if len(in_a) < keys.min_inliers or not plausible(transform) or not small_turn(transform, keys):
         return 0
     if None not in sizes and max(spread(a["xy"][in_a], sizes[0]), spread(b["xy"][in_b], sizes[1])) < keys.min_spread:
         return 0
@@ -202,11 +202,9 @@ def spread(xy: np.ndarray, size: tuple[int, int]) -> float:
     return float(((high - low) / np.maximum(np.array(size, dtype=np.float64), 1)).min())
 
 
-def near_similarity(homography: np.ndarray, config: KeypointConfig) -> bool:
-    """Rotation within ``max_rotation`` degrees and singular values within ``max_anisotropy`` of each other:
-    a crop, rescale or small turn. On the tuning half, every false candidate with 10+ inliers failed this
-    (turned 90-140 degrees, or squashed 2-50x), while true pairs stayed within 17 degrees and 1.6x."""
-    affine = homography[:2, :2] / homography[2, 2]
-    angle = abs(np.degrees(np.arctan2(affine[1, 0] - affine[0, 1], affine[0, 0] + affine[1, 1])))
-    high, low = np.linalg.svd(affine, compute_uv=False)
-    return angle <= config.max_rotation and high <= config.max_anisotropy * low
+def small_turn(transform: np.ndarray, config: KeypointConfig) -> bool:
+    """Rotation within ``max_rotation`` degrees: a crop, rescale or small turn (90-degree turns and flips are
+    PDQ's). The transform is a fitted similarity, so it cannot squash; on the tuning half, false candidates
+    with 10+ inliers under a homography turned 90-140 degrees, true pairs within 17."""
+    affine = transform[:2, :2] / transform[2, 2]
+    return abs(np.degrees(np.arctan2(affine[1, 0] - affine[0, 1], affine[0, 0] + affine[1, 1]))) <= config.max_rotation

@@ -62,10 +62,11 @@ def test_a_config_recorded_with_a_retired_field_still_loads_and_a_misspelt_one_d
     check) is dropped with a warning so the run still resumes, while a misspelt field stays an error."""
     recorded = {"output_dir": "/tmp/run", "input": {"path": "urls.parquet"},
                 "dedup": {"pdq": {"enabled": True, "verify": {"keypoints": {"max_gain": 3.0, "max_hue_shift": 45.0,
+                                                                          "max_anisotropy": 1.5,
                                                                           "min_inliers": 25}}}}}
     config = build_config(recorded)
     assert config.dedup.pdq.verify.keypoints.min_inliers == 25
-    assert "max_gain, max_hue_shift no longer exist" in caplog.text
+    assert "max_anisotropy, max_gain, max_hue_shift no longer exist" in caplog.text
     recorded["dedup"]["pdq"]["verify"]["keypoints"]["max_gian"] = 3.0
     with pytest.raises(ConfigError, match="max_gian"):
         build_config(recorded)
