@@ -12,7 +12,7 @@ the key rows, shared-key rows (the join's shuffle) and candidates per image, unc
 ``max_candidates``, and the split's (original, geometric edit) pairs still among the candidates, per image type.
 A key held by more than ``max_bucket`` images pairs nobody, so the shared rows per image are bounded
 (``key rows x (max_bucket - 1) / 2``) and a growing corpus loses the copies whose keys become common instead of
-growing the candidates. Prints a table, writes bench/results/keypoint-scale-<time>.json.
+growing the candidates. Prints a table, writes bench/results/keypoint-scale-<split>-<time>.json.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def main() -> None:
                   f"{p[f'max_candidates={m}']['geometric_reached']}/{len(wanted)}" for m in caps), flush=True)
     last = points[-1][f"max_candidates={keys.max_candidates}"]["by_type"]
     print("geometric copies reached at the largest size, by type:", json.dumps(last))
-    out = RESULTS / f"keypoint-scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = RESULTS / f"keypoint-scale-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     bound = points[-1]["key_rows_per_image"] * (keys.max_bucket - 1) / 2
     out.write_text(json.dumps({"command": "bench/keypoint_scale.py " + " ".join(sys.argv[1:]), "split": args.split,

@@ -37,8 +37,8 @@ Defaults:
   0.25 paired brightened and grey copies of two different pastel landscapes.
   With verification, the ``keypoints`` detector (``pdq.verify.keypoints``, on unless turned off) pairs images
   sharing ORB keypoint keys once a similarity with >= 10 inliers spread across one image verifies them and their
-  thumbnails agree (off-centre crops and rotations PDQ never reaches); at most ``max_candidates`` verified per
-  image, see bench/keypoint_scale.py for its cost as the corpus grows.
+  thumbnails agree (off-centre crops and rotations PDQ never reaches); about 2 x ``max_candidates`` verified
+  per image at most, see bench/keypoint_scale.py for its cost as the corpus grows.
 """
 
 from __future__ import annotations
@@ -263,14 +263,15 @@ class KeypointConfig(StrictModel):
     a pair counts. PDQ moves ~25 of 256 bits per 1% shift, so such copies never become PDQ candidates; their
     ORB keypoints still match. Each image's ``points`` strongest keypoints give ``tables`` keys apiece (``bits``
     bits sampled from the 128 most balanced bits of the descriptor); images sharing ``min_shared`` keys are
-    candidates, each image's ``max_candidates`` sharing the most. A key held by more than ``max_bucket`` images
+    candidates, those among the ``max_candidates`` sharing the most of their ``a`` or their ``b``. A key held by more than ``max_bucket`` images
     (text corners, white-background edges, and in a large corpus most keys) is lengthened by ``refine_bits`` of
     the same descriptors, up to ``refine_levels`` times, and its holders pair within the parts that are small
-    enough; what is still too common pairs nobody. So verification costs at most ``max_candidates`` per image
-    and the shared-key rows at most ``key rows x (max_bucket - 1) / 2`` per image, whatever the corpus
+    enough; what is still too common pairs nobody. So verification costs at most 2 x ``max_candidates`` per
+    image on average and the shared-key rows at most ``key rows x (max_bucket - 1) / 2`` per image, whatever the corpus
     (``bench/keypoint_scale.py``: a background of 9,600 generated hard images, tuning split, 1,210 -> 10,810
-    images: 19.6 -> 23.1 candidates and 872 -> 2,190 shared rows per image; the geometric copies among the
-    candidates 269 -> 247 of 290, 247 -> 211 without the refinement, text slides losing most). A candidate counts when ORB + RANSAC finds ``min_inliers`` inliers of a similarity (rotation, uniform
+    images: 26.3 -> 33.8 candidates and 872 -> 2,190 shared rows per image; the geometric copies among the
+    candidates 271 -> 247 of 290, 247 -> 211 without the refinement, text slides losing most).
+    A candidate counts when ORB + RANSAC finds ``min_inliers`` inliers of a similarity (rotation, uniform
     scale, shift) turned at most ``max_rotation`` degrees (90-degree turns and flips are PDQ's), whose inliers
     reach across one image (``min_spread``: a shared banner or logo does not) and whose thumbnails, laid one over
     the other by that transform, differ in at most ``verify.max_differing`` of the overlap and agree over their
@@ -304,10 +305,11 @@ class KeypointConfig(StrictModel):
                              "key_groups``)", json_schema_extra=FINDS)
     refine_levels: int = Field(5, ge=0, le=5, description="times a key over max_bucket is lengthened before its "
                                "holders pair nobody (0: dropped at once)", json_schema_extra=FINDS)
-    max_candidates: int = Field(30, ge=1, description="candidates verified per image at most, those sharing the "
-                                "most keys: verification costs at most this many per image whatever the corpus "
-                                "(on the tuning split 30 keeps 268 of the 271 geometric copies among candidates, "
-                                "10 keeps 247)", json_schema_extra=FINDS)
+    max_candidates: int = Field(30, ge=1, description="candidates each image keeps as a and as b, those sharing "
+                                "the most keys: verification costs at most twice this per image on average, "
+                                "whatever the corpus "
+                                "(on the tuning split 30 keeps 271 of the 273 geometric copies among candidates, "
+                                "10 keeps 250)", json_schema_extra=FINDS)
     min_inliers: int = Field(10, ge=4, description="RANSAC inliers of a similarity for a candidate to count "
                                                    "(the thumbnails must then agree): on the tuning split 6 "
                                                    "paired unrelated slides and icons, 8 and 10 none",

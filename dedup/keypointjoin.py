@@ -4,9 +4,10 @@
    bucketed by sample_id (``pdqverify.shuffle_features``);
 2. a task per key bucket: each key's holders paired, a common key's by its refined parts (``key_groups``;
    all of one key meet in one bucket), one row per shared group, sent to the bucket of ``a``;
-3. a task per bucket of ``a``: pairs sharing ``min_shared`` keys, each ``a``'s ``max_candidates`` that share
-   the most (``candidates``), sent to a's keypoint bucket; a join task adds a's keypoints, a second adds b's
-   and verifies (as ``dedup.pdqverify`` does).
+3. a task per bucket of ``a``: pairs sharing ``min_shared`` keys, each marked when among its ``a``'s
+   ``max_candidates`` that share the most, sent to the bucket of ``b``; a task per bucket of ``b`` keeps those
+   marked or among their ``b``'s ``max_candidates`` (``candidates``), sent to a's keypoint bucket;
+4. a join task adds a's keypoints, a second adds b's and verifies (as ``dedup.pdqverify`` does).
 
 Memory per task: one bucket of keys, of shared-key rows, or of keypoints and the candidates that need them.
 """
@@ -21,14 +22,15 @@ import pyarrow.parquet as pq
 from dedup.config import KeypointConfig, VerifyConfig
 from dedup.cluster import SIMILARITY, found_pairs
 from dedup.keyjoin import CANDIDATE_SCHEMA
-from dedup.keypoints import (KEY_SCHEMA, SHARED_SCHEMA, candidates, copy_score, group_pairs, key_groups,
-                             key_rows)
+from dedup.keypoints import (KEY_SCHEMA, SHARED_SCHEMA, among_most, copy_score, counted, group_pairs,
+                             key_groups, key_rows)
 from dedup.pdqverify import ROW_BYTES, _joined, attach_first, shuffle_features
 from dedup.plan import Plan
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
 from manifests import schema as col
 
 KEY_BYTES = 64  # a shuffled key or shared-key row with hash-table overhead
+RANKED_SCHEMA = {"a": pl.String, "b": pl.String, "len": pl.UInt32, "kept": pl.Boolean}
 
 
 def keypoint_pairs(plan: Plan) -> int:
@@ -40,8 +42,8 @@ def keypoint_pairs(plan: Plan) -> int:
     key_buckets = plan.buckets(rows * per_image, KEY_BYTES)
     orb_bytes = 2 * config.features * 48
     feature_buckets = plan.buckets(rows, ROW_BYTES + 2 * orb_bytes)
-    keyed, shared, check, features, half = (plan.fresh(n) for n in ("kp-keys", "kp-shared", "kp-check",
-                                                                    "kp-orb", "kp-half"))
+    keyed, shared, ranked, check, features, half = (plan.fresh(n) for n in ("kp-keys", "kp-shared", "kp-ranked",
+                                                                            "kp-check", "kp-orb", "kp-half"))
     plan.each(shuffle_keys, [(batch, keys, key_buckets, keyed, f"{i:05d}")
                              for i, batch in enumerate(plan.batches(files, ROW_BYTES + orb_bytes))])
     plan.each(shuffle_features, [(batch, feature_buckets, features, f"{i:05d}")
@@ -50,7 +52,8 @@ def keypoint_pairs(plan: Plan) -> int:
     pairs = sum(plan.each(shared_count, [(keyed, b, keys) for b in range(key_buckets)]))
     shared_buckets = plan.buckets(pairs, KEY_BYTES)
     plan.each(pair_keys, [(keyed, b, keys, shared_buckets, shared) for b in range(key_buckets)])
-    plan.each(count_shared, [(shared, b, keys, feature_buckets, check) for b in range(shared_buckets)])
+    plan.each(count_shared, [(shared, b, keys, shared_buckets, ranked) for b in range(shared_buckets)])
+    plan.each(keep_most, [(ranked, b, keys, feature_buckets, check) for b in range(shared_buckets)])
     plan.each(attach_first, [(check, features, b, feature_buckets, half, CANDIDATE_SCHEMA)
                              for b in range(feature_buckets)])
     return sum(plan.each(verify_second, [(half, features, b, config, plan.layout.pairs_dir)
@@ -88,9 +91,18 @@ def _groups(source: Path, bucket: int, config: KeypointConfig) -> pl.DataFrame:
 
 
 def count_shared(source: Path, bucket: int, config: KeypointConfig, buckets: int, out: Path) -> int:
-    """Task: pairs sharing ``min_shared`` keys, at most ``max_candidates`` per ``a`` (every shared key of a
-    pair, and every pair of an ``a``, is in this bucket: bucketed by ``a``), sent to a's keypoint bucket."""
-    found = candidates(scan_bucket(source, bucket, SHARED_SCHEMA), config.min_shared, config.max_candidates).collect()
+    """Task: pairs sharing ``min_shared`` keys, and whether each is among its ``a``'s ``max_candidates`` (every
+    shared key of a pair, and every pair of an ``a``, is in this bucket: bucketed by ``a``), sent to b's bucket."""
+    found = (counted(scan_bucket(source, bucket, SHARED_SCHEMA), config.min_shared)
+             .with_columns(among_most("a", config.max_candidates).alias("kept")).collect())
+    return write_buckets(found, pl.col("b"), buckets, out, f"{bucket:05d}")
+
+
+def keep_most(source: Path, bucket: int, config: KeypointConfig, buckets: int, out: Path) -> int:
+    """Task: the pairs among the ``max_candidates`` of their ``a`` or of their ``b`` (every pair of a ``b`` is in
+    this bucket), sent to a's keypoint bucket: ``candidates``, a bucket at a time."""
+    found = (scan_bucket(source, bucket, RANKED_SCHEMA)
+             .filter(pl.col("kept") | among_most("b", config.max_candidates)).select("a", "b").collect())
     return write_buckets(found, pl.col("a"), buckets, out, f"{bucket:05d}")
 
 

@@ -147,16 +147,28 @@ def group_pairs(groups: pl.DataFrame) -> pl.LazyFrame:
 
 
 def candidates(shared: pl.LazyFrame, min_shared: int, most: int | None = None) -> pl.LazyFrame:
-    """Pairs sharing at least ``min_shared`` keys, or one palette key, sorted; with ``most``, each ``a``'s
-    ``most`` that share the most keys (ties to the smaller ``b``). Every pair of one ``a`` is in ``a``'s
-    bucket, so each bucket can cap its own: the pairs to verify are at most ``most`` per image, whatever
-    the corpus."""
-    found = (shared.group_by("a", "b").agg(pl.len(), pl.col("palette").any())
-             .filter((pl.col("len") >= min_shared) | pl.col("palette")))
+    """Pairs sharing at least ``min_shared`` keys, or one palette key, sorted; with ``most``, those among the
+    ``most`` of their ``a`` or of their ``b`` that share the most keys (``among_most``): at most 2 x ``most``
+    pairs per image to verify on average, whatever the corpus, and a copy keeps the pair with its original
+    even when the original, as ``a``, has many candidates."""
+    found = counted(shared, min_shared)
     if most is not None:
-        found = (found.sort(["a", "len", "b"], descending=[False, True, False])
-                 .group_by("a", maintain_order=True).head(most))
+        found = found.filter(among_most("a", most) | among_most("b", most))
     return found.select("a", "b").sort("a", "b")
+
+
+def counted(shared: pl.LazyFrame, min_shared: int) -> pl.LazyFrame:
+    """(a, b, len): pairs sharing at least ``min_shared`` keys (``len`` of them), or one palette key."""
+    return (shared.group_by("a", "b").agg(pl.len(), pl.col("palette").any())
+            .filter((pl.col("len") >= min_shared) | pl.col("palette")).select("a", "b", "len"))
+
+
+def among_most(side: str, most: int) -> pl.Expr:
+    """Whether each pair (a, b, len) is among the ``most`` pairs of its ``side`` image that share the most keys,
+    ties to the smaller other image. Needs every pair of each ``side`` image in the frame."""
+    other = "b" if side == "a" else "a"
+    order = pl.struct((-pl.col("len").cast(pl.Int64)).alias("n"), pl.col(other))
+    return order.rank("ordinal").over(side) <= most
 
 
 def copy_score(a: bytes, b: bytes, config: VerifyConfig) -> float:

@@ -237,13 +237,16 @@ def test_partitioned_pdq_verification_equals_one_process(tmp_path, near_dup_set,
     assert outputs(layout)[1].equals(want[1])
 
 
-def test_partitioned_keypoint_pairs_equal_one_process(tmp_path, near_dup_set, pdq_scored):
-    """The keypoints detector as shuffles (keys by key, shared keys by a, keypoints by sample_id) over 3
-    score files and 4 buckets finds the one-process detector's pairs, similarities and survivors."""
+@pytest.mark.parametrize("most", [30, 2])
+def test_partitioned_keypoint_pairs_equal_one_process(tmp_path, near_dup_set, pdq_scored, most):
+    """The keypoints detector as shuffles (keys by key, shared keys by a, ranked pairs by b, keypoints by
+    sample_id) over 3 score files and 4 buckets finds the one-process detector's pairs, similarities and
+    survivors, with a per-image cap that binds (2) or not."""
     def config(parts: int) -> DedupConfig:
         return DedupConfig.model_validate({
             "exact": {"enabled": False}, "partitions": {"buckets": parts}, "search": {"use_gpu": False},
-            "pdq": {"enabled": True, "verify": {"enabled": True, "keypoints": {"enabled": True, "min_shared": 3}}}})
+            "pdq": {"enabled": True, "verify": {"enabled": True, "keypoints": {"enabled": True, "min_shared": 3,
+                                                                              "max_candidates": most}}}})
 
     layout = verified_run(tmp_path / "one", near_dup_set, pdq_scored, config(1), 1)
     run_dedup(config(1), layout)
