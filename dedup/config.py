@@ -263,14 +263,15 @@ class KeypointConfig(StrictModel):
     a pair counts. PDQ moves ~25 of 256 bits per 1% shift, so such copies never become PDQ candidates; their
     ORB keypoints still match. Each image's ``points`` strongest keypoints give ``tables`` keys apiece (``bits``
     bits sampled from the 128 most balanced bits of the descriptor); images sharing ``min_shared`` keys are
-    candidates, those among the ``max_candidates`` sharing the most of their ``a`` or their ``b``. A key held by more than ``max_bucket`` images
-    (text corners, white-background edges, and in a large corpus most keys) is lengthened by ``refine_bits`` of
-    the same descriptors, up to ``refine_levels`` times, and its holders pair within the parts that are small
-    enough; what is still too common pairs nobody. So verification costs at most 2 x ``max_candidates`` per
-    image on average and the shared-key rows at most ``key rows x (max_bucket - 1) / 2`` per image, whatever the corpus
-    (``bench/keypoint_scale.py``: a background of 9,600 generated hard images, tuning split, 1,210 -> 10,810
-    images: 26.3 -> 33.8 candidates and 872 -> 2,190 shared rows per image; the geometric copies among the
-    candidates 271 -> 247 of 290, 247 -> 211 without the refinement, text slides losing most).
+    candidates, those among the ``max_candidates`` sharing the most of their ``a`` or their ``b``. A key held by
+    more than ``max_bucket`` images (text corners, white-background edges, and in a large corpus most keys) is
+    lengthened by ``refine_bits`` of the same descriptors, up to ``refine_levels`` times, and its holders pair
+    within the parts that are small enough; what is still too common pairs nobody. So verification costs at most
+    2 x ``max_candidates`` per image on average and the shared-key rows at most ``key rows x (max_bucket - 1)
+    / 2`` per image, whatever the corpus (``bench/keypoint_scale.py``: a background of 9,600 generated hard
+    images, tuning split, 1,210 -> 10,810 images: 26.3 -> 33.8 candidates and 872 -> 2,190 shared rows per
+    image; the geometric copies among the candidates 271 -> 247 of 290, 247 -> 211 without the refinement,
+    text slides losing most).
     A candidate counts when ORB + RANSAC finds ``min_inliers`` inliers of a similarity (rotation, uniform
     scale, shift) turned at most ``max_rotation`` degrees (90-degree turns and flips are PDQ's), whose inliers
     reach across one image (``min_spread``: a shared banner or logo does not) and whose thumbnails, laid one over

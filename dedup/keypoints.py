@@ -64,7 +64,7 @@ def table_bits(config: KeypointConfig) -> np.ndarray:
 def image_keys(value: bytes, config: KeypointConfig, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(keys, fine), distinct pairs, of one ``orb_features`` value: a key holds the table number in its top byte
     and the sampled bits below; ``fine`` holds the keypoint's refining bits, level by level from the lowest
-    (``shared_keys`` reads them when a key is held by too many images). Palette keys have ``fine`` 0."""
+    (``key_groups`` reads them when a key is held by too many images). Palette keys have ``fine`` 0."""
     plain, _ = parse_features(value)
     bits = np.unpackbits(plain["desc"][:config.points], axis=1)[:, positions].astype(np.uint64)  # (points, tables, n)
     weights = np.uint64(1) << np.arange(positions.shape[1], dtype=np.uint64)
@@ -118,7 +118,6 @@ def key_groups(rows: pl.LazyFrame | pl.DataFrame, max_bucket: int, refine_bits: 
     rows = rows.lazy().collect() if isinstance(rows, pl.LazyFrame) else rows
     if "fine" not in rows.columns:
         rows = rows.with_columns(pl.lit(0, pl.UInt64).alias("fine"))
-    palette = (pl.col("key") & pl.lit(int(PALETTE), pl.UInt64)) > 0
     rows, groups = rows.select(col.SAMPLE_ID, "key", "fine").unique(), []
     for level in range(refine_levels + 1):
         part = pl.col("fine") & pl.lit((1 << (refine_bits * level)) - 1, pl.UInt64)
@@ -126,7 +125,7 @@ def key_groups(rows: pl.LazyFrame | pl.DataFrame, max_bucket: int, refine_bits: 
                 .agg(pl.col(col.SAMPLE_ID).unique().sort().alias("a")))
         size = pl.col("a").list.len()
         groups.append(held.filter(size.is_between(2, max_bucket)).select("key", "a"))
-        over = held.filter((size > max_bucket) & ~palette).select("key", "part")
+        over = held.filter((size > max_bucket) & ~_palette()).select("key", "part")
         if over.is_empty():
             break
         rows = rows.with_columns(part.alias("part")).join(over, on=["key", "part"]).drop("part")
@@ -141,9 +140,13 @@ def shared_keys(rows: pl.LazyFrame | pl.DataFrame, max_bucket: int, refine_bits:
 
 def group_pairs(groups: pl.DataFrame) -> pl.LazyFrame:
     """``shared_keys`` of ``key_groups``' groups."""
-    palette = (pl.col("key") & pl.lit(int(PALETTE), pl.UInt64)) > 0
-    return (groups.lazy().select("a", pl.col("a").alias("b"), palette.alias("palette")).explode("a").explode("b")
+    return (groups.lazy().select("a", pl.col("a").alias("b"), _palette().alias("palette")).explode("a").explode("b")
             .filter(pl.col("a") < pl.col("b")))
+
+
+def _palette() -> pl.Expr:
+    """Whether a row's ``key`` is a palette key."""
+    return (pl.col("key") & pl.lit(int(PALETTE), pl.UInt64)) > 0
 
 
 def candidates(shared: pl.LazyFrame, min_shared: int, most: int | None = None) -> pl.LazyFrame:
