@@ -57,25 +57,27 @@ from pipelines.cli.corpus import jpeg, photo_dirs, png  # noqa: E402
 from support.evalset import (EDIT_SETS, SCENE_PHOTOS, bundled_graphics, bundled_photos,  # noqa: E402
                              low_texture_negatives, similar_scenes, split_originals)
 
+OFF = {"enabled": False}  # verification (with its keypoints detector), on with PDQ by default
 METHODS = {
     "phash": {"phash": {"enabled": True}},
-    "pdq": {"pdq": {"enabled": True, "regions": []}},
-    "pdq_regions": {"pdq": {"enabled": True}},  # the default: with the stretch, the layout detector and the colour gate
+    "pdq": {"pdq": {"enabled": True, "regions": [], "verify": OFF}},
+    # PDQ + regions, with the stretch, the layout detector and the colour gate: the default until verification
+    # came with PDQ (the issue's "default" row).
+    "pdq_regions": {"pdq": {"enabled": True, "verify": OFF}},
     # Issue 24's additions one at a time: PDQ + regions as before all three, then each alone.
-    "pdq_before": {"pdq": {"enabled": True, "stretch_max_gain": 1, "min_colour_overlap": 0},
-                   "layout": {"enabled": False}},
-    "pdq_stretch": {"pdq": {"enabled": True, "min_colour_overlap": 0}, "layout": {"enabled": False}},
-    "pdq_layout": {"pdq": {"enabled": True, "stretch_max_gain": 1, "min_colour_overlap": 0}},
-    "pdq_gate": {"pdq": {"enabled": True, "stretch_max_gain": 1}, "layout": {"enabled": False}},
-    # The default but the layout detector's photometric match (dedup.layout.tone): what that match adds.
-    "pdq_no_tone": {"pdq": {"enabled": True}, "layout": {"tone": {"enabled": False}}},
-    # Verification with the keypoints detector (off-centre crops, small rotations), as it comes: the demo's.
-    "pdq_keypoints": {"pdq": {"enabled": True, "verify": {"enabled": True, "keypoints": {"enabled": True}}}},
+    "pdq_before": {"pdq": {"enabled": True, "stretch_max_gain": 1, "min_colour_overlap": 0, "verify": OFF},
+                   "layout": OFF},
+    "pdq_stretch": {"pdq": {"enabled": True, "min_colour_overlap": 0, "verify": OFF}, "layout": OFF},
+    "pdq_layout": {"pdq": {"enabled": True, "stretch_max_gain": 1, "min_colour_overlap": 0, "verify": OFF}},
+    "pdq_gate": {"pdq": {"enabled": True, "stretch_max_gain": 1, "verify": OFF}, "layout": OFF},
+    # pdq_regions but the layout detector's photometric match (dedup.layout.tone): what that match adds.
+    "pdq_no_tone": {"pdq": {"enabled": True, "verify": OFF}, "layout": {"tone": OFF}},
+    # The default: verification with the keypoints detector (off-centre crops, small rotations); the demo's.
+    "pdq_keypoints": {"pdq": {"enabled": True}},
     # Pairs beyond the PDQ threshold, up to distance 80, count when ORB + RANSAC verifies them (no keypoints).
-    "pdq_verify": {"pdq": {"enabled": True, "verify": {"enabled": True, "keypoints": {"enabled": False}}}},
+    "pdq_verify": {"pdq": {"enabled": True, "verify": {"keypoints": OFF}}},
     # Every pair verified, the near ones too: what verification removes, and what it loses.
-    "pdq_verify_all": {"pdq": {"enabled": True, "verify": {"enabled": True, "verify_all": True,
-                                                           "keypoints": {"enabled": False}}}},
+    "pdq_verify_all": {"pdq": {"enabled": True, "verify": {"verify_all": True, "keypoints": OFF}}},
 }
 IMAGE_DETECTORS = {d for d, kind in KIND_OF_DETECTOR.items() if kind == DupKind.IMAGE}
 

@@ -107,7 +107,7 @@ def demo_config(url_list: Path, run_dir: Path) -> dict:
         "filters": {**demo_filters()[0], **DEMO_SIGNALS},
         # PDQ rather than pHash, with regions, verification and its keypoints detector: the best of
         # bench/neardup_eval.py.
-        "dedup": {"exact": {"enabled": True}, "pdq": {"enabled": True, "verify": {"enabled": True}},
+        "dedup": {"exact": {"enabled": True}, "pdq": {"enabled": True},
                   "minhash": {"enabled": True}, "semantic": {"enabled": "clip" in demo_filters()[0]}},
         "export": {"shard_size": 100},
         # Fractions of a CPU so that every model pool fits a 2-CPU local Ray next to the read tasks.

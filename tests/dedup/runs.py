@@ -20,6 +20,9 @@ from manifests.io import write_parquet
 from manifests.layout import RunLayout
 from manifests.schema import Status
 
+# dedup.pdq.verify off: PDQ pairs alone, for score tables made without orb_features (verification is on with PDQ).
+UNVERIFIED = {"enabled": False}
+
 
 @dataclass(frozen=True)
 class Item:

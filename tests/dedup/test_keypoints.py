@@ -193,17 +193,18 @@ def test_a_key_held_by_too_many_still_pairs_the_copies_that_agree_on_more_bits()
     assert sorted(keypoints.key_groups(rows, 2, 2, 2)["a"].to_list()) == [["a", "b"], ["d", "e"]]
 
 
-def test_the_keypoints_detector_comes_with_verification_and_can_be_turned_off():
-    """It needs the keypoints verification stores; its cost per image is capped (max_candidates), so it is on
-    whenever verification is, unless turned off."""
+def test_verification_and_the_keypoints_detector_come_with_pdq_and_can_be_turned_off():
+    """Both need the keypoints verification stores; the detector's cost per image is capped (max_candidates)
+    and the descriptors' is 2.3x PDQ alone, so asking for PDQ asks for crops and turns too, unless turned off."""
     from dedup.config import DedupConfig
 
-    pdq = {"pdq": {"enabled": True}}
-    assert "keypoints" not in DedupConfig.model_validate(pdq).enabled_detectors()
-    verify = {"pdq": {"enabled": True, "verify": {"enabled": True}}}
-    assert "keypoints" in DedupConfig.model_validate(verify).enabled_detectors()
-    verify["pdq"]["verify"]["keypoints"] = {"enabled": False}
-    assert "keypoints" not in DedupConfig.model_validate(verify).enabled_detectors()
+    def detectors(pdq: dict) -> set[str]:
+        return set(DedupConfig.model_validate({"pdq": {"enabled": True, **pdq}}).enabled_detectors())
+
+    assert {"pdq", "pdq_verified", "keypoints"} <= detectors({})
+    assert "keypoints" not in detectors({"verify": {"keypoints": {"enabled": False}}})
+    assert "pdq_verified" in detectors({"verify": {"keypoints": {"enabled": False}}})
+    assert not {"pdq_verified", "keypoints"} & detectors({"verify": {"enabled": False}})
 
 
 def test_a_crop_laid_over_its_original_differs_at_its_edges_only_and_a_recolour_across_it(photos):

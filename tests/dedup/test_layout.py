@@ -24,7 +24,7 @@ from manifests import schema as col
 from manifests.io import write_parquet
 from pipelines.cli.corpus import jpeg
 from support.evalset import flat, flat_mark, hard_originals, low_texture_negatives, recolour, soft_gradient
-from tests.dedup.runs import Item, write_run
+from tests.dedup.runs import UNVERIFIED, Item, write_run
 
 SEARCH = SearchConfig(use_gpu=False)
 
@@ -235,7 +235,7 @@ def test_partitioned_layout_pairs_equal_the_one_process_ones(tmp_path):
     items = low_texture_items()
 
     def config(parts: int, **search) -> DedupConfig:
-        return DedupConfig.model_validate({"exact": {"enabled": True}, "pdq": {"enabled": True},
+        return DedupConfig.model_validate({"exact": {"enabled": True}, "pdq": {"enabled": True, "verify": UNVERIFIED},
                                            "partitions": {"buckets": parts},
                                            "search": {"use_gpu": False, "k": 64, **search}})
 

@@ -21,6 +21,7 @@ from dedup.semantic import CENTROID_DISTANCE
 from dedup.survivors import with_centroid_distance
 from manifests import schema as col
 from manifests.layout import RunLayout
+from tests.dedup.runs import UNVERIFIED
 
 ROWS = 2400
 DIM = 32
@@ -149,7 +150,7 @@ def pdq_colour(source: int, recoloured: bool, grey: bool) -> bytes:
 
 
 def pdq_config(buckets: int, **search) -> DedupConfig:
-    return DedupConfig.model_validate({"exact": {"enabled": True}, "pdq": {"enabled": True},
+    return DedupConfig.model_validate({"exact": {"enabled": True}, "pdq": {"enabled": True, "verify": UNVERIFIED},
                                        "partitions": {"buckets": buckets}, "search": {"use_gpu": False, **search}})
 
 
@@ -176,7 +177,8 @@ def test_pdq_lists_probing_every_list_equal_the_exact_search(tmp_path, pdq_refer
     must be the exact search's, the colour gate's refusals (recoloured copies) included. Probing 2 of 16
     lists finds nearly all of them and nothing else."""
     ungated = generated_run(tmp_path / "ungated", 1, pdq_columns)
-    run_dedup(pdq_config(1).model_copy(update={"pdq": PdqConfig(enabled=True, min_colour_overlap=0)}), ungated)
+    ungated_pdq = PdqConfig(enabled=True, min_colour_overlap=0, verify=UNVERIFIED)
+    run_dedup(pdq_config(1).model_copy(update={"pdq": ungated_pdq}), ungated)
     refused = outputs(ungated)[0].join(pdq_reference[0], on=["sample_a", "sample_b", "detector"], how="anti")
     assert refused.height > 5 and set(refused["detector"]) == {"pdq"}  # recoloured copies: the lists must refuse them
     layout = generated_run(tmp_path / "lists", 3, pdq_columns)
@@ -272,7 +274,7 @@ def test_batched_map_tasks_find_the_same_semantic_and_pdq_pairs(tmp_path):
             "exact": {"enabled": True}, "keep": {"mode": "greedy"},
             "partitions": {"buckets": 3, "bytes_per_map_task": budget},
             "search": {"use_gpu": False, "exact_max": 100, "nlist": 16, "nprobe": 2, "train_sample": 3000},
-            "pdq": {"enabled": True},
+            "pdq": {"enabled": True, "verify": UNVERIFIED},
             "semantic": {"enabled": True, "keep": "least_prototypical", "rows_per_cluster": 100,
                          "train_sample": 900}})
         calls: Counter = Counter()

@@ -26,6 +26,7 @@ from manifests.images import crop_to_box, parse_box
 from manifests.io import write_parquet
 from pipelines.cli.corpus import load_photos, png
 from support.evalset import low_texture_set
+from tests.dedup.runs import UNVERIFIED
 
 SEARCH = SearchConfig(use_gpu=False)
 
@@ -53,7 +54,7 @@ def photo() -> Image.Image:
 
 
 def test_pdq_hash_is_pdqhash_of_the_image_and_quality_is_recorded(photo):
-    out = PdqHasher(PdqConfig(enabled=True))(batch_of([png(photo), b"not an image"]))
+    out = PdqHasher(PdqConfig(enabled=True, verify=UNVERIFIED))(batch_of([png(photo), b"not an image"]))
     bits, quality = pdqhash.compute(np.asarray(photo))
     assert out[col.PDQ_HASH][0] == np.packbits(bits.astype(np.uint8)).tobytes().hex()
     assert out[col.PDQ_QUALITY][0] == quality == 100
@@ -89,11 +90,11 @@ def test_low_texture_images_get_no_perceptual_pairs(tmp_path):
     batch = PerceptualHasher(PHashConfig())(PdqHasher(PdqConfig())(batch_of(images)))
     files = score_file(tmp_path, batch, [col.PDQ_QUALITY, col.PDQ_CODES, col.PHASH])
     index = SampleIndex.of(pl.Series(batch[col.SAMPLE_ID].tolist()))
-    assert pdq_pairs(PdqConfig(enabled=True), SEARCH, files, index).is_empty()
+    assert pdq_pairs(PdqConfig(enabled=True, verify=UNVERIFIED), SEARCH, files, index).is_empty()
     smooth = [i for i, name in enumerate(named) if name.split("_")[0] in ("flat", "linear", "radial")]
     assert all(batch[col.PHASH][i] is None for i in smooth)
     # Without the guards the same set merges: the test can fail.
-    assert not pdq_pairs(PdqConfig(enabled=True, min_quality=0), SEARCH, files, index).is_empty()
+    assert not pdq_pairs(PdqConfig(enabled=True, min_quality=0, verify=UNVERIFIED), SEARCH, files, index).is_empty()
     unguarded = PerceptualHasher(PHashConfig(min_quality=0))(batch_of([images[i] for i in smooth]))
     files = score_file(tmp_path, unguarded, [col.PHASH])
     index = SampleIndex.of(pl.Series(unguarded[col.SAMPLE_ID].tolist()))
