@@ -256,6 +256,11 @@ class PlacementConfig(StrictModel):
                                         "max_subject_distance``'s measure) of the placement: on the tuning split "
                                         "true placements reach 9.9, a look-alike product placed on another 15.4",
                                         json_schema_extra=FINDS)
+    tone: bool = Field(True, description="a candidate that places nothing also counts when the layouts of the "
+                                         "two thumbnails match photometrically (dedup.layout.tone, when enabled): "
+                                         "brightness, contrast, gamma and greyscale copies of smooth images PDQ "
+                                         "hashes apart and ORB cannot verify (a colour wheel brightened until it "
+                                         "clips)", json_schema_extra=FINDS)
 
 
 class KeypointConfig(StrictModel):

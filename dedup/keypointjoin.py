@@ -19,11 +19,11 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from dedup.config import KeypointConfig, VerifyConfig
+from dedup.config import KeypointConfig, ToneConfig, VerifyConfig
 from dedup.cluster import SIMILARITY, found_pairs
 from dedup.keyjoin import CANDIDATE_SCHEMA
 from dedup.keypoints import (KEY_SCHEMA, SHARED_SCHEMA, among_most, copy_score, counted, group_pairs,
-                             key_groups, key_rows)
+                             key_groups, key_rows, placement_tone)
 from dedup.pdqverify import ROW_BYTES, _joined, attach_first, shuffle_features
 from dedup.plan import Plan
 from dedup.shuffle import concat, scan_bucket, write_buckets, write_pairs
@@ -56,7 +56,8 @@ def keypoint_pairs(plan: Plan) -> int:
     plan.each(keep_most, [(ranked, b, keys, feature_buckets, check) for b in range(shared_buckets)])
     plan.each(attach_first, [(check, features, b, feature_buckets, half, CANDIDATE_SCHEMA)
                              for b in range(feature_buckets)])
-    return sum(plan.each(verify_second, [(half, features, b, config, plan.layout.pairs_dir)
+    tone = placement_tone(plan.config)
+    return sum(plan.each(verify_second, [(half, features, b, config, tone, plan.layout.pairs_dir)
                                          for b in range(feature_buckets)]))
 
 
@@ -106,11 +107,12 @@ def keep_most(source: Path, bucket: int, config: KeypointConfig, buckets: int, o
     return write_buckets(found, pl.col("a"), buckets, out, f"{bucket:05d}")
 
 
-def verify_second(half: Path, features: Path, bucket: int, config: VerifyConfig, out: Path) -> int:
-    """Task: b's keypoints added, ORB + RANSAC run; verified pairs written as ``keypoints``."""
+def verify_second(half: Path, features: Path, bucket: int, config: VerifyConfig, tone: ToneConfig | None,
+                  out: Path) -> int:
+    """Task: b's keypoints added, the pairs verified (``copy_score``); verified pairs written as ``keypoints``."""
     schema = {**CANDIDATE_SCHEMA, "orb_a": pl.Binary}
     frame = _joined(scan_bucket(half, bucket, schema), features, bucket, "b", "orb_b")
-    scores = pl.Series(SIMILARITY, [copy_score(a, b, config) for a, b in zip(frame["orb_a"], frame["orb_b"])],
+    scores = pl.Series(SIMILARITY, [copy_score(a, b, config, tone) for a, b in zip(frame["orb_a"], frame["orb_b"])],
                        dtype=pl.Float32)
     verified = frame.with_columns(scores).filter(pl.col(SIMILARITY) > 0)
     return write_pairs(found_pairs(verified, "keypoints"), out / f"keypoints-{bucket:05d}.parquet")

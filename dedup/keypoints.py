@@ -16,7 +16,9 @@ is the inliers' share of the smaller keypoint set.
 An image with fewer than ``placement.below_keypoints`` keypoints (a pastel, a soft gradient, a flat design, a
 small product on white) also gets palette keys (``palette_keys``): a candidate needs one of those only. A
 candidate with one such image is first judged by placing one thumbnail in the other (``dedup.placement``;
-its similarity is 1 - the placement's relative distance), then, if that places nothing, by RANSAC.
+its similarity is 1 - the placement's relative distance), then, if that places nothing, by the photometric
+match of the two thumbnails' colour layouts (``dedup.layout.tone_match``: a brightness, contrast, gamma or
+greyscale copy keeps the framing and moves the colours), then by RANSAC.
 
 These functions are the kernels: ``support.dedup_reference.keypoint_pairs`` runs them over a whole run in
 one process (the reference), ``dedup.keypointjoin`` as partitioned tasks.
@@ -24,10 +26,12 @@ one process (the reference), ``dedup.keypointjoin`` as partitioned tasks.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import polars as pl
 
-from dedup.config import KeypointConfig, VerifyConfig
+from dedup.config import DedupConfig, KeypointConfig, ToneConfig, VerifyConfig
+from dedup.layout import layout, tone, tone_match, unpack
 from dedup.placement import placed_copy
 from dedup.verify import agree, blurred, feature_size, fit, parse_features, plausible, thumbnail, thumbnails
 from manifests import schema as col
@@ -174,29 +178,52 @@ def among_most(side: str, most: int) -> pl.Expr:
     return order.rank("ordinal").over(side) <= most
 
 
-def copy_score(a: bytes, b: bytes, config: VerifyConfig) -> float:
+def copy_score(a: bytes, b: bytes, config: VerifyConfig, tone_config: ToneConfig | None = None) -> float:
     """How surely ``b`` is a copy of ``a``, 0.0 when it is not. A pair with fewer than
     ``placement.below_keypoints`` keypoints on one side is first placed (``dedup.placement.placed_copy``: 1 - the
-    placement's relative distance). Otherwise, or when it places nothing, the inliers' share of the smaller
-    keypoint set for a similarity with at least ``keypoints.min_inliers`` inliers whose thumbnails agree (a
-    against b, else a against b's mirror)."""
+    placement's relative distance), then, given ``tone_config`` (``placement_tone``), matched photometrically
+    (``toned_copy``). Otherwise, or when neither finds it, the inliers' share of the smaller keypoint set for a
+    similarity with at least ``keypoints.min_inliers`` inliers whose thumbnails agree (a against b, else a against
+    b's mirror)."""
     plain_a, _ = parse_features(a)
     plain_b, mirror_b = parse_features(b)
-    thumb_a = thumbnails(a)[0]
+    thumb_a, thumbs_b = thumbnails(a)[0], thumbnails(b)
     keys = config.keypoints
     fewest = min(len(plain_a), len(plain_b))
     if keys.placement.enabled and fewest < keys.placement.below_keypoints:
-        placed = placed_copy(thumb_a, thumbnail(b), keys.placement)
+        placed = placed_copy(thumb_a, thumbs_b[0], keys.placement)
         if placed:
             return placed
+        toned = toned_copy(thumb_a, thumbs_b[0], tone_config) if tone_config is not None else 0.0
+        if toned:
+            return toned
     if fewest < keys.min_inliers:
         return 0.0
     sizes = (feature_size(a), feature_size(b))
-    for other, thumb_b in zip((plain_b, mirror_b), thumbnails(b)):
+    for other, thumb_b in zip((plain_b, mirror_b), thumbs_b):
         found = _inliers(plain_a, other, sizes, (thumb_a, thumb_b), config)
         if found:
             return min(1.0, found / max(1, fewest))
     return 0.0
+
+
+def placement_tone(config: DedupConfig) -> ToneConfig | None:
+    """The photometric match ``copy_score`` tries on keypoint-poor pairs (``placement.tone``), None when off."""
+    on = config.pdq.verify.keypoints.placement.tone and config.layout.tone.enabled
+    return config.layout.tone if on else None
+
+
+def toned_copy(thumb_a: np.ndarray | None, thumb_b: np.ndarray | None, config: ToneConfig) -> float:
+    """1 - half the share of its limits the photometric match (``dedup.layout.tone_match``) of the two
+    thumbnails' colour layouts uses; 0.0 when they do not match, or a value holds no thumbnail. The layouts are
+    ``dedup.layout.layout`` of each CIELAB thumbnail turned back into sRGB (a 48-pixel thumbnail averaged down
+    to 16 x 16: the layout of its image within rounding)."""
+    if thumb_a is None or thumb_b is None:
+        return 0.0
+    layouts = np.stack([layout(cv2.cvtColor(t, cv2.COLOR_LAB2RGB)).reshape(-1) for t in (thumb_a, thumb_b)])
+    tones = tone(unpack(layouts))
+    used = float(tone_match(tones.take(np.array([0])), tones.take(np.array([1])), config)[0])
+    return 1.0 - used / 2 if np.isfinite(used) else 0.0
 
 
 def _inliers(a: np.ndarray, b: np.ndarray, sizes: tuple, thumbs: tuple, config: VerifyConfig) -> int:

@@ -23,7 +23,7 @@ from dedup import keypoints
 from dedup.artefacts import SampleIndex, binary_matrix, iter_column
 from dedup.cluster import (PAIRS_SCHEMA, RESOLUTION, SAMPLE_A, SAMPLE_B, SIMILARITY, DETECTOR, cluster, cluster_counts,
                            equal_key_pairs, named_pairs)
-from dedup.config import DedupConfig, MinHashConfig, PdqConfig, SemanticConfig
+from dedup.config import DedupConfig, MinHashConfig, PdqConfig, SemanticConfig, ToneConfig
 from dedup.keep import CAPTION, EXACT, IMAGE, Classes, group_rows
 from dedup.lsh import band_frame, band_keys, band_shape, candidate_pairs, verify
 from dedup.detectors import layout_pairs, pdq_pairs, phash_pairs, scores, sscd_pairs
@@ -68,8 +68,10 @@ def caption_pairs(config: MinHashConfig, files: list[Path], index: SampleIndex, 
                        verified[SIMILARITY].to_numpy(), "minhash")
 
 
-def keypoint_pairs(config: PdqConfig, files: list[Path], index: SampleIndex) -> pl.DataFrame:
-    """Images sharing ``verify.keypoints.min_shared`` keypoint keys, verified (``dedup.keypoints``)."""
+def keypoint_pairs(config: PdqConfig, files: list[Path], index: SampleIndex,
+                   tone: ToneConfig | None = None) -> pl.DataFrame:
+    """Images sharing ``verify.keypoints.min_shared`` keypoint keys, verified (``dedup.keypoints.copy_score``, with
+    ``tone`` for keypoint-poor pairs: ``keypoints.placement_tone``)."""
     keys = config.verify.keypoints
     rows = [keypoints.key_rows(ids, values.to_pylist(), keys) for ids, values in iter_column(files, col.ORB_FEATURES)]
     if not rows:
@@ -77,7 +79,7 @@ def keypoint_pairs(config: PdqConfig, files: list[Path], index: SampleIndex) -> 
     shared = keypoints.shared_keys(pl.concat(rows), keys.max_bucket, keys.refine_bits, keys.refine_levels)
     found = keypoints.candidates(shared, keys.min_shared, keys.max_candidates).collect()
     a, b = index.positions(found["a"]), index.positions(found["b"])
-    sim = scores(files, index, a, b, config, lambda x, y: keypoints.copy_score(x, y, config.verify))
+    sim = scores(files, index, a, b, config, lambda x, y: keypoints.copy_score(x, y, config.verify, tone))
     ok = sim > 0
     return named_pairs(index, a[ok], b[ok], sim[ok], "keypoints")
 
@@ -119,7 +121,7 @@ def find_pairs(config: DedupConfig, layout: RunLayout, rows: pl.LazyFrame, work:
         "sscd": lambda: sscd_pairs(config.sscd, config.search, files, index),
         "pdq": lambda: pdq_pairs(config.pdq, config.search, files, index),  # pdq_verified pairs too
         "layout": lambda: layout_pairs(config.layout, config.pdq, config.search, files, index),
-        "keypoints": lambda: keypoint_pairs(config.pdq, files, index),
+        "keypoints": lambda: keypoint_pairs(config.pdq, files, index, keypoints.placement_tone(config)),
         "semantic": lambda: semantic_finder(config, layout, files, index, work),
     }
     found, stats = [], {}

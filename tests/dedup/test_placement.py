@@ -3,6 +3,7 @@ off-centre crop and turned copy pair with it; its recolour, another landscape an
 
 from __future__ import annotations
 
+import io
 import random
 
 import cv2
@@ -11,10 +12,10 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from dedup import keypoints
-from dedup.config import PdqConfig, PlacementConfig
+from dedup.config import PdqConfig, PlacementConfig, ToneConfig
 from dedup.placement import placed_copy, placement
 from dedup.verify import _THUMBED, lab_thumbnail, orb_features, parse_features
 from support.dedup_reference import keypoint_pairs
@@ -113,3 +114,26 @@ def test_values_without_a_thumbnail_get_no_palette_keys_and_place_nothing():
     assert (keypoints.image_keys(value, config, positions)[0] & keypoints.PALETTE).any()
     assert not (keypoints.image_keys(older, config, positions)[0] & keypoints.PALETTE).any()
     assert keypoints.copy_score(older, older, CONFIG.verify) == 0.0 < keypoints.copy_score(value, value, CONFIG.verify)
+
+
+def test_a_smooth_image_brightened_until_it_clips_pairs_by_its_tone_and_its_recolours_do_not():
+    """The colour wheel (PDQ quality 100, no ORB keypoint) brightened x1.35: its centre clips to white, so PDQ
+    moves 70 bits and placement finds its colours far apart. The tone of its layout still matches, as does a
+    contrast or darkened copy's; the wheel with its hues turned, or turned 30 degrees, does not. Without the
+    tone check the brightened copy is refused: the test can fail."""
+    from pipelines.cli.corpus import jpeg, load_photos
+
+    wheel = load_photos()["color"][0].convert("RGB")
+    wheel.thumbnail((256, 256))
+
+    def value(img: Image.Image) -> bytes:
+        return orb_features(np.asarray(Image.open(io.BytesIO(jpeg(img, 90))).convert("RGB")), CONFIG.verify.features)
+
+    original, tone = value(wheel), ToneConfig()
+    assert len(parse_features(original)[0]) < CONFIG.verify.keypoints.min_inliers
+    copies = [value(ImageEnhance.Brightness(wheel).enhance(1.35)), value(ImageEnhance.Brightness(wheel).enhance(0.7)),
+              value(ImageEnhance.Contrast(wheel).enhance(0.6))]
+    assert all(keypoints.copy_score(original, c, CONFIG.verify, tone) > 0 for c in copies)
+    assert keypoints.copy_score(original, copies[0], CONFIG.verify) == 0.0
+    others = [value(recolour(wheel, turn)) for turn in (1 / 12, 1 / 6, 0.5)] + [value(wheel.rotate(30))]
+    assert all(keypoints.copy_score(original, o, CONFIG.verify, tone) == 0.0 for o in others)
