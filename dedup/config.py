@@ -348,13 +348,15 @@ class VerifyConfig(StrictModel):
     loses the copies ORB finds no keypoints in (blurred, low-contrast pictures).
 
     On whenever PDQ is: without it PDQ + regions reaches 0.03 of the crops and rotations on the reporting
-    split, with it (and its keypoints detector) 0.89 at the same precision, for 2.28x the descriptor cost
-    (``bench/descriptor_cost.py``: ORB's keypoints and thumbnail beside the PDQ codes, 12.1 against 5.3 ms).
+    split, with it (and its keypoints detector) 0.89 at the same precision, for 2.3-2.5x the descriptor cost
+    of PDQ + regions (``bench/descriptor_cost.py --split report``, three runs: 2.28, 2.48, 2.39; 11.5 against
+    4.8 ms in the last, ``bench/figures/descriptor-cost.json``) and, in the dedup phase, about 50 ms of CPU per
+    photo verifying its ~34 candidates, 250-400 ms per flat design or pastel (placement).
     """
 
     enabled: bool = Field(True, description="verify PDQ pairs with ORB + RANSAC, counting pairs out to max_distance, "
                                             "and find keypoints pairs (crops, rotations); false: PDQ pairs alone, "
-                                            "about half the descriptor cost")
+                                            "two thirds of the descriptor cost and a fraction of the dedup phase's")
     features: int = Field(300, ge=16, le=5000, description="ORB keypoints per image (content region)")
     ratio: float = Field(0.8, gt=0, lt=1, description="Lowe's ratio test on the two nearest descriptors",
                          json_schema_extra=FINDS)
