@@ -5,6 +5,7 @@ A mistake fails here, before any work starts, with the dotted field name and wha
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -140,7 +141,9 @@ def _describe(error: ValidationError) -> str:
 
 
 def build_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
-    data = dict(data)
+    """The validated config of ``data`` with ``overrides`` (``a.b.c=value``) applied to a copy of it: the
+    caller's dict, and every section it shares with other dicts, stays as it was."""
+    data = copy.deepcopy(data)
     for override in overrides:
         apply_override(data, override)
     try:

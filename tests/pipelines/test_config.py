@@ -107,3 +107,15 @@ def test_stage_names_are_exactly_the_stages_a_full_config_builds():
         "caption": {"blip2": {"enabled": True}, "llava": {"enabled": True}, "qwen_vl": {"enabled": True}}})
     built = [spec.name for spec in score_stages(everything) + caption_stages(everything)]
     assert sorted(built) == sorted(STAGE_NAMES) and len(set(built)) == len(built)
+
+
+def test_overrides_change_a_copy_and_never_the_callers_sections():
+    """Two configs built from dicts that share a section (bench/neardup_eval.py's methods share one ``{"enabled":
+    False}``): an override of the first leaves the second, and the caller's dicts, as they were."""
+    off = {"enabled": False}
+    first = {"output_dir": "/tmp/never-written", "input": {"path": "urls.parquet"},
+             "dedup": {"pdq": {"enabled": True, "verify": off}, "layout": off}}
+    second = {**first, "dedup": {"pdq": {"enabled": True, "verify": off}}}
+    assert build_config(first, ["dedup.layout.enabled=true"]).dedup.layout.enabled
+    assert off == {"enabled": False} and first["dedup"]["layout"] is off
+    assert not build_config(second).dedup.pdq.verify.enabled
