@@ -124,15 +124,15 @@ def key_groups(rows: pl.LazyFrame | pl.DataFrame, max_bucket: int, refine_bits: 
         rows = rows.with_columns(pl.lit(0, pl.UInt64).alias("fine"))
     rows, groups = rows.select(col.SAMPLE_ID, "key", "fine").unique(), []
     for level in range(refine_levels + 1):
-        part = pl.col("fine") & pl.lit((1 << (refine_bits * level)) - 1, pl.UInt64)
-        held = (rows.with_columns(part.alias("part")).group_by("key", "part")
-                .agg(pl.col(col.SAMPLE_ID).unique().sort().alias("a")))
+        parted = rows.with_columns((pl.col("fine") & pl.lit((1 << (refine_bits * level)) - 1, pl.UInt64))
+                                   .alias("part"))
+        held = parted.group_by("key", "part").agg(pl.col(col.SAMPLE_ID).unique().sort().alias("a"))
         size = pl.col("a").list.len()
         groups.append(held.filter(size.is_between(2, max_bucket)).select("key", "a"))
         over = held.filter((size > max_bucket) & ~_palette()).select("key", "part")
         if over.is_empty():
             break
-        rows = rows.with_columns(part.alias("part")).join(over, on=["key", "part"]).drop("part")
+        rows = parted.join(over, on=["key", "part"]).drop("part")
     return pl.concat(groups)
 
 
